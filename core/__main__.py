@@ -1,0 +1,146 @@
+"""Command line: ``python -m core {presets,train,bench}``.
+
+Bad input prints one line on stderr naming the field and what is allowed and
+exits with code 2 (never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _fail(field: str, message: str):
+    print(f"error: {field}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _cmd_presets(args) -> int:
+    from .presets import presets
+
+    for name, cfg in presets().items():
+        arch = "->".join(str(n) for n in cfg.layers)
+        print(f"{name:16s} {cfg.model.upper()} {arch:14s} {cfg.description}")
+    return 0
+
+
+def _config_from_args(args):
+    from .config import ConfigError
+    from .presets import get_preset
+
+    cfg = get_preset(args.preset)
+    changes = {}
+    for name in ("steps", "surrogate", "scale", "lr", "loss", "optimizer", "batch", "T"):
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    if args.seed is not None:
+        changes["student_seed"] = args.seed
+    if args.teacher_seed is not None:
+        changes["teacher_seed"] = args.teacher_seed
+    if args.learn is not None:
+        changes["learn"] = tuple(g.strip() for g in args.learn.split(",") if g.strip())
+    for k, v in changes.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(k, f"must be a finite number, got {v}.")
+    return cfg.replace(**changes)
+
+
+def _cmd_train(args) -> int:
+    from .config import ConfigError
+
+    try:
+        cfg = _config_from_args(args)
+    except ConfigError as e:
+        _fail(e.field, str(e).split(": ", 1)[1])
+    import jax
+
+    from .evaluate import evaluate_experiment
+    from .train import setup, train
+
+    exp = setup(cfg)
+    initial = float("nan")
+
+    def progress(e, out):
+        if not args.json and not args.quiet:
+            print(f"step {int(e.state.step):6d}  loss {float(e.state.loss):.5f}", file=sys.stderr)
+
+    exp, hist = train(exp, cfg.steps, chunk=min(args.chunk, cfg.steps), callback=progress)
+    loss = hist["loss"]
+    initial = float(loss[0]) if loss.size else None
+    final = float(loss[-max(1, min(50, loss.size // 10)):].mean()) if loss.size else None
+    ev = evaluate_experiment(exp)
+    result = {
+        "preset": args.preset,
+        "steps": hist["steps"],
+        "initial_loss": initial,
+        "final_loss": final,
+        "diverged": hist["diverged"],
+        "steps_per_s": hist["steps_per_s"],
+        "first_chunk_seconds": hist["first_chunk_s"],
+        "seconds": hist["seconds"],
+        "backend": jax.default_backend(),
+        "config": cfg.to_dict(),
+        **ev,
+    }
+    if args.json:
+        print(json.dumps(result, allow_nan=False, default=_none_for_nan))
+    else:
+        print(f"preset {args.preset}: {hist['steps']} steps in {hist['seconds']:.1f} s "
+              f"({result['steps_per_s']:.0f} steps/s), loss {initial:.4f} -> {final:.4f}"
+              f"{'  DIVERGED' if hist['diverged'] else ''}")
+        for i, layer in enumerate(ev["recovery"]):
+            print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")
+        print(f"  spike precision {ev['spike_precision']:.3f}, rate error {ev['rate_error']:+.3f}")
+    return 0
+
+
+def _none_for_nan(o):
+    return None
+
+
+def _cmd_bench(args) -> int:
+    from benchmarks.core_bench import main as bench_main
+
+    return bench_main(args.configs, rounds=args.rounds, as_json=args.json)
+
+
+def main(argv=None) -> int:
+    p = _Parser(prog="python -m core", description="Resonance Lab compute core.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub.add_parser("presets", help="list the presets")
+    t = sub.add_parser("train", help="train a student on a preset's teacher")
+    t.add_argument("--preset", required=True)
+    t.add_argument("--steps", type=int)
+    t.add_argument("--seed", type=int, help="student seed")
+    t.add_argument("--teacher-seed", type=int, dest="teacher_seed")
+    t.add_argument("--surrogate")
+    t.add_argument("--scale", type=float)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--loss")
+    t.add_argument("--optimizer")
+    t.add_argument("--batch", type=int)
+    t.add_argument("--T", type=int)
+    t.add_argument("--learn", help="comma list of weights,omega,b,reset")
+    t.add_argument("--chunk", type=int, default=50)
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+    b = sub.add_parser("bench", help="time training steps (small, medium)")
+    b.add_argument("configs", nargs="*", default=["small", "medium"])
+    b.add_argument("--rounds", type=int, default=5)
+    b.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
+        _fail("chunk", "must be a positive integer.")
+    return {"presets": _cmd_presets, "train": _cmd_train, "bench": _cmd_bench}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+r"""Recovery of the teacher's parameters and spike-time precision.
+
+Matching: hidden units are interchangeable, so student units are assigned to
+teacher units layer by layer with the Hungarian algorithm
+(``scipy.optimize.linear_sum_assignment``) on the correlation of their
+incoming weight vectors; each layer's assignment permutes the rows of the
+next layer's weights before that layer is matched.  Output units are not
+permuted (their order is fixed by the targets).  Extra student units (a wider
+student) stay unmatched and are left out of the comparison.
+
+Per layer and parameter group (weights, omega, b, reset; physical units):
+relative error :math:`\|\theta-\theta^*\|/\max(\|\theta^*\|, 0.075)`, Pearson
+correlation, and the signed relative error
+:math:`\varepsilon = \sum(\theta-\theta^*)/\max(\|\theta^*\|, 0.075)`
+(Braun & Vogels 2021).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .neurons import damping_of, omega_of
+
+FLOOR = 0.075
+
+
+def _corr(a, b) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    if a.size < 2 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
+        # constant vectors: correlation undefined; report 1 if equal, else 0
+        return 1.0 if np.allclose(a, b, rtol=1e-4, atol=1e-6) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _corr_matrix(a, b):
+    """Columnwise Pearson correlations between a (k, n) and b (k, m): (n, m)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    na = np.linalg.norm(a, axis=0)
+    nb = np.linalg.norm(b, axis=0)
+    c = (a.T @ b) / np.maximum(np.outer(na, nb), 1e-12)
+    return np.nan_to_num(c)
+
+
+def match(student, teacher) -> list[np.ndarray]:
+    """Student unit index for each teacher unit, one array per layer."""
+    perms, prev = [], None
+    for li, (s, t) in enumerate(zip(student, teacher)):
+        ws, wt = np.asarray(s.w, np.float64), np.asarray(t.w, np.float64)
+        if prev is not None:
+            ws = ws[prev]
+        if li == len(teacher) - 1:
+            perm = np.arange(wt.shape[1])
+        else:
+            _, cols = linear_sum_assignment(-_corr_matrix(wt, ws))
+            perm = cols  # rows come back sorted: cols[i] matches teacher unit i
+        perms.append(perm)
+        prev = perm
+    return perms
+
+
+def _physical(lp, dt):
+    return {
+        "weights": np.asarray(lp.w, np.float64),
+        "omega": np.asarray(omega_of(np.asarray(lp.phi, np.float64), dt)),
+        "b": np.asarray(damping_of(np.asarray(lp.rho, np.float64))),
+        "reset": np.stack([np.asarray(lp.reset_x, np.float64), np.asarray(lp.reset_y, np.float64)]),
+    }
+
+
+def matched(student, teacher, dt):
+    """Student and teacher parameters (physical, matched) per layer."""
+    perms = match(student, teacher)
+    out, prev = [], None
+    for li, (s, t) in enumerate(zip(student, teacher)):
+        ps, pt = _physical(s, dt), _physical(t, dt)
+        p = perms[li]
+        w = ps["weights"] if prev is None else ps["weights"][prev]
+        ps = {"weights": w[:, p], "omega": ps["omega"][p], "b": ps["b"][p], "reset": ps["reset"][:, p]}
+        out.append((ps, pt))
+        prev = p
+    return out, perms
+
+
+def group_stats(theta, target) -> dict:
+    theta, target = np.asarray(theta, np.float64), np.asarray(target, np.float64)
+    denom = max(float(np.linalg.norm(target)), FLOOR)
+    return {
+        "rel_error": float(np.linalg.norm(theta - target) / denom),
+        "corr": _corr(theta, target),
+        "signed": float(np.sum(theta - target) / denom),
+    }
+
+
+def recovery(student, teacher, dt, model="rf") -> list[dict]:
+    """Per layer: ``rel_error`` and ``corr`` of the weights, plus every group."""
+    pairs, _ = matched(student, teacher, dt)
+    groups = ("weights", "omega", "b", "reset") if model == "rf" else ("weights", "b", "reset")
+    layers = []
+    for ps, pt in pairs:
+        entry = {g: group_stats(ps[g], pt[g]) for g in groups}
+        entry["rel_error"] = entry["weights"]["rel_error"]
+        entry["corr"] = entry["weights"]["corr"]
+        layers.append(entry)
+    return layers
+
+
+def spike_precision(student_spikes, teacher_spikes, tolerance: int = 1) -> dict:
+    """Share of student spikes within +-``tolerance`` bins of a teacher spike.
+
+    Arrays are (T, ...) of 0/1.  Also returns recall (teacher spikes matched by
+    a student spike) and the spike counts.  With no student spikes the
+    precision is 0 (nothing was placed correctly).
+    """
+    s = np.asarray(student_spikes) > 0.5
+    t = np.asarray(teacher_spikes) > 0.5
+
+    def dilate(a):
+        d = a.copy()
+        for k in range(1, tolerance + 1):
+            d[k:] |= a[:-k]
+            d[:-k] |= a[k:]
+        return d
+
+    n_s, n_t = int(s.sum()), int(t.sum())
+    precision = float((s & dilate(t)).sum() / n_s) if n_s else 0.0
+    recall = float((t & dilate(s)).sum() / n_t) if n_t else 0.0
+    return {"precision": precision, "recall": recall, "student_spikes": n_s, "teacher_spikes": n_t}
+
+
+def rate_error(student_spikes, teacher_spikes) -> float:
+    """Relative output-rate error (r_s - r_t) / r_t (r_t floored at one spike)."""
+    rs = float(np.sum(student_spikes))
+    rt = float(np.sum(teacher_spikes))
+    return (rs - rt) / max(rt, 1.0)
+
+
+def finite_or_none(x):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

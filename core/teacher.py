@@ -1,0 +1,117 @@
+"""Teachers, students and their inputs.
+
+* Inputs are Poisson spike trains at ``input_rate``.  Each training step draws
+  them from ``fold_in(task.key, step)`` ("online"), or, with ``n_patterns``
+  > 0, from one of ``n_patterns`` fixed batches.  Held-out inputs come from a
+  separate stream that training never sees.
+* A teacher has random weights, scaled unit by unit (bisection on the scale of
+  each unit's incoming weights) so that every unit fires near ``target_rate``
+  on probe inputs, and
+  neuron parameters drawn uniformly from ``freq_range`` / ``damping_range``
+  (a range with low == high fixes the value).
+* A student is drawn the same way from its own seed, with its own widths
+  (hidden widths >= the teacher's), so it starts at a realistic rate.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .config import Config, HParams, hyperparams
+from .network import LayerParams, init_layer, simulate
+
+HELDOUT_STREAM = 2**30   # fold_in index of the held-out input stream
+PROBE_STREAM = 2**30 + 1
+
+
+class Task(NamedTuple):
+    teacher: tuple        # teacher LayerParams per layer
+    key: jax.Array        # (2,) uint32, input stream
+
+
+def poisson(key, rate, dt, shape):
+    """Bernoulli(rate*dt) spikes as float32."""
+    p = jnp.clip(rate * dt, 0.0, 1.0)
+    return jr.bernoulli(key, p, shape).astype(jnp.float32)
+
+
+def step_inputs(task_key, step, hp: HParams, shape):
+    """Training inputs of ``step``: online, or one of ``n_patterns`` fixed batches."""
+    n = hp.n_patterns
+    idx = jnp.where(n > 0, step % jnp.maximum(n, 1), step)
+    return poisson(jr.fold_in(task_key, idx), hp.input_rate, hp.dt, shape)
+
+
+def heldout_inputs(task_key, hp: HParams, shape, index=0):
+    """Inputs never used for training (for precision and the membrane panels)."""
+    return poisson(jr.fold_in(jr.fold_in(task_key, HELDOUT_STREAM), index),
+                   hp.input_rate, hp.dt, shape)
+
+
+@partial(jax.jit, static_argnames=("model",))
+def _unit_rates(params, inputs, hp, model):
+    """Mean rate (Hz) of every unit, one (n,) array per layer."""
+    return [jnp.mean(tr.spikes, axis=(0, 1)) / hp.dt for tr in simulate(params, inputs, hp, model)]
+
+
+def _with_scale(params, layer, s):
+    lp = params[layer]
+    return params[:layer] + (lp._replace(w=lp.w * s),) + params[layer + 1:]
+
+
+SCALE_RANGE = (1e-2, 30.0)
+
+
+def calibrate(params, inputs, hp, target_rate, model="rf", iters=20):
+    """Scale each unit's incoming weights so it fires at ``target_rate``.
+
+    Layers are done in order (a layer's input depends on the previous ones);
+    within a layer every unit is bisected at once on log(scale) in
+    ``SCALE_RANGE`` (a unit that cannot reach the rate ends at the bound).
+    Rates are assumed to grow with the scale, true on average for random
+    weights.  Returns the scaled params.
+    """
+    params = tuple(params)
+    for layer in range(len(params)):
+        n = params[layer].w.shape[1]
+        lo = np.full(n, np.log(SCALE_RANGE[0]))
+        hi = np.full(n, np.log(SCALE_RANGE[1]))
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            scaled = _with_scale(params, layer, jnp.asarray(np.exp(mid), jnp.float32))
+            rate = np.asarray(_unit_rates(scaled, inputs, hp, model)[layer])
+            low = rate < target_rate
+            lo = np.where(low, mid, lo)
+            hi = np.where(low, hi, mid)
+        params = _with_scale(params, layer, jnp.asarray(np.exp(0.5 * (lo + hi)), jnp.float32))
+    return params
+
+
+def sample_network(cfg: Config, layers, seed: int, hp: HParams | None = None):
+    """Random network with widths ``layers``, calibrated to cfg.target_rate."""
+    hp = hyperparams(cfg) if hp is None else hp
+    key = jr.PRNGKey(seed)
+    keys = jr.split(key, len(layers))
+    params = tuple(
+        init_layer(keys[i], layers[i], layers[i + 1], freq_range=cfg.freq_range,
+                   damping_range=cfg.damping_range, reset=cfg.reset, dt=cfg.dt)
+        for i in range(len(layers) - 1))
+    probe = poisson(jr.fold_in(keys[-1], PROBE_STREAM), hp.input_rate, hp.dt,
+                    (cfg.T, cfg.batch, layers[0]))
+    return calibrate(params, probe, hp, cfg.target_rate, cfg.model)
+
+
+def make_task(cfg: Config) -> Task:
+    """The teacher of ``cfg`` and its input stream (both from teacher_seed)."""
+    teacher = sample_network(cfg, cfg.layers, cfg.teacher_seed)
+    return Task(teacher, jr.fold_in(jr.PRNGKey(cfg.teacher_seed), 7))
+
+
+def init_student(cfg: Config):
+    """A student with cfg.student_layers drawn from student_seed."""
+    return sample_network(cfg, cfg.student_layers, cfg.student_seed + 1_000_003)

@@ -1,0 +1,213 @@
+"""Training: optax chain, jitted chunks of K steps, many students under vmap.
+
+``make_train_chunk(struct, n_steps)`` returns a compiled
+``chunk(state, task, hp) -> (state, ChunkOut)`` that runs ``n_steps`` training
+steps in one ``lax.scan``.  Compiled functions are cached by the static
+structure only; every continuous setting lives in ``hp`` (traced), so moving a
+slider never recompiles.
+
+Divergence is a value, not an exception: a step whose loss, gradients or new
+parameters are non-finite, or whose weights leave ``|w| <= W_MAX``, is not
+applied; ``diverged`` becomes (and stays) True and later steps are no-ops, so
+the state always holds the last finite parameters.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .config import Config, HParams, Structure, hyperparams, structure
+from .losses import combined
+from .network import group_mask, simulate
+from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
+
+W_MAX = 1e3      # |w| beyond this (a PSP of 1000 thresholds) counts as diverged
+RAW_MAX = 1e4    # bound on raw neuron parameters
+
+
+class TrainState(NamedTuple):
+    params: tuple         # student LayerParams per layer
+    opt_state: Any        # optax state of the chain
+    step: jax.Array       # () int32, applied steps
+    diverged: jax.Array   # () bool, sticky
+    loss: jax.Array       # () float32, loss of the last applied step
+
+
+class ChunkOut(NamedTuple):
+    loss: jax.Array       # (K,) float32
+    parts: jax.Array      # (K, 3) float32: van Rossum, membrane, count
+    grad_norm: jax.Array  # (K,) float32
+    diverged: jax.Array   # (K,) bool
+    params: Any           # per-step snapshots (K, ...) or None
+
+
+def optimizer(kind: str, lr, clip_norm) -> optax.GradientTransformation:
+    """Global-norm clipping followed by adam / sgd / rmsprop at rate ``lr``.
+
+    ``lr`` and ``clip_norm`` may be traced: the state's structure does not
+    depend on them, so one compiled function serves every value.
+    """
+    base = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}[kind]
+    return optax.chain(optax.clip_by_global_norm(clip_norm), base(lr))
+
+
+def init_state(struct: Structure, params) -> TrainState:
+    opt_state = optimizer(struct.optimizer, 1.0, 1.0).init(params)
+    return TrainState(params, opt_state, jnp.int32(0), jnp.bool_(False), jnp.float32(0.0))
+
+
+def _all_finite(tree):
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _within_bounds(params):
+    ok_w = jnp.all(jnp.stack([jnp.max(jnp.abs(lp.w)) <= W_MAX for lp in params]))
+    raw = [x for lp in params for x in (lp.phi, lp.rho, lp.reset_x, lp.reset_y)]
+    ok_raw = jnp.all(jnp.stack([jnp.max(jnp.abs(x)) <= RAW_MAX for x in raw]))
+    return ok_w & ok_raw
+
+
+def loss_and_grad(params, teacher, inputs, hp: HParams, model: str):
+    """Loss of ``params`` against the teacher on ``inputs`` and its gradient."""
+    t_out = jax.tree_util.tree_map(jax.lax.stop_gradient, simulate(teacher, inputs, hp, model)[-1])
+
+    def loss_fn(p):
+        return combined(simulate(p, inputs, hp, model)[-1], t_out, hp.loss_w, hp.vr_decay)
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def make_train_step(struct: Structure):
+    """One training step ``(state, task, hp) -> (state, per-step outputs)``."""
+    shape = (struct.T, struct.batch, struct.student_layers[0])
+
+    def train_step(state: TrainState, task: Task, hp: HParams, limit):
+        inputs = step_inputs(task.key, state.step, hp, shape)
+        (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model)
+        grads = jax.tree_util.tree_map(jnp.multiply, grads, group_mask(grads, hp.learn_mask))
+        tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        healthy = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
+                   & _within_bounds(params))
+        active = ~state.diverged & (state.step < limit)
+        ok = active & healthy
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+        new_state = TrainState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + ok.astype(jnp.int32),
+            diverged=state.diverged | (active & ~healthy),
+            loss=jnp.where(ok, loss, state.loss),
+        )
+        return new_state, (new_state.loss, jnp.where(ok, parts, 0.0), optax.global_norm(grads),
+                           new_state.diverged)
+
+    return train_step
+
+
+@functools.lru_cache(maxsize=32)
+def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
+                     n_students: int | None = None):
+    """Compiled chunk of ``n_steps`` steps (vmapped over ``n_students`` if given).
+
+    Returns ``chunk(state, task, hp, limit) -> (state, ChunkOut)``; steps are
+    applied only while ``state.step < limit`` (so any step count runs on one
+    compiled chunk).  With ``record`` the student parameters after every step
+    are in ``ChunkOut.params``.
+    With ``n_students``, every argument carries a leading students axis.
+    """
+    train_step = make_train_step(struct)
+
+    def chunk(state, task, hp, limit):
+        def body(s, _):
+            s, (loss, parts, gnorm, div) = train_step(s, task, hp, limit)
+            return s, (loss, parts, gnorm, div, s.params if record else None)
+
+        state, (loss, parts, gnorm, div, snaps) = jax.lax.scan(body, state, None, length=n_steps)
+        return state, ChunkOut(loss, parts, gnorm, div, snaps)
+
+    if n_students is not None:
+        chunk = jax.vmap(chunk)
+    donate = (0,) if jax.default_backend() != "cpu" else ()
+    return jax.jit(chunk, donate_argnums=donate)
+
+
+@functools.lru_cache(maxsize=32)
+def make_evaluate(struct: Structure, batch: int | None = None):
+    """Compiled ``evaluate(params, task, hp, index) -> (student, teacher)`` traces
+    of every layer on held-out inputs number ``index``."""
+    shape = (struct.T, batch or struct.batch, struct.student_layers[0])
+
+    def evaluate(params, task, hp, index):
+        inputs = heldout_inputs(task.key, hp, shape, index)
+        return simulate(params, inputs, hp, struct.model), simulate(task.teacher, inputs, hp, struct.model), inputs
+
+    return jax.jit(evaluate)
+
+
+def stack(trees):
+    """Stack a list of pytrees along a new leading (students) axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def unstack(tree, i):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+class Experiment(NamedTuple):
+    cfg: Config
+    struct: Structure
+    task: Task
+    state: TrainState
+    hp: HParams
+
+
+def setup(cfg: Config) -> Experiment:
+    """Teacher, student and optimizer state for ``cfg``."""
+    struct = structure(cfg)
+    task = make_task(cfg)
+    state = init_state(struct, init_student(cfg))
+    return Experiment(cfg, struct, task, state, hyperparams(cfg))
+
+
+def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
+          callback=None) -> tuple[Experiment, dict]:
+    """Train ``exp`` for ``steps`` steps in compiled chunks; stops at divergence.
+
+    ``callback(exp, ChunkOut)`` is called after each chunk.  Returns the new
+    experiment and a history: per-step ``loss`` of the applied steps,
+    ``seconds`` (wall, all chunks), ``first_chunk_s`` (includes compilation)
+    and ``steps_per_s`` (measured after the first chunk when there are more).
+    """
+    losses, state = [], exp.state
+    limit = jnp.int32(int(state.step) + steps)
+    fn = make_train_chunk(exp.struct, min(chunk, steps), record)
+    t0 = time.perf_counter()
+    first_s, first_steps = None, 0
+    while int(state.step) < int(limit) and not bool(state.diverged):
+        before = int(state.step)
+        state, out = fn(state, exp.task, exp.hp, limit)
+        losses.append(np.asarray(out.loss)[: int(state.step) - before])
+        if first_s is None:  # the first chunk includes compilation
+            first_s, first_steps = time.perf_counter() - t0, int(state.step) - before
+        exp = exp._replace(state=state)
+        if callback is not None:
+            callback(exp, out)
+    jax.block_until_ready(state.params)
+    seconds = time.perf_counter() - t0
+    loss = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+    steps_done = sum(len(x) for x in losses)
+    warm_steps, warm_s = steps_done - first_steps, seconds - (first_s or 0.0)
+    rate = warm_steps / warm_s if warm_steps > 0 and warm_s > 0 else (
+        steps_done / seconds if seconds > 0 else 0.0)
+    return exp, {"loss": loss, "seconds": seconds, "steps": int(state.step),
+                 "first_chunk_s": first_s or 0.0, "steps_per_s": rate,
+                 "diverged": bool(state.diverged)}
