@@ -107,7 +107,7 @@ def make_train_step(struct: Structure):
             diverged=state.diverged | (active & ~healthy),
             loss=jnp.where(ok, loss, state.loss),
         )
-        return new_state, (new_state.loss, jnp.where(ok, parts, 0.0), optax.global_norm(grads),
+        return new_state, (new_state.loss, jnp.where(ok, parts, 0.0), optax.tree.norm(grads),
                            new_state.diverged)
 
     return train_step

@@ -1,0 +1,41 @@
+# Resonance Lab. Two commands on a fresh machine:
+#   make run    create .venv, install, start the app (CPU JAX) on http://127.0.0.1:8501
+#   make test   create/update .venv, install test dependencies (+ Debian chromium), run the suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8501
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench chromium clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.deps: requirements.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: requirements-test.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+run: $(VENV)/.deps
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m streamlit run app.py \
+	  --server.address $(HOST) --server.port $(PORT) --server.headless true
+
+test: $(VENV)/.test-deps chromium
+	JAX_PLATFORMS=cpu $(PY) -m pytest tests
+
+bench: $(VENV)/.deps
+	JAX_PLATFORMS=cpu $(PY) -m core bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis artifacts

@@ -1,0 +1,15 @@
+"""Resonance Lab: entry point (`streamlit run app.py`).
+
+Page config, navigation over pages/ and the sidebar chrome shared by every page.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="Resonance Lab", page_icon=":material/graphic_eq:", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/neuron.py", title="Neuron", icon=":material/graphic_eq:", url_path="neuron"),
+])
+st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
+                   "gradients against a known teacher.")
+page.run()

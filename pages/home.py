@@ -1,0 +1,56 @@
+"""Home: what the lab is, its presets, and one small live teacher--student run."""
+import streamlit as st
+
+import core
+from ui import figures, resources, widgets
+
+widgets.require_app_navigation()
+
+PRESET, RUN_STEPS = "single-neuron", 200
+
+st.title("Resonance Lab")
+st.markdown(
+    "A lab for one question: **how well do surrogate gradients recover the parameters of a "
+    "network of resonate-and-fire (RF) spiking neurons?** An RF neuron is a damped oscillator "
+    "(z = x + iy, dz/dt = (b + iω)z + I) that spikes when its voltage y crosses a threshold, so "
+    "it prefers inputs arriving at its own rhythm. Spikes are not differentiable; *surrogate "
+    "gradients* replace the step's derivative with a smooth bump during training.\n\n"
+    "Training is **teacher–student**: a teacher network with known random parameters produces "
+    "target spike trains, and a student learns to reproduce them. Because the exact answer is "
+    "known, every weight, frequency and damping can be watched converging to the teacher — or not.")
+
+st.subheader("Presets")
+st.markdown("\n".join(f"- **{r['name']}** ({r['layers']} {r['model'].upper()}, learns "
+                      f"{r['learn']}): {r['description']}" for r in resources.preset_rows()))
+
+st.subheader(f"Try it: train the `{PRESET}` student")
+st.caption("20 Poisson inputs drive one RF neuron; the student starts from its own random "
+           "weights and is trained with the SuperSpike surrogate on the van Rossum distance.")
+run, reset = widgets.train_buttons_ui()
+try:
+    if reset or "home_live" not in st.session_state:
+        st.session_state["home_live"] = resources.new_live_run(PRESET)
+    if run:
+        with st.spinner(f"Training {RUN_STEPS} steps…"):
+            st.session_state["home_live"] = resources.live_train(st.session_state["home_live"],
+                                                                 RUN_STEPS)
+except core.ConfigError as e:
+    st.error(f"Could not train: {e}")
+    st.stop()
+
+live = st.session_state["home_live"]
+m = live.metrics
+cols = st.columns(5)
+cols[0].metric("Step", live.step)
+cols[1].metric("Loss", f"{live.loss[-1]:.3g}" if live.loss.size else "–")
+cols[2].metric("Weight corr", f"{m['corr']:.3f}")
+cols[3].metric("Weight rel. error", f"{m['rel_error']:.3f}")
+cols[4].metric("Spike precision", f"{m['precision']:.3f}",
+               help="Share of student spikes within ±1 ms of a teacher spike (held-out input).")
+if live.diverged:
+    st.warning("Training diverged: the last finite parameters are kept. Press Reset.")
+left, right = st.columns(2)
+left.plotly_chart(figures.loss_figure(live.loss), key="home_loss")
+right.plotly_chart(figures.weights_figure(live.weights, live.teacher_w), key="home_weights")
+if not live.loss.size:
+    st.info(f"Press **Run {RUN_STEPS} steps** to train; press it again to continue.")

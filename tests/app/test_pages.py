@@ -1,0 +1,190 @@
+"""Headless page tests with streamlit.testing.v1.AppTest.
+
+Every page runs through ``app.py`` (st.navigation) from the repository root,
+so ``core`` and ``ui`` import as they do under ``streamlit run``.  Timeouts
+are generous: the first run of a page compiles its JAX functions.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def _repo_root_cwd(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+
+
+def _neuron_page() -> AppTest:
+    at = _app()
+    at.switch_page("pages/neuron.py").run()
+    return at
+
+
+def _array(v) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray(v, dtype=float)
+
+
+def _chart_ys(at: AppTest) -> list[list[np.ndarray]]:
+    """The y arrays of every trace of every plotly chart on the page."""
+    charts = at.get("plotly_chart")
+    assert charts, "no plotly chart on the page"
+    return [[_array(tr["y"]) for tr in json.loads(c.proto.spec)["data"] if "y" in tr]
+            for c in charts]
+
+
+def _assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# ---- Home -----------------------------------------------------------------
+def test_home_runs_and_lists_presets():
+    import core
+
+    at = _app().run()
+    _assert_clean(at)
+    assert at.title[0].value == "Resonance Lab"
+    text = " ".join(m.value for m in at.markdown)
+    for name in core.presets():
+        assert f"**{name}**" in text
+    assert [m.value for m in at.metric if m.label == "Step"] == ["0"]
+
+
+def test_home_run_advances_steps_and_lowers_loss():
+    at = _app().run()
+    at.button(key="train_run").click().run()
+    _assert_clean(at)
+    assert [m.value for m in at.metric if m.label == "Step"] == ["200"]
+    live = at.session_state["home_live"]
+    assert live.step == 200 and live.loss.shape == (200,)
+    assert live.weights.shape == (201, 20)
+    assert np.all(np.isfinite(live.loss))
+    assert live.loss[-20:].mean() < 0.7 * live.loss[:20].mean()
+    assert len(at.get("plotly_chart")) == 2
+
+    at.button(key="train_reset").click().run()
+    _assert_clean(at)
+    assert [m.value for m in at.metric if m.label == "Step"] == ["0"]
+
+
+# ---- Neuron ---------------------------------------------------------------
+def test_neuron_page_draws_four_panels_and_timing():
+    at = _neuron_page()
+    _assert_clean(at)
+    assert at.title[0].value == "Neuron"
+    assert len(at.get("plotly_chart")) == 4
+    assert any(c.value.startswith("computed in ") for c in at.caption)
+
+
+def test_frequency_slider_changes_figure_data():
+    at = _neuron_page()
+    before = _chart_ys(at)
+    at.slider(key="f").set_value(17.5).run()
+    _assert_clean(at)
+    after = _chart_ys(at)
+    assert at.slider(key="f").value == 17.5
+    # the membrane trace (panel a) and the resonance curve (panel c) both move
+    assert not np.allclose(before[0][1], after[0][1])
+    assert not np.allclose(before[2][0], after[2][0])
+    # the doublet panel's ISI-dependent peak changes with the period too
+    assert not np.array_equal(before[3][0], after[3][0])
+
+
+def test_query_params_set_the_widgets():
+    at = _app()
+    at.query_params["f"] = "33"
+    at.query_params["input"] = "doublet"
+    at.query_params["model"] = "LIF"
+    at.switch_page("pages/neuron.py").run()
+    _assert_clean(at)
+    assert at.slider(key="f").value == 33.0
+    assert at.radio(key="model").value == "LIF" and at.slider(key="f").disabled
+    assert at.selectbox(key="input").value == "doublet"
+    assert at.slider(key="isi").value == 100
+
+
+@pytest.mark.parametrize("kind", ["doublet", "step current", "Poisson", "sinusoid", "chirp"])
+def test_every_input_kind_runs(kind):
+    at = _neuron_page()
+    at.selectbox(key="input").set_value(kind).run()
+    _assert_clean(at)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_lif_model_runs():
+    at = _neuron_page()
+    at.radio(key="model").set_value("LIF").run()
+    _assert_clean(at)
+    assert at.slider(key="f").disabled
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_bad_setting_shows_error_not_traceback():
+    at = _neuron_page()
+    at.slider(key="theta").set_value(0.3).run()
+    at.slider(key="yr").set_value(0.5).run()   # y_r above the threshold: refused by core
+    assert not at.exception
+    assert len(at.error) == 1
+    assert "y_r must be below the threshold" in at.error[0].value
+    assert not at.get("plotly_chart")
+    at.slider(key="yr").set_value(0.0).run()   # and the page recovers
+    _assert_clean(at)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_compute_refuses_unstable_damping():
+    """Values the sliders cannot reach (b = 0, f beyond Nyquist) raise ConfigError."""
+    import core
+    from ui import resources
+    from ui.widgets import NeuronSettings
+
+    for bad in (NeuronSettings(damping=0.0), NeuronSettings(damping=float("nan")),
+                NeuronSettings(freq_hz=600.0), NeuronSettings(kind="sawtooth")):
+        with pytest.raises(core.ConfigError):
+            resources.neuron_response(bad)
+
+
+def test_damping_zero_on_the_page_shows_error():
+    """Force b = 0 past the slider (as a crafted client could) and expect st.error."""
+    at = AppTest.from_string(
+        "import dataclasses\n"
+        "import ui.widgets as w\n"
+        "_orig = w.neuron_ui\n"
+        "w.neuron_ui = lambda where=None: dataclasses.replace(_orig(where), damping=0.0)\n"
+        "try:\n"
+        f"    exec(open({str(ROOT / 'pages' / 'neuron.py')!r}).read())\n"
+        "finally:\n"
+        "    w.neuron_ui = _orig\n",
+        default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "damping" in at.error[0].value
+
+
+def test_figures_module_does_not_import_streamlit():
+    import subprocess
+
+    code = ("import sys; import ui.figures; "
+            "sys.exit(1 if any(m == 'streamlit' or m.startswith('streamlit.') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -1,0 +1,111 @@
+"""Real-browser tests (Playwright + Chromium) of what AppTest cannot see:
+the rendered page, keyboard interaction, URL state and the drawn Plotly data.
+
+Screenshots go to artifacts/screenshots/.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+
+IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
+FREQ_LABEL = "Frequency f (Hz)"
+# y of every trace of every chart; plotly sends numpy arrays as {dtype, bdata} (base64)
+CHART_DATA_JS = """() => {
+  const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array,
+                 i2: Int16Array, u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
+  const decode = v => {
+    if (v == null) return [];
+    if (v.bdata !== undefined) {
+      const bin = atob(v.bdata), bytes = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      return Array.from(new types[v.dtype](bytes.buffer), Number);
+    }
+    return Array.from(v, Number);
+  };
+  return Array.from(document.querySelectorAll('.js-plotly-plot'),
+                    gd => (gd.data || []).map(tr => decode(tr.y)));
+}"""
+
+
+def wait_idle(page: Page, settle_ms: int = 300) -> None:
+    """Wait until the script is not running (and stays so briefly: reruns may chain)."""
+    for _ in range(2):
+        page.wait_for_selector(IDLE, state="attached")
+        page.wait_for_timeout(settle_ms)
+    page.wait_for_selector(IDLE, state="attached")
+
+
+def assert_no_exception(page: Page) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0
+    assert page.locator("[data-testid=stAlertContentError]").count() == 0
+
+
+def metric_value(page: Page, label: str):
+    return page.locator("[data-testid=stMetric]").filter(has_text=label).locator(
+        "[data-testid=stMetricValue]")
+
+
+def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
+    # First request of the fresh server is a direct link: it must still run
+    # through app.py's st.navigation (not Streamlit's pages/ auto-discovery).
+    page.goto(f"{app_url}/neuron")
+    wait_idle(page)
+    expect(page.get_by_test_id("stSidebarNavLink")).to_have_text(  # icon name + title
+        [re.compile(r"Home$"), re.compile(r"Neuron$")])
+    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    expect(page.get_by_text(re.compile(r"computed in [\d.]+ ms"))).to_be_visible()
+    assert_no_exception(page)
+    assert "f=" not in page.url  # the default is kept out of the URL
+    before = page.evaluate(CHART_DATA_JS)
+    page.screenshot(path=str(SHOTS / "neuron.png"), full_page=True)
+
+    slider = page.get_by_role("slider", name=FREQ_LABEL)
+    expect(slider).to_have_value("10")
+    slider.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    expect(slider).to_have_value("11.5")
+    expect(page).to_have_url(re.compile(r"[?&]f=11\.5\b"))
+    page.wait_for_function(f"""before => JSON.stringify(({CHART_DATA_JS})()) !==
+                                         JSON.stringify(before)""", arg=before)
+    wait_idle(page)
+    assert_no_exception(page)
+    after = page.evaluate(CHART_DATA_JS)
+    assert len(after) == 4 and len(after[0][1]) == 1000  # panel (a): y over 1 s
+    assert after[0][1] != before[0][1] and after[2][0] != before[2][0]
+    page.screenshot(path=str(SHOTS / "neuron_moved.png"), full_page=True)
+
+    shared_url = page.url
+    other = page.context.new_page()
+    other.goto(shared_url)
+    wait_idle(other)
+    expect(other.get_by_role("slider", name=FREQ_LABEL)).to_have_value("11.5")
+    expect(other.locator(".js-plotly-plot")).to_have_count(4)
+    assert other.evaluate(CHART_DATA_JS)[0] == after[0]
+    assert_no_exception(other)
+    other.screenshot(path=str(SHOTS / "neuron_shared.png"), full_page=True)
+    other.close()
+
+
+def test_home_loads_and_trains(page: Page, app_url: str):
+    page.goto(app_url)
+    wait_idle(page)
+    expect(page.get_by_role("heading", name="Resonance Lab").first).to_be_visible()
+    expect(metric_value(page, "Step")).to_have_text("0")
+    assert_no_exception(page)
+    page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
+
+    page.get_by_role("button", name="Run 200 steps").click()
+    expect(metric_value(page, "Step")).to_have_text("200", timeout=120_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    expect(page.locator(".js-plotly-plot")).to_have_count(2)
+    page.screenshot(path=str(SHOTS / "home_trained.png"), full_page=True)

@@ -1,0 +1,190 @@
+"""Live training state of one visitor (no streamlit import: testable alone).
+
+A :class:`LiveRun` owns one experiment (teacher, student, optimizer state) and
+its history.  ``advance(n_steps)`` runs compiled chunks of ``CHUNK`` steps
+(one compiled function per structure: changing the steps per tick never
+recompiles).  Settings split into *restart* knobs (anything that changes the
+teacher or a shape: the run is rebuilt, and the UI says so) and *continue*
+knobs (learning rate, surrogate, loss, learnable groups, ...: applied to the
+running student at the next tick).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+
+import core
+from core.config import Config, hyperparams
+from core.metrics import match
+from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
+
+def _omega_np(phi, dt):
+    """numpy twin of core.neurons.omega_of (host-side, no dispatch)."""
+    return OMEGA_FRAC * np.pi / dt / (1.0 + np.exp(-phi))
+
+
+def _damping_np(rho):
+    """numpy twin of core.neurons.damping_of."""
+    return -(B_MIN + B_UNIT * np.logaddexp(0.0, rho))
+
+
+CHUNK = 10
+MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this
+
+RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
+                  "damping_range", "reset", "psp_norm", "tau_syn", "input_rate", "target_rate",
+                  "n_patterns", "teacher_seed", "student_seed", "optimizer", "threshold")
+
+
+def restart_key(cfg: Config) -> tuple:
+    return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
+
+
+@dataclass
+class History:
+    steps: list = field(default_factory=list)      # step index of each snapshot
+    loss: list = field(default_factory=list)       # per step
+    loss_steps: list = field(default_factory=list)
+    weights: list = field(default_factory=list)    # per snapshot: list of (n_in, n_out) per layer
+    omega: list = field(default_factory=list)      # per snapshot: list of (n,) rad/s
+    b: list = field(default_factory=list)
+
+    def thin(self):
+        if len(self.steps) > MAX_HISTORY:
+            for name in ("steps", "weights", "omega", "b"):
+                setattr(self, name, getattr(self, name)[::2])
+        if len(self.loss) > 4 * MAX_HISTORY:
+            self.loss, self.loss_steps = self.loss[::2], self.loss_steps[::2]
+
+
+class LiveRun:
+    """One visitor's training run; thread-safe (one lock per run)."""
+
+    def __init__(self, cfg: Config):
+        self.lock = threading.Lock()
+        self.build(cfg)
+
+    # ---- lifecycle ------------------------------------------------------
+    def build(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.exp = core.setup(cfg)
+        self.key = restart_key(cfg)
+        self.history = History()
+        self.message = ""
+        self.steps_per_s = 0.0
+        self._record(self.exp.state.params, 0)
+
+    def configure(self, cfg: Config) -> str:
+        """Apply ``cfg``: rebuild on restart knobs, else update traced values.
+
+        Returns "restarted", "updated" or "unchanged".
+        """
+        with self.lock:
+            if restart_key(cfg) != self.key:
+                self.build(cfg)
+                return "restarted"
+            if cfg == self.cfg:
+                return "unchanged"
+            self.cfg = cfg
+            self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg))
+            return "updated"
+
+    @property
+    def step(self) -> int:
+        return int(self.exp.state.step)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.exp.state.diverged)
+
+    # ---- training -------------------------------------------------------
+    def advance(self, n_steps: int) -> int:
+        """Train ``n_steps`` more (rounded up to whole chunks); returns steps done."""
+        with self.lock:
+            if self.diverged:
+                return 0
+            fn = core.make_train_chunk(self.exp.struct, CHUNK, True)
+            state = self.exp.state
+            start = int(state.step)
+            limit = jnp.int32(start + n_steps)
+            t0 = time.perf_counter()
+            while int(state.step) < start + n_steps and not bool(state.diverged):
+                before = int(state.step)
+                state, out = fn(state, self.exp.task, self.exp.hp, limit)
+                done = int(state.step) - before
+                losses = np.asarray(out.loss)[:done]
+                self.history.loss.extend(losses.tolist())
+                self.history.loss_steps.extend(range(before + 1, before + done + 1))
+                snaps = [tuple(np.asarray(a) for a in lp) for lp in out.params]
+                for i in range(done):
+                    self._record([type(lp)(*(a[i] for a in arrays))
+                                  for lp, arrays in zip(out.params, snaps)], before + i + 1)
+                if done == 0:
+                    break
+            dt = time.perf_counter() - t0
+            done_total = int(state.step) - start
+            if done_total and dt > 0:
+                self.steps_per_s = done_total / dt
+            self.exp = self.exp._replace(state=state)
+            if bool(state.diverged):
+                self.message = (f"Training diverged at step {int(state.step)} (a non-finite value or a "
+                                f"weight beyond 10^3). The last finite parameters are kept; lower the "
+                                f"learning rate or the surrogate scale, then press Reset.")
+            self.history.thin()
+            return done_total
+
+    def _record(self, params, step: int) -> None:
+        dt = float(self.cfg.dt)
+        self.history.steps.append(step)
+        self.history.weights.append([np.asarray(lp.w) for lp in params])
+        self.history.omega.append([_omega_np(np.asarray(lp.phi), dt) for lp in params])
+        self.history.b.append([_damping_np(np.asarray(lp.rho)) for lp in params])
+
+    # ---- views ----------------------------------------------------------
+    def matched_trajectories(self, layer: int, max_lines: int = 40) -> dict:
+        """Weight trajectories of ``layer`` with student units matched to the
+        teacher's (current matching), and the teacher's values.
+
+        Returns steps (S,), traj (S, k), target (k,), labels, and for big
+        layers the 10/50/90 percentile bands of (student - teacher).
+        """
+        teacher = self.exp.task.teacher
+        perms = match(self.exp.state.params, teacher)
+        rows = None if layer == 0 else perms[layer - 1]
+        cols = perms[layer]
+        target = np.asarray(teacher[layer].w)
+        ws = np.stack([w[layer] if rows is None else w[layer][rows] for w in self.history.weights])
+        ws = ws[:, :, cols]                                  # (S, n_in_t, n_out_t)
+        flat, tflat = ws.reshape(len(ws), -1), target.reshape(-1)
+        idx = np.arange(tflat.size)
+        if tflat.size > max_lines:
+            idx = np.linspace(0, tflat.size - 1, max_lines).astype(int)
+        labels = [f"w{layer}[{i // target.shape[1]}→{i % target.shape[1]}]" for i in idx]
+        err = flat - tflat
+        bands = np.percentile(err, [10, 50, 90], axis=1) if tflat.size > max_lines else None
+        return {"steps": np.asarray(self.history.steps), "traj": flat[:, idx], "target": tflat[idx],
+                "labels": labels, "bands": bands}
+
+    def neuron_trajectories(self, layer: int) -> dict:
+        """f (Hz) and b (1/s) of ``layer``'s matched units over training."""
+        teacher = self.exp.task.teacher
+        cols = match(self.exp.state.params, teacher)[layer]
+        dt = float(self.cfg.dt)
+        f = np.stack([o[layer][cols] for o in self.history.omega]) / (2 * np.pi)
+        b = np.stack([x[layer][cols] for x in self.history.b])
+        tf = np.asarray(omega_of(np.asarray(teacher[layer].phi), dt)) / (2 * np.pi)
+        tb = np.asarray(damping_of(np.asarray(teacher[layer].rho)))
+        return {"steps": np.asarray(self.history.steps), "f": f, "b": b, "f_target": tf, "b_target": tb}
+
+    def heldout(self, index: int = 0):
+        """Student and teacher traces of every layer on held-out input."""
+        ev = core.make_evaluate(self.exp.struct)
+        student, teacher, inputs = ev(self.exp.state.params, self.exp.task, self.exp.hp, index)
+        return student, teacher, inputs
+
+    def metrics(self) -> dict:
+        return core.evaluate_experiment(self.exp)

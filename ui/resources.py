@@ -1,0 +1,181 @@
+"""Calls into ``core`` for the pages, and every ``st.cache_*`` wrapper (bounded).
+
+Caches are keyed by small hashable values (preset names, floats), never by
+arrays.  Compiled JAX functions are cached by ``core`` itself (by structure),
+so changing a continuous value here never recompiles.
+
+Units: time in s (ms where named ``*_ms``), frequency in Hz, damping in 1/s.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import streamlit as st
+
+import core
+from ui.widgets import NeuronSettings
+
+# ---- neuron page -----------------------------------------------------------
+DT = 1e-3              # s
+T_STEPS = 1000         # 1 s
+T_FIRST = 100          # step of the first pulse (100 ms)
+CURRENT_GAIN = 50.0    # 1/s: a current of amplitude A adds A * 50/s * dt per step
+POISSON_RATE = 40.0    # Hz
+SUBTHRESHOLD = 1e9     # threshold that is never reached (linear response)
+RES_FREQS = np.geomspace(0.5, 100.0, 120)   # Hz, resonance-curve probe frequencies
+N_ISI = 300            # doublet-curve columns (fixed: one compiled shape)
+
+
+class NeuronResponse(NamedTuple):
+    t: np.ndarray            # (T,) s
+    kicks: np.ndarray        # (T,) input added to x per step
+    x: np.ndarray            # (T,) Re z, before reset
+    y: np.ndarray            # (T,) Im z (voltage), before reset
+    spikes: np.ndarray       # (T,) 0/1
+    res_freqs: np.ndarray    # (n_f,) Hz
+    res_peak: np.ndarray     # (n_f,) peak |y| under a sinusoid of that frequency
+    isi_ms: np.ndarray       # (N_ISI,) ms
+    doublet_peak: np.ndarray  # (N_ISI,) peak y after the second kick
+
+
+def neuron_input(s: NeuronSettings) -> np.ndarray:
+    """The (T,) input of ``s.kind``: kicks added to Re z (LIF: to y) each step."""
+    t = np.arange(T_STEPS) * DT
+    k = np.zeros(T_STEPS, np.float32)
+    current = s.amplitude * CURRENT_GAIN * DT
+    if s.kind == "single pulse":
+        k[T_FIRST] = s.amplitude
+    elif s.kind == "doublet":
+        k[T_FIRST] += s.amplitude
+        k[min(T_FIRST + s.isi_ms, T_STEPS - 1)] += s.amplitude
+    elif s.kind == "step current":
+        k[T_FIRST:] = current
+    elif s.kind == "Poisson":
+        rng = np.random.default_rng(0)
+        k[:] = s.amplitude * (rng.random(T_STEPS) < POISSON_RATE * DT)
+    elif s.kind == "sinusoid":
+        k[:] = current * np.sin(2 * np.pi * s.input_freq_hz * t)
+    elif s.kind == "chirp":  # 0.5 -> 50 Hz linearly over the second
+        k[:] = current * np.sin(2 * np.pi * (0.5 * t + 0.5 * (50.0 - 0.5) * t**2))
+    else:
+        raise core.ConfigError("input", f"unknown input kind {s.kind!r}.")
+    return k
+
+
+def check_neuron(s: NeuronSettings) -> None:
+    """Validate the neuron through core's rules; raises core.ConfigError."""
+    core.validate(core.Config(model=s.model, dt=DT, freq_range=(s.freq_hz, s.freq_hz),
+                              damping_range=(s.damping, s.damping), threshold=s.threshold,
+                              reset=(s.reset_x, s.reset_y)))
+
+
+def isi_grid(model: str, freq_hz: float, damping: float) -> np.ndarray:
+    """N_ISI doublet intervals (ms): ~2.5 periods for RF, ~5 tau_m for LIF."""
+    span = 2500.0 / freq_hz if model == "rf" else 5000.0 / -damping
+    isi_max = float(np.clip(span, 20.0, T_STEPS - T_FIRST - 100))
+    return np.round(np.linspace(1.0, isi_max, N_ISI)).astype(int)
+
+
+@st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
+def neuron_curves(model: str, freq_hz: float, damping: float, amplitude: float):
+    """Resonance curve and doublet selectivity, each in ONE simulate_neuron call.
+
+    Sub-threshold (linear) responses: peak |y| under a sinusoidal current of
+    each probe frequency, and peak y after a doublet of each ISI.
+    """
+    t = np.arange(T_STEPS)[:, None] * DT
+    sines = (amplitude * CURRENT_GAIN * DT * np.sin(2 * np.pi * RES_FREQS[None, :] * t))
+    res = core.simulate_neuron(sines.astype(np.float32), freq_hz=freq_hz, damping=damping,
+                               dt=DT, threshold=SUBTHRESHOLD, model=model)
+    isi = isi_grid(model, freq_hz, damping)
+    kicks = np.zeros((T_STEPS, N_ISI), np.float32)
+    kicks[T_FIRST] = amplitude
+    kicks[T_FIRST + isi, np.arange(N_ISI)] += amplitude
+    dbl = core.simulate_neuron(kicks, freq_hz=freq_hz, damping=damping, dt=DT,
+                               threshold=SUBTHRESHOLD, model=model)
+    after = np.arange(T_STEPS)[:, None] >= (T_FIRST + isi)[None, :]
+    peak = np.where(after, dbl.y, -np.inf).max(axis=0)
+    return RES_FREQS.copy(), np.abs(res.y).max(axis=0), isi, peak
+
+
+def neuron_response(s: NeuronSettings) -> NeuronResponse:
+    """Everything the Neuron page draws; raises core.ConfigError on a bad setting."""
+    check_neuron(s)
+    kicks = neuron_input(s)
+    tr = core.simulate_neuron(kicks, freq_hz=s.freq_hz, damping=s.damping, dt=DT,
+                              threshold=s.threshold, reset=(s.reset_x, s.reset_y), model=s.model)
+    freqs, res_peak, isi, dpeak = neuron_curves(s.model, s.freq_hz, s.damping, s.amplitude)
+    return NeuronResponse(np.arange(T_STEPS) * DT, kicks, tr.x, tr.y, tr.spikes,
+                          freqs, res_peak, isi, dpeak)
+
+
+# ---- presets and the Home page's live example ------------------------------
+@st.cache_data(max_entries=1, ttl=3600, show_spinner=False)
+def preset_rows() -> list[dict]:
+    """Name, architecture and description of every preset."""
+    return [{"name": name, "layers": " → ".join(map(str, cfg.layers)), "model": cfg.model,
+             "learn": ", ".join(cfg.learn), "description": cfg.description}
+            for name, cfg in core.presets().items()]
+
+
+@st.cache_resource(max_entries=4, ttl=6 * 3600, show_spinner="Sampling the teacher…")
+def _initial_experiment(preset: str) -> core.Experiment:
+    return core.setup(core.get_preset(preset))
+
+
+class LiveRun(NamedTuple):
+    """One session's small training run (immutable; replaced after each run)."""
+
+    exp: core.Experiment
+    loss: np.ndarray         # (steps,) loss of every applied step
+    weights: np.ndarray      # (steps + 1, n) output-layer weights, initial first
+    teacher_w: np.ndarray    # (n,) the teacher's output-layer weights
+    metrics: dict            # recovery summary (see summarize)
+
+    @property
+    def step(self) -> int:
+        return int(self.exp.state.step)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.exp.state.diverged)
+
+
+def summarize(exp: core.Experiment) -> dict:
+    """Output-layer weight recovery and spike precision on held-out input."""
+    m = core.evaluate_experiment(exp)
+    out = m["recovery"][-1]["weights"]
+    return {"corr": out["corr"], "rel_error": out["rel_error"],
+            "precision": m["spike_precision"]}
+
+
+def new_live_run(preset: str) -> LiveRun:
+    """A fresh student for ``preset`` (teacher and initial state are cached)."""
+    exp = _initial_experiment(preset)
+    # private buffers: a donated state must never be the cached one
+    exp = exp._replace(state=jax.tree_util.tree_map(jnp.copy, exp.state))
+    w0 = np.asarray(exp.state.params[-1].w).reshape(1, -1)
+    return LiveRun(exp, np.zeros(0, np.float32), w0,
+                   np.asarray(exp.task.teacher[-1].w).ravel(), summarize(exp))
+
+
+def live_train(run: LiveRun, steps: int, chunk: int = 20) -> LiveRun:
+    """Train ``steps`` more steps in compiled chunks (record=True); stops on divergence."""
+    exp = run.exp
+    fn = core.make_train_chunk(exp.struct, chunk, record=True)
+    limit = jnp.int32(2**31 - 1)
+    losses, weights, state = [run.loss], [run.weights], exp.state
+    for _ in range(-(-steps // chunk)):
+        before = int(state.step)
+        state, out = fn(state, exp.task, exp.hp, limit)
+        applied = int(state.step) - before
+        losses.append(np.asarray(out.loss)[:applied])
+        weights.append(np.asarray(out.params[-1].w).reshape(chunk, -1)[:applied])
+        if bool(state.diverged):
+            break
+    exp = exp._replace(state=state)
+    return run._replace(exp=exp, loss=np.concatenate(losses), weights=np.concatenate(weights),
+                        metrics=summarize(exp))
