@@ -128,3 +128,161 @@ def weights_figure(weights, teacher_w) -> go.Figure:
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="weight (PSP-peak units)")
     return _layout(fig, "Weights (dashed: teacher)", showlegend=False)
+
+
+# ---- Teacher--Student page ---------------------------------------------------
+TEACHER_COLOR, STUDENT_COLOR = "#222222", "#d62728"
+RASTER_MAX_POINTS = 100_000   # beyond this, rasters become binned heat maps
+TRACE_MAX_POINTS = 2_000      # traces are min/max decimated to about this many points
+
+
+def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
+    """Min/max decimation: keeps every peak of ``y`` with about ``max_points`` points."""
+    t, y = np.asarray(t), np.asarray(y)
+    n = y.shape[0]
+    if n <= max_points:
+        return t, y
+    k = int(np.ceil(n / (max_points // 2)))
+    m = n // k * k
+    yb = y[:m].reshape(-1, k)
+    tb = t[:m].reshape(-1, k)
+    lo, hi = yb.argmin(1), yb.argmax(1)
+    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
+    rows = np.arange(yb.shape[0])
+    tt = np.stack([tb[rows, first], tb[rows, second]], 1).ravel()
+    yy = np.stack([yb[rows, first], yb[rows, second]], 1).ravel()
+    return tt, yy
+
+
+def ts_loss_figure(steps, loss) -> go.Figure:
+    """Loss per training step (log axis), with a 25-step running mean."""
+    steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
+    loss = np.where(loss > 0, loss, np.nan)
+    fig = go.Figure()
+    s, l = decimate(steps, loss, 4000)
+    fig.add_trace(go.Scattergl(x=s, y=l, mode="lines", name="loss",
+                               line=dict(color="#9aa5b8", width=1)))
+    if loss.size >= 25:
+        k = np.ones(25) / 25
+        smooth = np.convolve(np.nan_to_num(loss, nan=0.0), k, mode="valid")
+        fig.add_trace(go.Scattergl(x=steps[24:], y=np.where(smooth > 0, smooth, np.nan), mode="lines",
+                                   name="mean of 25", line=dict(color=Y_COLOR, width=2)))
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text="loss", type="log")
+    return _layout(fig, "Loss", height=300)
+
+
+def trajectories_figure(tr: dict, title: str, height: int = 300) -> go.Figure:
+    """Matched student weights over training (solid) and the teacher's (dashed).
+
+    ``tr`` as returned by ``LiveRun.matched_trajectories``; with ``bands`` the
+    10/50/90 percentiles of (student - teacher) are drawn instead of lines.
+    """
+    steps, traj, target = tr["steps"], tr["traj"], tr["target"]
+    fig = go.Figure()
+    if tr.get("bands") is not None:
+        p10, p50, p90 = tr["bands"]
+        fig.add_trace(go.Scatter(x=steps, y=p90, mode="lines", line=dict(width=0), showlegend=False,
+                                 name="90th pct"))
+        fig.add_trace(go.Scatter(x=steps, y=p10, mode="lines", fill="tonexty", line=dict(width=0),
+                                 fillcolor="rgba(58,95,205,0.2)", name="10–90 % of (w − w*)"))
+        fig.add_trace(go.Scatter(x=steps, y=p50, mode="lines", line=dict(color=Y_COLOR),
+                                 name="median of (w − w*)"))
+        fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dash", width=1))
+        fig.update_yaxes(title_text="student − teacher")
+    else:
+        last = max(int(steps[-1]) if len(steps) else 1, 1)
+        for i, (label, target_i) in enumerate(zip(tr["labels"], target)):
+            color = PALETTE[i % len(PALETTE)]
+            fig.add_trace(go.Scatter(x=steps, y=traj[:, i], mode="lines", name=label,
+                                     legendgroup=label, line=dict(color=color, width=1.5)))
+            fig.add_trace(go.Scatter(x=[0, last], y=[target_i, target_i], mode="lines",
+                                     showlegend=False, legendgroup=label, name=f"teacher {label}",
+                                     line=dict(color=color, dash="dash", width=1)))
+        fig.update_yaxes(title_text="weight")
+    fig.update_xaxes(title_text="step")
+    return _layout(fig, title, height=height, showlegend=False)
+
+
+def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> go.Figure:
+    """Frequency f and damping b of matched units over training, teacher dashed."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("f (Hz)", "b (1/s)"))
+    steps = nt["steps"]
+    last = max(int(steps[-1]) if len(steps) else 1, 1)
+    for j in range(nt["f"].shape[1]):
+        color = PALETTE[j % len(PALETTE)]
+        for col, key in ((1, "f"), (2, "b")):
+            fig.add_trace(go.Scatter(x=steps, y=nt[key][:, j], mode="lines", name=f"unit {j}",
+                                     line=dict(color=color, width=1.5), showlegend=False), 1, col)
+            target = nt[f"{key}_target"][j]
+            fig.add_trace(go.Scatter(x=[0, last], y=[target, target], mode="lines", showlegend=False,
+                                     name=f"teacher unit {j}", line=dict(color=color, dash="dash",
+                                                                         width=1)), 1, col)
+    fig.update_xaxes(title_text="step")
+    return _layout(fig, f"Neurons of {layer_name} (dashed: teacher)", height=height)
+
+
+def membrane_figure(dt: float, y_teacher, y_student, theta: float, s_teacher=None,
+                    s_student=None) -> go.Figure:
+    """Teacher vs student voltage y of one output neuron on held-out input."""
+    t = np.arange(len(y_teacher)) * dt * 1e3
+    fig = go.Figure()
+    for y, name, color in ((y_teacher, "teacher", TEACHER_COLOR), (y_student, "student", STUDENT_COLOR)):
+        tt, yy = decimate(t, np.asarray(y))
+        fig.add_trace(go.Scattergl(x=tt, y=yy, mode="lines", name=name, line=dict(color=color, width=1.3)))
+    fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1),
+                  annotation_text="θ", annotation_position="top left")
+    fig.update_xaxes(title_text="time (ms)")
+    fig.update_yaxes(title_text="y (held-out input)")
+    return _layout(fig, "Output neuron: teacher vs student", height=300)
+
+
+def raster_figure(dt: float, teacher_layers, student_layers, names) -> go.Figure:
+    """Spike rasters of one held-out trial, every layer: teacher (black) above
+    student (red) for each unit.  WebGL tick markers up to RASTER_MAX_POINTS
+    spikes, a binned heat map beyond."""
+    fig = go.Figure()
+    total = int(sum(np.sum(a) for a in teacher_layers) + sum(np.sum(a) for a in student_layers))
+    rows_t, rows_s, yticks, ytext, offset = [], [], [], [], 0
+    blocks = []
+    for name, st_, ss in zip(names, teacher_layers, student_layers):
+        st_, ss = np.asarray(st_) > 0.5, np.asarray(ss) > 0.5
+        n = max(st_.shape[1], ss.shape[1])
+        blocks.append((offset, st_, ss))
+        yticks.append(offset + n - 0.5)
+        ytext.append(name)
+        offset += 2 * n + 1
+    if total <= RASTER_MAX_POINTS:
+        for off, st_, ss in blocks:
+            for spikes, base, color, label in ((st_, off, TEACHER_COLOR, "teacher"),
+                                               (ss, off + st_.shape[1], STUDENT_COLOR, "student")):
+                t_idx, unit = np.nonzero(spikes)
+                (rows_t if label == "teacher" else rows_s).append((t_idx * dt * 1e3, base + unit))
+        for rows, color, label in ((rows_t, TEACHER_COLOR, "teacher"), (rows_s, STUDENT_COLOR, "student")):
+            x = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0)
+            y = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+            fig.add_trace(go.Scattergl(x=x, y=y, mode="markers", name=label,
+                                       marker=dict(symbol="line-ns-open", size=9, color=color,
+                                                   line=dict(width=1.5, color=color))))
+    else:
+        mats = []
+        for off, st_, ss in blocks:
+            mats += [st_.T, ss.T, np.zeros((1, st_.shape[0]))]
+        img = np.concatenate(mats, 0)
+        k = max(1, img.shape[1] // 1000)
+        m = img.shape[1] // k * k
+        binned = img[:, :m].reshape(img.shape[0], -1, k).sum(-1)
+        fig.add_trace(go.Heatmap(z=binned, x=np.arange(binned.shape[1]) * k * dt * 1e3,
+                                 colorscale="Greys", showscale=False))
+    fig.update_xaxes(title_text="time (ms)")
+    fig.update_yaxes(tickvals=yticks, ticktext=ytext, autorange="reversed", showgrid=False)
+    return _layout(fig, "Spike rasters (held-out): teacher black, student red", height=320)
+
+
+def surrogate_figure(v, g, name: str, peak: float, area: float) -> go.Figure:
+    """The chosen surrogate's backward shape g(v) with its peak and area."""
+    fig = go.Figure(go.Scatter(x=v, y=g, mode="lines", line=dict(color=Y_COLOR, width=2), name=name))
+    fig.update_xaxes(title_text="v = y − θ")
+    fig.update_yaxes(title_text="g(v)")
+    area_txt = "∞" if not np.isfinite(area) else f"{area:.3g}"
+    return _layout(fig, f"{name}: peak {peak:.3g}, area {area_txt}", height=220, showlegend=False)

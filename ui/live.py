@@ -19,7 +19,7 @@ import numpy as np
 
 import core
 from core.config import Config, hyperparams
-from core.metrics import match
+from core.metrics import match, rate_error, recovery, spike_precision
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 
 def _omega_np(phi, dt):
@@ -64,34 +64,38 @@ class History:
 class LiveRun:
     """One visitor's training run; thread-safe (one lock per run)."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, exp: core.Experiment | None = None, setup=core.setup):
         self.lock = threading.Lock()
-        self.build(cfg)
+        self._setup = setup
+        self.build(cfg, exp)
 
     # ---- lifecycle ------------------------------------------------------
-    def build(self, cfg: Config) -> None:
+    def build(self, cfg: Config, exp: core.Experiment | None = None) -> None:
+        """(Re)start from ``cfg``'s teacher and a fresh student."""
         self.cfg = cfg
-        self.exp = core.setup(cfg)
+        self.exp = exp if exp is not None else self._setup(cfg)
+        self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg))
         self.key = restart_key(cfg)
         self.history = History()
         self.message = ""
         self.steps_per_s = 0.0
         self._record(self.exp.state.params, 0)
 
-    def configure(self, cfg: Config) -> str:
+    def configure(self, cfg: Config) -> tuple[str, list[str]]:
         """Apply ``cfg``: rebuild on restart knobs, else update traced values.
 
-        Returns "restarted", "updated" or "unchanged".
+        Returns ("restarted" | "updated" | "unchanged", names of changed fields).
         """
         with self.lock:
+            changed = [f for f in Config.__dataclass_fields__ if getattr(cfg, f) != getattr(self.cfg, f)]
             if restart_key(cfg) != self.key:
                 self.build(cfg)
-                return "restarted"
-            if cfg == self.cfg:
-                return "unchanged"
+                return "restarted", [f for f in changed if f in RESTART_FIELDS]
+            if not changed:
+                return "unchanged", []
             self.cfg = cfg
             self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg))
-            return "updated"
+            return "updated", changed
 
     @property
     def step(self) -> int:
@@ -188,3 +192,19 @@ class LiveRun:
 
     def metrics(self) -> dict:
         return core.evaluate_experiment(self.exp)
+
+    def snapshot(self, index: int = 0) -> dict:
+        """Held-out traces (numpy) of every layer plus recovery and precision,
+        from one evaluation."""
+        with self.lock:
+            student, teacher, _ = self.heldout(index)
+            s = [{k: np.asarray(getattr(tr, k)) for k in ("spikes", "y")} for tr in student]
+            t = [{k: np.asarray(getattr(tr, k)) for k in ("spikes", "y")} for tr in teacher]
+            prec = spike_precision(s[-1]["spikes"], t[-1]["spikes"])
+            return {
+                "student": s, "teacher": t,
+                "recovery": recovery(self.exp.state.params, self.exp.task.teacher,
+                                     float(self.cfg.dt), self.cfg.model),
+                "precision": prec["precision"], "recall": prec["recall"],
+                "rate_error": rate_error(s[-1]["spikes"], t[-1]["spikes"]),
+            }

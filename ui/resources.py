@@ -179,3 +179,55 @@ def live_train(run: LiveRun, steps: int, chunk: int = 20) -> LiveRun:
     exp = exp._replace(state=state)
     return run._replace(exp=exp, loss=np.concatenate(losses), weights=np.concatenate(weights),
                         metrics=summarize(exp))
+
+
+# ---- Teacher--Student page ---------------------------------------------------
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner="Sampling the teacher and the student…")
+def _experiment(cfg: core.Config) -> core.Experiment:
+    """Teacher and initial student for ``cfg`` (a frozen, hashable dataclass of
+    small values), shared by every visitor with the same settings."""
+    return core.setup(cfg)
+
+
+def _private_setup(cfg: core.Config) -> core.Experiment:
+    exp = _experiment(cfg)
+    # private buffers: a donated state must never be the cached one
+    return exp._replace(state=jax.tree_util.tree_map(jnp.copy, exp.state))
+
+
+class RunSlot:
+    """Holds one visitor's LiveRun (replaced on Reset)."""
+
+    def __init__(self):
+        self.run = None
+
+    def release(self):
+        self.run = None
+
+
+@st.cache_resource(scope="session", max_entries=1, on_release=lambda slot: slot.release(),
+                   show_spinner=False)
+def run_slot() -> RunSlot:
+    """This visitor's run; released when the tab closes."""
+    return RunSlot()
+
+
+def configure_run(slot: RunSlot, cfg: core.Config, reset: bool = False) -> tuple[str, list]:
+    """Create, restart or update the visitor's run for ``cfg``."""
+    from ui.live import LiveRun
+
+    if slot.run is None or reset:
+        slot.run = LiveRun(cfg, setup=_private_setup)
+        return ("restarted" if reset else "created"), []
+    return slot.run.configure(cfg)
+
+
+@st.cache_data(max_entries=128, ttl=3600, show_spinner=False)
+def surrogate_info(name: str, scale: float, norm: str):
+    """Grid, normalised curve, peak and area of one surrogate."""
+    from core import surrogates
+
+    v = np.linspace(-3.0, 3.0, 601)
+    g = np.asarray(surrogates.curve(name, scale, norm, v))
+    d = surrogates.describe(name, scale, norm)
+    return v, g, d["peak"], d["area"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import streamlit as st
 
 INPUT_KINDS = ("single pulse", "doublet", "step current", "Poisson", "sinusoid", "chirp")
@@ -97,3 +98,181 @@ def train_buttons_ui() -> tuple[bool, bool]:
         run = st.button("Run 200 steps", key="train_run", type="primary")
         reset = st.button("Reset", key="train_reset")
     return run, reset
+
+
+# ---- Teacher--Student page ---------------------------------------------------
+SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
+LRS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)
+STEPS_PER_TICK = (10, 20, 50, 100, 200)
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_PRESET = "figure1"
+
+
+@dataclass(frozen=True)
+class TSSettings:
+    """What the Teacher--Student controls ask for: a raw mapping for
+    ``core.from_dict`` (validated there) and the live knobs."""
+
+    preset: str
+    raw: dict                 # Config fields as chosen (unvalidated)
+    steps_per_tick: int
+
+
+def _fmt_layers(layers) -> str:
+    return "-".join(str(int(n)) for n in layers)
+
+
+def parse_layers(text: str, field: str) -> tuple[int, ...]:
+    """'20-2-1' (or commas/spaces) -> (20, 2, 1); raises core.ConfigError."""
+    import core
+
+    parts = [p for p in str(text).replace(",", " ").replace("-", " ").replace("→", " ").split() if p]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise core.ConfigError(field, f"write layer widths as integers like 20-2-1, got {text!r}.") from None
+    return sizes
+
+
+def _nearest(options, value):
+    return min(options, key=lambda o: abs(np.log(o) - np.log(value)) if value > 0 else o)
+
+
+def preset_values(name: str) -> dict:
+    """Widget values (by key) that reproduce preset ``name``."""
+    import core
+
+    c = core.get_preset(name)
+    return {"L": _fmt_layers(c.layers), "sh": _fmt_layers(c.student_hidden),
+            "fr": tuple(c.freq_range), "br": tuple(c.damping_range), "tr": c.target_rate,
+            "ir": c.input_rate, "ts": c.teacher_seed, "ss": c.student_seed, "learn": list(c.learn),
+            "sg": c.surrogate, "beta": _nearest(SCALES, c.scale), "norm": c.surrogate_norm,
+            "loss": c.loss, "opt": c.optimizer, "lr": _nearest(LRS, c.lr), "rg": c.reset_grad,
+            "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
+            "psp": c.psp_norm, "tsyn": c.tau_syn * 1e3, "tsmodel": c.model.upper(),
+            "np": c.n_patterns, "vrt": c.vr_tau * 1e3}
+
+
+def _apply_preset():
+    name = st.session_state.get("p", DEFAULT_PRESET)
+    for k, v in preset_values(name).items():
+        st.session_state[k] = v
+
+
+def teacher_student_ui(demo: bool = False) -> TSSettings:
+    """Every Teacher--Student control (sidebar); advanced ones hidden in demo mode."""
+    import core
+
+    names = list(core.presets())
+    current = st.session_state.get("p", st.query_params.get("p", DEFAULT_PRESET))
+    d = preset_values(current if current in names else DEFAULT_PRESET)
+    sb = st.sidebar
+    preset = sb.selectbox("Preset", names, index=names.index(DEFAULT_PRESET), key="p",
+                          bind="query-params", on_change=_apply_preset,
+                          help="Loads a complete configuration (teacher, student, training).")
+    with sb.expander("Teacher", expanded=not demo):
+        layers = st.text_input("Layers (inputs-hidden-…-outputs)", d["L"], key="L", bind="query-params")
+        fr = st.slider("Frequency range f (Hz)", 0.5, 100.0, d["fr"], 0.5, key="fr", bind="query-params",
+                       help="Teacher (and student) neurons draw f uniformly here; equal ends fix f.")
+        br = st.slider("Damping range b (1/s)", -200.0, -1.0, d["br"], 1.0, key="br", bind="query-params")
+        tr = st.slider("Target rate (Hz)", 1.0, 100.0, float(d["tr"]), 1.0, key="tr", bind="query-params")
+        ir = st.slider("Input rate (Hz)", 1.0, 200.0, float(d["ir"]), 1.0, key="ir", bind="query-params")
+        ts = st.number_input("Teacher seed", 0, 2**31 - 1, int(d["ts"]), key="ts", bind="query-params")
+    with sb.expander("Student", expanded=not demo):
+        sh = st.text_input("Hidden widths (blank = teacher's)", d["sh"], key="sh", bind="query-params")
+        ss = st.number_input("Student seed", 0, 2**31 - 1, int(d["ss"]), key="ss", bind="query-params")
+        learn = st.multiselect("Learnable", list(core.GROUPS), d["learn"], key="learn",
+                               bind="query-params", help="Parameter groups the optimizer may change.")
+    with sb.expander("Surrogate gradient", expanded=True):
+        sg = st.selectbox("Shape", list(core.SURROGATES), index=list(core.SURROGATES).index(d["sg"]),
+                          key="sg", bind="query-params")
+        beta = st.select_slider("Scale β", SCALES, d["beta"], key="beta", bind="query-params")
+        norm = st.radio("Normalise by", ["peak", "area"], index=["peak", "area"].index(d["norm"]),
+                        key="norm", bind="query-params", horizontal=True)
+    with sb.expander("Training", expanded=True):
+        loss = st.selectbox("Loss", list(core.LOSSES), index=list(core.LOSSES).index(d["loss"]),
+                            key="loss", bind="query-params")
+        lr = st.select_slider("Learning rate", LRS, d["lr"], key="lr", bind="query-params")
+        spt = st.select_slider("Steps per tick", STEPS_PER_TICK, 20, key="spt", bind="query-params")
+        opt = d["opt"]
+        rg = d["rg"]
+        if not demo:
+            opt = st.selectbox("Optimizer", list(core.OPTIMIZERS),
+                               index=list(core.OPTIMIZERS).index(d["opt"]), key="opt", bind="query-params")
+            rg = st.radio("Reset gradient", ["detach", "through"], index=["detach", "through"].index(d["rg"]),
+                          key="rg", bind="query-params", horizontal=True)
+    adv = {k: d[k] for k in ("T", "B", "th", "psp", "tsyn", "tsmodel", "np", "vrt")}
+    if not demo:
+        with sb.expander("Advanced", expanded=False):
+            adv["tsmodel"] = st.radio("Neuron model", ["RF", "LIF"], index=["RF", "LIF"].index(d["tsmodel"]),
+                                      key="tsmodel", bind="query-params", horizontal=True)
+            adv["T"] = st.number_input("Time steps T", 10, 5000, int(d["T"]), 50, key="T", bind="query-params")
+            adv["B"] = st.select_slider("Batch", BATCHES, d["B"], key="B", bind="query-params")
+            adv["th"] = st.slider("Threshold θ", 0.2, 5.0, float(d["th"]), 0.1, key="th", bind="query-params")
+            adv["psp"] = st.toggle("PSP normalisation κ", bool(d["psp"]), key="psp", bind="query-params")
+            adv["tsyn"] = st.slider("Synaptic τ (ms, 0 = none)", 0.0, 50.0, float(d["tsyn"]), 0.5,
+                                    key="tsyn", bind="query-params")
+            adv["vrt"] = st.slider("van Rossum τ (ms)", 1.0, 100.0, float(d["vrt"]), 1.0, key="vrt",
+                                   bind="query-params")
+            adv["np"] = st.number_input("Fixed input batches (0 = fresh every step)", 0, 10000,
+                                        int(d["np"]), key="np", bind="query-params")
+    raw = {"layers": layers, "student_hidden": sh, "freq_range": tuple(fr), "damping_range": tuple(br),
+           "target_rate": tr, "input_rate": ir, "teacher_seed": int(ts), "student_seed": int(ss),
+           "learn": tuple(learn), "surrogate": sg, "scale": float(beta), "surrogate_norm": norm,
+           "loss": loss, "optimizer": opt, "lr": float(lr), "reset_grad": rg, "T": int(adv["T"]),
+           "batch": int(adv["B"]), "threshold": float(adv["th"]), "psp_norm": bool(adv["psp"]),
+           "tau_syn": float(adv["tsyn"]) / 1e3, "model": adv["tsmodel"].lower(),
+           "n_patterns": int(adv["np"]), "vr_tau": float(adv["vrt"]) / 1e3}
+    return TSSettings(preset, raw, int(spt))
+
+
+def to_config(s: TSSettings):
+    """Validated core.Config for ``s``; raises core.ConfigError naming the field."""
+    import core
+
+    raw = dict(s.raw)
+    raw["layers"] = parse_layers(raw["layers"], "layers")
+    raw["student_hidden"] = parse_layers(raw["student_hidden"], "student_hidden") if str(
+        raw["student_hidden"]).strip() else ()
+    base = core.get_preset(s.preset)
+    return core.from_dict({k: v for k, v in raw.items()}, base=base)
+
+
+def run_controls_ui() -> dict:
+    """Play / Pause / Step / Reset buttons; returns which was pressed."""
+    with st.container(horizontal=True):
+        play = st.button("Play", key="ts_play", type="primary", icon=":material/play_arrow:")
+        pause = st.button("Pause", key="ts_pause", icon=":material/pause:")
+        step = st.button("Step", key="ts_step", icon=":material/skip_next:")
+        reset = st.button("Reset", key="ts_reset", icon=":material/restart_alt:")
+    return {"play": play, "pause": pause, "step": step, "reset": reset}
+
+
+DEMO_CSS = """
+<style>
+html, body, [data-testid="stAppViewContainer"] { font-size: 20px; }
+h1 { font-size: 3rem !important; }
+[data-testid="stMetricValue"] { font-size: 2.6rem !important; }
+</style>
+"""
+
+
+def demo_mode() -> bool:
+    """``?demo=1``: poster mode (large fonts, advanced controls hidden)."""
+    demo = str(st.query_params.get("demo", "0")) == "1"
+    if demo:
+        st.html(DEMO_CSS)
+    return demo
+
+
+STEADY_CSS = """
+<style>
+/* Live panels: an element being recomputed by the training fragment keeps full
+   opacity (Streamlit fades stale elements), so charts never blink. */
+[data-testid="stElementContainer"][data-stale="true"] { opacity: 1 !important; transition: none !important; }
+</style>
+"""
+
+
+def steady_live_css() -> None:
+    st.html(STEADY_CSS)

@@ -1,0 +1,92 @@
+"""Teacher--Student: train a student live and watch it converge to the teacher."""
+import pandas as pd
+import streamlit as st
+
+import core
+from ui import figures, resources, widgets
+from ui.live_plot import live_plot
+
+widgets.require_app_navigation()
+demo = widgets.demo_mode()
+widgets.steady_live_css()
+
+st.title("Teacher–Student")
+s = widgets.teacher_student_ui(demo)
+try:
+    cfg = widgets.to_config(s)
+except core.ConfigError as e:
+    st.error(f"Invalid setting — {e} The running student is kept; change the setting in the sidebar.")
+    st.stop()
+
+slot = resources.run_slot()
+controls = widgets.run_controls_ui()
+status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])
+run = slot.run
+if status == "restarted" and changed:
+    st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher or shape).", icon="🔄")
+if controls["play"]:
+    st.session_state["ts_playing"] = True
+if controls["pause"] or controls["reset"] or (status == "restarted" and changed):
+    st.session_state["ts_playing"] = False
+if controls["step"]:
+    run.advance(s.steps_per_tick)
+playing = st.session_state.get("ts_playing", False) and not run.diverged
+
+v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrogate_norm)
+st.sidebar.plotly_chart(figures.surrogate_figure(v, g, cfg.surrogate, peak, area), key="ts_sg")
+
+
+@st.fragment(run_every=0.3 if playing else None)
+def live_panels():
+    if st.session_state.get("ts_playing", False) and not run.diverged:
+        run.advance(s.steps_per_tick)
+        if run.diverged:
+            st.session_state["ts_playing"] = False
+            st.rerun(scope="app")
+    snap = run.snapshot()
+    hist = run.history
+    c = st.columns(5)
+    c[0].metric("Step", run.step)
+    c[1].metric("Steps/s", f"{run.steps_per_s:.0f}")
+    c[2].metric("Loss", f"{hist.loss[-1]:.3g}" if hist.loss else "–")
+    c[3].metric("Spike precision", f"{snap['precision']:.3f}",
+                help="Share of student output spikes within ±1 bin of a teacher spike (held-out).")
+    c[4].metric("Input-layer weights corr", f"{snap['recovery'][0]['corr']:.3f}",
+                help="Correlation of the matched student weights of the first layer with the teacher's.")
+    if run.diverged:
+        st.error(run.message)
+    left, right = st.columns(2)
+    with left:
+        live_plot(figures.ts_loss_figure(hist.loss_steps, hist.loss), key="ts_loss", height=300)
+    with right:
+        live_plot(figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
+                                          snap["student"][-1]["y"][:, 0, 0], cfg.threshold),
+                  key="ts_membrane", height=300)
+    n_layers = len(cfg.layers) - 1
+    names = [f"hidden {i + 1}" for i in range(n_layers - 1)] + ["output"]
+    cols = st.columns(min(n_layers, 3))
+    for i in range(n_layers):
+        with cols[i % len(cols)]:
+            live_plot(figures.trajectories_figure(run.matched_trajectories(i),
+                                                  f"Weights into {names[i]} (dashed: teacher)"),
+                      key=f"ts_w{i}", height=300)
+    if cfg.model == "rf":
+        cols = st.columns(min(n_layers, 3))
+        for i in range(n_layers):
+            with cols[i % len(cols)]:
+                live_plot(figures.neuron_params_figure(run.neuron_trajectories(i), names[i]),
+                          key=f"ts_n{i}", height=280)
+    live_plot(figures.raster_figure(cfg.dt, [t["spikes"][:, 0] for t in snap["teacher"]],
+                                    [x["spikes"][:, 0] for x in snap["student"]], names),
+              key="ts_raster", height=320)
+    rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"], "corr": v["corr"],
+             "signed ε": v["signed"]}
+            for i, layer in enumerate(snap["recovery"])
+            for grp, v in layer.items() if isinstance(v, dict)]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption(f"Held-out: spike precision {snap['precision']:.3f}, recall {snap['recall']:.3f}, "
+               f"output-rate error {snap['rate_error']:+.2f}. Hidden units matched to the teacher's "
+               "(Hungarian assignment on incoming weights).")
+
+
+live_panels()

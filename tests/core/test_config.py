@@ -1,0 +1,94 @@
+"""Config validation: bad values raise ConfigError naming the field."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import core
+from core import Config, ConfigError, from_dict, validate
+from core.config import SURROGATES, hyperparams, structure
+
+pytestmark = [pytest.mark.usefixtures("strict_ranks"), pytest.mark.timeout(60)]
+
+BAD = [
+    (dict(dt=float("nan")), "dt"),
+    (dict(dt=0.1), "dt"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(lr=0.0), "lr"),
+    (dict(lr=float("inf")), "lr"),
+    (dict(threshold=-1.0), "threshold"),
+    (dict(scale=0.0), "scale"),
+    (dict(surrogate="foo"), "surrogate"),
+    (dict(surrogate_norm="max"), "surrogate_norm"),
+    (dict(loss="mse"), "loss"),
+    (dict(model="hh"), "model"),
+    (dict(freq_range=(2.0, 600.0)), "freq_range[1]"),       # above 0.45/dt at dt = 1 ms
+    (dict(freq_range=(30.0, 20.0)), "freq_range"),
+    (dict(damping_range=(-50.0, 5.0)), "damping_range[1]"),  # b >= 0 is unstable
+    (dict(damping_range=(float("nan"), -1.0)), "damping_range[0]"),
+    (dict(reset=(0.0, 1.5)), "reset[1]"),                    # y_r above the threshold
+    (dict(layers=(20, 4, 1), student_hidden=(3,)), "student_hidden[0]"),
+    (dict(layers=(20, 4, 1), student_hidden=(8, 8)), "student_hidden"),
+    (dict(layers=(20,)), "layers"),
+    (dict(layers=(20, 0, 1)), "layers[1]"),
+    (dict(layers=(20, 2.5, 1)), "layers[1]"),
+    (dict(T=5), "T"),
+    (dict(batch=True), "batch"),
+    (dict(steps=0), "steps"),
+    (dict(learn=()), "learn"),
+    (dict(learn=("weights", "gain")), "learn"),
+    (dict(vr_tau=1e-4), "vr_tau"),
+    (dict(teacher_seed=-1), "teacher_seed"),
+]
+
+
+@pytest.mark.parametrize("changes,field", BAD, ids=[f for _, f in BAD])
+def test_bad_value_names_the_field(changes, field):
+    with pytest.raises(ConfigError) as e:
+        validate(Config(**changes))
+    assert e.value.field == field
+    assert str(e.value).startswith(f"{field}: ")
+    # the same through replace() and from_dict()
+    with pytest.raises(ConfigError) as e:
+        Config().replace(**changes)
+    assert e.value.field == field
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+    with pytest.raises(ConfigError) as e:
+        from_dict(as_json)
+    assert e.value.field == field
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_from_dict_refuses_unknown_keys_and_non_objects():
+    with pytest.raises(ConfigError) as e:
+        from_dict({"lr": 1e-3, "learning_rate": 1e-3})
+    assert e.value.field == "learning_rate"
+    with pytest.raises(ConfigError) as e:
+        from_dict([("lr", 1e-3)])
+    assert e.value.field == "config"
+
+
+def test_valid_configs_round_trip():
+    for name, cfg in core.presets().items():
+        assert validate(cfg) == cfg
+        assert from_dict(cfg.to_dict()) == cfg, name
+    cfg = from_dict({"layers": [20, 3, 1], "student_hidden": [5], "learn": "weights, omega",
+                     "surrogate": "arctan"})
+    assert cfg.layers == (20, 3, 1) and cfg.student_layers == (20, 5, 1)
+    assert cfg.learn == ("weights", "omega")
+    hp = hyperparams(cfg)
+    assert int(hp.sg_shape) == SURROGATES.index("arctan")
+    assert list(hp.learn_mask) == [1.0, 1.0, 0.0, 0.0]
+    assert float(hp.vr_decay) == pytest.approx(math.exp(-cfg.dt / cfg.vr_tau))
+    assert structure(cfg).student_layers == (20, 5, 1)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError) as e:
+        core.get_preset("figure-2")
+    assert e.value.field == "preset"
+    assert {"single-neuron", "figure1"} <= set(core.presets())

@@ -1,0 +1,35 @@
+"""End-to-end recovery on the single-neuron preset (fixed seeds)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import core
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def single_neuron():
+    cfg = core.get_preset("single-neuron")
+    exp = core.setup(cfg)
+    before = core.evaluate_experiment(exp)
+    exp, hist = core.train(exp, 2000)
+    return exp, hist, before, core.evaluate_experiment(exp)
+
+
+def test_single_neuron_recovers_teacher_weights(single_neuron):
+    exp, hist, before, after = single_neuron
+    assert not hist["diverged"] and hist["steps"] == 2000 and hist["loss"].size == 2000
+    assert np.isfinite(hist["loss"]).all()
+    # the student starts far from the teacher and ends on it
+    assert before["recovery"][0]["corr"] < 0.9
+    assert after["recovery"][0]["corr"] >= 0.99
+    assert after["recovery"][0]["rel_error"] < before["recovery"][0]["rel_error"]
+    assert hist["loss"][-100:].mean() < 0.5 * hist["loss"][:100].mean()
+    # only the weights are learned: the neuron parameters stay the teacher's (shared f, b)
+    assert after["recovery"][0]["omega"]["rel_error"] == pytest.approx(0.0, abs=1e-6)
+    assert after["recovery"][0]["b"]["rel_error"] == pytest.approx(0.0, abs=1e-6)
+    # and the output spikes line up on held-out input
+    assert after["spike_precision"] > before["spike_precision"]
+    assert after["spike_precision"] > 0.8
