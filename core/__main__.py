@@ -93,8 +93,9 @@ def _cmd_train(args) -> int:
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_none_for_nan))
     else:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         print(f"preset {args.preset}: {hist['steps']} steps in {hist['seconds']:.1f} s "
-              f"({result['steps_per_s']:.0f} steps/s), loss {initial:.4f} -> {final:.4f}"
+              f"({result['steps_per_s']:.0f} steps/s), loss {fmt(initial)} -> {fmt(final)}"
               f"{'  DIVERGED' if hist['diverged'] else ''}")
         for i, layer in enumerate(ev["recovery"]):
             print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")

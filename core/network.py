@@ -53,7 +53,7 @@ def init_layer(key, n_in: int, n_out: int, *, freq_range, damping_range, reset,
     """
     kw, kf, kb = jr.split(key, 3)
     w = (W_MEAN + jr.normal(kw, (n_in, n_out), jnp.float32)) * (weight_scale / np.sqrt(n_in))
-    w = w * jnp.where(jnp.sum(w, axis=0) < 0, -1.0, 1.0)
+    w = w * jnp.where(jnp.sum(w, axis=0) < 0, -1.0, 1.0)[None, :]
     f = np.asarray(jr.uniform(kf, (n_out,), jnp.float32, *freq_range), np.float64)
     b = np.asarray(jr.uniform(kb, (n_out,), jnp.float32, *damping_range), np.float64)
     return LayerParams(
@@ -69,25 +69,35 @@ def surrogate_of(hp: HParams) -> SurrogateParams:
     return SurrogateParams(hp.sg_shape, hp.sg_scale, hp.sg_area)
 
 
-def simulate(params: Sequence[LayerParams], inputs, hp: HParams,
-             model: str = "rf") -> list[LayerTrace]:
+def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "rf", *,
+             reset_through: bool = False, synapse: bool = False) -> list[LayerTrace]:
     """Run the network on ``inputs`` (T, B, n_in) spikes.
 
-    Returns one :class:`LayerTrace` (spikes, x, y; each (T, B, n)) per layer.
+    ``model``, ``reset_through`` and ``synapse`` are static (see
+    ``core.config.Structure``).  Returns one :class:`LayerTrace` (spikes, x,
+    y; each (T, B, n)) per layer.
     """
     sg = surrogate_of(hp)
     traces = []
     h = inputs
     for lp in params:
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)
-        gain = jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0) if model == "rf" else 1.0
-        kicks = jnp.einsum("tbi,ij->tbj", h, lp.w) * gain
+        kicks = jnp.einsum("tbi,ij->tbj", h, lp.w)
+        if model == "rf":
+            gain = jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0)
+            kicks = kicks * gain[None, None, :]
         tr = run_layer(kicks, omega, b, lp.reset_x, lp.reset_y, dt=hp.dt,
-                       threshold=hp.threshold, syn_decay=hp.syn_decay,
-                       reset_through=hp.reset_through, sg=sg, model=model)
+                       threshold=hp.threshold, syn_decay=hp.syn_decay if synapse else None,
+                       reset_through=reset_through, sg=sg, model=model)
         traces.append(tr)
         h = tr.spikes
     return traces
+
+
+def simulate_struct(params, inputs, hp: HParams, struct) -> list[LayerTrace]:
+    """:func:`simulate` with the static choices of a ``Structure``."""
+    return simulate(params, inputs, hp, struct.model, reset_through=struct.reset_through,
+                    synapse=struct.synapse)
 
 
 def group_mask(params: Sequence[LayerParams], mask) -> tuple:

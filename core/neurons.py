@@ -27,6 +27,7 @@ value, slider or optimizer step can produce a growing or aliased pole.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .surrogates import SurrogateParams, spike
+from .surrogates import SurrogateParams, spike, surrogate_grad
 
 B_MIN = 0.1        # 1/s, smallest allowed |b|
 B_UNIT = 50.0      # 1/s per unit of softplus(rho): keeps raw steps O(lr)
@@ -90,28 +91,160 @@ def psp_kappa(omega, b):
 
 
 # ---- dynamics --------------------------------------------------------------
-def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay,
-              reset_through, sg: SurrogateParams, model: str = "rf") -> LayerTrace:
-    """Scan one layer over time.
+def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=None,
+              reset_through: bool = False, sg: SurrogateParams, model: str = "rf") -> LayerTrace:
+    """Scan one layer over time (with a hand-written BPTT backward pass).
 
     Args:
       kicks: (T, ..., n) input current per step (already weighted).
       omega, b, reset_x, reset_y: (n,) physical neuron parameters.
-      dt, threshold, syn_decay, reset_through: scalars (traced).
+      dt, threshold: scalars (traced).
+      syn_decay: exp(-dt/tau_syn) (traced), or None for no synaptic filter
+        (static: the filter's state is then not carried at all).
+      reset_through: static; False detaches the spike in the reset so no
+        gradient flows through it.
       sg: surrogate parameters for the spike function.
       model: "rf" or "lif" (static).
 
     Returns:
       LayerTrace of spikes, x, y, each shaped like ``kicks``.
+
+    The gradient equals that of :func:`run_layer_autodiff` (same forward,
+    autodiff through ``lax.scan``); the custom VJP keeps only the outputs as
+    residuals and runs the adjoint recurrence in one reverse scan.
     """
-    r = jnp.exp(b * dt)
-    c, s = jnp.cos(omega * dt), jnp.sin(omega * dt)
+    synapse = syn_decay is not None
+    a = jnp.asarray(syn_decay if synapse else 0.0, kicks.dtype)
+    r, c, s = jnp.exp(b * dt), jnp.cos(omega * dt), jnp.sin(omega * dt)
+    out = _recurrence(model, bool(reset_through), synapse, kicks, r, c, s, reset_x, reset_y,
+                      jnp.asarray(threshold, kicks.dtype), a, sg)
+    return LayerTrace(out[0], out[1], out[2])
+
+
+def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
+    """Forward recurrence; returns (spikes, x', y', i) with i = () without synapse."""
     shape = kicks.shape[1:]
+    bc = lambda v: jnp.broadcast_to(v, shape)   # explicit (rank promotion may be "raise")
+    r, c, s, xr, yr = bc(r), bc(c), bc(s), bc(xr), bc(yr)
     zero = jnp.zeros(shape, kicks.dtype)
 
     def step(carry, k):
         x, y, i_syn = carry
-        i_syn = syn_decay * i_syn + k
+        i_syn = a * i_syn + k if synapse else k
+        if model == "rf":
+            x_new = r * (c * x - s * y) + i_syn
+            y_new = r * (s * x + c * y)
+        else:
+            x_new = i_syn
+            y_new = r * y + i_syn
+        out = (y_new >= theta).astype(kicks.dtype)
+        x_next = x_new + out * (xr - x_new)
+        y_next = y_new + out * (yr - y_new)
+        return (x_next, y_next, i_syn if synapse else zero), (out, x_new, y_new,
+                                                              i_syn if synapse else ())
+
+    _, ys = lax.scan(step, (zero, zero, zero), kicks)
+    return ys
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _recurrence(model, through, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
+    return _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)[:3]
+
+
+def _recurrence_fwd(model, through, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
+    spk, xp, yp, isyn = _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)
+    return (spk, xp, yp), (spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
+
+
+def _recurrence_bwd(model, through, synapse, res, cts):
+    """Adjoint of the recurrence, one reverse scan.
+
+    At reverse step t the carry holds the adjoints of the *pre-reset* state
+    of step t+1 (dxn, dyn) and of the synaptic current (mu).  The transition
+    t -> t+1 contributes to dr, dc, ds with the post-reset state of step t,
+    recomputed from the outputs (no other residuals are kept).
+    """
+    spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
+    d_spk, d_xp, d_yp = cts
+    shape = spk.shape[1:]
+    bc = lambda v: jnp.broadcast_to(v, shape)
+    rb, cb, sb, xrb, yrb = bc(r), bc(c), bc(s), bc(xr), bc(yr)
+    red = tuple(range(len(shape) - 1))          # batch axes of one time slice
+    zero = jnp.zeros(shape, spk.dtype)
+    n = shape[-1:]
+    acc0 = tuple(jnp.zeros(n, spk.dtype) for _ in range(5)) + (jnp.zeros((), spk.dtype),) * 2
+
+    def step(carry, xs):
+        dxn, dyn, mu_next, acc = carry
+        o, x_new, y_new, i_t, go, gx, gy = xs
+        x_t = x_new + o * (xrb - x_new)          # post-reset state of step t
+        y_t = y_new + o * (yrb - y_new)
+        dr, dc, ds, dxr, dyr, dth, da = acc
+        if model == "rf":
+            dr = dr + jnp.sum(dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t), red)
+            dc = dc + jnp.sum(rb * (dxn * x_t + dyn * y_t), red)
+            ds = ds + jnp.sum(rb * (dyn * x_t - dxn * y_t), red)
+            lam_x = rb * (cb * dxn + sb * dyn)
+            lam_y = rb * (cb * dyn - sb * dxn)
+        else:
+            dr = dr + jnp.sum(dyn * y_t, red)
+            lam_x = zero
+            lam_y = rb * dyn
+        keep = 1.0 - o
+        dxp = gx + keep * lam_x
+        dyp = gy + keep * lam_y
+        dxr = dxr + jnp.sum(o * lam_x, red)
+        dyr = dyr + jnp.sum(o * lam_y, red)
+        d_o = go
+        if through:
+            d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
+        g = surrogate_grad(y_new - theta, sg)
+        dyp = dyp + g * d_o
+        dth = dth - jnp.sum(g * d_o)
+        di = dxp + dyp if model == "lif" else dxp
+        if synapse:
+            da = da + jnp.sum(mu_next * i_t)
+            mu = di + a * mu_next
+        else:
+            mu = di
+        if model == "lif":
+            dxp = zero       # x' = i carries no state; its adjoint went into mu
+        return (dxp, dyp, mu, (dr, dc, ds, dxr, dyr, dth, da)), mu
+
+    i_seq = isyn if synapse else jnp.zeros_like(spk)
+    xs = (spk, xp, yp, i_seq, d_spk, d_xp, d_yp)
+    (_, _, _, acc), d_kicks = lax.scan(step, (zero, zero, zero, acc0), xs, reverse=True)
+    dr, dc, ds, dxr, dyr, dth, da = acc
+    d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)
+    return (d_kicks, dr, dc, ds, dxr, dyr, dth.astype(theta.dtype), da.astype(a.dtype), d_sg)
+
+
+def _zero_cotangent(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        return np.zeros(x.shape, dtype=jax.dtypes.float0)
+    return jnp.zeros_like(x)
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+def run_layer_autodiff(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=None,
+                       reset_through: bool = False, sg: SurrogateParams,
+                       model: str = "rf") -> LayerTrace:
+    """Same as :func:`run_layer`, differentiated by JAX through ``lax.scan``
+    (the reference the custom backward pass is tested against)."""
+    shape = kicks.shape[1:]
+    bc = lambda a: jnp.broadcast_to(a, shape)
+    r = bc(jnp.exp(b * dt))
+    c, s = bc(jnp.cos(omega * dt)), bc(jnp.sin(omega * dt))
+    reset_x, reset_y = bc(reset_x), bc(reset_y)
+    zero = jnp.zeros(shape, kicks.dtype)
+
+    def step(carry, k):
+        x, y, i_syn = carry
+        i_syn = k if syn_decay is None else syn_decay * i_syn + k
         if model == "rf":
             x_new = r * (c * x - s * y) + i_syn
             y_new = r * (s * x + c * y)
@@ -119,12 +252,13 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay,
             x_new = i_syn
             y_new = r * y + i_syn
         out = spike(y_new - threshold, sg)
-        out_r = reset_through * out + (1.0 - reset_through) * lax.stop_gradient(out)
+        out_r = out if reset_through else lax.stop_gradient(out)
         x_next = x_new + out_r * (reset_x - x_new)
         y_next = y_new + out_r * (reset_y - y_new)
-        return (x_next, y_next, i_syn), (out, x_new, y_new)
+        return (x_next, y_next, i_syn if syn_decay is not None else ()), (out, x_new, y_new)
 
-    _, (spk, xs, ys) = lax.scan(step, (zero, zero, zero), kicks)
+    init = (zero, zero, zero if syn_decay is not None else ())
+    _, (spk, xs, ys) = lax.scan(step, init, kicks)
     return LayerTrace(spk, xs, ys)
 
 
@@ -140,8 +274,7 @@ _NO_GRAD = SurrogateParams(jnp.int32(9), jnp.float32(1.0), jnp.float32(0.0))
 def _simulate_physical(kicks, freq_hz, damping, dt, threshold, reset_x, reset_y, model):
     omega = 2 * math.pi * freq_hz
     return run_layer(kicks, omega, damping, reset_x, reset_y, dt=dt,
-                     threshold=threshold, syn_decay=jnp.zeros((), kicks.dtype),
-                     reset_through=jnp.zeros((), kicks.dtype), sg=_NO_GRAD, model=model)
+                     threshold=threshold, sg=_NO_GRAD, model=model)
 
 
 _simulate_jit = jax.jit(_simulate_physical, static_argnames=("model",))
@@ -164,8 +297,14 @@ def simulate_neuron(kicks, *, freq_hz, damping, dt=1e-3, threshold=1.0,
       ``spikes`` (0/1), each shaped like ``kicks``.  Float64 inputs are
       simulated in float64 when JAX's x64 mode is on.
     """
-    from .config import ConfigError
+    from .config import ConfigError, _finite
 
+    dt = _finite("dt", dt, 1e-6, 1e-1)
+    threshold = _finite("threshold", threshold, 1e-3, 1e12)
+    try:
+        reset = (_finite("reset[0]", reset[0], -1e3, 1e3), _finite("reset[1]", reset[1], -1e3, 1e3))
+    except (TypeError, IndexError):
+        raise ConfigError("reset", f"must be a pair (x_r, y_r), got {reset!r}.") from None
     if model not in ("rf", "lif"):
         raise ConfigError("model", f"unknown value {model!r}; choose rf or lif.")
     k = jnp.asarray(kicks)

@@ -24,7 +24,7 @@ import optax
 
 from .config import Config, HParams, Structure, hyperparams, structure
 from .losses import combined
-from .network import group_mask, simulate
+from .network import group_mask, simulate, simulate_struct
 from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
 
 W_MAX = 1e3      # |w| beyond this (a PSP of 1000 thresholds) counts as diverged
@@ -74,12 +74,18 @@ def _within_bounds(params):
     return ok_w & ok_raw
 
 
-def loss_and_grad(params, teacher, inputs, hp: HParams, model: str):
-    """Loss of ``params`` against the teacher on ``inputs`` and its gradient."""
-    t_out = jax.tree_util.tree_map(jax.lax.stop_gradient, simulate(teacher, inputs, hp, model)[-1])
+def loss_and_grad(params, teacher, inputs, hp: HParams, model: str = "rf", *,
+                  reset_through: bool = False, synapse: bool = False):
+    """Loss of ``params`` against the teacher on ``inputs`` and its gradient.
+
+    Returns ``((loss, parts), grads)``; the static flags are as in ``simulate``.
+    """
+    flags = dict(reset_through=reset_through, synapse=synapse)
+    t_out = jax.tree_util.tree_map(jax.lax.stop_gradient,
+                                   simulate(teacher, inputs, hp, model, **flags)[-1])
 
     def loss_fn(p):
-        return combined(simulate(p, inputs, hp, model)[-1], t_out, hp.loss_w, hp.vr_decay)
+        return combined(simulate(p, inputs, hp, model, **flags)[-1], t_out, hp.loss_w, hp.vr_decay)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -90,7 +96,9 @@ def make_train_step(struct: Structure):
 
     def train_step(state: TrainState, task: Task, hp: HParams, limit):
         inputs = step_inputs(task.key, state.step, hp, shape)
-        (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model)
+        (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
+                                             reset_through=struct.reset_through,
+                                             synapse=struct.synapse)
         grads = jax.tree_util.tree_map(jnp.multiply, grads, group_mask(grads, hp.learn_mask))
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -148,7 +156,8 @@ def make_evaluate(struct: Structure, batch: int | None = None):
 
     def evaluate(params, task, hp, index):
         inputs = heldout_inputs(task.key, hp, shape, index)
-        return simulate(params, inputs, hp, struct.model), simulate(task.teacher, inputs, hp, struct.model), inputs
+        return (simulate_struct(params, inputs, hp, struct),
+                simulate_struct(task.teacher, inputs, hp, struct), inputs)
 
     return jax.jit(evaluate)
 

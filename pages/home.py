@@ -19,6 +19,24 @@ st.markdown(
     "target spike trains, and a student learns to reproduce them. Because the exact answer is "
     "known, every weight, frequency and damping can be watched converging to the teacher — or not.")
 
+st.subheader("Start here")
+g1, g2, g3 = st.columns(3)
+with g1.container(border=True):
+    st.markdown("**Figure 1 of the seed report**  \n20 inputs → 2 hidden → 1 output RF. Press "
+                "Play and watch the weights miss the teacher's dashed lines.")
+    st.page_link("pages/teacher_student.py", label="Open Figure 1", icon=":material/school:",
+                 query_params={"p": "figure1"})
+with g2.container(border=True):
+    st.markdown("**Single neuron**  \n20 Poisson inputs → 1 RF neuron: here surrogate "
+                "gradients do recover every weight.")
+    st.page_link("pages/teacher_student.py", label="Open single neuron", icon=":material/school:",
+                 query_params={"p": "single-neuron"})
+with g3.container(border=True):
+    st.markdown("**Resonance**  \nA doublet one period apart adds up; half a period apart it "
+                "cancels. Move the ISI and the frequency.")
+    st.page_link("pages/neuron.py", label="Open the resonance demo", icon=":material/graphic_eq:",
+                 query_params={"input": "doublet", "isi": "100", "f": "10.0", "b": "-5.0"})
+
 st.subheader("Presets")
 st.markdown("\n".join(f"- **{r['name']}** ({r['layers']} {r['model'].upper()}, learns "
                       f"{r['learn']}): {r['description']}" for r in resources.preset_rows()))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import core
-from core.config import Config, hyperparams
+from core.config import Config, hyperparams, structure
 from core.metrics import match, rate_error, recovery, spike_precision
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 
@@ -94,7 +94,8 @@ class LiveRun:
             if not changed:
                 return "unchanged", []
             self.cfg = cfg
-            self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg))
+            # reset_grad is static: a new structure, same state (continues the run)
+            self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg), struct=structure(cfg))
             return "updated", changed
 
     @property

@@ -3,12 +3,9 @@
 Expensive objects (experiments, compiled training chunks) are built once per
 session and reused; every test that needs them treats them as read-only.
 
-Rank promotion: modules whose code paths are rank-clean opt in to
-``jax_numpy_rank_promotion="raise"`` with
-``pytestmark = pytest.mark.usefixtures("strict_ranks")``.  The network-level
-code in ``core`` relies on implicit rank promotion ((n,) neuron parameters
-times (B, n) states, (n_in, n)*(n,) in ``init_layer``), so the modules that
-simulate whole networks run with JAX's default setting.
+Rank promotion: the whole core suite runs with
+``jax_numpy_rank_promotion="raise"`` (``strict_ranks``, session-wide and
+autouse), so any implicit broadcasting in ``core`` fails a test.
 """
 from __future__ import annotations
 
@@ -30,9 +27,9 @@ from core.train import loss_and_grad, make_train_chunk  # noqa: E402
 CHUNK = 50  # steps per compiled chunk shared by the figure1 tests (== core.train's default)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def strict_ranks():
-    """Run a whole module with implicit rank promotion turned into an error."""
+    """Run the core suite with implicit rank promotion turned into an error."""
     with jax.numpy_rank_promotion("raise"):
         yield
 

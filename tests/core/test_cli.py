@@ -94,9 +94,6 @@ def test_forced_divergence_json(runs):
     assert "Traceback" not in stderr
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: the text summary formats initial/final loss "
-                   "with :.4f, but both are None when no step was applied (divergence on the "
-                   "first step) -> TypeError traceback")
 def test_forced_divergence_text(runs):
     rc, stdout, stderr = runs["diverge-text"]
     assert "Traceback" not in stderr, stderr

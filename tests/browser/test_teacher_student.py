@@ -1,0 +1,141 @@
+"""Real-browser tests of the live Teacher--Student page.
+
+What AppTest cannot see: the fragment timer that drives training, the chart
+updating in place (the same DOM node, re-rendered by Plotly.react), the URL
+state, and several visitors training at the same time.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page
+
+from .test_browser import SHOTS, assert_no_exception, wait_idle
+
+pytestmark = pytest.mark.browser
+
+# Inside the live_plot iframe: tag the Plotly element once; later reads tell
+# whether it is still the same node and how often Plotly.react redrew it.
+TAG_JS = "() => { const el = document.getElementById('plot'); el.__rlTag = el.__rlTag || Math.random(); return el.__rlTag; }"
+READ_JS = """() => { const el = document.getElementById('plot');
+  return {tag: el.__rlTag || null, renders: Number(el.dataset.renders || 0),
+          n: (el._fullData || []).reduce((a, tr) => a + (tr.x ? tr.x.length || 0 : 0), 0)}; }"""
+
+
+def _chart_frame(page: Page, key: str):
+    """The iframe of the live chart with Streamlit key ``key``."""
+    handle = page.locator(f".st-key-{key} iframe").element_handle(timeout=60_000)
+    frame = handle.content_frame()
+    frame.wait_for_function("() => typeof Plotly !== 'undefined' && "
+                            "Number(document.getElementById('plot').dataset.renders || 0) > 0",
+                            timeout=60_000)
+    return frame
+
+
+def _step(page: Page) -> int:
+    label = page.locator("[data-testid=stMetricLabel]").filter(has_text=re.compile(r"^\s*Step\s*$"))
+    metric = page.locator("[data-testid=stMetric]").filter(has=label)
+    return int(metric.locator("[data-testid=stMetricValue]").inner_text().strip())
+
+
+def _open_figure1(page: Page, app_url: str) -> None:
+    page.goto(app_url)
+    wait_idle(page)
+    page.get_by_role("link", name="Open Figure 1").click()
+    page.wait_for_url(re.compile(r"/teacher-student"))
+    wait_idle(page, settle_ms=800)
+
+
+def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
+    _open_figure1(page, app_url)
+    # figure1 is the default preset, so the bound URL parameter is dropped; the controls show it
+    assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-2-1"
+    assert_no_exception(page)
+    frame = _chart_frame(page, "ts_loss")
+    tag = frame.evaluate(TAG_JS)
+    before = frame.evaluate(READ_JS)
+    step0 = _step(page)
+
+    page.get_by_role("button", name="Play").click()
+    updates, steps, deadline = 0, [step0], time.monotonic() + 30
+    last_renders = before["renders"]
+    while time.monotonic() < deadline and (updates < 3 or len(set(steps)) < 3):
+        page.wait_for_timeout(700)
+        now = frame.evaluate(READ_JS)
+        assert now["tag"] == tag, "the loss chart's Plotly element was replaced (remounted)"
+        if now["renders"] > last_renders:
+            updates += 1
+            last_renders = now["renders"]
+        steps.append(_step(page))
+    assert updates >= 3, f"loss chart updated {updates} times in 30 s"
+    assert steps[-1] > step0 and len(set(steps)) >= 3, f"step counter did not keep rising: {steps}"
+    assert frame.evaluate(READ_JS)["n"] > 0
+    assert_no_exception(page)
+    page.screenshot(path=str(SHOTS / "teacher_student_playing.png"), full_page=True)
+    page.get_by_role("button", name="Pause").click()
+    wait_idle(page, settle_ms=800)
+    paused = _step(page)
+    page.wait_for_timeout(1500)
+    assert _step(page) == paused, "training continued after Pause"
+
+
+def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
+    page.goto(f"{app_url}/teacher-student?p=single-neuron")
+    wait_idle(page, settle_ms=800)
+    # the preset in the link sets every control: single-neuron has T = 500 and batch 16
+    assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-1"
+    page.get_by_role("button", name="Step").click()
+    wait_idle(page, settle_ms=800)
+    assert _step(page) > 0
+    seed = page.get_by_label("Teacher seed")
+    seed.fill("7")
+    seed.press("Enter")
+    wait_idle(page, settle_ms=800)
+    assert _step(page) == 0, "changing the teacher seed must restart the run"
+    assert "ts=7" in page.url
+    assert_no_exception(page)
+    other = page.context.new_page()
+    other.goto(page.url)
+    wait_idle(other, settle_ms=800)
+    assert other.get_by_label("Teacher seed").input_value() == "7"
+    assert other.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-1"
+    other.close()
+
+
+def test_bad_layers_show_error_not_traceback(page: Page, app_url: str):
+    page.goto(f"{app_url}/teacher-student")
+    wait_idle(page, settle_ms=800)
+    box = page.get_by_label("Layers (inputs-hidden-…-outputs)")
+    box.fill("20-0-1")
+    box.press("Enter")
+    wait_idle(page, settle_ms=800)
+    err = page.locator("[data-testid=stAlertContentError]")
+    assert err.count() == 1 and "layers" in err.inner_text()
+    assert page.locator("[data-testid=stException]").count() == 0
+
+
+def test_four_visitors_train_at_once(browser, app_url: str):
+    contexts = [browser.new_context(viewport={"width": 1300, "height": 1000}) for _ in range(4)]
+    pages = [c.new_page() for c in contexts]
+    try:
+        for pg in pages:
+            pg.set_default_timeout(120_000)
+            pg.goto(f"{app_url}/teacher-student?p=figure1")
+        for pg in pages:
+            wait_idle(pg, settle_ms=500)
+        for pg in pages:
+            pg.get_by_role("button", name="Play").click()
+        start = [0] * 4
+        time.sleep(20)
+        ends = [_step(pg) for pg in pages]
+        time.sleep(6)
+        later = [_step(pg) for pg in pages]
+        for i, pg in enumerate(pages):
+            assert later[i] > ends[i] > start[i], f"visitor {i} stalled: {ends[i]} -> {later[i]}"
+            assert pg.locator("[data-testid=stException]").count() == 0
+        pages[0].screenshot(path=str(SHOTS / "teacher_student_four_visitors.png"))
+    finally:
+        for c in contexts:
+            c.close()
