@@ -4,6 +4,10 @@ Page config, navigation over pages/ and the sidebar chrome shared by every page.
 """
 import streamlit as st
 
+from core.runtime import enable_compilation_cache
+
+enable_compilation_cache()
+
 st.set_page_config(page_title="Resonance Lab", page_icon=":material/graphic_eq:", layout="wide")
 
 page = st.navigation([

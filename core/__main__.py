@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    from .runtime import enable_compilation_cache
+
+    enable_compilation_cache()
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")
     return {"presets": _cmd_presets, "train": _cmd_train, "bench": _cmd_bench}[args.cmd](args)
