@@ -126,7 +126,10 @@ def parse_layers(text: str, field: str) -> tuple[int, ...]:
     """'20-2-1' (or commas/spaces) -> (20, 2, 1); raises core.ConfigError."""
     import core
 
-    parts = [p for p in str(text).replace(",", " ").replace("-", " ").replace("→", " ").split() if p]
+    import re
+
+    # "-" separates widths only right after a digit, so "20,-2,1" keeps its -2 (refused later)
+    parts = [p for p in re.split(r"[\s,→]+|(?<=\d)-", str(text).strip()) if p]
     try:
         sizes = tuple(int(p) for p in parts)
     except ValueError:

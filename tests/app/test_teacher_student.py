@@ -1,0 +1,402 @@
+"""Headless tests of the Teacher--Student page (streamlit.testing.v1.AppTest).
+
+Conventions as in test_pages.py: the page runs through ``app.py``
+(st.navigation) from the repository root, with generous timeouts (the first
+run compiles the JAX training chunk).
+
+The live charts are the ``ui.live_plot`` custom component.  AppTest has no
+wrapper for custom components: they appear as ``component_instance`` elements
+(``UnknownElement``) whose ``proto`` is a ``ComponentInstance``; the figure is
+the ``spec`` entry (a JSON string) of ``proto.json_args`` (itself JSON), and
+``.key`` is the user key ("ts_loss", "ts_membrane", ...).
+
+Every AppTest uses the same session id ("test session id"), so the page's
+session-scoped ``run_slot`` would survive from one test to the next: each test
+starts by clearing the resource caches.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TIMEOUT = 180
+PAGE = "pages/teacher_student.py"
+
+
+@pytest.fixture(autouse=True)
+def _repo_root_cwd(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_slot():
+    """A fresh visitor: drop the session-scoped run slot (shared by every AppTest)."""
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+# ---- helpers ----------------------------------------------------------------
+def _page(demo: bool = False) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    if demo:
+        at.query_params["demo"] = "1"
+    at.switch_page(PAGE).run()
+    return at
+
+
+def _assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert len(values) == 1, (label, [(m.label, m.value) for m in at.metric])
+    return values[0]
+
+
+def _step(at: AppTest) -> int:
+    return int(_metric(at, "Step"))
+
+
+def _press_step(at: AppTest) -> AppTest:
+    at.button(key="ts_step").click().run()
+    return at
+
+
+def _array(v) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"[, "shape"]}."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        if "shape" in v:
+            a = a.reshape([int(n) for n in str(v["shape"]).split(",")])
+        return a.astype(float)
+    return np.asarray([np.nan if x is None else x for x in v], dtype=float)
+
+
+def _components(at: AppTest) -> dict:
+    """key -> ComponentInstance proto of every live_plot on the page."""
+    out = {}
+    for el in at.get("component_instance"):
+        assert el.proto.component_name.endswith("live_plot"), el.proto.component_name
+        out[el.key] = el.proto
+    return out
+
+
+def _spec(at: AppTest, key: str) -> dict:
+    """The plotly figure (dict) sent to the live_plot component ``key``."""
+    comps = _components(at)
+    assert key in comps, (key, sorted(comps))
+    args = json.loads(comps[key].json_args)
+    return json.loads(args["spec"])
+
+
+def _trace(at: AppTest, key: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the trace called ``name`` in chart ``key``."""
+    traces = [t for t in _spec(at, key)["data"] if t.get("name") == name]
+    assert len(traces) == 1, (key, name, [t.get("name") for t in _spec(at, key)["data"]])
+    return _array(traces[0]["x"]), _array(traces[0]["y"])
+
+
+# ---- 1. default page --------------------------------------------------------
+def test_default_page_runs_clean_at_step_zero():
+    at = _page()
+    _assert_clean(at)
+    assert at.title[0].value == "Teacher–Student"
+    assert at.selectbox(key="p").value == "figure1"
+    assert at.text_input(key="L").value == "20-2-1"
+    assert _step(at) == 0
+    assert _metric(at, "Loss") == "–"
+    # figure1 (20-2-1, RF): loss, membrane, two weight panels, two neuron panels, raster
+    assert set(_components(at)) == {"ts_loss", "ts_membrane", "ts_w0", "ts_w1", "ts_n0", "ts_n1",
+                                    "ts_raster"}
+    x, y = _trace(at, "ts_loss", "loss")
+    assert x.size == 0 and y.size == 0           # nothing trained yet
+    _, yt = _trace(at, "ts_membrane", "teacher")
+    _, ys = _trace(at, "ts_membrane", "student")
+    assert yt.size > 0 and ys.size > 0 and np.all(np.isfinite(yt))
+    assert [b.key for b in at.button] == ["ts_play", "ts_pause", "ts_step", "ts_reset"]
+
+
+# ---- 2. Step button ---------------------------------------------------------
+def test_step_button_advances_and_fills_the_loss_chart():
+    at = _page()
+    assert at.select_slider(key="spt").value == 20
+
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 20
+    loss = float(_metric(at, "Loss"))            # a number now, not "–"
+    assert np.isfinite(loss) and loss > 0
+    x, y = _trace(at, "ts_loss", "loss")
+    np.testing.assert_array_equal(x, np.arange(1, 21))
+    assert np.all(np.isfinite(y)) and np.all(y > 0)
+    assert f"{y[-1]:.3g}" == _metric(at, "Loss")  # the metric is the chart's last point
+
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 40
+    x, y = _trace(at, "ts_loss", "loss")
+    np.testing.assert_array_equal(x, np.arange(1, 41))
+    assert f"{y[-1]:.3g}" == _metric(at, "Loss")
+    # the weight trajectories grew one snapshot per step (initial + 40)
+    traj = [t for t in _spec(at, "ts_w0")["data"] if not t["name"].startswith("teacher")]
+    assert traj and all(_array(t["x"]).size == 41 for t in traj)
+
+    # the steps-per-tick knob sets the size of the next Step
+    at.select_slider(key="spt").set_value(50).run()
+    assert _step(at) == 40                       # a live knob: no restart
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 90
+
+    at.button(key="ts_reset").click().run()
+    _assert_clean(at)
+    assert _step(at) == 0 and _metric(at, "Loss") == "–"
+
+
+# ---- 3. restart vs continue knobs ------------------------------------------
+def test_teacher_seed_restarts_and_learning_rate_continues():
+    at = _page()
+    _press_step(at)
+    assert _step(at) == 20
+    _, teacher0 = _trace(at, "ts_membrane", "teacher")
+    _, student0 = _trace(at, "ts_membrane", "student")
+    _, loss0 = _trace(at, "ts_loss", "loss")
+    assert loss0.size == 20
+
+    # learning rate: a continue knob -- same run, same teacher, same student
+    at.select_slider(key="lr").set_value(0.1).run()
+    _assert_clean(at)
+    assert at.select_slider(key="lr").value == 0.1
+    assert _step(at) == 20
+    assert not at.toast
+    _, teacher1 = _trace(at, "ts_membrane", "teacher")
+    _, student1 = _trace(at, "ts_membrane", "student")
+    np.testing.assert_array_equal(teacher1, teacher0)
+    np.testing.assert_array_equal(student1, student0)
+    np.testing.assert_array_equal(_trace(at, "ts_loss", "loss")[1], loss0)
+    _press_step(at)                               # ... and training continues from 20
+    _assert_clean(at)
+    assert _step(at) == 40
+    assert _trace(at, "ts_loss", "loss")[1].size == 40
+
+    # teacher seed: a restart knob -- a new teacher, step 0, history cleared
+    at.number_input(key="ts").set_value(5).run()
+    _assert_clean(at)
+    assert _step(at) == 0
+    assert _metric(at, "Loss") == "–"
+    assert [t.value for t in at.toast] == ["Restarted: teacher_seed changed (a new teacher or shape)."]
+    _, teacher2 = _trace(at, "ts_membrane", "teacher")
+    assert teacher2.shape == teacher0.shape
+    assert not np.allclose(teacher2, teacher0)
+    assert _trace(at, "ts_loss", "loss")[1].size == 0
+    assert at.select_slider(key="lr").value == 0.1   # the other settings are kept
+
+
+# ---- 4. bad settings --------------------------------------------------------
+BAD_SETTINGS = [
+    # (widget kind, key, bad value, good value, field named in the error)
+    ("text_input", "L", "20-x-1", "20-2-1", "layers"),
+    ("text_input", "L", "20-0-1", "20-2-1", "layers[1]"),
+    ("text_input", "L", "20", "20-2-1", "layers"),
+    ("text_input", "sh", "1", "", "student_hidden[0]"),       # narrower than the teacher's 2
+    ("text_input", "sh", "3-3", "", "student_hidden"),        # one width per teacher hidden layer
+    ("text_input", "sh", "three", "", "student_hidden"),
+    ("slider", "fr", (30.0, 20.0), (10.0, 10.0), "freq_range"),
+    ("slider", "br", (-10.0, -50.0), (-30.0, -30.0), "damping_range"),
+    ("multiselect", "learn", [], ["weights"], "learn"),
+]
+
+
+@pytest.mark.parametrize("kind,key,bad,good,field", BAD_SETTINGS,
+                         ids=[f"{k}={b!r}" for _, k, b, _, _ in BAD_SETTINGS])
+def test_bad_setting_shows_error_and_keeps_the_run(kind, key, bad, good, field):
+    at = _page()
+    _press_step(at)
+    assert _step(at) == 20
+    widget = getattr(at, kind)(key=key)
+    assert widget.value == good                  # the preset's value
+
+    getattr(at, kind)(key=key).set_value(bad).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1, [e.value for e in at.error]
+    msg = at.error[0].value
+    assert msg.startswith(f"Invalid setting — {field}:"), msg
+    assert "running student is kept" in msg
+    assert not at.get("component_instance")      # the page stops before the charts
+
+    getattr(at, kind)(key=key).set_value(good).run()
+    _assert_clean(at)
+    assert _step(at) == 20                        # the same run, not a new one
+    assert not at.toast
+    assert _trace(at, "ts_loss", "loss")[1].size == 20
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 40
+
+
+def test_negative_layer_width_is_refused():
+    at = _page()
+    at.text_input(key="L").set_value("20,-2,1").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "layers" in at.error[0].value
+
+
+# ---- 5. presets -------------------------------------------------------------
+def test_preset_single_neuron_loads_its_settings():
+    at = _page()
+    _press_step(at)
+    assert _step(at) == 20
+
+    at.selectbox(key="p").set_value("single-neuron").run()
+    _assert_clean(at)
+    assert at.selectbox(key="p").value == "single-neuron"
+    assert at.text_input(key="L").value == "20-1"
+    assert at.slider(key="fr").value == (10.0, 10.0)
+    assert at.slider(key="br").value == (-30.0, -30.0)
+    assert at.text_input(key="sh").value == ""
+    assert at.slider(key="tr").value == 20.0
+    assert at.select_slider(key="lr").value == 0.01
+    assert at.number_input(key="T").value == 500
+    assert at.select_slider(key="B").value == 16
+    # the run restarted on the new (one-layer) network
+    assert _step(at) == 0
+    assert set(_components(at)) == {"ts_loss", "ts_membrane", "ts_w0", "ts_n0", "ts_raster"}
+    assert len(at.toast) == 1 and at.toast[0].value.startswith("Restarted: layers")
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 20
+
+    at.selectbox(key="p").set_value("figure1").run()   # and back
+    _assert_clean(at)
+    assert at.text_input(key="L").value == "20-2-1"
+    assert at.number_input(key="T").value == 300
+    assert _step(at) == 0
+    assert "ts_w1" in _components(at)
+
+
+# ---- 6. demo mode -----------------------------------------------------------
+ADVANCED_KEYS = ("tsmodel", "T", "B", "th", "psp", "tsyn", "vrt", "np", "opt", "rg")
+
+
+def _widget_keys(at: AppTest) -> set:
+    keys = set()
+
+    def walk(node):
+        k = getattr(node, "key", None)
+        if k:
+            keys.add(k)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at.sidebar)
+    return keys
+
+
+def test_demo_mode_hides_advanced_controls():
+    normal = _page()
+    _assert_clean(normal)
+    keys = _widget_keys(normal)
+    assert set(ADVANCED_KEYS) <= keys
+    assert [e.label for e in normal.expander][-1] == "Advanced"
+    assert not any("font-size: 20px" in h.proto.body for h in normal.get("html"))
+
+    st.cache_resource.clear()
+    demo = _page(demo=True)
+    _assert_clean(demo)
+    keys = _widget_keys(demo)
+    assert not set(ADVANCED_KEYS) & keys, set(ADVANCED_KEYS) & keys
+    assert "Advanced" not in [e.label for e in demo.expander]
+    # the basic knobs stay, and the page still trains
+    assert {"p", "L", "ts", "sh", "sg", "beta", "lr", "spt"} <= keys
+    assert any("font-size: 20px" in h.proto.body for h in demo.get("html"))   # poster CSS
+    _press_step(demo)
+    _assert_clean(demo)
+    assert _step(demo) == 20
+
+
+# ---- 7. divergence ----------------------------------------------------------
+def test_extreme_ui_settings_are_handled():
+    """lr = 1.0 and beta = 200 (the sliders' maxima): either the run diverges and
+    the page says so, or every step is applied; never an exception."""
+    at = _page()
+    at.select_slider(key="lr").set_value(1.0).run()
+    at.select_slider(key="beta").set_value(200.0).run()
+    at.select_slider(key="spt").set_value(200).run()
+    assert _step(at) == 0
+    for _ in range(3):
+        _press_step(at)
+        assert not at.exception, [e.value for e in at.exception]
+    diverged = [e.value for e in at.error if "diverged" in e.value]
+    assert len(at.error) == len(diverged)        # no other error
+    if diverged:
+        assert _step(at) < 600
+        assert "lower the learning rate" in diverged[0]
+    else:
+        assert _step(at) == 600
+        assert np.isfinite(float(_metric(at, "Loss")))
+
+
+def test_live_run_divergence_keeps_finite_parameters():
+    import jax
+
+    import core
+    from ui.live import LiveRun
+
+    run = LiveRun(core.get_preset("figure1").replace(lr=1e6))
+    assert not run.diverged and run.message == ""
+    run.advance(20)
+    assert run.diverged
+    assert "diverged" in run.message and "Reset" in run.message
+    leaves = jax.tree_util.tree_leaves(run.exp.state.params)
+    assert leaves and all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
+    assert all(np.all(np.abs(np.asarray(lp.w)) <= 1e3) for lp in run.exp.state.params)
+    step, n_loss = run.step, len(run.history.loss)
+    assert run.advance(20) == 0                  # sticky: nothing more is applied
+    assert run.step == step and len(run.history.loss) == n_loss
+    snap = run.snapshot()                        # and it can still be drawn
+    assert np.all(np.isfinite(snap["student"][-1]["y"]))
+
+
+def test_page_shows_divergence_error():
+    """The page with lr forced to 1e6 (beyond the slider): Step diverges, the page
+    shows st.error, Reset clears it."""
+    at = AppTest.from_string(
+        "import ui.widgets as w\n"
+        "_orig = w.to_config\n"
+        "w.to_config = lambda s: _orig(s).replace(lr=1e6)\n"
+        "try:\n"
+        f"    exec(open({str(ROOT / PAGE)!r}).read())\n"
+        "finally:\n"
+        "    w.to_config = _orig\n",
+        default_timeout=TIMEOUT)
+    at.run()
+    _assert_clean(at)
+    assert _step(at) == 0
+
+    _press_step(at)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "Training diverged" in at.error[0].value
+    assert _step(at) < 20
+    assert set(_components(at)) >= {"ts_loss", "ts_membrane"}   # the last finite state is drawn
+
+    _press_step(at)                              # further steps do nothing
+    assert not at.exception
+    assert len(at.error) == 1 and "diverged" in at.error[0].value
+
+    at.button(key="ts_reset").click().run()
+    _assert_clean(at)
+    assert _step(at) == 0
