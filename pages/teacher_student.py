@@ -70,7 +70,9 @@ def live_panels():
             live_plot(figures.trajectories_figure(run.matched_trajectories(i),
                                                   f"Weights into {names[i]} (dashed: teacher)"),
                       key=f"ts_w{i}", height=300)
-    if cfg.model == "rf":
+    neurons_move = bool({"omega", "b"} & set(cfg.learn))
+    neurons_differ = cfg.freq_range[0] != cfg.freq_range[1] or cfg.damping_range[0] != cfg.damping_range[1]
+    if cfg.model == "rf" and (neurons_move or neurons_differ):
         cols = st.columns(min(n_layers, 3))
         for i in range(n_layers):
             with cols[i % len(cols)]:

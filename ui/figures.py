@@ -219,7 +219,9 @@ def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> go.Fig
                                      name=f"teacher unit {j}", line=dict(color=color, dash="dash",
                                                                          width=1)), 1, col)
     fig.update_xaxes(title_text="step")
-    return _layout(fig, f"Neurons of {layer_name} (dashed: teacher)", height=height)
+    fig = _layout(fig, f"Neurons of {layer_name} (dashed: teacher)", height=height)
+    fig.update_layout(margin=dict(t=70))
+    return fig
 
 
 def membrane_figure(dt: float, y_teacher, y_student, theta: float, s_teacher=None,
