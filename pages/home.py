@@ -50,17 +50,16 @@ try:
         st.session_state["home_live"] = resources.new_live_run(PRESET)
     if run:
         with st.spinner(f"Training {RUN_STEPS} steps…"):
-            st.session_state["home_live"] = resources.live_train(st.session_state["home_live"],
-                                                                 RUN_STEPS)
+            st.session_state["home_live"].advance(RUN_STEPS)
 except core.ConfigError as e:
     st.error(f"Could not train: {e}")
     st.stop()
 
 live = st.session_state["home_live"]
-m = live.metrics
+m = resources.home_view(live)
 cols = st.columns(5)
 cols[0].metric("Step", live.step)
-cols[1].metric("Loss", f"{live.loss[-1]:.3g}" if live.loss.size else "–")
+cols[1].metric("Loss", f"{m['loss'][-1]:.3g}" if m["loss"].size else "–")
 cols[2].metric("Weight corr", f"{m['corr']:.3f}")
 cols[3].metric("Weight rel. error", f"{m['rel_error']:.3f}")
 cols[4].metric("Spike precision", f"{m['precision']:.3f}",
@@ -68,7 +67,7 @@ cols[4].metric("Spike precision", f"{m['precision']:.3f}",
 if live.diverged:
     st.warning("Training diverged: the last finite parameters are kept. Press Reset.")
 left, right = st.columns(2)
-left.plotly_chart(figures.loss_figure(live.loss), key="home_loss")
-right.plotly_chart(figures.weights_figure(live.weights, live.teacher_w), key="home_weights")
-if not live.loss.size:
+left.plotly_chart(figures.loss_figure(m["loss"]), key="home_loss")
+right.plotly_chart(figures.weights_figure(m["weights"], m["teacher_w"]), key="home_weights")
+if not m["loss"].size:
     st.info(f"Press **Run {RUN_STEPS} steps** to train; press it again to continue.")

@@ -69,7 +69,7 @@ def live_panels():
         with cols[i % len(cols)]:
             live_plot(figures.trajectories_figure(run.matched_trajectories(i),
                                                   f"Weights into {names[i]} (dashed: teacher)"),
-                      key=f"ts_w{i}", height=300)
+                      key=f"ts_w{i}", height=300 if cfg.layers[i] * cfg.layers[i + 1] <= 40 else 420)
     neurons_move = bool({"omega", "b"} & set(cfg.learn))
     neurons_differ = cfg.freq_range[0] != cfg.freq_range[1] or cfg.damping_range[0] != cfg.damping_range[1]
     if cfg.model == "rf" and (neurons_move or neurons_differ):

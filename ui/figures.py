@@ -175,32 +175,36 @@ def ts_loss_figure(steps, loss) -> go.Figure:
 def trajectories_figure(tr: dict, title: str, height: int = 300) -> go.Figure:
     """Matched student weights over training (solid) and the teacher's (dashed).
 
-    ``tr`` as returned by ``LiveRun.matched_trajectories``; with ``bands`` the
-    10/50/90 percentiles of (student - teacher) are drawn instead of lines.
+    ``tr`` as returned by ``LiveRun.matched_trajectories``.  For big layers
+    it holds a chosen subset of lines plus ``bands``: the 10/50/90
+    percentiles of (student - teacher) over *all* weights, drawn below.
     """
     steps, traj, target = tr["steps"], tr["traj"], tr["target"]
-    fig = go.Figure()
-    if tr.get("bands") is not None:
-        p10, p50, p90 = tr["bands"]
+    bands = tr.get("bands")
+    fig = make_subplots(rows=2 if bands is not None else 1, cols=1, shared_xaxes=True,
+                        row_heights=[0.62, 0.38] if bands is not None else [1.0],
+                        vertical_spacing=0.06)
+    last = max(int(steps[-1]) if len(steps) else 1, 1)
+    for i, (label, target_i) in enumerate(zip(tr["labels"], target)):
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=steps, y=traj[:, i], mode="lines", name=label,
+                                 legendgroup=label, line=dict(color=color, width=1.5)), 1, 1)
+        fig.add_trace(go.Scatter(x=[0, last], y=[target_i, target_i], mode="lines",
+                                 showlegend=False, legendgroup=label, name=f"teacher {label}",
+                                 line=dict(color=color, dash="dash", width=1)), 1, 1)
+    fig.update_yaxes(title_text="weight", row=1, col=1)
+    if bands is not None:
+        p10, p50, p90 = bands
         fig.add_trace(go.Scatter(x=steps, y=p90, mode="lines", line=dict(width=0), showlegend=False,
-                                 name="90th pct"))
+                                 name="90th pct"), 2, 1)
         fig.add_trace(go.Scatter(x=steps, y=p10, mode="lines", fill="tonexty", line=dict(width=0),
-                                 fillcolor="rgba(58,95,205,0.2)", name="10–90 % of (w − w*)"))
+                                 fillcolor="rgba(58,95,205,0.2)", name="10–90 % of (w − w*)"), 2, 1)
         fig.add_trace(go.Scatter(x=steps, y=p50, mode="lines", line=dict(color=Y_COLOR),
-                                 name="median of (w − w*)"))
-        fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dash", width=1))
-        fig.update_yaxes(title_text="student − teacher")
-    else:
-        last = max(int(steps[-1]) if len(steps) else 1, 1)
-        for i, (label, target_i) in enumerate(zip(tr["labels"], target)):
-            color = PALETTE[i % len(PALETTE)]
-            fig.add_trace(go.Scatter(x=steps, y=traj[:, i], mode="lines", name=label,
-                                     legendgroup=label, line=dict(color=color, width=1.5)))
-            fig.add_trace(go.Scatter(x=[0, last], y=[target_i, target_i], mode="lines",
-                                     showlegend=False, legendgroup=label, name=f"teacher {label}",
-                                     line=dict(color=color, dash="dash", width=1)))
-        fig.update_yaxes(title_text="weight")
-    fig.update_xaxes(title_text="step")
+                                 name="median of (w − w*)"), 2, 1)
+        fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dash", width=1), row=2, col=1)
+        fig.update_yaxes(title_text="w − w* (all)", row=2, col=1)
+        title = f"{title}; {len(target)} of {tr['n_total']} shown"
+    fig.update_xaxes(title_text="step", row=2 if bands is not None else 1, col=1)
     return _layout(fig, title, height=height, showlegend=False)
 
 

@@ -172,7 +172,7 @@ class LiveRun:
         err = flat - tflat
         bands = np.percentile(err, [10, 50, 90], axis=1) if tflat.size > max_lines else None
         return {"steps": np.asarray(self.history.steps), "traj": flat[:, idx], "target": tflat[idx],
-                "labels": labels, "bands": bands}
+                "labels": labels, "bands": bands, "n_total": int(tflat.size)}
 
     def neuron_trajectories(self, layer: int) -> dict:
         """f (Hz) and b (1/s) of ``layer``'s matched units over training."""

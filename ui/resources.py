@@ -121,64 +121,22 @@ def preset_rows() -> list[dict]:
             for name, cfg in core.presets().items()]
 
 
-@st.cache_resource(max_entries=4, ttl=6 * 3600, show_spinner="Sampling the teacher…")
-def _initial_experiment(preset: str) -> core.Experiment:
-    return core.setup(core.get_preset(preset))
+def new_live_run(preset: str):
+    """A fresh ``ui.live.LiveRun`` for ``preset`` (teacher and initial state cached)."""
+    from ui.live import LiveRun
+
+    return LiveRun(core.get_preset(preset), setup=_private_setup)
 
 
-class LiveRun(NamedTuple):
-    """One session's small training run (immutable; replaced after each run)."""
-
-    exp: core.Experiment
-    loss: np.ndarray         # (steps,) loss of every applied step
-    weights: np.ndarray      # (steps + 1, n) output-layer weights, initial first
-    teacher_w: np.ndarray    # (n,) the teacher's output-layer weights
-    metrics: dict            # recovery summary (see summarize)
-
-    @property
-    def step(self) -> int:
-        return int(self.exp.state.step)
-
-    @property
-    def diverged(self) -> bool:
-        return bool(self.exp.state.diverged)
-
-
-def summarize(exp: core.Experiment) -> dict:
-    """Output-layer weight recovery and spike precision on held-out input."""
-    m = core.evaluate_experiment(exp)
-    out = m["recovery"][-1]["weights"]
-    return {"corr": out["corr"], "rel_error": out["rel_error"],
-            "precision": m["spike_precision"]}
-
-
-def new_live_run(preset: str) -> LiveRun:
-    """A fresh student for ``preset`` (teacher and initial state are cached)."""
-    exp = _initial_experiment(preset)
-    # private buffers: a donated state must never be the cached one
-    exp = exp._replace(state=jax.tree_util.tree_map(jnp.copy, exp.state))
-    w0 = np.asarray(exp.state.params[-1].w).reshape(1, -1)
-    return LiveRun(exp, np.zeros(0, np.float32), w0,
-                   np.asarray(exp.task.teacher[-1].w).ravel(), summarize(exp))
-
-
-def live_train(run: LiveRun, steps: int, chunk: int = 20) -> LiveRun:
-    """Train ``steps`` more steps in compiled chunks (record=True); stops on divergence."""
-    exp = run.exp
-    fn = core.make_train_chunk(exp.struct, chunk, record=True)
-    limit = jnp.int32(2**31 - 1)
-    losses, weights, state = [run.loss], [run.weights], exp.state
-    for _ in range(-(-steps // chunk)):
-        before = int(state.step)
-        state, out = fn(state, exp.task, exp.hp, limit)
-        applied = int(state.step) - before
-        losses.append(np.asarray(out.loss)[:applied])
-        weights.append(np.asarray(out.params[-1].w).reshape(chunk, -1)[:applied])
-        if bool(state.diverged):
-            break
-    exp = exp._replace(state=state)
-    return run._replace(exp=exp, loss=np.concatenate(losses), weights=np.concatenate(weights),
-                        metrics=summarize(exp))
+def home_view(run) -> dict:
+    """What the Home page draws of ``run``: loss, output-layer weight
+    trajectories with the teacher's values, and the recovery summary."""
+    snap = run.snapshot()
+    out = snap["recovery"][-1]["weights"]
+    return {"loss": np.asarray(run.history.loss, np.float32),
+            "weights": np.stack([w[-1].ravel() for w in run.history.weights]),
+            "teacher_w": np.asarray(run.exp.task.teacher[-1].w).ravel(),
+            "corr": out["corr"], "rel_error": out["rel_error"], "precision": snap["precision"]}
 
 
 # ---- Teacher--Student page ---------------------------------------------------

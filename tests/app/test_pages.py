@@ -77,10 +77,11 @@ def test_home_run_advances_steps_and_lowers_loss():
     _assert_clean(at)
     assert [m.value for m in at.metric if m.label == "Step"] == ["200"]
     live = at.session_state["home_live"]
-    assert live.step == 200 and live.loss.shape == (200,)
-    assert live.weights.shape == (201, 20)
-    assert np.all(np.isfinite(live.loss))
-    assert live.loss[-20:].mean() < 0.7 * live.loss[:20].mean()
+    loss = np.asarray(live.history.loss)
+    assert live.step == 200 and loss.shape == (200,)
+    assert len(live.history.weights) == 201 and live.history.weights[-1][-1].shape == (20, 1)
+    assert np.all(np.isfinite(loss))
+    assert loss[-20:].mean() < 0.7 * loss[:20].mean()
     assert len(at.get("plotly_chart")) == 2
 
     at.button(key="train_reset").click().run()

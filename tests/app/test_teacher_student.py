@@ -119,9 +119,9 @@ def test_default_page_runs_clean_at_step_zero():
     assert at.text_input(key="L").value == "20-2-1"
     assert _step(at) == 0
     assert _metric(at, "Loss") == "–"
-    # figure1 (20-2-1, RF): loss, membrane, two weight panels, two neuron panels, raster
-    assert set(_components(at)) == {"ts_loss", "ts_membrane", "ts_w0", "ts_w1", "ts_n0", "ts_n1",
-                                    "ts_raster"}
+    # figure1 (20-2-1, RF, f and b fixed and shared, weights learned): loss, membrane, two
+    # weight panels and the raster; no f/b panels, nothing there can move or differ
+    assert set(_components(at)) == {"ts_loss", "ts_membrane", "ts_w0", "ts_w1", "ts_raster"}
     x, y = _trace(at, "ts_loss", "loss")
     assert x.size == 0 and y.size == 0           # nothing trained yet
     _, yt = _trace(at, "ts_membrane", "teacher")
@@ -274,7 +274,7 @@ def test_preset_single_neuron_loads_its_settings():
     assert at.select_slider(key="B").value == 16
     # the run restarted on the new (one-layer) network
     assert _step(at) == 0
-    assert set(_components(at)) == {"ts_loss", "ts_membrane", "ts_w0", "ts_n0", "ts_raster"}
+    assert set(_components(at)) == {"ts_loss", "ts_membrane", "ts_w0", "ts_raster"}
     assert len(at.toast) == 1 and at.toast[0].value.startswith("Restarted: layers")
     _press_step(at)
     _assert_clean(at)
@@ -286,6 +286,11 @@ def test_preset_single_neuron_loads_its_settings():
     assert at.number_input(key="T").value == 300
     assert _step(at) == 0
     assert "ts_w1" in _components(at)
+
+    # learning omega and b (or drawing them from ranges) brings the f/b panels
+    at.multiselect(key="learn").set_value(["weights", "omega", "b"]).run()
+    _assert_clean(at)
+    assert {"ts_n0", "ts_n1"} <= set(_components(at))
 
 
 # ---- 6. demo mode -----------------------------------------------------------
