@@ -12,15 +12,20 @@ widgets.steady_live_css()
 
 st.title("Teacher–Student")
 s = widgets.teacher_student_ui(demo)
-try:
-    cfg = widgets.to_config(s)
-except core.ConfigError as e:
-    st.error(f"Invalid setting — {e} The running student is kept; change the setting in the sidebar.")
-    st.stop()
-
 slot = resources.run_slot()
-controls = widgets.run_controls_ui()
-status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])
+try:
+    cfg, invalid = widgets.to_config(s), None
+except core.ConfigError as e:
+    invalid = e
+    st.error(f"Invalid setting — {e} The running student is kept (paused, shown below); change "
+             "the setting in the sidebar.")
+    st.session_state["ts_playing"] = False
+    if slot.run is None:
+        st.stop()
+    cfg = slot.run.cfg
+
+controls = widgets.run_controls_ui(disabled=invalid is not None)
+status, changed = ("unchanged", []) if invalid else resources.configure_run(slot, cfg, reset=controls["reset"])
 run = slot.run
 if status == "restarted" and changed:
     st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher or shape).", icon="🔄")

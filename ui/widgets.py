@@ -241,13 +241,14 @@ def to_config(s: TSSettings):
     return core.from_dict({k: v for k, v in raw.items()}, base=base)
 
 
-def run_controls_ui() -> dict:
+def run_controls_ui(disabled: bool = False) -> dict:
     """Play / Pause / Step / Reset buttons; returns which was pressed."""
     with st.container(horizontal=True):
-        play = st.button("Play", key="ts_play", type="primary", icon=":material/play_arrow:")
-        pause = st.button("Pause", key="ts_pause", icon=":material/pause:")
-        step = st.button("Step", key="ts_step", icon=":material/skip_next:")
-        reset = st.button("Reset", key="ts_reset", icon=":material/restart_alt:")
+        play = st.button("Play", key="ts_play", type="primary", icon=":material/play_arrow:",
+                         disabled=disabled)
+        pause = st.button("Pause", key="ts_pause", icon=":material/pause:", disabled=disabled)
+        step = st.button("Step", key="ts_step", icon=":material/skip_next:", disabled=disabled)
+        reset = st.button("Reset", key="ts_reset", icon=":material/restart_alt:", disabled=disabled)
     return {"play": play, "pause": pause, "step": step, "reset": reset}
 
 

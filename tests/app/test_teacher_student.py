@@ -236,7 +236,9 @@ def test_bad_setting_shows_error_and_keeps_the_run(kind, key, bad, good, field):
     msg = at.error[0].value
     assert msg.startswith(f"Invalid setting — {field}:"), msg
     assert "running student is kept" in msg
-    assert not at.get("component_instance")      # the page stops before the charts
+    # the last run stays on screen, frozen: its charts are drawn, the controls disabled
+    assert _trace(at, "ts_loss", "loss")[1].size == 20
+    assert at.button(key="ts_step").disabled and at.button(key="ts_play").disabled
 
     getattr(at, kind)(key=key).set_value(good).run()
     _assert_clean(at)
