@@ -13,8 +13,10 @@ st.set_page_config(page_title="Resonance Lab", page_icon=":material/graphic_eq:"
 page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/neuron.py", title="Neuron", icon=":material/graphic_eq:", url_path="neuron"),
+    # url paths equal the file stems: on a fresh server the very first request
+    # may still be resolved against Streamlit's pages/ auto-discovery
     st.Page("pages/teacher_student.py", title="Teacher–Student", icon=":material/school:",
-            url_path="teacher-student"),
+            url_path="teacher_student"),
 ])
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")

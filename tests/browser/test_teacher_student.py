@@ -44,7 +44,7 @@ def _open_figure1(page: Page, app_url: str) -> None:
     page.goto(app_url)
     wait_idle(page)
     page.get_by_role("link", name="Open Figure 1").click()
-    page.wait_for_url(re.compile(r"/teacher-student"))
+    page.wait_for_url(re.compile(r"/teacher_student"))
     wait_idle(page, settle_ms=800)
 
 
@@ -82,7 +82,7 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
 
 
 def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
-    page.goto(f"{app_url}/teacher-student?p=single-neuron")
+    page.goto(f"{app_url}/teacher_student?p=single-neuron")
     wait_idle(page, settle_ms=800)
     # the preset in the link sets every control: single-neuron has T = 500 and batch 16
     assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-1"
@@ -105,7 +105,7 @@ def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
 
 
 def test_bad_layers_show_error_not_traceback(page: Page, app_url: str):
-    page.goto(f"{app_url}/teacher-student")
+    page.goto(f"{app_url}/teacher_student")
     wait_idle(page, settle_ms=800)
     box = page.get_by_label("Layers (inputs-hidden-…-outputs)")
     box.fill("20-0-1")
@@ -122,7 +122,7 @@ def test_four_visitors_train_at_once(browser, app_url: str):
     try:
         for pg in pages:
             pg.set_default_timeout(120_000)
-            pg.goto(f"{app_url}/teacher-student?p=figure1")
+            pg.goto(f"{app_url}/teacher_student?p=figure1")
         for pg in pages:
             wait_idle(pg, settle_ms=500)
         for pg in pages:
