@@ -1,0 +1,194 @@
+r"""Gradient fidelity: how well does a surrogate gradient point where it should?
+
+For a student state :math:`\theta` (the learnable groups only), compare the
+surrogate gradient :math:`g_{sg}` of the loss with two references:
+
+(a) the gradient of the Gaussian-smoothed loss
+    :math:`L_\sigma(\theta) = E_\epsilon[L(\theta + \sigma\epsilon)]`, estimated
+    with :math:`N` antithetic perturbations (all evaluated in one vmapped
+    call of the *true* forward pass, spikes as Heaviside steps):
+
+    .. math:: \hat g = \frac{1}{N}\sum_i \epsilon_i\,
+              \frac{L(\theta+\sigma\epsilon_i) - L(\theta-\sigma\epsilon_i)}{2\sigma}
+
+    (Salimans et al. 2017); its standard error comes from a bootstrap over
+    the N per-sample estimates;
+(b) the direction to the matched teacher solution :math:`\theta^* - \theta`
+    (hidden units matched as in :mod:`core.metrics`), compared with the
+    descent direction :math:`-g_{sg}`.
+
+Every (shape, scale) pair's surrogate gradient comes from one vmapped call,
+so a whole table is one compiled computation.  Parameters are compared in the
+raw (optimised) coordinates, the space the optimizer moves in.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .config import SURROGATES, HParams
+from .losses import combined
+from .metrics import match
+from .network import group_mask, simulate
+from .teacher import heldout_inputs
+
+FIDELITY_STREAM = 11   # held-out input batch used for fidelity
+
+
+class FidelityRow(NamedTuple):
+    shape: str
+    scale: float
+    cos_smoothed: float
+    cos_smoothed_se: float
+    cos_teacher: float
+
+
+def cosine(a, b) -> jax.Array:
+    """Cosine of two vectors (0 when either is zero)."""
+    na, nb = jnp.linalg.norm(a), jnp.linalg.norm(b)
+    return jnp.where((na > 0) & (nb > 0), jnp.dot(a, b) / jnp.maximum(na * nb, 1e-30), 0.0)
+
+
+def smoothed_gradient(f, x, key, n_samples: int, sigma: float):
+    """Antithetic estimate of the gradient of the Gaussian-smoothed ``f`` at ``x``.
+
+    Args:
+      f: scalar function of a (d,) vector (vmapped here).
+      x: (d,) point.  key: PRNG key.  n_samples: N perturbation pairs.
+      sigma: perturbation scale.
+    Returns:
+      (mean (d,), per-sample estimates (N, d)).
+    """
+    eps = jr.normal(key, (n_samples, x.shape[0]), x.dtype)
+    fp = jax.vmap(f)(x[None, :] + sigma * eps)
+    fm = jax.vmap(f)(x[None, :] - sigma * eps)
+    per = eps * ((fp - fm) / (2.0 * sigma))[:, None]
+    return jnp.mean(per, axis=0), per
+
+
+def bootstrap_cos_se(g_sg: np.ndarray, per: np.ndarray, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Bootstrap standard error of cos(g_sg[p], mean(per)) for every row p."""
+    rng = np.random.default_rng(seed)
+    n = per.shape[0]
+    norms = np.linalg.norm(g_sg, axis=1)
+    out = []
+    for _ in range(n_boot):
+        m = per[rng.integers(0, n, n)].mean(0)
+        out.append(g_sg @ m / np.maximum(norms * np.linalg.norm(m), 1e-30))
+    return np.std(np.stack(out), axis=0)
+
+
+def teacher_target(student, teacher):
+    """Student-shaped copy of the student parameters with every matched entry
+    replaced by the teacher's (unmatched extra units keep their own values)."""
+    perms = match(student, teacher)
+    out, prev = [], None
+    for li, (s, t) in enumerate(zip(student, teacher)):
+        cols = perms[li]
+        rows = np.arange(np.shape(t.w)[0]) if prev is None else prev
+        w = np.array(s.w)
+        w[np.ix_(rows, cols)] = np.asarray(t.w)
+        fields = {"w": w}
+        for name in ("phi", "rho", "reset_x", "reset_y"):
+            v = np.array(getattr(s, name))
+            v[cols] = np.asarray(getattr(t, name))
+            fields[name] = v
+        out.append(type(s)(**{k: jnp.asarray(v) for k, v in fields.items()}))
+        prev = cols
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: int):
+    flags = dict(reset_through=reset_through, synapse=synapse)
+
+    def table(flat, target_flat, mask_flat, unravel_spec, teacher, inputs, hp: HParams,
+              shapes, scales, key, sigma):
+        unravel = unravel_spec
+        t_out = simulate(teacher, inputs, hp, model, **flags)[-1]
+
+        def loss(v, h):
+            out = simulate(unravel(v), inputs, h, model, **flags)[-1]
+            return combined(out, t_out, h.loss_w, h.vr_decay)[0]
+
+        def sg_grad(shape, scale):
+            return jax.grad(loss)(flat, hp._replace(sg_shape=shape, sg_scale=scale)) * mask_flat
+
+        grads = jax.vmap(sg_grad)(shapes, scales)                       # (P, d)
+        f = lambda v: loss(flat + mask_flat * (v - flat), hp)
+        g_hat, per = smoothed_gradient(f, flat, key, n_samples, sigma)
+        per = per * mask_flat[None, :]
+        g_hat = g_hat * mask_flat
+        direction = (target_flat - flat) * mask_flat
+        cos_s = jax.vmap(lambda g: cosine(g, g_hat))(grads)
+        cos_t = jax.vmap(lambda g: cosine(-g, direction))(grads)
+        return grads, per, cos_s, cos_t
+
+    return jax.jit(table, static_argnums=(3,))
+
+
+def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_samples: int = 256,
+                   sigma: float = 0.05, seed: int = 0, norm: str | None = None) -> list[FidelityRow]:
+    """Fidelity of every (shape, scale) pair at the experiment's current student.
+
+    ``norm`` ("peak"/"area") defaults to the experiment's normalisation.
+    Returns one :class:`FidelityRow` per pair, shapes outer, scales inner.
+    """
+    from .config import ConfigError
+
+    if n_samples < 2 or n_samples > 100_000:
+        raise ConfigError("samples", f"must be an integer in [2, 100000], got {n_samples}.")
+    if not (np.isfinite(sigma) and 0 < sigma <= 10):
+        raise ConfigError("sigma", f"must be in (0, 10], got {sigma}.")
+    for name in shapes:
+        if name not in SURROGATES:
+            raise ConfigError("surrogate", f"unknown value {name!r}; choose from {', '.join(SURROGATES)}.")
+    for s in scales:
+        if not (np.isfinite(s) and 0.01 <= s <= 1000):
+            raise ConfigError("scale", f"must be in [0.01, 1000], got {s}.")
+    cfg, struct, hp = exp.cfg, exp.struct, exp.hp
+    if norm is not None:
+        hp = hp._replace(sg_area=np.float32(norm == "area"))
+    params = exp.state.params
+    flat, unravel = ravel_pytree(params)
+    mask = group_mask(params, jnp.asarray(hp.learn_mask))
+    mask = jax.tree_util.tree_map(lambda m, p: jnp.broadcast_to(m, jnp.shape(p)), mask, params)
+    mask_flat = ravel_pytree(mask)[0]
+    target_flat = ravel_pytree(teacher_target(params, exp.task.teacher))[0]
+    inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
+                            FIDELITY_STREAM)
+    pairs = [(SURROGATES.index(n), float(s)) for n in shapes for s in scales]
+    sh = jnp.asarray([p[0] for p in pairs], jnp.int32)
+    sc = jnp.asarray([p[1] for p in pairs], jnp.float32)
+    fn = _make_table_fn(struct.model, struct.reset_through, struct.synapse, int(n_samples))
+    grads, per, cos_s, cos_t = fn(flat, target_flat, mask_flat, _Unravel(unravel, params),
+                                  exp.task.teacher, inputs, hp, sh, sc, jr.PRNGKey(seed),
+                                  jnp.float32(sigma))
+    se = bootstrap_cos_se(np.asarray(grads, np.float64), np.asarray(per, np.float64), seed=seed)
+    return [FidelityRow(SURROGATES[i], s, float(a), float(e), float(t))
+            for (i, s), a, e, t in zip(pairs, np.asarray(cos_s), se, np.asarray(cos_t))]
+
+
+class _Unravel:
+    """Hashable wrapper of ``ravel_pytree``'s unravel (static jit argument),
+    keyed by the parameter structure and shapes only."""
+
+    def __init__(self, fn, params):
+        self.fn = fn
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        self.key = (tree, tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in leaves))
+
+    def __call__(self, v):
+        return self.fn(v)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Unravel) and self.key == other.key
