@@ -17,6 +17,8 @@ page = st.navigation([
     # may still be resolved against Streamlit's pages/ auto-discovery
     st.Page("pages/teacher_student.py", title="Teacher–Student", icon=":material/school:",
             url_path="teacher_student"),
+    st.Page("pages/gradients.py", title="Gradients", icon=":material/functions:",
+            url_path="gradients"),
 ])
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")

@@ -292,3 +292,32 @@ def surrogate_figure(v, g, name: str, peak: float, area: float) -> go.Figure:
     fig.update_yaxes(title_text="g(v)")
     area_txt = "∞" if not np.isfinite(area) else f"{area:.3g}"
     return _layout(fig, f"{name}: peak {peak:.3g}, area {area_txt}", height=220, showlegend=False)
+
+
+# ---- Gradients page ------------------------------------------------------------
+def surrogate_shapes_figure(v, curves: dict, norm: str) -> go.Figure:
+    """Every chosen surrogate's backward shape g(v) on one axis."""
+    fig = go.Figure()
+    for i, (name, g) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=v, y=g, mode="lines", name=name,
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=2)))
+    fig.update_xaxes(title_text="v = y − θ")
+    fig.update_yaxes(title_text="g(v)")
+    return _layout(fig, f"Surrogate shapes (normalised by {norm})", height=360)
+
+
+def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> go.Figure:
+    """``metric`` of each (shape, scale) row against the scale (log axis), one
+    line per shape, with error bars from ``yerr``."""
+    fig = go.Figure()
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    for i, name in enumerate(shapes):
+        pts = sorted((r for r in rows if r["shape"] == name), key=lambda r: r["scale"])
+        err = dict(type="data", array=[r[yerr] for r in pts], visible=True) if yerr else None
+        fig.add_trace(go.Scatter(x=[r["scale"] for r in pts], y=[r[metric] for r in pts],
+                                 error_y=err, mode="lines+markers", name=name,
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1.8)))
+    fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dot", width=1))
+    fig.update_xaxes(title_text="scale β", type="log")
+    fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05])
+    return _layout(fig, title, height=380)

@@ -189,3 +189,30 @@ def surrogate_info(name: str, scale: float, norm: str):
     g = np.asarray(surrogates.curve(name, scale, norm, v))
     d = surrogates.describe(name, scale, norm)
     return v, g, d["peak"], d["area"]
+
+
+# ---- Gradients page ------------------------------------------------------------
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def surrogate_table(shapes: tuple, scale: float, norm: str):
+    """Curves and peak/area (raw and normalised) of ``shapes`` at ``scale``."""
+    from core import surrogates
+
+    v = np.linspace(-3.0, 3.0, 601)
+    curves = {n: np.asarray(surrogates.curve(n, scale, norm, v)) for n in shapes}
+    rows = [surrogates.describe(n, scale, norm) for n in shapes]
+    return v, curves, rows
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
+def fidelity_rows(preset: str, shapes: tuple, scales: tuple, n_samples: int, sigma: float,
+                  seed: int, train_steps: int, norm: str) -> list[dict]:
+    """The fidelity table (one vmapped call) at the preset's student, after
+    ``train_steps`` steps of ordinary training."""
+    from core.fidelity import fidelity_table
+
+    exp = _private_setup(core.get_preset(preset))
+    if train_steps:
+        exp, _ = core.train(exp, train_steps)
+    rows = fidelity_table(exp, shapes, scales, n_samples=n_samples, sigma=sigma, seed=seed,
+                          norm=norm)
+    return [r._asdict() for r in rows]

@@ -280,3 +280,58 @@ STEADY_CSS = """
 
 def steady_live_css() -> None:
     st.html(STEADY_CSS)
+
+
+# ---- Gradients page ------------------------------------------------------------
+FIDELITY_SCALES = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+FIDELITY_SAMPLES = (32, 64, 128, 256, 512, 1024)
+FIDELITY_SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    preset: str
+    shapes: tuple
+    scales: tuple
+    n_samples: int
+    sigma: float
+    seed: int
+    train_steps: int
+    norm: str
+
+
+def surrogate_view_ui() -> tuple[tuple, float, str]:
+    """Shapes to draw, scale and normalisation for the surrogate panel."""
+    import core
+
+    c1, c2, c3 = st.columns([3, 2, 1])
+    shapes = c1.multiselect("Shapes", list(core.SURROGATES), list(core.SURROGATES[:-1]),
+                            key="gs_shapes", bind="query-params")
+    scale = c2.select_slider("Scale β", SCALES, 5.0, key="gs_beta", bind="query-params")
+    norm = c3.radio("Normalise by", ["peak", "area"], key="gs_norm", bind="query-params")
+    return tuple(shapes), float(scale), norm
+
+
+def fidelity_ui() -> FidelitySettings:
+    """Settings of the gradient-fidelity table."""
+    import core
+
+    names = list(core.presets())
+    c1, c2, c3, c4 = st.columns(4)
+    preset = c1.selectbox("Preset", names, index=names.index(DEFAULT_PRESET), key="gf_p",
+                          bind="query-params")
+    n = c2.select_slider("Perturbations N", FIDELITY_SAMPLES, 256, key="gf_n", bind="query-params",
+                         help="Antithetic pairs for the smoothed-loss gradient.")
+    sigma = c3.select_slider("σ", FIDELITY_SIGMAS, 0.05, key="gf_sigma", bind="query-params",
+                             help="Perturbation scale (raw parameter units).")
+    steps = c4.number_input("Train first (steps)", 0, 5000, 0, 100, key="gf_train",
+                            bind="query-params", help="Measure after this much ordinary training.")
+    c5, c6, c7, c8 = st.columns([3, 3, 1, 1])
+    shapes = c5.multiselect("Shapes", list(core.SURROGATES), list(core.SURROGATES),
+                            key="gf_shapes", bind="query-params")
+    scales = c6.multiselect("Scales β", list(FIDELITY_SCALES), [0.5, 1.0, 2.0, 5.0, 10.0, 50.0],
+                            key="gf_scales", bind="query-params")
+    norm = c7.radio("Normalise", ["peak", "area"], key="gf_norm", bind="query-params")
+    seed = c8.number_input("Seed", 0, 10_000, 0, key="gf_seed", bind="query-params")
+    return FidelitySettings(preset, tuple(shapes), tuple(sorted(float(s) for s in scales)), int(n),
+                            float(sigma), int(seed), int(steps), norm)
