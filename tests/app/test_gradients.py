@@ -1,0 +1,87 @@
+"""AppTest of the Gradients page: surrogate shapes and the fidelity table."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+@pytest.fixture(autouse=True)
+def _repo_root_cwd(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def _page():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.switch_page("pages/gradients.py")
+    return at.run()
+
+
+def _clean(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+
+
+def test_shapes_panel_shows_peak_and_area_of_each_shape():
+    import core
+    from core import surrogates
+
+    at = _page()
+    _clean(at)
+    table = at.dataframe[0].value
+    assert list(table["name"]) == list(core.SURROGATES[:-1])
+    # normalised by peak: every finite shape peaks at 1; raw values come from core.describe
+    assert np.allclose(table["peak"], 1.0)
+    for _, row in table.iterrows():
+        d = surrogates.describe(row["name"], 5.0, "peak")
+        assert row["raw_area"] == pytest.approx(d["raw_area"])
+    at.radio(key="gs_norm").set_value("area").run()
+    _clean(at)
+    table = at.dataframe[0].value
+    finite = table[table["name"] != "straight-through"]
+    assert np.allclose(finite["area"], 1.0, rtol=1e-5)
+
+
+def test_scale_changes_the_curves():
+    at = _page()
+    before = json.loads(at.get("plotly_chart")[0].proto.spec)
+    at.select_slider(key="gs_beta").set_value(50.0).run()
+    _clean(at)
+    after = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert before["data"][0]["y"] != after["data"][0]["y"]
+
+
+def test_fidelity_table_is_computed_on_demand():
+    at = _page()
+    at.multiselect(key="gf_shapes").set_value(["superspike", "arctan", "none"]).run()
+    at.multiselect(key="gf_scales").set_value([1.0, 10.0]).run()
+    at.select_slider(key="gf_n").set_value(64).run()
+    at.button(key="gf_run").click().run()
+    _clean(at)
+    rows = at.dataframe[1].value
+    assert len(rows) == 6
+    assert set(rows["shape"]) == {"superspike", "arctan", "none"}
+    assert np.isfinite(rows[["cos_smoothed", "cos_smoothed_se", "cos_teacher"]].to_numpy()).all()
+    none = rows[rows["shape"] == "none"]
+    assert (none["cos_smoothed"] == 0).all()          # the true derivative is zero
+    assert len(at.get("plotly_chart")) == 3           # shapes + two fidelity panels
+
+
+def test_empty_selection_shows_error_not_traceback():
+    at = _page()
+    at.multiselect(key="gf_scales").set_value([]).run()
+    at.button(key="gf_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "scale" in at.error[0].value
