@@ -7,12 +7,14 @@ Public contract (used by the pages, the CLI, sweeps and tests)::
     core.Config, core.ConfigError, core.validate, core.from_dict
     core.setup(cfg) -> Experiment;  core.train(exp, steps) -> (exp, history)
     core.make_train_chunk(struct, n_steps, record, n_students)
+    core.FEEDBACKS: credit-assignment rules (Config.feedback; core.feedback)
     core.evaluate_experiment(exp) -> metrics dict
 
 This package never imports streamlit or plotly.
 """
-from .config import (GROUPS, LOSSES, MODELS, OPTIMIZERS, SURROGATES, Config, ConfigError,
-                     HParams, Structure, from_dict, hyperparams, structure, validate)
+from .config import (FEEDBACKS, GROUPS, LOSSES, MODELS, OPTIMIZERS, SURROGATES, Config,
+                     ConfigError, HParams, Structure, from_dict, hyperparams, structure,
+                     validate)
 from .evaluate import evaluate_experiment
 from .neurons import simulate_neuron
 from .presets import get_preset, presets
@@ -20,7 +22,7 @@ from .train import (Experiment, TrainState, init_state, make_evaluate, make_trai
                     setup, stack, train, unstack)
 
 __all__ = [
-    "GROUPS", "LOSSES", "MODELS", "OPTIMIZERS", "SURROGATES", "Config", "ConfigError",
+    "FEEDBACKS", "GROUPS", "LOSSES", "MODELS", "OPTIMIZERS", "SURROGATES", "Config", "ConfigError",
     "HParams", "Structure", "from_dict", "hyperparams", "structure", "validate",
     "evaluate_experiment", "simulate_neuron", "get_preset", "presets", "Experiment",
     "TrainState", "init_state", "make_evaluate", "make_train_chunk", "setup", "stack",

@@ -37,7 +37,8 @@ def _config_from_args(args):
 
     cfg = get_preset(args.preset)
     changes = {}
-    for name in ("steps", "surrogate", "scale", "lr", "loss", "optimizer", "batch", "T"):
+    for name in ("steps", "surrogate", "scale", "lr", "loss", "optimizer", "batch", "T",
+                 "feedback", "feedback_decay"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
@@ -61,6 +62,7 @@ def _cmd_train(args) -> int:
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
     import jax
+    import numpy as np
 
     from .evaluate import evaluate_experiment
     from .train import setup, train
@@ -77,6 +79,7 @@ def _cmd_train(args) -> int:
     initial = float(loss[0]) if loss.size else None
     final = float(loss[-max(1, min(50, loss.size // 10)):].mean()) if loss.size else None
     ev = evaluate_experiment(exp)
+    align, angles = hist["alignment_deg"], hist["update_angle_deg"]
     result = {
         "preset": args.preset,
         "steps": hist["steps"],
@@ -87,6 +90,12 @@ def _cmd_train(args) -> int:
         "first_chunk_seconds": hist["first_chunk_s"],
         "seconds": hist["seconds"],
         "backend": jax.default_backend(),
+        "feedback": cfg.feedback,
+        # final angle(W^T, B) per feedback matrix; mean update angle of the last 50 steps
+        "alignment_deg": [_finite(v) for v in align[-1]] if len(align) else [],
+        "update_angle_deg": (_finite(float(np.nanmean(angles[-50:])))
+                             if angles is not None and len(angles)
+                             and np.isfinite(angles[-50:]).any() else None),
         "config": cfg.to_dict(),
         **ev,
     }
@@ -100,7 +109,16 @@ def _cmd_train(args) -> int:
         for i, layer in enumerate(ev["recovery"]):
             print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")
         print(f"  spike precision {ev['spike_precision']:.3f}, rate error {ev['rate_error']:+.3f}")
+        if cfg.feedback != "bp":
+            angs = ", ".join(fmt(v) for v in result["alignment_deg"])
+            print(f"  feedback {cfg.feedback}: angle(W^T, B) [{angs}] deg, "
+                  f"update angle to backprop {fmt(result['update_angle_deg'])} deg")
     return 0
+
+
+def _finite(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _none_for_nan(o):
@@ -130,6 +148,9 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int)
     t.add_argument("--T", type=int)
     t.add_argument("--learn", help="comma list of weights,omega,b,reset")
+    t.add_argument("--feedback", help="credit assignment: bp, fa, sign, kp, wm or dfa")
+    t.add_argument("--feedback-decay", type=float, dest="feedback_decay",
+                   help="kp weight decay / wm mirror rate per step")
     t.add_argument("--chunk", type=int, default=50)
     t.add_argument("--json", action="store_true")
     t.add_argument("--quiet", action="store_true")

@@ -33,6 +33,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 MODELS = ("rf", "lif")
 RESET_GRADS = ("detach", "through")
 GROUPS = ("weights", "omega", "b", "reset")
+FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.feedback)
 
 # Menus for the static part: shapes come from here, so the number of compiled
 # functions stays small.  Values outside these limits are refused.
@@ -93,6 +94,9 @@ class Config:
     clip_norm: float = 1.0             # traced
     learn: tuple[str, ...] = ("weights",)
     steps: int = 2000                  # training steps (CLI default)
+    # credit assignment (core.feedback)
+    feedback: str = "bp"               # static: one of FEEDBACKS
+    feedback_decay: float = 5e-3       # traced: kp weight decay / wm mirror rate, per step
     description: str = ""
 
     # ---- derived -------------------------------------------------------
@@ -120,15 +124,18 @@ class Structure(NamedTuple):
     optimizer: str
     reset_through: bool = False   # gradients flow through the reset (else detached)
     synapse: bool = False         # exponential synaptic current (tau_syn > 0)
+    feedback: str = "bp"          # credit-assignment rule, one of FEEDBACKS
 
 
 def structure(cfg: Config) -> Structure:
     """Static part of ``cfg``.  The two flags are static because a traced
     switch would keep the unused gradient path alive in BPTT (measured ~25 %
-    of a step); each is a two-value choice, so recompiles stay rare."""
+    of a step); each is a two-value choice, so recompiles stay rare.  The
+    credit-assignment rule is static too: it changes the backward pass and
+    the training state's shape (``core.feedback``)."""
     return Structure(tuple(cfg.layers), cfg.student_layers, cfg.model,
                      cfg.T, cfg.batch, cfg.optimizer, cfg.reset_grad == "through",
-                     cfg.tau_syn > 0)
+                     cfg.tau_syn > 0, cfg.feedback)
 
 
 # --------------------------------------------------------------------------
@@ -241,6 +248,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("learn", f"choose at least one of {', '.join(GROUPS)}.")
     c["learn"] = tuple(g for g in GROUPS if g in learn)
     c["steps"] = _int("steps", cfg.steps, 1, 10_000_000)
+    c["feedback"] = _choice("feedback", cfg.feedback, FEEDBACKS)
+    c["feedback_decay"] = _finite("feedback_decay", cfg.feedback_decay, 0.0, 1.0)
     c["description"] = str(cfg.description)[:500]
     return Config(**c)
 
@@ -285,6 +294,7 @@ class HParams(NamedTuple):
     lr: Any                # () float32
     clip_norm: Any         # () float32
     learn_mask: Any        # (4,) float32 for (weights, omega, b, reset)
+    fb_decay: Any = 0.0    # () float32, kp weight decay / wm mirror rate (core.feedback)
 
 
 def hyperparams(cfg: Config) -> HParams:
@@ -304,4 +314,5 @@ def hyperparams(cfg: Config) -> HParams:
         vr_decay=f32(math.exp(-cfg.dt / cfg.vr_tau)),
         lr=f32(cfg.lr), clip_norm=f32(cfg.clip_norm),
         learn_mask=np.array([g in cfg.learn for g in GROUPS], dtype=f32),
+        fb_decay=f32(cfg.feedback_decay),
     )

@@ -15,6 +15,7 @@ import jax.random as jr
 import numpy as np
 
 from .config import HParams
+from .feedback import effective, layer_input
 from .neurons import (LayerTrace, damping_of, omega_of, psp_kappa, raw_damping,
                       raw_omega, run_layer)
 from .surrogates import SurrogateParams
@@ -70,19 +71,23 @@ def surrogate_of(hp: HParams) -> SurrogateParams:
 
 
 def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "rf", *,
-             reset_through: bool = False, synapse: bool = False) -> list[LayerTrace]:
+             reset_through: bool = False, synapse: bool = False, feedback: str = "bp",
+             fb=()) -> list[LayerTrace]:
     """Run the network on ``inputs`` (T, B, n_in) spikes.
 
-    ``model``, ``reset_through`` and ``synapse`` are static (see
-    ``core.config.Structure``).  Returns one :class:`LayerTrace` (spikes, x,
-    y; each (T, B, n)) per layer.
+    ``model``, ``reset_through``, ``synapse`` and the credit-assignment rule
+    ``feedback`` are static (see ``core.config.Structure``); ``fb`` is the
+    rule's feedback state (``core.feedback``).  The forward pass is the same
+    for every rule; only the backward pass to hidden layers differs.  Returns
+    one :class:`LayerTrace` (spikes, x, y; each (T, B, n)) per layer.
     """
     sg = surrogate_of(hp)
+    fb_eff = effective(feedback, params, fb)
     traces = []
     h = inputs
-    for lp in params:
+    for li, lp in enumerate(params):
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)
-        kicks = jnp.einsum("tbi,ij->tbj", h, lp.w)
+        kicks = layer_input(feedback, li, h, lp.w, fb_eff, [tr.spikes for tr in traces])
         if model == "rf":
             gain = jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0)
             kicks = kicks * gain[None, None, :]
@@ -95,7 +100,8 @@ def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "r
 
 
 def simulate_struct(params, inputs, hp: HParams, struct) -> list[LayerTrace]:
-    """:func:`simulate` with the static choices of a ``Structure``."""
+    """:func:`simulate` with the static choices of a ``Structure`` (forward
+    only: the feedback rule does not change it)."""
     return simulate(params, inputs, hp, struct.model, reset_through=struct.reset_through,
                     synapse=struct.synapse)
 

@@ -10,6 +10,13 @@ Divergence is a value, not an exception: a step whose loss, gradients or new
 parameters are non-finite, or whose weights leave ``|w| <= W_MAX``, is not
 applied; ``diverged`` becomes (and stays) True and later steps are no-ops, so
 the state always holds the last finite parameters.
+
+Credit assignment (``Structure.feedback``, see ``core.feedback``): the
+feedback matrices are part of the state (``TrainState.feedback``), drawn from
+the student seed at init and learned inside the chunk (kp, wm).  For every
+rule but bp the step also computes backprop's gradient on the same batch, and
+the chunk reports per step the angle between the two hidden-layer gradients
+and the angle of each feedback matrix to its forward reference.
 """
 from __future__ import annotations
 
@@ -19,8 +26,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import optax
+
+from . import feedback as fbk
 
 from .config import Config, HParams, Structure, hyperparams, structure
 from .losses import combined
@@ -29,6 +39,7 @@ from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
 
 W_MAX = 1e3      # |w| beyond this (a PSP of 1000 thresholds) counts as diverged
 RAW_MAX = 1e4    # bound on raw neuron parameters
+FEEDBACK_STREAM = 17   # fold_in index of the feedback matrices' key (student seed)
 
 
 class TrainState(NamedTuple):
@@ -37,6 +48,8 @@ class TrainState(NamedTuple):
     step: jax.Array       # () int32, applied steps
     diverged: jax.Array   # () bool, sticky
     loss: jax.Array       # () float32, loss of the last applied step
+    feedback: tuple = ()  # per hidden layer, float32: B_l shaped like W_{l+1} (fa, kp,
+                          # wm) or (n_l, n_out) (dfa); () for bp and sign
 
 
 class ChunkOut(NamedTuple):
@@ -45,6 +58,10 @@ class ChunkOut(NamedTuple):
     grad_norm: jax.Array  # (K,) float32
     diverged: jax.Array   # (K,) bool
     params: Any           # per-step snapshots (K, ...) or None
+    alignment: Any = None     # (K, n_fb) float32, degrees: angle(W^T, B) per feedback
+                              # matrix (core.feedback.alignment); None for bp
+    update_angle: Any = None  # (K,) float32, degrees: hidden-layer gradient vs
+                              # backprop's on the same batch; None for bp
 
 
 def optimizer(kind: str, lr, clip_norm) -> optax.GradientTransformation:
@@ -57,13 +74,18 @@ def optimizer(kind: str, lr, clip_norm) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(clip_norm), base(lr))
 
 
-def init_state(struct: Structure, params) -> TrainState:
+def init_state(struct: Structure, params, seed: int = 0) -> TrainState:
+    """Fresh optimizer state; feedback matrices of ``struct.feedback`` drawn
+    from ``seed`` (``setup`` passes the student seed)."""
     opt_state = optimizer(struct.optimizer, 1.0, 1.0).init(params)
-    return TrainState(params, opt_state, jnp.int32(0), jnp.bool_(False), jnp.float32(0.0))
+    fb = fbk.init_feedback(struct.feedback, params, jr.fold_in(jr.PRNGKey(seed), FEEDBACK_STREAM))
+    return TrainState(params, opt_state, jnp.int32(0), jnp.bool_(False), jnp.float32(0.0), fb)
 
 
 def _all_finite(tree):
     leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.bool_(True)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
@@ -75,17 +97,21 @@ def _within_bounds(params):
 
 
 def loss_and_grad(params, teacher, inputs, hp: HParams, model: str = "rf", *,
-                  reset_through: bool = False, synapse: bool = False):
+                  reset_through: bool = False, synapse: bool = False, feedback: str = "bp",
+                  fb=()):
     """Loss of ``params`` against the teacher on ``inputs`` and its gradient.
 
-    Returns ``((loss, parts), grads)``; the static flags are as in ``simulate``.
+    Returns ``((loss, parts), grads)``; the static flags are as in
+    ``simulate``.  With ``feedback`` other than bp, ``grads`` is the rule's
+    update direction (feedback state ``fb``), not the true gradient.
     """
     flags = dict(reset_through=reset_through, synapse=synapse)
     t_out = jax.tree_util.tree_map(jax.lax.stop_gradient,
                                    simulate(teacher, inputs, hp, model, **flags)[-1])
 
     def loss_fn(p):
-        return combined(simulate(p, inputs, hp, model, **flags)[-1], t_out, hp.loss_w, hp.vr_decay)
+        out = simulate(p, inputs, hp, model, feedback=feedback, fb=fb, **flags)[-1]
+        return combined(out, t_out, hp.loss_w, hp.vr_decay)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -94,17 +120,29 @@ def make_train_step(struct: Structure):
     """One training step ``(state, task, hp) -> (state, per-step outputs)``."""
     shape = (struct.T, struct.batch, struct.student_layers[0])
 
+    rule = struct.feedback
+    flags = dict(reset_through=struct.reset_through, synapse=struct.synapse)
+    masked = lambda g, hp: jax.tree_util.tree_map(jnp.multiply, g, group_mask(g, hp.learn_mask))
+
     def train_step(state: TrainState, task: Task, hp: HParams, limit):
         inputs = step_inputs(task.key, state.step, hp, shape)
         (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                             reset_through=struct.reset_through,
-                                             synapse=struct.synapse)
-        grads = jax.tree_util.tree_map(jnp.multiply, grads, group_mask(grads, hp.learn_mask))
+                                             feedback=rule, fb=state.feedback, **flags)
+        grads = masked(grads, hp)
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        noise_key = jr.fold_in(jr.fold_in(task.key, fbk.WM_STREAM), state.step)
+        params, fb = fbk.update_feedback(rule, state.params, params, updates, state.feedback,
+                                         hp, noise_key)
+        if rule == "bp":
+            upd_angle = None
+        else:   # backprop's gradient on the same batch, for the update angle only
+            _, bp_grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
+                                        **flags)
+            upd_angle = fbk.update_angle(grads, masked(bp_grads, hp))
         healthy = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
-                   & _within_bounds(params))
+                   & _all_finite(fb) & _within_bounds(params))
         active = ~state.diverged & (state.step < limit)
         ok = active & healthy
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
@@ -114,9 +152,11 @@ def make_train_step(struct: Structure):
             step=state.step + ok.astype(jnp.int32),
             diverged=state.diverged | (active & ~healthy),
             loss=jnp.where(ok, loss, state.loss),
+            feedback=keep(fb, state.feedback),
         )
+        align = fbk.alignment(rule, new_state.params, new_state.feedback)
         return new_state, (new_state.loss, jnp.where(ok, parts, 0.0), optax.tree.norm(grads),
-                           new_state.diverged)
+                           new_state.diverged, align, upd_angle)
 
     return train_step
 
@@ -130,17 +170,19 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     applied only while ``state.step < limit`` (so any step count runs on one
     compiled chunk).  With ``record`` the student parameters after every step
     are in ``ChunkOut.params``.
+    ``ChunkOut.alignment`` and ``ChunkOut.update_angle`` hold the
+    credit-assignment metrics per step (None for bp).
     With ``n_students``, every argument carries a leading students axis.
     """
     train_step = make_train_step(struct)
 
     def chunk(state, task, hp, limit):
         def body(s, _):
-            s, (loss, parts, gnorm, div) = train_step(s, task, hp, limit)
-            return s, (loss, parts, gnorm, div, s.params if record else None)
+            s, (loss, parts, gnorm, div, align, ang) = train_step(s, task, hp, limit)
+            return s, (loss, parts, gnorm, div, s.params if record else None, align, ang)
 
-        state, (loss, parts, gnorm, div, snaps) = jax.lax.scan(body, state, None, length=n_steps)
-        return state, ChunkOut(loss, parts, gnorm, div, snaps)
+        state, outs = jax.lax.scan(body, state, None, length=n_steps)
+        return state, ChunkOut(*outs)
 
     if n_students is not None:
         chunk = jax.vmap(chunk)
@@ -183,7 +225,7 @@ def setup(cfg: Config) -> Experiment:
     """Teacher, student and optimizer state for ``cfg``."""
     struct = structure(cfg)
     task = make_task(cfg)
-    state = init_state(struct, init_student(cfg))
+    state = init_state(struct, init_student(cfg), seed=cfg.student_seed)
     return Experiment(cfg, struct, task, state, hyperparams(cfg))
 
 
@@ -194,9 +236,12 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
     ``callback(exp, ChunkOut)`` is called after each chunk.  Returns the new
     experiment and a history: per-step ``loss`` of the applied steps,
     ``seconds`` (wall, all chunks), ``first_chunk_s`` (includes compilation)
-    and ``steps_per_s`` (measured after the first chunk when there are more).
+    and ``steps_per_s`` (measured after the first chunk when there are more);
+    for feedback rules other than bp also ``alignment_deg`` ((steps, n_fb)
+    degrees, one column per feedback matrix) and ``update_angle_deg``
+    ((steps,) degrees), else an empty (steps, 0) array and None.
     """
-    losses, state = [], exp.state
+    losses, aligns, angles, state = [], [], [], exp.state
     limit = jnp.int32(int(state.step) + steps)
     fn = make_train_chunk(exp.struct, min(chunk, steps), record)
     t0 = time.perf_counter()
@@ -204,7 +249,12 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
     while int(state.step) < int(limit) and not bool(state.diverged):
         before = int(state.step)
         state, out = fn(state, exp.task, exp.hp, limit)
-        losses.append(np.asarray(out.loss)[: int(state.step) - before])
+        n_new = int(state.step) - before
+        losses.append(np.asarray(out.loss)[:n_new])
+        if out.alignment is not None:
+            aligns.append(np.asarray(out.alignment)[:n_new])
+        if out.update_angle is not None:
+            angles.append(np.asarray(out.update_angle)[:n_new])
         if first_s is None:  # the first chunk includes compilation
             first_s, first_steps = time.perf_counter() - t0, int(state.step) - before
         exp = exp._replace(state=state)
@@ -219,4 +269,7 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
         steps_done / seconds if seconds > 0 else 0.0)
     return exp, {"loss": loss, "seconds": seconds, "steps": int(state.step),
                  "first_chunk_s": first_s or 0.0, "steps_per_s": rate,
-                 "diverged": bool(state.diverged)}
+                 "diverged": bool(state.diverged),
+                 "alignment_deg": (np.concatenate(aligns) if aligns
+                                   else np.zeros((steps_done, 0), np.float32)),
+                 "update_angle_deg": np.concatenate(angles) if angles else None}

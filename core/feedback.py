@@ -1,0 +1,261 @@
+r"""Credit assignment to hidden layers: learning without weight transport.
+
+Backprop sends the error of layer :math:`l`'s synaptic input
+:math:`\delta_l = \partial L/\partial (h_{l-1} W_l)` to the previous layer's
+spikes through the transposed forward weights,
+:math:`\partial L/\partial h_{l-1} = \delta_l W_l^\top`.  The rules below
+replace :math:`W_l^\top` by a feedback matrix.  Everything else -- BPTT through
+each layer's neurons with the surrogate gradient, the weight gradient
+:math:`\partial L/\partial W_l = h_{l-1}^\top \delta_l` -- is unchanged.
+
+Convention: a feedback matrix ``B`` is stored *shaped like* ``W``
+(``(n_in, n_out)``), so the error travels as :math:`\delta B^\top` and the
+alignment is the angle between ``W`` and ``B`` (the paper's
+:math:`\angle(W^\top, B)` in the transposed convention).  The first layer
+needs no feedback (nothing upstream learns from its input), so a network of
+``L`` layers has ``L - 1`` feedback matrices, one per hidden layer.
+
+Rules (``core.config.FEEDBACKS``; a static choice, ``Structure.feedback``):
+
+* ``bp`` -- :math:`B_l = W_l`: plain autodiff, no feedback state.
+* ``fa`` -- feedback alignment (Lillicrap et al. 2016): fixed random
+  :math:`B_l \sim \mathcal N(0, \mathrm{rms}(W_l)^2)` drawn at init.
+* ``sign`` -- sign symmetry (Liao, Leibo & Poggio 2016; Xiao et al. 2018):
+  :math:`B_l = \mathrm{sign}(W_l)\,\mathrm{rms}(W_l)`, recomputed from the
+  current weights at every step (no state).
+* ``kp`` -- Kolen--Pollack (Kolen & Pollack 1994; Akrout et al. 2019):
+  :math:`B_l` receives the same update as :math:`W_l` (the optimizer's
+  update :math:`U_l`, after clipping and Adam) and both decay at rate
+  :math:`\lambda`:
+  :math:`W_l \leftarrow W_l + U_l - \lambda W_l`,
+  :math:`B_l \leftarrow B_l + U_l - \lambda B_l`, so
+  :math:`W_l - B_l` shrinks by :math:`(1-\lambda)` per step and
+  :math:`B_l \to W_l`.  The decay acts only on layers with a feedback
+  matrix, and only while the weights are learned.
+* ``wm`` -- weight mirror (Akrout et al. 2019), linear mirror mode: white
+  noise :math:`x \sim \mathcal N(0, I)` (``WM_NOISE`` samples) drives the
+  layer's synapses, :math:`y = x W_l`, and
+  :math:`B_l \leftarrow (1-\lambda) B_l + \lambda\, x^\top y / N`; since
+  :math:`E[x^\top x / N] = I`, :math:`B_l` is an exponential average of
+  unbiased estimates of :math:`W_l` (rate :math:`\lambda`).
+* ``dfa`` -- direct feedback alignment (Nøkland 2016): the error of the
+  *output layer's* synaptic input at each time step,
+  :math:`\delta_t = \partial L/\partial (h_{L-1} W_L)_t` (shape
+  ``(T, B, n_out)``, after BPTT through the output neurons and their
+  surrogate, before the PSP gain), reaches every hidden layer's spikes
+  directly, :math:`\partial L/\partial h_{l,t} := \delta_t B_l^\top` with a
+  fixed random :math:`B_l` of shape ``(n_l, n_out)``; hidden-to-hidden paths
+  carry no error.  For the last hidden layer this is exactly ``fa``.  Its
+  alignment is measured against the linear backprop path
+  :math:`W_{l+1} \cdots W_L` (for the last hidden layer, :math:`W_L`).
+
+:math:`\lambda` is ``HParams.fb_decay`` (``Config.feedback_decay``; traced).
+
+References: Lillicrap, Cownden, Tweed & Akerman 2016, Nat. Commun. 7:13276;
+Nøkland 2016, NeurIPS; Liao, Leibo & Poggio 2016, AAAI; Xiao, Chen, Liao &
+Poggio 2018, arXiv:1811.03567; Kolen & Pollack 1994, ICNN; Akrout, Wilson,
+Humphreys, Lillicrap & Tweed 2019, NeurIPS ("Deep learning without weight
+transport").
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from .config import FEEDBACKS
+
+WM_NOISE = 256         # white-noise samples per weight-mirror step
+WM_STREAM = 2**30 + 2  # fold_in index of the weight-mirror noise stream
+_EPS = 1e-12
+
+# rules whose feedback matrices live in the training state
+STATEFUL = ("fa", "kp", "wm", "dfa")
+
+
+def _mm(h, w):
+    return jnp.einsum("...i,ij->...j", h, w)
+
+
+# ---- the two backward mechanisms ---------------------------------------------
+@jax.custom_vjp
+def feedback_matmul(h, w, b):
+    r"""``h @ w`` whose backward sends the error through ``b`` instead of ``w``.
+
+    Forward :math:`k = h W`.  Backward, for the cotangent :math:`\delta` of
+    ``k``: :math:`\partial W = h^\top \delta` as usual,
+    :math:`\partial h = \delta B^\top` (``b`` shaped like ``w``), and no
+    gradient for ``b``.  With ``b = w`` it equals plain autodiff exactly.
+
+    Shapes: h (..., n_in), w and b (n_in, n_out) -> (..., n_out).
+    """
+    return _mm(h, w)
+
+
+def _fm_fwd(h, w, b):
+    return _mm(h, w), (h, w, b)
+
+
+def _fm_bwd(res, dk):
+    h, w, b = res
+    dh = jax.vjp(_mm, h, b)[1](dk)[0]      # same ops as autodiff, with b for w
+    dw = jax.vjp(_mm, h, w)[1](dk)[1]
+    return dh, dw, jnp.zeros_like(b)
+
+
+feedback_matmul.defvjp(_fm_fwd, _fm_bwd)
+
+
+@jax.custom_vjp
+def dfa_matmul(h, w, bs, hidden):
+    r"""Output-layer ``h @ w`` that broadcasts its error to every hidden layer.
+
+    Forward :math:`k = h W_L` (``hidden`` is not used).  Backward, for the
+    cotangent :math:`\delta` of ``k`` (per time step and trial):
+    :math:`\partial W_L = h^\top \delta`, :math:`\partial h = 0`, and for
+    each hidden layer :math:`\partial h_l = \delta B_l^\top`.  Pass the last
+    hidden layer both as ``h`` and as ``hidden[-1]``.
+
+    Shapes: h (T, B, n_{L-1}), w (n_{L-1}, n_out), bs[l] (n_l, n_out),
+    hidden[l] (T, B, n_l).
+    """
+    return _mm(h, w)
+
+
+def _dfa_fwd(h, w, bs, hidden):
+    return _mm(h, w), (h, w, bs, hidden)
+
+
+def _dfa_bwd(res, dk):
+    h, w, bs, hidden = res
+    dw = jax.vjp(_mm, h, w)[1](dk)[1]
+    d_hidden = tuple(jax.vjp(_mm, hl, bl)[1](dk)[0] for hl, bl in zip(hidden, bs))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, bs)
+    return jnp.zeros_like(h), dw, zeros, d_hidden
+
+
+dfa_matmul.defvjp(_dfa_fwd, _dfa_bwd)
+
+
+# ---- matrices ----------------------------------------------------------------
+def _rms(x):
+    return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
+def _chain(ws):
+    """Product W_a @ ... @ W_z of a list of weight matrices."""
+    out = ws[0]
+    for w in ws[1:]:
+        out = out @ w
+    return out
+
+
+def references(rule: str, params) -> tuple:
+    """What each feedback matrix is compared with: W_l (l >= 1), or for dfa the
+    linear backprop path W_{l+1} ... W_L of hidden layer l.  Empty for bp."""
+    ws = [lp.w for lp in params]
+    if rule == "bp":
+        return ()
+    if rule == "dfa":
+        return tuple(_chain(ws[l + 1:]) for l in range(len(ws) - 1))
+    return tuple(ws[1:])
+
+
+def init_feedback(rule: str, params, key) -> tuple:
+    """Feedback state of a fresh student: one matrix per hidden layer.
+
+    fa, kp, wm and dfa draw :math:`\\mathcal N(0, \\mathrm{rms}(R_l)^2)` of the
+    reference's shape (see :func:`references`), so an untrained ``B`` is at
+    ~90 degrees to it and of a comparable size.  bp and sign have no state:
+    ``()``.
+    """
+    if rule not in FEEDBACKS:
+        raise ValueError(f"unknown feedback rule {rule!r}; choose one of {', '.join(FEEDBACKS)}")
+    if rule not in STATEFUL:
+        return ()
+    refs = references(rule, params)
+    keys = jr.split(key, max(len(refs), 1))
+    return tuple(jr.normal(k, r.shape, jnp.float32) * _rms(r) for k, r in zip(keys, refs))
+
+
+def effective(rule: str, params, fb) -> tuple:
+    """The matrices the errors travel through now (sign: derived from W)."""
+    if rule == "sign":
+        return tuple(jax.lax.stop_gradient(jnp.sign(lp.w) * _rms(lp.w)) for lp in params[1:])
+    return tuple(fb)
+
+
+def angle_deg(a, b):
+    """Angle between two arrays, flattened, in degrees (NaN if either is 0)."""
+    a, b = jnp.ravel(a), jnp.ravel(b)
+    na, nb = jnp.linalg.norm(a), jnp.linalg.norm(b)
+    cos = jnp.dot(a, b) / jnp.maximum(na * nb, _EPS)
+    ang = jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+    return jnp.where((na > 0) & (nb > 0), ang, jnp.nan)
+
+
+def alignment(rule: str, params, fb):
+    """(n_fb,) angles in degrees between each feedback matrix and its
+    reference, or None for bp."""
+    refs = references(rule, params)
+    if not refs:
+        return None
+    return jnp.stack([angle_deg(b, r) for b, r in zip(effective(rule, params, fb), refs)])
+
+
+def update_angle(grads, bp_grads):
+    r"""Angle (degrees) between a rule's hidden-layer gradient and backprop's:
+    all leaves of every layer but the output layer, flattened together,
+    :math:`\angle(\Delta h_{rule}, \Delta h_{BP})` (Lillicrap et al. 2016)."""
+    flat = lambda g: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(g[:-1])])
+    if len(grads) < 2:
+        return jnp.float32(jnp.nan)
+    return angle_deg(flat(grads), flat(bp_grads))
+
+
+# ---- forward pass hook ---------------------------------------------------------
+def layer_input(rule: str, layer: int, h, w, fb_eff, hidden):
+    """Synaptic input ``h @ w`` of ``layer`` with the rule's backward pass.
+
+    ``fb_eff`` are the :func:`effective` matrices, ``hidden`` the spikes of
+    the hidden layers computed so far (used by dfa at the output layer).
+    """
+    if rule == "bp" or layer == 0:
+        return jnp.einsum("tbi,ij->tbj", h, w)
+    if rule != "dfa":
+        return feedback_matmul(h, w, fb_eff[layer - 1])
+    n_layers = len(fb_eff) + 1
+    if layer < n_layers - 1:          # hidden -> hidden: no error travels back
+        return jnp.einsum("tbi,ij->tbj", jax.lax.stop_gradient(h), w)
+    return dfa_matmul(h, w, tuple(fb_eff), tuple(hidden))
+
+
+# ---- learning of B -------------------------------------------------------------
+def update_feedback(rule: str, old_params, new_params, updates, fb, hp, key):
+    """Apply the rule's own learning after the optimizer step.
+
+    kp: shared update and weight decay (see the module docstring); wm: one
+    mirror step on white noise drawn from ``key``.  Returns
+    ``(new_params, new_fb)``; other rules return them unchanged.
+    """
+    lam = hp.fb_decay
+    if rule == "kp":
+        lam = lam * hp.learn_mask[0]
+        params = list(new_params)
+        new_fb = []
+        for l, b in enumerate(fb, start=1):
+            params[l] = params[l]._replace(w=params[l].w - lam * old_params[l].w)
+            new_fb.append(b + updates[l].w - lam * b)
+        return tuple(params), tuple(new_fb)
+    if rule == "wm":
+        keys = jr.split(key, max(len(fb), 1))
+        new_fb = []
+        for l, (b, k) in enumerate(zip(fb, keys), start=1):
+            w = old_params[l].w
+            x = jr.normal(k, (WM_NOISE, w.shape[0]), w.dtype)
+            estimate = x.T @ (x @ w) / WM_NOISE
+            new_fb.append((1.0 - lam) * b + lam * estimate)
+        return new_params, tuple(new_fb)
+    return new_params, fb
