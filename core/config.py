@@ -34,6 +34,10 @@ MODELS = ("rf", "lif")
 RESET_GRADS = ("detach", "through")
 GROUPS = ("weights", "omega", "b", "reset")
 FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.feedback)
+# Rules that share one compiled step when Structure.feedback == "mixed": the
+# rule is then the traced index HParams.fb_rule, so students with different
+# rules train side by side in one vmapped call.
+MIXABLE = ("bp", "fa", "sign", "kp", "wm")
 
 # Menus for the static part: shapes come from here, so the number of compiled
 # functions stays small.  Values outside these limits are refused.
@@ -295,6 +299,7 @@ class HParams(NamedTuple):
     clip_norm: Any         # () float32
     learn_mask: Any        # (4,) float32 for (weights, omega, b, reset)
     fb_decay: Any = 0.0    # () float32, kp weight decay / wm mirror rate (core.feedback)
+    fb_rule: Any = 0       # () int32, index into MIXABLE (used when Structure.feedback == "mixed")
 
 
 def hyperparams(cfg: Config) -> HParams:
@@ -315,4 +320,5 @@ def hyperparams(cfg: Config) -> HParams:
         lr=f32(cfg.lr), clip_norm=f32(cfg.clip_norm),
         learn_mask=np.array([g in cfg.learn for g in GROUPS], dtype=f32),
         fb_decay=f32(cfg.feedback_decay),
+        fb_rule=np.int32(MIXABLE.index(cfg.feedback) if cfg.feedback in MIXABLE else 0),
     )

@@ -65,14 +65,14 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .config import FEEDBACKS
+from .config import FEEDBACKS, MIXABLE
 
 WM_NOISE = 256         # white-noise samples per weight-mirror step
 WM_STREAM = 2**30 + 2  # fold_in index of the weight-mirror noise stream
 _EPS = 1e-12
 
 # rules whose feedback matrices live in the training state
-STATEFUL = ("fa", "kp", "wm", "dfa")
+STATEFUL = ("fa", "kp", "wm", "dfa", "mixed")
 
 
 def _mm(h, w):
@@ -171,7 +171,7 @@ def init_feedback(rule: str, params, key) -> tuple:
     ~90 degrees to it and of a comparable size.  bp and sign have no state:
     ``()``.
     """
-    if rule not in FEEDBACKS:
+    if rule not in FEEDBACKS + ("mixed",):
         raise ValueError(f"unknown feedback rule {rule!r}; choose one of {', '.join(FEEDBACKS)}")
     if rule not in STATEFUL:
         return ()
@@ -180,10 +180,23 @@ def init_feedback(rule: str, params, key) -> tuple:
     return tuple(jr.normal(k, r.shape, jnp.float32) * _rms(r) for k, r in zip(keys, refs))
 
 
-def effective(rule: str, params, fb) -> tuple:
-    """The matrices the errors travel through now (sign: derived from W)."""
+def _sign_matrix(w):
+    return jax.lax.stop_gradient(jnp.sign(w) * _rms(w))
+
+
+def effective(rule: str, params, fb, rule_idx=None) -> tuple:
+    """The matrices the errors travel through now (sign: derived from W).
+
+    ``rule == "mixed"``: the rule is the traced index ``rule_idx`` into
+    ``MIXABLE``; bp uses W itself, sign its signs, fa/kp/wm the state.
+    """
     if rule == "sign":
-        return tuple(jax.lax.stop_gradient(jnp.sign(lp.w) * _rms(lp.w)) for lp in params[1:])
+        return tuple(_sign_matrix(lp.w) for lp in params[1:])
+    if rule == "mixed":
+        idx = jnp.asarray(rule_idx)
+        return tuple(jnp.where(idx == MIXABLE.index("bp"), jax.lax.stop_gradient(lp.w),
+                               jnp.where(idx == MIXABLE.index("sign"), _sign_matrix(lp.w), b))
+                     for lp, b in zip(params[1:], fb))
     return tuple(fb)
 
 
@@ -196,13 +209,13 @@ def angle_deg(a, b):
     return jnp.where((na > 0) & (nb > 0), ang, jnp.nan)
 
 
-def alignment(rule: str, params, fb):
+def alignment(rule: str, params, fb, rule_idx=None):
     """(n_fb,) angles in degrees between each feedback matrix and its
     reference, or None for bp."""
     refs = references(rule, params)
     if not refs:
         return None
-    return jnp.stack([angle_deg(b, r) for b, r in zip(effective(rule, params, fb), refs)])
+    return jnp.stack([angle_deg(b, r) for b, r in zip(effective(rule, params, fb, rule_idx), refs)])
 
 
 def update_angle(grads, bp_grads):
@@ -241,6 +254,15 @@ def update_feedback(rule: str, old_params, new_params, updates, fb, hp, key):
     ``(new_params, new_fb)``; other rules return them unchanged.
     """
     lam = hp.fb_decay
+    if rule == "mixed":   # both learnings, selected by the traced rule index
+        kp_params, kp_fb = update_feedback("kp", old_params, new_params, updates, fb, hp, key)
+        _, wm_fb = update_feedback("wm", old_params, new_params, updates, fb, hp, key)
+        idx = jnp.asarray(hp.fb_rule)
+        is_kp, is_wm = idx == MIXABLE.index("kp"), idx == MIXABLE.index("wm")
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(is_kp, a, b), kp_params, new_params)
+        new_fb = tuple(jnp.where(is_kp, k, jnp.where(is_wm, w, b))
+                       for k, w, b in zip(kp_fb, wm_fb, fb))
+        return params, new_fb
     if rule == "kp":
         lam = lam * hp.learn_mask[0]
         params = list(new_params)

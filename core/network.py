@@ -82,7 +82,7 @@ def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "r
     one :class:`LayerTrace` (spikes, x, y; each (T, B, n)) per layer.
     """
     sg = surrogate_of(hp)
-    fb_eff = effective(feedback, params, fb)
+    fb_eff = effective(feedback, params, fb, hp.fb_rule)
     traces = []
     h = inputs
     for li, lp in enumerate(params):

@@ -154,7 +154,7 @@ def make_train_step(struct: Structure):
             loss=jnp.where(ok, loss, state.loss),
             feedback=keep(fb, state.feedback),
         )
-        align = fbk.alignment(rule, new_state.params, new_state.feedback)
+        align = fbk.alignment(rule, new_state.params, new_state.feedback, hp.fb_rule)
         return new_state, (new_state.loss, jnp.where(ok, parts, 0.0), optax.tree.norm(grads),
                            new_state.diverged, align, upd_angle)
 
