@@ -131,6 +131,56 @@ def _cmd_bench(args) -> int:
     return bench_main(args.configs, rounds=args.rounds, as_json=args.json)
 
 
+def _floats(field: str, text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(field, f"write numbers separated by commas, got {text!r}.")
+    if not values:
+        _fail(field, "give at least one value.")
+    return values
+
+
+def _cmd_fidelity(args) -> int:
+    from .config import SURROGATES, ConfigError
+    from .presets import get_preset
+
+    shapes = [x.strip() for x in args.shapes.split(",") if x.strip()] if args.shapes else list(SURROGATES)
+    scales = _floats("scales", args.scales)
+    try:
+        cfg = get_preset(args.preset)
+        if args.seed is not None:
+            cfg = cfg.replace(student_seed=args.seed)
+        if args.train_steps < 0:
+            raise ConfigError("train-steps", f"must be >= 0, got {args.train_steps}.")
+        from .fidelity import fidelity_table
+        from .train import setup, train
+
+        exp = setup(cfg)
+        if args.train_steps:
+            exp, _ = train(exp, args.train_steps)
+        import time
+
+        t0 = time.perf_counter()
+        rows = fidelity_table(exp, shapes, scales, n_samples=args.samples, sigma=args.sigma,
+                              norm=args.norm)
+        seconds = time.perf_counter() - t0
+    except ConfigError as e:
+        _fail(e.field, str(e).split(": ", 1)[1])
+    if args.json:
+        print(json.dumps({"preset": args.preset, "samples": args.samples, "sigma": args.sigma,
+                          "norm": args.norm or cfg.surrogate_norm, "train_steps": args.train_steps,
+                          "seconds": seconds, "rows": [r._asdict() for r in rows]},
+                         allow_nan=False, default=_none_for_nan))
+    else:
+        print(f"{'shape':18s} {'scale':>7s} {'cos_smoothed':>13s} {'± se':>7s} {'cos_teacher':>12s}")
+        for r in rows:
+            print(f"{r.shape:18s} {r.scale:7g} {r.cos_smoothed:13.3f} {r.cos_smoothed_se:7.3f} "
+                  f"{r.cos_teacher:12.3f}")
+        print(f"({len(rows)} pairs, {args.samples} perturbation pairs, sigma {args.sigma}: {seconds:.1f} s)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = _Parser(prog="python -m core", description="Resonance Lab compute core.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -154,6 +204,17 @@ def main(argv=None) -> int:
     t.add_argument("--chunk", type=int, default=50)
     t.add_argument("--json", action="store_true")
     t.add_argument("--quiet", action="store_true")
+    f = sub.add_parser("fidelity", help="cosine of surrogate gradients with the smoothed-loss "
+                                        "gradient and the direction to the teacher")
+    f.add_argument("--preset", required=True)
+    f.add_argument("--samples", type=int, default=256)
+    f.add_argument("--sigma", type=float, default=0.05)
+    f.add_argument("--shapes", help="comma list (default: every surrogate)")
+    f.add_argument("--scales", default="0.5,1,2,5,10,50")
+    f.add_argument("--norm", choices=["peak", "area"])
+    f.add_argument("--seed", type=int, help="student seed")
+    f.add_argument("--train-steps", type=int, default=0, dest="train_steps")
+    f.add_argument("--json", action="store_true")
     b = sub.add_parser("bench", help="time training steps (small, medium)")
     b.add_argument("configs", nargs="*", default=["small", "medium"])
     b.add_argument("--rounds", type=int, default=5)
@@ -164,7 +225,8 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")
-    return {"presets": _cmd_presets, "train": _cmd_train, "bench": _cmd_bench}[args.cmd](args)
+    return {"presets": _cmd_presets, "train": _cmd_train, "bench": _cmd_bench,
+            "fidelity": _cmd_fidelity}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,17 @@ BAD_INPUTS = {
     "zero-steps": (["train", "--preset", "single-neuron", "--steps", "0"], "steps"),
     "nan-lr": (["train", "--preset", "single-neuron", "--lr", "nan"], "lr"),
     "bad-surrogate": (["train", "--preset", "single-neuron", "--surrogate", "foo"], "surrogate"),
+    "fidelity-one-sample": (["fidelity", "--preset", "figure1", "--samples", "1"], "samples"),
+    "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
+    "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
 }
 COMMANDS = {
     "presets": ["presets"],
     "train": ["train", "--preset", "single-neuron", "--steps", "60", "--json"],
     "diverge-json": ["train", "--preset", "single-neuron", "--steps", "5", "--lr", "1e6", "--json"],
     "diverge-text": ["train", "--preset", "single-neuron", "--steps", "5", "--lr", "1e6", "--quiet"],
+    "fidelity": ["fidelity", "--preset", "figure1", "--samples", "32", "--scales", "1,10",
+                 "--shapes", "superspike,none", "--json"],
     **{k: v[0] for k, v in BAD_INPUTS.items()},
 }
 
@@ -99,3 +104,16 @@ def test_forced_divergence_text(runs):
     assert "Traceback" not in stderr, stderr
     assert rc == 0
     assert "DIVERGED" in stdout
+
+
+def test_fidelity_json_rows(runs):
+    rc, out, err = runs["fidelity"]
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["samples"] == 32
+    pairs = [(r["shape"], r["scale"]) for r in result["rows"]]
+    assert pairs == [("superspike", 1.0), ("superspike", 10.0), ("none", 1.0), ("none", 10.0)]
+    for r in result["rows"]:
+        for key in ("cos_smoothed", "cos_smoothed_se", "cos_teacher"):
+            assert isinstance(r[key], float) and -1.0 <= r[key] <= 1.0
+    assert result["rows"][2]["cos_smoothed"] == 0.0     # 'none': zero gradient
