@@ -19,6 +19,8 @@ page = st.navigation([
             url_path="teacher_student"),
     st.Page("pages/gradients.py", title="Gradients", icon=":material/functions:",
             url_path="gradients"),
+    st.Page("pages/learning_rules.py", title="Learning rules", icon=":material/alt_route:",
+            url_path="learning_rules"),
 ])
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")

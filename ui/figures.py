@@ -321,3 +321,26 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
     fig.update_xaxes(title_text="scale β", type="log")
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05])
     return _layout(fig, title, height=380)
+
+
+# ---- Learning rules page ---------------------------------------------------------
+def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = False,
+                 smooth: int = 1, height: int = 300) -> go.Figure:
+    """One line per rule: ``values`` (S, k) against ``steps`` (S,); optional
+    running mean over ``smooth`` points; long series are decimated."""
+    steps, values = np.asarray(steps), np.asarray(values, np.float64)
+    fig = go.Figure()
+    for i, rule in enumerate(rules):
+        y = values[:, i] if values.size else np.zeros(0)
+        x = steps[: len(y)]
+        if smooth > 1 and y.size >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+            x = x[smooth - 1:]
+        if log:
+            y = np.where(y > 0, y, np.nan)
+        x, y = decimate(x, y, 3000)
+        fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name=rule,
+                                   line=dict(color=PALETTE[i % len(PALETTE)], width=1.8)))
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text=ytitle, type="log" if log else "linear")
+    return _layout(fig, title, height=height)

@@ -209,3 +209,88 @@ class LiveRun:
                 "precision": prec["precision"], "recall": prec["recall"],
                 "rate_error": rate_error(s[-1]["spikes"], t[-1]["spikes"]),
             }
+
+
+class RulesRun:
+    """Several credit-assignment rules trained side by side on one teacher.
+
+    Every student starts from the same initial parameters and feedback draw
+    and sees the same inputs; the rules (``core.config.MIXABLE``) differ only
+    in the traced index ``HParams.fb_rule``, so all of them advance in one
+    vmapped compiled chunk (``Structure.feedback == "mixed"``).
+    """
+
+    def __init__(self, cfg: Config, rules: tuple, setup=core.setup):
+        from core.config import MIXABLE
+
+        self.lock = threading.Lock()
+        self.cfg, self.rules = cfg, tuple(r for r in MIXABLE if r in rules)
+        exp = setup(cfg)
+        self.exp = exp
+        self.struct = structure(cfg)._replace(feedback="mixed")
+        k = len(self.rules)
+        state = core.init_state(self.struct, exp.state.params, seed=cfg.student_seed)
+        self.state = core.stack([state] * k)
+        self.task = core.stack([exp.task] * k)
+        self.hp = core.stack([hyperparams(cfg.replace(feedback=r)) for r in self.rules])
+        self.steps_per_s = 0.0
+        self.loss: list = []          # per step: (k,)
+        self.alignment: list = []     # per step: (k,) first feedback matrix, degrees
+        self.update_angle: list = []  # per step: (k,) degrees
+        self.recovery_steps: list = []
+        self.recovery: list = []      # per tick: (k, n_layers) weight rel. error
+        self._record_recovery()
+
+    @property
+    def step(self) -> int:
+        return int(np.max(np.asarray(self.state.step)))
+
+    def advance(self, n_steps: int) -> int:
+        with self.lock:
+            k = len(self.rules)
+            fn = core.make_train_chunk(self.struct, CHUNK, False, k)
+            start = self.step
+            limit = jnp.full(k, start + n_steps, jnp.int32)
+            t0 = time.perf_counter()
+            while self.step < start + n_steps and not bool(np.all(np.asarray(self.state.diverged))):
+                before = np.asarray(self.state.step)
+                self.state, out = fn(self.state, self.task, self.hp, limit)
+                done = int(np.max(np.asarray(self.state.step) - before))
+                if done == 0:
+                    break
+                self.loss.extend(np.asarray(out.loss).T[:done].tolist())
+                self.alignment.extend(np.asarray(out.alignment)[:, :done, 0].T.tolist())
+                self.update_angle.extend(np.asarray(out.update_angle).T[:done].tolist())
+            elapsed = time.perf_counter() - t0
+            if self.step > start and elapsed > 0:
+                self.steps_per_s = (self.step - start) * len(self.rules) / elapsed
+            self._record_recovery()
+            return self.step - start
+
+    def _record_recovery(self) -> None:
+        rows = []
+        for i in range(len(self.rules)):
+            params = core.unstack(self.state, i).params
+            rec = recovery(params, self.exp.task.teacher, float(self.cfg.dt), self.cfg.model)
+            rows.append([layer["rel_error"] for layer in rec])
+        self.recovery_steps.append(self.step)
+        self.recovery.append(rows)
+
+    def table(self) -> list[dict]:
+        """Final per-rule summary: loss, angles, recovery and spike precision."""
+        ev = core.make_evaluate(self.exp.struct)
+        rows = []
+        for i, rule in enumerate(self.rules):
+            params = core.unstack(self.state, i).params
+            student, teacher, _ = ev(params, self.exp.task, core.unstack(self.hp, i), 0)
+            prec = spike_precision(np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes))
+            loss = np.asarray(self.loss)[-50:, i].mean() if self.loss else float("nan")
+            row = {"rule": rule, "loss (last 50)": float(loss),
+                   "∠(Wᵀ,B) °": self.alignment[-1][i] if self.alignment else None,
+                   "∠(Δh, Δh_BP) °": float(np.nanmean(np.asarray(self.update_angle)[-50:, i]))
+                   if self.update_angle else None,
+                   "spike precision": prec["precision"]}
+            for l, err in enumerate(self.recovery[-1][i]):
+                row[f"rel. error layer {l}"] = err
+            rows.append(row)
+        return rows

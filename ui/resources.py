@@ -216,3 +216,32 @@ def fidelity_rows(preset: str, shapes: tuple, scales: tuple, n_samples: int, sig
     rows = fidelity_table(exp, shapes, scales, n_samples=n_samples, sigma=sigma, seed=seed,
                           norm=norm)
     return [r._asdict() for r in rows]
+
+
+# ---- Learning rules page -----------------------------------------------------------
+class RulesSlot:
+    """Holds one visitor's RulesRun and the settings it was built from."""
+
+    def __init__(self):
+        self.run, self.key = None, None
+
+    def release(self):
+        self.run, self.key = None, None
+
+
+@st.cache_resource(scope="session", max_entries=1, on_release=lambda slot: slot.release(),
+                   show_spinner=False)
+def rules_slot() -> RulesSlot:
+    """This visitor's rules comparison; released when the tab closes."""
+    return RulesSlot()
+
+
+def configure_rules(slot: RulesSlot, cfg: core.Config, rules: tuple, reset: bool = False) -> bool:
+    """(Re)build the comparison when the settings change; True if rebuilt."""
+    from ui.live import RulesRun
+
+    key = (cfg, rules)
+    if slot.run is None or reset or slot.key != key:
+        slot.run, slot.key = RulesRun(cfg, rules, setup=_private_setup), key
+        return True
+    return False

@@ -335,3 +335,67 @@ def fidelity_ui() -> FidelitySettings:
     seed = c8.number_input("Seed", 0, 10_000, 0, key="gf_seed", bind="query-params")
     return FidelitySettings(preset, tuple(shapes), tuple(sorted(float(s) for s in scales)), int(n),
                             float(sigma), int(seed), int(steps), norm)
+
+
+# ---- Learning rules page ---------------------------------------------------------
+@dataclass(frozen=True)
+class RulesSettings:
+    preset: str
+    rules: tuple
+    hidden: str
+    decay: float
+    lr: float
+    surrogate: str
+    scale: float
+    steps_per_tick: int
+
+
+FB_DECAYS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def rules_ui(demo: bool = False) -> RulesSettings:
+    """Rules to compare and the shared teacher/student settings (sidebar)."""
+    import core
+    from core.config import MIXABLE
+
+    names = list(core.presets())
+    sb = st.sidebar
+    preset = sb.selectbox("Preset", names, index=names.index(DEFAULT_PRESET), key="rl_p",
+                          bind="query-params")
+    rules = sb.multiselect("Rules side by side", list(MIXABLE), ["bp", "fa", "sign", "kp", "wm"],
+                           key="rl_rules", bind="query-params",
+                           help="bp: backprop (Wᵀ); fa: fixed random B; sign: sign(W); kp: "
+                                "Kolen–Pollack; wm: weight mirror. dfa runs from the CLI.")
+    hidden = sb.text_input("Student hidden widths", "20", key="rl_sh", bind="query-params",
+                           help="Wider than the teacher's so the feedback matrices have room "
+                                "to align (blank = teacher's).")
+    decay = sb.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, 0.05, key="rl_decay",
+                             bind="query-params")
+    lr = sb.select_slider("Learning rate", LRS, 1e-2, key="rl_lr", bind="query-params")
+    sg = sb.selectbox("Surrogate", list(core.SURROGATES), key="rl_sg", bind="query-params")
+    scale = sb.select_slider("Scale β", SCALES, 10.0, key="rl_beta", bind="query-params")
+    spt = sb.select_slider("Steps per tick", STEPS_PER_TICK, 20, key="rl_spt", bind="query-params")
+    return RulesSettings(preset, tuple(rules), hidden, float(decay), float(lr), sg, float(scale),
+                         int(spt))
+
+
+def rules_config(s: RulesSettings):
+    """Validated base Config of a rules comparison; raises core.ConfigError."""
+    import core
+
+    if not s.rules:
+        raise core.ConfigError("rules", "choose at least one rule to train.")
+    base = core.get_preset(s.preset)
+    hidden = parse_layers(s.hidden, "student_hidden") if str(s.hidden).strip() else ()
+    return base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
+                        surrogate=s.surrogate, scale=s.scale)
+
+
+def rules_controls_ui(disabled: bool = False) -> dict:
+    with st.container(horizontal=True):
+        play = st.button("Play", key="rl_play", type="primary", icon=":material/play_arrow:",
+                         disabled=disabled)
+        pause = st.button("Pause", key="rl_pause", icon=":material/pause:", disabled=disabled)
+        step = st.button("Step", key="rl_step", icon=":material/skip_next:", disabled=disabled)
+        reset = st.button("Reset", key="rl_reset", icon=":material/restart_alt:", disabled=disabled)
+    return {"play": play, "pause": pause, "step": step, "reset": reset}

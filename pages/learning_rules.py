@@ -1,0 +1,71 @@
+"""Learning rules: backprop and its weight-transport-free alternatives, side by side."""
+import pandas as pd
+import streamlit as st
+
+import core
+from ui import figures, resources, widgets
+from ui.live_plot import live_plot
+
+widgets.require_app_navigation()
+demo = widgets.demo_mode()
+widgets.steady_live_css()
+
+st.title("Learning rules")
+st.markdown("Every rule trains its own copy of the same student on the same teacher and inputs; "
+            "only the matrix that carries the error back to the hidden layer differs. All rules "
+            "advance in **one** vmapped compiled step.")
+s = widgets.rules_ui(demo)
+slot = resources.rules_slot()
+try:
+    cfg = widgets.rules_config(s)
+except core.ConfigError as e:
+    st.error(f"Invalid setting — {e} Change it in the sidebar.")
+    st.session_state["rl_playing"] = False
+    st.stop()
+
+controls = widgets.rules_controls_ui()
+rebuilt = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
+run = slot.run
+if controls["play"]:
+    st.session_state["rl_playing"] = True
+if controls["pause"] or rebuilt:
+    st.session_state["rl_playing"] = bool(controls["play"]) and not controls["reset"]
+if controls["step"]:
+    run.advance(s.steps_per_tick)
+playing = st.session_state.get("rl_playing", False)
+
+
+@st.fragment(run_every=0.4 if playing else None)
+def live_panels():
+    if st.session_state.get("rl_playing", False):
+        run.advance(s.steps_per_tick)
+    c = st.columns(3)
+    c[0].metric("Step", run.step)
+    c[1].metric("Student-steps/s", f"{run.steps_per_s:.0f}",
+                help="Training steps per second summed over the rules (all in one vmapped call).")
+    c[2].metric("Rules", len(run.rules))
+    steps = list(range(1, len(run.loss) + 1))
+    a, b = st.columns(2)
+    with a:
+        live_plot(figures.rules_figure(steps, run.loss, run.rules, "Loss (mean of 10)", "loss",
+                                       log=True, smooth=10), key="rl_loss", height=300)
+    with b:
+        live_plot(figures.rules_figure(steps, run.alignment, run.rules,
+                                       "∠(Wᵀ, B), output layer", "degrees"),
+                  key="rl_align", height=300)
+    a, b = st.columns(2)
+    with a:
+        live_plot(figures.rules_figure(steps, run.update_angle, run.rules,
+                                       "Update vs backprop ∠(Δh, Δh_BP)",
+                                       "degrees", smooth=10), key="rl_update", height=300)
+    with b:
+        import numpy as np
+
+        rec = np.asarray(run.recovery)[:, :, 0]
+        live_plot(figures.rules_figure(run.recovery_steps, rec, run.rules,
+                                       "Hidden weights: rel. error", "rel. error"),
+                  key="rl_recovery", height=300)
+    st.dataframe(pd.DataFrame(run.table()), hide_index=True, width="stretch")
+
+
+live_panels()
