@@ -139,3 +139,24 @@ def test_four_visitors_train_at_once(browser, app_url: str):
     finally:
         for c in contexts:
             c.close()
+
+
+def test_learning_rules_page_plays_live(page: Page, app_url: str):
+    page.goto(f"{app_url}/learning_rules?rl_rules=bp&rl_rules=kp")
+    wait_idle(page, settle_ms=800)
+    assert_no_exception(page)
+    frame = _chart_frame(page, "rl_align")
+    tag = frame.evaluate(TAG_JS)
+    start = _step(page)
+    page.get_by_role("button", name="Play").click()
+    seen, deadline = {start}, time.monotonic() + 40
+    while time.monotonic() < deadline and len(seen) < 3:
+        page.wait_for_timeout(800)
+        seen.add(_step(page))
+        assert frame.evaluate(READ_JS)["tag"] == tag, "the alignment chart was remounted"
+    assert len(seen) >= 3 and max(seen) > start, f"steps seen: {sorted(seen)}"
+    assert_no_exception(page)
+    names = frame.evaluate("() => document.getElementById('plot').data.map(t => t.name)")
+    assert names == ["bp", "kp"]
+    page.screenshot(path=str(SHOTS / "learning_rules_playing.png"), full_page=True)
+    page.get_by_role("button", name="Pause").click()
