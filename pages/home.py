@@ -37,6 +37,11 @@ with g3.container(border=True):
     st.page_link("pages/neuron.py", label="Open the resonance demo", icon=":material/graphic_eq:",
                  query_params={"input": "doublet", "isi": "100", "f": "10.0", "b": "-5.0"})
 
+st.page_link("pages/gradients.py", label="How faithful is each surrogate gradient? → Gradients",
+             icon=":material/functions:")
+st.page_link("pages/learning_rules.py", label="Learning without weight transport → Learning rules",
+             icon=":material/alt_route:")
+
 st.subheader("Presets")
 st.markdown("\n".join(f"- **{r['name']}** ({r['layers']} {r['model'].upper()}, learns "
                       f"{r['learn']}): {r['description']}" for r in resources.preset_rows()))
