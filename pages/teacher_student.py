@@ -28,7 +28,7 @@ controls = widgets.run_controls_ui(disabled=invalid is not None)
 status, changed = ("unchanged", []) if invalid else resources.configure_run(slot, cfg, reset=controls["reset"])
 run = slot.run
 if status == "restarted" and changed:
-    st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher or shape).", icon="🔄")
+    st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher, shape or rule).", icon="🔄")
 if controls["play"]:
     st.session_state["ts_playing"] = True
 if controls["pause"] or controls["reset"] or (status == "restarted" and changed):

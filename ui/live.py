@@ -37,7 +37,8 @@ MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
                   "damping_range", "reset", "psp_norm", "tau_syn", "input_rate", "target_rate",
-                  "n_patterns", "teacher_seed", "student_seed", "optimizer", "threshold")
+                  "n_patterns", "teacher_seed", "student_seed", "optimizer", "threshold",
+                  "feedback")
 
 
 def restart_key(cfg: Config) -> tuple:

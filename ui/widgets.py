@@ -153,7 +153,7 @@ def preset_values(name: str) -> dict:
             "loss": c.loss, "opt": c.optimizer, "lr": _nearest(LRS, c.lr), "rg": c.reset_grad,
             "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
             "psp": c.psp_norm, "tsyn": c.tau_syn * 1e3, "tsmodel": c.model.upper(),
-            "np": c.n_patterns, "vrt": c.vr_tau * 1e3}
+            "np": c.n_patterns, "vrt": c.vr_tau * 1e3, "fb": c.feedback}
 
 
 def _apply_preset():
@@ -199,11 +199,17 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
         spt = st.select_slider("Steps per tick", STEPS_PER_TICK, 20, key="spt", bind="query-params")
         opt = d["opt"]
         rg = d["rg"]
+        fb = d["fb"]
         if not demo:
             opt = st.selectbox("Optimizer", list(core.OPTIMIZERS),
                                index=list(core.OPTIMIZERS).index(d["opt"]), key="opt", bind="query-params")
             rg = st.radio("Reset gradient", ["detach", "through"], index=["detach", "through"].index(d["rg"]),
                           key="rg", bind="query-params", horizontal=True)
+            fb = st.selectbox("Credit assignment", list(core.FEEDBACKS),
+                              index=list(core.FEEDBACKS).index(d["fb"]), key="fb", bind="query-params",
+                              help="How the error reaches hidden layers: bp (Wᵀ), fa, sign, kp, wm, "
+                                   "dfa. Changing it restarts the run; compare rules side by side "
+                                   "on the Learning rules page.")
     adv = {k: d[k] for k in ("T", "B", "th", "psp", "tsyn", "tsmodel", "np", "vrt")}
     if not demo:
         with sb.expander("Advanced", expanded=False):
@@ -225,7 +231,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
            "loss": loss, "optimizer": opt, "lr": float(lr), "reset_grad": rg, "T": int(adv["T"]),
            "batch": int(adv["B"]), "threshold": float(adv["th"]), "psp_norm": bool(adv["psp"]),
            "tau_syn": float(adv["tsyn"]) / 1e3, "model": adv["tsmodel"].lower(),
-           "n_patterns": int(adv["np"]), "vr_tau": float(adv["vrt"]) / 1e3}
+           "n_patterns": int(adv["np"]), "vr_tau": float(adv["vrt"]) / 1e3, "feedback": fb}
     return TSSettings(preset, raw, int(spt))
 
 

@@ -198,7 +198,7 @@ def test_teacher_seed_restarts_and_learning_rate_continues():
     _assert_clean(at)
     assert _step(at) == 0
     assert _metric(at, "Loss") == "–"
-    assert [t.value for t in at.toast] == ["Restarted: teacher_seed changed (a new teacher or shape)."]
+    assert [t.value for t in at.toast] == ["Restarted: teacher_seed changed (a new teacher, shape or rule)."]
     _, teacher2 = _trace(at, "ts_membrane", "teacher")
     assert teacher2.shape == teacher0.shape
     assert not np.allclose(teacher2, teacher0)
