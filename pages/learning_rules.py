@@ -23,7 +23,7 @@ except core.ConfigError as e:
     st.session_state["rl_playing"] = False
     st.stop()
 
-controls = widgets.rules_controls_ui()
+controls = widgets.run_controls_ui(prefix="rl")
 rebuilt = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
 run = slot.run
 if controls["play"]:

@@ -247,14 +247,16 @@ def to_config(s: TSSettings):
     return core.from_dict({k: v for k, v in raw.items()}, base=base)
 
 
-def run_controls_ui(disabled: bool = False) -> dict:
-    """Play / Pause / Step / Reset buttons; returns which was pressed."""
+def run_controls_ui(disabled: bool = False, prefix: str = "ts") -> dict:
+    """Play / Pause / Step / Reset buttons (keys ``{prefix}_play`` ...);
+    returns which was pressed."""
     with st.container(horizontal=True):
-        play = st.button("Play", key="ts_play", type="primary", icon=":material/play_arrow:",
-                         disabled=disabled)
-        pause = st.button("Pause", key="ts_pause", icon=":material/pause:", disabled=disabled)
-        step = st.button("Step", key="ts_step", icon=":material/skip_next:", disabled=disabled)
-        reset = st.button("Reset", key="ts_reset", icon=":material/restart_alt:", disabled=disabled)
+        play = st.button("Play", key=f"{prefix}_play", type="primary",
+                         icon=":material/play_arrow:", disabled=disabled)
+        pause = st.button("Pause", key=f"{prefix}_pause", icon=":material/pause:", disabled=disabled)
+        step = st.button("Step", key=f"{prefix}_step", icon=":material/skip_next:", disabled=disabled)
+        reset = st.button("Reset", key=f"{prefix}_reset", icon=":material/restart_alt:",
+                          disabled=disabled)
     return {"play": play, "pause": pause, "step": step, "reset": reset}
 
 
@@ -395,13 +397,3 @@ def rules_config(s: RulesSettings):
     hidden = parse_layers(s.hidden, "student_hidden") if str(s.hidden).strip() else ()
     return base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
                         surrogate=s.surrogate, scale=s.scale)
-
-
-def rules_controls_ui(disabled: bool = False) -> dict:
-    with st.container(horizontal=True):
-        play = st.button("Play", key="rl_play", type="primary", icon=":material/play_arrow:",
-                         disabled=disabled)
-        pause = st.button("Pause", key="rl_pause", icon=":material/pause:", disabled=disabled)
-        step = st.button("Step", key="rl_step", icon=":material/skip_next:", disabled=disabled)
-        reset = st.button("Reset", key="rl_reset", icon=":material/restart_alt:", disabled=disabled)
-    return {"play": play, "pause": pause, "step": step, "reset": reset}

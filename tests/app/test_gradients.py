@@ -2,23 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tests.app.conftest import ROOT
 
 pytestmark = [pytest.mark.timeout(300)]
-
-
-@pytest.fixture(autouse=True)
-def _repo_root_cwd(monkeypatch):
-    monkeypatch.chdir(ROOT)
 
 
 def _page():

@@ -1,26 +1,19 @@
 """AppTest of the Learning rules page (rules side by side, one vmapped step)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.app.test_teacher_student import _array, _components, _spec  # noqa: E402
+from tests.app.conftest import ROOT
+from tests.app.test_teacher_student import _array, _components, _spec
 
 pytestmark = [pytest.mark.timeout(400)]
 
 
 @pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
-    monkeypatch.chdir(ROOT)
+def _fresh():
     st.cache_resource.clear()      # AppTest sessions share one id: no run carries over
     yield
     st.cache_resource.clear()
