@@ -303,7 +303,14 @@ def surrogate_shapes_figure(v, curves: dict, norm: str) -> go.Figure:
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2)))
     fig.update_xaxes(title_text="v = y − θ")
     fig.update_yaxes(title_text="g(v)")
-    return _layout(fig, f"Surrogate shapes (normalised by {norm})", height=360)
+    return _side_legend(_layout(fig, f"Surrogate shapes (normalised by {norm})", height=360))
+
+
+def _side_legend(fig: go.Figure) -> go.Figure:
+    """Legend in a column right of the plot (many traces would cover the title)."""
+    fig.update_layout(legend=dict(orientation="v", x=1.02, y=1.0, xanchor="left", yanchor="top"),
+                      margin=dict(r=130))
+    return fig
 
 
 def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> go.Figure:
@@ -320,7 +327,7 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
     fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dot", width=1))
     fig.update_xaxes(title_text="scale β", type="log")
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05])
-    return _layout(fig, title, height=380)
+    return _side_legend(_layout(fig, title, height=380))
 
 
 # ---- Learning rules page ---------------------------------------------------------
