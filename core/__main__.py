@@ -1,4 +1,9 @@
-"""Command line: ``python -m core {presets,train,bench}``.
+"""Command line: ``python -m core {presets,train,fidelity,bench,runs}``.
+
+``train ... --save [--name N] [--tags a,b] [--store DIR]`` stores the run
+(``core.store``) and adds ``run_id`` to the JSON output; ``runs
+list|show ID|export ID PATH|import PATH|delete ID|check`` manage stored runs
+(``--store DIR``, default ``$RESONANCE_RUNS_DIR`` or ``runs``; ``--json``).
 
 Bad input prints one line on stderr naming the field and what is allowed and
 exits with code 2 (never a traceback).
@@ -59,6 +64,13 @@ def _cmd_train(args) -> int:
 
     try:
         cfg = _config_from_args(args)
+        if args.save:   # refuse a bad name or tag before training, not after
+            from .store import _check_name, _check_tags
+
+            _check_name(args.name or args.preset)
+            _check_tags(_tags(args.tags))
+        elif args.name is not None or args.tags is not None or args.store is not None:
+            raise ConfigError("save", "--name, --tags and --store need --save.")
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
     import jax
@@ -99,6 +111,8 @@ def _cmd_train(args) -> int:
         "config": cfg.to_dict(),
         **ev,
     }
+    if args.save:
+        result["run_id"] = _save_run(args, exp, hist, result)
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_none_for_nan))
     else:
@@ -113,6 +127,85 @@ def _cmd_train(args) -> int:
             angs = ", ".join(fmt(v) for v in result["alignment_deg"])
             print(f"  feedback {cfg.feedback}: angle(W^T, B) [{angs}] deg, "
                   f"update angle to backprop {fmt(result['update_angle_deg'])} deg")
+        if args.save:
+            print(f"  saved as run {result['run_id']}")
+    return 0
+
+
+def _tags(text):
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def _open_store(args, create=True):
+    from .store import RunStore
+
+    return RunStore(args.store, create=create)
+
+
+def _save_run(args, exp, hist, result) -> str:
+    from .config import ConfigError
+
+    metrics = {k: v for k, v in result.items() if k not in ("config", "preset")}
+    try:
+        with _open_store(args) as store:
+            return store.save(exp, hist, name=args.name or args.preset, tags=_tags(args.tags),
+                              metrics=metrics)
+    except ConfigError as e:
+        _fail(e.field, str(e).split(": ", 1)[1])
+    except OSError as e:
+        _fail("store", f"cannot write the run ({e}).")
+
+
+def _cmd_runs(args) -> int:
+    from .config import ConfigError
+
+    try:
+        with _open_store(args, create=args.action == "import") as store:
+            out = _runs_action(store, args)
+    except ConfigError as e:
+        _fail(e.field, str(e).split(": ", 1)[1])
+    except OSError as e:
+        _fail(getattr(e, "filename", None) or "store", f"{e.strerror or e}.")
+    return out
+
+
+def _runs_action(store, args) -> int:
+    act = args.action
+    if act == "list":
+        rows = store.list(tags=_tags(args.tags) or None, status=args.status)
+        if args.json:
+            print(json.dumps(rows, allow_nan=False))
+        for r in rows if not args.json else ():
+            loss = r["metrics"].get("final_loss")
+            loss = "n/a" if loss is None else f"{loss:.4f}"
+            print(f"{r['id']}  {r['created'][:19]}  {r['status']:8s} "
+                  f"{'->'.join(map(str, r['layers']))} {r['feedback']:4s} loss {loss}  "
+                  f"{r['name']}  [{','.join(r['tags'])}]")
+    elif act == "show":
+        run = store.get(args.run_id)
+        if args.json:
+            print(json.dumps(run, allow_nan=False))
+        else:
+            for k in ("id", "created", "name", "tags", "status", "arrays"):
+                print(f"{k:10s} {run[k]}")
+            print("metrics    " + json.dumps(run["metrics"]))
+            print("config     " + json.dumps(run["config"]))
+            print("histories  " + ", ".join(f"{k} ({len(v) if v else 0})"
+                                            for k, v in run["histories"].items()))
+    elif act == "export":
+        path = store.export(args.run_id, args.path)
+        print(json.dumps({"run_id": args.run_id, "path": str(path)}) if args.json else str(path))
+    elif act == "import":
+        run_id = store.import_(args.path)
+        print(json.dumps({"run_id": run_id}) if args.json else run_id)
+    elif act == "delete":
+        store.delete(args.run_id)
+        print(json.dumps({"deleted": args.run_id}) if args.json else f"deleted {args.run_id}")
+    elif act == "check":
+        report = store.check(deep=True)
+        print(json.dumps(report) if args.json else
+              "\n".join(f"{k}: {v}" for k, v in report.items()))
+        return 0 if report["ok"] else 1
     return 0
 
 
@@ -204,6 +297,10 @@ def main(argv=None) -> int:
     t.add_argument("--chunk", type=int, default=50)
     t.add_argument("--json", action="store_true")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--save", action="store_true", help="store the run (see `runs`)")
+    t.add_argument("--name", help="run name (default: the preset)")
+    t.add_argument("--tags", help="comma list of tags")
+    t.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
     f = sub.add_parser("fidelity", help="cosine of surrogate gradients with the smoothed-loss "
                                         "gradient and the direction to the teacher")
     f.add_argument("--preset", required=True)
@@ -219,6 +316,21 @@ def main(argv=None) -> int:
     b.add_argument("configs", nargs="*", default=["small", "medium"])
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--json", action="store_true")
+    common = _Parser(add_help=False)
+    common.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
+    common.add_argument("--json", action="store_true")
+    r = sub.add_parser("runs", help="stored runs: list, show, export, import, delete, check")
+    acts = r.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    a = acts.add_parser("list", parents=[common], help="list runs")
+    a.add_argument("--tags", help="only runs with all these tags (comma list)")
+    a.add_argument("--status", help="only runs with this status")
+    acts.add_parser("show", parents=[common], help="one run as JSON").add_argument("run_id")
+    a = acts.add_parser("export", parents=[common], help="write a .zip bundle")
+    a.add_argument("run_id")
+    a.add_argument("path")
+    acts.add_parser("import", parents=[common], help="add a run from a bundle").add_argument("path")
+    acts.add_parser("delete", parents=[common], help="remove a run").add_argument("run_id")
+    acts.add_parser("check", parents=[common], help="integrity and file checks")
     args = p.parse_args(argv)
     from .runtime import enable_compilation_cache
 
@@ -226,7 +338,7 @@ def main(argv=None) -> int:
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")
     return {"presets": _cmd_presets, "train": _cmd_train, "bench": _cmd_bench,
-            "fidelity": _cmd_fidelity}[args.cmd](args)
+            "fidelity": _cmd_fidelity, "runs": _cmd_runs}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,844 @@
+"""Durable run store: a SQLite index plus one ``.npz`` of arrays per run.
+
+Layout of a store folder (default ``runs/``; ``$RESONANCE_RUNS_DIR`` or the
+CLI's ``--store DIR`` override it)::
+
+    index.sqlite          one row per run (WAL mode, synchronous=FULL)
+    arrays/<run_id>.npz   final parameters, feedback matrices, snapshots
+
+A row holds the run's id (uuid4 hex), creation time (UTC ISO 8601), name,
+tags, status (one of :data:`STATUSES`), the full configuration
+(``Config.to_dict``), metric histories and final metrics, all as JSON with
+NaN and infinities stored as ``null``.
+
+Arrays (all float32 unless noted; ``i`` is the layer, ``l`` the hidden layer):
+
+* ``L{i}_w`` ``(n_in, n_out)``, ``L{i}_phi``, ``L{i}_rho``, ``L{i}_reset_x``,
+  ``L{i}_reset_y`` ``(n_out,)`` -- the student's final ``LayerParams``;
+  shapes from ``cfg.student_layers``.
+* ``fb{l}`` -- ``TrainState.feedback`` (fa, kp, wm: shaped like
+  ``W_{l+1}``; dfa: ``(n_l, n_out)``; none for bp and sign).
+* optional snapshots: ``snap_step`` ``(S,)`` int64 and ``snap_L{i}_{field}``
+  ``(S, ...)``.
+
+Durability: the ``.npz`` is written to a temporary file in ``arrays/``,
+fsynced, renamed into place and the folder fsynced *before* the row that
+refers to it is committed (in a ``BEGIN IMMEDIATE`` transaction).  A crash
+can leave an orphan array file (reported by :meth:`RunStore.check`), never a
+row without its file.  Deleting removes the row first, then the file.
+
+Loading never unpickles and never trusts a file: every member's ``.npy``
+header is parsed and its dtype and shape are checked against those the
+configuration implies (and a size cap) before any data is read; NaN,
+infinities, object arrays and unknown keys are refused.  Errors are
+:class:`StoreError` (a :class:`~core.config.ConfigError`) naming the file
+or field and what to do.
+
+Export bundle (:meth:`RunStore.export`): one ``.zip`` holding ``run.json``
+(``{"format": "resonance-run", "version": 1, "id", "created", "name",
+"tags", "status", "config", "histories", "metrics"}``) and ``arrays.npz``.
+
+This module imports no JAX at import time (``load_params`` builds
+``core.network.LayerParams`` lazily), so a store can be opened cheaply.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .config import Config, ConfigError, from_dict
+
+STATUSES = ("running", "done", "diverged", "stopped")
+PARAM_FIELDS = ("w", "phi", "rho", "reset_x", "reset_y")
+FEEDBACK_LIKE_W = ("fa", "kp", "wm")   # feedback matrices shaped like W_{l+1}
+INDEX_NAME = "index.sqlite"
+ARRAYS_DIR = "arrays"
+ENV_VAR = "RESONANCE_RUNS_DIR"
+DEFAULT_DIR = "runs"
+SCHEMA_VERSION = 1
+BUNDLE_FORMAT = "resonance-run"
+
+MAX_SNAPSHOT_BYTES = 512 * 2**20   # all snapshot arrays of one run together
+MAX_JSON_BYTES = 64 * 2**20        # run.json / config files
+MAX_HEADER_BYTES = 10_000          # one .npy header (numpy's own default)
+MAX_NAME = 200
+MAX_TAGS = 32
+MAX_TAG = 64
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_F32 = np.dtype("<f4")
+_I64 = np.dtype("<i8")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id        TEXT PRIMARY KEY,
+    created   TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    tags      TEXT NOT NULL,
+    status    TEXT NOT NULL CHECK (status IN ('running', 'done', 'diverged', 'stopped')),
+    config    TEXT NOT NULL,
+    histories TEXT NOT NULL,
+    metrics   TEXT NOT NULL,
+    arrays    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+"""
+_COLUMNS = ("id", "created", "name", "tags", "status", "config", "histories", "metrics",
+            "arrays")
+
+
+class StoreError(ConfigError):
+    """The store or a run file is unusable.  ``field`` names the file, run or
+    setting; the message says what is wrong and what to do."""
+
+
+def default_path() -> Path:
+    """The store folder: ``$RESONANCE_RUNS_DIR`` or ``runs``."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_DIR)
+
+
+# --------------------------------------------------------------------------
+# small helpers
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(target: Path, write) -> None:
+    """``write(fileobj)`` into a temp file beside ``target``, fsync, rename, fsync folder."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def _jsonable(x: Any, field: str) -> Any:
+    """Plain JSON value of ``x``: arrays to lists, NaN/inf to None."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v, f"{field}.{k}") for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v, field) for v in x]
+    if isinstance(x, np.generic) or hasattr(x, "__array__"):
+        a = np.asarray(x)
+        if a.dtype.hasobject:
+            raise StoreError(field, "object arrays cannot be stored; give numbers.")
+        return _jsonable(a.tolist(), field)
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    raise StoreError(field, f"cannot store a {type(x).__name__}; give numbers, strings or lists.")
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(x, allow_nan=False, separators=(",", ":"))
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not allowed (use null)")
+
+
+def _loads(text: str | bytes, field: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreError(field, f"is not valid JSON ({e}).") from None
+
+
+def _check_id(run_id: Any) -> str:
+    if not isinstance(run_id, str) or not _ID.match(run_id):
+        raise StoreError("run_id", f"must be 32 lowercase hex digits, got {run_id!r}; "
+                                   "`python -m core runs list` shows the ids.")
+    return run_id
+
+
+def _check_name(name: Any, field: str = "name") -> str:
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise StoreError(field, f"must be a string of at most {MAX_NAME} characters.")
+    return name
+
+
+def _check_tags(tags: Any, field: str = "tags") -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
+        raise StoreError(field, f"must be a list of strings, got {tags!r}.")
+    if len(tags) > MAX_TAGS:
+        raise StoreError(field, f"at most {MAX_TAGS} tags, got {len(tags)}.")
+    out = []
+    for i, t in enumerate(tags):
+        if not isinstance(t, str) or not t.strip() or len(t) > MAX_TAG or "," in t:
+            raise StoreError(f"{field}[{i}]", f"must be a non-empty string of at most {MAX_TAG} "
+                                              f"characters without commas, got {t!r}.")
+        if t.strip() not in out:
+            out.append(t.strip())
+    return out
+
+
+def _check_status(status: Any, field: str = "status") -> str:
+    if status not in STATUSES:
+        raise StoreError(field, f"unknown status {status!r}; choose one of {', '.join(STATUSES)}.")
+    return status
+
+
+def _check_created(created: Any, field: str = "created") -> str:
+    try:
+        t = _dt.datetime.fromisoformat(created)
+    except (TypeError, ValueError):
+        raise StoreError(field, f"must be an ISO 8601 time, got {created!r}.") from None
+    if t.tzinfo is None or t.utcoffset() != _dt.timedelta(0):
+        raise StoreError(field, f"must be in UTC (+00:00), got {created!r}.")
+    return created
+
+
+def _config_of(d: Any, field: str) -> Config:
+    try:
+        return from_dict(d)
+    except ConfigError as e:
+        raise StoreError(f"{field}.{e.field}", str(e).split(": ", 1)[1]) from None
+
+
+# --------------------------------------------------------------------------
+# array layout and validated reading
+def expected_arrays(cfg: Config, layers: Sequence[int] | None = None,
+                    feedback: bool = True) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Name -> (shape, dtype) of every array a run of ``cfg`` must hold.
+
+    ``layers`` defaults to ``cfg.student_layers``; ``feedback`` adds the
+    feedback matrices of ``cfg.feedback`` (see ``core.feedback.references``).
+    """
+    sl = tuple(layers if layers is not None else cfg.student_layers)
+    out = {}
+    for i, (a, b) in enumerate(zip(sl[:-1], sl[1:])):
+        out[f"L{i}_w"] = ((a, b), _F32)
+        for f in PARAM_FIELDS[1:]:
+            out[f"L{i}_{f}"] = ((b,), _F32)
+    if feedback and cfg.feedback in FEEDBACK_LIKE_W + ("dfa",):
+        for l in range(len(sl) - 2):
+            cols = sl[l + 2] if cfg.feedback in FEEDBACK_LIKE_W else sl[-1]
+            out[f"fb{l}"] = ((sl[l + 1], cols), _F32)
+    return out
+
+
+def _snapshot_arrays(cfg: Config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Snapshot arrays, shapes without their leading (S,) axis."""
+    params = expected_arrays(cfg, feedback=False)
+    return {"snap_step": ((), _I64), **{f"snap_{k}": v for k, v in params.items()}}
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _read_header(fp, where: str):
+    try:
+        version = npy_format.read_magic(fp)
+        if version == (1, 0):
+            return npy_format.read_array_header_1_0(fp, max_header_size=MAX_HEADER_BYTES)
+        if version == (2, 0):
+            return npy_format.read_array_header_2_0(fp, max_header_size=MAX_HEADER_BYTES)
+    except (ValueError, SyntaxError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise StoreError(where, f"is not a valid .npy array ({e}); the file is damaged or was "
+                                "not written by Resonance Lab.") from None
+    raise StoreError(where, f"unsupported .npy format version {version}.")
+
+
+def read_npz(path: str | os.PathLike, expected: Mapping[str, tuple], *,
+             snapshots: Mapping[str, tuple] | None = None, label: str | None = None
+             ) -> dict[str, np.ndarray]:
+    """Read ``path`` (an ``.npz``) holding exactly the arrays ``expected``.
+
+    Every member must be a ``.npy`` whose header declares exactly the expected
+    dtype and shape; headers are all checked before any data is read, so a
+    crafted file (pickle, object array, huge declared shape) costs no more
+    memory than a valid one.  ``snapshots`` names optional arrays (all or
+    none) whose shapes are ``(S, *shape)`` for one common ``S`` with their
+    total size at most ``MAX_SNAPSHOT_BYTES``.  Values must be finite.
+    """
+    path = Path(path)
+    label = label or str(path)
+    snapshots = snapshots or {}
+    fixed = sum(_nbytes(s, d) for s, d in expected.values())
+    cap = fixed + (MAX_SNAPSHOT_BYTES if snapshots else 0) + 4096 * (len(expected) + len(snapshots) + 4)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise StoreError(label, f"cannot be read ({e.strerror}).") from None
+    if size > cap:
+        raise StoreError(label, f"is {size} bytes, more than the {cap} its configuration allows; "
+                                "it does not belong to this configuration.")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise StoreError(label, f"is not an .npz archive ({e}).") from None
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            raise StoreError(label, "holds a duplicated array name; the file was tampered with.")
+        members = {}
+        for info in infos:
+            key = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if key is None or (key not in expected and key not in snapshots):
+                known = ", ".join(sorted(expected) + sorted(snapshots))
+                raise StoreError(f"{label}:{info.filename}",
+                                 f"unknown array; this configuration allows only {known}.")
+            if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED,
+                                                                   zipfile.ZIP_DEFLATED):
+                raise StoreError(f"{label}:{key}", "is encrypted or uses an unsupported compression.")
+            members[key] = info
+        missing = sorted(set(expected) - set(members))
+        if missing:
+            raise StoreError(f"{label}:{missing[0]}", "is missing from the file.")
+        snap_present = sorted(set(snapshots) & set(members))
+        if snap_present and len(snap_present) != len(snapshots):
+            absent = sorted(set(snapshots) - set(members))
+            raise StoreError(f"{label}:{absent[0]}", "is missing (snapshots must be complete).")
+        # pass 1: headers only
+        plan, n_snap = {}, None
+        for key, info in members.items():
+            where = f"{label}:{key}"
+            with zf.open(info) as fp:
+                shape, fortran, dtype = _read_header(fp, where)
+            want_shape, want_dtype = expected[key] if key in expected else snapshots[key]
+            if dtype.hasobject or dtype != want_dtype:
+                raise StoreError(where, f"has dtype {dtype.str}, expected {want_dtype.str}"
+                                        f"{' (object arrays are never loaded)' if dtype.hasobject else ''}.")
+            if key in snapshots:
+                if len(shape) != len(want_shape) + 1 or shape[1:] != tuple(want_shape):
+                    raise StoreError(where, f"has shape {shape}, expected (S, {', '.join(map(str, want_shape))}).")
+                n_snap = shape[0] if n_snap is None else n_snap
+                if shape[0] != n_snap:
+                    raise StoreError(where, f"has {shape[0]} snapshots, other arrays {n_snap}.")
+            elif tuple(shape) != tuple(want_shape):
+                raise StoreError(where, f"has shape {tuple(shape)}, expected {tuple(want_shape)} "
+                                        "from the configuration.")
+            plan[key] = (tuple(shape), bool(fortran), dtype)
+        snap_bytes = sum(_nbytes(*plan[k][::2]) for k in snap_present)
+        if snap_bytes > MAX_SNAPSHOT_BYTES:
+            raise StoreError(label, f"snapshots take {snap_bytes} bytes, more than the "
+                                    f"{MAX_SNAPSHOT_BYTES} allowed.")
+        # pass 2: data, exactly the declared number of bytes
+        out = {}
+        for key, (shape, fortran, dtype) in plan.items():
+            where = f"{label}:{key}"
+            buf = bytearray(_nbytes(shape, dtype))
+            try:
+                with zf.open(members[key]) as fp:
+                    _read_header(fp, where)
+                    view, got = memoryview(buf), 0
+                    while got < len(buf):
+                        n = fp.readinto(view[got:])
+                        if not n:
+                            break
+                        got += n
+                    extra = fp.read(1)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise StoreError(where, f"cannot be read ({e}); the file is damaged.") from None
+            if got != len(buf) or extra:
+                raise StoreError(where, "holds a different amount of data than its header "
+                                        "declares; the file is damaged or crafted.")
+            a = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise StoreError(where, "contains NaN or infinite values; it cannot be loaded.")
+            out[key] = np.ascontiguousarray(a)
+    return out
+
+
+def _params_arrays(params, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for i, lp in enumerate(params):
+        for f in PARAM_FIELDS:
+            out[f"{prefix}L{i}_{f}"] = np.asarray(getattr(lp, f), dtype=np.float32)
+    return out
+
+
+def _params_of(arrays: Mapping[str, np.ndarray], n_layers: int, prefix: str = "") -> tuple:
+    from .network import LayerParams   # imports JAX; only when parameters are wanted
+
+    return tuple(LayerParams(*(arrays[f"{prefix}L{i}_{f}"] for f in PARAM_FIELDS))
+                 for i in range(n_layers))
+
+
+def _write_npz(f, arrays: Mapping[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)
+
+
+# --------------------------------------------------------------------------
+# standalone files
+def load_config_file(path: str | os.PathLike) -> Config:
+    """A validated :class:`Config` from a JSON file (an object of settings)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise StoreError(str(path), f"is larger than {MAX_JSON_BYTES} bytes; not a config file.")
+        text = path.read_bytes()
+    except OSError as e:
+        raise StoreError(str(path), f"cannot be read ({e.strerror}).") from None
+    return _config_of(_loads(text, str(path)), str(path))
+
+
+def save_weights_file(path: str | os.PathLike, params) -> None:
+    """Write ``params`` (LayerParams per layer) as an ``.npz`` that
+    :func:`load_weights_file` reads (atomically)."""
+    path = Path(path)
+    arrays = _params_arrays(params)
+    for k, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise StoreError(k, "contains NaN or infinite values.")
+    _atomic_write(path, lambda f: _write_npz(f, arrays))
+
+
+def load_weights_file(path: str | os.PathLike, cfg: Config, which: str = "teacher") -> tuple:
+    """Network parameters from an ``.npz`` of ``L{i}_{w,phi,rho,reset_x,reset_y}``,
+    validated against ``cfg``: shapes from ``cfg.layers`` (``which="teacher"``)
+    or ``cfg.student_layers`` (``"student"``).  Returns LayerParams per layer."""
+    if which not in ("teacher", "student"):
+        raise StoreError("which", f"must be teacher or student, got {which!r}.")
+    layers = cfg.layers if which == "teacher" else cfg.student_layers
+    arrays = read_npz(path, expected_arrays(cfg, layers, feedback=False))
+    return _params_of(arrays, len(layers) - 1)
+
+
+# --------------------------------------------------------------------------
+# the store
+class RunStore:
+    """Runs of a store folder (see the module docstring); safe from many
+    threads (one SQLite connection per thread) and many processes (WAL,
+    ``BEGIN IMMEDIATE``).
+
+    ``create=False`` refuses a folder without an index instead of starting one.
+    A corrupt index, or a missing one beside existing array files, is never
+    replaced: :class:`StoreError` says what to do.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = True,
+                 timeout: float = 60.0):
+        self.path = Path(path) if path is not None else default_path()
+        self.index = self.path / INDEX_NAME
+        self.arrays_dir = self.path / ARRAYS_DIR
+        self._timeout = timeout
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if not self.index.exists():
+            orphans = list(self.arrays_dir.glob("*.npz")) if self.arrays_dir.is_dir() else []
+            if orphans:
+                raise StoreError(str(self.index), f"is missing but {len(orphans)} array files exist "
+                                 f"in {self.arrays_dir}; restore index.sqlite from a backup (the "
+                                 "store was not modified), or move the folder aside to start anew.")
+            if not create:
+                raise StoreError(str(self.index), "no run index here; save a run first "
+                                 "(`python -m core train ... --save`) or pass --store DIR.")
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.arrays_dir.mkdir(exist_ok=True)
+        self._open_schema()
+
+    # ---- connections ----------------------------------------------------
+    def _corrupt(self, e: Exception) -> StoreError:
+        return StoreError(str(self.index), f"is not a readable run index ({e}); it was left "
+                          "untouched. Restore it from a backup, or move it aside and re-import "
+                          "exported runs with `python -m core runs import`.")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.index, timeout=self._timeout, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            except sqlite3.DatabaseError as e:
+                raise self._corrupt(e) from None
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _open_schema(self) -> None:
+        conn = self._conn()
+        try:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "runs" not in tables:
+                raise StoreError(str(self.index), "is an SQLite file but not a run index (no "
+                                 "`runs` table); point --store at a run folder.")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            if "runs" not in tables:
+                with self._write() as c:
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            c.execute(stmt)
+                    c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from None
+        if cols != _COLUMNS:
+            raise StoreError(str(self.index), f"has an unknown layout (columns {', '.join(cols)}); "
+                             "it was written by another version. Export runs with that version.")
+
+    class _Tx:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def __enter__(self):
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            else:
+                self.conn.execute("ROLLBACK")
+            return False
+
+    def _write(self) -> "RunStore._Tx":
+        return RunStore._Tx(self._conn())
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for c in self._conns:
+                c.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- writing --------------------------------------------------------
+    def _array_path(self, run_id: str) -> Path:
+        return self.arrays_dir / f"{run_id}.npz"
+
+    def _insert(self, row: dict, arrays: Mapping[str, np.ndarray]) -> str:
+        """Write the arrays durably, then commit the row (removing the file if that fails)."""
+        target = self._array_path(row["id"])
+        _atomic_write(target, lambda f: _write_npz(f, arrays))
+        try:
+            with self._write() as c:
+                c.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(_COLUMNS))})", [row[k] for k in _COLUMNS])
+        except sqlite3.IntegrityError:
+            raise StoreError("run_id", f"{row['id']} is already in the store.") from None
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return row["id"]
+
+    def save(self, exp, history: Mapping[str, Any] | None = None, *, name: str = "",
+             tags: Sequence[str] = (), status: str | None = None,
+             metrics: Mapping[str, Any] | None = None, snapshots=None) -> str:
+        """Store ``exp`` (an ``Experiment``: ``cfg``, ``state.params``,
+        ``state.feedback``) and its training ``history``; returns the run id.
+
+        Array-valued history entries (``loss``, ``alignment_deg``, ...) become
+        histories, scalar ones final metrics, merged with ``metrics``.
+        ``status`` defaults to diverged or done from the history.
+        ``snapshots``: optional ``(steps (S,), params with a leading (S,) axis)``.
+        The arrays file is durable before the row is committed.
+        """
+        cfg = exp.cfg
+        history = dict(history or {})
+        hist, final = {}, {}
+        for k, v in history.items():
+            is_series = v is not None and np.ndim(v) >= 1
+            (hist if is_series or k in ("update_angle_deg",) else final)[k] = v
+        final.update(metrics or {})
+        status = status or ("diverged" if history.get("diverged") else "done")
+        arrays = _params_arrays(exp.state.params)
+        for l, b in enumerate(getattr(exp.state, "feedback", ()) or ()):
+            arrays[f"fb{l}"] = np.asarray(b, dtype=np.float32)
+        if snapshots is not None:
+            steps, sparams = snapshots
+            arrays["snap_step"] = np.asarray(steps, dtype=np.int64)
+            arrays.update(_params_arrays(sparams, "snap_"))
+        self._check_arrays(cfg, arrays)
+        row = {"id": uuid.uuid4().hex,
+               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+               "name": _check_name(name), "tags": _dumps(_check_tags(list(tags))),
+               "status": _check_status(status), "config": _dumps(cfg.to_dict()),
+               "histories": _dumps(_jsonable(hist, "histories")),
+               "metrics": _dumps(_jsonable(final, "metrics")),
+               "arrays": f"{ARRAYS_DIR}/"}
+        row["arrays"] += f"{row['id']}.npz"
+        return self._insert(row, arrays)
+
+    @staticmethod
+    def _check_arrays(cfg: Config, arrays: Mapping[str, np.ndarray]) -> None:
+        want, snaps = expected_arrays(cfg), _snapshot_arrays(cfg)
+        for k, a in arrays.items():
+            if k in want:
+                shape = want[k][0]
+            elif k in snaps:
+                shape = (len(arrays["snap_step"]), *snaps[k][0])
+            else:
+                raise StoreError(k, f"is not an array of a {cfg.feedback} run of this configuration.")
+            if a.shape != shape:
+                raise StoreError(k, f"has shape {a.shape}, expected {shape} from the configuration.")
+            if not np.isfinite(a).all():
+                raise StoreError(k, "contains NaN or infinite values; only finite runs are stored.")
+        missing = sorted(set(want) - set(arrays))
+        if missing:
+            raise StoreError(missing[0], "is missing (the feedback state does not fit the configuration).")
+
+    def set_status(self, run_id: str, status: str) -> None:
+        """Change a run's status."""
+        with self._write() as c:
+            n = c.execute("UPDATE runs SET status=? WHERE id=?",
+                          (_check_status(status), _check_id(run_id))).rowcount
+        if not n:
+            raise self._unknown(run_id)
+
+    def delete(self, run_id: str) -> None:
+        """Remove the row, then its arrays file."""
+        with self._write() as c:
+            n = c.execute("DELETE FROM runs WHERE id=?", (_check_id(run_id),)).rowcount
+        if not n:
+            raise self._unknown(run_id)
+        self._array_path(run_id).unlink(missing_ok=True)
+        _fsync_dir(self.arrays_dir)
+
+    # ---- reading --------------------------------------------------------
+    def _unknown(self, run_id: str) -> StoreError:
+        return StoreError("run_id", f"no run {run_id} in {self.path}; `python -m core runs list` "
+                                    "shows the ids.")
+
+    def _row(self, run_id: str) -> sqlite3.Row:
+        cur = self._conn().execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id=?",
+                                   (_check_id(run_id),))
+        row = cur.fetchone()
+        if row is None:
+            raise self._unknown(run_id)
+        return dict(zip(_COLUMNS, row))
+
+    @staticmethod
+    def _summary(row: dict) -> dict:
+        cfg = _loads(row["config"], "config")
+        return {"id": row["id"], "created": row["created"], "name": row["name"],
+                "tags": _loads(row["tags"], "tags"), "status": row["status"],
+                "layers": cfg.get("layers"), "feedback": cfg.get("feedback"),
+                "metrics": _loads(row["metrics"], "metrics")}
+
+    def list(self, tags: Sequence[str] | None = None, status: str | None = None) -> list[dict]:
+        """Summaries (id, created, name, tags, status, layers, feedback,
+        metrics) of runs having every tag in ``tags`` and ``status``, oldest first."""
+        want = set(_check_tags(list(tags) if tags else []))
+        sql, args = f"SELECT {', '.join(_COLUMNS)} FROM runs", ()
+        if status is not None:
+            sql, args = sql + " WHERE status=?", (_check_status(status),)
+        rows = self._conn().execute(sql + " ORDER BY created, id", args).fetchall()
+        out = [self._summary(dict(zip(_COLUMNS, r))) for r in rows]
+        return [s for s in out if want <= set(s["tags"])]
+
+    def get(self, run_id: str) -> dict:
+        """Everything but the arrays: id, created, name, tags, status,
+        config (dict), histories, metrics, arrays (file path)."""
+        row = self._row(run_id)
+        out = self._summary(row)
+        out.pop("layers"), out.pop("feedback")
+        out["config"] = _loads(row["config"], "config")
+        out["histories"] = _loads(row["histories"], "histories")
+        out["arrays"] = str(self.path / row["arrays"])
+        return out
+
+    def config(self, run_id: str) -> Config:
+        """The run's validated configuration."""
+        return _config_of(_loads(self._row(run_id)["config"], "config"), f"run {run_id}: config")
+
+    def _read_arrays(self, run_id: str, cfg: Config) -> dict[str, np.ndarray]:
+        return read_npz(self._array_path(run_id), expected_arrays(cfg),
+                        snapshots=_snapshot_arrays(cfg), label=f"{ARRAYS_DIR}/{run_id}.npz")
+
+    def load_params(self, run_id: str) -> tuple[Config, tuple, tuple]:
+        """``(cfg, params, feedback)``: the validated configuration, the final
+        student LayerParams per layer and the feedback matrices (numpy float32)."""
+        cfg = self.config(run_id)
+        arrays = self._read_arrays(run_id, cfg)
+        n_fb = sum(k.startswith("fb") for k in arrays)
+        return (cfg, _params_of(arrays, len(cfg.student_layers) - 1),
+                tuple(arrays[f"fb{l}"] for l in range(n_fb)))
+
+    def load_snapshots(self, run_id: str):
+        """``(steps (S,), params with a leading (S,) axis)`` or None."""
+        cfg = self.config(run_id)
+        arrays = self._read_arrays(run_id, cfg)
+        if "snap_step" not in arrays:
+            return None
+        return arrays["snap_step"], _params_of(arrays, len(cfg.student_layers) - 1, "snap_")
+
+    # ---- maintenance ----------------------------------------------------
+    def check(self, deep: bool = False) -> dict:
+        """``PRAGMA integrity_check`` plus file consistency.
+
+        Returns ``{"ok", "integrity", "missing_files", "orphan_files",
+        "temp_files", "bad_files"}``: ``ok`` is False when the database is
+        damaged, a row points at a missing file or (``deep``) a file fails
+        validation.  Orphan and temp files (left by a crash before a commit)
+        are harmless and only reported.
+        """
+        conn = self._conn()
+        try:
+            integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+            ids = [r[0] for r in conn.execute("SELECT id FROM runs")]
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from None
+        files = {p.name for p in self.arrays_dir.iterdir()}
+        missing = [i for i in ids if f"{i}.npz" not in files]
+        orphans = sorted(n for n in files if n.endswith(".npz") and not n.startswith(".tmp-")
+                         and n[:-4] not in set(ids))
+        temps = sorted(n for n in files if n.startswith(".tmp-"))
+        bad = []
+        if deep:
+            for i in ids:
+                if i in missing:
+                    continue
+                try:
+                    self.load_params(i)
+                except ConfigError as e:
+                    bad.append(str(e))
+        return {"ok": integrity == "ok" and not missing and not bad, "integrity": integrity,
+                "missing_files": missing, "orphan_files": orphans, "temp_files": temps,
+                "bad_files": bad}
+
+    # ---- exchange -------------------------------------------------------
+    def export(self, run_id: str, path: str | os.PathLike) -> Path:
+        """Write one ``.zip`` bundle (``run.json`` + ``arrays.npz``, see the
+        module docstring) to ``path``, atomically; the arrays are validated first."""
+        info = self.get(run_id)
+        cfg = self.config(run_id)
+        self._read_arrays(run_id, cfg)   # never export a damaged file
+        doc = {"format": BUNDLE_FORMAT, "version": SCHEMA_VERSION,
+               **{k: info[k] for k in ("id", "created", "name", "tags", "status", "config",
+                                       "histories", "metrics")}}
+        path = Path(path)
+        if path.is_dir():
+            raise StoreError(str(path), "is a folder; give the bundle's file name (.zip).")
+
+        def write(f):
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+                z.writestr("run.json", _dumps(doc))
+                z.write(self._array_path(run_id), "arrays.npz")
+
+        _atomic_write(path, write)
+        return path
+
+    def import_(self, path: str | os.PathLike) -> str:
+        """Add the run of an exported bundle; returns its id (the original
+        one, or a fresh one when that id is already in this store).  Every
+        field and array is validated; errors name the field or file."""
+        path = Path(path)
+        label = str(path)
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise StoreError(label, f"is not a run bundle (.zip from `runs export`): {e}.") from None
+        with zf:
+            names = sorted(i.filename for i in zf.infolist())
+            if names != ["arrays.npz", "run.json"]:
+                raise StoreError(label, f"must hold exactly run.json and arrays.npz, got {names}.")
+            info = zf.getinfo("run.json")
+            if info.file_size > MAX_JSON_BYTES:
+                raise StoreError(f"{label}:run.json", f"is larger than {MAX_JSON_BYTES} bytes.")
+            try:
+                raw = zf.read(info)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise StoreError(f"{label}:run.json", f"cannot be read ({e}).") from None
+            row, cfg = self._row_of_doc(_loads(raw, f"{label}:run.json"), f"{label}:run.json")
+            fd, tmp = tempfile.mkstemp(dir=self.arrays_dir, prefix=".tmp-", suffix=".npz")
+            try:
+                cap = (sum(_nbytes(*v) for v in expected_arrays(cfg).values())
+                       + MAX_SNAPSHOT_BYTES + 2**20)
+                with os.fdopen(fd, "wb") as out, zf.open("arrays.npz") as src:
+                    copied = 0
+                    while chunk := src.read(2**20):
+                        copied += len(chunk)
+                        if copied > cap:
+                            raise StoreError(f"{label}:arrays.npz", "is larger than its "
+                                             "configuration allows.")
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                read_npz(tmp, expected_arrays(cfg), snapshots=_snapshot_arrays(cfg),
+                         label=f"{label}:arrays.npz")
+                if self._exists(row["id"]):
+                    row["id"] = uuid.uuid4().hex
+                row["arrays"] = f"{ARRAYS_DIR}/{row['id']}.npz"
+                target = self._array_path(row["id"])
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        _fsync_dir(self.arrays_dir)
+        try:
+            with self._write() as c:
+                c.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(_COLUMNS))})", [row[k] for k in _COLUMNS])
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return row["id"]
+
+    def _exists(self, run_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    @staticmethod
+    def _row_of_doc(doc: Any, label: str) -> tuple[dict, Config]:
+        keys = {"format", "version", "id", "created", "name", "tags", "status", "config",
+                "histories", "metrics"}
+        if not isinstance(doc, dict):
+            raise StoreError(label, "must be a JSON object.")
+        unknown = sorted(set(doc) - keys)
+        if unknown:
+            raise StoreError(f"{label}:{unknown[0]}", f"unknown field; known: {', '.join(sorted(keys))}.")
+        missing = sorted(keys - set(doc))
+        if missing:
+            raise StoreError(f"{label}:{missing[0]}", "is missing.")
+        if doc["format"] != BUNDLE_FORMAT or doc["version"] != SCHEMA_VERSION:
+            raise StoreError(f"{label}:format", f"expected {BUNDLE_FORMAT} version {SCHEMA_VERSION}, "
+                                                f"got {doc['format']!r} version {doc['version']!r}.")
+        cfg = _config_of(doc["config"], f"{label}:config")
+        for k in ("histories", "metrics"):
+            if not isinstance(doc[k], dict):
+                raise StoreError(f"{label}:{k}", "must be a JSON object.")
+        for k, v in doc["histories"].items():
+            if v is not None and not isinstance(v, list):
+                raise StoreError(f"{label}:histories.{k}", "must be a list (or null).")
+        row = {"id": _check_id(doc["id"]), "created": _check_created(doc["created"], f"{label}:created"),
+               "name": _check_name(doc["name"], f"{label}:name"),
+               "tags": _dumps(_check_tags(doc["tags"], f"{label}:tags")),
+               "status": _check_status(doc["status"], f"{label}:status"),
+               "config": _dumps(cfg.to_dict()), "histories": _dumps(doc["histories"]),
+               "metrics": _dumps(doc["metrics"]), "arrays": ""}
+        return row, cfg

@@ -1,0 +1,412 @@
+"""The run store (core.store): exact round trips, concurrency, crash safety,
+refusal of crafted files without large allocations, and the ``runs`` CLI."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import core
+from core.config import ConfigError, from_dict
+from core.store import (MAX_SNAPSHOT_BYTES, RunStore, StoreError, expected_arrays,
+                        load_config_file, load_weights_file, read_npz, save_weights_file)
+
+from .conftest import ROOT
+
+pytestmark = [pytest.mark.timeout(240)]
+
+SMALL = {"layers": [3, 4, 2], "T": 20, "batch": 1, "feedback": "fa"}
+
+
+def _fake_exp(cfg, seed=0):
+    """An object shaped like an Experiment (cfg, state.params, state.feedback), numpy only."""
+    from types import SimpleNamespace
+
+    from core.network import LayerParams
+
+    rng = np.random.default_rng(seed)
+    sl = cfg.student_layers
+    params = tuple(LayerParams(rng.standard_normal((a, b)).astype(np.float32),
+                               *(rng.standard_normal(b).astype(np.float32) for _ in range(4)))
+                   for a, b in zip(sl[:-1], sl[1:]))
+    fb = tuple(rng.standard_normal(s).astype(np.float32)
+               for k, (s, _) in expected_arrays(cfg).items() if k.startswith("fb"))
+    return SimpleNamespace(cfg=cfg, state=SimpleNamespace(params=params, feedback=fb))
+
+
+# --------------------------------------------------------------------------
+# round trip
+def test_round_trip_is_exact(tmp_path):
+    cfg = core.get_preset("figure1").replace(feedback="fa", student_hidden=(3,), T=50)
+    exp = core.setup(cfg)
+    n = 40
+    rng = np.random.default_rng(3)
+    align = rng.uniform(0, 90, (n, 1)).astype(np.float32)
+    align[5, 0] = np.nan   # undefined angle: stored as null
+    hist = {"loss": rng.uniform(0, 5, n).astype(np.float32), "alignment_deg": align,
+            "update_angle_deg": rng.uniform(0, 90, n).astype(np.float32),
+            "seconds": 1.5, "steps": n, "diverged": False, "steps_per_s": float("inf")}
+    snap_params = core.stack([exp.state.params, exp.state.params])
+    with RunStore(tmp_path / "runs") as store:
+        run_id = store.save(exp, hist, name="rt", tags=["x", "y"], status="stopped",
+                            metrics={"final_loss": float("nan"), "recovery": [{"corr": 0.5}]},
+                            snapshots=(np.array([10, 20]), snap_params))
+        run = store.get(run_id)
+        cfg2, params, fb = store.load_params(run_id)
+        steps, snaps = store.load_snapshots(run_id)
+
+    assert cfg2 == cfg and core.from_dict(run["config"]) == cfg
+    assert (run["name"], run["tags"], run["status"]) == ("rt", ["x", "y"], "stopped")
+    assert run["metrics"] == {"seconds": 1.5, "steps": n, "diverged": False, "steps_per_s": None,
+                              "final_loss": None, "recovery": [{"corr": 0.5}]}
+    np.testing.assert_array_equal(np.array(run["histories"]["loss"], np.float32), hist["loss"])
+    np.testing.assert_array_equal(np.array(run["histories"]["update_angle_deg"], np.float32),
+                                  hist["update_angle_deg"])
+    stored_align = np.array([[np.nan if v is None else v for v in row]
+                             for row in run["histories"]["alignment_deg"]], np.float32)
+    np.testing.assert_array_equal(stored_align, align)
+    assert len(params) == 2 and len(fb) == 1 and fb[0].shape == (3, 1)
+    for got, want in zip(params, exp.state.params):
+        for g, w in zip(got, want):
+            assert g.dtype == np.float32
+            np.testing.assert_array_equal(g, np.asarray(w))
+    np.testing.assert_array_equal(fb[0], np.asarray(exp.state.feedback[0]))
+    np.testing.assert_array_equal(steps, [10, 20])
+    np.testing.assert_array_equal(snaps[1].w[1], np.asarray(exp.state.params[1].w))
+
+
+def test_list_filters_delete_and_check(tmp_path):
+    cfg = from_dict(SMALL)
+    with RunStore(tmp_path) as store:
+        a = store.save(_fake_exp(cfg, 1), {"diverged": True}, tags=["a"])
+        b = store.save(_fake_exp(cfg, 2), {}, tags=["a", "b"])
+        assert store.get(a)["status"] == "diverged" and store.get(b)["status"] == "done"
+        assert [r["id"] for r in store.list(tags=["a"])] == [a, b]
+        assert [r["id"] for r in store.list(tags=["b"])] == [b]
+        assert [r["id"] for r in store.list(status="diverged")] == [a]
+        store.delete(a)
+        assert not (tmp_path / "arrays" / f"{a}.npz").exists()
+        with pytest.raises(StoreError, match="no run"):
+            store.get(a)
+        assert store.check(deep=True)["ok"]
+        os.remove(tmp_path / "arrays" / f"{b}.npz")
+        report = store.check()
+        assert not report["ok"] and report["missing_files"] == [b]
+        with pytest.raises(StoreError, match="tags\\[0\\]"):
+            store.save(_fake_exp(cfg), {}, tags=["has,comma"])
+        with pytest.raises(StoreError, match="status"):
+            store.save(_fake_exp(cfg), {}, status="finished")
+
+
+def test_weights_and_config_files(tmp_path):
+    cfg = from_dict({**SMALL, "student_hidden": [6]})
+    exp = core.setup(cfg)
+    save_weights_file(tmp_path / "teacher.npz", exp.task.teacher)
+    got = load_weights_file(tmp_path / "teacher.npz", cfg)
+    for g, w in zip(got, exp.task.teacher):
+        np.testing.assert_array_equal(g.w, np.asarray(w.w))
+    with pytest.raises(StoreError, match="L0_w.*shape"):   # student shapes differ (6 != 4)
+        load_weights_file(tmp_path / "teacher.npz", cfg, which="student")
+    (tmp_path / "cfg.json").write_text(json.dumps({**SMALL, "lr": -1}))
+    with pytest.raises(ConfigError, match="cfg.json.*lr"):
+        load_config_file(tmp_path / "cfg.json")
+    (tmp_path / "cfg.json").write_text('{"layers": [3, NaN]}')
+    with pytest.raises(ConfigError, match="cfg.json.*JSON"):
+        load_config_file(tmp_path / "cfg.json")
+    (tmp_path / "cfg.json").write_text(json.dumps(SMALL))
+    assert load_config_file(tmp_path / "cfg.json") == cfg.replace(student_hidden=())
+
+
+# --------------------------------------------------------------------------
+# index problems are reported, never repaired silently
+def test_corrupt_or_missing_index_is_refused(tmp_path):
+    cfg = from_dict(SMALL)
+    with RunStore(tmp_path) as store:
+        store.save(_fake_exp(cfg), {})
+    index = tmp_path / "index.sqlite"
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    garbage = b"this is not an sqlite database" * 100
+    index.write_bytes(garbage)
+    with pytest.raises(StoreError, match="index.sqlite.*not a readable run index"):
+        RunStore(tmp_path)
+    assert index.read_bytes() == garbage
+    index.unlink()
+    with pytest.raises(StoreError, match="index.sqlite.*missing but 1 array files"):
+        RunStore(tmp_path)
+    assert not index.exists()
+    with pytest.raises(StoreError, match="no run index"):
+        RunStore(tmp_path / "empty", create=False)
+
+
+# --------------------------------------------------------------------------
+# concurrency and crashes
+def test_four_threads_lose_nothing(tmp_path):
+    cfg = from_dict(SMALL)
+    store = RunStore(tmp_path)
+    ids, errors = [], []
+
+    def writer(k):
+        try:
+            for i in range(10):
+                ids.append(store.save(_fake_exp(cfg, 100 * k + i), {"loss": np.arange(5.0)},
+                                      tags=[f"t{k}"]))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(r["id"] for r in store.list()) == sorted(ids) and len(set(ids)) == 40
+    for k in range(4):
+        assert len(store.list(tags=[f"t{k}"])) == 10
+    assert store.check(deep=True)["ok"]
+    conn = store._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
+    store.close()
+
+
+# The writer avoids importing JAX (core/__init__ does) so that it starts in a
+# fraction of a second: it registers ``core`` as a bare package.
+WRITER = r"""
+import os, sys, types
+from types import SimpleNamespace
+import numpy as np
+root, store_dir, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pkg = types.ModuleType("core"); pkg.__path__ = [os.path.join(root, "core")]
+sys.modules["core"] = pkg
+from core.config import from_dict
+from core.store import RunStore, PARAM_FIELDS
+from collections import namedtuple
+LP = namedtuple("LP", PARAM_FIELDS)
+cfg = from_dict(%r)
+rng = np.random.default_rng(seed)
+store = RunStore(store_dir)
+print("ready", flush=True)
+while True:
+    params = tuple(LP(rng.standard_normal((a, b)).astype("f4"),
+                      *(rng.standard_normal(b).astype("f4") for _ in range(4)))
+                   for a, b in zip(cfg.student_layers[:-1], cfg.student_layers[1:]))
+    fb = (rng.standard_normal((4, 2)).astype("f4"),)
+    exp = SimpleNamespace(cfg=cfg, state=SimpleNamespace(params=params, feedback=fb))
+    run_id = store.save(exp, {"loss": rng.standard_normal(50).astype("f4")}, tags=["kill"])
+    print(run_id, float(params[0].w[0, 0]), flush=True)
+""" % (SMALL,)
+
+
+def test_sigkill_never_loses_an_acknowledged_run(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    store_dir = tmp_path / "runs"
+    rnd = random.Random(1234)
+    acknowledged = {}
+    for i in range(20):
+        p = subprocess.Popen([sys.executable, str(script), ROOT, str(store_dir), str(i)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+            time.sleep(rnd.uniform(0.05, 0.5))
+            os.kill(p.pid, signal.SIGKILL)
+            out, _ = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == -signal.SIGKILL
+        new = {}
+        for line in out.splitlines(keepends=True):
+            parts = line.split()
+            if line.endswith("\n") and len(parts) == 2:   # a complete acknowledgement
+                new[parts[0]] = float(parts[1])
+        acknowledged.update(new)
+        with RunStore(store_dir) as store:
+            report = store.check()
+            assert report["integrity"] == "ok" and report["missing_files"] == [], report
+            for run_id, w00 in new.items():
+                _, params, fb = store.load_params(run_id)
+                assert float(params[0].w[0, 0]) == w00 and fb[0].shape == (4, 2)
+    with RunStore(store_dir) as store:   # nothing acknowledged earlier went missing later
+        assert {r["id"] for r in store.list()} >= set(acknowledged)
+        assert store.check()["ok"]
+    assert len(acknowledged) >= 20   # the writer really wrote between kills
+
+
+# --------------------------------------------------------------------------
+# crafted files
+def _npy(header: dict, data: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + data
+
+
+def _valid_members(cfg, seed=0):
+    out = {}
+    rng = np.random.default_rng(seed)
+    for k, (shape, dtype) in expected_arrays(cfg).items():
+        buf = io.BytesIO()
+        np.save(buf, rng.standard_normal(shape).astype(dtype))
+        out[f"{k}.npy"] = buf.getvalue()
+    return out
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _crafted(cfg):
+    members = _valid_members(cfg)
+    f4 = {"descr": "<f4", "fortran_order": False}
+    obj = io.BytesIO()
+    np.save(obj, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    nan = io.BytesIO()
+    np.save(nan, np.full((3, 4), np.nan, np.float32))
+    return {
+        "pickle": ({**members, "L0_w.npy": pickle.dumps({"x": list(range(10))})}, "L0_w.*not a valid .npy"),
+        "object-array": ({**members, "L0_w.npy": obj.getvalue()}, "L0_w.*dtype \\|O.*object"),
+        "huge-shape": ({**members, "L0_w.npy": _npy({**f4, "shape": (10**12, 10**6)})},
+                       "L0_w.*shape"),
+        "huge-snapshots": ({**members, **{f"snap_{k}.npy": _npy({**f4, "shape": (10**9, *s)})
+                                          for k, (s, _) in expected_arrays(cfg, feedback=False).items()},
+                            "snap_step.npy": _npy({"descr": "<i8", "fortran_order": False,
+                                                   "shape": (10**9,)})}, "snapshots take"),
+        "lying-header": ({**members, "L0_w.npy": _npy({**f4, "shape": (3, 4)}, b"\0" * 8)},
+                         "L0_w.*different amount of data"),
+        "trailing-data": ({**members, "L0_w.npy": members["L0_w.npy"] + b"\0" * 64},
+                          "L0_w.*different amount of data"),
+        "nan": ({**members, "L0_w.npy": nan.getvalue()}, "L0_w.*NaN"),
+        "wrong-shape": ({**members, "L0_w.npy": _npy({**f4, "shape": (4, 3)}, b"\0" * 48)},
+                        "L0_w.*shape \\(4, 3\\), expected \\(3, 4\\)"),
+        "wrong-dtype": ({**members, "L0_w.npy": _npy({"descr": "<f8", "fortran_order": False,
+                                                      "shape": (3, 4)}, b"\0" * 96)},
+                        "L0_w.*dtype <f8"),
+        "unknown-key": ({**members, "evil.npy": members["L0_w.npy"]}, "evil.npy.*unknown array"),
+        "missing-key": ({k: v for k, v in members.items() if k != "fb0.npy"}, "fb0.*missing"),
+        "not-npy": ({**members, "payload.pkl": b"x"}, "payload.pkl.*unknown array"),
+    }
+
+
+@pytest.mark.parametrize("case", ["pickle", "object-array", "huge-shape", "huge-snapshots",
+                                  "lying-header", "trailing-data", "nan", "wrong-shape",
+                                  "wrong-dtype", "unknown-key", "missing-key", "not-npy"])
+def test_crafted_arrays_are_refused_cheaply(tmp_path, case):
+    cfg = from_dict(SMALL)
+    members, message = _crafted(cfg)[case]
+    path = _zip(tmp_path / "arrays.npz", members)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError, match=message):
+            read_npz(path, expected_arrays(cfg), snapshots={
+                "snap_step": ((), np.dtype("<i8")),
+                **{f"snap_{k}": v for k, v in expected_arrays(cfg, feedback=False).items()}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, f"peak {peak} bytes while refusing {case}"
+
+
+def test_valid_members_are_accepted_and_oversized_files_refused(tmp_path):
+    cfg = from_dict(SMALL)
+    path = _zip(tmp_path / "ok.npz", _valid_members(cfg))
+    assert set(read_npz(path, expected_arrays(cfg))) == set(expected_arrays(cfg))
+    big = tmp_path / "big.npz"
+    big.write_bytes(b"\0" * (2 * 2**20))
+    with pytest.raises(StoreError, match="big.npz.*bytes, more than"):
+        read_npz(big, expected_arrays(cfg))
+    assert MAX_SNAPSHOT_BYTES >= 2**20
+
+
+def test_import_validates_bundles(tmp_path):
+    cfg = from_dict(SMALL)
+    src = RunStore(tmp_path / "a")
+    run_id = src.save(_fake_exp(cfg), {"loss": [1.0, 2.0]}, name="n", tags=["t"])
+    bundle = src.export(run_id, tmp_path / "run.zip")
+    dst = RunStore(tmp_path / "b")
+    assert dst.import_(bundle) == run_id
+    assert dst.import_(bundle) != run_id          # same id already there: a fresh one
+    assert dst.get(run_id)["histories"] == {"loss": [1.0, 2.0]}
+
+    with zipfile.ZipFile(bundle) as z:
+        doc, arrays = json.loads(z.read("run.json")), z.read("arrays.npz")
+
+    def bundle_of(d, arr=arrays, extra=None):
+        path = tmp_path / f"bad{len(list(tmp_path.glob('bad*.zip')))}.zip"
+        _zip(path, {"run.json": json.dumps(d), "arrays.npz": arr, **(extra or {})})
+        return path
+
+    bad_npz = io.BytesIO()
+    _zip(bad_npz, {**_valid_members(cfg), "L0_w.npy": _npy(
+        {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})})
+    cases = [
+        (bundle_of({**doc, "config": {**doc["config"], "lr": -1.0}}), "run.json:config.lr"),
+        (bundle_of({**doc, "config": {**doc["config"], "layers": [5, 4, 2]}}),
+         "arrays.npz:L0_w.*shape"),
+        (bundle_of({**doc, "status": "weird"}), "run.json:status"),
+        (bundle_of({**doc, "surprise": 1}), "run.json:surprise.*unknown field"),
+        (bundle_of({**doc, "tags": "a,b"}), "run.json:tags"),
+        (bundle_of({**doc, "created": "yesterday"}), "run.json:created"),
+        (bundle_of(doc, extra={"x.py": "print(1)"}), "exactly run.json and arrays.npz"),
+        (bundle_of(doc, arr=bad_npz.getvalue()), "arrays.npz:L0_w"),
+    ]
+    before = {r["id"] for r in dst.list()}
+    for path, message in cases:
+        with pytest.raises(StoreError, match=message):
+            dst.import_(path)
+    assert {r["id"] for r in dst.list()} == before
+    assert dst.check()["orphan_files"] == [] and dst.check()["temp_files"] == []
+    src.close()
+    dst.close()
+
+
+# --------------------------------------------------------------------------
+# the CLI
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=200)
+
+
+def test_cli_round_trip(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+               RESONANCE_RUNS_DIR=str(tmp_path / "env-store"))
+    store = str(tmp_path / "runs")
+    r = _cli("train", "--preset", "single-neuron", "--steps", "20", "--json", "--save",
+             "--name", "cli", "--tags", "a,b", "--store", store, env=env)
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    r = _cli("runs", "list", "--store", store, "--json", "--tags", "a", env=env)
+    assert [x["id"] for x in json.loads(r.stdout)] == [run_id]
+    r = _cli("runs", "show", run_id, "--store", store, "--json", env=env)
+    shown = json.loads(r.stdout)
+    assert shown["name"] == "cli" and shown["config"]["steps"] == 20
+    assert len(shown["histories"]["loss"]) == 20 and shown["metrics"]["steps"] == 20
+    bundle = str(tmp_path / "run.zip")
+    assert _cli("runs", "export", run_id, bundle, "--store", store, env=env).returncode == 0
+    r = _cli("runs", "import", bundle, "--json", env=env)   # into $RESONANCE_RUNS_DIR
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["run_id"] == run_id
+    r = _cli("runs", "delete", run_id, "--store", store, env=env)
+    assert r.returncode == 0, r.stderr
+    r = _cli("runs", "list", "--store", store, "--json", env=env)
+    assert json.loads(r.stdout) == []
+    r = _cli("runs", "show", run_id, "--store", store, env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "run_id" in r.stderr
+    r = _cli("runs", "check", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"]
