@@ -228,6 +228,8 @@ def validate(cfg: Config) -> Config:
     c["reset"] = (_finite("reset[0]", xr, -10.0, 10.0), _finite("reset[1]", yr, -10.0, 10.0))
     if c["reset"][1] >= c["threshold"]:
         raise ConfigError("reset[1]", f"y_r must be below the threshold {c['threshold']:g}, got {c['reset'][1]:g}.")
+    if cfg.psp_norm not in (True, False, 0, 1):
+        raise ConfigError("psp_norm", f"must be true or false, got {cfg.psp_norm!r}.")
     c["psp_norm"] = bool(cfg.psp_norm)
     c["tau_syn"] = _finite("tau_syn", cfg.tau_syn, 0.0, 1.0)
     c["reset_grad"] = _choice("reset_grad", cfg.reset_grad, RESET_GRADS)
@@ -244,9 +246,15 @@ def validate(cfg: Config) -> Config:
     c["optimizer"] = _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     c["lr"] = _finite("lr", cfg.lr, 0.0, 1e7, open_lo=True)
     c["clip_norm"] = _finite("clip_norm", cfg.clip_norm, 0.0, 1e6, open_lo=True)
-    learn = tuple(cfg.learn) if not isinstance(cfg.learn, str) else tuple(
-        g.strip() for g in cfg.learn.split(",") if g.strip())
+    raw_learn = cfg.learn
+    if isinstance(raw_learn, str):
+        raw_learn = [g.strip() for g in raw_learn.split(",") if g.strip()]
+    if not isinstance(raw_learn, (list, tuple)):
+        raise ConfigError("learn", f"must be a list drawn from {', '.join(GROUPS)}, got {raw_learn!r}.")
+    learn = tuple(raw_learn)
     for g in learn:
+        if not isinstance(g, str):
+            raise ConfigError("learn", f"entries must be names from {', '.join(GROUPS)}, got {g!r}.")
         _choice("learn", g, GROUPS)
     if not learn:
         raise ConfigError("learn", f"choose at least one of {', '.join(GROUPS)}.")
@@ -263,9 +271,10 @@ def from_dict(d: Mapping[str, Any], base: Config | None = None) -> Config:
     if not isinstance(d, Mapping):
         raise ConfigError("config", f"must be a JSON object, got {type(d).__name__}.")
     names = {f.name for f in fields(Config)}
-    unknown = sorted(set(d) - names)
+    unknown = sorted((str(k) for k in set(d) - names), key=str)
     if unknown:
-        raise ConfigError(str(unknown[0]), f"unknown setting; known settings are {', '.join(sorted(names))}.")
+        raise ConfigError(unknown[0] or "config", f"unknown setting {unknown[0]!r}; known settings "
+                                                  f"are {', '.join(sorted(names))}.")
     conv = {}
     for k, v in d.items():
         conv[k] = tuple(v) if isinstance(v, list) else v
