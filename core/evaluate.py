@@ -11,7 +11,13 @@ def evaluate_experiment(exp: Experiment, index: int = 0) -> dict:
     """Recovery per layer (after matching) and output spike precision on
     held-out inputs number ``index``."""
     student, teacher, _ = make_evaluate(exp.struct)(exp.state.params, exp.task, exp.hp, index)
-    s_out, t_out = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
+    return summarize(exp, student[-1].spikes, teacher[-1].spikes)
+
+
+def summarize(exp: Experiment, student_out, teacher_out) -> dict:
+    """Recovery of ``exp``'s student and precision/rate of its output spikes
+    ``student_out`` against ``teacher_out`` (both (T, ...) held-out)."""
+    s_out, t_out = np.asarray(student_out), np.asarray(teacher_out)
     prec = spike_precision(s_out, t_out)
     return {
         "recovery": recovery(exp.state.params, exp.task.teacher, float(exp.cfg.dt), exp.cfg.model),

@@ -19,7 +19,8 @@ import numpy as np
 
 import core
 from core.config import Config, hyperparams, structure
-from core.metrics import match, rate_error, recovery, spike_precision
+from core.evaluate import summarize
+from core.metrics import match, recovery, spike_precision
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 
 def _omega_np(phi, dt):
@@ -192,9 +193,6 @@ class LiveRun:
         student, teacher, inputs = ev(self.exp.state.params, self.exp.task, self.exp.hp, index)
         return student, teacher, inputs
 
-    def metrics(self) -> dict:
-        return core.evaluate_experiment(self.exp)
-
     def snapshot(self, index: int = 0) -> dict:
         """Held-out traces (numpy) of every layer plus recovery and precision,
         from one evaluation."""
@@ -202,14 +200,10 @@ class LiveRun:
             student, teacher, _ = self.heldout(index)
             s = [{k: np.asarray(getattr(tr, k)) for k in ("spikes", "y")} for tr in student]
             t = [{k: np.asarray(getattr(tr, k)) for k in ("spikes", "y")} for tr in teacher]
-            prec = spike_precision(s[-1]["spikes"], t[-1]["spikes"])
-            return {
-                "student": s, "teacher": t,
-                "recovery": recovery(self.exp.state.params, self.exp.task.teacher,
-                                     float(self.cfg.dt), self.cfg.model),
-                "precision": prec["precision"], "recall": prec["recall"],
-                "rate_error": rate_error(s[-1]["spikes"], t[-1]["spikes"]),
-            }
+            m = summarize(self.exp, s[-1]["spikes"], t[-1]["spikes"])
+            return {"student": s, "teacher": t, "recovery": m["recovery"],
+                    "precision": m["spike_precision"], "recall": m["spike_recall"],
+                    "rate_error": m["rate_error"]}
 
 
 class RulesRun:
