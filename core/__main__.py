@@ -1,4 +1,9 @@
-"""Command line: ``python -m core {presets,train,fidelity,bench,runs}``.
+"""Command line: ``python -m core {presets,train,sweep,fidelity,bench,runs}``.
+
+``sweep --preset P --grid NAME=v1,v2 ... [--seeds N] [--steps K]`` trains
+every grid point (``core.sweep``: vmapped, sharded over the local devices;
+under ``jax.distributed`` with ``--coordinator/--num-processes/--process-id``
+the processes split the grid) and stores one run per point.
 
 ``train ... --save [--name N] [--tags a,b] [--store DIR]`` stores the run
 (``core.store``) and adds ``run_id`` to the JSON output; ``runs
@@ -209,6 +214,131 @@ def _runs_action(store, args) -> int:
     return 0
 
 
+def _distributed(args):
+    """``(process_index, process_count, client)``; initialises
+    ``jax.distributed`` when a coordinator is given (flag or environment)."""
+    import os
+
+    coord = args.coordinator or os.environ.get("RESONANCE_COORDINATOR")
+    if not coord:
+        if args.num_processes not in (None, 1) or args.process_id not in (None, 0):
+            _fail("coordinator", "--num-processes/--process-id need --coordinator HOST:PORT.")
+        return 0, 1, None
+    try:
+        n = int(args.num_processes if args.num_processes is not None
+                else os.environ.get("RESONANCE_NUM_PROCESSES", ""))
+        i = int(args.process_id if args.process_id is not None
+                else os.environ.get("RESONANCE_PROCESS_ID", ""))
+    except ValueError:
+        _fail("num-processes", "with --coordinator give --num-processes N and --process-id I "
+                               "(or RESONANCE_NUM_PROCESSES / RESONANCE_PROCESS_ID).")
+    if not 1 <= n <= 4096 or not 0 <= i < n:
+        _fail("process-id", f"need 1 <= num-processes <= 4096 and 0 <= process-id < "
+                            f"num-processes, got {n} and {i}.")
+    import jax
+    from jax._src.distributed import global_state
+
+    jax.distributed.initialize(coord, num_processes=n, process_id=i,
+                               initialization_timeout=args.timeout)
+    return jax.process_index(), jax.process_count(), global_state.client
+
+
+def _cmd_sweep(args) -> int:
+    import time
+
+    from .config import ConfigError
+    from .presets import get_preset
+
+    try:
+        from . import sweep
+
+        if args.steps is not None and args.steps < 1:
+            raise ConfigError("steps", f"must be >= 1, got {args.steps}.")
+        if args.devices is not None and args.devices < 1:
+            raise ConfigError("devices", f"must be >= 1, got {args.devices}.")
+        from .store import _check_name, _check_tags
+
+        tags = _check_tags(_tags(args.tags))
+        spec = sweep.make_spec(get_preset(args.preset), sweep.parse_grid(args.grid or []),
+                               seeds=args.seeds, steps=args.steps,
+                               name=_check_name(args.name or f"{args.preset} sweep"),
+                               preset=args.preset)
+        n_points = len(sweep.expand(spec))
+    except ConfigError as e:
+        _fail(e.field, str(e).split(": ", 1)[1])
+    p_idx, p_cnt, client = _distributed(args)
+    import jax
+
+    devices = jax.local_devices()
+    if args.devices is not None:
+        if args.devices > len(devices):
+            _fail("devices", f"{args.devices} asked, {len(devices)} local devices available.")
+        devices = devices[:args.devices]
+    sweep_id = args.sweep_id
+    if client is not None and sweep_id is None:   # one id for every process of the sweep
+        import uuid
+
+        if p_idx == 0:
+            sweep_id = uuid.uuid4().hex[:12]
+            client.key_value_set("resonance_sweep_id", sweep_id)
+        else:
+            sweep_id = client.blocking_key_value_get("resonance_sweep_id", args.timeout * 1000)
+    last = [0.0]
+
+    def progress(p):
+        now = time.perf_counter()
+        if args.quiet or (now - last[0] < 1.0 and p.student_steps < p.student_steps_total):
+            return
+        last[0] = now
+        rate = p.student_steps / p.seconds if p.seconds > 0 else 0.0
+        print(f"[sweep {p_idx}/{p_cnt}] group {p.group + 1}/{p.groups}  points {p.points_done}/"
+              f"{p.points_total}  steps {p.student_steps}/{p.student_steps_total} "
+              f"({100 * p.student_steps / max(1, p.student_steps_total):.0f} %)  "
+              f"{rate:.0f} student-steps/s  diverged {p.diverged}", file=sys.stderr, flush=True)
+
+    try:
+        store = _open_store(args) if not args.no_store else None
+        result = sweep.run_sweep(spec, store=store, chunk=args.chunk, devices=devices,
+                                 process_index=p_idx, process_count=p_cnt, sweep_id=sweep_id,
+                                 tags=tags, progress=progress)
+        if client is not None:
+            client.wait_at_barrier("resonance_sweep_done", args.timeout * 1000)
+            if p_idx == 0 and store is not None:
+                store.set_sweep_status(result.sweep_id, "done")
+    except ConfigError as e:
+        _fail(e.field, str(e).split(": ", 1)[1])
+    except OSError as e:
+        _fail("store", f"cannot write the runs ({e}).")
+    table = sweep.summary_table(spec, result.rows)
+    out = {"sweep_id": result.sweep_id, "preset": args.preset, "axes": spec.axes,
+           "points": n_points, "points_here": len(result.rows), "process_index": p_idx,
+           "processes": p_cnt, "devices": result.devices, "backend": jax.default_backend(),
+           "steps": spec.steps, "seconds": result.seconds, "train_seconds": result.train_seconds,
+           "student_steps_per_s": result.student_steps_per_s, "stopped": result.stopped,
+           "rows": table}
+    if args.json:
+        print(json.dumps(out, allow_nan=False, default=_none_for_nan))
+    else:
+        cols = [*spec.axes, "status", "final_loss", *[k for k in table[0] if
+                                                       k.startswith("weight_error")]] if table else []
+        print("  ".join(f"{c:>14s}" for c in ["point", *cols]))
+        for r in table:
+            print("  ".join(f"{_cell(r.get(c)):>14s}" for c in ["point", *cols]))
+        print(f"sweep {result.sweep_id}: {len(table)} points ({p_cnt} process(es), "
+              f"{result.devices} device(s)) in {result.seconds:.1f} s, "
+              f"{result.student_steps_per_s:.0f} student-steps/s"
+              + ("" if args.no_store else f"; stored (runs list --tags sweep:{result.sweep_id})"))
+    return 0
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
 def _finite(v):
     v = float(v)
     return v if math.isfinite(v) else None
@@ -301,6 +431,28 @@ def main(argv=None) -> int:
     t.add_argument("--name", help="run name (default: the preset)")
     t.add_argument("--tags", help="comma list of tags")
     t.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
+    w = sub.add_parser("sweep", help="train a grid of settings x seeds as vmapped, sharded calls")
+    w.add_argument("--preset", required=True)
+    w.add_argument("--grid", action="append", metavar="NAME=v1,v2",
+                   help="a swept setting (repeatable): e.g. surrogate=superspike,sigmoid, "
+                        "scale=1,5,25, lr=1e-3,1e-2, f=5:15,10:10, b=-40:-20")
+    w.add_argument("--seeds", type=int, default=1, help="student seeds per grid point")
+    w.add_argument("--steps", type=int)
+    w.add_argument("--chunk", type=int, default=50)
+    w.add_argument("--devices", type=int, help="shard over this many local devices (default all)")
+    w.add_argument("--name")
+    w.add_argument("--tags", help="comma list of tags for every run")
+    w.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
+    w.add_argument("--no-store", action="store_true", dest="no_store",
+                   help="do not store the runs (timing, dry runs)")
+    w.add_argument("--sweep-id", dest="sweep_id", help="id for the sweep (default: random)")
+    w.add_argument("--coordinator", help="jax.distributed coordinator HOST:PORT "
+                                         "(or $RESONANCE_COORDINATOR)")
+    w.add_argument("--num-processes", type=int, dest="num_processes")
+    w.add_argument("--process-id", type=int, dest="process_id")
+    w.add_argument("--timeout", type=int, default=300, help="seconds to wait for other processes")
+    w.add_argument("--json", action="store_true")
+    w.add_argument("--quiet", action="store_true")
     f = sub.add_parser("fidelity", help="cosine of surrogate gradients with the smoothed-loss "
                                         "gradient and the direction to the teacher")
     f.add_argument("--preset", required=True)
@@ -337,7 +489,7 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")
-    return {"presets": _cmd_presets, "train": _cmd_train, "bench": _cmd_bench,
+    return {"presets": _cmd_presets, "train": _cmd_train, "sweep": _cmd_sweep, "bench": _cmd_bench,
             "fidelity": _cmd_fidelity, "runs": _cmd_runs}[args.cmd](args)
 
 

@@ -177,7 +177,7 @@ def _recurrence_bwd(model, through, synapse, res, cts):
 
     def step(carry, xs):
         dxn, dyn, mu_next, acc = carry
-        o, x_new, y_new, i_t, go, gx, gy = xs
+        o, x_new, y_new, i_t, g, go, gx, gy = xs
         x_t = x_new + o * (xrb - x_new)          # post-reset state of step t
         y_t = y_new + o * (yrb - y_new)
         dr, dc, ds, dxr, dyr, dth, da = acc
@@ -199,7 +199,6 @@ def _recurrence_bwd(model, through, synapse, res, cts):
         d_o = go
         if through:
             d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
-        g = surrogate_grad(y_new - theta, sg)
         dyp = dyp + g * d_o
         dth = dth - jnp.sum(g * d_o)
         di = dxp + dyp if model == "lif" else dxp
@@ -213,7 +212,10 @@ def _recurrence_bwd(model, through, synapse, res, cts):
         return (dxp, dyp, mu, (dr, dc, ds, dxr, dyr, dth, da)), mu
 
     i_seq = isyn if synapse else jnp.zeros_like(spk)
-    xs = (spk, xp, yp, i_seq, d_spk, d_xp, d_yp)
+    # The surrogate of every step at once, outside the scan: one select over the
+    # shapes (lax.switch; all shapes under vmap) instead of one per time step.
+    g_seq = surrogate_grad(yp - theta, sg)
+    xs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
     (_, _, _, acc), d_kicks = lax.scan(step, (zero, zero, zero, acc0), xs, reverse=True)
     dr, dc, ds, dxr, dyr, dth, da = acc
     d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)
@@ -268,7 +270,7 @@ class NeuronTrace(NamedTuple):
     spikes: np.ndarray
 
 
-_NO_GRAD = SurrogateParams(jnp.int32(9), jnp.float32(1.0), jnp.float32(0.0))
+_NO_GRAD = SurrogateParams(np.int32(9), np.float32(1.0), np.float32(0.0))  # numpy: no backend at import
 
 
 def _simulate_physical(kicks, freq_hz, damping, dt, threshold, reset_x, reset_y, model):

@@ -96,6 +96,19 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 """
+# Sweeps (core.sweep): their runs carry the tag ``sweep:<id>``.  Added to an
+# older index on open; the runs table is unchanged.
+_SWEEPS = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id        TEXT PRIMARY KEY,
+    created   TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    status    TEXT NOT NULL CHECK (status IN ('running', 'done', 'stopped')),
+    n_points  INTEGER NOT NULL,
+    spec      TEXT NOT NULL
+)"""
+SWEEP_STATUSES = ("running", "done", "stopped")
+_SWEEP_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 _COLUMNS = ("id", "created", "name", "tags", "status", "config", "histories", "metrics",
             "arrays")
 
@@ -171,6 +184,9 @@ def _loads(text: str | bytes, field: str) -> Any:
         return json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise StoreError(field, f"is not valid JSON ({e}).") from None
+    except RecursionError:   # e.g. "[[[[...]]]]": a few kB nested beyond the parser's depth
+        raise StoreError(field, "nests arrays or objects too deeply to be a run or config "
+                                "file.") from None
 
 
 def _check_id(run_id: Any) -> str:
@@ -201,6 +217,12 @@ def _check_tags(tags: Any, field: str = "tags") -> list[str]:
         if t.strip() not in out:
             out.append(t.strip())
     return out
+
+
+def _check_sweep_id(sweep_id: Any) -> str:
+    if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
+        raise StoreError("sweep_id", "must be 1-64 letters, digits, '-' or '_'.")
+    return sweep_id
 
 
 def _check_status(status: Any, field: str = "status") -> str:
@@ -499,6 +521,9 @@ class RunStore:
                         if stmt.strip():
                             c.execute(stmt)
                     c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if "sweeps" not in tables:
+                with self._write() as c:
+                    c.execute(_SWEEPS)
             cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
         except sqlite3.DatabaseError as e:
             raise self._corrupt(e) from None
@@ -629,6 +654,38 @@ class RunStore:
             raise self._unknown(run_id)
         self._array_path(run_id).unlink(missing_ok=True)
         _fsync_dir(self.arrays_dir)
+
+    # ---- sweeps ---------------------------------------------------------
+    def save_sweep(self, sweep_id: str, spec: Mapping[str, Any], *, name: str = "",
+                   status: str = "running", n_points: int = 0) -> str:
+        """Record a sweep (``core.sweep.SweepSpec.to_dict``); a second call
+        with the same id (another process of the sweep) changes nothing."""
+        sweep_id = _check_sweep_id(sweep_id)
+        if status not in SWEEP_STATUSES:
+            raise StoreError("status", f"must be one of {', '.join(SWEEP_STATUSES)}.")
+        with self._write() as c:
+            c.execute("INSERT OR IGNORE INTO sweeps (id, created, name, status, n_points, spec) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (sweep_id, _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                       _check_name(name), status, int(n_points), _dumps(_jsonable(spec, "spec"))))
+        return sweep_id
+
+    def set_sweep_status(self, sweep_id: str, status: str) -> None:
+        if status not in SWEEP_STATUSES:
+            raise StoreError("status", f"must be one of {', '.join(SWEEP_STATUSES)}.")
+        with self._write() as c:
+            c.execute("UPDATE sweeps SET status=? WHERE id=?", (status, _check_sweep_id(sweep_id)))
+
+    def sweeps(self) -> list[dict]:
+        """Every sweep (id, created, name, status, n_points, spec), newest first."""
+        rows = self._conn().execute("SELECT id, created, name, status, n_points, spec FROM sweeps "
+                                    "ORDER BY created DESC, id").fetchall()
+        return [{"id": r[0], "created": r[1], "name": r[2], "status": r[3], "n_points": r[4],
+                 "spec": _loads(r[5], "spec")} for r in rows]
+
+    def sweep_runs(self, sweep_id: str) -> list[dict]:
+        """Summaries of the runs of a sweep (oldest first)."""
+        return self.list(tags=[f"sweep:{_check_sweep_id(sweep_id)}"])
 
     # ---- reading --------------------------------------------------------
     def _unknown(self, run_id: str) -> StoreError:

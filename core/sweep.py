@@ -1,0 +1,417 @@
+"""Sweeps: a grid over settings and seeds, trained as vmapped, sharded calls.
+
+A :class:`SweepSpec` is a base configuration, ordered grid axes (any
+:class:`~core.config.Config` field but ``steps`` and ``description``) and a
+number of student seeds.  :func:`expand` turns it into grid points (the
+Cartesian product, seeds innermost; ``student_seed = base.student_seed + s``).
+
+:func:`run_sweep` groups the points by their static :class:`Structure`.  Each
+group is one compiled call per chunk of steps: the students axis of states,
+tasks and hyperparameters is sharded over the devices (``jax.sharding``,
+padded to a multiple of the device count), so 8 devices train a group 8x
+wider in the same time.  Students never talk to each other, so no
+collective is needed.
+
+Several processes (``jax.distributed``) split the grid: process ``i`` of
+``n`` trains points ``i, i + n, ...`` on its local devices, and every process
+writes its points to the store under one sweep id shared through the
+distributed runtime.  The CPU backend then needs no cross-process collectives.
+
+Results: one stored run per grid point, tagged ``sweep:<id>``, with the
+loss history, a recovery history (weight error per layer after matching,
+recorded at chunk boundaries) and the held-out metrics of
+:func:`core.evaluate.summarize`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+import uuid
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from .config import Config, ConfigError, from_dict, structure, validate
+
+MAX_POINTS = 4096
+MAX_SEEDS = 1024
+ALIASES = {"shape": "surrogate", "f": "freq_range", "freq": "freq_range",
+           "b": "damping_range", "damping": "damping_range", "seed": "student_seed"}
+NOT_SWEPT = ("steps", "description")
+# Settings that determine the teacher (and its calibration); students with
+# equal values share one sampled teacher.
+TEACHER_FIELDS = ("layers", "model", "T", "batch", "dt", "freq_range", "damping_range", "reset",
+                  "threshold", "psp_norm", "tau_syn", "input_rate", "target_rate",
+                  "teacher_seed")
+STUDENT_FIELDS = TEACHER_FIELDS[:-1] + ("student_hidden", "student_seed")
+RECOVERY_POINTS = 25      # at most this many recovery records per run
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """What to sweep.  ``grid``: ordered ``(field, values)`` pairs."""
+
+    base: Config
+    grid: tuple[tuple[str, tuple], ...] = ()
+    seeds: int = 1
+    steps: int = 500
+    name: str = ""
+    preset: str = ""
+
+    def to_dict(self) -> dict:
+        return {"base": self.base.to_dict(), "preset": self.preset, "name": self.name,
+                "grid": [[k, [_jsonable(v) for v in vs]] for k, vs in self.grid],
+                "seeds": self.seeds, "steps": self.steps}
+
+    @property
+    def axes(self) -> list[str]:
+        """Names of the swept settings, the seed last when there are several."""
+        return [k for k, _ in self.grid] + (["seed"] if self.seeds > 1 else [])
+
+
+class Point(NamedTuple):
+    index: int
+    settings: dict        # field -> value (JSON-able) plus "seed"
+    cfg: Config
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _field_type(name: str):
+    return type(getattr(Config(), name))
+
+
+def parse_value(name: str, text: str):
+    """One grid value of field ``name`` from text (as on the command line).
+
+    Ranges and pairs use ``lo:hi`` (a single number fixes both ends); layer
+    lists use ``-`` (``20-2-1``); learnable groups ``+`` (``weights+omega``).
+    """
+    kind, text = _field_type(name), text.strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is str:
+            return text
+        default = getattr(Config(), name)
+        if name == "learn":
+            return tuple(g for g in text.split("+") if g)
+        if name in ("layers", "student_hidden"):
+            return tuple(int(x) for x in text.split("-") if x) if text else ()
+        if len(default) == 2:   # a float pair
+            lo, _, hi = text.partition(":")
+            return (float(lo), float(hi or lo))
+    except ValueError:
+        pass
+    raise ConfigError(f"grid.{name}", f"cannot read {text!r} as a value of {name} "
+                      f"(e.g. {_example(name)}).")
+
+
+def _example(name: str) -> str:
+    kind = _field_type(name)
+    if kind in (int, float):
+        return f"{name}=1,2,4"
+    if name == "learn":
+        return "learn=weights,weights+omega"
+    if name in ("layers", "student_hidden"):
+        return f"{name}=20-2-1,20-4-1"
+    if kind is tuple:
+        return f"{name}=5:15,10:10"
+    return f"{name}=a,b"
+
+
+def parse_grid(items: Iterable[str]) -> tuple[tuple[str, tuple], ...]:
+    """``["surrogate=superspike,sigmoid", "scale=1,5"]`` -> ordered axes."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    axes, seen = [], set()
+    for item in items:
+        key, sep, values = str(item).partition("=")
+        key = ALIASES.get(key.strip(), key.strip())
+        if not sep or not key:
+            raise ConfigError("grid", f"write NAME=v1,v2,..., got {item!r}.")
+        if key not in names or key in NOT_SWEPT:
+            allowed = ", ".join(sorted(n for n in names if n not in NOT_SWEPT))
+            raise ConfigError(f"grid.{key}", f"is not a sweepable setting; choose from {allowed}.")
+        if key in seen:
+            raise ConfigError(f"grid.{key}", "is given twice; list all its values in one --grid.")
+        vals = tuple(parse_value(key, v) for v in values.split(",") if v.strip())
+        if not vals:
+            raise ConfigError(f"grid.{key}", "give at least one value.")
+        seen.add(key)
+        axes.append((key, vals))
+    return tuple(axes)
+
+
+def make_spec(base: Config, grid=(), seeds: int = 1, steps: int | None = None, name: str = "",
+              preset: str = "") -> SweepSpec:
+    """A validated spec (every point is validated by :func:`expand`)."""
+    if isinstance(grid, Mapping):
+        grid = tuple(grid.items())
+    grid = tuple((ALIASES.get(k, k), tuple(v)) for k, v in grid)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError("seeds", f"must be an integer in [1, {MAX_SEEDS}], got {seeds!r}.")
+    steps = base.steps if steps is None else steps
+    base = validate(dataclasses.replace(base, steps=steps))
+    spec = SweepSpec(base, grid, seeds, steps, str(name)[:200], str(preset)[:64])
+    expand(spec)
+    return spec
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> SweepSpec:
+    """Inverse of :meth:`SweepSpec.to_dict` (validated)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError("sweep", "must be a JSON object.")
+    grid = d.get("grid", [])
+    if not isinstance(grid, list) or not all(isinstance(a, list) and len(a) == 2 for a in grid):
+        raise ConfigError("sweep.grid", "must be a list of [name, [values...]] pairs.")
+    axes = tuple((str(k), tuple(tuple(v) if isinstance(v, list) else v for v in vs))
+                 for k, vs in grid)
+    return make_spec(from_dict(d.get("base", {})), axes, d.get("seeds", 1), d.get("steps"),
+                     d.get("name", ""), d.get("preset", ""))
+
+
+def expand(spec: SweepSpec) -> list[Point]:
+    """Every grid point, validated; errors name the grid field."""
+    n = spec.seeds * math.prod(len(v) for _, v in spec.grid)
+    if n > MAX_POINTS:
+        raise ConfigError("grid", f"{n} points is more than {MAX_POINTS}; sweep fewer values "
+                          "or seeds, or split the sweep.")
+    names = [k for k, _ in spec.grid]
+    points = []
+    for combo in itertools.product(*(v for _, v in spec.grid), range(spec.seeds)):
+        *values, seed = combo
+        changes = dict(zip(names, values))
+        changes["student_seed"] = changes.get("student_seed", spec.base.student_seed) + seed
+        try:
+            cfg = validate(dataclasses.replace(spec.base, **changes))
+        except ConfigError as e:
+            raise ConfigError(f"grid.{e.field}", str(e).split(": ", 1)[-1]) from None
+        except (TypeError, ValueError) as e:
+            raise ConfigError("grid", str(e)) from None
+        settings = {k: _jsonable(v) for k, v in zip(names, values)}
+        settings["seed"] = seed
+        points.append(Point(len(points), settings, cfg))
+    return points
+
+
+def groups(points: Sequence[Point]) -> list[list[Point]]:
+    """Points sharing a static structure, in order of first appearance."""
+    out: dict = {}
+    for p in points:
+        out.setdefault(structure(p.cfg), []).append(p)
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------
+# running
+class Progress(NamedTuple):
+    points_done: int      # points whose training finished
+    points_total: int     # points this process trains
+    student_steps: int    # applied steps, summed over students
+    student_steps_total: int
+    seconds: float
+    diverged: int
+    group: int            # index of the group being trained
+    groups: int
+
+
+class SweepResult(NamedTuple):
+    sweep_id: str
+    rows: list            # per point of this process: index, settings, status, metrics, run_id
+    seconds: float
+    train_seconds: float  # training only (no setup, evaluation, storing)
+    student_steps: int
+    stopped: bool
+    devices: int
+    processes: int
+
+    @property
+    def student_steps_per_s(self) -> float:
+        return self.student_steps / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def _mesh(devices):
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = list(devices if devices is not None else jax.local_devices())
+    return NamedSharding(Mesh(np.array(devices), ("students",)), PartitionSpec("students")), len(devices)
+
+
+def _prepare(points: Sequence[Point], n_pad: int):
+    """Stacked (state, task, hp) for ``points`` padded to ``n_pad`` students
+    (the padding repeats the last point and is discarded)."""
+    from .config import hyperparams
+    from .teacher import init_student, make_task
+    from .train import init_state, stack
+
+    tasks, students, states, hps = {}, {}, [], []
+    for p in points:
+        cfg = p.cfg
+        tkey = tuple(getattr(cfg, f) for f in TEACHER_FIELDS)
+        skey = tuple(getattr(cfg, f) for f in STUDENT_FIELDS)
+        if tkey not in tasks:
+            tasks[tkey] = make_task(cfg)
+        if skey not in students:
+            students[skey] = init_student(cfg)
+        states.append(init_state(structure(cfg), students[skey], seed=cfg.student_seed))
+        hps.append(hyperparams(cfg))
+    task_list = [tasks[tuple(getattr(p.cfg, f) for f in TEACHER_FIELDS)] for p in points]
+    pad = n_pad - len(points)
+    fill = lambda xs: list(xs) + [xs[-1]] * pad
+    return stack(fill(states)), stack(fill(task_list)), stack(fill(hps))
+
+
+def _recovery_row(params, teacher, cfg) -> list[float]:
+    from .metrics import recovery
+
+    return [layer["rel_error"] for layer in recovery(params, teacher, float(cfg.dt), cfg.model)]
+
+
+def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
+              process_index: int | None = None, process_count: int | None = None,
+              sweep_id: str | None = None, tags: Sequence[str] = (),
+              progress: Callable[[Progress], None] | None = None,
+              stop: Callable[[], bool] | None = None) -> SweepResult:
+    """Train every grid point of this process; store each as a run.
+
+    ``devices``: the students axis is sharded over these (default: this
+    process's local devices).  ``process_index`` / ``process_count`` default
+    to JAX's (``jax.distributed``); points ``i, i + n, ...`` belong to
+    process ``i``.  ``progress`` is called after every chunk, ``stop()`` is
+    polled there: when it returns True the current group's runs are stored
+    as ``stopped`` and the remaining groups are skipped.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from .evaluate import summarize
+    from .train import Experiment, make_evaluate, make_train_chunk, unstack
+
+    t_start = time.perf_counter()
+    p_idx = jax.process_index() if process_index is None else process_index
+    p_cnt = jax.process_count() if process_count is None else process_count
+    sweep_id = sweep_id or uuid.uuid4().hex[:12]
+    points = expand(spec)
+    mine = points[p_idx::p_cnt]
+    sharding, n_dev = _mesh(devices)
+    steps = spec.steps
+    k = max(1, min(chunk, steps))
+    n_chunks = math.ceil(steps / k)
+    rec_every = max(1, math.ceil(n_chunks / RECOVERY_POINTS))
+    tags = [f"sweep:{sweep_id}", *tags]
+    if store is not None and p_idx == 0:
+        store.save_sweep(sweep_id, spec.to_dict(), name=spec.name, status="running",
+                         n_points=len(points))
+    grouped = groups(mine)
+    rows, done, total_steps, train_s, diverged = [], 0, 0, 0.0, 0
+    stopped = False
+    for g, pts in enumerate(grouped):
+        if stopped:
+            break
+        n = len(pts)
+        n_pad = math.ceil(n / n_dev) * n_dev
+        state, task, hp = _prepare(pts, n_pad)
+        put = lambda tree: jax.device_put(tree, sharding)
+        state, task, hp = put(state), put(task), put(hp)
+        limit = put(jnp.full((n_pad,), steps, jnp.int32))
+        struct = structure(pts[0].cfg)
+        fn = make_train_chunk(struct, k, False, n_pad)
+        losses = [[] for _ in range(n)]
+        rec_steps = [[] for _ in range(n)]
+        recs = [[] for _ in range(n)]
+
+        def record_recovery(state):
+            params, teacher = jax.device_get(state.params), jax.device_get(task.teacher)
+            st = np.asarray(jax.device_get(state.step))
+            for i, p in enumerate(pts):
+                rec_steps[i].append(int(st[i]))
+                recs[i].append(_recovery_row(unstack(params, i), unstack(teacher, i), p.cfg))
+
+        record_recovery(state)
+        before = np.zeros(n_pad, np.int64)
+        for c in range(n_chunks):
+            t0 = time.perf_counter()
+            state, out = fn(state, task, hp, limit)
+            step_now = np.asarray(jax.device_get(state.step))
+            loss = np.asarray(jax.device_get(out.loss))
+            train_s += time.perf_counter() - t0
+            for i in range(n):
+                losses[i].append(loss[i, :step_now[i] - before[i]])
+            total_steps += int((step_now - before)[:n].sum())
+            before = step_now
+            div = np.asarray(jax.device_get(state.diverged))[:n]
+            if (c + 1) % rec_every == 0 or c == n_chunks - 1:
+                record_recovery(state)
+            if stop is not None and stop():
+                stopped = True
+            if progress is not None:
+                progress(Progress(done + (n if c == n_chunks - 1 else 0), len(mine), total_steps,
+                                  len(mine) * steps, time.perf_counter() - t_start,
+                                  diverged + int(div.sum()), g, len(grouped)))
+            if stopped or div.all():
+                break
+        diverged += int(div.sum())
+        done += n
+        state, task_h, hp_h = jax.device_get((state, task, hp))
+        for i, p in enumerate(pts):
+            exp = Experiment(p.cfg, struct, unstack(task_h, i), unstack(state, i), unstack(hp_h, i))
+            loss_i = np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32)
+            s_out, t_out, _ = make_evaluate(struct)(exp.state.params, exp.task, exp.hp, 0)
+            ev = summarize(exp, s_out[-1].spikes, t_out[-1].spikes)
+            is_div = bool(exp.state.diverged)
+            status = "diverged" if is_div else ("stopped" if int(exp.state.step) < steps else "done")
+            tail = loss_i[-max(1, min(50, loss_i.size // 10)):]
+            metrics = {"sweep_point": p.index, "steps": int(exp.state.step),
+                       "initial_loss": float(loss_i[0]) if loss_i.size else None,
+                       "final_loss": float(tail.mean()) if loss_i.size else None,
+                       "diverged": is_div, **ev}
+            hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),
+                    "recovery": np.asarray(recs[i], np.float64)}
+            run_id = None
+            if store is not None:
+                name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
+                run_id = store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics)
+            rows.append({"index": p.index, "settings": p.settings, "status": status,
+                         "metrics": metrics, "run_id": run_id})
+    if store is not None and p_idx == 0 and p_cnt == 1:
+        store.set_sweep_status(sweep_id, "stopped" if stopped else "done")
+    return SweepResult(sweep_id, rows, time.perf_counter() - t_start, train_s, total_steps,
+                       stopped, n_dev, p_cnt)
+
+
+def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
+    """One flat record per point: swept settings, status and scalar metrics
+    (``weight_error_L{i}`` is layer i's weight rel. error after matching)."""
+    out = []
+    for r in sorted(rows, key=lambda r: r["index"]):
+        m = r["metrics"]
+        rec = {"point": r["index"], **{k: _label(v) for k, v in r["settings"].items()},
+               "status": r["status"]}
+        for k in ("steps", "initial_loss", "final_loss", "spike_precision", "spike_recall",
+                  "rate_error"):
+            rec[k] = m.get(k)
+        for i, layer in enumerate(m.get("recovery") or []):
+            rec[f"weight_error_L{i}"] = layer.get("rel_error")
+        rec["run_id"] = r.get("run_id")
+        out.append(rec)
+    return out
+
+
+def _label(v):
+    """A grid value as a table cell: pairs as 'lo:hi', lists joined."""
+    if isinstance(v, (list, tuple)):
+        sep = "-" if all(isinstance(x, int) for x in v) else (
+            ":" if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) else "+")
+        return sep.join(str(x) for x in v)
+    return v

@@ -1,0 +1,193 @@
+"""Sweeps: grid expansion, vmapped groups equal to separate runs, the store,
+sharding over 4 forced CPU devices and two processes under jax.distributed."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import core
+from core import sweep
+from core.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 24
+
+
+def _spec(grid, seeds=1, steps=STEPS, preset="figure1"):
+    return sweep.make_spec(core.get_preset(preset), sweep.parse_grid(grid), seeds=seeds,
+                           steps=steps, preset=preset)
+
+
+def test_expand_is_the_product_with_seeds_innermost():
+    spec = _spec(["shape=superspike,sigmoid,arctan", "scale=1,25", "f=5:15,10"], seeds=2)
+    pts = sweep.expand(spec)
+    assert len(pts) == 3 * 2 * 2 * 2
+    assert [p.index for p in pts] == list(range(24))
+    assert pts[0].settings == {"surrogate": "superspike", "scale": 1.0,
+                               "freq_range": [5.0, 15.0], "seed": 0}
+    assert pts[1].settings["seed"] == 1 and pts[1].cfg.student_seed == spec.base.student_seed + 1
+    assert pts[2].cfg.freq_range == (10.0, 10.0)
+    assert pts[-1].cfg.surrogate == "arctan" and pts[-1].cfg.scale == 25.0
+    assert all(p.cfg.steps == STEPS for p in pts)
+    assert spec.axes == ["surrogate", "scale", "freq_range", "seed"]
+    assert sweep.spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.parametrize("item, field", [
+    ("scale=1,abc", "grid.scale"), ("scale=0", "grid.scale"), ("bogus=1", "grid.bogus"),
+    ("steps=5", "grid.steps"), ("surrogate=nope", "grid.surrogate"), ("scale", "grid"),
+    ("layers=20", "grid.layers"), ("f=1:x", "grid.freq_range"),
+])
+def test_bad_grids_name_the_field(item, field):
+    with pytest.raises(core.ConfigError) as e:
+        _spec([item])
+    assert e.value.field == field
+
+
+def test_too_many_points_are_refused_before_any_work():
+    with pytest.raises(core.ConfigError, match="more than"):
+        _spec([f"scale={','.join(str(s) for s in range(1, 101))}"], seeds=50)
+
+
+def test_groups_follow_the_static_structure():
+    pts = sweep.expand(_spec(["batch=4,8", "scale=1,5"]))
+    gs = sweep.groups(pts)
+    assert [[p.index for p in g] for g in gs] == [[0, 1], [2, 3]]
+
+
+def test_sweep_points_equal_separate_runs_and_are_stored(tmp_path):
+    # two structures (batch), a continuous axis, two seeds: 8 points, 2 compiled groups
+    spec = _spec(["batch=4,8", "lr=0.01,0.03"], seeds=2)
+    store = RunStore(tmp_path)
+    seen = []
+    res = sweep.run_sweep(spec, store=store, chunk=10, progress=seen.append)
+    assert not res.stopped and res.student_steps == 8 * STEPS
+    assert seen[-1].student_steps == seen[-1].student_steps_total == 8 * STEPS
+    assert {p.group for p in seen} == {0, 1}
+    runs = store.sweep_runs(res.sweep_id)
+    assert sorted(r["metrics"]["sweep_point"] for r in runs) == list(range(8))
+    assert store.sweeps()[0]["status"] == "done" and store.sweeps()[0]["n_points"] == 8
+    pts = sweep.expand(spec)
+    for i in (1, 6):   # one point of each group, against a plain core.train run
+        exp, hist = core.train(core.setup(pts[i].cfg), STEPS, chunk=10)
+        row = next(r for r in res.rows if r["index"] == i)
+        stored = store.get(row["run_id"])
+        np.testing.assert_allclose(stored["histories"]["loss"], hist["loss"], rtol=1e-5)
+        _, params, _ = store.load_params(row["run_id"])
+        for a, b in zip(params, exp.state.params):
+            np.testing.assert_allclose(a.w, b.w, rtol=1e-5, atol=1e-6)
+        want = core.evaluate_experiment(exp)["recovery"][0]["rel_error"]
+        assert row["metrics"]["recovery"][0]["rel_error"] == pytest.approx(want, rel=1e-4)
+        rec = np.asarray(stored["histories"]["recovery"])
+        assert rec.shape[1] == 2 and stored["histories"]["recovery_step"][-1] == STEPS
+        assert rec[-1, 0] == pytest.approx(want, rel=1e-4)
+    table = sweep.summary_table(spec, res.rows)
+    assert [r["point"] for r in table] == list(range(8))
+    assert {"batch", "lr", "seed", "final_loss", "weight_error_L0"} <= set(table[0])
+
+
+def test_stop_stores_the_group_as_stopped_and_skips_the_rest(tmp_path):
+    spec = _spec(["batch=4,8"], steps=40)
+    store = RunStore(tmp_path)
+    res = sweep.run_sweep(spec, store=store, chunk=10, stop=lambda: True)
+    assert res.stopped and len(res.rows) == 1
+    run = store.get(res.rows[0]["run_id"])
+    assert run["status"] == "stopped" and run["metrics"]["steps"] == 10
+    assert len(run["histories"]["loss"]) == 10
+    assert store.sweeps()[0]["status"] == "stopped"
+
+
+_SHARDED = r"""
+import json, sys
+import jax, numpy as np
+import core
+from core import sweep
+assert len(jax.devices()) == 4, jax.devices()
+spec = sweep.make_spec(core.get_preset("figure1"), sweep.parse_grid(["scale=1,5,25"]),
+                       seeds=2, steps=20)
+out = {}
+for n in (4, 1):
+    res = sweep.run_sweep(spec, chunk=10, devices=jax.devices()[:n])
+    out[n] = {r["index"]: [r["metrics"]["final_loss"], r["metrics"]["recovery"][0]["rel_error"],
+                           r["metrics"]["student_spikes"]] for r in res.rows}
+    out[f"dev{n}"] = res.devices
+print(json.dumps(out))
+"""
+
+
+def _env(**extra):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **extra}
+    return env
+
+
+def test_sharded_over_4_cpu_devices_equals_unsharded():
+    flags = "--xla_force_host_platform_device_count=4"
+    out = subprocess.run([sys.executable, "-c", _SHARDED], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env=_env(XLA_FLAGS=flags))
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["dev4"] == 4 and res["dev1"] == 1
+    # 6 points on 4 devices: padded to 8, each point equal to the unsharded run
+    assert sorted(res["4"]) == sorted(res["1"]) == [str(i) for i in range(6)]
+    for i in res["1"]:
+        np.testing.assert_allclose(res["4"][i][:2], res["1"][i][:2], rtol=1e-5)
+        assert res["4"][i][2] == res["1"][i][2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_jax_distributed_store_every_point_once(tmp_path):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "core", "sweep", "--preset", "figure1",
+           "--grid", "scale=1,5,25", "--seeds", "2", "--steps", "10", "--chunk", "10",
+           "--store", str(tmp_path), "--coordinator", f"127.0.0.1:{port}",
+           "--num-processes", "2", "--timeout", "240", "--json", "--quiet"]
+    procs = [subprocess.Popen(cmd + ["--process-id", str(i)], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    docs = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert docs[0]["sweep_id"] == docs[1]["sweep_id"]
+    assert [d["process_index"] for d in docs] == [0, 1] and docs[0]["processes"] == 2
+    assert sorted(r["point"] for d in docs for r in d["rows"]) == list(range(6))
+    assert [r["point"] for r in docs[1]["rows"]] == [1, 3, 5]
+    store = RunStore(tmp_path)
+    runs = store.sweep_runs(docs[0]["sweep_id"])
+    assert sorted(r["metrics"]["sweep_point"] for r in runs) == list(range(6))
+    sweeps = store.sweeps()
+    assert len(sweeps) == 1 and sweeps[0]["status"] == "done" and sweeps[0]["n_points"] == 6
+    assert store.check()["ok"]
+
+
+def test_cli_sweep_json_and_errors(tmp_path, capsys):
+    from core.__main__ import main
+
+    assert main(["sweep", "--preset", "figure1", "--grid", "surrogate=superspike,arctan",
+                 "--steps", "10", "--chunk", "5", "--store", str(tmp_path), "--json",
+                 "--quiet"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["axes"] == ["surrogate"] and doc["points"] == 2
+    assert [r["surrogate"] for r in doc["rows"]] == ["superspike", "arctan"]
+    assert all(r["steps"] == 10 and r["run_id"] for r in doc["rows"])
+    assert len(RunStore(tmp_path).sweep_runs(doc["sweep_id"])) == 2
+    for argv, field in ((["--grid", "scale=-1"], "grid.scale"), (["--seeds", "0"], "seeds"),
+                        (["--grid", "lr=1,2", "--grid", "lr=3"], "grid.lr"),
+                        (["--process-id", "1"], "coordinator")):
+        with pytest.raises(SystemExit) as e:
+            main(["sweep", "--preset", "figure1", "--no-store", *argv])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {field}:") and "\n" not in err
