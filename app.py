@@ -21,6 +21,7 @@ page = st.navigation([
             url_path="gradients"),
     st.Page("pages/learning_rules.py", title="Learning rules", icon=":material/alt_route:",
             url_path="learning_rules"),
+    st.Page("pages/runs.py", title="Runs & sweeps", icon=":material/table_chart:", url_path="runs"),
 ])
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")

@@ -205,10 +205,17 @@ def expand(spec: SweepSpec) -> list[Point]:
 
 
 def groups(points: Sequence[Point]) -> list[list[Point]]:
-    """Points sharing a static structure, in order of first appearance."""
+    """Points that train as one vmapped call, in order of first appearance:
+    same static structure (so one compiled function serves every group of
+    that size), same teacher and input settings (the batch and the teacher's
+    output are computed once per step for the whole group:
+    ``make_train_chunk(share_task=True)``) and same surrogate shape (passed
+    unbatched: a per-student shape index evaluates every shape under vmap)."""
     out: dict = {}
     for p in points:
-        out.setdefault(structure(p.cfg), []).append(p)
+        key = (structure(p.cfg), p.cfg.surrogate, p.cfg.n_patterns,
+               *(getattr(p.cfg, f) for f in TEACHER_FIELDS))
+        out.setdefault(key, []).append(p)
     return list(out.values())
 
 
@@ -240,36 +247,49 @@ class SweepResult(NamedTuple):
         return self.student_steps / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+SHARED = ("sg_shape",)     # HParams fields equal within a group, passed unbatched
+
+
 def _mesh(devices):
+    """``(put, n_devices)``: ``put(tree)`` shards every leaf's leading
+    (students) axis over ``devices``; 0-d leaves, and every leaf with
+    ``put(tree, replicate=True)``, are replicated."""
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     devices = list(devices if devices is not None else jax.local_devices())
-    return NamedSharding(Mesh(np.array(devices), ("students",)), PartitionSpec("students")), len(devices)
+    mesh = Mesh(np.array(devices), ("students",))
+    split, whole = NamedSharding(mesh, PartitionSpec("students")), NamedSharding(mesh, PartitionSpec())
+
+    def put(tree, replicate=False):
+        return jax.tree_util.tree_map(
+            lambda x: jax.device_put(x, whole if replicate or np.ndim(x) == 0 else split), tree)
+
+    return put, len(devices)
 
 
 def _prepare(points: Sequence[Point], n_pad: int):
-    """Stacked (state, task, hp) for ``points`` padded to ``n_pad`` students
-    (the padding repeats the last point and is discarded)."""
+    """``(states, task, hps)`` of one group (:func:`groups`): states and
+    hyperparameters stacked and padded to ``n_pad`` students (the padding
+    repeats the last point and is discarded), the group's one task, the
+    :data:`SHARED` fields unbatched."""
     from .config import hyperparams
     from .teacher import init_student, make_task
     from .train import init_state, stack
 
-    tasks, students, states, hps = {}, {}, [], []
+    students, states, hps = {}, [], []
     for p in points:
         cfg = p.cfg
-        tkey = tuple(getattr(cfg, f) for f in TEACHER_FIELDS)
         skey = tuple(getattr(cfg, f) for f in STUDENT_FIELDS)
-        if tkey not in tasks:
-            tasks[tkey] = make_task(cfg)
         if skey not in students:
             students[skey] = init_student(cfg)
         states.append(init_state(structure(cfg), students[skey], seed=cfg.student_seed))
         hps.append(hyperparams(cfg))
-    task_list = [tasks[tuple(getattr(p.cfg, f) for f in TEACHER_FIELDS)] for p in points]
     pad = n_pad - len(points)
     fill = lambda xs: list(xs) + [xs[-1]] * pad
-    return stack(fill(states)), stack(fill(task_list)), stack(fill(hps))
+    hp = stack(fill(hps))
+    hp = hp._replace(**{f: getattr(hps[0], f) for f in SHARED})
+    return stack(fill(states)), make_task(points[0].cfg), hp
 
 
 def _recovery_row(params, teacher, cfg) -> list[float]:
@@ -295,6 +315,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     import jax
     import jax.numpy as jnp
 
+    from .config import hyperparams
     from .evaluate import summarize
     from .train import Experiment, make_evaluate, make_train_chunk, unstack
 
@@ -304,7 +325,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
     points = expand(spec)
     mine = points[p_idx::p_cnt]
-    sharding, n_dev = _mesh(devices)
+    put, n_dev = _mesh(devices)
     steps = spec.steps
     k = max(1, min(chunk, steps))
     n_chunks = math.ceil(steps / k)
@@ -322,11 +343,10 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
         n = len(pts)
         n_pad = math.ceil(n / n_dev) * n_dev
         state, task, hp = _prepare(pts, n_pad)
-        put = lambda tree: jax.device_put(tree, sharding)
-        state, task, hp = put(state), put(task), put(hp)
+        state, task, hp = put(state), put(task, replicate=True), put(hp)
         limit = put(jnp.full((n_pad,), steps, jnp.int32))
         struct = structure(pts[0].cfg)
-        fn = make_train_chunk(struct, k, False, n_pad)
+        fn = make_train_chunk(struct, k, False, n_pad, SHARED, True)
         losses = [[] for _ in range(n)]
         rec_steps = [[] for _ in range(n)]
         recs = [[] for _ in range(n)]
@@ -336,7 +356,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             st = np.asarray(jax.device_get(state.step))
             for i, p in enumerate(pts):
                 rec_steps[i].append(int(st[i]))
-                recs[i].append(_recovery_row(unstack(params, i), unstack(teacher, i), p.cfg))
+                recs[i].append(_recovery_row(unstack(params, i), teacher, p.cfg))
 
         record_recovery(state)
         before = np.zeros(n_pad, np.int64)
@@ -363,9 +383,9 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 break
         diverged += int(div.sum())
         done += n
-        state, task_h, hp_h = jax.device_get((state, task, hp))
+        state, task_h = jax.device_get((state, task))
         for i, p in enumerate(pts):
-            exp = Experiment(p.cfg, struct, unstack(task_h, i), unstack(state, i), unstack(hp_h, i))
+            exp = Experiment(p.cfg, struct, task_h, unstack(state, i), hyperparams(p.cfg))
             loss_i = np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32)
             s_out, t_out, _ = make_evaluate(struct)(exp.state.params, exp.task, exp.hp, 0)
             ev = summarize(exp, s_out[-1].spikes, t_out[-1].spikes)

@@ -98,16 +98,17 @@ def _within_bounds(params):
 
 def loss_and_grad(params, teacher, inputs, hp: HParams, model: str = "rf", *,
                   reset_through: bool = False, synapse: bool = False, feedback: str = "bp",
-                  fb=()):
+                  fb=(), t_out=None):
     """Loss of ``params`` against the teacher on ``inputs`` and its gradient.
 
     Returns ``((loss, parts), grads)``; the static flags are as in
     ``simulate``.  With ``feedback`` other than bp, ``grads`` is the rule's
     update direction (feedback state ``fb``), not the true gradient.
+    ``t_out``: the teacher's output trace on ``inputs`` if already computed.
     """
     flags = dict(reset_through=reset_through, synapse=synapse)
-    t_out = jax.tree_util.tree_map(jax.lax.stop_gradient,
-                                   simulate(teacher, inputs, hp, model, **flags)[-1])
+    if t_out is None:
+        t_out = teacher_output(teacher, inputs, hp, model, **flags)
 
     def loss_fn(p):
         out = simulate(p, inputs, hp, model, feedback=feedback, fb=fb, **flags)[-1]
@@ -116,30 +117,46 @@ def loss_and_grad(params, teacher, inputs, hp: HParams, model: str = "rf", *,
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
+def teacher_output(teacher, inputs, hp: HParams, model: str = "rf", *, reset_through=False,
+                   synapse=False):
+    """The teacher's output-layer trace on ``inputs`` (no gradient)."""
+    out = simulate(teacher, inputs, hp, model, reset_through=reset_through, synapse=synapse)[-1]
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
+
+
 def make_train_step(struct: Structure):
-    """One training step ``(state, task, hp) -> (state, per-step outputs)``."""
+    """One training step ``(state, task, hp, limit, drawn=None) -> (state,
+    per-step outputs)``.  ``drawn = (inputs, teacher output, step)`` passes
+    a batch drawn outside (shared by students of one task, see
+    ``make_train_chunk(share_task=True)``); by default the step draws its
+    batch from ``task`` at ``state.step``."""
     shape = (struct.T, struct.batch, struct.student_layers[0])
 
     rule = struct.feedback
     flags = dict(reset_through=struct.reset_through, synapse=struct.synapse)
     masked = lambda g, hp: jax.tree_util.tree_map(jnp.multiply, g, group_mask(g, hp.learn_mask))
 
-    def train_step(state: TrainState, task: Task, hp: HParams, limit):
-        inputs = step_inputs(task.key, state.step, hp, shape)
+    def train_step(state: TrainState, task: Task, hp: HParams, limit, drawn=None):
+        if drawn is None:
+            clock, t_out = state.step, None
+            inputs = step_inputs(task.key, clock, hp, shape)
+        else:
+            inputs, t_out, clock = drawn
         (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                             feedback=rule, fb=state.feedback, **flags)
+                                             feedback=rule, fb=state.feedback, t_out=t_out,
+                                             **flags)
         grads = masked(grads, hp)
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        noise_key = jr.fold_in(jr.fold_in(task.key, fbk.WM_STREAM), state.step)
+        noise_key = jr.fold_in(jr.fold_in(task.key, fbk.WM_STREAM), clock)
         params, fb = fbk.update_feedback(rule, state.params, params, updates, state.feedback,
                                          hp, noise_key)
         if rule == "bp":
             upd_angle = None
         else:   # backprop's gradient on the same batch, for the update angle only
             _, bp_grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                        **flags)
+                                        t_out=t_out, **flags)
             upd_angle = fbk.update_angle(grads, masked(bp_grads, hp))
         healthy = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
                    & _all_finite(fb) & _within_bounds(params))
@@ -163,7 +180,8 @@ def make_train_step(struct: Structure):
 
 @functools.lru_cache(maxsize=32)
 def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
-                     n_students: int | None = None):
+                     n_students: int | None = None, shared: tuple[str, ...] = (),
+                     share_task: bool = False):
     """Compiled chunk of ``n_steps`` steps (vmapped over ``n_students`` if given).
 
     Returns ``chunk(state, task, hp, limit) -> (state, ChunkOut)``; steps are
@@ -172,9 +190,22 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     are in ``ChunkOut.params``.
     ``ChunkOut.alignment`` and ``ChunkOut.update_angle`` hold the
     credit-assignment metrics per step (None for bp).
-    With ``n_students``, every argument carries a leading students axis.
+    With ``n_students``, every argument carries a leading students axis but
+    the ``HParams`` fields named in ``shared``, which are one value for all
+    students.  Sharing ``sg_shape`` matters: a per-student shape index makes
+    the surrogate's ``lax.switch`` evaluate every shape (vmap turns it into a
+    select).
+
+    ``share_task`` (with ``n_students``): ``task`` is one task, unbatched,
+    and every student has the same input and teacher hyperparameters (dt,
+    rates, threshold, reset, PSP and synapse settings: ``core.sweep`` groups
+    so).  Each step then draws the batch and runs the teacher once for all
+    students, at the students' common step count (students in lockstep; a
+    diverged or finished student's updates are not applied anyway).  Results
+    equal separate runs.
     """
     train_step = make_train_step(struct)
+    hp_axes = HParams(*(None if f in shared else 0 for f in HParams._fields))
 
     def chunk(state, task, hp, limit):
         def body(s, _):
@@ -184,8 +215,28 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
         state, outs = jax.lax.scan(body, state, None, length=n_steps)
         return state, ChunkOut(*outs)
 
-    if n_students is not None:
-        chunk = jax.vmap(chunk)
+    def chunk_shared(state, task, hp, limit):
+        hp0 = HParams(*(v if f in shared else v[0] for f, v in zip(HParams._fields, hp)))
+        shape = (struct.T, struct.batch, struct.student_layers[0])
+        flags = dict(reset_through=struct.reset_through, synapse=struct.synapse)
+        vstep = jax.vmap(train_step, in_axes=(0, None, hp_axes, 0, None))
+
+        def body(s, _):
+            clock = jnp.max(s.step)
+            inputs = step_inputs(task.key, clock, hp0, shape)
+            t_out = teacher_output(task.teacher, inputs, hp0, struct.model, **flags)
+            s, (loss, parts, gnorm, div, align, ang) = vstep(s, task, hp, limit,
+                                                             (inputs, t_out, clock))
+            return s, (loss, parts, gnorm, div, s.params if record else None, align, ang)
+
+        state, outs = jax.lax.scan(body, state, None, length=n_steps)
+        # students first, as the vmapped chunk returns them
+        return state, jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, 0, 1), ChunkOut(*outs))
+
+    if n_students is not None and share_task:
+        chunk = chunk_shared
+    elif n_students is not None:
+        chunk = jax.vmap(chunk, in_axes=(0, 0, hp_axes, 0))
     donate = (0,) if jax.default_backend() != "cpu" else ()
     return jax.jit(chunk, donate_argnums=donate)
 

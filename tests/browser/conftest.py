@@ -39,8 +39,9 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def app_url():
-    """Start `streamlit run app.py` on a free local port; stop it at the end."""
+def app_url(tmp_path_factory):
+    """Start `streamlit run app.py` on a free local port (its run store in a
+    temporary folder); stop it at the end."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed")
     port = _free_port()
@@ -52,7 +53,8 @@ def app_url():
     (ROOT / "artifacts").mkdir(exist_ok=True)
     log = open(ROOT / "artifacts" / "streamlit-browser-test.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                 "RESONANCE_RUNS_DIR": str(tmp_path_factory.mktemp("runs"))})
     try:
         deadline = time.monotonic() + STARTUP_S
         while not _healthy(url):

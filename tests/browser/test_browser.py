@@ -60,7 +60,7 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
     wait_idle(page)
     expect(page.get_by_test_id("stSidebarNavLink")).to_have_text(  # icon name + title
         [re.compile(r"Home$"), re.compile(r"Neuron$"), re.compile(r"Teacher–Student$"),
-         re.compile(r"Gradients$"), re.compile(r"Learning rules$")])
+         re.compile(r"Gradients$"), re.compile(r"Learning rules$"), re.compile(r"Runs & sweeps$")])
     expect(page.locator(".js-plotly-plot")).to_have_count(4)
     expect(page.get_by_text(re.compile(r"computed in [\d.]+ ms"))).to_be_visible()
     assert_no_exception(page)

@@ -60,6 +60,8 @@ def test_groups_follow_the_static_structure():
     pts = sweep.expand(_spec(["batch=4,8", "scale=1,5"]))
     gs = sweep.groups(pts)
     assert [[p.index for p in g] for g in gs] == [[0, 1], [2, 3]]
+    by_shape = sweep.groups(sweep.expand(_spec(["shape=superspike,arctan", "scale=1,5"])))
+    assert [[p.index for p in g] for g in by_shape] == [[0, 1], [2, 3]]
 
 
 def test_sweep_points_equal_separate_runs_and_are_stored(tmp_path):

@@ -1,0 +1,319 @@
+"""Runs & sweeps: saved runs, overlays, sweeps with progress, heatmaps, export."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+import core
+from core.store import STATUSES, RunStore, StoreError, default_path
+from core.sweep import make_spec, parse_grid
+from ui import runs as R
+from ui import widgets
+
+widgets.require_app_navigation()
+demo = widgets.demo_mode()
+widgets.steady_live_css()
+
+
+@st.cache_resource(scope="session", max_entries=1, on_release=lambda slot: slot.release(),
+                   show_spinner=False)
+def sweep_slot() -> R.SweepSlot:
+    """This visitor's background sweep; stopped when the tab closes."""
+    return R.SweepSlot()
+
+
+def damaged_store_ui(path, error: StoreError) -> None:
+    """The store's error and the one recovery path (renames, never deletes)."""
+    st.error(f"The run store cannot be opened — {error}")
+    has_index = (path / "index.sqlite").exists()
+    label = ("Move the damaged index aside and start a new store" if has_index
+             else "Move the orphaned arrays aside and start a new store")
+    st.caption("Nothing is deleted: the file is renamed with a UTC timestamp, so it can still be "
+               "restored or inspected.")
+    if st.button(label, key="rs_recover", type="primary"):
+        try:
+            moved = R.move_index_aside(path)
+        except (OSError, StoreError) as e:
+            st.error(f"Could not move it aside — {e}")
+            return
+        st.session_state["rs_flash"] = ("Moved aside: " + ", ".join(p.name for p in moved)
+                                        + ". A new, empty store starts here.")
+        st.rerun()
+
+
+def launcher_ui() -> tuple:
+    """Sweep settings -> (validated SweepSpec or None, launch pressed)."""
+    names = list(core.presets())
+    c = st.columns([2, 3, 2, 2])
+    preset = c[0].selectbox("Preset", names, index=names.index("figure1"), key="sw_p",
+                            bind="query-params")
+    shapes = c[1].multiselect("Surrogate shapes", list(core.SURROGATES), ["superspike", "sigmoid"],
+                              key="sw_shapes", bind="query-params")
+    scales = c[2].text_input("Scales β", "1,5,25", key="sw_scales", bind="query-params",
+                             help="Comma-separated; blank keeps the preset's.")
+    lrs = c[3].text_input("Learning rates", "", key="sw_lrs", bind="query-params",
+                          help="Comma-separated, e.g. 0.003,0.01; blank keeps the preset's.")
+    c = st.columns([3, 2, 3])
+    seeds = c[0].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
+    max_steps = R.DEMO_MAX_STEPS if demo else R.MAX_STEPS
+    steps = c[1].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
+    name = c[2].text_input("Name", "", key="sw_name", bind="query-params",
+                           placeholder=f"{preset} sweep")
+    spec = None
+    try:
+        grid = parse_grid(R.launch_grid(shapes, scales, lrs))
+        spec = make_spec(core.get_preset(preset), grid, int(seeds), int(steps),
+                         name.strip() or f"{preset} sweep", preset)
+        R.check_launch(spec, demo)
+    except core.ConfigError as e:
+        st.error(f"Invalid setting — {e}")
+        spec = None
+    job = slot.job
+    busy = job is not None and job.running
+    with st.container(horizontal=True, vertical_alignment="center"):
+        launch = st.button("Launch sweep", key="sw_launch", type="primary",
+                           disabled=spec is None or busy, icon=":material/rocket_launch:")
+        if spec is not None:
+            n = len(R.expand(spec))
+            st.caption(f"{n} points × {spec.steps} steps, trained as vmapped groups "
+                       f"({n * spec.steps} student-steps).")
+    return spec, launch and not busy
+
+
+def progress_text(job: R.SweepJob) -> str:
+    p = job.progress
+    if p is None:
+        return "Compiling and sampling teachers…"
+    rate = p.student_steps / p.seconds if p.seconds > 0 else 0.0
+    return (f"group {p.group + 1}/{p.groups} · points {p.points_done}/{p.points_total} · "
+            f"{p.student_steps}/{p.student_steps_total} student-steps · {rate:.0f}/s · "
+            f"diverged {p.diverged}" + (" · stopping…" if job.stopping else ""))
+
+
+def job_summary(job: R.SweepJob) -> None:
+    if job.error:
+        st.error(f"Sweep failed — {job.error}")
+    elif job.result is not None:
+        r = job.result
+        msg = (f"Sweep `{r.sweep_id}`: {len(r.rows)} points in {r.seconds:.1f} s "
+               f"({r.student_steps_per_s:.0f} student-steps/s).")
+        (st.warning if r.stopped else st.success)(
+            ("Stopped. Finished groups are stored; the group in training is stored as "
+             "`stopped`. " if r.stopped else "") + msg)
+
+
+def sweeps_ui(store, sweeps) -> None:
+    # labels never change (the URL holds the label of a bound choice)
+    labels = {s["id"]: f"{s['name'] or 'sweep'} · {s['id']}" for s in sweeps}
+    sid = st.selectbox("Sweep", list(labels), format_func=labels.get, key="sw_sel",
+                       bind="query-params")
+    info = next(s for s in sweeps if s["id"] == sid)
+    st.caption(f"{info['n_points']} points · {info['status']} · created "
+               f"{info['created'][:19].replace('T', ' ')} UTC")
+    try:
+        spec, table = R.sweep_table(info["spec"], store.sweep_runs(sid))
+    except core.ConfigError as e:
+        st.error(f"This sweep cannot be shown — {e}")
+        return
+    if table.empty:
+        st.info("No point of this sweep is stored yet.")
+        return
+    axes, metrics, order = spec.axes, R.metric_columns(table), R.axis_values(spec)
+    figs = {}
+    if axes:
+        c = st.columns(3)
+        metric = c[0].selectbox("Metric", metrics, key="sw_metric", bind="query-params",
+                                help="weight_error_*: relative error of the weights after "
+                                     "matching student units to the teacher's.")
+        x0 = "scale" if "scale" in axes else axes[0]
+        rest = [a for a in axes if a != x0] or [x0]
+        y0 = "surrogate" if "surrogate" in rest else rest[0]
+        x = c[1].selectbox("x axis", axes, index=axes.index(x0), key="sw_x", bind="query-params")
+        y = c[2].selectbox("y axis", axes, index=axes.index(y0), key="sw_y", bind="query-params")
+        others = [a for a in axes if a not in (x, y)]
+        figs["heatmap"] = R.heatmap_figure(table, x, y, metric, order, others)
+        figs["parcoords"] = R.parcoords_figure(table, axes, metric, order)
+        a, b = st.columns(2)
+        a.plotly_chart(figs["heatmap"], key="sw_heatmap")
+        b.plotly_chart(figs["parcoords"], key="sw_parcoords")
+    st.dataframe(table, hide_index=True, width="stretch")
+    doc = {"sweep": {k: info[k] for k in ("id", "name", "created", "status", "n_points")},
+           "spec": spec.to_dict(), "points": json.loads(table.to_json(orient="records"))}
+    with st.container(horizontal=True):
+        st.download_button("Metrics CSV", table.to_csv(index=False), f"sweep-{sid}.csv",
+                           "text/csv", key="sw_csv", on_click="ignore",
+                           icon=":material/download:")
+        st.download_button("Metrics JSON", json.dumps(doc, indent=1), f"sweep-{sid}.json",
+                           "application/json", key="sw_json", on_click="ignore",
+                           icon=":material/download:")
+        for name, fig in figs.items():
+            st.download_button(f"{name.capitalize()} HTML", lambda fig=fig: R.figure_html(fig),
+                               f"sweep-{sid}-{name}.html", "text/html", key=f"sw_html_{name}",
+                               on_click="ignore", icon=":material/download:")
+
+
+def _delete(ids: list) -> None:
+    """Confirmed delete (a callback: runs before the next script run)."""
+    st.session_state["rs_confirm"] = None
+    try:
+        with RunStore(default_path(), create=False) as s:
+            for run_id in ids:
+                s.delete(run_id)
+    except StoreError as e:
+        st.session_state["rs_flash_error"] = f"Delete failed — {e}"
+        return
+    st.session_state["rs_sel"] = [i for i in st.session_state.get("rs_sel", []) if i not in ids]
+    st.session_state["rs_flash"] = f"Deleted {len(ids)} run(s)."
+
+
+def actions_ui(store, selected: list) -> None:
+    """Open / delete / export the selected runs."""
+    one = len(selected) == 1
+    with st.container(horizontal=True):
+        if st.button("Open in Teacher–Student", key="rs_open", icon=":material/school:",
+                     disabled=not one, help="Reopen the selected run (select exactly one)."):
+            st.switch_page("pages/teacher_student.py", query_params={"run": selected[0]})
+        if st.button(f"Delete {len(selected)} run(s)", key="rs_delete", icon=":material/delete:"):
+            st.session_state["rs_confirm"] = list(selected)
+        if one:
+            try:
+                bundle = R.export_bundle(store, selected[0])
+            except StoreError as e:
+                st.error(f"Export failed — {e}")
+            else:
+                st.download_button("Export bundle (.zip)", bundle, f"run-{selected[0]}.zip",
+                                   "application/zip", key="rs_export", on_click="ignore",
+                                   icon=":material/archive:")
+    if st.session_state.get("rs_confirm") == list(selected):   # asked for these very runs
+        st.warning(f"Delete {len(selected)} run(s) and their arrays? This cannot be undone.")
+        with st.container(horizontal=True):
+            st.button("Yes, delete", key="rs_delete_yes", type="primary", on_click=_delete,
+                      args=(list(selected),))
+            st.button("Cancel", key="rs_delete_no",
+                      on_click=lambda: st.session_state.update(rs_confirm=None))
+
+
+def import_ui() -> None:
+    up = st.file_uploader("Import a run bundle (.zip from *Export bundle* or "
+                          "`python -m core runs export`)", type=["zip"], key="rs_import",
+                          max_upload_size=5)
+    if up is None or st.session_state.get("rs_imported") == up.file_id:
+        return
+    st.session_state["rs_imported"] = up.file_id
+    try:
+        with RunStore(default_path()) as target:
+            run_id = R.import_bundle(target, up.getvalue(), up.name)
+    except StoreError as e:
+        st.error(f"Import failed — {e}")
+        return
+    st.session_state["rs_flash"] = f"Imported run `{run_id}`."
+    st.rerun()
+
+
+# ---- the page ----------------------------------------------------------------------
+st.title("Runs & sweeps")
+path = default_path()
+slot = sweep_slot()
+if slot.job is not None and slot.job.finished and not slot.job.announced:
+    slot.job.announced = True
+    if slot.job.result is not None:
+        st.session_state["sw_sel"] = slot.job.sweep_id   # show the new sweep
+for key, show in (("rs_flash", st.success), ("rs_flash_error", st.error)):
+    if key in st.session_state:
+        show(st.session_state.pop(key))
+try:
+    store = R.open_store(path)
+    summaries = store.list() if store is not None else []
+    sweeps = store.sweeps() if store is not None else []
+except StoreError as e:
+    damaged_store_ui(path, e)
+    st.stop()
+st.caption(f"Store `{path}` · {len(summaries)} run(s) · {len(sweeps)} sweep(s)")
+
+try:
+    with st.expander("Launch a sweep", expanded=not sweeps or slot.job is not None):
+        spec, launch = launcher_ui()
+        if launch and spec is not None:
+            job = R.SweepJob(spec, path)
+            if job.start():
+                slot.job = job
+                st.rerun()       # draw the launcher disabled and the progress fragment
+            else:
+                st.warning("The server is already training its maximum number of sweeps; "
+                           "try again when one finishes.")
+
+        @st.fragment(run_every=0.5 if slot.job is not None and slot.job.running else None)
+        def sweep_progress():
+            job = slot.job
+            if job is None:
+                return
+            if job.running:
+                st.progress(job.fraction(), text=progress_text(job))
+                st.button("Stop", key="sw_stop", on_click=job.stop, disabled=job.stopping,
+                          icon=":material/stop:")
+            elif not job.announced:
+                st.rerun(scope="app")    # refresh the tables with the new runs
+            else:
+                job_summary(job)
+
+        sweep_progress()
+
+    st.subheader("Sweeps")
+    if sweeps:
+        sweeps_ui(store, sweeps)
+    else:
+        st.info("No sweep yet: launch one above, or run `python -m core sweep …` with "
+                f"`--store {path}`.")
+
+    st.subheader("Runs")
+    c = st.columns([3, 3, 2])
+    tags = c[0].multiselect("Tags (all of)", R.all_tags(summaries), key="rs_tags",
+                            bind="query-params")
+    name = c[1].text_input("Name or preset contains", "", key="rs_name", bind="query-params")
+    statuses = c[2].multiselect("Status", list(STATUSES), key="rs_status", bind="query-params")
+    frame = R.runs_frame(summaries)
+    shown = R.filter_runs(frame, tags, name, statuses)
+    st.dataframe(shown, hide_index=True, width="stretch", key="rs_table")
+    chosen = [i for i in st.session_state.get("rs_sel", []) if i in set(frame["id"])]
+    if "rs_sel" in st.session_state and chosen != st.session_state["rs_sel"]:
+        st.session_state["rs_sel"] = chosen      # runs deleted meanwhile
+    options = list(shown["id"]) + [i for i in chosen if i not in set(shown["id"])]
+    names = dict(zip(frame["id"], frame["name"]))
+    selected = st.multiselect("Selected runs", options, key="rs_sel", bind="query-params",
+                              format_func=lambda i: f"{names.get(i) or 'run'} · {i[:8]}",
+                              placeholder="Choose runs to overlay, open, export or delete")
+    with st.container(horizontal=True):
+        st.download_button("Table CSV", shown.to_csv(index=False), "runs.csv", "text/csv",
+                           key="rs_csv", on_click="ignore", icon=":material/download:")
+        st.download_button("Table JSON", shown.to_json(orient="records", indent=1), "runs.json",
+                           "application/json", key="rs_json", on_click="ignore",
+                           icon=":material/download:")
+    if selected:
+        actions_ui(store, selected)
+        picked = selected[:R.MAX_OVERLAY]
+        if len(selected) > R.MAX_OVERLAY:
+            st.caption(f"The overlay draws the first {R.MAX_OVERLAY} selected runs.")
+        try:
+            records = [store.get(i) for i in picked]
+        except StoreError as e:
+            st.error(f"Cannot read a selected run — {e}")
+        else:
+            loss_fig, rec_fig = R.overlay_figures(records)
+            a, b = st.columns(2)
+            a.plotly_chart(loss_fig, key="rs_loss")
+            b.plotly_chart(rec_fig, key="rs_recovery")
+            with st.container(horizontal=True):
+                for label, fig in (("Loss", loss_fig), ("Recovery", rec_fig)):
+                    st.download_button(f"{label} HTML", lambda fig=fig: R.figure_html(fig),
+                                       f"runs-{label.lower()}.html", "text/html",
+                                       key=f"rs_html_{label.lower()}", on_click="ignore",
+                                       icon=":material/download:")
+    elif not summaries:
+        st.info("No runs yet: launch a sweep above, save a run from the Teacher–Student page, "
+                "or import a bundle below.")
+
+    with st.expander("Import a run bundle"):
+        import_ui()
+finally:
+    if store is not None:
+        store.close()

@@ -1,0 +1,329 @@
+"""Runs & sweeps page: AppTest of the page on temporary stores, and unit tests
+of its helpers (ui.runs) against hand-computed values."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from streamlit.runtime.state.common import user_key_from_element_id
+
+import core
+from core.store import ENV_VAR, RunStore, StoreError
+from core.sweep import make_spec, parse_grid, run_sweep
+from tests.app.conftest import ROOT
+from tests.app.test_teacher_student import _array
+from ui import runs as R
+
+pytestmark = [pytest.mark.timeout(300)]
+
+GRID = ["surrogate=superspike,sigmoid", "scale=1,5"]
+SEEDS, STEPS = 2, 100       # chunks of 50 steps: the launch test reuses the compiled chunk
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """A store holding one 2 x 2 x 2-seed sweep of figure1 (100 steps)."""
+    from core.runtime import enable_compilation_cache
+
+    enable_compilation_cache()     # as app.py does: a warm cache skips the compile
+    path = tmp_path_factory.mktemp("runs")
+    spec = make_spec(core.get_preset("figure1"), parse_grid(GRID), SEEDS, STEPS,
+                     "figure1 sweep", "figure1")
+    with RunStore(path) as store:
+        result = run_sweep(spec, store=store)
+    return path, result
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    st.cache_resource.clear()      # AppTest sessions share one id: no sweep job carries over
+    yield
+    st.cache_resource.clear()
+
+
+def _page(monkeypatch, path) -> AppTest:
+    monkeypatch.setenv(ENV_VAR, str(path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("pages/runs.py")
+    return at.run()
+
+
+def _clean(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _charts(at) -> dict:
+    """key -> plotly figure (dict) of every st.plotly_chart."""
+    return {user_key_from_element_id(e.proto.id): json.loads(e.proto.spec)
+            for e in at.get("plotly_chart")}
+
+
+def _runs(at) -> pd.DataFrame:
+    """The runs table (the page's last dataframe)."""
+    return at.dataframe[-1].value
+
+
+def _copy(src, tmp_path):
+    dst = tmp_path / "store"
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---- the page ----------------------------------------------------------------------
+def test_empty_store_renders_and_creates_nothing(monkeypatch, tmp_path):
+    at = _page(monkeypatch, tmp_path / "none")
+    _clean(at)
+    assert any("No sweep yet" in i.value for i in at.info)
+    assert any("No runs yet" in i.value for i in at.info)
+    assert at.dataframe[0].value.empty
+    assert not (tmp_path / "none").exists()     # viewing never creates a store
+
+
+def test_sweep_heatmap_is_the_mean_over_seeds(monkeypatch, populated):
+    path, result = populated
+    at = _page(monkeypatch, path)
+    _clean(at)
+    charts = _charts(at)
+    assert {"sw_heatmap", "sw_parcoords"} <= set(charts)
+    assert at.selectbox(key="sw_x").value == "scale"
+    assert at.selectbox(key="sw_y").value == "surrogate"
+    heat = charts["sw_heatmap"]["data"][0]
+    assert heat["type"] == "heatmap" and heat["x"] == ["1.0", "5.0"]
+    assert heat["y"] == ["superspike", "sigmoid"]
+    z = _array(heat["z"]).reshape(2, 2)
+    for i, shape in enumerate(("superspike", "sigmoid")):
+        for j, scale in enumerate((1.0, 5.0)):
+            errs = [np.mean([l["rel_error"] for l in r["metrics"]["recovery"]])
+                    for r in result.rows if r["settings"]["surrogate"] == shape
+                    and r["settings"]["scale"] == scale]
+            assert len(errs) == SEEDS
+            assert z[i, j] == pytest.approx(np.mean(errs), rel=1e-6)
+    par = charts["sw_parcoords"]["data"][0]
+    labels = [d["label"] for d in par["dimensions"]]
+    assert labels == ["surrogate", "scale", "seed", "weight_error_mean"]
+    assert par["dimensions"][0]["ticktext"] == ["superspike", "sigmoid"]
+    # another metric and the table of points
+    at.selectbox(key="sw_metric").set_value("final_loss").run()
+    _clean(at)
+    assert "final_loss" in _charts(at)["sw_heatmap"]["layout"]["title"]["text"]
+    assert len(at.dataframe[0].value) == 8
+
+
+def test_filters_and_overlay(monkeypatch, populated):
+    path, _ = populated
+    at = _page(monkeypatch, path)
+    table = lambda: _runs(at)
+    assert len(table()) == 8
+    at.text_input(key="rs_name").set_value("#3").run()
+    _clean(at)
+    assert list(table()["name"]) == ["figure1 sweep #3"]
+    at.text_input(key="rs_name").set_value("").run()
+    at.multiselect(key="rs_status").set_value(["diverged"]).run()
+    assert table().empty
+    at.multiselect(key="rs_status").set_value(["done"]).run()
+    tag = at.multiselect(key="rs_tags").options[0]
+    at.multiselect(key="rs_tags").set_value([tag]).run()
+    _clean(at)
+    assert len(table()) == 8
+    ids = list(table()["id"][:2])
+    at.multiselect(key="rs_sel").set_value(ids).run()
+    _clean(at)
+    charts = _charts(at)
+    assert len(charts["rs_loss"]["data"]) == 2
+    assert len(charts["rs_recovery"]["data"]) == 2 * 2        # two runs x two layers
+    assert at.button(key="rs_open").disabled                  # open needs exactly one run
+
+
+def test_open_in_teacher_student_switches_page(monkeypatch, populated):
+    path, _ = populated
+    calls = []
+    monkeypatch.setattr(st, "switch_page", lambda page, **kw: calls.append((page, kw)))
+    at = _page(monkeypatch, path)
+    run_id = _runs(at)["id"][0]
+    at.multiselect(key="rs_sel").set_value([run_id]).run()
+    assert not at.button(key="rs_open").disabled
+    at.button(key="rs_open").click().run()
+    assert calls == [("pages/teacher_student.py", {"query_params": {"run": run_id}})]
+
+
+def test_delete_asks_first(monkeypatch, populated, tmp_path):
+    path = _copy(populated[0], tmp_path)
+    at = _page(monkeypatch, path)
+    run_id = _runs(at)["id"][0]
+    at.multiselect(key="rs_sel").set_value([run_id]).run()
+    at.button(key="rs_delete").click().run()
+    _clean(at)
+    assert any("cannot be undone" in w.value for w in at.warning)
+    assert run_id in set(_runs(at)["id"])
+    at.button(key="rs_delete_yes").click().run()
+    _clean(at)
+    assert run_id not in set(_runs(at)["id"])
+    assert any("Deleted 1 run" in s.value for s in at.success)
+    assert at.multiselect(key="rs_sel").value == []
+    with RunStore(path) as store:
+        assert len(store.list()) == 7
+
+
+def test_corrupt_index_is_reported_and_moved_aside_on_click(monkeypatch, tmp_path):
+    (tmp_path / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    at = _page(monkeypatch, tmp_path)
+    assert not at.exception
+    assert len(at.error) == 1 and "index.sqlite" in at.error[0].value
+    assert "not a readable run index" in at.error[0].value
+    button = at.button(key="rs_recover")
+    assert button.label == "Move the damaged index aside and start a new store"
+    assert (tmp_path / "index.sqlite").exists()             # nothing happens before the click
+    button.click().run()
+    _clean(at)
+    moved = list(tmp_path.glob("index.sqlite.damaged-*"))
+    assert len(moved) == 1 and moved[0].read_bytes() == b"this is not a database" * 100
+    assert any("Moved aside" in s.value for s in at.success)
+
+
+def test_missing_index_beside_arrays_is_reported(monkeypatch, tmp_path):
+    (tmp_path / "arrays").mkdir()
+    (tmp_path / "arrays" / f"{'a' * 32}.npz").write_bytes(b"x")
+    at = _page(monkeypatch, tmp_path)
+    assert not at.exception
+    assert len(at.error) == 1 and "is missing" in at.error[0].value
+    assert "orphaned" in at.button(key="rs_recover").label
+
+
+def test_bad_scale_text_names_the_field(monkeypatch, tmp_path):
+    at = _page(monkeypatch, tmp_path)
+    at.text_input(key="sw_scales").set_value("1,abc").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "grid.scale" in at.error[0].value
+    assert at.button(key="sw_launch").disabled
+
+
+def test_launch_then_stop_a_sweep(monkeypatch, populated, tmp_path):
+    at = _page(monkeypatch, tmp_path)
+    at.text_input(key="sw_scales").set_value("1,5").run()
+    at.number_input(key="sw_steps").set_value(2000).run()     # 40 chunks: time to stop it
+    assert "8 points" in at.caption[1].value
+    at.button(key="sw_launch").click().run()
+    _clean(at)
+    assert at.button(key="sw_launch").disabled                 # one sweep at a time
+    deadline = time.monotonic() + 60
+    while not at.get("progress")[0].proto.text.startswith("group"):   # a chunk is done
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        at.run()
+    at.button(key="sw_stop").click().run()
+    while at.get("progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        at.run()
+    _clean(at)
+    assert any(w.value.startswith("Stopped.") for w in at.warning)
+    table = _runs(at)      # the group in training is stored as stopped, later ones skipped
+    assert 0 < len(table) <= 8 and "stopped" in set(table["status"])
+    assert "sw_heatmap" in _charts(at)
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "stopped"
+
+
+# ---- helpers -------------------------------------------------------------------------
+def _table():
+    return pd.DataFrame({
+        "surrogate": ["a", "a", "b", "b", "a", "b"],
+        "scale": [1.0, 5.0, 1.0, 5.0, 1.0, 5.0],
+        "seed": [0, 0, 0, 0, 1, 1],
+        "m": [1.0, 2.0, 3.0, 4.0, 5.0, np.nan]})
+
+
+def test_heatmap_grid_means_over_other_axes_and_skips_nan():
+    xs, ys, z, n = R.heatmap_grid(_table(), "scale", "surrogate", "m",
+                                  {"surrogate": ["b", "a"], "scale": [1.0, 5.0]})
+    assert xs == [1.0, 5.0] and ys == ["b", "a"]
+    np.testing.assert_allclose(z, [[3.0, 4.0], [3.0, 2.0]])   # (b,5): 4 and NaN -> 4
+    np.testing.assert_array_equal(n, [[1, 1], [2, 1]])
+    xs, ys, z, _ = R.heatmap_grid(_table(), "seed", "seed", "m")
+    assert ys == ["all"]
+    np.testing.assert_allclose(z, [[2.5, 5.0]])
+    fig = R.heatmap_figure(_table().iloc[:4], "scale", "surrogate", "m")
+    assert np.isnan(np.asarray(fig.data[0].z, float)).sum() == 0
+
+
+def test_axis_codes_and_parcoords():
+    codes, ticks, labels = R.axis_codes(["sigmoid", "superspike", "sigmoid"])
+    np.testing.assert_array_equal(codes, [0, 1, 0])
+    assert ticks == [0, 1] and labels == ["sigmoid", "superspike"]
+    codes, ticks, labels = R.axis_codes([1.0, 5, 25.0])
+    np.testing.assert_array_equal(codes, [1, 5, 25]) and ticks is None and labels is None
+    fig = R.parcoords_figure(_table(), ["surrogate", "scale", "seed"], "m",
+                             {"surrogate": ["b", "a"]})
+    dims = fig.data[0].dimensions
+    assert [d.label for d in dims] == ["surrogate", "scale", "seed", "m"]
+    assert list(dims[0].ticktext) == ["b", "a"]                 # the spec's order
+    np.testing.assert_array_equal(dims[0].values, [1, 1, 0, 0, 1])   # the NaN row left out
+    np.testing.assert_array_equal(dims[3].values, [1, 2, 3, 4, 5])
+
+
+def test_filter_runs():
+    df = pd.DataFrame({"name": ["figure1 sweep #0", "Single run", "x"],
+                       "tags": ["sweep:a, keep", "keep", ""],
+                       "status": ["done", "stopped", "done"]})
+    assert list(R.filter_runs(df)["name"]) == list(df["name"])
+    assert list(R.filter_runs(df, tags=["keep"])["name"]) == ["figure1 sweep #0", "Single run"]
+    assert list(R.filter_runs(df, tags=["keep", "sweep:a"])["name"]) == ["figure1 sweep #0"]
+    assert list(R.filter_runs(df, name="SINGLE")["name"]) == ["Single run"]
+    assert list(R.filter_runs(df, statuses=["done"])["name"]) == ["figure1 sweep #0", "x"]
+
+
+def test_thin_block_means():
+    steps, y = R._thin(np.arange(10.0), max_points=4)           # blocks of 3: 0-2, 3-5, 6-8, 9
+    np.testing.assert_allclose(y, [1.0, 4.0, 7.0, 9.0])
+    np.testing.assert_allclose(steps, [2.0, 5.0, 8.0, 11.0])
+
+
+def test_launch_grid_and_demo_caps():
+    assert R.launch_grid(["superspike", "sigmoid"], " 1,5 ", "") == [
+        "surrogate=superspike,sigmoid", "scale=1,5"]
+    assert R.launch_grid([], "", "0.01") == ["lr=0.01"]
+    base = core.get_preset("figure1")
+    big = make_spec(base, parse_grid(["scale=1,2,3,4,5,6,7,8,9"]), 4, 100)
+    R.check_launch(big, demo=False)
+    with pytest.raises(core.ConfigError) as e:
+        R.check_launch(big, demo=True)
+    assert e.value.field == "grid"
+    with pytest.raises(core.ConfigError) as e:
+        R.check_launch(make_spec(base, (), 1, 1000), demo=True)
+    assert e.value.field == "steps"
+
+
+def test_move_index_aside_renames_every_index_file(tmp_path):
+    import datetime as dt
+
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / name).write_text(name)
+    moved = R.move_index_aside(tmp_path, dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc))
+    assert sorted(p.name for p in moved) == [
+        "index.sqlite-shm.damaged-20240506T070809Z", "index.sqlite-wal.damaged-20240506T070809Z",
+        "index.sqlite.damaged-20240506T070809Z"]
+    assert (tmp_path / "index.sqlite.damaged-20240506T070809Z").read_text() == "index.sqlite"
+    assert not (tmp_path / "index.sqlite").exists()
+    assert R.open_store(tmp_path) is None
+
+
+def test_bundle_roundtrip_and_garbage(populated, tmp_path):
+    src, result = populated
+    run_id = result.rows[0]["run_id"]
+    with RunStore(src) as a, RunStore(tmp_path / "b") as b:
+        data = R.export_bundle(a, run_id)
+        new_id = R.import_bundle(b, data)
+        assert new_id == run_id and b.get(run_id)["metrics"] == a.get(run_id)["metrics"]
+        with pytest.raises(StoreError) as e:
+            R.import_bundle(b, b"not a zip", "mine.zip")
+        assert e.value.field == "mine.zip" and str(e.value).startswith("mine.zip: is not a run")
+        fig_loss, fig_rec = R.overlay_figures([b.get(run_id)])
+        assert len(fig_loss.data) == 1 and len(fig_rec.data) == 2
+        assert "<script" in R.figure_html(fig_rec)

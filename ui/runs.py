@@ -1,0 +1,426 @@
+"""Runs & sweeps page helpers (no streamlit import: testable alone).
+
+Tables of stored runs and of a sweep's points as pandas frames, the figure
+builders of the page (overlay of loss and recovery curves, a heatmap of a
+final metric over two swept axes, parallel coordinates over every swept
+setting), store maintenance (open, move a damaged index aside, bundle
+export/import through temporary files) and :class:`SweepJob`, a sweep
+trained on a background thread with progress and a stop flag.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from core.config import ConfigError
+from core.store import ARRAYS_DIR, INDEX_NAME, STATUSES, RunStore, StoreError
+from core.sweep import (Progress, SweepSpec, _label, expand, run_sweep, spec_from_dict,
+                        summary_table)
+from ui.figures import PALETTE, _layout
+
+METRICS = ("weight_error_mean", "final_loss", "initial_loss", "spike_precision",
+           "spike_recall", "rate_error")   # weight_error_L{i} columns are added per sweep
+DEMO_MAX_POINTS, DEMO_MAX_STEPS = 32, 500
+MAX_STEPS = 100_000
+MAX_OVERLAY = 20          # runs drawn in the overlay at most
+MAX_CURVE_POINTS = 1000   # a loss curve is block-averaged down to this many points
+MAX_CONCURRENT_SWEEPS = 2  # background sweeps per server process
+_SWEEP_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_SWEEPS)
+
+
+# ---- store -----------------------------------------------------------------------
+def open_store(path: str | Path) -> RunStore | None:
+    """The store at ``path``, or None when nothing was saved there yet.
+
+    Raises :class:`StoreError` for a damaged index, or a missing one beside
+    existing array files (never creates or repairs anything).
+    """
+    path = Path(path)
+    arrays = path / ARRAYS_DIR
+    if not (path / INDEX_NAME).exists() and not (arrays.is_dir() and any(arrays.glob("*.npz"))):
+        return None
+    return RunStore(path, create=False)
+
+
+def move_index_aside(path: str | Path, now: _dt.datetime | None = None) -> list[Path]:
+    """Rename a damaged ``index.sqlite`` (and its ``-wal``/``-shm`` files) to
+    ``<name>.damaged-<UTC timestamp>``; with no index, rename the orphaned
+    ``arrays/`` folder to ``arrays.orphaned-<timestamp>``.  Nothing is deleted.
+    Returns the new paths.
+    """
+    path = Path(path)
+    stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    index = path / INDEX_NAME
+    if index.exists():
+        sources = [index] + [path / f"{INDEX_NAME}{s}" for s in ("-wal", "-shm")]
+        suffix = f".damaged-{stamp}"
+    else:
+        sources, suffix = [path / ARRAYS_DIR], f".orphaned-{stamp}"
+    moved = []
+    for src in sources:
+        if src.exists():
+            dst = src.with_name(src.name + suffix)
+            if dst.exists():
+                raise StoreError(str(dst), "already exists; wait a second and try again.")
+            src.rename(dst)
+            moved.append(dst)
+    return moved
+
+
+def export_bundle(store: RunStore, run_id: str) -> bytes:
+    """The run's export bundle (``RunStore.export``) as bytes, via a temporary file."""
+    with tempfile.TemporaryDirectory(prefix="rl-export-") as tmp:
+        return store.export(run_id, Path(tmp) / "run.zip").read_bytes()
+
+
+def import_bundle(store: RunStore, data: bytes, name: str = "bundle.zip") -> str:
+    """Add the run of bundle bytes ``data`` (``RunStore.import_``); returns its
+    id.  Errors name the bundle as ``name`` (the uploaded file's), not the
+    temporary file."""
+    with tempfile.TemporaryDirectory(prefix="rl-import-") as tmp:
+        target = Path(tmp) / "bundle.zip"
+        target.write_bytes(data)
+        try:
+            return store.import_(target)
+        except StoreError as e:
+            raise StoreError(e.field.replace(str(target), name),
+                             str(e)[len(e.field) + 2:]) from None
+
+
+# ---- run table -------------------------------------------------------------------
+def _weight_error(metrics: Mapping) -> float:
+    errs = [layer.get("rel_error") for layer in metrics.get("recovery") or []
+            if isinstance(layer, Mapping)]
+    errs = [e for e in errs if isinstance(e, (int, float))]
+    return float(np.mean(errs)) if errs else math.nan
+
+
+def runs_frame(summaries: Sequence[Mapping]) -> pd.DataFrame:
+    """One row per run summary (``RunStore.list``): name, created, status,
+    tags, layers, feedback, steps, final metrics and the id."""
+    rows = []
+    for s in summaries:
+        m = s.get("metrics") or {}
+        rows.append({"name": s["name"], "created": str(s["created"])[:19].replace("T", " "),
+                     "status": s["status"], "tags": ", ".join(s.get("tags") or []),
+                     "layers": "-".join(str(n) for n in s.get("layers") or []),
+                     "feedback": s.get("feedback"), "steps": m.get("steps"),
+                     "final_loss": m.get("final_loss"),
+                     "spike_precision": m.get("spike_precision"),
+                     "rate_error": m.get("rate_error"), "weight_error": _weight_error(m),
+                     "id": s["id"]})
+    cols = ["name", "created", "status", "tags", "layers", "feedback", "steps", "final_loss",
+            "spike_precision", "rate_error", "weight_error", "id"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def all_tags(summaries: Sequence[Mapping]) -> list[str]:
+    return sorted({t for s in summaries for t in s.get("tags") or []})
+
+
+def filter_runs(df: pd.DataFrame, tags: Sequence[str] = (), name: str = "",
+                statuses: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows having every tag in ``tags``, ``name`` in their name (any case)
+    and a status in ``statuses`` (empty filters keep everything)."""
+    keep = np.ones(len(df), bool)
+    if tags:
+        have = df["tags"].map(lambda t: set(x for x in t.split(", ") if x))
+        keep &= have.map(lambda h: set(tags) <= h).to_numpy(bool)
+    if name.strip():
+        keep &= df["name"].str.contains(name.strip(), case=False, regex=False).to_numpy(bool)
+    if statuses:
+        keep &= df["status"].isin(list(statuses)).to_numpy(bool)
+    return df[keep]
+
+
+# ---- sweeps ------------------------------------------------------------------------
+def sweep_table(spec_dict: Mapping, summaries: Sequence[Mapping]) -> tuple[SweepSpec, pd.DataFrame]:
+    """The sweep's spec and one row per stored point (``core.sweep.summary_table``
+    plus ``weight_error_mean``, the mean over layers)."""
+    spec = spec_from_dict(spec_dict)
+    points = expand(spec)
+    rows = []
+    for s in summaries:
+        m = s.get("metrics") or {}
+        i = m.get("sweep_point")
+        if isinstance(i, int) and 0 <= i < len(points):
+            rows.append({"index": i, "settings": points[i].settings, "status": s["status"],
+                         "metrics": m, "run_id": s["id"]})
+    df = pd.DataFrame(summary_table(spec, rows))
+    if len(df):
+        layer_cols = [c for c in df.columns if c.startswith("weight_error_L")]
+        df["weight_error_mean"] = (df[layer_cols].astype(float).mean(axis=1)
+                                   if layer_cols else math.nan)
+    return spec, df
+
+
+def axis_values(spec: SweepSpec) -> dict[str, list]:
+    """Swept axis -> its values as table cells, in the spec's order."""
+    out = {k: [_label(v) for v in vs] for k, vs in spec.grid}
+    if spec.seeds > 1:
+        out["seed"] = list(range(spec.seeds))
+    return out
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric final metrics of a sweep table, the recovery error first."""
+    layers = sorted(c for c in df.columns if c.startswith("weight_error_L"))
+    return [c for c in (*METRICS[:1], *layers, *METRICS[1:]) if c in df.columns]
+
+
+def heatmap_grid(df: pd.DataFrame, x: str, y: str, metric: str,
+                 order: Mapping[str, Sequence] | None = None):
+    """Mean of ``metric`` per (``y``, ``x``) cell over every other axis.
+
+    Returns ``(xs, ys, z, n)``: the axis values (``order``'s when given,
+    else sorted), ``z`` (len(ys), len(xs)) float with NaN for empty cells
+    and ``n`` the count of finite values averaged in each cell.  NaN
+    metrics (diverged points) are left out of the means.
+    """
+    order = order or {}
+    xs = list(order.get(x) or sorted(df[x].unique()))
+    ys = list(order.get(y) or sorted(df[y].unique())) if y != x else ["all"]
+    z = np.full((len(ys), len(xs)), np.nan)
+    n = np.zeros((len(ys), len(xs)), int)
+    vals = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            sel = np.array(df[x] == xv, bool)
+            if y != x:
+                sel &= np.array(df[y] == yv, bool)
+            v = vals[sel]
+            v = v[np.isfinite(v)]
+            n[i, j] = v.size
+            if v.size:
+                z[i, j] = v.mean()
+    return xs, ys, z, n
+
+
+def heatmap_figure(df: pd.DataFrame, x: str, y: str, metric: str,
+                   order: Mapping[str, Sequence] | None = None, others: Sequence[str] = ()
+                   ) -> go.Figure:
+    """Heatmap of the mean ``metric`` over swept axes ``x`` × ``y``."""
+    xs, ys, z, n = heatmap_grid(df, x, y, metric, order)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale="Viridis",
+        customdata=n, texttemplate="%{z:.3g}", colorbar=dict(title=dict(text=metric)),
+        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z:.4g}}<br>"
+                      "n=%{customdata}<extra></extra>"))
+    fig.update_xaxes(title_text=x, type="category")
+    fig.update_yaxes(title_text=y if y != x else "", type="category", autorange="reversed")
+    over = f" — mean over {', '.join(others)}" if others else ""
+    axes = f"{y} × {x}" if y != x else x
+    return _layout(fig, f"{metric}: {axes}{over}", height=380)
+
+
+def axis_codes(values: Sequence) -> tuple[np.ndarray, list | None, list | None]:
+    """Values of one axis as numbers for parallel coordinates: numeric axes
+    as they are (ticks None); categorical ones as integer codes in order of
+    first appearance, with tick values and labels."""
+    vals = list(values)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+           for v in vals):
+        return np.asarray(vals, float), None, None
+    labels = list(dict.fromkeys(str(v) for v in vals))
+    codes = np.asarray([labels.index(str(v)) for v in vals], float)
+    return codes, list(range(len(labels))), labels
+
+
+def parcoords_figure(df: pd.DataFrame, axes: Sequence[str], metric: str,
+                     order: Mapping[str, Sequence] | None = None) -> go.Figure:
+    """Parallel coordinates over every swept axis and ``metric`` (the last
+    axis), coloured by ``metric``; rows with a NaN metric are left out."""
+    order = order or {}
+    vals = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
+    ok = np.isfinite(vals)
+    sub = df[ok]
+    dims = []
+    for a in axes:
+        col = list(sub[a])
+        known = [v for v in order.get(a, []) if v in col]
+        codes, tickvals, ticktext = axis_codes(known + col)
+        codes = codes[len(known):]
+        d = dict(label=a, values=codes)
+        if tickvals is not None:
+            d.update(tickvals=tickvals, ticktext=ticktext, range=[-0.25, len(tickvals) - 0.75])
+        dims.append(d)
+    dims.append(dict(label=metric, values=vals[ok]))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(
+        color=vals[ok], colorscale="Viridis", showscale=False)))
+    dropped = int((~ok).sum())
+    note = f" ({dropped} point(s) without a value left out)" if dropped else ""
+    fig = _layout(fig, f"Every swept setting, coloured by {metric}{note}", height=400)
+    return fig.update_layout(margin=dict(l=80, r=60, t=95, b=30))
+
+
+# ---- overlay -------------------------------------------------------------------------
+def _thin(y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Steps (1-based, block centres) and block means of ``y`` in at most ``max_points`` blocks."""
+    y = np.asarray(y, float)
+    if y.size <= max_points:
+        return np.arange(1, y.size + 1, dtype=float), y
+    k = math.ceil(y.size / max_points)
+    pad = (-y.size) % k
+    blocks = np.concatenate([y, np.full(pad, np.nan)]).reshape(-1, k)
+    return np.arange(blocks.shape[0]) * k + (k + 1) / 2, np.nanmean(blocks, axis=1)
+
+
+def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
+    """Loss per step (log scale; block means beyond ``MAX_CURVE_POINTS``)
+    and weight recovery error per layer (solid: layer 0, dashed: layer 1,
+    ...) of ``runs`` (``RunStore.get`` records), one colour per run."""
+    loss, rec = go.Figure(), go.Figure()
+    dashes = ("solid", "dash", "dot", "dashdot")
+    for i, run in enumerate(runs):
+        color = PALETTE[i % len(PALETTE)]
+        name = f"{run['name'] or 'run'} · {run['id'][:6]}"
+        h = run.get("histories") or {}
+        y = np.asarray([v if v is not None else np.nan for v in h.get("loss") or []], float)
+        if y.size:
+            steps, yy = _thin(y)
+            loss.add_trace(go.Scatter(x=steps, y=yy, name=name, legendgroup=run["id"],
+                                      line=dict(color=color, width=1.5)))
+        r = _recovery_array(h)
+        if r is not None:
+            steps = np.asarray(h["recovery_step"], float)
+            for l in range(r.shape[1]):
+                rec.add_trace(go.Scatter(
+                    x=steps, y=r[:, l], name=name, legendgroup=run["id"], showlegend=l == 0,
+                    hovertemplate=f"L{l}: %{{y:.4g}} at step %{{x}}<extra>{name}</extra>",
+                    mode="lines+markers", marker=dict(size=4),
+                    line=dict(color=color, width=1.5, dash=dashes[l % len(dashes)])))
+    loss.update_xaxes(title_text="step")
+    loss.update_yaxes(title_text="loss", type="log")
+    rec.update_xaxes(title_text="step")
+    rec.update_yaxes(title_text="weight rel. error (matched)")
+    below = dict(legend=dict(orientation="h", y=-0.22, x=0, xanchor="left", yanchor="top"))
+    return (_layout(loss, "Loss", height=400).update_layout(**below),
+            _layout(rec, "Weight recovery error per layer (solid L0, dashed L1, …)",
+                    height=400).update_layout(**below))
+
+
+def _recovery_array(h: Mapping) -> np.ndarray | None:
+    try:
+        r = np.asarray([[np.nan if v is None else v for v in row] for row in h["recovery"]], float)
+        steps = np.asarray(h["recovery_step"], float)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return r if r.ndim == 2 and r.shape[0] == steps.size and r.size else None
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A standalone page of ``fig`` (Plotly.js embedded: works offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+# ---- launching ---------------------------------------------------------------------------
+def launch_grid(shapes: Sequence[str], scales: str, lrs: str) -> list[str]:
+    """Grid items for ``core.sweep.parse_grid``; an empty input is not swept
+    (the preset's value is used)."""
+    items = []
+    if shapes:
+        items.append("surrogate=" + ",".join(shapes))
+    if scales.strip():
+        items.append("scale=" + scales.strip())
+    if lrs.strip():
+        items.append("lr=" + lrs.strip())
+    return items
+
+
+def check_launch(spec: SweepSpec, demo: bool) -> None:
+    """Refuse sweeps beyond the demo caps (``ConfigError`` naming the field)."""
+    n = spec.seeds * math.prod(len(v) for _, v in spec.grid)
+    if demo and n > DEMO_MAX_POINTS:
+        raise ConfigError("grid", f"{n} points; demo mode runs at most {DEMO_MAX_POINTS}. "
+                                  "Sweep fewer values or seeds.")
+    if demo and spec.steps > DEMO_MAX_STEPS:
+        raise ConfigError("steps", f"demo mode trains at most {DEMO_MAX_STEPS} steps.")
+
+
+class SweepJob:
+    """One sweep (``core.sweep.run_sweep``) trained on a background thread.
+
+    The page reads ``progress`` / ``result`` / ``error`` from a fragment and
+    calls ``stop()`` (polled by ``run_sweep`` after every chunk; the current
+    group's runs are stored as ``stopped``).  At most
+    ``MAX_CONCURRENT_SWEEPS`` jobs train at once in one server process.
+    """
+
+    def __init__(self, spec: SweepSpec, store_path: str | Path, chunk: int = 50):
+        self.spec, self.store_path, self.chunk = spec, Path(store_path), chunk
+        self.sweep_id = uuid.uuid4().hex[:12]
+        self.progress: Progress | None = None
+        self.result = None
+        self.error: str | None = None
+        self.announced = False         # the page has shown the finished sweep
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sweep-{self.sweep_id}",
+                                        daemon=True)
+
+    def start(self) -> bool:
+        """Start training; False (and nothing started) when the server is busy."""
+        if not _SWEEP_SLOTS.acquire(blocking=False):
+            return False
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    def fraction(self) -> float:
+        p = self.progress
+        if p is None or not p.student_steps_total:
+            return 0.0
+        return min(1.0, p.student_steps / p.student_steps_total)
+
+    def _run(self) -> None:
+        try:
+            store = RunStore(self.store_path)
+            try:
+                self.result = run_sweep(self.spec, store=store, chunk=self.chunk,
+                                        sweep_id=self.sweep_id, progress=self._on_progress,
+                                        stop=self._stop.is_set)
+            finally:
+                store.close()
+        except ConfigError as e:            # StoreError included
+            self.error = str(e)
+        except Exception as e:  # noqa: BLE001 - reported on the page, never a traceback
+            self.error = f"the sweep failed ({type(e).__name__}: {e})."
+        finally:
+            _SWEEP_SLOTS.release()
+
+    def _on_progress(self, p: Progress) -> None:
+        self.progress = p
+
+
+class SweepSlot:
+    """Holds one visitor's sweep job; releasing it (tab closed) stops the job."""
+
+    def __init__(self):
+        self.job: SweepJob | None = None
+
+    def release(self) -> None:
+        if self.job is not None:
+            self.job.stop()
+        self.job = None
