@@ -26,6 +26,13 @@ except core.ConfigError as e:
 controls = widgets.run_controls_ui(prefix="rl")
 rebuilt = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
 run = slot.run
+save, save_name, save_tags = widgets.save_ui("rl", f"rules step {run.step}")
+if save:
+    try:
+        ids = resources.save_live(run, save_name, save_tags)
+        st.success(f"Saved {len(ids)} runs, one per rule (tag 'rules'; Runs & sweeps page).")
+    except core.ConfigError as e:
+        st.error(f"Not saved — {e}")
 if controls["play"]:
     st.session_state["rl_playing"] = True
 if controls["pause"] or rebuilt:

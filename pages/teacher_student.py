@@ -11,8 +11,23 @@ demo = widgets.demo_mode()
 widgets.steady_live_css()
 
 st.title("Teacher–Student")
-s = widgets.teacher_student_ui(demo)
 slot = resources.run_slot()
+opened = st.query_params.get("run")
+if opened and st.session_state.get("ts_opened") != opened:   # ?run=<id>: reopen a stored run
+    st.session_state["ts_opened"] = opened
+    try:
+        slot.run = resources.open_stored_run(opened)
+        shown, differ = widgets.open_config(slot.run.cfg)
+        st.session_state["ts_open_shown"] = shown
+        st.session_state["ts_playing"] = False
+        st.toast(f"Opened run {opened[:8]} at step {slot.run.step}.", icon="📂")
+        if differ:
+            st.info(f"This run's {', '.join(differ)} {'is' if len(differ) == 1 else 'are'} not on "
+                    "this page's menus; the run keeps its own values until you change a setting "
+                    "(which then applies the page's).")
+    except core.ConfigError as e:
+        st.error(f"Cannot open run {opened}: {e}")
+s = widgets.teacher_student_ui(demo)
 try:
     cfg, invalid = widgets.to_config(s), None
 except core.ConfigError as e:
@@ -25,8 +40,22 @@ except core.ConfigError as e:
     cfg = slot.run.cfg
 
 controls = widgets.run_controls_ui(disabled=invalid is not None)
-status, changed = ("unchanged", []) if invalid else resources.configure_run(slot, cfg, reset=controls["reset"])
+if st.session_state.get("ts_open_shown") is not None and (
+        controls["reset"] or st.session_state["ts_open_shown"] != cfg):
+    st.session_state["ts_open_shown"] = None   # a setting moved: the page's values apply
+if invalid or st.session_state.get("ts_open_shown") is not None:
+    status, changed = "unchanged", []
+else:
+    status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])
 run = slot.run
+cfg = run.cfg
+save, save_name, save_tags = widgets.save_ui("ts", f"{s.preset} step {run.step}")
+if save:
+    try:
+        rid = resources.save_live(run, save_name, save_tags)
+        st.success(f"Saved as run {rid[:8]} (Runs & sweeps page; reopen it here from there).")
+    except core.ConfigError as e:
+        st.error(f"Not saved — {e}")
 if status == "restarted" and changed:
     st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher, shape or rule).", icon="🔄")
 if controls["play"]:

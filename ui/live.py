@@ -21,7 +21,8 @@ import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
 from core.metrics import match, recovery, spike_precision
-from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
+from core.neurons import (B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of, raw_damping,
+                          raw_omega)
 
 def _omega_np(phi, dt):
     """numpy twin of core.neurons.omega_of (host-side, no dispatch)."""
@@ -35,6 +36,7 @@ def _damping_np(rho):
 
 CHUNK = 10
 MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this
+RECOVERY_POINTS = 50  # recovery records stored with a saved run
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
                   "damping_range", "reset", "psp_norm", "tau_syn", "input_rate", "target_rate",
@@ -150,6 +152,61 @@ class LiveRun:
         self.history.weights.append([np.asarray(lp.w) for lp in params])
         self.history.omega.append([_omega_np(np.asarray(lp.phi), dt) for lp in params])
         self.history.b.append([_damping_np(np.asarray(lp.rho)) for lp in params])
+
+    # ---- run store ------------------------------------------------------
+    def save(self, store, name: str = "", tags=()) -> str:
+        """Store the run (``core.store.RunStore``): final parameters and
+        feedback, the loss history, a weight-recovery history from the
+        snapshots and the held-out metrics; returns the run id."""
+        snap = self.snapshot()
+        with self.lock:
+            h = self.history
+            loss = np.asarray(h.loss, np.float64)
+            pick = np.unique(np.linspace(0, len(h.steps) - 1, min(len(h.steps), RECOVERY_POINTS))
+                             .astype(int))
+            dt, last = float(self.cfg.dt), self.exp.state.params
+            rec = []
+            for i in pick:   # snapshots hold w, omega, b; resets from the current student
+                params = [type(lp)(w, raw_omega(om, dt), raw_damping(b), lp.reset_x, lp.reset_y)
+                          for lp, w, om, b in zip(last, h.weights[i], h.omega[i], h.b[i])]
+                rec.append([layer["rel_error"] for layer in
+                            recovery(params, self.exp.task.teacher, dt, self.cfg.model)])
+            hist = {"loss": loss, "loss_step": np.asarray(h.loss_steps, np.int64),
+                    "recovery_step": np.asarray(h.steps, np.int64)[pick],
+                    "recovery": np.asarray(rec, np.float64)}
+            tail = loss[-max(1, min(50, loss.size // 10)):]
+            metrics = {"steps": self.step, "diverged": self.diverged,
+                       "initial_loss": float(loss[0]) if loss.size else None,
+                       "final_loss": float(tail.mean()) if loss.size else None,
+                       "recovery": snap["recovery"], "spike_precision": snap["precision"],
+                       "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
+            return store.save(self.exp, hist, name=name, tags=tags,
+                              status="diverged" if self.diverged else "done", metrics=metrics)
+
+    @classmethod
+    def from_store(cls, store, run_id: str, setup=core.setup) -> "LiveRun":
+        """Reopen a stored run: its configuration and teacher (redrawn from
+        the teacher seed), its final student and feedback state at its step
+        count, and its loss history.  The optimizer's moments are not stored:
+        they restart from zero."""
+        cfg, params, feedback = store.load_params(run_id)
+        info = store.get(run_id)
+        exp = setup(cfg)
+        params = tuple(type(lp)(*(jnp.asarray(a) for a in stored))
+                       for lp, stored in zip(exp.state.params, params))
+        steps = info["metrics"].get("steps")
+        loss = [x for x in (info["histories"].get("loss") or []) if x is not None]
+        steps = int(steps) if isinstance(steps, int) and steps >= 0 else len(loss)
+        state = core.init_state(exp.struct, params, seed=cfg.student_seed)
+        state = state._replace(step=jnp.int32(steps),
+                               feedback=tuple(jnp.asarray(b) for b in feedback) or state.feedback)
+        run = cls(cfg, exp._replace(state=state), setup=setup)
+        run.history.steps[-1] = steps
+        loss_steps = info["histories"].get("loss_step") or range(steps - len(loss) + 1, steps + 1)
+        run.history.loss, run.history.loss_steps = list(loss), [int(x) for x in loss_steps][:len(loss)]
+        run.history.loss = run.history.loss[:len(run.history.loss_steps)]
+        run.stored_id = run_id
+        return run
 
     # ---- views ----------------------------------------------------------
     def matched_trajectories(self, layer: int, max_lines: int = 40) -> dict:
@@ -270,6 +327,36 @@ class RulesRun:
             rows.append([layer["rel_error"] for layer in rec])
         self.recovery_steps.append(self.step)
         self.recovery.append(rows)
+
+    def save(self, store, name: str = "", tags=()) -> list[str]:
+        """Store every rule's student as a run (tag ``rules`` plus ``tags``,
+        named ``name · rule``); returns the run ids."""
+        table = self.table()
+        with self.lock:
+            ids = []
+            loss = np.asarray(self.loss, np.float64).reshape(-1, len(self.rules))
+            rec = np.asarray(self.recovery, np.float64)
+            for i, rule in enumerate(self.rules):
+                state = core.unstack(self.state, i)
+                if rule in ("bp", "sign"):   # their runs carry no feedback matrices
+                    state = state._replace(feedback=())
+                cfg = self.cfg.replace(feedback=rule)
+                exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
+                                        hp=hyperparams(cfg))
+                row = table[i]
+                hist = {"loss": loss[:, i], "recovery_step": np.asarray(self.recovery_steps),
+                        "recovery": rec[:, i, :],
+                        "alignment_deg": np.asarray(self.alignment, np.float64).reshape(-1, len(self.rules))[:, i],
+                        "update_angle_deg": np.asarray(self.update_angle, np.float64).reshape(-1, len(self.rules))[:, i]}
+                metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
+                           "final_loss": row["loss (last 50)"], "spike_precision": row["spike precision"],
+                           "recovery": [{"rel_error": e} for e in self.recovery[-1][i]],
+                           "rule": rule}
+                ids.append(store.save(exp, hist, name=f"{name or 'rules'} · {rule}",
+                                      tags=["rules", *tags],
+                                      status="diverged" if bool(state.diverged) else "done",
+                                      metrics=metrics))
+            return ids
 
     def table(self) -> list[dict]:
         """Final per-rule summary: loss, angles, recovery and spike precision."""

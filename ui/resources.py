@@ -180,6 +180,26 @@ def configure_run(slot: RunSlot, cfg: core.Config, reset: bool = False) -> tuple
     return slot.run.configure(cfg)
 
 
+def open_stored_run(run_id: str):
+    """The stored run ``run_id`` as a LiveRun (private buffers); raises
+    core.ConfigError (StoreError) with what went wrong."""
+    from core.store import RunStore, default_path
+    from ui.live import LiveRun
+
+    with RunStore(default_path(), create=False) as store:
+        return LiveRun.from_store(store, run_id, setup=_private_setup)
+
+
+def save_live(run, name: str, tags_text: str):
+    """Store a LiveRun or RulesRun; returns its run id (or ids)."""
+    from core.store import RunStore, _check_name, _check_tags, default_path
+
+    tags = _check_tags([t.strip() for t in str(tags_text).split(",") if t.strip()])
+    name = _check_name(name.strip())
+    with RunStore(default_path()) as store:
+        return run.save(store, name=name, tags=tags)
+
+
 @st.cache_data(max_entries=128, ttl=3600, show_spinner=False)
 def surrogate_info(name: str, scale: float, norm: str):
     """Grid, normalised curve, peak and area of one surrogate."""

@@ -145,7 +145,11 @@ def preset_values(name: str) -> dict:
     """Widget values (by key) that reproduce preset ``name``."""
     import core
 
-    c = core.get_preset(name)
+    return config_values(core.get_preset(name))
+
+
+def config_values(c) -> dict:
+    """Teacher--Student widget values (by key) closest to configuration ``c``."""
     return {"L": _fmt_layers(c.layers), "sh": _fmt_layers(c.student_hidden),
             "fr": tuple(c.freq_range), "br": tuple(c.damping_range), "tr": c.target_rate,
             "ir": c.input_rate, "ts": c.teacher_seed, "ss": c.student_seed, "learn": list(c.learn),
@@ -154,6 +158,60 @@ def preset_values(name: str) -> dict:
             "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
             "psp": c.psp_norm, "tsyn": c.tau_syn * 1e3, "tsmodel": c.model.upper(),
             "np": c.n_patterns, "vrt": c.vr_tau * 1e3, "fb": c.feedback}
+
+
+def closest_preset(cfg) -> str:
+    """The preset sharing most settings with ``cfg`` (the base of the page's
+    configuration when a stored run is reopened)."""
+    import core
+
+    def n_same(p):
+        return sum(getattr(p, f) == getattr(cfg, f) for f in p.__dataclass_fields__)
+
+    presets = core.presets()
+    return max(presets, key=lambda name: n_same(presets[name]))
+
+
+def open_config(cfg):
+    """Set every Teacher--Student widget to show ``cfg``.  Returns the
+    configuration the widgets now give and the settings they cannot show
+    exactly (nearest menu value, or the base preset's where there is no
+    control)."""
+    name = closest_preset(cfg)
+    values = config_values(cfg)
+    st.session_state["p"] = name
+    for k, v in values.items():
+        st.session_state[k] = v
+    shown = to_config(TSSettings(name, _raw_of(values), 20))
+    differ = [f for f in cfg.__dataclass_fields__ if f not in ("steps", "description")
+              and getattr(shown, f) != getattr(cfg, f)]
+    return shown, differ
+
+
+def save_ui(prefix: str, default_name: str) -> tuple[bool, str, str]:
+    """A one-click "Save run" button and a popover to set the name and tags;
+    returns (clicked, name, tags text)."""
+    with st.container(horizontal=True):
+        clicked = st.button("Save run", key=f"{prefix}_save", icon=":material/save:",
+                            help="Store this run (Runs & sweeps page) with the name and tags set "
+                                 "beside.")
+        with st.popover("Name & tags", icon=":material/label:"):
+            name = st.text_input("Run name", default_name, key=f"{prefix}_save_name", max_chars=200)
+            tags = st.text_input("Tags (comma separated)", "", key=f"{prefix}_save_tags")
+    return clicked, name, tags
+
+
+def _raw_of(v: dict) -> dict:
+    """The raw mapping :func:`teacher_student_ui` builds from widget values ``v``."""
+    return {"layers": v["L"], "student_hidden": v["sh"], "freq_range": tuple(v["fr"]),
+            "damping_range": tuple(v["br"]), "target_rate": v["tr"], "input_rate": v["ir"],
+            "teacher_seed": int(v["ts"]), "student_seed": int(v["ss"]), "learn": tuple(v["learn"]),
+            "surrogate": v["sg"], "scale": float(v["beta"]), "surrogate_norm": v["norm"],
+            "loss": v["loss"], "optimizer": v["opt"], "lr": float(v["lr"]), "reset_grad": v["rg"],
+            "T": int(v["T"]), "batch": int(v["B"]), "threshold": float(v["th"]),
+            "psp_norm": bool(v["psp"]), "tau_syn": float(v["tsyn"]) / 1e3,
+            "model": v["tsmodel"].lower(), "n_patterns": int(v["np"]),
+            "vr_tau": float(v["vrt"]) / 1e3, "feedback": v["fb"]}
 
 
 def _apply_preset():
@@ -225,13 +283,9 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                                    bind="query-params")
             adv["np"] = st.number_input("Fixed input batches (0 = fresh every step)", 0, 10000,
                                         int(d["np"]), key="np", bind="query-params")
-    raw = {"layers": layers, "student_hidden": sh, "freq_range": tuple(fr), "damping_range": tuple(br),
-           "target_rate": tr, "input_rate": ir, "teacher_seed": int(ts), "student_seed": int(ss),
-           "learn": tuple(learn), "surrogate": sg, "scale": float(beta), "surrogate_norm": norm,
-           "loss": loss, "optimizer": opt, "lr": float(lr), "reset_grad": rg, "T": int(adv["T"]),
-           "batch": int(adv["B"]), "threshold": float(adv["th"]), "psp_norm": bool(adv["psp"]),
-           "tau_syn": float(adv["tsyn"]) / 1e3, "model": adv["tsmodel"].lower(),
-           "n_patterns": int(adv["np"]), "vr_tau": float(adv["vrt"]) / 1e3, "feedback": fb}
+    raw = _raw_of({"L": layers, "sh": sh, "fr": fr, "br": br, "tr": tr, "ir": ir, "ts": ts,
+                   "ss": ss, "learn": learn, "sg": sg, "beta": beta, "norm": norm, "loss": loss,
+                   "opt": opt, "lr": lr, "rg": rg, "fb": fb, **adv})
     return TSSettings(preset, raw, int(spt))
 
 

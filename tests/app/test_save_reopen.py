@@ -1,0 +1,105 @@
+"""Save a live run in one click, reopen it later on its page (AppTest).
+
+The store is a temporary folder (``RESONANCE_RUNS_DIR``).  A saved
+Teacher--Student run must hold exactly the page's student (parameters, step,
+loss history); reopening it with ``?run=<id>`` must restore that student at
+that step, show its settings in the widgets and continue training from there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import core
+from core.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 180
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESONANCE_RUNS_DIR", str(tmp_path / "runs"))
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def _page(path: str, **query) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_save_then_reopen_continues_the_same_student(tmp_path):
+    at = _page("pages/teacher_student.py")
+    at.number_input(key="ss").set_value(5).run()
+    _click(at, "ts_step")                        # 20 steps (steps per tick)
+    assert _metric(at, "Step") == "20"
+    at.text_input(key="ts_save_name").set_value("my run")
+    at.text_input(key="ts_save_tags").set_value("demo, fig1")
+    _click(at, "ts_save")
+    assert any("Saved as run" in s.value for s in at.success)
+
+    store = RunStore(tmp_path / "runs")
+    (summary,) = store.list()
+    assert summary["name"] == "my run" and summary["tags"] == ["demo", "fig1"]
+    run = store.get(summary["id"])
+    assert run["metrics"]["steps"] == 20 and len(run["histories"]["loss"]) == 20
+    assert run["histories"]["recovery_step"][-1] == 20
+    cfg, params, _ = store.load_params(summary["id"])
+    assert cfg.student_seed == 5
+
+    # the same student, trained separately for 20 steps, is what was stored
+    exp, hist = core.train(core.setup(cfg), 20, chunk=10)
+    np.testing.assert_allclose(run["histories"]["loss"], hist["loss"], rtol=1e-5)
+    for a, b in zip(params, exp.state.params):
+        np.testing.assert_allclose(a.w, b.w, rtol=1e-5, atol=1e-6)
+
+    st.cache_resource.clear()                    # a new visitor opens the link
+    at = _page("pages/teacher_student.py", run=summary["id"])
+    assert _metric(at, "Step") == "20"
+    assert at.number_input(key="ss").value == 5
+    assert at.selectbox(key="p").value == "figure1"
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "40"           # continued, not restarted
+
+
+def test_reopen_unknown_or_damaged_run_says_so(tmp_path):
+    RunStore(tmp_path / "runs")                  # an empty store
+    at = _page("pages/teacher_student.py", run="0" * 32)
+    assert any("Cannot open run" in e.value and "no run" in e.value for e in at.error)
+    assert _metric(at, "Step") == "0"            # the page still works on its defaults
+
+
+def test_learning_rules_save_one_run_per_rule(tmp_path):
+    at = _page("pages/learning_rules.py")
+    _click(at, "rl_step")
+    _click(at, "rl_save")
+    assert any("Saved" in s.value for s in at.success)
+    store = RunStore(tmp_path / "runs")
+    runs = store.list(tags=["rules"])
+    rules = sorted(store.get(r["id"])["metrics"]["rule"] for r in runs)
+    assert len(rules) >= 2 and rules == sorted(r["feedback"] for r in runs)
+    fa = next((r for r in runs if r["feedback"] != "bp"), runs[0])
+    st.cache_resource.clear()
+    at = _page("pages/teacher_student.py", run=fa["id"])
+    assert not at.error
+    assert _metric(at, "Step") == str(store.get(fa["id"])["metrics"]["steps"])
