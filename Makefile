@@ -37,5 +37,16 @@ test: $(VENV)/.test-deps chromium
 bench: $(VENV)/.deps
 	JAX_PLATFORMS=cpu $(PY) -m core bench
 
+# Side by side with PyTorch / snnTorch / plain JAX references, one process per
+# measurement (benchmarks/compare.py; ~15 min on 2 cores). Installs the pinned
+# CPU torch and snntorch of requirements-bench.txt into .venv.
+.PHONY: bench-compare
+$(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
+bench-compare: $(VENV)/.bench-deps
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m benchmarks.compare small medium vmap --rounds 3
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis artifacts

@@ -4,8 +4,9 @@ Page config, navigation over pages/ and the sidebar chrome shared by every page.
 """
 import streamlit as st
 
-from core.runtime import enable_compilation_cache
+from core.runtime import enable_compilation_cache, use_all_cores
 
+use_all_cores()   # before JAX starts: sweeps launched here shard students over the cores
 enable_compilation_cache()
 
 st.set_page_config(page_title="Resonance Lab", page_icon=":material/graphic_eq:", layout="wide")

@@ -8,11 +8,13 @@ Both sides train the same N students (seeds 0..N-1 of the preset) for
 
 * sequential: ``make_train_chunk(struct, steps, record=False)`` called once
   per student, one after the other (what a loop over ``core.train`` does);
-* sweep: ``make_train_chunk(struct, steps, record=False, n_students=N)`` on
-  the stacked students, sharded over the local devices as ``core.sweep``
-  does (:func:`core.sweep._prepare`, :func:`core.sweep._mesh`; the surrogate
-  shape unbatched, ``shared=core.sweep.SHARED``; the batch and the teacher's
-  output drawn once per step for all students, ``share_task=True``).
+* sweep: what ``core.sweep.run_sweep`` does: the students in blocks of
+  :func:`core.sweep.block_size` (on CPU 8 per device, so each call's working
+  set stays in cache), each block one ``make_train_chunk(struct, steps,
+  record=False, n_students=block, shared=SHARED, share_task=True)`` call
+  (the batch and the teacher's output drawn once per step for the block),
+  sharded over the local devices.  ``--cpu-devices N`` makes N host devices
+  (``--xla_force_host_platform_device_count``), one per core.
 
 Rounds interleave the two; the median and spread are reported as
 student-steps per second and students (runs of ``steps`` steps) per second.
@@ -35,8 +37,16 @@ def main(argv=None) -> int:
     p.add_argument("--students", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cpu-devices", type=int, default=0, dest="cpu_devices",
+                   help="split the CPU into this many devices (default: one per usable core)")
+    p.add_argument("--block", type=int, default=0, help="students per call (0: core.sweep's choice)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    import os
+
+    n_cpu = args.cpu_devices or len(os.sched_getaffinity(0))
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={n_cpu}").strip()
 
     import jax
     import jax.numpy as jnp
@@ -52,19 +62,22 @@ def main(argv=None) -> int:
     points = sweep.expand(spec)
     struct = core.structure(points[0].cfg)
     put, n_dev = sweep._mesh(None)
-    n_pad = -(-n // n_dev) * n_dev
+    block = args.block or sweep.block_size(n_dev, jax.default_backend()) or n
+    block = -(-block // n_dev) * n_dev
 
     t0 = time.perf_counter()
     exps = [core.setup(pt.cfg) for pt in points]
     setup_seq_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, task, hp = sweep._prepare(points, n_pad)
-    stacked = (put(state), put(task, replicate=True), put(hp))
+    tasks, blocks = {}, []
+    for i in range(0, n, block):
+        state, task, hp = sweep._prepare(points[i:i + block], block, tasks)
+        blocks.append((put(state), put(task, replicate=True), put(hp)))
     setup_sweep_s = time.perf_counter() - t0
     limit1 = jnp.int32(2**31 - 1)
-    limit_n = put(jnp.full((n_pad,), 2**31 - 1, jnp.int32))
+    limit_n = put(jnp.full((block,), 2**31 - 1, jnp.int32))
     one = core.make_train_chunk(struct, k, False)
-    many = core.make_train_chunk(struct, k, False, n_pad, sweep.SHARED, True)
+    many = core.make_train_chunk(struct, k, False, block, sweep.SHARED, True)
 
     def run_sequential():
         for e in exps:
@@ -72,8 +85,8 @@ def main(argv=None) -> int:
         jax.block_until_ready(s.params)
 
     def run_sweep_call():
-        state, task, hp = stacked
-        s, _ = many(state, task, hp, limit_n)
+        for state, task, hp in blocks:
+            s, _ = many(state, task, hp, limit_n)
         jax.block_until_ready(s.params)
 
     t0 = time.perf_counter(); run_sequential(); compile_seq = time.perf_counter() - t0
@@ -95,7 +108,7 @@ def main(argv=None) -> int:
                 "student_steps_per_s": n * k / med, "students_per_s": n / med}
 
     out = {"preset": args.preset, "students": n, "steps": k, "rounds": args.rounds,
-           "devices": n_dev, "backend": jax.default_backend(), "machine": machine_info(),
+           "devices": n_dev, "block": block, "backend": jax.default_backend(), "machine": machine_info(),
            "sequential": stats(times["sequential"]), "sweep": stats(times["sweep"]),
            "first_call_s": {"sequential": compile_seq, "sweep": compile_sweep},
            "setup_s": {"sequential": setup_seq_s, "sweep": setup_sweep_s},
@@ -107,7 +120,7 @@ def main(argv=None) -> int:
     else:
         m = out["machine"]
         print(f"{args.preset}: {n} students x {k} steps on {jax.default_backend()} "
-              f"({n_dev} device(s)); {m['cpu_model']}, {m['nproc']} cores, load {m['loadavg']}")
+              f"({n_dev} device(s), blocks of {block}); {m['cpu_model']}, {m['nproc']} cores, load {m['loadavg']}")
         for name in ("sequential", "sweep"):
             s = out[name]
             print(f"  {name:10s} {s['median_s']:7.3f} s (spread {s['min_s']:.3f}-{s['max_s']:.3f})"

@@ -21,14 +21,19 @@ import math
 import sys
 
 
+def _one_line(text: str) -> str:
+    """Control characters (a newline in an argument) escaped: errors stay one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
 
 
 def _fail(field: str, message: str):
-    print(f"error: {field}: {message}", file=sys.stderr)
+    print(f"error: {_one_line(field)}: {_one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -74,6 +79,7 @@ def _cmd_train(args) -> int:
 
             _check_name(args.name or args.preset)
             _check_tags(_tags(args.tags))
+            _open_store(args).close()   # a damaged store fails now, not after training
         elif args.name is not None or args.tags is not None or args.store is not None:
             raise ConfigError("save", "--name, --tags and --store need --save.")
     except ConfigError as e:
@@ -484,8 +490,10 @@ def main(argv=None) -> int:
     acts.add_parser("delete", parents=[common], help="remove a run").add_argument("run_id")
     acts.add_parser("check", parents=[common], help="integrity and file checks")
     args = p.parse_args(argv)
-    from .runtime import enable_compilation_cache
+    from .runtime import enable_compilation_cache, use_all_cores
 
+    if args.cmd == "sweep":
+        use_all_cores()   # one device per core: sweeps shard their students over them
     enable_compilation_cache()
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")

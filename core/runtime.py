@@ -1,4 +1,5 @@
-"""Process-wide JAX settings: the persistent compilation cache.
+"""Process-wide JAX settings: the persistent compilation cache, and one
+host device per CPU core.
 
 The app and the CLI call :func:`enable_compilation_cache` once at start, so a
 second start loads compiled training steps from disk instead of compiling
@@ -25,3 +26,20 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return str(where)
+
+
+def use_all_cores() -> int | None:
+    """Split the CPU into one JAX device per usable core (before JAX starts
+    its backend), so sweeps shard students over the cores
+    (``core.sweep``); single runs keep using the first device.  Leaves an
+    explicit ``--xla_force_host_platform_device_count`` alone.  Returns the
+    device count set, or None."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return None
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        n = os.cpu_count() or 1
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    return n

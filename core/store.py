@@ -52,8 +52,10 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -81,6 +83,9 @@ MAX_TAG = 64
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _F32 = np.dtype("<f4")
 _I64 = np.dtype("<i8")
+# what reading a damaged zip member can raise (bad local header, CRC, deflate stream,
+# a feature zipfile refuses)
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -196,9 +201,18 @@ def _check_id(run_id: Any) -> str:
     return run_id
 
 
+def _utf8(text: str) -> bool:
+    """False for strings UTF-8 cannot encode (lone surrogates, e.g. from a non-UTF-8 argv)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_name(name: Any, field: str = "name") -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME:
-        raise StoreError(field, f"must be a string of at most {MAX_NAME} characters.")
+    if not isinstance(name, str) or len(name) > MAX_NAME or not _utf8(name):
+        raise StoreError(field, f"must be a (UTF-8) string of at most {MAX_NAME} characters.")
     return name
 
 
@@ -211,12 +225,17 @@ def _check_tags(tags: Any, field: str = "tags") -> list[str]:
         raise StoreError(field, f"at most {MAX_TAGS} tags, got {len(tags)}.")
     out = []
     for i, t in enumerate(tags):
-        if not isinstance(t, str) or not t.strip() or len(t) > MAX_TAG or "," in t:
+        if not isinstance(t, str) or not t.strip() or len(t) > MAX_TAG or "," in t or not _utf8(t):
             raise StoreError(f"{field}[{i}]", f"must be a non-empty string of at most {MAX_TAG} "
                                               f"characters without commas, got {t!r}.")
         if t.strip() not in out:
             out.append(t.strip())
     return out
+
+
+def _busy(e: Exception) -> bool:
+    """SQLite's "database is locked/busy": another connection holds a lock."""
+    return "locked" in str(e) or "busy" in str(e)
 
 
 def _check_sweep_id(sweep_id: Any) -> str:
@@ -319,7 +338,7 @@ def read_npz(path: str | os.PathLike, expected: Mapping[str, tuple], *,
                                 "it does not belong to this configuration.")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except _ZIP_ERRORS + (ValueError,) as e:   # ValueError: e.g. a non-UTF-8 name
         raise StoreError(label, f"is not an .npz archive ({e}).") from None
     with zf:
         infos = zf.infolist()
@@ -348,8 +367,11 @@ def read_npz(path: str | os.PathLike, expected: Mapping[str, tuple], *,
         plan, n_snap = {}, None
         for key, info in members.items():
             where = f"{label}:{key}"
-            with zf.open(info) as fp:
-                shape, fortran, dtype = _read_header(fp, where)
+            try:
+                with zf.open(info) as fp:
+                    shape, fortran, dtype = _read_header(fp, where)
+            except _ZIP_ERRORS as e:
+                raise StoreError(where, f"cannot be read ({e}); the file is damaged.") from None
             want_shape, want_dtype = expected[key] if key in expected else snapshots[key]
             if dtype.hasobject or dtype != want_dtype:
                 raise StoreError(where, f"has dtype {dtype.str}, expected {want_dtype.str}"
@@ -383,7 +405,7 @@ def read_npz(path: str | os.PathLike, expected: Mapping[str, tuple], *,
                             break
                         got += n
                     extra = fp.read(1)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
+            except _ZIP_ERRORS as e:
                 raise StoreError(where, f"cannot be read ({e}); the file is damaged.") from None
             if got != len(buf) or extra:
                 raise StoreError(where, "holds a different amount of data than its header "
@@ -482,7 +504,18 @@ class RunStore:
                                  "(`python -m core train ... --save`) or pass --store DIR.")
             self.path.mkdir(parents=True, exist_ok=True)
         self.arrays_dir.mkdir(exist_ok=True)
-        self._open_schema()
+        deadline = time.monotonic() + timeout
+        while True:   # another process may be creating the same store right now
+            try:
+                self._open_schema()
+                break
+            except sqlite3.OperationalError as e:
+                if not _busy(e):
+                    raise self._corrupt(e) from None
+                if time.monotonic() > deadline:
+                    raise StoreError(str(self.index), f"stayed locked by another process for "
+                                     f"{timeout:.0f} s; try again when it is done.") from None
+                time.sleep(0.05)
 
     # ---- connections ----------------------------------------------------
     def _corrupt(self, e: Exception) -> StoreError:
@@ -525,6 +558,10 @@ class RunStore:
                 with self._write() as c:
                     c.execute(_SWEEPS)
             cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
+        except sqlite3.OperationalError as e:
+            if _busy(e):
+                raise
+            raise self._corrupt(e) from None
         except sqlite3.DatabaseError as e:
             raise self._corrupt(e) from None
         if cols != _COLUMNS:
@@ -819,7 +856,7 @@ class RunStore:
         label = str(path)
         try:
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
+        except _ZIP_ERRORS + (ValueError,) as e:   # ValueError: e.g. a non-UTF-8 name
             raise StoreError(label, f"is not a run bundle (.zip from `runs export`): {e}.") from None
         with zf:
             names = sorted(i.filename for i in zf.infolist())
@@ -830,23 +867,27 @@ class RunStore:
                 raise StoreError(f"{label}:run.json", f"is larger than {MAX_JSON_BYTES} bytes.")
             try:
                 raw = zf.read(info)
-            except (zipfile.BadZipFile, OSError) as e:
+            except _ZIP_ERRORS as e:
                 raise StoreError(f"{label}:run.json", f"cannot be read ({e}).") from None
             row, cfg = self._row_of_doc(_loads(raw, f"{label}:run.json"), f"{label}:run.json")
             fd, tmp = tempfile.mkstemp(dir=self.arrays_dir, prefix=".tmp-", suffix=".npz")
             try:
                 cap = (sum(_nbytes(*v) for v in expected_arrays(cfg).values())
                        + MAX_SNAPSHOT_BYTES + 2**20)
-                with os.fdopen(fd, "wb") as out, zf.open("arrays.npz") as src:
-                    copied = 0
-                    while chunk := src.read(2**20):
-                        copied += len(chunk)
-                        if copied > cap:
-                            raise StoreError(f"{label}:arrays.npz", "is larger than its "
-                                             "configuration allows.")
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                try:
+                    with os.fdopen(fd, "wb") as out, zf.open("arrays.npz") as src:
+                        copied = 0
+                        while chunk := src.read(2**20):
+                            copied += len(chunk)
+                            if copied > cap:
+                                raise StoreError(f"{label}:arrays.npz", "is larger than its "
+                                                 "configuration allows.")
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as e:
+                    raise StoreError(f"{label}:arrays.npz", f"cannot be read ({e}); the bundle "
+                                     "is damaged.") from None
                 read_npz(tmp, expected_arrays(cfg), snapshots=_snapshot_arrays(cfg),
                          label=f"{label}:arrays.npz")
                 if self._exists(row["id"]):
@@ -892,6 +933,8 @@ class RunStore:
         for k, v in doc["histories"].items():
             if v is not None and not isinstance(v, list):
                 raise StoreError(f"{label}:histories.{k}", "must be a list (or null).")
+            if not _utf8(k):
+                raise StoreError(f"{label}:histories", f"names must be UTF-8 text, got {k!r}.")
         row = {"id": _check_id(doc["id"]), "created": _check_created(doc["created"], f"{label}:created"),
                "name": _check_name(doc["name"], f"{label}:name"),
                "tags": _dumps(_check_tags(doc["tags"], f"{label}:tags")),

@@ -268,7 +268,7 @@ def _mesh(devices):
     return put, len(devices)
 
 
-def _prepare(points: Sequence[Point], n_pad: int):
+def _prepare(points: Sequence[Point], n_pad: int, tasks: dict | None = None):
     """``(states, task, hps)`` of one group (:func:`groups`): states and
     hyperparameters stacked and padded to ``n_pad`` students (the padding
     repeats the last point and is discarded), the group's one task, the
@@ -289,7 +289,11 @@ def _prepare(points: Sequence[Point], n_pad: int):
     fill = lambda xs: list(xs) + [xs[-1]] * pad
     hp = stack(fill(hps))
     hp = hp._replace(**{f: getattr(hps[0], f) for f in SHARED})
-    return stack(fill(states)), make_task(points[0].cfg), hp
+    tasks = {} if tasks is None else tasks
+    tkey = tuple(getattr(points[0].cfg, f) for f in TEACHER_FIELDS)
+    if tkey not in tasks:
+        tasks[tkey] = make_task(points[0].cfg)
+    return stack(fill(states)), tasks[tkey], hp
 
 
 def _recovery_row(params, teacher, cfg) -> list[float]:
@@ -298,9 +302,21 @@ def _recovery_row(params, teacher, cfg) -> list[float]:
     return [layer["rel_error"] for layer in recovery(params, teacher, float(cfg.dt), cfg.model)]
 
 
+def block_size(n_devices: int, backend: str) -> int | None:
+    """Students per compiled call.  On CPU a few students per device keep
+    each call's working set in cache (2-core Xeon, small, 64 students on 2
+    host devices: blocks of 4 per device 2.5x the sequential throughput, of
+    8 1.6x, of 16 1.9x; one device: 5.1 ms per student-step for 4 students
+    against 7.4 for 1 and for 16); accelerators take a whole group at once."""
+    return CPU_BLOCK * n_devices if backend == "cpu" else None
+
+
+CPU_BLOCK = 4
+
+
 def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
               process_index: int | None = None, process_count: int | None = None,
-              sweep_id: str | None = None, tags: Sequence[str] = (),
+              sweep_id: str | None = None, tags: Sequence[str] = (), block: int | None = 0,
               progress: Callable[[Progress], None] | None = None,
               stop: Callable[[], bool] | None = None) -> SweepResult:
     """Train every grid point of this process; store each as a run.
@@ -310,7 +326,9 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     to JAX's (``jax.distributed``); points ``i, i + n, ...`` belong to
     process ``i``.  ``progress`` is called after every chunk, ``stop()`` is
     polled there: when it returns True the current group's runs are stored
-    as ``stopped`` and the remaining groups are skipped.
+    as ``stopped`` and the remaining groups are skipped.  ``block``: at most
+    this many students per call (a group is split into blocks); 0 picks
+    :func:`block_size`, None takes whole groups.
     """
     import jax
     import jax.numpy as jnp
@@ -334,15 +352,25 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     if store is not None and p_idx == 0:
         store.save_sweep(sweep_id, spec.to_dict(), name=spec.name, status="running",
                          n_points=len(points))
-    grouped = groups(mine)
+    if block == 0:
+        block = block_size(n_dev, jax.default_backend())
+    if block:
+        block = math.ceil(block / n_dev) * n_dev
+    grouped, sizes = [], []   # blocks of a split group all take the block size (one compile)
+    for g in groups(mine):
+        step_ = block or len(g)
+        for i in range(0, len(g), step_):
+            grouped.append(g[i:i + step_])
+            sizes.append(block if block and len(g) > block else math.ceil(len(g) / n_dev) * n_dev)
+    tasks: dict = {}
     rows, done, total_steps, train_s, diverged = [], 0, 0, 0.0, 0
     stopped = False
     for g, pts in enumerate(grouped):
         if stopped:
             break
         n = len(pts)
-        n_pad = math.ceil(n / n_dev) * n_dev
-        state, task, hp = _prepare(pts, n_pad)
+        n_pad = sizes[g]
+        state, task, hp = _prepare(pts, n_pad, tasks)
         state, task, hp = put(state), put(task, replicate=True), put(hp)
         limit = put(jnp.full((n_pad,), steps, jnp.int32))
         struct = structure(pts[0].cfg)
