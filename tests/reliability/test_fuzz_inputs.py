@@ -504,6 +504,7 @@ def cli_env(tmp_path_factory):
                      "--store", str(store)]) == 0
     run_id = json.loads(o.text(o.out))["run_id"]
     (d / "scratch").mkdir()
+    mp.chdir(d / "scratch")   # relative paths the fuzzer draws land here, not in the repository
     with RunStore(store) as s:
         s.export(run_id, d / "bundle.zip")
     yield _Bag(store=str(store), run_id=run_id, bundle=str(d / "bundle.zip"),
