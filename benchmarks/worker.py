@@ -9,7 +9,8 @@ the single JSON line it prints last.  ``IMPL`` is one of
   loss and gradient norm (one compiled step), the values every other
   implementation is checked against.
 * ``project``: the project's path, ``make_train_chunk(struct, K, record=False,
-  n_students=N)`` (``--students N`` vmaps N copies of the student).
+  n_students=N, shared=core.sweep.SHARED, share_task=True)`` (``--students N``
+  vmaps N copies of the student on one task, as ``core.sweep`` does).
 * ``reference_jax``: :mod:`benchmarks.reference_jax`, one jitted step called K
   times from Python.
 * ``torch`` / ``snntorch``: :mod:`benchmarks.reference_torch` /
@@ -148,10 +149,15 @@ def project(args) -> None:
     meta, teacher_d, student_d, _ = _load(args.data)
     cfg, struct, task, state, hp = _experiment(meta, teacher_d, student_d)
     n = args.students
-    fn = make_train_chunk.__wrapped__(struct, args.k, False, n)
     limit = jnp.int32(BIG_LIMIT)
-    if n is not None:
-        state, task, hp = stack([state] * n), stack([task] * n), stack([hp] * n)
+    if n is None:
+        fn = make_train_chunk.__wrapped__(struct, args.k, False)
+    else:   # as core.sweep trains students of one task: batch and teacher drawn once per step
+        from core.sweep import SHARED
+
+        fn = make_train_chunk.__wrapped__(struct, args.k, False, n, SHARED, True)
+        state, hp = stack([state] * n), stack([hp] * n)
+        hp = hp._replace(**{f: getattr(hp, f)[0] for f in SHARED})
         limit = jnp.full((n,), BIG_LIMIT, jnp.int32)
     state, task, hp = jax.device_put((state, task, hp))
     compiled, lower_s, compile_s, xla_mb = _aot(fn, state, task, hp, limit)

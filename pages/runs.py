@@ -26,7 +26,7 @@ def damaged_store_ui(path, error: StoreError) -> None:
     """The store's error and the one recovery path (renames, never deletes)."""
     st.error(f"The run store cannot be opened — {error}")
     has_index = (path / "index.sqlite").exists()
-    label = ("Move the damaged index aside and start a new store" if has_index
+    label = ("Move the damaged index (and its arrays) aside and start a new store" if has_index
              else "Move the orphaned arrays aside and start a new store")
     st.caption("Nothing is deleted: the file is renamed with a UTC timestamp, so it can still be "
                "restored or inspected.")

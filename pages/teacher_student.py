@@ -16,8 +16,9 @@ opened = st.query_params.get("run")
 if opened and st.session_state.get("ts_opened") != opened:   # ?run=<id>: reopen a stored run
     st.session_state["ts_opened"] = opened
     try:
-        slot.run = resources.open_stored_run(opened)
-        shown, differ = widgets.open_config(slot.run.cfg)
+        stored = resources.open_stored_run(opened)
+        shown, differ = widgets.open_config(stored.cfg)
+        slot.run = stored
         st.session_state["ts_open_shown"] = shown
         st.session_state["ts_playing"] = False
         st.toast(f"Opened run {opened[:8]} at step {slot.run.step}.", icon="📂")
@@ -29,7 +30,7 @@ if opened and st.session_state.get("ts_opened") != opened:   # ?run=<id>: reopen
         st.error(f"Cannot open run {opened}: {e}")
 s = widgets.teacher_student_ui(demo)
 try:
-    cfg, invalid = widgets.to_config(s), None
+    cfg, invalid = widgets.to_config(s, demo), None
 except core.ConfigError as e:
     invalid = e
     st.error(f"Invalid setting — {e} The running student is kept (paused, shown below); change "

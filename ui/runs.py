@@ -52,16 +52,18 @@ def open_store(path: str | Path) -> RunStore | None:
 
 
 def move_index_aside(path: str | Path, now: _dt.datetime | None = None) -> list[Path]:
-    """Rename a damaged ``index.sqlite`` (and its ``-wal``/``-shm`` files) to
-    ``<name>.damaged-<UTC timestamp>``; with no index, rename the orphaned
-    ``arrays/`` folder to ``arrays.orphaned-<timestamp>``.  Nothing is deleted.
-    Returns the new paths.
+    """Rename a damaged ``index.sqlite`` (its ``-wal``/``-shm`` files and the
+    ``arrays/`` folder it refers to go with it) to ``<name>.damaged-<UTC
+    timestamp>``, so the new store starts clean in one step; with no index,
+    rename the orphaned ``arrays/`` folder to ``arrays.orphaned-<timestamp>``.
+    Nothing is deleted.  Returns the new paths.
     """
     path = Path(path)
     stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     index = path / INDEX_NAME
     if index.exists():
-        sources = [index] + [path / f"{INDEX_NAME}{s}" for s in ("-wal", "-shm")]
+        sources = [index] + [path / f"{INDEX_NAME}{s}" for s in ("-wal", "-shm")] + [
+            path / ARRAYS_DIR]
         suffix = f".damaged-{stamp}"
     else:
         sources, suffix = [path / ARRAYS_DIR], f".orphaned-{stamp}"

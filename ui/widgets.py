@@ -289,8 +289,42 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
     return TSSettings(preset, raw, int(spt))
 
 
-def to_config(s: TSSettings):
-    """Validated core.Config for ``s``; raises core.ConfigError naming the field."""
+# A live page trains in the server process for every visitor: a per-visitor cap
+# on the work of one training step (see live_cost).  The default admits the
+# `medium` preset (1.0e10); demo mode (a poster laptop) admits `small` (2.5e7)
+# with room.  RESONANCE_MAX_STEP_COST overrides the normal cap.
+MAX_STEP_COST = 2e10
+DEMO_MAX_STEP_COST = 2e8
+
+
+def live_cost(cfg, students: int = 1) -> float:
+    """Work of one training step, in multiply-adds: T x batch x (teacher
+    forward + student forward and backward), for ``students`` students."""
+    prod = lambda ls: sum(a * b + b for a, b in zip(ls[:-1], ls[1:]))
+    return float(cfg.T * cfg.batch * (prod(cfg.layers) + students * 3 * prod(cfg.student_layers)))
+
+
+def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
+    """Refuse (core.ConfigError naming ``layers``) a configuration too big to
+    train live for one visitor."""
+    import os
+
+    import core
+
+    cap = DEMO_MAX_STEP_COST if demo else float(os.environ.get("RESONANCE_MAX_STEP_COST",
+                                                               MAX_STEP_COST))
+    cost = live_cost(cfg, students)
+    if cost > cap:
+        raise core.ConfigError(
+            "layers", f"one training step of this network (layers x T x batch"
+            f"{' x rules' if students > 1 else ''}) is {cost:.2g} multiply-adds, more than this "
+            f"{'demo ' if demo else ''}page trains live ({cap:.2g}); make it smaller, or train it "
+            "with `python -m core train` or a sweep (Runs & sweeps page).")
+
+
+def to_config(s: TSSettings, demo: bool = False):
+    """Validated core.Config for ``s``; raises core.ConfigError naming the
+    field (also for a network too big to train live, :func:`check_live_cost`)."""
     import core
 
     raw = dict(s.raw)
@@ -298,7 +332,9 @@ def to_config(s: TSSettings):
     raw["student_hidden"] = parse_layers(raw["student_hidden"], "student_hidden") if str(
         raw["student_hidden"]).strip() else ()
     base = core.get_preset(s.preset)
-    return core.from_dict({k: v for k, v in raw.items()}, base=base)
+    cfg = core.from_dict({k: v for k, v in raw.items()}, base=base)
+    check_live_cost(cfg, demo)
+    return cfg
 
 
 def run_controls_ui(disabled: bool = False, prefix: str = "ts") -> dict:
@@ -321,6 +357,11 @@ h1 { font-size: 3rem !important; }
 [data-testid="stMetricValue"] { font-size: 2.6rem !important; }
 </style>
 """
+
+
+def demo_mode_active() -> bool:
+    """``?demo=1`` without side effects (see :func:`demo_mode`)."""
+    return str(st.query_params.get("demo", "0")) == "1"
 
 
 def demo_mode() -> bool:
@@ -449,5 +490,7 @@ def rules_config(s: RulesSettings):
         raise core.ConfigError("rules", "choose at least one rule to train.")
     base = core.get_preset(s.preset)
     hidden = parse_layers(s.hidden, "student_hidden") if str(s.hidden).strip() else ()
-    return base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
-                        surrogate=s.surrogate, scale=s.scale)
+    cfg = base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
+                       surrogate=s.surrogate, scale=s.scale)
+    check_live_cost(cfg, demo_mode_active(), students=len(s.rules))
+    return cfg

@@ -178,13 +178,14 @@ def test_corrupt_index_is_reported_and_moved_aside_on_click(monkeypatch, tmp_pat
     assert len(at.error) == 1 and "index.sqlite" in at.error[0].value
     assert "not a readable run index" in at.error[0].value
     button = at.button(key="rs_recover")
-    assert button.label == "Move the damaged index aside and start a new store"
+    assert button.label == "Move the damaged index (and its arrays) aside and start a new store"
     assert (tmp_path / "index.sqlite").exists()             # nothing happens before the click
     button.click().run()
     _clean(at)
     moved = list(tmp_path.glob("index.sqlite.damaged-*"))
     assert len(moved) == 1 and moved[0].read_bytes() == b"this is not a database" * 100
     assert any("Moved aside" in s.value for s in at.success)
+    assert not any(b.key == "rs_recover" for b in at.button)   # one click: a clean new store
 
 
 def test_missing_index_beside_arrays_is_reported(monkeypatch, tmp_path):
@@ -305,10 +306,14 @@ def test_move_index_aside_renames_every_index_file(tmp_path):
 
     for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
         (tmp_path / name).write_text(name)
+    (tmp_path / "arrays").mkdir()
+    (tmp_path / "arrays" / f"{'a' * 32}.npz").write_bytes(b"x")
     moved = R.move_index_aside(tmp_path, dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc))
     assert sorted(p.name for p in moved) == [
+        "arrays.damaged-20240506T070809Z",
         "index.sqlite-shm.damaged-20240506T070809Z", "index.sqlite-wal.damaged-20240506T070809Z",
         "index.sqlite.damaged-20240506T070809Z"]
+    assert (tmp_path / "arrays.damaged-20240506T070809Z" / f"{'a' * 32}.npz").read_bytes() == b"x"
     assert (tmp_path / "index.sqlite.damaged-20240506T070809Z").read_text() == "index.sqlite"
     assert not (tmp_path / "index.sqlite").exists()
     assert R.open_store(tmp_path) is None
