@@ -33,6 +33,7 @@ _T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
@@ -139,6 +140,10 @@ def prepare(args) -> None:
 
 
 def project(args) -> None:
+    if args.students is not None:   # as sweeps run: one host device per core (before JAX starts)
+        from core.runtime import use_all_cores
+
+        use_all_cores()
     jax = _jax_setup(args.cache)
     import jax.numpy as jnp
 
@@ -152,20 +157,30 @@ def project(args) -> None:
     limit = jnp.int32(BIG_LIMIT)
     if n is None:
         fn = make_train_chunk.__wrapped__(struct, args.k, False)
-    else:   # as core.sweep trains students of one task: batch and teacher drawn once per step
-        from core.sweep import SHARED
+    else:   # as core.sweep trains students of one task: blocks of students sharded over the
+        # devices, the batch and the teacher's output drawn once per step for a block
+        from core.sweep import SHARED, _mesh, block_size
 
-        fn = make_train_chunk.__wrapped__(struct, args.k, False, n, SHARED, True)
-        state, hp = stack([state] * n), stack([hp] * n)
+        put, n_dev = _mesh(None)
+        block = math.ceil(n / n_dev) * n_dev
+        block = min(block, block_size(n_dev, jax.default_backend()) or block)
+        n_blocks = math.ceil(n / block)
+        fn = make_train_chunk.__wrapped__(struct, args.k, False, block, SHARED, True)
+        state, hp = stack([state] * block), stack([hp] * block)
         hp = hp._replace(**{f: getattr(hp, f)[0] for f in SHARED})
-        limit = jnp.full((n,), BIG_LIMIT, jnp.int32)
-    state, task, hp = jax.device_put((state, task, hp))
+        limit = put(jnp.full((block,), BIG_LIMIT, jnp.int32))
+        state, task, hp = put(state), put(task, replicate=True), put(hp)
+    if n is None:
+        state, task, hp = jax.device_put((state, task, hp))
     compiled, lower_s, compile_s, xla_mb = _aot(fn, state, task, hp, limit)
+    states = [state] * (1 if n is None else n_blocks)
 
-    def call(s):
-        s, out = compiled(s, task, hp, limit)
-        jax.block_until_ready((s, out))
-        return s, out
+    def call(_):
+        nonlocal states
+        outs = [compiled(st, task, hp, limit) for st in states]
+        states = [o[0] for o in outs]
+        jax.block_until_ready(outs)
+        return outs[0]
 
     t0 = time.perf_counter()
     state, out = call(state)

@@ -127,7 +127,7 @@ def test_default_page_runs_clean_at_step_zero():
     _, yt = _trace(at, "ts_membrane", "teacher")
     _, ys = _trace(at, "ts_membrane", "student")
     assert yt.size > 0 and ys.size > 0 and np.all(np.isfinite(yt))
-    assert [b.key for b in at.button] == ["ts_play", "ts_pause", "ts_step", "ts_reset"]
+    assert [b.key for b in at.button] == ["ts_play", "ts_pause", "ts_step", "ts_reset", "ts_save"]
 
 
 # ---- 2. Step button ---------------------------------------------------------
