@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import time
 import uuid
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -311,7 +312,7 @@ def block_size(n_devices: int, backend: str) -> int | None:
     return CPU_BLOCK * n_devices if backend == "cpu" else None
 
 
-CPU_BLOCK = 4
+CPU_BLOCK = int(os.environ.get("RESONANCE_CPU_BLOCK", "4") or 4)   # students per CPU device
 
 
 def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
