@@ -172,8 +172,9 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     rb, cb, sb, xrb, yrb = bc(r), bc(c), bc(s), bc(xr), bc(yr)
     red = tuple(range(len(shape) - 1))          # batch axes of one time slice
     zero = jnp.zeros(shape, spk.dtype)
-    n = shape[-1:]
-    acc0 = tuple(jnp.zeros(n, spk.dtype) for _ in range(5)) + (jnp.zeros((), spk.dtype),) * 2
+    # parameter adjoints accumulate elementwise over the scan and are reduced over
+    # the batch once at the end (no reduction inside the time loop)
+    acc0 = (zero,) * 7
 
     def step(carry, xs):
         dxn, dyn, mu_next, acc = carry
@@ -182,28 +183,28 @@ def _recurrence_bwd(model, through, synapse, res, cts):
         y_t = y_new + o * (yrb - y_new)
         dr, dc, ds, dxr, dyr, dth, da = acc
         if model == "rf":
-            dr = dr + jnp.sum(dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t), red)
-            dc = dc + jnp.sum(rb * (dxn * x_t + dyn * y_t), red)
-            ds = ds + jnp.sum(rb * (dyn * x_t - dxn * y_t), red)
+            dr = dr + (dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t))
+            dc = dc + rb * (dxn * x_t + dyn * y_t)
+            ds = ds + rb * (dyn * x_t - dxn * y_t)
             lam_x = rb * (cb * dxn + sb * dyn)
             lam_y = rb * (cb * dyn - sb * dxn)
         else:
-            dr = dr + jnp.sum(dyn * y_t, red)
+            dr = dr + dyn * y_t
             lam_x = zero
             lam_y = rb * dyn
         keep = 1.0 - o
         dxp = gx + keep * lam_x
         dyp = gy + keep * lam_y
-        dxr = dxr + jnp.sum(o * lam_x, red)
-        dyr = dyr + jnp.sum(o * lam_y, red)
+        dxr = dxr + o * lam_x
+        dyr = dyr + o * lam_y
         d_o = go
         if through:
             d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
         dyp = dyp + g * d_o
-        dth = dth - jnp.sum(g * d_o)
+        dth = dth - g * d_o
         di = dxp + dyp if model == "lif" else dxp
         if synapse:
-            da = da + jnp.sum(mu_next * i_t)
+            da = da + mu_next * i_t
             mu = di + a * mu_next
         else:
             mu = di
@@ -217,7 +218,8 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     g_seq = surrogate_grad(yp - theta, sg)
     xs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
     (_, _, _, acc), d_kicks = lax.scan(step, (zero, zero, zero, acc0), xs, reverse=True)
-    dr, dc, ds, dxr, dyr, dth, da = acc
+    dr, dc, ds, dxr, dyr = (jnp.sum(v, red) for v in acc[:5])
+    dth, da = jnp.sum(acc[5]), jnp.sum(acc[6])
     d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)
     return (d_kicks, dr, dc, ds, dxr, dyr, dth.astype(theta.dtype), da.astype(a.dtype), d_sg)
 
