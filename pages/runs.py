@@ -108,10 +108,15 @@ def sweeps_ui(store, sweeps) -> None:
     sid = st.selectbox("Sweep", list(labels), format_func=labels.get, key="sw_sel",
                        bind="query-params")
     info = next(s for s in sweeps if s["id"] == sid)
-    st.caption(f"{info['n_points']} points · {info['status']} · created "
+    runs = store.sweep_runs(sid)
+    status = info["status"]
+    if status == "running":   # its process may be elsewhere (CLI, another host) or gone
+        status = (f"running or interrupted ({len(runs)} of {info['n_points']} points stored; "
+                  "an interrupted sweep keeps what it stored)")
+    st.caption(f"{info['n_points']} points · {status} · created "
                f"{info['created'][:19].replace('T', ' ')} UTC")
     try:
-        spec, table = R.sweep_table(info["spec"], store.sweep_runs(sid))
+        spec, table = R.sweep_table(info["spec"], runs)
     except core.ConfigError as e:
         st.error(f"This sweep cannot be shown — {e}")
         return
