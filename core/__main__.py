@@ -244,9 +244,16 @@ def _distributed(args):
     import jax
     from jax._src.distributed import global_state
 
-    jax.distributed.initialize(coord, num_processes=n, process_id=i,
-                               initialization_timeout=args.timeout)
+    try:
+        jax.distributed.initialize(coord, num_processes=n, process_id=i,
+                                   initialization_timeout=args.timeout)
+    except Exception as e:  # noqa: BLE001 - the runtime raises several kinds
+        _fail("coordinator", f"cannot join {coord} as process {i} of {n} ({_first_line(e)}).")
     return jax.process_index(), jax.process_count(), global_state.client
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _cmd_sweep(args) -> int:
@@ -288,7 +295,11 @@ def _cmd_sweep(args) -> int:
             sweep_id = uuid.uuid4().hex[:12]
             client.key_value_set("resonance_sweep_id", sweep_id)
         else:
-            sweep_id = client.blocking_key_value_get("resonance_sweep_id", args.timeout * 1000)
+            try:
+                sweep_id = client.blocking_key_value_get("resonance_sweep_id", args.timeout * 1000)
+            except Exception as e:  # noqa: BLE001
+                _fail("coordinator", f"process 0 did not publish the sweep id within "
+                                     f"{args.timeout} s ({_first_line(e)}).")
     last = [0.0]
 
     def progress(p):
@@ -308,7 +319,12 @@ def _cmd_sweep(args) -> int:
                                  process_index=p_idx, process_count=p_cnt, sweep_id=sweep_id,
                                  tags=tags, progress=progress)
         if client is not None:
-            client.wait_at_barrier("resonance_sweep_done", args.timeout * 1000)
+            try:
+                client.wait_at_barrier("resonance_sweep_done", args.timeout * 1000)
+            except Exception as e:  # noqa: BLE001
+                _fail("coordinator", f"this process's points are stored, but the other "
+                                     f"processes did not finish within {args.timeout} s "
+                                     f"({_first_line(e)}); the sweep stays marked running.")
             if p_idx == 0 and store is not None:
                 store.set_sweep_status(result.sweep_id, "done")
     except ConfigError as e:

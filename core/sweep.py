@@ -9,8 +9,9 @@ Cartesian product, seeds innermost; ``student_seed = base.student_seed + s``).
 group is one compiled call per chunk of steps: the students axis of states,
 tasks and hyperparameters is sharded over the devices (``jax.sharding``,
 padded to a multiple of the device count), so 8 devices train a group 8x
-wider in the same time.  Students never talk to each other, so no
-collective is needed.
+wider in the same time.  Students never exchange data; the only cross-device
+operation is the group's common step count (a max over the students axis,
+once per step, within one process).
 
 Several processes (``jax.distributed``) split the grid: process ``i`` of
 ``n`` trains points ``i, i + n, ...`` on its local devices, and every process
@@ -161,6 +162,9 @@ def make_spec(base: Config, grid=(), seeds: int = 1, steps: int | None = None, n
     grid = tuple((ALIASES.get(k, k), tuple(v)) for k, v in grid)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError("seeds", f"must be an integer in [1, {MAX_SEEDS}], got {seeds!r}.")
+    if seeds > 1 and any(ALIASES.get(k, k) == "student_seed" for k, _ in grid):
+        raise ConfigError("seeds", "with student_seed in the grid the grid lists the seeds; use "
+                          "--seeds 1 (more would repeat seeds: value + 0, 1, ...).")
     steps = base.steps if steps is None else steps
     base = validate(dataclasses.replace(base, steps=steps))
     spec = SweepSpec(base, grid, seeds, steps, str(name)[:200], str(preset)[:64])
@@ -260,7 +264,8 @@ def _mesh(devices):
 
     devices = list(devices if devices is not None else jax.local_devices())
     mesh = Mesh(np.array(devices), ("students",))
-    split, whole = NamedSharding(mesh, PartitionSpec("students")), NamedSharding(mesh, PartitionSpec())
+    split = NamedSharding(mesh, PartitionSpec("students"))
+    whole = NamedSharding(mesh, PartitionSpec())
 
     def put(tree, replicate=False):
         return jax.tree_util.tree_map(
@@ -366,73 +371,82 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     tasks: dict = {}
     rows, done, total_steps, train_s, diverged = [], 0, 0, 0.0, 0
     stopped = False
-    for g, pts in enumerate(grouped):
-        if stopped:
-            break
-        n = len(pts)
-        n_pad = sizes[g]
-        state, task, hp = _prepare(pts, n_pad, tasks)
-        state, task, hp = put(state), put(task, replicate=True), put(hp)
-        limit = put(jnp.full((n_pad,), steps, jnp.int32))
-        struct = structure(pts[0].cfg)
-        fn = make_train_chunk(struct, k, False, n_pad, SHARED, True)
-        losses = [[] for _ in range(n)]
-        rec_steps = [[] for _ in range(n)]
-        recs = [[] for _ in range(n)]
-
-        def record_recovery(state):
-            params, teacher = jax.device_get(state.params), jax.device_get(task.teacher)
-            st = np.asarray(jax.device_get(state.step))
-            for i, p in enumerate(pts):
-                rec_steps[i].append(int(st[i]))
-                recs[i].append(_recovery_row(unstack(params, i), teacher, p.cfg))
-
-        record_recovery(state)
-        before = np.zeros(n_pad, np.int64)
-        for c in range(n_chunks):
-            t0 = time.perf_counter()
-            state, out = fn(state, task, hp, limit)
-            step_now = np.asarray(jax.device_get(state.step))
-            loss = np.asarray(jax.device_get(out.loss))
-            train_s += time.perf_counter() - t0
-            for i in range(n):
-                losses[i].append(loss[i, :step_now[i] - before[i]])
-            total_steps += int((step_now - before)[:n].sum())
-            before = step_now
-            div = np.asarray(jax.device_get(state.diverged))[:n]
-            if (c + 1) % rec_every == 0 or c == n_chunks - 1:
-                record_recovery(state)
-            if stop is not None and stop():
-                stopped = True
-            if progress is not None:
-                progress(Progress(done + (n if c == n_chunks - 1 else 0), len(mine), total_steps,
-                                  len(mine) * steps, time.perf_counter() - t_start,
-                                  diverged + int(div.sum()), g, len(grouped)))
-            if stopped or div.all():
+    try:   # an error (out of memory, a full disk) must not leave the sweep "running"
+        for g, pts in enumerate(grouped):
+            if stopped:
                 break
-        diverged += int(div.sum())
-        done += n
-        state, task_h = jax.device_get((state, task))
-        for i, p in enumerate(pts):
-            exp = Experiment(p.cfg, struct, task_h, unstack(state, i), hyperparams(p.cfg))
-            loss_i = np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32)
-            s_out, t_out, _ = make_evaluate(struct)(exp.state.params, exp.task, exp.hp, 0)
-            ev = summarize(exp, s_out[-1].spikes, t_out[-1].spikes)
-            is_div = bool(exp.state.diverged)
-            status = "diverged" if is_div else ("stopped" if int(exp.state.step) < steps else "done")
-            tail = loss_i[-max(1, min(50, loss_i.size // 10)):]
-            metrics = {"sweep_point": p.index, "steps": int(exp.state.step),
-                       "initial_loss": float(loss_i[0]) if loss_i.size else None,
-                       "final_loss": float(tail.mean()) if loss_i.size else None,
-                       "diverged": is_div, **ev}
-            hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),
-                    "recovery": np.asarray(recs[i], np.float64)}
-            run_id = None
-            if store is not None:
-                name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
-                run_id = store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics)
-            rows.append({"index": p.index, "settings": p.settings, "status": status,
-                         "metrics": metrics, "run_id": run_id})
+            n = len(pts)
+            n_pad = sizes[g]
+            state, task, hp = _prepare(pts, n_pad, tasks)
+            state, task, hp = put(state), put(task, replicate=True), put(hp)
+            limit = put(jnp.full((n_pad,), steps, jnp.int32))
+            struct = structure(pts[0].cfg)
+            fn = make_train_chunk(struct, k, False, n_pad, SHARED, True)
+            losses = [[] for _ in range(n)]
+            rec_steps = [[] for _ in range(n)]
+            recs = [[] for _ in range(n)]
+
+            def record_recovery(state):
+                params, teacher = jax.device_get(state.params), jax.device_get(task.teacher)
+                st = np.asarray(jax.device_get(state.step))
+                for i, p in enumerate(pts):
+                    rec_steps[i].append(int(st[i]))
+                    recs[i].append(_recovery_row(unstack(params, i), teacher, p.cfg))
+
+            record_recovery(state)
+            before = np.zeros(n_pad, np.int64)
+            for c in range(n_chunks):
+                t0 = time.perf_counter()
+                state, out = fn(state, task, hp, limit)
+                step_now = np.asarray(jax.device_get(state.step))
+                loss = np.asarray(jax.device_get(out.loss))
+                train_s += time.perf_counter() - t0
+                for i in range(n):
+                    losses[i].append(loss[i, :step_now[i] - before[i]])
+                total_steps += int((step_now - before)[:n].sum())
+                before = step_now
+                div = np.asarray(jax.device_get(state.diverged))[:n]
+                if (c + 1) % rec_every == 0 or c == n_chunks - 1:
+                    record_recovery(state)
+                last = c == n_chunks - 1
+                if stop is not None and stop() and not (last and g == len(grouped) - 1):
+                    stopped = True        # (a request after the very last chunk stops nothing)
+                if progress is not None:
+                    ended = last or stopped or bool(div.all())
+                    progress(Progress(done + (n if ended else 0), len(mine), total_steps,
+                                      len(mine) * steps, time.perf_counter() - t_start,
+                                      diverged + int(div.sum()), g, len(grouped)))
+                if stopped or div.all():
+                    break
+            diverged += int(div.sum())
+            done += n
+            state, task_h = jax.device_get((state, task))
+            for i, p in enumerate(pts):
+                exp = Experiment(p.cfg, struct, task_h, unstack(state, i), hyperparams(p.cfg))
+                loss_i = np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32)
+                s_out, t_out, _ = make_evaluate(struct)(exp.state.params, exp.task, exp.hp, 0)
+                ev = summarize(exp, s_out[-1].spikes, t_out[-1].spikes)
+                is_div = bool(exp.state.diverged)
+                status = ("diverged" if is_div else
+                          "stopped" if int(exp.state.step) < steps else "done")
+                tail = loss_i[-max(1, min(50, loss_i.size // 10)):]
+                metrics = {"sweep_point": p.index, "steps": int(exp.state.step),
+                           "initial_loss": float(loss_i[0]) if loss_i.size else None,
+                           "final_loss": float(tail.mean()) if loss_i.size else None,
+                           "diverged": is_div, **ev}
+                hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),
+                        "recovery": np.asarray(recs[i], np.float64)}
+                run_id = None
+                if store is not None:
+                    name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
+                    run_id = store.save(exp, hist, name=name, tags=tags, status=status,
+                                        metrics=metrics)
+                rows.append({"index": p.index, "settings": p.settings, "status": status,
+                             "metrics": metrics, "run_id": run_id})
+    except BaseException:
+        if store is not None and p_idx == 0:
+            store.set_sweep_status(sweep_id, "stopped")
+        raise
     if store is not None and p_idx == 0 and p_cnt == 1:
         store.set_sweep_status(sweep_id, "stopped" if stopped else "done")
     return SweepResult(sweep_id, rows, time.perf_counter() - t_start, train_s, total_steps,

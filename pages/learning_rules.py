@@ -26,13 +26,8 @@ except core.ConfigError as e:
 controls = widgets.run_controls_ui(prefix="rl")
 rebuilt = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
 run = slot.run
-save, save_name, save_tags = widgets.save_ui("rl", f"rules step {run.step}")
-if save:
-    try:
-        ids = resources.save_live(run, save_name, save_tags)
-        st.success(f"Saved {len(ids)} runs, one per rule (tag 'rules'; Runs & sweeps page).")
-    except core.ConfigError as e:
-        st.error(f"Not saved — {e}")
+widgets.save_ui("rl", f"rules step {run.step}", lambda n, t: resources.save_live(run, n, t),
+                lambda ids: f"Saved {len(ids)} runs, one per rule (tag 'rules'; Runs & sweeps page).")
 if controls["play"]:
     st.session_state["rl_playing"] = True
 if controls["pause"] or rebuilt:

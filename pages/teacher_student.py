@@ -50,13 +50,8 @@ else:
     status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])
 run = slot.run
 cfg = run.cfg
-save, save_name, save_tags = widgets.save_ui("ts", f"{s.preset} step {run.step}")
-if save:
-    try:
-        rid = resources.save_live(run, save_name, save_tags)
-        st.success(f"Saved as run {rid[:8]} (Runs & sweeps page; reopen it here from there).")
-    except core.ConfigError as e:
-        st.error(f"Not saved — {e}")
+widgets.save_ui("ts", f"{s.preset} step {run.step}", lambda n, t: resources.save_live(run, n, t),
+                lambda rid: f"Saved as run {rid[:8]} (Runs & sweeps page; reopen it here from there).")
 if status == "restarted" and changed:
     st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher, shape or rule).", icon="🔄")
 if controls["play"]:

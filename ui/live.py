@@ -44,6 +44,37 @@ RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq
                   "feedback")
 
 
+def jax_tree_shapes(tree) -> list:
+    import jax
+
+    return [np.shape(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _stored_history(info: dict) -> tuple[int, list, list]:
+    """``(steps, loss, loss_steps)`` of a stored run (``RunStore.get``),
+    validated: a bundle from elsewhere may hold anything JSON allows."""
+    from core.store import StoreError
+
+    steps = info["metrics"].get("steps")
+    loss = info["histories"].get("loss") or []
+    if not isinstance(loss, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in loss if x is not None):
+        raise StoreError("histories.loss", "must be a list of numbers.")
+    loss = [float(x) for x in loss if x is not None]
+    if steps is None:
+        steps = len(loss)
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps < 2**31 - 1:
+        raise StoreError("metrics.steps", f"must be an integer in [0, 2^31 - 1), got {steps!r}.")
+    loss_steps = info["histories"].get("loss_step")
+    if loss_steps is None:
+        loss_steps = list(range(steps - len(loss) + 1, steps + 1))
+    if not isinstance(loss_steps, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in loss_steps):
+        raise StoreError("histories.loss_step", "must be a list of integers.")
+    n = min(len(loss), len(loss_steps))
+    return steps, loss[:n], loss_steps[:n]
+
+
 def restart_key(cfg: Config) -> tuple:
     return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
 
@@ -69,7 +100,7 @@ class LiveRun:
     """One visitor's training run; thread-safe (one lock per run)."""
 
     def __init__(self, cfg: Config, exp: core.Experiment | None = None, setup=core.setup):
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self._setup = setup
         self.build(cfg, exp)
 
@@ -158,8 +189,8 @@ class LiveRun:
         """Store the run (``core.store.RunStore``): final parameters and
         feedback, the loss history, a weight-recovery history from the
         snapshots and the held-out metrics; returns the run id."""
-        snap = self.snapshot()
-        with self.lock:
+        with self.lock:   # one consistent state; the store's I/O happens after releasing it
+            snap = self.snapshot()
             h = self.history
             loss = np.asarray(h.loss, np.float64)
             pick = np.unique(np.linspace(0, len(h.steps) - 1, min(len(h.steps), RECOVERY_POINTS))
@@ -180,8 +211,8 @@ class LiveRun:
                        "final_loss": float(tail.mean()) if loss.size else None,
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
-            return store.save(self.exp, hist, name=name, tags=tags,
-                              status="diverged" if self.diverged else "done", metrics=metrics)
+            exp, status = self.exp, "diverged" if self.diverged else "done"
+        return store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics)
 
     @classmethod
     def from_store(cls, store, run_id: str, setup=core.setup) -> "LiveRun":
@@ -189,22 +220,22 @@ class LiveRun:
         the teacher seed), its final student and feedback state at its step
         count, and its loss history.  The optimizer's moments are not stored:
         they restart from zero."""
+        from core.store import StoreError
+
         cfg, params, feedback = store.load_params(run_id)
         info = store.get(run_id)
+        steps, loss, loss_steps = _stored_history(info)
         exp = setup(cfg)
         params = tuple(type(lp)(*(jnp.asarray(a) for a in stored))
                        for lp, stored in zip(exp.state.params, params))
-        steps = info["metrics"].get("steps")
-        loss = [x for x in (info["histories"].get("loss") or []) if x is not None]
-        steps = int(steps) if isinstance(steps, int) and steps >= 0 else len(loss)
         state = core.init_state(exp.struct, params, seed=cfg.student_seed)
-        state = state._replace(step=jnp.int32(steps),
-                               feedback=tuple(jnp.asarray(b) for b in feedback) or state.feedback)
+        fb = tuple(jnp.asarray(b) for b in feedback) or state.feedback
+        if jax_tree_shapes(fb) != jax_tree_shapes(state.feedback):
+            raise StoreError("feedback", f"run {run_id}'s feedback matrices do not fit its rule.")
+        state = state._replace(step=jnp.int32(steps), feedback=fb)
         run = cls(cfg, exp._replace(state=state), setup=setup)
         run.history.steps[-1] = steps
-        loss_steps = info["histories"].get("loss_step") or range(steps - len(loss) + 1, steps + 1)
-        run.history.loss, run.history.loss_steps = list(loss), [int(x) for x in loss_steps][:len(loss)]
-        run.history.loss = run.history.loss[:len(run.history.loss_steps)]
+        run.history.loss, run.history.loss_steps = loss, loss_steps
         run.stored_id = run_id
         return run
 
@@ -275,7 +306,7 @@ class RulesRun:
     def __init__(self, cfg: Config, rules: tuple, setup=core.setup):
         from core.config import MIXABLE
 
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.cfg, self.rules = cfg, tuple(r for r in MIXABLE if r in rules)
         exp = setup(cfg)
         self.exp = exp
@@ -331,11 +362,14 @@ class RulesRun:
     def save(self, store, name: str = "", tags=()) -> list[str]:
         """Store every rule's student as a run (tag ``rules`` plus ``tags``,
         named ``name · rule``); returns the run ids."""
-        table = self.table()
-        with self.lock:
-            ids = []
-            loss = np.asarray(self.loss, np.float64).reshape(-1, len(self.rules))
+        with self.lock:   # one consistent state; the store's I/O happens after releasing it
+            table = self.table()
+            k = len(self.rules)
+            loss = np.asarray(self.loss, np.float64).reshape(-1, k)
+            align = np.asarray(self.alignment, np.float64).reshape(-1, k)
+            angle = np.asarray(self.update_angle, np.float64).reshape(-1, k)
             rec = np.asarray(self.recovery, np.float64)
+            records = []
             for i, rule in enumerate(self.rules):
                 state = core.unstack(self.state, i)
                 if rule in ("bp", "sign"):   # their runs carry no feedback matrices
@@ -343,20 +377,18 @@ class RulesRun:
                 cfg = self.cfg.replace(feedback=rule)
                 exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
                                         hp=hyperparams(cfg))
-                row = table[i]
                 hist = {"loss": loss[:, i], "recovery_step": np.asarray(self.recovery_steps),
-                        "recovery": rec[:, i, :],
-                        "alignment_deg": np.asarray(self.alignment, np.float64).reshape(-1, len(self.rules))[:, i],
-                        "update_angle_deg": np.asarray(self.update_angle, np.float64).reshape(-1, len(self.rules))[:, i]}
+                        "recovery": rec[:, i, :], "alignment_deg": align[:, i],
+                        "update_angle_deg": angle[:, i]}
                 metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
-                           "final_loss": row["loss (last 50)"], "spike_precision": row["spike precision"],
+                           "final_loss": table[i]["loss (last 50)"],
+                           "spike_precision": table[i]["spike precision"],
                            "recovery": [{"rel_error": e} for e in self.recovery[-1][i]],
                            "rule": rule}
-                ids.append(store.save(exp, hist, name=f"{name or 'rules'} · {rule}",
-                                      tags=["rules", *tags],
-                                      status="diverged" if bool(state.diverged) else "done",
-                                      metrics=metrics))
-            return ids
+                records.append((exp, hist, rule, metrics))
+        return [store.save(exp, hist, name=f"{name or 'rules'} · {rule}", tags=["rules", *tags],
+                           status="diverged" if metrics["diverged"] else "done", metrics=metrics)
+                for exp, hist, rule, metrics in records]
 
     def table(self) -> list[dict]:
         """Final per-rule summary: loss, angles, recovery and spike precision."""

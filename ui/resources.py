@@ -183,11 +183,16 @@ def configure_run(slot: RunSlot, cfg: core.Config, reset: bool = False) -> tuple
 def open_stored_run(run_id: str):
     """The stored run ``run_id`` as a LiveRun (private buffers); raises
     core.ConfigError (StoreError) with what went wrong."""
-    from core.store import RunStore, default_path
+    from core.store import RunStore, StoreError, default_path
     from ui.live import LiveRun
 
     with RunStore(default_path(), create=False) as store:
-        return LiveRun.from_store(store, run_id, setup=_private_setup)
+        try:
+            return LiveRun.from_store(store, run_id, setup=_private_setup)
+        except (ValueError, TypeError, OverflowError) as e:   # a malformed imported run
+            if isinstance(e, core.ConfigError):
+                raise
+            raise StoreError("run", f"{run_id} cannot be reopened ({e}).") from None
 
 
 def save_live(run, name: str, tags_text: str):

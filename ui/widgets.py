@@ -148,16 +148,32 @@ def preset_values(name: str) -> dict:
     return config_values(core.get_preset(name))
 
 
+# (min, max) of the Teacher--Student sliders and number inputs, by key: a
+# configuration from elsewhere (a stored run) is shown clamped to these.
+WIDGET_RANGES = {"fr": (0.5, 100.0), "br": (-200.0, -1.0), "tr": (1.0, 100.0),
+                 "ir": (1.0, 200.0), "ts": (0, 2**31 - 1), "ss": (0, 2**31 - 1), "T": (10, 5000),
+                 "th": (0.2, 5.0), "tsyn": (0.0, 50.0), "vrt": (1.0, 100.0), "np": (0, 10000)}
+
+
+def _clamp(key, v):
+    lo, hi = WIDGET_RANGES[key]
+    if isinstance(v, tuple):
+        return tuple(type(x)(min(max(x, lo), hi)) for x in v)
+    return type(v)(min(max(v, lo), hi))
+
+
 def config_values(c) -> dict:
-    """Teacher--Student widget values (by key) closest to configuration ``c``."""
-    return {"L": _fmt_layers(c.layers), "sh": _fmt_layers(c.student_hidden),
-            "fr": tuple(c.freq_range), "br": tuple(c.damping_range), "tr": c.target_rate,
-            "ir": c.input_rate, "ts": c.teacher_seed, "ss": c.student_seed, "learn": list(c.learn),
-            "sg": c.surrogate, "beta": _nearest(SCALES, c.scale), "norm": c.surrogate_norm,
-            "loss": c.loss, "opt": c.optimizer, "lr": _nearest(LRS, c.lr), "rg": c.reset_grad,
-            "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
-            "psp": c.psp_norm, "tsyn": c.tau_syn * 1e3, "tsmodel": c.model.upper(),
-            "np": c.n_patterns, "vrt": c.vr_tau * 1e3, "fb": c.feedback}
+    """Teacher--Student widget values (by key) closest to configuration ``c``
+    (nearest menu entry, clamped to each control's range)."""
+    v = {"L": _fmt_layers(c.layers), "sh": _fmt_layers(c.student_hidden),
+         "fr": tuple(c.freq_range), "br": tuple(c.damping_range), "tr": c.target_rate,
+         "ir": c.input_rate, "ts": c.teacher_seed, "ss": c.student_seed, "learn": list(c.learn),
+         "sg": c.surrogate, "beta": _nearest(SCALES, c.scale), "norm": c.surrogate_norm,
+         "loss": c.loss, "opt": c.optimizer, "lr": _nearest(LRS, c.lr), "rg": c.reset_grad,
+         "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
+         "psp": c.psp_norm, "tsyn": c.tau_syn * 1e3, "tsmodel": c.model.upper(),
+         "np": c.n_patterns, "vrt": c.vr_tau * 1e3, "fb": c.feedback}
+    return {k: _clamp(k, x) if k in WIDGET_RANGES else x for k, x in v.items()}
 
 
 def closest_preset(cfg) -> str:
@@ -188,9 +204,12 @@ def open_config(cfg):
     return shown, differ
 
 
-def save_ui(prefix: str, default_name: str) -> tuple[bool, str, str]:
-    """A one-click "Save run" button and a popover to set the name and tags;
-    returns (clicked, name, tags text)."""
+def save_ui(prefix: str, default_name: str, save, saved_text) -> None:
+    """A one-click "Save run" button and a popover to set the name and tags.
+    On click calls ``save(name, tags_text)`` and shows ``saved_text(result)``,
+    or the error naming the field."""
+    import core
+
     with st.container(horizontal=True):
         clicked = st.button("Save run", key=f"{prefix}_save", icon=":material/save:",
                             help="Store this run (Runs & sweeps page) with the name and tags set "
@@ -198,7 +217,11 @@ def save_ui(prefix: str, default_name: str) -> tuple[bool, str, str]:
         with st.popover("Name & tags", icon=":material/label:"):
             name = st.text_input("Run name", default_name, key=f"{prefix}_save_name", max_chars=200)
             tags = st.text_input("Tags (comma separated)", "", key=f"{prefix}_save_tags")
-    return clicked, name, tags
+    if clicked:
+        try:
+            st.success(saved_text(save(name, tags)))
+        except core.ConfigError as e:
+            st.error(f"Not saved — {e}")
 
 
 def _raw_of(v: dict) -> dict:
@@ -255,9 +278,8 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                             key="loss", bind="query-params")
         lr = st.select_slider("Learning rate", LRS, d["lr"], key="lr", bind="query-params")
         spt = st.select_slider("Steps per tick", STEPS_PER_TICK, 20, key="spt", bind="query-params")
-        opt = d["opt"]
-        rg = d["rg"]
-        fb = d["fb"]
+        hidden = lambda k: st.session_state.get(k, d[k])   # demo: no control, keep what is set
+        opt, rg, fb = hidden("opt"), hidden("rg"), hidden("fb")
         if not demo:
             opt = st.selectbox("Optimizer", list(core.OPTIMIZERS),
                                index=list(core.OPTIMIZERS).index(d["opt"]), key="opt", bind="query-params")
@@ -268,7 +290,8 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                               help="How the error reaches hidden layers: bp (Wᵀ), fa, sign, kp, wm, "
                                    "dfa. Changing it restarts the run; compare rules side by side "
                                    "on the Learning rules page.")
-    adv = {k: d[k] for k in ("T", "B", "th", "psp", "tsyn", "tsmodel", "np", "vrt")}
+    adv = {k: st.session_state.get(k, d[k]) for k in ("T", "B", "th", "psp", "tsyn", "tsmodel",
+                                                        "np", "vrt")}
     if not demo:
         with sb.expander("Advanced", expanded=False):
             adv["tsmodel"] = st.radio("Neuron model", ["RF", "LIF"], index=["RF", "LIF"].index(d["tsmodel"]),
@@ -311,8 +334,11 @@ def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
 
     import core
 
-    cap = DEMO_MAX_STEP_COST if demo else float(os.environ.get("RESONANCE_MAX_STEP_COST",
-                                                               MAX_STEP_COST))
+    try:
+        cap = float(os.environ.get("RESONANCE_MAX_STEP_COST", MAX_STEP_COST))
+    except ValueError:   # a malformed setting must not break the page: the default applies
+        cap = MAX_STEP_COST
+    cap = DEMO_MAX_STEP_COST if demo else cap
     cost = live_cost(cfg, students)
     if cost > cap:
         raise core.ConfigError(
@@ -492,5 +518,6 @@ def rules_config(s: RulesSettings):
     hidden = parse_layers(s.hidden, "student_hidden") if str(s.hidden).strip() else ()
     cfg = base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
                        surrogate=s.surrogate, scale=s.scale)
-    check_live_cost(cfg, demo_mode_active(), students=len(s.rules))
+    # every rule but bp also runs backprop's backward pass (for the update angle)
+    check_live_cost(cfg, demo_mode_active(), students=sum(1 if r == "bp" else 2 for r in s.rules))
     return cfg

@@ -103,3 +103,37 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
     at = _page("pages/teacher_student.py", run=fa["id"])
     assert not at.error
     assert _metric(at, "Step") == str(store.get(fa["id"])["metrics"]["steps"])
+
+
+def _stored_run(tmp_path, cfg, steps=20, **hist) -> str:
+    exp, h = core.train(core.setup(cfg), steps, chunk=10)
+    with RunStore(tmp_path / "runs") as store:
+        return store.save(exp, {**h, **hist}, name="elsewhere", metrics={"steps": steps})
+
+
+def test_reopen_a_run_outside_the_widget_ranges(tmp_path):
+    # a sweep over the threshold can store 6.0; the slider stops at 5.0
+    cfg = core.get_preset("figure1").replace(threshold=6.0, T=60, batch=2)
+    run_id = _stored_run(tmp_path, cfg)
+    at = _page("pages/teacher_student.py", run=run_id)
+    assert _metric(at, "Step") == "20"
+    assert at.slider(key="th").value == 5.0
+    assert any("threshold" in i.value for i in at.info)
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "40"           # still the stored run (θ = 6), continued
+
+
+def test_reopen_in_demo_mode_keeps_the_run(tmp_path):
+    cfg = core.get_preset("figure1").replace(T=60, batch=2)   # no T or batch control in demo
+    run_id = _stored_run(tmp_path, cfg)
+    at = _page("pages/teacher_student.py", run=run_id, demo="1")
+    assert _metric(at, "Step") == "20"
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "40"
+
+
+def test_reopen_a_malformed_run_says_so(tmp_path):
+    run_id = _stored_run(tmp_path, core.get_preset("figure1").replace(T=60, batch=2),
+                         loss_step=np.array(["a"] * 20))
+    at = _page("pages/teacher_student.py", run=run_id)
+    assert any("Cannot open run" in e.value and "loss_step" in e.value for e in at.error)

@@ -384,7 +384,7 @@ def test_page_shows_divergence_error():
     at = AppTest.from_string(
         "import ui.widgets as w\n"
         "_orig = w.to_config\n"
-        "w.to_config = lambda s: _orig(s).replace(lr=1e6)\n"
+        "w.to_config = lambda s, demo=False: _orig(s, demo).replace(lr=1e6)\n"
         "try:\n"
         f"    exec(open({str(ROOT / PAGE)!r}).read())\n"
         "finally:\n"

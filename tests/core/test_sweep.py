@@ -193,3 +193,17 @@ def test_cli_sweep_json_and_errors(tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: {field}:") and "\n" not in err
+
+
+def test_student_seed_axis_with_several_seeds_is_refused():
+    with pytest.raises(core.ConfigError) as e:
+        _spec(["seed=1,2"], seeds=2)              # would train seeds 1, 2, 2, 3
+    assert e.value.field == "seeds"
+    assert [p.cfg.student_seed for p in sweep.expand(_spec(["seed=1,2"]))] == [1, 2]
+
+
+def test_a_stop_request_after_the_last_chunk_stops_nothing(tmp_path):
+    store = RunStore(tmp_path)
+    res = sweep.run_sweep(_spec([], steps=10), store=store, chunk=10, stop=lambda: True)
+    assert not res.stopped and res.rows[0]["status"] == "done"
+    assert store.sweeps()[0]["status"] == "done"
