@@ -90,3 +90,30 @@ def test_custom_backward_under_vmap():
     for a, b_ in zip(f1(*args), f2(*args)):
         scale = float(jnp.max(jnp.abs(b_))) + 1e-6
         np.testing.assert_allclose(np.asarray(a), np.asarray(b_), atol=2e-5 * scale, rtol=0)
+
+
+def test_unrolled_recurrence_gives_the_same_numbers(monkeypatch):
+    """The accelerator setting (several time steps per loop iteration) changes
+    the loop, not the result: forward and gradient equal the CPU setting's."""
+    import jax
+    import numpy as np
+
+    from core.neurons import run_layer
+    from core.surrogates import SurrogateParams
+
+    key = jax.random.PRNGKey(3)
+    kicks = jax.random.uniform(key, (50, 4, 3), minval=0.0, maxval=0.6)
+    om, b = np.full(3, 60.0, np.float32), np.full(3, -30.0, np.float32)
+    sg = SurrogateParams(np.int32(0), np.float32(10.0), np.float32(0.0))
+
+    def loss(k, om, b):
+        tr = run_layer(k, om, b, np.zeros(3, np.float32), np.zeros(3, np.float32), dt=1e-3,
+                       threshold=1.0, sg=sg)
+        return (tr.spikes * 0.3 + tr.y ** 2).sum()
+
+    outs = {}
+    for unroll in ("1", "8"):
+        monkeypatch.setenv("RESONANCE_SCAN_UNROLL", unroll)
+        outs[unroll] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(kicks, om, b)
+    for a, c in zip(jax.tree_util.tree_leaves(outs["1"]), jax.tree_util.tree_leaves(outs["8"])):
+        np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7)
