@@ -749,9 +749,16 @@ class RunStore:
         """Summaries (id, created, name, tags, status, layers, feedback,
         metrics) of runs having every tag in ``tags`` and ``status``, oldest first."""
         want = set(_check_tags(list(tags) if tags else []))
-        sql, args = f"SELECT {', '.join(_COLUMNS)} FROM runs", ()
+        where, args = [], []
         if status is not None:
-            sql, args = sql + " WHERE status=?", (_check_status(status),)
+            where.append("status=?")
+            args.append(_check_status(status))
+        for t in sorted(want):   # narrowed in SQL (tags are a JSON list); checked exactly below
+            where.append("instr(tags, ?) > 0")
+            args.append(json.dumps(t))
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         rows = self._conn().execute(sql + " ORDER BY created, id", args).fetchall()
         out = [self._summary(dict(zip(_COLUMNS, r))) for r in rows]
         return [s for s in out if want <= set(s["tags"])]

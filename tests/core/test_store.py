@@ -110,6 +110,21 @@ def test_list_filters_delete_and_check(tmp_path):
             store.save(_fake_exp(cfg), {}, status="finished")
 
 
+def test_tag_filter_is_exact(tmp_path):
+    """Tags are matched whole (the SQL pre-filter must not let a prefix or a
+    quote through)."""
+    cfg = from_dict(SMALL)
+    with RunStore(tmp_path) as store:
+        a = store.save(_fake_exp(cfg), {}, tags=["sweep:ab"])
+        b = store.save(_fake_exp(cfg), {}, tags=["sweep:abc", "x"])
+        q = store.save(_fake_exp(cfg), {}, tags=['q"uote', "é"])
+        assert [r["id"] for r in store.list(tags=["sweep:ab"])] == [a]
+        assert [r["id"] for r in store.list(tags=["sweep:abc", "x"])] == [b]
+        assert [r["id"] for r in store.list(tags=['q"uote'])] == [q]
+        assert [r["id"] for r in store.list(tags=["é"])] == [q]
+        assert store.list(tags=["sweep:a"]) == [] and len(store.list()) == 3
+
+
 def test_weights_and_config_files(tmp_path):
     cfg = from_dict({**SMALL, "student_hidden": [6]})
     exp = core.setup(cfg)
