@@ -140,11 +140,13 @@ def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
         out = (y_new >= theta).astype(kicks.dtype)
         x_next = x_new + out * (xr - x_new)
         y_next = y_new + out * (yr - y_new)
-        return (x_next, y_next, i_syn if synapse else zero), (out, x_new, y_new,
+        return (x_next, y_next, i_syn if synapse else zero), (x_new, y_new,
                                                               i_syn if synapse else ())
 
-    _, ys = lax.scan(step, (zero, zero, zero), kicks, unroll=scan_unroll())
-    return ys
+    _, (xp, yp, isyn) = lax.scan(step, (zero, zero, zero), kicks, unroll=scan_unroll())
+    # the spikes again from the stored y', outside the loop: one stacked output (and
+    # its recomputed step chain) fewer per time step; the same comparison, same values
+    return (yp >= theta).astype(kicks.dtype), xp, yp, isyn
 
 
 def scan_unroll() -> int:
