@@ -7,11 +7,9 @@ import json
 import os
 import pickle
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 import tracemalloc
 import zipfile
 
@@ -22,6 +20,8 @@ import core
 from core.config import ConfigError, from_dict
 from core.store import (MAX_SNAPSHOT_BYTES, RunStore, StoreError, expected_arrays,
                         load_config_file, load_weights_file, read_npz, save_weights_file)
+
+from tests.kill import kill_and_collect
 
 from .conftest import ROOT
 
@@ -232,23 +232,8 @@ def test_sigkill_never_loses_an_acknowledged_run(tmp_path):
     rnd = random.Random(1234)
     acknowledged = {}
     for i in range(20):
-        p = subprocess.Popen([sys.executable, str(script), ROOT, str(store_dir), str(i)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert p.stdout.readline().strip() == "ready", p.stderr.read()
-            time.sleep(rnd.uniform(0.05, 0.5))
-            os.kill(p.pid, signal.SIGKILL)
-            out, _ = p.communicate(timeout=30)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        assert p.returncode == -signal.SIGKILL
-        new = {}
-        for line in out.splitlines(keepends=True):
-            parts = line.split()
-            if line.endswith("\n") and len(parts) == 2:   # a complete acknowledgement
-                new[parts[0]] = float(parts[1])
+        new = kill_and_collect([sys.executable, str(script), ROOT, str(store_dir), str(i)],
+                               rnd.uniform(0.05, 0.5), timeout=30)
         acknowledged.update(new)
         with RunStore(store_dir) as store:
             report = store.check()

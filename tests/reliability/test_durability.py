@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from core.store import ENV_VAR, RunStore, StoreError  # noqa: E402
+from tests.kill import kill_and_collect  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -62,23 +61,8 @@ def test_sigkill_mid_write_leaves_a_store_that_opens_cleanly(tmp_path):
     rnd = random.Random(7)
     acknowledged = {}
     for k in range(KILLS):
-        p = subprocess.Popen([sys.executable, str(script), str(store_dir), str(cache)], cwd=ROOT,
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert p.stdout.readline().strip() == "ready", p.stderr.read()
-            time.sleep(rnd.uniform(0.2, 1.0))
-            os.kill(p.pid, signal.SIGKILL)
-            out, _ = p.communicate(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        assert p.returncode == -signal.SIGKILL
-        new = {}
-        for line in out.splitlines(keepends=True):
-            parts = line.split()
-            if line.endswith("\n") and len(parts) == 2:     # a complete acknowledgement
-                new[parts[0]] = float(parts[1])
+        new = kill_and_collect([sys.executable, str(script), str(store_dir), str(cache)],
+                               rnd.uniform(0.2, 1.0), cwd=ROOT, env=_env())
         acknowledged.update(new)
         with RunStore(store_dir) as store:                  # restart: opens cleanly
             report = store.check(deep=True)
