@@ -123,6 +123,13 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=Non
 
 def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
     """Forward recurrence; returns (spikes, x', y', i) with i = () without synapse."""
+    impl = recurrence_impl()
+    if impl != "scan":      # the fused kernel (core.kernels): one launch for all steps
+        from . import kernels
+
+        xp, yp, isyn = kernels.forward(model, synapse, kicks, r, c, s, xr, yr, theta, a,
+                                       interpret=impl == "interpret")
+        return (yp >= theta).astype(kicks.dtype), xp, yp, isyn
     shape = kicks.shape[1:]
     bc = lambda v: jnp.broadcast_to(v, shape)   # explicit (rank promotion may be "raise")
     r, c, s, xr, yr = bc(r), bc(c), bc(s), bc(xr), bc(yr)
@@ -147,6 +154,22 @@ def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
     # the spikes again from the stored y', outside the loop: one stacked output (and
     # its recomputed step chain) fewer per time step; the same comparison, same values
     return (yp >= theta).astype(kicks.dtype), xp, yp, isyn
+
+
+RECURRENCE_IMPLS = ("scan", "pallas", "interpret")
+
+
+def recurrence_impl() -> str:
+    """How the recurrence runs, chosen by backend at trace time: ``lax.scan``
+    on CPU, the fused Pallas kernel of :mod:`core.kernels` on GPU.
+    ``RESONANCE_RECURRENCE`` = scan | pallas | interpret (the kernel in
+    Pallas' interpreter, for tests on CPU) overrides."""
+    import os
+
+    env = os.environ.get("RESONANCE_RECURRENCE", "auto")
+    if env in RECURRENCE_IMPLS:
+        return env
+    return "pallas" if jax.default_backend() == "gpu" else "scan"
 
 
 def scan_unroll() -> int:
@@ -231,9 +254,17 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     # The surrogate of every step at once, outside the scan: one select over the
     # shapes (lax.switch; all shapes under vmap) instead of one per time step.
     g_seq = surrogate_grad(yp - theta, sg)
-    xs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
-    (_, _, _, acc), d_kicks = lax.scan(step, (zero, zero, zero, acc0), xs, reverse=True,
-                                       unroll=scan_unroll())
+    impl = recurrence_impl()
+    if impl != "scan":
+        from . import kernels
+
+        d_kicks, acc = kernels.backward(model, through, synapse, spk, xp, yp, i_seq, g_seq,
+                                        d_spk, d_xp, d_yp, r, c, s, xr, yr, theta, a,
+                                        interpret=impl == "interpret")
+    else:
+        xs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
+        (_, _, _, acc), d_kicks = lax.scan(step, (zero, zero, zero, acc0), xs, reverse=True,
+                                           unroll=scan_unroll())
     dr, dc, ds, dxr, dyr = (jnp.sum(v, red) for v in acc[:5])
     dth, da = jnp.sum(acc[5]), jnp.sum(acc[6])
     d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)

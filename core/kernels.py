@@ -1,0 +1,197 @@
+r"""Fused recurrence kernels (Pallas) for accelerators.
+
+On a GPU, ``lax.scan`` over the time steps runs one loop iteration (several
+kernel launches and a device-to-host check of the loop condition) per step
+or per unrolled group of steps; for a layer of 64 x 256 neurons that
+overhead, not the arithmetic, sets the time.  Here the whole time loop of
+one layer runs inside one kernel: each program owns a block of ``BLOCK``
+neuron-batch elements, keeps their state in registers, and walks the time
+axis, reading the kicks of step t and writing x'_t, y'_t (and the synaptic
+current) once.  The backward kernel walks the time axis in reverse with the
+same adjoint recurrence as ``core.neurons._recurrence_bwd`` and writes the
+kicks' adjoint and the elementwise parameter-adjoint sums.
+
+The arithmetic is written exactly as in ``core.neurons`` (same operations,
+same order), so the two paths agree to float rounding (the compilers may
+contract a multiply-add differently); tests run these kernels in Pallas'
+interpreter on CPU against the scan path, and the GPU benchmark checks the
+compiled kernels against it (``benchmarks/gpu.py``).
+
+Arrays are flattened to (T, M) (M = batch x neurons) and padded to a
+multiple of ``BLOCK``; per-element parameters are stacked into one (8, M)
+array (r, c, s, x_r, y_r, theta, a, unused).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+BLOCK = 128     # elements per program: a power of 2 (Triton's load/store rule)
+UNROLL = 8      # time steps per loop iteration: their loads issue together
+
+
+def _pallas():
+    from jax.experimental import pallas as pl
+
+    return pl
+
+
+def _steps(n_steps: int, body, carry, reverse: bool):
+    """Run ``body(t, carry)`` for t in 0..n_steps-1 (or reversed), UNROLL steps
+    per loop iteration, then the remainder one by one."""
+    main, rest = divmod(n_steps, UNROLL)
+
+    def group(j, cr):
+        for u in range(UNROLL):
+            t = j * UNROLL + u
+            cr = body(n_steps - 1 - t if reverse else t, cr)
+        return cr
+
+    carry = lax.fori_loop(0, main, group, carry)
+
+    def single(j, cr):
+        t = main * UNROLL + j
+        return body(n_steps - 1 - t if reverse else t, cr)
+
+    return lax.fori_loop(0, rest, single, carry) if rest else carry
+
+
+def _flat(v, T, M_pad):
+    v = v.reshape(T, -1)
+    return jnp.pad(v, ((0, 0), (0, M_pad - v.shape[1])))
+
+
+def _pack(r, c, s, xr, yr, theta, a, shape, M_pad):
+    bc = lambda v: jnp.broadcast_to(v, shape).reshape(-1)
+    rows = [bc(r), bc(c), bc(s), bc(xr), bc(yr), bc(theta), bc(a), bc(jnp.zeros((), r.dtype))]
+    p = jnp.stack(rows)
+    return jnp.pad(p, ((0, 0), (0, M_pad - p.shape[1])), constant_values=1.0)
+
+
+def forward(model: str, synapse: bool, kicks, r, c, s, xr, yr, theta, a, *, interpret=False):
+    """(x', y', i) of every step, each shaped like ``kicks``; ``i`` is ``()``
+    without synapse.  Same values as ``core.neurons._forward_scan``."""
+    pl = _pallas()
+    T, shape = kicks.shape[0], kicks.shape[1:]
+    M = math.prod(shape)
+    M_pad = -(-M // BLOCK) * BLOCK
+    dtype = kicks.dtype
+    k2 = _flat(kicks, T, M_pad)
+    p = _pack(r, c, s, xr, yr, theta, a, shape, M_pad).astype(dtype)
+    n_out = 3 if synapse else 2
+
+    def kernel(k_ref, p_ref, *out_refs):
+        xp_ref, yp_ref = out_refs[0], out_refs[1]
+        rr, cc, ss, xrr, yrr = (p_ref[i, :] for i in range(5))
+        th, aa = p_ref[5, :], p_ref[6, :]
+        zero = jnp.zeros((BLOCK,), dtype)
+
+        def body(t, carry):
+            x, y, i_syn = carry
+            k = k_ref[t, :]
+            i_syn = aa * i_syn + k if synapse else k
+            if model == "rf":
+                x_new = rr * (cc * x - ss * y) + i_syn
+                y_new = rr * (ss * x + cc * y)
+            else:
+                x_new = i_syn
+                y_new = rr * y + i_syn
+            xp_ref[t, :] = x_new
+            yp_ref[t, :] = y_new
+            if synapse:
+                out_refs[2][t, :] = i_syn
+            o = (y_new >= th).astype(dtype)
+            return x_new + o * (xrr - x_new), y_new + o * (yrr - y_new), i_syn
+
+        _steps(T, body, (zero, zero, zero), reverse=False)
+
+    spec_t = pl.BlockSpec((T, BLOCK), lambda j: (0, j))
+    outs = pl.pallas_call(
+        kernel, grid=(M_pad // BLOCK,),
+        in_specs=[spec_t, pl.BlockSpec((8, BLOCK), lambda j: (0, j))],
+        out_specs=[spec_t] * n_out,
+        out_shape=[jax.ShapeDtypeStruct((T, M_pad), dtype)] * n_out,
+        interpret=interpret, name=f"rf_forward_{model}")(k2, p)
+    unflat = lambda v: v[:, :M].reshape(kicks.shape)
+    xp, yp = unflat(outs[0]), unflat(outs[1])
+    return xp, yp, (unflat(outs[2]) if synapse else ())
+
+
+def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq,
+             d_spk, d_xp, d_yp, r, c, s, xr, yr, theta, a, *, interpret=False):
+    """(d_kicks, acc) with acc the 7 elementwise parameter-adjoint sums (dr,
+    dc, ds, dx_r, dy_r, dtheta, da), each shaped like one time slice; the
+    same recurrence as ``core.neurons._recurrence_bwd``."""
+    pl = _pallas()
+    T, shape = spk.shape[0], spk.shape[1:]
+    M = math.prod(shape)
+    M_pad = -(-M // BLOCK) * BLOCK
+    dtype = spk.dtype
+    seqs = [spk, xp, yp, g_seq, d_spk, d_xp, d_yp] + ([i_seq] if synapse else [])
+    seqs = [_flat(v, T, M_pad) for v in seqs]
+    p = _pack(r, c, s, xr, yr, theta, a, shape, M_pad).astype(dtype)
+    n_seq = len(seqs)
+
+    def kernel(*refs):
+        o_ref, x_ref, y_ref, g_ref, go_ref, gx_ref, gy_ref = refs[:7]
+        i_ref = refs[7] if synapse else None
+        p_ref, dk_ref, acc_ref = refs[n_seq], refs[n_seq + 1], refs[n_seq + 2]
+        rb, cb, sb, xrb, yrb = (p_ref[i, :] for i in range(5))
+        aa = p_ref[6, :]
+        zero = jnp.zeros((BLOCK,), dtype)
+
+        def body(t, carry):
+            dxn, dyn, mu_next, dr, dc, ds, dxr, dyr, dth, da = carry
+            o, x_new, y_new = o_ref[t, :], x_ref[t, :], y_ref[t, :]
+            g, go, gx, gy = g_ref[t, :], go_ref[t, :], gx_ref[t, :], gy_ref[t, :]
+            x_t = x_new + o * (xrb - x_new)
+            y_t = y_new + o * (yrb - y_new)
+            if model == "rf":
+                dr = dr + (dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t))
+                dc = dc + rb * (dxn * x_t + dyn * y_t)
+                ds = ds + rb * (dyn * x_t - dxn * y_t)
+                lam_x = rb * (cb * dxn + sb * dyn)
+                lam_y = rb * (cb * dyn - sb * dxn)
+            else:
+                dr = dr + dyn * y_t
+                lam_x = zero
+                lam_y = rb * dyn
+            keep = 1.0 - o
+            dxp = gx + keep * lam_x
+            dyp = gy + keep * lam_y
+            dxr = dxr + o * lam_x
+            dyr = dyr + o * lam_y
+            d_o = go
+            if through:
+                d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
+            dyp = dyp + g * d_o
+            dth = dth - g * d_o
+            di = dxp + dyp if model == "lif" else dxp
+            if synapse:
+                da = da + mu_next * i_ref[t, :]
+                mu = di + aa * mu_next
+            else:
+                mu = di
+            dk_ref[t, :] = mu
+            if model == "lif":
+                dxp = zero
+            return dxp, dyp, mu, dr, dc, ds, dxr, dyr, dth, da
+
+        acc = _steps(T, body, (zero,) * 10, reverse=True)[3:]
+        for i, v in enumerate(acc):
+            acc_ref[i, :] = v
+
+    spec_t = pl.BlockSpec((T, BLOCK), lambda j: (0, j))
+    dk, acc = pl.pallas_call(
+        kernel, grid=(M_pad // BLOCK,),
+        in_specs=[spec_t] * n_seq + [pl.BlockSpec((8, BLOCK), lambda j: (0, j))],
+        out_specs=[spec_t, pl.BlockSpec((8, BLOCK), lambda j: (0, j))],
+        out_shape=[jax.ShapeDtypeStruct((T, M_pad), dtype),
+                   jax.ShapeDtypeStruct((8, M_pad), dtype)],
+        interpret=interpret, name=f"rf_backward_{model}")(*seqs, p)
+    d_kicks = dk[:, :M].reshape(spk.shape)
+    acc = tuple(acc[i, :M].reshape(shape) for i in range(7))
+    return d_kicks, acc

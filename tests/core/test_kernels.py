@@ -1,0 +1,93 @@
+"""The fused Pallas recurrence (core.kernels) against the lax.scan path.
+
+On CPU the kernels run in Pallas' interpreter (``RESONANCE_RECURRENCE=
+interpret``): same kernel code, same loop structure (unrolled groups plus the
+remainder, padded blocks), so values and gradients must equal the scan path's
+to float rounding.  The GPU benchmark (benchmarks/gpu.py) repeats the check
+with the compiled kernels.
+"""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from core.neurons import recurrence_impl, run_layer
+from core.surrogates import SurrogateParams
+
+CASES = list(itertools.product(("rf", "lif"), (False, True), (False, True)))
+
+
+def _loss_and_grads(impl, monkeypatch, model, synapse, through, kicks, params):
+    monkeypatch.setenv("RESONANCE_RECURRENCE", impl)
+    assert recurrence_impl() == impl
+    sg = SurrogateParams(jnp.int32(0), jnp.float32(5.0), jnp.float32(0.0))
+    w_out = jnp.linspace(-1.0, 1.0, kicks.shape[-1])[None, None, :]
+
+    def loss(kicks, omega, b, xr, yr, theta, a):
+        tr = run_layer(kicks, omega, b, xr, yr, dt=1e-3, threshold=theta,
+                       syn_decay=a if synapse else None, reset_through=through, sg=sg,
+                       model=model)
+        t = jnp.arange(kicks.shape[0], dtype=jnp.float32)[:, None, None]
+        return (jnp.sum(tr.spikes * w_out * jnp.cos(t / 7.0)) + 0.3 * jnp.sum(tr.y ** 2)
+                + 0.1 * jnp.sum(tr.x * w_out)), tr
+
+    # a fresh jit per call: the implementation is chosen at trace time
+    f = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(7)), has_aux=True))
+    (val, tr), grads = f(kicks, *params)
+    return float(val), tr, grads
+
+
+@pytest.mark.parametrize("model,synapse,through", CASES)
+def test_kernel_matches_scan(monkeypatch, model, synapse, through):
+    T, B, n = 37, 3, 50            # 37 = 4 unrolled groups of 8 + 5; 150 -> 2 padded blocks
+    rng = np.random.default_rng(3)
+    kicks = jnp.asarray(rng.normal(0.35, 0.6, (T, B, n)), jnp.float32)
+    omega = jnp.asarray(2 * np.pi * rng.uniform(5, 60, n), jnp.float32)
+    b = jnp.asarray(-rng.uniform(5, 40, n), jnp.float32)
+    xr = jnp.asarray(rng.uniform(-0.3, 0.3, n), jnp.float32)
+    yr = jnp.asarray(rng.uniform(-0.5, 0.0, n), jnp.float32)
+    params = (omega, b, xr, yr, jnp.float32(0.8), jnp.float32(0.6))
+    v_s, tr_s, g_s = _loss_and_grads("scan", monkeypatch, model, synapse, through, kicks, params)
+    v_k, tr_k, g_k = _loss_and_grads("interpret", monkeypatch, model, synapse, through, kicks,
+                                     params)
+    n_spikes = float(jnp.sum(tr_s.spikes))
+    assert 0.05 * T * B * n < n_spikes < 0.6 * T * B * n     # the reset path is exercised
+    np.testing.assert_array_equal(np.asarray(tr_k.spikes), np.asarray(tr_s.spikes))
+    np.testing.assert_allclose(np.asarray(tr_k.y), np.asarray(tr_s.y), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v_k, v_s, rtol=1e-5)
+    names = ("kicks", "omega", "b", "reset_x", "reset_y", "theta", "a")
+    for name, gk, gs in zip(names, g_k, g_s):
+        if (name == "a" and not synapse) or (model == "lif" and name in ("omega", "reset_x")):
+            continue        # unused: no synapse; LIF has no rotation and x' = i carries no state
+        gs = np.asarray(gs)
+        assert np.any(gs != 0), name
+        np.testing.assert_allclose(np.asarray(gk), gs, rtol=2e-4,
+                                   atol=2e-4 * float(np.max(np.abs(gs))), err_msg=name)
+
+
+def test_kernel_under_vmap(monkeypatch):
+    """Students under vmap (the sweep path) batch the kernel's grid."""
+    T, B, n, S = 20, 2, 9, 3
+    rng = np.random.default_rng(5)
+    kicks = jnp.asarray(rng.normal(0.4, 0.6, (S, T, B, n)), jnp.float32)
+    omega = jnp.asarray(2 * np.pi * rng.uniform(5, 60, (S, n)), jnp.float32)
+    b = jnp.asarray(-rng.uniform(5, 40, (S, n)), jnp.float32)
+    sg = SurrogateParams(jnp.int32(0), jnp.float32(5.0), jnp.float32(0.0))
+    zero = jnp.zeros((n,), jnp.float32)
+
+    def run(impl):
+        monkeypatch.setenv("RESONANCE_RECURRENCE", impl)
+
+        def loss(k, om, bb):
+            tr = run_layer(k, om, bb, zero, zero, dt=1e-3, threshold=jnp.float32(0.8), sg=sg)
+            return jnp.sum(tr.y * tr.spikes) + jnp.sum(tr.x)
+
+        return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1, 2))))(kicks, omega, b)
+
+    (v_s, g_s), (v_k, g_k) = run("scan"), run("interpret")
+    np.testing.assert_allclose(np.asarray(v_k), np.asarray(v_s), rtol=1e-5)
+    for gk, gs in zip(g_k, g_s):
+        np.testing.assert_allclose(np.asarray(gk), np.asarray(gs), rtol=2e-4,
+                                   atol=2e-4 * float(np.max(np.abs(np.asarray(gs)))))
