@@ -75,8 +75,56 @@ _EPS = 1e-12
 STATEFUL = ("fa", "kp", "wm", "dfa", "mixed")
 
 
+MATMUL_MODES = ("default", "fp32", "bf16")
+
+
+def matmul_mode() -> str:
+    """Precision of the synaptic matmuls, read at trace time from
+    ``RESONANCE_MATMUL``: ``default`` (XLA's default for float32: full float32
+    on CPU; on NVIDIA GPUs it may use TF32 tensor cores), ``fp32`` (highest
+    precision everywhere) or ``bf16`` (mixed precision: bfloat16 operands,
+    float32 accumulation and float32 results, in the forward and both
+    backward products; weights, state and optimizer stay float32).  The
+    recurrence is always float32: a damped rotation over hundreds of steps
+    does not survive bfloat16's 8-bit mantissa."""
+    import os
+
+    mode = os.environ.get("RESONANCE_MATMUL", "default")
+    return mode if mode in MATMUL_MODES else "default"
+
+
+def _bf16(x):
+    return x.astype(jnp.bfloat16)
+
+
+@jax.custom_vjp
+def _mm_bf16(h, w):
+    return jnp.einsum("...i,ij->...j", _bf16(h), _bf16(w), preferred_element_type=jnp.float32)
+
+
+def _mm_bf16_fwd(h, w):
+    return _mm_bf16(h, w), (_bf16(h), _bf16(w))
+
+
+def _mm_bf16_bwd(res, dk):
+    h, w = res
+    dk = _bf16(dk)
+    dh = jnp.einsum("...j,ij->...i", dk, w, preferred_element_type=jnp.float32)
+    lead = "".join("abcdefgh"[:h.ndim - 1])
+    dw = jnp.einsum(f"{lead}i,{lead}j->ij", h, dk, preferred_element_type=jnp.float32)
+    return dh, dw
+
+
+_mm_bf16.defvjp(_mm_bf16_fwd, _mm_bf16_bwd)
+
+
 def _mm(h, w):
-    return jnp.einsum("...i,ij->...j", h, w)
+    """``h @ w`` over the last axis of ``h``, at :func:`matmul_mode`'s precision."""
+    mode = matmul_mode()
+    if mode == "bf16":
+        return _mm_bf16(h, w)
+    precision = jax.lax.Precision.HIGHEST if mode == "fp32" else None
+    return jnp.einsum("...i,ij->...j", h, w, precision=precision)
 
 
 # ---- the two backward mechanisms ---------------------------------------------
@@ -236,12 +284,12 @@ def layer_input(rule: str, layer: int, h, w, fb_eff, hidden):
     the hidden layers computed so far (used by dfa at the output layer).
     """
     if rule == "bp" or layer == 0:
-        return jnp.einsum("tbi,ij->tbj", h, w)
+        return _mm(h, w)
     if rule != "dfa":
         return feedback_matmul(h, w, fb_eff[layer - 1])
     n_layers = len(fb_eff) + 1
     if layer < n_layers - 1:          # hidden -> hidden: no error travels back
-        return jnp.einsum("tbi,ij->tbj", jax.lax.stop_gradient(h), w)
+        return _mm(jax.lax.stop_gradient(h), w)
     return dfa_matmul(h, w, tuple(fb_eff), tuple(hidden))
 
 
