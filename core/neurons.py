@@ -26,7 +26,9 @@ value, slider or optimizer step can produce a growing or aliased pole.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from functools import partial
 from typing import NamedTuple
 
@@ -116,14 +118,20 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=Non
     synapse = syn_decay is not None
     a = jnp.asarray(syn_decay if synapse else 0.0, kicks.dtype)
     r, c, s = jnp.exp(b * dt), jnp.cos(omega * dt), jnp.sin(omega * dt)
-    out = _recurrence(model, bool(reset_through), synapse, kicks, r, c, s, reset_x, reset_y,
-                      jnp.asarray(threshold, kicks.dtype), a, sg)
+    args = (kicks, r, c, s, reset_x, reset_y, jnp.asarray(threshold, kicks.dtype), a, sg)
+    seg = segment_length()
+    if seg is not None and seg < kicks.shape[0]:
+        out = _recurrence_remat(model, bool(reset_through), synapse, int(seg), *args)
+    else:
+        out = _recurrence(model, bool(reset_through), synapse, *args)
     return LayerTrace(out[0], out[1], out[2])
 
 
-def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
-    """Forward recurrence; returns (spikes, x', y', i) with i = () without synapse."""
-    impl = recurrence_impl()
+def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg, init=None):
+    """Forward recurrence; returns (spikes, x', y', i) with i = () without synapse.
+    ``init``: the (x, y, i) state before the first step (default zeros; the
+    scan path only)."""
+    impl = recurrence_impl() if init is None else "scan"
     if impl != "scan":      # the fused kernel (core.kernels): one launch for all steps
         from . import kernels
 
@@ -150,7 +158,8 @@ def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
         return (x_next, y_next, i_syn if synapse else zero), (x_new, y_new,
                                                               i_syn if synapse else ())
 
-    _, (xp, yp, isyn) = lax.scan(step, (zero, zero, zero), kicks, unroll=scan_unroll())
+    init = (zero, zero, zero) if init is None else init
+    _, (xp, yp, isyn) = lax.scan(step, init, kicks, unroll=scan_unroll())
     # the spikes again from the stored y', outside the loop: one stacked output (and
     # its recomputed step chain) fewer per time step; the same comparison, same values
     return (yp >= theta).astype(kicks.dtype), xp, yp, isyn
@@ -190,33 +199,38 @@ def _recurrence(model, through, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
     return _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)[:3]
 
 
-def _recurrence_fwd(model, through, synapse, kicks, r, c, s, xr, yr, theta, a, sg):
+def _primal_values(args):
+    """The values of a symbolic-zeros forward rule's arguments."""
+    from jax.custom_derivatives import custom_vjp_primal_tree_values
+
+    return custom_vjp_primal_tree_values(args)
+
+
+def _cotangents(cts):
+    """Cotangents with symbolic zeros as None (an unused output, e.g. x' and y'
+    of a hidden layer, costs no (T, ...) array of zeros and no loop stream)."""
+    from jax.custom_derivatives import SymbolicZero
+
+    return tuple(None if isinstance(v, SymbolicZero) else v for v in cts)
+
+
+def _recurrence_fwd(model, through, synapse, *args):
+    kicks, r, c, s, xr, yr, theta, a, sg = _primal_values(args)
     spk, xp, yp, isyn = _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)
     return (spk, xp, yp), (spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
 
 
-def _recurrence_bwd(model, through, synapse, res, cts):
-    """Adjoint of the recurrence, one reverse scan.
-
-    At reverse step t the carry holds the adjoints of the *pre-reset* state
-    of step t+1 (dxn, dyn) and of the synaptic current (mu).  The transition
-    t -> t+1 contributes to dr, dc, ds with the post-reset state of step t,
-    recomputed from the outputs (no other residuals are kept).
-    """
-    spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
-    d_spk, d_xp, d_yp = cts
-    shape = spk.shape[1:]
-    bc = lambda v: jnp.broadcast_to(v, shape)
-    rb, cb, sb, xrb, yrb = bc(r), bc(c), bc(s), bc(xr), bc(yr)
-    red = tuple(range(len(shape) - 1))          # batch axes of one time slice
-    zero = jnp.zeros(shape, spk.dtype)
-    # parameter adjoints accumulate elementwise over the scan and are reduced over
-    # the batch once at the end (no reduction inside the time loop)
-    acc0 = (zero,) * 7
+def _adjoint_scan(model, through, synapse, seqs, params, carry):
+    """The reverse scan of the adjoint recurrence over ``seqs`` = (spk, x', y',
+    i, g, d_spk, d_x', d_y') (each (T, ...)), starting from ``carry`` = (dxn,
+    dyn, mu, acc).  Returns (carry, d_kicks)."""
+    rb, cb, sb, xrb, yrb, a = params
+    zero = jnp.zeros(seqs[0].shape[1:], seqs[0].dtype)
 
     def step(carry, xs):
         dxn, dyn, mu_next, acc = carry
         o, x_new, y_new, i_t, g, go, gx, gy = xs
+        go, gx, gy = (zero if v is None else v for v in (go, gx, gy))   # symbolic zeros
         x_t = x_new + o * (xrb - x_new)          # post-reset state of step t
         y_t = y_new + o * (yrb - y_new)
         dr, dc, ds, dxr, dyr, dth, da = acc
@@ -250,6 +264,31 @@ def _recurrence_bwd(model, through, synapse, res, cts):
             dxp = zero       # x' = i carries no state; its adjoint went into mu
         return (dxp, dyp, mu, (dr, dc, ds, dxr, dyr, dth, da)), mu
 
+    return lax.scan(step, carry, seqs, reverse=True, unroll=scan_unroll())
+
+
+def _finish(acc, shape, theta, a, sg):
+    """Reduce the elementwise parameter adjoints over the batch axes."""
+    red = tuple(range(len(shape) - 1))          # batch axes of one time slice
+    dr, dc, ds, dxr, dyr = (jnp.sum(v, red) for v in acc[:5])
+    dth, da = jnp.sum(acc[5]), jnp.sum(acc[6])
+    d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)
+    return dr, dc, ds, dxr, dyr, dth.astype(theta.dtype), da.astype(a.dtype), d_sg
+
+
+def _recurrence_bwd(model, through, synapse, res, cts):
+    """Adjoint of the recurrence, one reverse scan.
+
+    At reverse step t the carry holds the adjoints of the *pre-reset* state
+    of step t+1 (dxn, dyn) and of the synaptic current (mu).  The transition
+    t -> t+1 contributes to dr, dc, ds with the post-reset state of step t,
+    recomputed from the outputs (no other residuals are kept).  The
+    parameter adjoints accumulate elementwise over the scan and are reduced
+    over the batch once at the end (no reduction inside the time loop).
+    """
+    spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
+    d_spk, d_xp, d_yp = _cotangents(cts)
+    shape = spk.shape[1:]
     i_seq = isyn if synapse else jnp.zeros_like(spk)
     # The surrogate of every step at once, outside the scan: one select over the
     # shapes (lax.switch; all shapes under vmap) instead of one per time step.
@@ -258,17 +297,97 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     if impl != "scan":
         from . import kernels
 
+        zeros = lambda v: jnp.zeros_like(spk) if v is None else v
         d_kicks, acc = kernels.backward(model, through, synapse, spk, xp, yp, i_seq, g_seq,
-                                        d_spk, d_xp, d_yp, r, c, s, xr, yr, theta, a,
+                                        zeros(d_spk), zeros(d_xp), zeros(d_yp),
+                                        r, c, s, xr, yr, theta, a,
                                         interpret=impl == "interpret")
     else:
-        xs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
-        (_, _, _, acc), d_kicks = lax.scan(step, (zero, zero, zero, acc0), xs, reverse=True,
-                                           unroll=scan_unroll())
-    dr, dc, ds, dxr, dyr = (jnp.sum(v, red) for v in acc[:5])
-    dth, da = jnp.sum(acc[5]), jnp.sum(acc[6])
-    d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)
-    return (d_kicks, dr, dc, ds, dxr, dyr, dth.astype(theta.dtype), da.astype(a.dtype), d_sg)
+        bc = lambda v: jnp.broadcast_to(v, shape)
+        zero = jnp.zeros(shape, spk.dtype)
+        params = (bc(r), bc(c), bc(s), bc(xr), bc(yr), a)
+        seqs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
+        (_, _, _, acc), d_kicks = _adjoint_scan(model, through, synapse, seqs, params,
+                                                (zero, zero, zero, (zero,) * 7))
+    return (d_kicks, *_finish(acc, shape, theta, a, sg))
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd, symbolic_zeros=True)
+
+
+# ---- recomputation (checkpointing) -------------------------------------------------
+_SEGMENTS = threading.local()
+
+
+@contextlib.contextmanager
+def residual_segments(n: int | None):
+    """Within this context (at trace time), layers keep only their kicks and
+    the state at every ``n``-th step for the backward pass and recompute
+    each segment of ``n`` steps forward inside it (checkpointing): the
+    recurrence's residuals shrink from 3-4 arrays of (T, batch, n) to about
+    one, for one more forward pass.  ``None`` (the default) keeps all.
+    ``core.train.make_train_chunk`` enters it when the residuals would not
+    fit in memory (:func:`core.train.remat_segments`)."""
+    old = getattr(_SEGMENTS, "n", None)
+    _SEGMENTS.n = n
+    try:
+        yield
+    finally:
+        _SEGMENTS.n = old
+
+
+def segment_length() -> int | None:
+    return getattr(_SEGMENTS, "n", None)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _recurrence_remat(model, through, synapse, seg, kicks, r, c, s, xr, yr, theta, a, sg):
+    return _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)[:3]
+
+
+def _remat_fwd(model, through, synapse, seg, *args):
+    kicks, r, c, s, xr, yr, theta, a, sg = _primal_values(args)
+    spk, xp, yp, isyn = _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)
+    # the post-reset state entering each segment (step j*seg), from the outputs
+    ends = jnp.arange(seg - 1, kicks.shape[0] - 1, seg)
+    o, x_new, y_new = spk[ends], xp[ends], yp[ends]
+    zero = jnp.zeros((1,) + kicks.shape[1:], kicks.dtype)
+    xrb, yrb = (jnp.broadcast_to(v, x_new.shape) for v in (xr, yr))
+    x0 = jnp.concatenate([zero, x_new + o * (xrb - x_new)])
+    y0 = jnp.concatenate([zero, y_new + o * (yrb - y_new)])
+    i0 = jnp.concatenate([zero, isyn[ends]]) if synapse else ()
+    return (spk, xp, yp), (kicks, x0, y0, i0, r, c, s, xr, yr, theta, a, sg)
+
+
+def _remat_bwd(model, through, synapse, seg, res, cts):
+    kicks, x0, y0, i0, r, c, s, xr, yr, theta, a, sg = res
+    T, shape = kicks.shape[0], kicks.shape[1:]
+    n_seg = x0.shape[0]
+    pad = n_seg * seg - T          # zero kicks and zero cotangents after T change nothing
+    segs = lambda v: jnp.pad(v, ((0, pad),) + ((0, 0),) * len(shape)).reshape(
+        (n_seg, seg) + shape)
+    bc = lambda v: jnp.broadcast_to(v, shape)
+    params = (bc(r), bc(c), bc(s), bc(xr), bc(yr), a)
+    zero = jnp.zeros(shape, kicks.dtype)
+
+    def segment(carry, xs):
+        k, x_init, y_init, i_init, d_spk, d_xp, d_yp = xs
+        spk, xp, yp, isyn = _forward_scan(model, synapse, k, r, c, s, xr, yr, theta, a, sg,
+                                          init=(x_init, y_init, i_init if synapse else zero))
+        i_seq = isyn if synapse else jnp.zeros_like(spk)
+        g = surrogate_grad(yp - theta, sg)
+        return _adjoint_scan(model, through, synapse,
+                             (spk, xp, yp, i_seq, g, d_spk, d_xp, d_yp), params, carry)
+
+    xs = (segs(kicks), x0, y0, i0 if synapse else jnp.zeros_like(x0),
+          *(None if ct is None else segs(ct) for ct in _cotangents(cts)))
+    (_, _, _, acc), d_kicks = lax.scan(segment, (zero, zero, zero, (zero,) * 7), xs,
+                                       reverse=True)
+    d_kicks = d_kicks.reshape((n_seg * seg,) + shape)[:T]
+    return (d_kicks, *_finish(acc, shape, theta, a, sg))
+
+
+_recurrence_remat.defvjp(_remat_fwd, _remat_bwd, symbolic_zeros=True)
 
 
 def _zero_cotangent(x):
@@ -276,9 +395,6 @@ def _zero_cotangent(x):
     if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
         return np.zeros(x.shape, dtype=jax.dtypes.float0)
     return jnp.zeros_like(x)
-
-
-_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 def run_layer_autodiff(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=None,

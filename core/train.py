@@ -35,6 +35,7 @@ from . import feedback as fbk
 from .config import Config, HParams, Structure, hyperparams, structure
 from .losses import combined
 from .network import group_mask, simulate, simulate_struct
+from .neurons import residual_segments
 from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
 
 W_MAX = 1e3      # |w| beyond this (a PSP of 1000 thresholds) counts as diverged
@@ -124,12 +125,64 @@ def teacher_output(teacher, inputs, hp: HParams, model: str = "rf", *, reset_thr
     return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
 
 
-def make_train_step(struct: Structure):
+RESIDUAL_FRACTION = 0.5   # of the device's memory that BPTT residuals may take
+
+
+def residual_bytes(struct: Structure, n_students: int | None = None) -> int:
+    """Bytes the student's BPTT keeps for its backward pass (float32): per
+    layer the spikes, x', y' (and the synaptic current) of every step, plus
+    the layer's input; times the number of students."""
+    per_step = sum((4 if struct.synapse else 3) * n + n_in
+                   for n_in, n in zip(struct.student_layers[:-1], struct.student_layers[1:]))
+    return 4 * struct.T * struct.batch * per_step * (n_students or 1)
+
+
+def memory_budget() -> int:
+    """Bytes of the default device's memory (GPU: XLA's limit; CPU: the
+    machine's physical memory)."""
+    import os
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"])
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def remat_segments(struct: Structure, n_students: int | None = None) -> int | None:
+    """Segment length for recomputation (``core.neurons.residual_segments``),
+    or None to keep every residual.  Chosen when the residuals
+    (:func:`residual_bytes`) exceed ``RESIDUAL_FRACTION`` of the device's
+    memory; the segment is about sqrt(T) steps (residuals: the kicks plus
+    one state per segment).  ``RESONANCE_REMAT`` = off | on | <steps>
+    overrides."""
+    import os
+
+    env = os.environ.get("RESONANCE_REMAT", "auto").strip().lower()
+    default = max(2, int(round(struct.T ** 0.5)))
+    if env == "off":
+        return None
+    if env == "on":
+        return default
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    over = residual_bytes(struct, n_students) > RESIDUAL_FRACTION * memory_budget()
+    return default if over else None
+
+
+def make_train_step(struct: Structure, segments: int | None = None):
     """One training step ``(state, task, hp, limit, drawn=None) -> (state,
     per-step outputs)``.  ``drawn = (inputs, teacher output, step)`` passes
     a batch drawn outside (shared by students of one task, see
     ``make_train_chunk(share_task=True)``); by default the step draws its
-    batch from ``task`` at ``state.step``."""
+    batch from ``task`` at ``state.step``.  ``segments``: recompute the
+    recurrence in segments of this many steps in the backward pass
+    (:func:`remat_segments`)."""
     shape = (struct.T, struct.batch, struct.student_layers[0])
 
     rule = struct.feedback
@@ -142,9 +195,10 @@ def make_train_step(struct: Structure):
             inputs = step_inputs(task.key, clock, hp, shape)
         else:
             inputs, t_out, clock = drawn
-        (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                             feedback=rule, fb=state.feedback, t_out=t_out,
-                                             **flags)
+        with residual_segments(segments):
+            (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp,
+                                                 struct.model, feedback=rule, fb=state.feedback,
+                                                 t_out=t_out, **flags)
         grads = masked(grads, hp)
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -155,8 +209,9 @@ def make_train_step(struct: Structure):
         if rule == "bp":
             upd_angle = None
         else:   # backprop's gradient on the same batch, for the update angle only
-            _, bp_grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                        t_out=t_out, **flags)
+            with residual_segments(segments):
+                _, bp_grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
+                                            t_out=t_out, **flags)
             upd_angle = fbk.update_angle(grads, masked(bp_grads, hp))
         healthy = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
                    & _all_finite(fb) & _within_bounds(params))
@@ -203,8 +258,12 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     students, at the students' common step count (students in lockstep; a
     diverged or finished student's updates are not applied anyway).  Results
     equal separate runs.
+
+    When the BPTT residuals of all students would not fit in memory, the
+    backward pass recomputes the recurrence in segments
+    (:func:`remat_segments`; same results, one more forward pass).
     """
-    train_step = make_train_step(struct)
+    train_step = make_train_step(struct, remat_segments(struct, n_students))
     hp_axes = HParams(*(None if f in shared else 0 for f in HParams._fields))
 
     def chunk(state, task, hp, limit):
