@@ -40,8 +40,16 @@ One process per measurement: every number comes from a fresh
 n_students=N)`` for N in ``--students`` (default 1, 16, 64) on ``--vmap-config``
 (default small), and each N's ratio to one student.
 
-``on4096`` (200 -> 4096 -> 10, T = 1000, batch 64) runs only when JAX has a GPU;
-on CPU it is skipped with a note.  The PyTorch references are CPU builds.
+``on4096`` (4096 -> 4096, T = 500, batch 16: the Open Neuromorphic benchmark
+shape) runs only when JAX has a GPU; on CPU it is skipped with a note.
+``--torch-device cuda`` runs the PyTorch references on the GPU.
+
+On a GPU two more variants of the project can be timed (``--impls``):
+``project_scan`` (the recurrence as ``lax.scan`` instead of the fused kernel,
+``RESONANCE_RECURRENCE=scan``) and ``project_bf16`` (mixed-precision
+synaptic matmuls, ``RESONANCE_MATMUL=bf16``).  Each configuration's floor is
+printed: its FLOPs and minimal bytes moved against the card's peak rates
+(``--peak-tflops``, ``--peak-tbps``).
 """
 from __future__ import annotations
 
@@ -67,7 +75,12 @@ IMPLS = {
     "torch": ("rf", "torch", False),
     "project_lif": ("lif", "project", True),
     "snntorch": ("lif", "snntorch", False),
+    "project_scan": ("rf", "project", True),
+    "project_bf16": ("rf", "project", True),
 }
+IMPL_ENV = {"project_scan": {"RESONANCE_RECURRENCE": "scan"},
+            "project_bf16": {"RESONANCE_MATMUL": "bf16"}}
+DEFAULT_IMPLS = ("project", "reference_jax", "torch", "project_lif", "snntorch")
 # steps per timed call, timed calls per process: one call ~0.2-2 s on a 2-core CPU
 K_CALLS = {
     "small": {"project": (25, 3), "reference_jax": (25, 3), "torch": (2, 1),
@@ -78,6 +91,9 @@ K_CALLS = {
                "project_lif": (5, 2), "snntorch": (1, 1)},
 }
 VMAP_K_CALLS = {1: (25, 3), 16: (5, 2), 64: (2, 1)}
+# on a GPU: JAX steps take milliseconds, eager PyTorch runs thousands of launches a step
+GPU_K_CALLS = {"jax": (20, 5), "torch": (2, 2)}
+GPU_VMAP_K_CALLS = (20, 5)
 GPU_ONLY = ("on4096",)
 CONFIG_NAMES = ("small", "medium", "on4096")
 
@@ -90,6 +106,8 @@ TARGETS = (
 )
 VMAP_TARGET = (16, 6.0)          # 16 students <= 6x one
 COMPILE_TARGET = 0.15            # warm <= 0.15x cold
+GPU_MS_TARGETS = {"medium": 3.0, "on4096": 5.0}   # ms per step on an H100/H200
+GPU_VMAP_TARGET = (1024, 2.0)    # 1024 students of small <= 2x one
 
 
 def config_of(name: str, variant: str = "rf"):
@@ -98,8 +116,8 @@ def config_of(name: str, variant: str = "rf"):
 
     if name == "on4096":
         cfg = get_preset("medium").replace(
-            layers=(200, 4096, 10),
-            description="Benchmark 'on4096': 200 -> 4096 -> 10 RF, T = 1000, batch 64 (GPU).")
+            layers=(4096, 4096), T=500, batch=16,
+            description="Benchmark 'on4096': 4096 -> 4096 RF, T = 500, batch 16 (GPU).")
     else:
         cfg = get_preset(name)
     if variant == "lif":
@@ -111,12 +129,14 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _worker(*args: str) -> dict:
+def _worker(*args: str, env: dict | None = None) -> dict:
     """Run one worker process; its last stdout line parsed, or {"error": ...}."""
+    import os
+
     cmd = [sys.executable, "-m", "benchmarks.worker", *args]
     try:
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                           timeout=WORKER_TIMEOUT_S)
+                           timeout=WORKER_TIMEOUT_S, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {WORKER_TIMEOUT_S} s: {' '.join(args)}"}
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
@@ -143,20 +163,24 @@ def _spread(xs):
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
-def _check(rec: dict, ref: dict) -> dict:
+# bf16 matmuls change the loss by design: its check bounds that change instead
+CHECK_RTOL_IMPL = {"project_bf16": 2e-2}
+
+
+def _check(rec: dict, ref: dict, rtol: float = CHECK_RTOL) -> dict:
     rl, rg = _rel(rec["loss0"], ref["loss0"]), _rel(rec["gnorm0"], ref["gnorm0"])
     return {"loss0": rec["loss0"], "rel_diff_loss": rl, "rel_diff_grad_norm": rg,
-            "ok": bool(rl < CHECK_RTOL)}
+            "ok": bool(rl < rtol)}
 
 
-def _summarise(procs: list, cold: list, ref: dict) -> dict:
+def _summarise(procs: list, cold: list, ref: dict, rtol: float = CHECK_RTOL) -> dict:
     """Per-implementation summary over its processes."""
     good = [p for p in procs if "error" not in p]
     out = {"processes": procs, "cold_processes": cold}
     if not good:
         out["error"] = procs[0]["error"] if procs else "no process ran"
         return out
-    checks = [_check(p, ref) for p in good + [c for c in cold if "error" not in c]]
+    checks = [_check(p, ref, rtol) for p in good + [c for c in cold if "error" not in c]]
     out["check"] = {"ok": all(c["ok"] for c in checks),
                     "max_rel_diff_loss": max(c["rel_diff_loss"] for c in checks),
                     "max_rel_diff_grad_norm": max(c["rel_diff_grad_norm"] for c in checks),
@@ -177,7 +201,34 @@ def _summarise(procs: list, cold: list, ref: dict) -> dict:
     return out
 
 
-def bench_config(name: str, rounds: int, impls, tmp: Path, cold: bool) -> dict:
+def floor(name: str, peak_tflops: float, peak_tbps: float) -> dict:
+    """FLOPs and minimal bytes of one training step of configuration ``name``
+    and the time they take at the given peak rates (the step's floor).
+
+    FLOPs: the synaptic matmuls, 2 T B n_in n_out each: the teacher's forward,
+    the student's forward and its weight gradient, and the input gradient of
+    every layer but the first (the elementwise recurrence is a few FLOPs per
+    element and step, counted too: ~10 forward, ~30 backward, ~10 teacher).
+    Bytes (float32): each layer's kicks written and read, x' and y' written
+    and read once, spikes written and read, the kicks' adjoint written and
+    read, and the teacher's kicks and spikes: ~14 arrays of T B n per layer,
+    plus the input spikes."""
+    cfg = config_of(name)
+    T, B, layers = cfg.T, cfg.batch, cfg.layers
+    mm = sum(2 * T * B * a * b for a, b in zip(layers[:-1], layers[1:]))
+    first = 2 * T * B * layers[0] * layers[1]
+    neurons = T * B * sum(layers[1:])
+    flops = 3 * mm + (mm - first) + 50 * neurons
+    nbytes = 4 * (14 * neurons + 2 * T * B * layers[0])
+    t_flops = flops / (peak_tflops * 1e12) * 1e3
+    t_bytes = nbytes / (peak_tbps * 1e12) * 1e3
+    return {"gflop": flops / 1e9, "gbytes": nbytes / 1e9, "ms_compute": t_flops,
+            "ms_memory": t_bytes, "floor_ms": max(t_flops, t_bytes),
+            "peak_tflops": peak_tflops, "peak_tbps": peak_tbps}
+
+
+def bench_config(name: str, rounds: int, impls, tmp: Path, cold: bool, gpu: bool = False,
+                 torch_device: str = "cpu") -> dict:
     data, refs = {}, {}
     for variant in sorted({IMPLS[i][0] for i in impls}):
         path = tmp / f"{name}-{variant}.npz"
@@ -193,25 +244,33 @@ def bench_config(name: str, rounds: int, impls, tmp: Path, cold: bool) -> dict:
     for r in range(rounds):
         for impl in order[r % len(order):] + order[:r % len(order)]:
             variant, kind, is_jax = IMPLS[impl]
-            k, calls = K_CALLS[name][impl]
+            if gpu:
+                k, calls = GPU_K_CALLS["jax" if is_jax else "torch"]
+            else:
+                k, calls = K_CALLS[name].get(impl, K_CALLS[name]["project"])
             args = [kind, "--data", str(data[variant]), "--k", str(k), "--calls", str(calls)]
+            env = IMPL_ENV.get(impl)
             if is_jax:
                 cache = tmp / f"cache-{name}-{impl}-{r}"
                 if cold:
-                    colds[impl].append(_worker(*args, "--cache", str(cache), "--no-time"))
+                    colds[impl].append(_worker(*args, "--cache", str(cache), "--no-time",
+                                               env=env))
                 args += ["--cache", str(cache)]
-            rec = _worker(*args)
+            else:
+                args += ["--device", torch_device]
+            rec = _worker(*args, env=env)
             procs[impl].append(rec)
             msg = rec.get("error") or (f"{statistics.median(rec['samples_ms']):.2f} ms/step, "
                                        f"loss0 {rec['loss0']:.7g}")
             _log(f"[{name}] round {r + 1}/{rounds} {impl}: {msg}")
     res = {"config": name, "prepare": refs,
-           "impls": {i: _summarise(procs[i], colds[i], refs[IMPLS[i][0]]) for i in impls}}
+           "impls": {i: _summarise(procs[i], colds[i], refs[IMPLS[i][0]],
+                                   CHECK_RTOL_IMPL.get(i, CHECK_RTOL)) for i in impls}}
     res["ratios"] = {f"{b} / {r}": v for b, r, v in _ratios(res["impls"])}
     return res
 
 
-def bench_vmap(base: str, students, rounds: int, tmp: Path) -> dict:
+def bench_vmap(base: str, students, rounds: int, tmp: Path, gpu: bool = False) -> dict:
     path = tmp / f"{base}-rf.npz"
     if not path.exists():
         rec = _worker("prepare", "--config", base, "--variant", "rf", "--out", str(path),
@@ -221,7 +280,7 @@ def bench_vmap(base: str, students, rounds: int, tmp: Path) -> dict:
     procs = {n: [] for n in students}
     for r in range(rounds):
         for n in students[r % len(students):] + students[:r % len(students)]:
-            k, calls = VMAP_K_CALLS.get(n, (2, 1))
+            k, calls = GPU_VMAP_K_CALLS if gpu else VMAP_K_CALLS.get(n, (2, 1))
             rec = _worker("project", "--data", str(path), "--students", str(n), "--k", str(k),
                           "--calls", str(calls), "--cache", str(tmp / f"cache-vmap-{n}"))
             procs[n].append(rec)
@@ -230,7 +289,8 @@ def bench_vmap(base: str, students, rounds: int, tmp: Path) -> dict:
     out = {"config": base, "students": {}}
     for n in students:
         good = [p for p in procs[n] if "error" not in p]
-        out["students"][n] = {"processes": procs[n], "k": VMAP_K_CALLS.get(n, (2, 1))[0],
+        k_n = GPU_VMAP_K_CALLS[0] if gpu else VMAP_K_CALLS.get(n, (2, 1))[0]
+        out["students"][n] = {"processes": procs[n], "k": k_n,
                               "ms_per_step": _spread([statistics.median(p["samples_ms"])
                                                       for p in good]),
                               "peak_rss_mb": _spread([p["maxrss_mb"] for p in good]),
@@ -247,7 +307,8 @@ def _fmt(x, spec=".2f", none="-"):
     return none if x is None else format(x, spec)
 
 
-REFERENCES = {"reference_jax": "project", "torch": "project", "snntorch": "project_lif"}
+REFERENCES = {"reference_jax": "project", "torch": "project", "snntorch": "project_lif",
+              "project_scan": "project", "project_bf16": "project"}
 
 
 def _ratios(impls: dict):
@@ -284,6 +345,13 @@ def _print_tables(results: list, vmap: dict | None, targets: list) -> None:
                   f"{chk['loss0']:12.7g} {chk_s:>14s}")
         for base, ref, ratio in _ratios(res["impls"]):
             print(f"{'':7s}   {base} / {ref} = {ratio:.3f}")
+        fl = res.get("floor")
+        if fl:
+            ms = res["impls"].get("project", {}).get("ms_per_step")
+            print(f"{'':7s}   floor: {fl['gflop']:.1f} GFLOP ({fl['ms_compute']:.3f} ms at "
+                  f"{fl['peak_tflops']:g} TFLOP/s), {fl['gbytes']:.2f} GB ({fl['ms_memory']:.3f} ms "
+                  f"at {fl['peak_tbps']:g} TB/s): {fl['floor_ms']:.3f} ms"
+                  + (f"; project = {ms['median'] / fl['floor_ms']:.1f}x the floor" if ms else ""))
     if vmap:
         print(f"\nstudents under vmap ({vmap['config']}, make_train_chunk(..., "
               f"n_students=N)):")
@@ -305,9 +373,21 @@ def _print_tables(results: list, vmap: dict | None, targets: list) -> None:
             print(f"  {t['what']:46s} {val:>8s}  target <= {t['target']:<5g} {verdict}")
 
 
-def _targets(results: list, vmap: dict | None) -> list:
+def _targets(results: list, vmap: dict | None, gpu: bool = False) -> list:
     by = {r["config"]: r["impls"] for r in results}
     out = []
+    if gpu:
+        for cfg, target in GPU_MS_TARGETS.items():
+            ms = by.get(cfg, {}).get("project", {}).get("ms_per_step")
+            if cfg in by:
+                out.append({"what": f"{cfg} project ms/step (GPU)",
+                            "value": ms["median"] if ms else None, "target": target,
+                            "met": None if not ms else ms["median"] <= target})
+        if vmap:
+            n, target = GPU_VMAP_TARGET
+            v = vmap["students"].get(n, {}).get("ratio_to_one")
+            out.append({"what": f"vmap {vmap['config']} {n} students / 1 student (GPU)",
+                        "value": v, "target": target, "met": None if v is None else v <= target})
     for what, cfg, num, den, target in TARGETS:
         if cfg not in by:
             continue
@@ -316,7 +396,7 @@ def _targets(results: list, vmap: dict | None) -> list:
         v = a["median"] / b["median"] if a and b else None
         out.append({"what": f"{cfg} {what} {num} / {den}", "value": v, "target": target,
                     "met": None if v is None else v <= target})
-    if vmap:
+    if vmap and not gpu:
         n, target = VMAP_TARGET
         v = vmap["students"].get(n, {}).get("ratio_to_one")
         out.append({"what": f"vmap {vmap['config']} {n} students / 1 student", "value": v,
@@ -337,13 +417,18 @@ def main(argv=None) -> int:
     p.add_argument("configs", nargs="*", default=["small", "medium", "vmap"],
                    help="small, medium, on4096 (GPU only), vmap (default: small medium vmap)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--impls", default=",".join(IMPLS),
+    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
                    help=f"comma list from {', '.join(IMPLS)}")
     p.add_argument("--students", default="1,16,64", help="vmap: numbers of students")
     p.add_argument("--vmap-config", default="small", choices=CONFIG_NAMES)
     p.add_argument("--no-cold", action="store_true",
                    help="skip the cold-compile processes (no cold compile time)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--torch-device", default="cpu", help="device of the PyTorch references")
+    p.add_argument("--peak-tflops", type=float, default=495.0,
+                   help="floor: the card's matmul rate (default: H100/H200 dense TF32)")
+    p.add_argument("--peak-tbps", type=float, default=4.3,
+                   help="floor: the card's memory bandwidth (default: H200 as measured here)")
     a = p.parse_args(argv)
     bad = [c for c in a.configs if c not in (*CONFIG_NAMES, "vmap")]
     impls = [i.strip() for i in a.impls.split(",") if i.strip()]
@@ -368,12 +453,16 @@ def main(argv=None) -> int:
                 skipped[name] = f"GPU only; JAX backend is {backend}"
                 print(f"note: {name} skipped ({skipped[name]}).", flush=True)
                 continue
-            results.append(bench_config(name, a.rounds, impls, tmp, cold=not a.no_cold))
+            gpu = backend == "gpu"
+            results.append(bench_config(name, a.rounds, impls, tmp, cold=not a.no_cold, gpu=gpu,
+                                        torch_device=a.torch_device))
+            if gpu:
+                results[-1]["floor"] = floor(name, a.peak_tflops, a.peak_tbps)
         if "vmap" in a.configs:
-            vmap = bench_vmap(a.vmap_config, students, a.rounds, tmp)
+            vmap = bench_vmap(a.vmap_config, students, a.rounds, tmp, gpu=backend == "gpu")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    targets = _targets(results, vmap)
+    targets = _targets(results, vmap, gpu=backend == "gpu")
     print()
     _print_tables(results, vmap, targets)
     load_end = machine_info()["loadavg"]

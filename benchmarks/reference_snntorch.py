@@ -99,7 +99,7 @@ class Trainer:
         self.student = LeakyNet(student_layers, hp)
         self.leaves = [fc.weight for fc in self.student.fcs]
         self.opt = torch.optim.Adam(self.leaves, lr=hp.lr, betas=(0.9, 0.999), eps=1e-8)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator(device=torch.get_default_device()).manual_seed(seed)
 
     def step(self, inputs: torch.Tensor | None = None):
         """One step on ``inputs`` (fresh Poisson inputs if None); returns (loss, grad norm)."""

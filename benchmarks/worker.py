@@ -248,6 +248,9 @@ def reference_jax(args) -> None:
 def _torch_run(args, make_trainer, impl: str) -> None:
     import torch
 
+    if args.device != "cpu":            # every tensor the reference makes lands there
+        torch.set_default_device(args.device)
+
     from benchmarks.reference_torch import HP
 
     import_s = time.perf_counter() - _T_START
@@ -261,7 +264,7 @@ def _torch_run(args, make_trainer, impl: str) -> None:
     shape = (c["T"], c["batch"], c["layers"][0])
     trainer = make_trainer(meta, teacher_d, student_d, hp, shape)
     t0 = time.perf_counter()
-    loss0, gnorm0 = trainer.step(torch.from_numpy(inputs0.astype(np.float32)))
+    loss0, gnorm0 = trainer.step(torch.from_numpy(inputs0.astype(np.float32)).to(args.device))
     first_s = time.perf_counter() - t0
     samples = []
     for _ in range(0 if args.no_time else args.calls):
@@ -272,7 +275,8 @@ def _torch_run(args, make_trainer, impl: str) -> None:
     _emit({"impl": impl, "k": args.k, "import_s": import_s,
            "rss_after_import_mb": round(rss_import, 1), "first_call_s": first_s,
            "loss0": loss0, "gnorm0": gnorm0, "samples_ms": samples,
-           "torch": torch.__version__, "threads": torch.get_num_threads()})
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": args.device})
 
 
 def torch_ref(args) -> None:
@@ -315,6 +319,7 @@ def main(argv=None) -> None:
     p.add_argument("--students", type=int, default=None, help="project: vmap over N students")
     p.add_argument("--cache", default=None, help="JAX persistent compilation cache folder")
     p.add_argument("--no-time", action="store_true", help="compile and check only")
+    p.add_argument("--device", default="cpu", help="torch/snntorch: cpu or cuda")
     args = p.parse_args(argv)
     {"prepare": prepare, "project": project, "reference_jax": reference_jax,
      "torch": torch_ref, "snntorch": snntorch_ref}[args.impl](args)

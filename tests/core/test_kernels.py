@@ -7,6 +7,7 @@ to float rounding.  The GPU benchmark (benchmarks/gpu.py) repeats the check
 with the compiled kernels.
 """
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,8 @@ from core.neurons import recurrence_impl, run_layer
 from core.surrogates import SurrogateParams
 
 CASES = list(itertools.product(("rf", "lif"), (False, True), (False, True)))
+# on a GPU: RESONANCE_TEST_KERNEL=pallas checks the compiled kernels (benchmarks/gpu_check.sh)
+KERNEL = os.environ.get("RESONANCE_TEST_KERNEL", "interpret")
 
 
 def _loss_and_grads(impl, monkeypatch, model, synapse, through, kicks, params):
@@ -50,7 +53,7 @@ def test_kernel_matches_scan(monkeypatch, model, synapse, through):
     yr = jnp.asarray(rng.uniform(-0.5, 0.0, n), jnp.float32)
     params = (omega, b, xr, yr, jnp.float32(0.8), jnp.float32(0.6))
     v_s, tr_s, g_s = _loss_and_grads("scan", monkeypatch, model, synapse, through, kicks, params)
-    v_k, tr_k, g_k = _loss_and_grads("interpret", monkeypatch, model, synapse, through, kicks,
+    v_k, tr_k, g_k = _loss_and_grads(KERNEL, monkeypatch, model, synapse, through, kicks,
                                      params)
     n_spikes = float(jnp.sum(tr_s.spikes))
     assert 0.05 * T * B * n < n_spikes < 0.6 * T * B * n     # the reset path is exercised
@@ -86,7 +89,7 @@ def test_kernel_under_vmap(monkeypatch):
 
         return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1, 2))))(kicks, omega, b)
 
-    (v_s, g_s), (v_k, g_k) = run("scan"), run("interpret")
+    (v_s, g_s), (v_k, g_k) = run("scan"), run(KERNEL)
     np.testing.assert_allclose(np.asarray(v_k), np.asarray(v_s), rtol=1e-5)
     for gk, gs in zip(g_k, g_s):
         np.testing.assert_allclose(np.asarray(gk), np.asarray(gs), rtol=2e-4,
