@@ -381,7 +381,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             state, task, hp = put(state), put(task, replicate=True), put(hp)
             limit = put(jnp.full((n_pad,), steps, jnp.int32))
             struct = structure(pts[0].cfg)
-            fn = make_train_chunk(struct, k, False, n_pad, SHARED, True)
+            fn = make_train_chunk(struct, k, False, n_pad, SHARED, True, donate=True)
             losses = [[] for _ in range(n)]
             rec_steps = [[] for _ in range(n)]
             recs = [[] for _ in range(n)]

@@ -236,7 +236,7 @@ def make_train_step(struct: Structure, segments: int | None = None):
 @functools.lru_cache(maxsize=32)
 def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
                      n_students: int | None = None, shared: tuple[str, ...] = (),
-                     share_task: bool = False):
+                     share_task: bool = False, donate: bool = False):
     """Compiled chunk of ``n_steps`` steps (vmapped over ``n_students`` if given).
 
     Returns ``chunk(state, task, hp, limit) -> (state, ChunkOut)``; steps are
@@ -258,6 +258,10 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     students, at the students' common step count (students in lockstep; a
     diverged or finished student's updates are not applied anyway).  Results
     equal separate runs.
+
+    ``donate``: on accelerators, the chunk reuses the memory of the ``state``
+    it is given (buffer donation), so that state is deleted by the call: only
+    for loops that own their state (``train`` copies the caller's first).
 
     When the BPTT residuals of all students would not fit in memory, the
     backward pass recomputes the recurrence in segments
@@ -296,8 +300,8 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
         chunk = chunk_shared
     elif n_students is not None:
         chunk = jax.vmap(chunk, in_axes=(0, 0, hp_axes, 0))
-    donate = (0,) if jax.default_backend() != "cpu" else ()
-    return jax.jit(chunk, donate_argnums=donate)
+    donate_argnums = (0,) if donate and jax.default_backend() != "cpu" else ()
+    return jax.jit(chunk, donate_argnums=donate_argnums)
 
 
 @functools.lru_cache(maxsize=32)
@@ -351,9 +355,11 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
     degrees, one column per feedback matrix) and ``update_angle_deg``
     ((steps,) degrees), else an empty (steps, 0) array and None.
     """
-    losses, aligns, angles, state = [], [], [], exp.state
+    # a copy: the chunk donates (reuses) the state it is given, and exp's stays the caller's
+    state = jax.tree_util.tree_map(jnp.copy, exp.state)
+    losses, aligns, angles = [], [], []
     limit = jnp.int32(int(state.step) + steps)
-    fn = make_train_chunk(exp.struct, min(chunk, steps), record)
+    fn = make_train_chunk(exp.struct, min(chunk, steps), record, donate=True)
     t0 = time.perf_counter()
     first_s, first_steps = None, 0
     while int(state.step) < int(limit) and not bool(state.diverged):

@@ -43,6 +43,7 @@ def test_auto_choice_follows_memory(monkeypatch):
 
 def _train(monkeypatch, remat):
     monkeypatch.setenv("RESONANCE_REMAT", remat)
+    monkeypatch.setenv("RESONANCE_RECURRENCE", "scan")   # like with like on every backend
     tr.make_train_chunk.cache_clear()
     exp = core.setup(CFG)
     fn = tr.make_train_chunk(exp.struct, 6, False)
