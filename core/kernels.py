@@ -7,7 +7,9 @@ overhead, not the arithmetic, sets the time.  Here the whole time loop of
 one layer runs inside one kernel: each program owns a block of ``BLOCK``
 neuron-batch elements, keeps their state in registers, and walks the time
 axis, reading the kicks of step t and writing x'_t, y'_t (and the synaptic
-current) once.  The backward kernel walks the time axis in reverse with the
+current) once.  The loop is unrolled and software-pipelined (:func:`_steps`):
+the loads of the next group of steps are issued before the current group's
+stores, so a step does not wait for a memory round trip.  The backward kernel walks the time axis in reverse with the
 same adjoint recurrence as ``core.neurons._recurrence_bwd`` and writes the
 kicks' adjoint and the elementwise parameter-adjoint sums.
 
@@ -29,8 +31,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-BLOCK = 128     # elements per program: a power of 2 (Triton's load/store rule)
-UNROLL = 8      # time steps per loop iteration: their loads issue together
+BLOCK = 128         # elements per program: a power of 2 (Triton's load/store rule)
+UNROLL_FORWARD = 16  # time steps per loop iteration (1 load per step)
+UNROLL_BACKWARD = 8  # (7-8 loads per step: registers for two groups in flight)
 
 
 def _pallas():
@@ -39,22 +42,37 @@ def _pallas():
     return pl
 
 
-def _steps(n_steps: int, body, carry, reverse: bool):
-    """Run ``body(t, carry)`` for t in 0..n_steps-1 (or reversed), UNROLL steps
-    per loop iteration, then the remainder one by one."""
-    main, rest = divmod(n_steps, UNROLL)
+def _steps(n_steps: int, unroll: int, load, compute, carry, reverse: bool):
+    """Run ``carry = compute(t, load(t), carry)`` for t in 0..n_steps-1 (or
+    reversed), ``unroll`` steps per loop iteration, then the remainder.
 
-    def group(j, cr):
-        for u in range(UNROLL):
-            t = j * UNROLL + u
-            cr = body(n_steps - 1 - t if reverse else t, cr)
-        return cr
+    Software-pipelined: an iteration first issues the loads of the *next*
+    group of steps, then computes (and stores) its own group with the values
+    loaded one iteration earlier.  Loads never depend on the recurrence, but
+    the compiler cannot prove that a store to an output does not alias the
+    next load of an input, so without this order each step would wait for a
+    full memory round trip.  Indices past the end are clamped (loaded, unused).
+    """
+    at = (lambda t: n_steps - 1 - t) if reverse else (lambda t: t)
+    main, rest = divmod(n_steps, unroll)
+    last = n_steps - 1
 
-    carry = lax.fori_loop(0, main, group, carry)
+    def fetch(j):
+        return tuple(load(at(jnp.minimum(j * unroll + u, last))) for u in range(unroll))
+
+    if main:
+        def group(j, state):
+            cr, cur = state
+            nxt = fetch(j + 1)
+            for u in range(unroll):
+                cr = compute(at(j * unroll + u), cur[u], cr)
+            return cr, nxt
+
+        carry, _ = lax.fori_loop(0, main, group, (carry, fetch(0)))
 
     def single(j, cr):
-        t = main * UNROLL + j
-        return body(n_steps - 1 - t if reverse else t, cr)
+        t = at(main * unroll + j)
+        return compute(t, load(t), cr)
 
     return lax.fori_loop(0, rest, single, carry) if rest else carry
 
@@ -89,9 +107,11 @@ def forward(model: str, synapse: bool, kicks, r, c, s, xr, yr, theta, a, *, inte
         th, aa = p_ref[5, :], p_ref[6, :]
         zero = jnp.zeros((BLOCK,), dtype)
 
-        def body(t, carry):
+        def load(t):
+            return k_ref[t, :]
+
+        def body(t, k, carry):
             x, y, i_syn = carry
-            k = k_ref[t, :]
             i_syn = aa * i_syn + k if synapse else k
             if model == "rf":
                 x_new = rr * (cc * x - ss * y) + i_syn
@@ -106,7 +126,7 @@ def forward(model: str, synapse: bool, kicks, r, c, s, xr, yr, theta, a, *, inte
             o = (y_new >= th).astype(dtype)
             return x_new + o * (xrr - x_new), y_new + o * (yrr - y_new), i_syn
 
-        _steps(T, body, (zero, zero, zero), reverse=False)
+        _steps(T, UNROLL_FORWARD, load, body, (zero, zero, zero), reverse=False)
 
     spec_t = pl.BlockSpec((T, BLOCK), lambda j: (0, j))
     outs = pl.pallas_call(
@@ -143,10 +163,14 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
         aa = p_ref[6, :]
         zero = jnp.zeros((BLOCK,), dtype)
 
-        def body(t, carry):
+        seq_refs = refs[:7] + ((i_ref,) if synapse else ())
+
+        def load(t):
+            return tuple(r[t, :] for r in seq_refs)
+
+        def body(t, vals, carry):
             dxn, dyn, mu_next, dr, dc, ds, dxr, dyr, dth, da = carry
-            o, x_new, y_new = o_ref[t, :], x_ref[t, :], y_ref[t, :]
-            g, go, gx, gy = g_ref[t, :], go_ref[t, :], gx_ref[t, :], gy_ref[t, :]
+            o, x_new, y_new, g, go, gx, gy = vals[:7]
             x_t = x_new + o * (xrb - x_new)
             y_t = y_new + o * (yrb - y_new)
             if model == "rf":
@@ -171,7 +195,7 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
             dth = dth - g * d_o
             di = dxp + dyp if model == "lif" else dxp
             if synapse:
-                da = da + mu_next * i_ref[t, :]
+                da = da + mu_next * vals[7]
                 mu = di + aa * mu_next
             else:
                 mu = di
@@ -180,7 +204,7 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
                 dxp = zero
             return dxp, dyp, mu, dr, dc, ds, dxr, dyr, dth, da
 
-        acc = _steps(T, body, (zero,) * 10, reverse=True)[3:]
+        acc = _steps(T, UNROLL_BACKWARD, load, body, (zero,) * 10, reverse=True)[3:]
         for i, v in enumerate(acc):
             acc_ref[i, :] = v
 
