@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .neurons import adjoint_step, forward_step
+
 BLOCK = 128         # elements per program: a power of 2 (Triton's load/store rule)
 UNROLL_FORWARD = 16  # time steps per loop iteration (1 load per step)
 UNROLL_BACKWARD = 8  # (7-8 loads per step: registers for two groups in flight)
@@ -103,28 +105,19 @@ def forward(model: str, synapse: bool, kicks, r, c, s, xr, yr, theta, a, *, inte
 
     def kernel(k_ref, p_ref, *out_refs):
         xp_ref, yp_ref = out_refs[0], out_refs[1]
-        rr, cc, ss, xrr, yrr = (p_ref[i, :] for i in range(5))
-        th, aa = p_ref[5, :], p_ref[6, :]
+        params = tuple(p_ref[i, :] for i in range(7))      # r, c, s, x_r, y_r, theta, a
         zero = jnp.zeros((BLOCK,), dtype)
 
         def load(t):
             return k_ref[t, :]
 
         def body(t, k, carry):
-            x, y, i_syn = carry
-            i_syn = aa * i_syn + k if synapse else k
-            if model == "rf":
-                x_new = rr * (cc * x - ss * y) + i_syn
-                y_new = rr * (ss * x + cc * y)
-            else:
-                x_new = i_syn
-                y_new = rr * y + i_syn
+            carry, (x_new, y_new, i_syn) = forward_step(model, synapse, params, carry, k)
             xp_ref[t, :] = x_new
             yp_ref[t, :] = y_new
             if synapse:
                 out_refs[2][t, :] = i_syn
-            o = (y_new >= th).astype(dtype)
-            return x_new + o * (xrr - x_new), y_new + o * (yrr - y_new), i_syn
+            return carry
 
         _steps(T, UNROLL_FORWARD, load, body, (zero, zero, zero), reverse=False)
 
@@ -156,55 +149,22 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
     n_seq = len(seqs)
 
     def kernel(*refs):
-        o_ref, x_ref, y_ref, g_ref, go_ref, gx_ref, gy_ref = refs[:7]
-        i_ref = refs[7] if synapse else None
+        seq_refs = refs[:n_seq]        # spk, x', y', g, d_spk, d_x', d_y'[, i]
         p_ref, dk_ref, acc_ref = refs[n_seq], refs[n_seq + 1], refs[n_seq + 2]
-        rb, cb, sb, xrb, yrb = (p_ref[i, :] for i in range(5))
-        aa = p_ref[6, :]
+        params = tuple(p_ref[i, :] for i in (0, 1, 2, 3, 4, 6))   # r, c, s, x_r, y_r, a
         zero = jnp.zeros((BLOCK,), dtype)
-
-        seq_refs = refs[:7] + ((i_ref,) if synapse else ())
 
         def load(t):
             return tuple(r[t, :] for r in seq_refs)
 
         def body(t, vals, carry):
-            dxn, dyn, mu_next, dr, dc, ds, dxr, dyr, dth, da = carry
-            o, x_new, y_new, g, go, gx, gy = vals[:7]
-            x_t = x_new + o * (xrb - x_new)
-            y_t = y_new + o * (yrb - y_new)
-            if model == "rf":
-                dr = dr + (dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t))
-                dc = dc + rb * (dxn * x_t + dyn * y_t)
-                ds = ds + rb * (dyn * x_t - dxn * y_t)
-                lam_x = rb * (cb * dxn + sb * dyn)
-                lam_y = rb * (cb * dyn - sb * dxn)
-            else:
-                dr = dr + dyn * y_t
-                lam_x = zero
-                lam_y = rb * dyn
-            keep = 1.0 - o
-            dxp = gx + keep * lam_x
-            dyp = gy + keep * lam_y
-            dxr = dxr + o * lam_x
-            dyr = dyr + o * lam_y
-            d_o = go
-            if through:
-                d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
-            dyp = dyp + g * d_o
-            dth = dth - g * d_o
-            di = dxp + dyp if model == "lif" else dxp
-            if synapse:
-                da = da + mu_next * vals[7]
-                mu = di + aa * mu_next
-            else:
-                mu = di
-            dk_ref[t, :] = mu
-            if model == "lif":
-                dxp = zero
-            return dxp, dyp, mu, dr, dc, ds, dxr, dyr, dth, da
+            xs = (*vals[:3], vals[7] if synapse else zero, *vals[3:7])  # (o, x', y', i, g, ...)
+            carry = adjoint_step(model, through, synapse, params, carry, xs)
+            dk_ref[t, :] = carry[2]
+            return carry
 
-        acc = _steps(T, UNROLL_BACKWARD, load, body, (zero,) * 10, reverse=True)[3:]
+        acc = _steps(T, UNROLL_BACKWARD, load, body, (zero, zero, zero, (zero,) * 7),
+                     reverse=True)[3]
         for i, v in enumerate(acc):
             acc_ref[i, :] = v
 

@@ -127,6 +127,29 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=Non
     return LayerTrace(out[0], out[1], out[2])
 
 
+def forward_step(model, synapse, params, carry, k):
+    """One time step of the recurrence, elementwise (the scan path and the
+    kernels of :mod:`core.kernels` both run this).
+
+    ``params`` = (r, c, s, x_r, y_r, theta, a), ``carry`` = the post-reset
+    (x, y, i) of the previous step, ``k`` the kick.  Returns (the post-reset
+    state, (x', y', i)) with x', y' before the reset; without synapse i = k.
+    """
+    r, c, s, xr, yr, theta, a = params
+    x, y, i_syn = carry
+    i_syn = a * i_syn + k if synapse else k
+    if model == "rf":
+        x_new = r * (c * x - s * y) + i_syn
+        y_new = r * (s * x + c * y)
+    else:
+        x_new = i_syn
+        y_new = r * y + i_syn
+    out = (y_new >= theta).astype(k.dtype)
+    x_next = x_new + out * (xr - x_new)
+    y_next = y_new + out * (yr - y_new)
+    return (x_next, y_next, i_syn), (x_new, y_new, i_syn)
+
+
 def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg, init=None):
     """Forward recurrence; returns (spikes, x', y', i) with i = () without synapse.
     ``init``: the (x, y, i) state before the first step (default zeros; the
@@ -143,20 +166,13 @@ def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg, init=Non
     r, c, s, xr, yr = bc(r), bc(c), bc(s), bc(xr), bc(yr)
     zero = jnp.zeros(shape, kicks.dtype)
 
+    params = (r, c, s, xr, yr, theta, a)
+
     def step(carry, k):
-        x, y, i_syn = carry
-        i_syn = a * i_syn + k if synapse else k
-        if model == "rf":
-            x_new = r * (c * x - s * y) + i_syn
-            y_new = r * (s * x + c * y)
-        else:
-            x_new = i_syn
-            y_new = r * y + i_syn
-        out = (y_new >= theta).astype(kicks.dtype)
-        x_next = x_new + out * (xr - x_new)
-        y_next = y_new + out * (yr - y_new)
-        return (x_next, y_next, i_syn if synapse else zero), (x_new, y_new,
-                                                              i_syn if synapse else ())
+        (x, y, i_syn), (x_new, y_new, _) = forward_step(model, synapse, params, carry, k)
+        if not synapse:       # no synaptic state: carry a constant, not the kick
+            i_syn = zero
+        return (x, y, i_syn), (x_new, y_new, i_syn if synapse else ())
 
     init = (zero, zero, zero) if init is None else init
     _, (xp, yp, isyn) = lax.scan(step, init, kicks, unroll=scan_unroll())
@@ -220,49 +236,63 @@ def _recurrence_fwd(model, through, synapse, *args):
     return (spk, xp, yp), (spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
 
 
+def adjoint_step(model, through, synapse, params, carry, xs):
+    """One reverse step of the adjoint recurrence, elementwise (the scan path
+    and the backward kernel both run this).
+
+    ``params`` = (r, c, s, x_r, y_r, a); ``carry`` = (dxn, dyn, mu, acc): the
+    adjoints of step t+1's pre-reset state and synaptic current and the 7
+    elementwise parameter-adjoint sums; ``xs`` = (spike, x', y', i, surrogate
+    g, d_spike, d_x', d_y') of step t.  Returns the carry for step t-1; its
+    ``mu`` is the adjoint of step t's kick.
+    """
+    rb, cb, sb, xrb, yrb, a = params
+    dxn, dyn, mu_next, acc = carry
+    o, x_new, y_new, i_t, g, go, gx, gy = xs
+    x_t = x_new + o * (xrb - x_new)          # post-reset state of step t
+    y_t = y_new + o * (yrb - y_new)
+    dr, dc, ds, dxr, dyr, dth, da = acc
+    if model == "rf":
+        dr = dr + (dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t))
+        dc = dc + rb * (dxn * x_t + dyn * y_t)
+        ds = ds + rb * (dyn * x_t - dxn * y_t)
+        lam_x = rb * (cb * dxn + sb * dyn)
+        lam_y = rb * (cb * dyn - sb * dxn)
+    else:
+        dr = dr + dyn * y_t
+        lam_x = jnp.zeros_like(dyn)
+        lam_y = rb * dyn
+    keep = 1.0 - o
+    dxp = gx + keep * lam_x
+    dyp = gy + keep * lam_y
+    dxr = dxr + o * lam_x
+    dyr = dyr + o * lam_y
+    d_o = go
+    if through:
+        d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
+    dyp = dyp + g * d_o
+    dth = dth - g * d_o
+    di = dxp + dyp if model == "lif" else dxp
+    if synapse:
+        da = da + mu_next * i_t
+        mu = di + a * mu_next
+    else:
+        mu = di
+    if model == "lif":
+        dxp = jnp.zeros_like(dxp)       # x' = i carries no state; its adjoint went into mu
+    return dxp, dyp, mu, (dr, dc, ds, dxr, dyr, dth, da)
+
+
 def _adjoint_scan(model, through, synapse, seqs, params, carry):
     """The reverse scan of the adjoint recurrence over ``seqs`` = (spk, x', y',
     i, g, d_spk, d_x', d_y') (each (T, ...)), starting from ``carry`` = (dxn,
     dyn, mu, acc).  Returns (carry, d_kicks)."""
-    rb, cb, sb, xrb, yrb, a = params
     zero = jnp.zeros(seqs[0].shape[1:], seqs[0].dtype)
 
     def step(carry, xs):
-        dxn, dyn, mu_next, acc = carry
-        o, x_new, y_new, i_t, g, go, gx, gy = xs
-        go, gx, gy = (zero if v is None else v for v in (go, gx, gy))   # symbolic zeros
-        x_t = x_new + o * (xrb - x_new)          # post-reset state of step t
-        y_t = y_new + o * (yrb - y_new)
-        dr, dc, ds, dxr, dyr, dth, da = acc
-        if model == "rf":
-            dr = dr + (dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t))
-            dc = dc + rb * (dxn * x_t + dyn * y_t)
-            ds = ds + rb * (dyn * x_t - dxn * y_t)
-            lam_x = rb * (cb * dxn + sb * dyn)
-            lam_y = rb * (cb * dyn - sb * dxn)
-        else:
-            dr = dr + dyn * y_t
-            lam_x = zero
-            lam_y = rb * dyn
-        keep = 1.0 - o
-        dxp = gx + keep * lam_x
-        dyp = gy + keep * lam_y
-        dxr = dxr + o * lam_x
-        dyr = dyr + o * lam_y
-        d_o = go
-        if through:
-            d_o = d_o + (xrb - x_new) * lam_x + (yrb - y_new) * lam_y
-        dyp = dyp + g * d_o
-        dth = dth - g * d_o
-        di = dxp + dyp if model == "lif" else dxp
-        if synapse:
-            da = da + mu_next * i_t
-            mu = di + a * mu_next
-        else:
-            mu = di
-        if model == "lif":
-            dxp = zero       # x' = i carries no state; its adjoint went into mu
-        return (dxp, dyp, mu, (dr, dc, ds, dxr, dyr, dth, da)), mu
+        xs = tuple(zero if v is None else v for v in xs)    # symbolic zeros
+        carry = adjoint_step(model, through, synapse, params, carry, xs)
+        return carry, carry[2]
 
     return lax.scan(step, carry, seqs, reverse=True, unroll=scan_unroll())
 

@@ -42,16 +42,22 @@ def _loss_and_grads(impl, monkeypatch, model, synapse, through, kicks, params):
     return float(val), tr, grads
 
 
-@pytest.mark.parametrize("model,synapse,through", CASES)
-def test_kernel_matches_scan(monkeypatch, model, synapse, through):
-    T, B, n = 37, 3, 50            # 37 = 4 unrolled groups of 8 + 5; 150 -> 2 padded blocks
-    rng = np.random.default_rng(3)
+def _layer_case(T, B, n, seed):
+    """Random kicks (spiking in 5-60 % of the steps) and neuron parameters:
+    omega, b, x_r, y_r per neuron, theta and the synaptic decay a."""
+    rng = np.random.default_rng(seed)
     kicks = jnp.asarray(rng.normal(0.35, 0.6, (T, B, n)), jnp.float32)
     omega = jnp.asarray(2 * np.pi * rng.uniform(5, 60, n), jnp.float32)
     b = jnp.asarray(-rng.uniform(5, 40, n), jnp.float32)
     xr = jnp.asarray(rng.uniform(-0.3, 0.3, n), jnp.float32)
     yr = jnp.asarray(rng.uniform(-0.5, 0.0, n), jnp.float32)
-    params = (omega, b, xr, yr, jnp.float32(0.8), jnp.float32(0.6))
+    return kicks, (omega, b, xr, yr, jnp.float32(0.8), jnp.float32(0.6))
+
+
+@pytest.mark.parametrize("model,synapse,through", CASES)
+def test_kernel_matches_scan(monkeypatch, model, synapse, through):
+    T, B, n = 37, 3, 50   # 37 = 2 groups of 16 + 5 forward, 4 of 8 + 5 back; 150 -> 2 blocks
+    kicks, params = _layer_case(T, B, n, seed=3)
     v_s, tr_s, g_s = _loss_and_grads("scan", monkeypatch, model, synapse, through, kicks, params)
     v_k, tr_k, g_k = _loss_and_grads(KERNEL, monkeypatch, model, synapse, through, kicks,
                                      params)
@@ -105,13 +111,7 @@ def test_checkpointed_backward_matches(monkeypatch, model, synapse, through, seg
     from core.neurons import residual_segments
 
     T, B, n = 37, 3, 50
-    rng = np.random.default_rng(4)
-    kicks = jnp.asarray(rng.normal(0.35, 0.6, (T, B, n)), jnp.float32)
-    omega = jnp.asarray(2 * np.pi * rng.uniform(5, 60, n), jnp.float32)
-    b = jnp.asarray(-rng.uniform(5, 40, n), jnp.float32)
-    xr = jnp.asarray(rng.uniform(-0.3, 0.3, n), jnp.float32)
-    yr = jnp.asarray(rng.uniform(-0.5, 0.0, n), jnp.float32)
-    params = (omega, b, xr, yr, jnp.float32(0.8), jnp.float32(0.6))
+    kicks, params = _layer_case(T, B, n, seed=4)
     v_s, tr_s, g_s = _loss_and_grads("scan", monkeypatch, model, synapse, through, kicks, params)
     with residual_segments(seg):
         v_c, tr_c, g_c = _loss_and_grads("scan", monkeypatch, model, synapse, through, kicks,
