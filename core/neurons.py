@@ -27,6 +27,7 @@ value, slider or optimizer step can produce a growing or aliased pole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from functools import partial
@@ -194,7 +195,18 @@ def recurrence_impl() -> str:
     env = os.environ.get("RESONANCE_RECURRENCE", "auto")
     if env in RECURRENCE_IMPLS:
         return env
-    return "pallas" if jax.default_backend() == "gpu" else "scan"
+    return "pallas" if jax.default_backend() == "gpu" and _triton_available() else "scan"
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_available() -> bool:
+    """Whether this JAX still has Pallas' Triton backend (deprecated in JAX
+    0.11 in favour of Mosaic GPU); without it the scan path runs."""
+    try:
+        from jax.experimental.pallas import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means: not available
+        return False
+    return True
 
 
 def scan_unroll() -> int:
