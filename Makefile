@@ -48,5 +48,12 @@ $(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.deps
 bench-compare: $(VENV)/.bench-deps
 	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m benchmarks.compare small medium vmap --rounds 3
 
+# On a GPU machine whose python3 already has CUDA JAX and CUDA PyTorch (nothing installed):
+# compiled kernels vs lax.scan, then medium / on4096 / 1024 students / mixed precision /
+# recomputation (benchmarks/gpu_check.sh; results in $$OUT, default gpu-results/).
+.PHONY: bench-gpu
+bench-gpu:
+	bash benchmarks/gpu_check.sh all
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis artifacts
