@@ -86,16 +86,18 @@ def _assert_same(a: dict, b: dict, i: int) -> None:
 
 
 def test_eight_sessions_at_once_match_serial_and_stay_bounded():
-    keys = {(core.structure(_cfg(0)), TRAIN_CHUNK, False), (core.structure(_cfg(0)), LIVE_CHUNK, True)}
+    # (args, kwargs) of the two calls: core.train's donating chunk and the live page's
+    keys = {((core.structure(_cfg(0)), TRAIN_CHUNK, False), (("donate", True),)),
+            ((core.structure(_cfg(0)), LIVE_CHUNK, True), ())}
     assert len({core.structure(_cfg(i)) for i in range(N_SESSIONS)}) == 1
     # earlier tests may have filled the cache: count what this test adds
     start = core.make_train_chunk.cache_info().currsize
     serial = {i: _session(i) for i in range(N_SESSIONS)}   # also the warm-up
     used = core.make_train_chunk.cache_info().currsize - start
     assert used <= len(keys)
-    for key in keys:                                        # exactly these keys, now all cached
+    for args, kwargs in keys:                               # exactly these keys, now all cached
         hits = core.make_train_chunk.cache_info().hits
-        core.make_train_chunk(*key)
+        core.make_train_chunk(*args, **dict(kwargs))
         assert core.make_train_chunk.cache_info().hits == hits + 1
     size = core.make_train_chunk.cache_info().currsize
 
