@@ -9,15 +9,16 @@ neuron-batch elements, keeps their state in registers, and walks the time
 axis, reading the kicks of step t and writing x'_t, y'_t (and the synaptic
 current) once.  The loop is unrolled and software-pipelined (:func:`_steps`):
 the loads of the next group of steps are issued before the current group's
-stores, so a step does not wait for a memory round trip.  The backward kernel walks the time axis in reverse with the
-same adjoint recurrence as ``core.neurons._recurrence_bwd`` and writes the
-kicks' adjoint and the elementwise parameter-adjoint sums.
+stores, so a step does not wait for a memory round trip.  The backward
+kernel walks the time axis in reverse and writes the kicks' adjoint and the
+elementwise parameter-adjoint sums.
 
-The arithmetic is written exactly as in ``core.neurons`` (same operations,
-same order), so the two paths agree to float rounding (the compilers may
-contract a multiply-add differently); tests run these kernels in Pallas'
-interpreter on CPU against the scan path, and the GPU benchmark checks the
-compiled kernels against it (``benchmarks/gpu.py``).
+The arithmetic is not written twice: both kernels call the elementwise
+steps of the scan path, ``core.neurons.forward_step`` and ``adjoint_step``,
+so the two paths agree to float rounding (the compilers may contract a
+multiply-add differently).  Tests run the kernels in Pallas' interpreter on
+CPU against the scan path (``tests/core/test_kernels.py``); on a GPU,
+``benchmarks/gpu_check.sh`` runs the same tests on the compiled kernels.
 
 Arrays are flattened to (T, M) (M = batch x neurons) and padded to a
 multiple of ``BLOCK``; per-element parameters are stacked into one (8, M)
