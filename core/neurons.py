@@ -331,7 +331,7 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
     d_spk, d_xp, d_yp = _cotangents(cts)
     shape = spk.shape[1:]
-    i_seq = isyn if synapse else jnp.zeros_like(spk)
+    i_seq = isyn if synapse else None          # None: no synaptic stream
     # The surrogate of every step at once, outside the scan: one select over the
     # shapes (lax.switch; all shapes under vmap) instead of one per time step.
     g_seq = surrogate_grad(yp - theta, sg)
@@ -416,12 +416,12 @@ def _remat_bwd(model, through, synapse, seg, res, cts):
         k, x_init, y_init, i_init, d_spk, d_xp, d_yp = xs
         spk, xp, yp, isyn = _forward_scan(model, synapse, k, r, c, s, xr, yr, theta, a, sg,
                                           init=(x_init, y_init, i_init if synapse else zero))
-        i_seq = isyn if synapse else jnp.zeros_like(spk)
+        i_seq = isyn if synapse else None          # None: no synaptic stream
         g = surrogate_grad(yp - theta, sg)
         return _adjoint_scan(model, through, synapse,
                              (spk, xp, yp, i_seq, g, d_spk, d_xp, d_yp), params, carry)
 
-    xs = (segs(kicks), x0, y0, i0 if synapse else jnp.zeros_like(x0),
+    xs = (segs(kicks), x0, y0, i0 if synapse else None,
           *(None if ct is None else segs(ct) for ct in _cotangents(cts)))
     (_, _, _, acc), d_kicks = lax.scan(segment, (zero, zero, zero, (zero,) * 7), xs,
                                        reverse=True)
