@@ -364,7 +364,9 @@ def _print_tables(results: list, vmap: dict | None, targets: list) -> None:
                 continue
             print(f"{n:>4d} {d['k']:>4d} {ms['median']:9.2f} {ms['min']:8.2f}-{ms['max']:<8.2f} "
                   f"{ms['median'] / n:10.2f} {_fmt(d.get('ratio_to_one')):>7s} "
-                  f"{d['peak_rss_mb']['median']:7.0f} {_fmt(d.get('xla_mb'), '.1f'):>7s}")
+                  f"{d['peak_rss_mb']['median']:7.0f} {_fmt(d.get('xla_mb'), '.1f'):>7s}"
+                  + (f"  floor {d['floor_ms']:.3f} ms ({ms['median'] / d['floor_ms']:.0f}x)"
+                     if d.get("floor_ms") else ""))
     if targets:
         print("\ntargets:")
         for t in targets:
@@ -460,6 +462,10 @@ def main(argv=None) -> int:
                 results[-1]["floor"] = floor(name, a.peak_tflops, a.peak_tbps)
         if "vmap" in a.configs:
             vmap = bench_vmap(a.vmap_config, students, a.rounds, tmp, gpu=backend == "gpu")
+            if backend == "gpu":       # N students move N times one student's bytes
+                one = floor(a.vmap_config, a.peak_tflops, a.peak_tbps)
+                for n, d in vmap["students"].items():
+                    d["floor_ms"] = n * one["floor_ms"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     targets = _targets(results, vmap, gpu=backend == "gpu")
