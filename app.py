@@ -4,7 +4,7 @@ Page config, navigation over pages/ and the sidebar chrome shared by every page.
 """
 import streamlit as st
 
-from core.runtime import enable_compilation_cache, use_all_cores
+from core.runtime import compute_summary, enable_compilation_cache, use_all_cores
 
 use_all_cores()   # before JAX starts: sweeps launched here shard students over the cores
 enable_compilation_cache()
@@ -26,4 +26,5 @@ page = st.navigation([
 ])
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")
+st.sidebar.caption(f"Compute: {compute_summary()}")
 page.run()

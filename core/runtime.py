@@ -1,5 +1,5 @@
 """Process-wide JAX settings: the persistent compilation cache, and one
-host device per CPU core.
+host device per CPU core; and a one-line summary of what computes.
 
 The app and the CLI call :func:`enable_compilation_cache` once at start, so a
 second start loads compiled training steps from disk instead of compiling
@@ -43,3 +43,18 @@ def use_all_cores() -> int | None:
         n = os.cpu_count() or 1
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     return n
+
+
+def compute_summary() -> str:
+    """One line on what computes: JAX version, platform and devices, how the
+    recurrence runs (``core.neurons.recurrence_impl``) and the matmul
+    precision (``core.feedback.matmul_mode``).  Starts the backend."""
+    from .feedback import matmul_mode
+    from .neurons import recurrence_impl
+
+    devices = jax.devices()
+    recurrence = {"scan": "lax.scan", "pallas": "fused Pallas kernels",
+                  "interpret": "Pallas interpreter"}[recurrence_impl()]
+    count = f"{len(devices)} devices" if len(devices) > 1 else "1 device"
+    return (f"JAX {jax.__version__} · {devices[0].platform} ({count}, "
+            f"{devices[0].device_kind}) · recurrence: {recurrence} · matmuls: {matmul_mode()}")

@@ -59,6 +59,22 @@ def _assert_clean(at: AppTest) -> None:
 
 
 # ---- Home -----------------------------------------------------------------
+def test_sidebar_says_what_computes(monkeypatch):
+    """The sidebar names the backend, how the recurrence runs and the matmul
+    precision, read from the environment the server runs in."""
+    import jax
+
+    monkeypatch.setenv("RESONANCE_MATMUL", "bf16")
+    at = _app().run()
+    _assert_clean(at)
+    line = [c.value for c in at.sidebar.caption if c.value.startswith("Compute:")]
+    assert len(line) == 1, [c.value for c in at.sidebar.caption]
+    assert f"JAX {jax.__version__}" in line[0]
+    assert f"· {jax.default_backend()} (" in line[0]
+    assert "recurrence: lax.scan" in line[0] and "matmuls: bf16" in line[0]
+
+
+# ---- Home -----------------------------------------------------------------
 def test_home_runs_and_lists_presets():
     import core
 

@@ -122,3 +122,18 @@ def test_checkpointed_backward_matches(monkeypatch, model, synapse, through, seg
         gs = np.asarray(gs)
         np.testing.assert_allclose(np.asarray(gc), gs, rtol=1e-5,
                                    atol=1e-5 * float(np.max(np.abs(gs)) + 1e-30))
+
+
+def test_auto_choice_and_summary(monkeypatch):
+    """On CPU the scan path runs unless told otherwise; the app's one-line
+    summary (core.runtime.compute_summary) names the path in use."""
+    from core.runtime import compute_summary
+
+    monkeypatch.delenv("RESONANCE_RECURRENCE", raising=False)
+    assert recurrence_impl() == ("pallas" if jax.default_backend() == "gpu" else "scan")
+    if jax.default_backend() == "cpu":
+        assert "recurrence: lax.scan" in compute_summary()
+    monkeypatch.setenv("RESONANCE_RECURRENCE", "interpret")
+    assert "recurrence: Pallas interpreter" in compute_summary()
+    monkeypatch.setenv("RESONANCE_RECURRENCE", "bogus")      # unknown: the automatic choice
+    assert recurrence_impl() in ("scan", "pallas")
