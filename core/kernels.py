@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .neurons import adjoint_step, forward_step
+from .neurons import N_ACC, adjoint_step, forward_step
 
 BLOCK = 128         # elements per program: a power of 2 (Triton's load/store rule)
 UNROLL_FORWARD = 16  # time steps per loop iteration (1 load per step)
@@ -136,9 +136,9 @@ def forward(model: str, synapse: bool, kicks, r, c, s, xr, yr, theta, a, *, inte
 
 def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq,
              d_spk, d_xp, d_yp, r, c, s, xr, yr, theta, a, *, interpret=False):
-    """(d_kicks, acc) with acc the 7 elementwise parameter-adjoint sums (dr,
-    dc, ds, dx_r, dy_r, dtheta, da), each shaped like one time slice; the
-    same recurrence as ``core.neurons._recurrence_bwd``."""
+    """(d_kicks, acc) with acc the ``N_ACC`` elementwise parameter-adjoint
+    sums of ``core.neurons.adjoint_step`` (A, B, dx_r, dy_r, dtheta, da), each
+    shaped like one time slice; the same recurrence as the scan path."""
     pl = _pallas()
     T, shape = spk.shape[0], spk.shape[1:]
     M = math.prod(shape)
@@ -164,7 +164,7 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
             dk_ref[t, :] = carry[2]
             return carry
 
-        acc = _steps(T, UNROLL_BACKWARD, load, body, (zero, zero, zero, (zero,) * 7),
+        acc = _steps(T, UNROLL_BACKWARD, load, body, (zero, zero, zero, (zero,) * N_ACC),
                      reverse=True)[3]
         for i, v in enumerate(acc):
             acc_ref[i, :] = v
@@ -178,5 +178,5 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
                    jax.ShapeDtypeStruct((8, M_pad), dtype)],
         interpret=interpret, name=f"rf_backward_{model}")(*seqs, p)
     d_kicks = dk[:, :M].reshape(spk.shape)
-    acc = tuple(acc[i, :M].reshape(shape) for i in range(7))
+    acc = tuple(acc[i, :M].reshape(shape) for i in range(N_ACC))
     return d_kicks, acc

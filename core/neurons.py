@@ -253,25 +253,28 @@ def adjoint_step(model, through, synapse, params, carry, xs):
     and the backward kernel both run this).
 
     ``params`` = (r, c, s, x_r, y_r, a); ``carry`` = (dxn, dyn, mu, acc): the
-    adjoints of step t+1's pre-reset state and synaptic current and the 7
-    elementwise parameter-adjoint sums; ``xs`` = (spike, x', y', i, surrogate
-    g, d_spike, d_x', d_y') of step t.  Returns the carry for step t-1; its
-    ``mu`` is the adjoint of step t's kick.
+    adjoints of step t+1's pre-reset state and synaptic current and the
+    ``N_ACC`` elementwise parameter-adjoint sums (see :func:`_finish`);
+    ``xs`` = (spike, x', y', i, surrogate g, d_spike, d_x', d_y') of step t.
+    Returns the carry for step t-1; its ``mu`` is the adjoint of step t's kick.
+
+    The rotation's adjoints share two sums, because r, c, s are constant in
+    time: with A = sum(dxn x + dyn y) and B = sum(dyn x - dxn y) over the
+    post-reset states, dr = c A + s B, dc = r A, ds = r B (LIF: dr = A).
     """
     rb, cb, sb, xrb, yrb, a = params
     dxn, dyn, mu_next, acc = carry
     o, x_new, y_new, i_t, g, go, gx, gy = xs
     x_t = x_new + o * (xrb - x_new)          # post-reset state of step t
     y_t = y_new + o * (yrb - y_new)
-    dr, dc, ds, dxr, dyr, dth, da = acc
+    sum_a, sum_b, dxr, dyr, dth, da = acc
     if model == "rf":
-        dr = dr + (dxn * (cb * x_t - sb * y_t) + dyn * (sb * x_t + cb * y_t))
-        dc = dc + rb * (dxn * x_t + dyn * y_t)
-        ds = ds + rb * (dyn * x_t - dxn * y_t)
+        sum_a = sum_a + (dxn * x_t + dyn * y_t)
+        sum_b = sum_b + (dyn * x_t - dxn * y_t)
         lam_x = rb * (cb * dxn + sb * dyn)
         lam_y = rb * (cb * dyn - sb * dxn)
     else:
-        dr = dr + dyn * y_t
+        sum_a = sum_a + dyn * y_t
         lam_x = jnp.zeros_like(dyn)
         lam_y = rb * dyn
     keep = 1.0 - o
@@ -292,7 +295,7 @@ def adjoint_step(model, through, synapse, params, carry, xs):
         mu = di
     if model == "lif":
         dxp = jnp.zeros_like(dxp)       # x' = i carries no state; its adjoint went into mu
-    return dxp, dyp, mu, (dr, dc, ds, dxr, dyr, dth, da)
+    return dxp, dyp, mu, (sum_a, sum_b, dxr, dyr, dth, da)
 
 
 def _adjoint_scan(model, through, synapse, seqs, params, carry):
@@ -309,11 +312,19 @@ def _adjoint_scan(model, through, synapse, seqs, params, carry):
     return lax.scan(step, carry, seqs, reverse=True, unroll=scan_unroll())
 
 
-def _finish(acc, shape, theta, a, sg):
-    """Reduce the elementwise parameter adjoints over the batch axes."""
+N_ACC = 6   # elementwise adjoint sums carried by the backward loop: A, B, x_r, y_r, theta, a
+
+
+def _finish(model, acc, shape, r, c, s, theta, a, sg):
+    """Reduce the elementwise parameter adjoints over the batch axes and turn
+    the sums A, B of :func:`adjoint_step` into the adjoints of r, c, s."""
     red = tuple(range(len(shape) - 1))          # batch axes of one time slice
-    dr, dc, ds, dxr, dyr = (jnp.sum(v, red) for v in acc[:5])
-    dth, da = jnp.sum(acc[5]), jnp.sum(acc[6])
+    sum_a, sum_b, dxr, dyr = (jnp.sum(v, red) for v in acc[:4])
+    dth, da = jnp.sum(acc[4]), jnp.sum(acc[5])
+    if model == "rf":
+        dr, dc, ds = c * sum_a + s * sum_b, r * sum_a, r * sum_b
+    else:
+        dr, dc, ds = sum_a, jnp.zeros_like(sum_a), jnp.zeros_like(sum_a)
     d_sg = jax.tree_util.tree_map(_zero_cotangent, sg)
     return dr, dc, ds, dxr, dyr, dth.astype(theta.dtype), da.astype(a.dtype), d_sg
 
@@ -350,8 +361,8 @@ def _recurrence_bwd(model, through, synapse, res, cts):
         params = (bc(r), bc(c), bc(s), bc(xr), bc(yr), a)
         seqs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
         (_, _, _, acc), d_kicks = _adjoint_scan(model, through, synapse, seqs, params,
-                                                (zero, zero, zero, (zero,) * 7))
-    return (d_kicks, *_finish(acc, shape, theta, a, sg))
+                                                (zero, zero, zero, (zero,) * N_ACC))
+    return (d_kicks, *_finish(model, acc, shape, r, c, s, theta, a, sg))
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd, symbolic_zeros=True)
@@ -423,10 +434,10 @@ def _remat_bwd(model, through, synapse, seg, res, cts):
 
     xs = (segs(kicks), x0, y0, i0 if synapse else None,
           *(None if ct is None else segs(ct) for ct in _cotangents(cts)))
-    (_, _, _, acc), d_kicks = lax.scan(segment, (zero, zero, zero, (zero,) * 7), xs,
+    (_, _, _, acc), d_kicks = lax.scan(segment, (zero, zero, zero, (zero,) * N_ACC), xs,
                                        reverse=True)
     d_kicks = d_kicks.reshape((n_seg * seg,) + shape)[:T]
-    return (d_kicks, *_finish(acc, shape, theta, a, sg))
+    return (d_kicks, *_finish(model, acc, shape, r, c, s, theta, a, sg))
 
 
 _recurrence_remat.defvjp(_remat_fwd, _remat_bwd, symbolic_zeros=True)
