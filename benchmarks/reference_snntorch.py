@@ -26,7 +26,7 @@ import snntorch
 import torch
 from snntorch import surrogate
 
-from benchmarks.reference_torch import (B_MIN, B_UNIT, HP, clip_by_global_norm_, poisson)
+from benchmarks.reference_torch import B_MIN, B_UNIT, HP, AdamTrainer
 
 
 def supported(model: str, reset_through: bool, reset, learn_mask) -> str | None:
@@ -90,30 +90,17 @@ class LeakyNet(torch.nn.Module):
         return (1.0 - vr_decay) * acc.mean()
 
 
-class Trainer:
+class Trainer(AdamTrainer):
     """snnTorch student and teacher with Adam; :meth:`step` is one training step."""
 
     def __init__(self, teacher_layers, student_layers, hp: HP, shape, seed: int = 0):
-        self.hp, self.shape = hp, tuple(shape)
         self.teacher = LeakyNet(teacher_layers, hp, requires_grad=False)
         self.student = LeakyNet(student_layers, hp)
-        self.leaves = [fc.weight for fc in self.student.fcs]
-        self.opt = torch.optim.Adam(self.leaves, lr=hp.lr, betas=(0.9, 0.999), eps=1e-8)
-        self.gen = torch.Generator(device=torch.get_default_device()).manual_seed(seed)
+        leaves = [fc.weight for fc in self.student.fcs]
+        super().__init__(leaves, [hp.learn_mask[0]] * len(leaves), hp, shape, seed)
 
-    def step(self, inputs: torch.Tensor | None = None):
-        """One step on ``inputs`` (fresh Poisson inputs if None); returns (loss, grad norm)."""
-        hp = self.hp
-        if inputs is None:
-            inputs = poisson(self.shape, hp.input_rate, hp.dt, self.gen)
-        with torch.no_grad():
-            t_out = self.teacher(inputs)
-        self.opt.zero_grad(set_to_none=False)
-        loss = self.student(inputs, t_out, hp.vr_decay)
-        loss.backward()
-        grads = [p.grad for p in self.leaves]
-        for g in grads:
-            g.mul_(hp.learn_mask[0])
-        gnorm = clip_by_global_norm_(grads, hp.clip_norm)
-        self.opt.step()
-        return float(loss), float(gnorm)
+    def teacher_output(self, inputs):
+        return self.teacher(inputs)
+
+    def loss(self, inputs, t_out):
+        return self.student(inputs, t_out, self.hp.vr_decay)

@@ -127,6 +127,16 @@ def _neuron_step(L: _Neurons, x, y, h, hp: HP, model: str, reset_through: bool):
     return x_new + o * (L.xr - x_new), y_new + o * (L.yr - y_new), out
 
 
+def _network_step(layers, state, h, hp: HP, model: str, reset_through: bool):
+    """One time step through every layer: the new (x, y) per layer and the
+    output layer's spikes."""
+    new = []
+    for L, (x, y) in zip(layers, state):
+        x, y, h = _neuron_step(L, x, y, h, hp, model, reset_through)
+        new.append((x, y))
+    return new, h
+
+
 def _zeros(layers, batch):
     return [(torch.zeros(batch, L.w.shape[1]),) * 2 for L in layers]
 
@@ -136,11 +146,7 @@ def forward_output(params, inputs, hp: HP, model: str = "rf", reset_through: boo
     layers = _neurons(params, hp, model)
     state, outs = _zeros(layers, inputs.shape[1]), []
     for t in range(inputs.shape[0]):
-        h, new = inputs[t], []
-        for L, (x, y) in zip(layers, state):
-            x, y, h = _neuron_step(L, x, y, h, hp, model, reset_through)
-            new.append((x, y))
-        state = new
+        state, h = _network_step(layers, state, inputs[t], hp, model, reset_through)
         outs.append(h)
     return torch.stack(outs)
 
@@ -154,11 +160,7 @@ def van_rossum_loss(params, inputs, teacher_out, hp: HP, model: str = "rf",
     f = torch.zeros(teacher_out.shape[1:])
     acc = torch.zeros(teacher_out.shape[1:])
     for t in range(inputs.shape[0]):
-        h, new = inputs[t], []
-        for L, (x, y) in zip(layers, state):
-            x, y, h = _neuron_step(L, x, y, h, hp, model, reset_through)
-            new.append((x, y))
-        state = new
+        state, h = _network_step(layers, state, inputs[t], hp, model, reset_through)
         f = a * f + (h - teacher_out[t])
         acc = acc + f * f
     return (1.0 - a) * acc.mean()
@@ -179,20 +181,14 @@ def clip_by_global_norm_(grads, max_norm: float) -> torch.Tensor:
     return norm
 
 
-class Trainer:
-    """Student, teacher and Adam state; :meth:`step` is one training step.
+class AdamTrainer:
+    """What both PyTorch references share: Adam on ``leaves`` with per-leaf
+    gradient masks, global-norm clipping, and fresh Poisson inputs from a
+    seeded generator.  Subclasses give :meth:`teacher_output` and
+    :meth:`loss`."""
 
-    Args:
-      teacher, student: lists of :class:`Layer` (the student's require grad).
-      hp: settings; shape: ``(T, batch, n_in)``; model: "rf" or "lif".
-    """
-
-    def __init__(self, teacher, student, hp: HP, shape, model: str = "rf",
-                 reset_through: bool = False, seed: int = 0):
-        self.teacher, self.student, self.hp = teacher, student, hp
-        self.shape, self.model, self.through = tuple(shape), model, reset_through
-        self.leaves = [t for lp in student for t in lp]
-        self.masks = [hp.learn_mask[GROUP_OF_FIELD[f]] for _ in student for f in FIELDS]
+    def __init__(self, leaves, masks, hp: HP, shape, seed: int = 0):
+        self.hp, self.shape, self.leaves, self.masks = hp, tuple(shape), leaves, masks
         self.opt = torch.optim.Adam(self.leaves, lr=hp.lr, betas=(0.9, 0.999), eps=1e-8)
         self.gen = torch.Generator(device=torch.get_default_device()).manual_seed(seed)
 
@@ -202,9 +198,9 @@ class Trainer:
         if inputs is None:
             inputs = poisson(self.shape, hp.input_rate, hp.dt, self.gen)
         with torch.no_grad():
-            t_out = forward_output(self.teacher, inputs, hp, self.model, self.through)
+            t_out = self.teacher_output(inputs)
         self.opt.zero_grad(set_to_none=False)
-        loss = van_rossum_loss(self.student, inputs, t_out, hp, self.model, self.through)
+        loss = self.loss(inputs, t_out)
         loss.backward()
         for p in self.leaves:      # e.g. x_r under LIF does not reach the loss
             if p.grad is None:
@@ -215,3 +211,25 @@ class Trainer:
         gnorm = clip_by_global_norm_(grads, hp.clip_norm)
         self.opt.step()
         return float(loss), float(gnorm)
+
+
+class Trainer(AdamTrainer):
+    """Student, teacher and Adam state; :meth:`step` is one training step.
+
+    Args:
+      teacher, student: lists of :class:`Layer` (the student's require grad).
+      hp: settings; shape: ``(T, batch, n_in)``; model: "rf" or "lif".
+    """
+
+    def __init__(self, teacher, student, hp: HP, shape, model: str = "rf",
+                 reset_through: bool = False, seed: int = 0):
+        self.teacher, self.student = teacher, student
+        self.model, self.through = model, reset_through
+        masks = [hp.learn_mask[GROUP_OF_FIELD[f]] for _ in student for f in FIELDS]
+        super().__init__([t for lp in student for t in lp], masks, hp, shape, seed)
+
+    def teacher_output(self, inputs):
+        return forward_output(self.teacher, inputs, self.hp, self.model, self.through)
+
+    def loss(self, inputs, t_out):
+        return van_rossum_loss(self.student, inputs, t_out, self.hp, self.model, self.through)
