@@ -55,6 +55,9 @@ def compute_summary() -> str:
     devices = jax.devices()
     recurrence = {"scan": "lax.scan", "pallas": "fused Pallas kernels",
                   "interpret": "Pallas interpreter"}[recurrence_impl()]
-    count = f"{len(devices)} devices" if len(devices) > 1 else "1 device"
-    return (f"JAX {jax.__version__} · {devices[0].platform} ({count}, "
-            f"{devices[0].device_kind}) · recurrence: {recurrence} · matmuls: {matmul_mode()}")
+    dev = devices[0]
+    what = [f"{len(devices)} devices" if len(devices) > 1 else "1 device"]
+    if dev.device_kind.lower() != dev.platform:      # e.g. "NVIDIA H200"; CPUs say "cpu"
+        what.append(dev.device_kind)
+    return (f"JAX {jax.__version__} · {dev.platform} ({', '.join(what)}) · "
+            f"recurrence: {recurrence} · matmuls: {matmul_mode()}")
