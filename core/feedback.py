@@ -277,12 +277,23 @@ def update_angle(grads, bp_grads):
 
 
 # ---- forward pass hook ---------------------------------------------------------
-def layer_input(rule: str, layer: int, h, w, fb_eff, hidden):
+def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None):
     """Synaptic input ``h @ w`` of ``layer`` with the rule's backward pass.
 
     ``fb_eff`` are the :func:`effective` matrices, ``hidden`` the spikes of
     the hidden layers computed so far (used by dfa at the output layer).
+    ``gain`` (n_out,), optional: a per-unit factor of the input (the PSP
+    normalisation), folded into ``w`` and into the feedback matrices this
+    layer's error travels through, :math:`h (W g) = (h W) g`: the same input
+    and the same backward pass, with no (T, batch, n) pass for the factor,
+    forward or backward.
     """
+    if gain is not None:
+        w = w * gain[None, :]
+        if rule == "dfa" and layer == len(fb_eff):        # the output layer's error
+            fb_eff = tuple(b * gain[None, :] for b in fb_eff)
+        elif rule not in ("bp", "dfa") and layer > 0:
+            fb_eff = (*fb_eff[:layer - 1], fb_eff[layer - 1] * gain[None, :], *fb_eff[layer:])
     if rule == "bp" or layer == 0:
         return _mm(h, w)
     if rule != "dfa":

@@ -87,10 +87,8 @@ def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "r
     h = inputs
     for li, lp in enumerate(params):
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)
-        kicks = layer_input(feedback, li, h, lp.w, fb_eff, [tr.spikes for tr in traces])
-        if model == "rf":
-            gain = jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0)
-            kicks = kicks * gain[None, None, :]
+        gain = jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0) if model == "rf" else None
+        kicks = layer_input(feedback, li, h, lp.w, fb_eff, [tr.spikes for tr in traces], gain)
         tr = run_layer(kicks, omega, b, lp.reset_x, lp.reset_y, dt=hp.dt,
                        threshold=hp.threshold, syn_decay=hp.syn_decay if synapse else None,
                        reset_through=reset_through, sg=sg, model=model)

@@ -245,7 +245,10 @@ def _cotangents(cts):
 def _recurrence_fwd(model, through, synapse, *args):
     kicks, r, c, s, xr, yr, theta, a, sg = _primal_values(args)
     spk, xp, yp, isyn = _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)
-    return (spk, xp, yp), (spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
+    # the scan path's backward recomputes each step's spike from y' (one (T, ...)
+    # residual fewer to keep and stream); the kernel reads it
+    spk_res = None if recurrence_impl() == "scan" else spk
+    return (spk, xp, yp), (spk_res, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
 
 
 def adjoint_step(model, through, synapse, params, carry, xs):
@@ -298,14 +301,16 @@ def adjoint_step(model, through, synapse, params, carry, xs):
     return dxp, dyp, mu, (sum_a, sum_b, dxr, dyr, dth, da)
 
 
-def _adjoint_scan(model, through, synapse, seqs, params, carry):
+def _adjoint_scan(model, through, synapse, seqs, params, carry, theta):
     """The reverse scan of the adjoint recurrence over ``seqs`` = (spk, x', y',
     i, g, d_spk, d_x', d_y') (each (T, ...)), starting from ``carry`` = (dxn,
-    dyn, mu, acc).  Returns (carry, d_kicks)."""
-    zero = jnp.zeros(seqs[0].shape[1:], seqs[0].dtype)
+    dyn, mu, acc).  Returns (carry, d_kicks).  ``spk`` None: each step's spike
+    is recomputed from its y' (y' >= theta, as the forward pass computed it)."""
+    zero = jnp.zeros(seqs[2].shape[1:], seqs[2].dtype)
 
     def step(carry, xs):
-        xs = tuple(zero if v is None else v for v in xs)    # symbolic zeros
+        o = (xs[2] >= theta).astype(xs[2].dtype) if xs[0] is None else xs[0]
+        xs = (o, *(zero if v is None else v for v in xs[1:]))    # symbolic zeros
         carry = adjoint_step(model, through, synapse, params, carry, xs)
         return carry, carry[2]
 
@@ -341,27 +346,27 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     """
     spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
     d_spk, d_xp, d_yp = _cotangents(cts)
-    shape = spk.shape[1:]
+    shape = yp.shape[1:]
     i_seq = isyn if synapse else None          # None: no synaptic stream
     # The surrogate of every step at once, outside the scan: one select over the
     # shapes (lax.switch; all shapes under vmap) instead of one per time step.
-    g_seq = surrogate_grad(yp - theta, sg)
+    g_seq = surrogate_grad(yp, sg, theta)
     impl = recurrence_impl()
     if impl != "scan":
         from . import kernels
 
-        zeros = lambda v: jnp.zeros_like(spk) if v is None else v
+        zeros = lambda v: jnp.zeros_like(yp) if v is None else v
         d_kicks, acc = kernels.backward(model, through, synapse, spk, xp, yp, i_seq, g_seq,
                                         zeros(d_spk), zeros(d_xp), zeros(d_yp),
                                         r, c, s, xr, yr, theta, a,
                                         interpret=impl == "interpret")
     else:
         bc = lambda v: jnp.broadcast_to(v, shape)
-        zero = jnp.zeros(shape, spk.dtype)
+        zero = jnp.zeros(shape, yp.dtype)
         params = (bc(r), bc(c), bc(s), bc(xr), bc(yr), a)
         seqs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
         (_, _, _, acc), d_kicks = _adjoint_scan(model, through, synapse, seqs, params,
-                                                (zero, zero, zero, (zero,) * N_ACC))
+                                                (zero, zero, zero, (zero,) * N_ACC), theta)
     return (d_kicks, *_finish(model, acc, shape, r, c, s, theta, a, sg))
 
 
@@ -377,8 +382,9 @@ def residual_segments(n: int | None):
     """Within this context (at trace time), layers keep only their kicks and
     the state at every ``n``-th step for the backward pass and recompute
     each segment of ``n`` steps forward inside it (checkpointing): the
-    recurrence's residuals shrink from 3-4 arrays of (T, batch, n) to about
-    one, for one more forward pass.  ``None`` (the default) keeps all.
+    recurrence's residuals shrink from 2-4 arrays of (T, batch, n) (x', y',
+    the synaptic current, the spikes the kernel reads) to about one, for one
+    more forward pass.  ``None`` (the default) keeps all.
     ``core.train.make_train_chunk`` enters it when the residuals would not
     fit in memory (:func:`core.train.remat_segments`)."""
     old = getattr(_SEGMENTS, "n", None)
@@ -428,9 +434,9 @@ def _remat_bwd(model, through, synapse, seg, res, cts):
         spk, xp, yp, isyn = _forward_scan(model, synapse, k, r, c, s, xr, yr, theta, a, sg,
                                           init=(x_init, y_init, i_init if synapse else zero))
         i_seq = isyn if synapse else None          # None: no synaptic stream
-        g = surrogate_grad(yp - theta, sg)
+        g = surrogate_grad(yp, sg, theta)
         return _adjoint_scan(model, through, synapse,
-                             (spk, xp, yp, i_seq, g, d_spk, d_xp, d_yp), params, carry)
+                             (None, xp, yp, i_seq, g, d_spk, d_xp, d_yp), params, carry, theta)
 
     xs = (segs(kicks), x0, y0, i0 if synapse else None,
           *(None if ct is None else segs(ct) for ct in _cotangents(cts)))

@@ -103,11 +103,24 @@ def multiplier(sg: SurrogateParams):
     return jnp.where(sg.area > 0.5, by_area, by_peak)
 
 
-def surrogate_grad(v, sg: SurrogateParams):
-    """The (normalised) backward shape g(v) used in place of H'(v)."""
+def _normalised(shape):
+    return lambda v, offset, beta, mult: shape(v - offset, beta) * mult
+
+
+_NORMALISED = tuple(_normalised(f) for f in _SHAPES)
+
+
+def surrogate_grad(v, sg: SurrogateParams, offset=0.0):
+    """The (normalised) backward shape g(v - offset) used in place of H'(v - offset).
+
+    The offset (a threshold) and the normalisation are applied inside the
+    selected shape, so over a (T, batch, n) array of membrane values the
+    whole surrogate is one pass (no separate ``v - theta`` or ``* mult`` pass).
+    """
     beta = jnp.asarray(sg.scale, v.dtype)
-    raw = lax.switch(jnp.clip(sg.shape, 0, len(_SHAPES) - 1), _SHAPES, v, beta)
-    return raw * multiplier(sg).astype(v.dtype)
+    mult = multiplier(sg).astype(v.dtype)
+    offset = jnp.asarray(offset, v.dtype)
+    return lax.switch(jnp.clip(sg.shape, 0, len(_SHAPES) - 1), _NORMALISED, v, offset, beta, mult)
 
 
 @jax.custom_jvp

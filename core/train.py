@@ -130,9 +130,13 @@ RESIDUAL_FRACTION = 0.5   # of the device's memory that BPTT residuals may take
 
 def residual_bytes(struct: Structure, n_students: int | None = None) -> int:
     """Bytes the student's BPTT keeps for its backward pass (float32): per
-    layer the spikes, x', y' (and the synaptic current) of every step, plus
-    the layer's input; times the number of students."""
-    per_step = sum((4 if struct.synapse else 3) * n + n_in
+    layer x', y' (and the synaptic current) of every step, the spikes where
+    the backward kernel reads them (the scan path recomputes them from y'),
+    plus the layer's input; times the number of students."""
+    from .neurons import recurrence_impl
+
+    per_unit = 2 + bool(struct.synapse) + (recurrence_impl() != "scan")
+    per_step = sum(per_unit * n + n_in
                    for n_in, n in zip(struct.student_layers[:-1], struct.student_layers[1:]))
     return 4 * struct.T * struct.batch * per_step * (n_students or 1)
 
