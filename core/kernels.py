@@ -134,32 +134,41 @@ def forward(model: str, synapse: bool, kicks, r, c, s, xr, yr, theta, a, *, inte
     return xp, yp, (unflat(outs[2]) if synapse else ())
 
 
-def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq,
+def backward(model: str, through: bool, synapse: bool, xp, yp, i_seq, g_seq,
              d_spk, d_xp, d_yp, r, c, s, xr, yr, theta, a, *, interpret=False):
     """(d_kicks, acc) with acc the ``N_ACC`` elementwise parameter-adjoint
     sums of ``core.neurons.adjoint_step`` (A, B, dx_r, dy_r, dtheta, da), each
-    shaped like one time slice; the same recurrence as the scan path."""
+    shaped like one time slice; the same recurrence as the scan path.  Each
+    step's spike is recomputed from its y' (y' >= theta, as the forward
+    computed it); a cotangent that is None (symbolic zero) is not streamed."""
     pl = _pallas()
-    T, shape = spk.shape[0], spk.shape[1:]
+    T, shape = yp.shape[0], yp.shape[1:]
     M = math.prod(shape)
     M_pad = -(-M // BLOCK) * BLOCK
-    dtype = spk.dtype
-    seqs = [spk, xp, yp, g_seq, d_spk, d_xp, d_yp] + ([i_seq] if synapse else [])
-    seqs = [_flat(v, T, M_pad) for v in seqs]
+    dtype = yp.dtype
+    # the streams read at each step: x', y', g, then the cotangents and i present
+    named = [("xp", xp), ("yp", yp), ("g", g_seq), ("d_spk", d_spk), ("d_xp", d_xp),
+             ("d_yp", d_yp), ("i", i_seq if synapse else None)]
+    names = [n for n, v in named if v is not None]
+    seqs = [_flat(v, T, M_pad) for _, v in named if v is not None]
     p = _pack(r, c, s, xr, yr, theta, a, shape, M_pad).astype(dtype)
     n_seq = len(seqs)
 
     def kernel(*refs):
-        seq_refs = refs[:n_seq]        # spk, x', y', g, d_spk, d_x', d_y'[, i]
+        seq_refs = refs[:n_seq]
         p_ref, dk_ref, acc_ref = refs[n_seq], refs[n_seq + 1], refs[n_seq + 2]
         params = tuple(p_ref[i, :] for i in (0, 1, 2, 3, 4, 6))   # r, c, s, x_r, y_r, a
+        theta_b = p_ref[5, :]
         zero = jnp.zeros((BLOCK,), dtype)
 
         def load(t):
             return tuple(r[t, :] for r in seq_refs)
 
         def body(t, vals, carry):
-            xs = (*vals[:3], vals[7] if synapse else zero, *vals[3:7])  # (o, x', y', i, g, ...)
+            v = dict(zip(names, vals))
+            get = lambda n: v.get(n, zero)
+            o = (v["yp"] >= theta_b).astype(dtype)
+            xs = (o, v["xp"], v["yp"], get("i"), v["g"], get("d_spk"), get("d_xp"), get("d_yp"))
             carry = adjoint_step(model, through, synapse, params, carry, xs)
             dk_ref[t, :] = carry[2]
             return carry
@@ -177,6 +186,6 @@ def backward(model: str, through: bool, synapse: bool, spk, xp, yp, i_seq, g_seq
         out_shape=[jax.ShapeDtypeStruct((T, M_pad), dtype),
                    jax.ShapeDtypeStruct((8, M_pad), dtype)],
         interpret=interpret, name=f"rf_backward_{model}")(*seqs, p)
-    d_kicks = dk[:, :M].reshape(spk.shape)
+    d_kicks = dk[:, :M].reshape(yp.shape)
     acc = tuple(acc[i, :M].reshape(shape) for i in range(N_ACC))
     return d_kicks, acc

@@ -245,10 +245,9 @@ def _cotangents(cts):
 def _recurrence_fwd(model, through, synapse, *args):
     kicks, r, c, s, xr, yr, theta, a, sg = _primal_values(args)
     spk, xp, yp, isyn = _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)
-    # the scan path's backward recomputes each step's spike from y' (one (T, ...)
-    # residual fewer to keep and stream); the kernel reads it
-    spk_res = None if recurrence_impl() == "scan" else spk
-    return (spk, xp, yp), (spk_res, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
+    # the backward pass recomputes each step's spike from y' (one (T, ...)
+    # residual fewer to keep and stream)
+    return (spk, xp, yp), (xp, yp, isyn, r, c, s, xr, yr, theta, a, sg)
 
 
 def adjoint_step(model, through, synapse, params, carry, xs):
@@ -344,7 +343,7 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     parameter adjoints accumulate elementwise over the scan and are reduced
     over the batch once at the end (no reduction inside the time loop).
     """
-    spk, xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
+    xp, yp, isyn, r, c, s, xr, yr, theta, a, sg = res
     d_spk, d_xp, d_yp = _cotangents(cts)
     shape = yp.shape[1:]
     i_seq = isyn if synapse else None          # None: no synaptic stream
@@ -355,16 +354,14 @@ def _recurrence_bwd(model, through, synapse, res, cts):
     if impl != "scan":
         from . import kernels
 
-        zeros = lambda v: jnp.zeros_like(yp) if v is None else v
-        d_kicks, acc = kernels.backward(model, through, synapse, spk, xp, yp, i_seq, g_seq,
-                                        zeros(d_spk), zeros(d_xp), zeros(d_yp),
-                                        r, c, s, xr, yr, theta, a,
+        d_kicks, acc = kernels.backward(model, through, synapse, xp, yp, i_seq, g_seq,
+                                        d_spk, d_xp, d_yp, r, c, s, xr, yr, theta, a,
                                         interpret=impl == "interpret")
     else:
         bc = lambda v: jnp.broadcast_to(v, shape)
         zero = jnp.zeros(shape, yp.dtype)
         params = (bc(r), bc(c), bc(s), bc(xr), bc(yr), a)
-        seqs = (spk, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
+        seqs = (None, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
         (_, _, _, acc), d_kicks = _adjoint_scan(model, through, synapse, seqs, params,
                                                 (zero, zero, zero, (zero,) * N_ACC), theta)
     return (d_kicks, *_finish(model, acc, shape, r, c, s, theta, a, sg))
@@ -382,9 +379,8 @@ def residual_segments(n: int | None):
     """Within this context (at trace time), layers keep only their kicks and
     the state at every ``n``-th step for the backward pass and recompute
     each segment of ``n`` steps forward inside it (checkpointing): the
-    recurrence's residuals shrink from 2-4 arrays of (T, batch, n) (x', y',
-    the synaptic current, the spikes the kernel reads) to about one, for one
-    more forward pass.  ``None`` (the default) keeps all.
+    recurrence's residuals shrink from 2-3 arrays of (T, batch, n) (x', y',
+    the synaptic current) to about one, for one more forward pass.  ``None`` (the default) keeps all.
     ``core.train.make_train_chunk`` enters it when the residuals would not
     fit in memory (:func:`core.train.remat_segments`)."""
     old = getattr(_SEGMENTS, "n", None)

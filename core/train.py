@@ -130,12 +130,10 @@ RESIDUAL_FRACTION = 0.5   # of the device's memory that BPTT residuals may take
 
 def residual_bytes(struct: Structure, n_students: int | None = None) -> int:
     """Bytes the student's BPTT keeps for its backward pass (float32): per
-    layer x', y' (and the synaptic current) of every step, the spikes where
-    the backward kernel reads them (the scan path recomputes them from y'),
-    plus the layer's input; times the number of students."""
-    from .neurons import recurrence_impl
-
-    per_unit = 2 + bool(struct.synapse) + (recurrence_impl() != "scan")
+    layer x', y' (and the synaptic current) of every step (the spikes are
+    recomputed from y'), plus the layer's input; times the number of
+    students."""
+    per_unit = 3 if struct.synapse else 2
     per_step = sum(per_unit * n + n_in
                    for n_in, n in zip(struct.student_layers[:-1], struct.student_layers[1:]))
     return 4 * struct.T * struct.batch * per_step * (n_students or 1)

@@ -29,11 +29,7 @@ def fresh_chunks():
 def test_auto_choice_follows_memory(monkeypatch):
     struct = structure(CFG)
     monkeypatch.delenv("RESONANCE_REMAT", raising=False)
-    monkeypatch.setenv("RESONANCE_RECURRENCE", "pallas")     # keeps spikes, x', y'
-    assert tr.residual_bytes(struct) == 4 * 400 * 8 * (
-        (3 * 48 + 40) + 2 * (3 * 48 + 48) + (3 * 2 + 48))
-    monkeypatch.setenv("RESONANCE_RECURRENCE", "scan")       # x', y' (spikes recomputed)
-    need = tr.residual_bytes(struct)
+    need = tr.residual_bytes(struct)       # x', y' (spikes recomputed) and the input
     assert need == 4 * 400 * 8 * ((2 * 48 + 40) + 2 * (2 * 48 + 48) + (2 * 2 + 48))
     assert tr.residual_bytes(struct, 64) == 64 * need
     monkeypatch.setattr(tr, "memory_budget", lambda: 4 * need)
