@@ -37,6 +37,7 @@ from .losses import combined
 from .network import group_mask, simulate, simulate_struct
 from .neurons import residual_segments
 from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
+from .tracecache import TraceCached
 
 W_MAX = 1e3      # |w| beyond this (a PSP of 1000 thresholds) counts as diverged
 RAW_MAX = 1e4    # bound on raw neuron parameters
@@ -269,7 +270,8 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     backward pass recomputes the recurrence in segments
     (:func:`remat_segments`; same results, one more forward pass).
     """
-    train_step = make_train_step(struct, remat_segments(struct, n_students))
+    segments = remat_segments(struct, n_students)
+    train_step = make_train_step(struct, segments)
     hp_axes = HParams(*(None if f in shared else 0 for f in HParams._fields))
 
     def chunk(state, task, hp, limit):
@@ -302,6 +304,10 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
         chunk = chunk_shared
     elif n_students is not None:
         chunk = jax.vmap(chunk, in_axes=(0, 0, hp_axes, 0))
+    if jax.default_backend() == "cpu" and not share_task:
+        # a second start loads the traced program (core.tracecache); CPU donates nothing
+        return TraceCached(jax.jit(chunk), "chunk",
+                           (struct, n_steps, record, n_students, shared, segments))
     donate_argnums = (0,) if donate and jax.default_backend() != "cpu" else ()
     return jax.jit(chunk, donate_argnums=donate_argnums)
 
@@ -317,6 +323,8 @@ def make_evaluate(struct: Structure, batch: int | None = None):
         return (simulate_struct(params, inputs, hp, struct),
                 simulate_struct(task.teacher, inputs, hp, struct), inputs)
 
+    if jax.default_backend() == "cpu":     # a second start loads the traced program
+        return TraceCached(jax.jit(evaluate), "evaluate", (struct, batch))
     return jax.jit(evaluate)
 
 
