@@ -138,17 +138,38 @@ class TraceCached:
         return _Entry(jax.jit(exported.call), out_tree[0], loaded=False)
 
     def __call__(self, *args):
-        e = self.entry(args)
+        leaves = _placed(args)
+        e = None if leaves is None else self.entry(args)
         if e is None:
             return self.fn(*args)
-        out = e.call(*jax.tree_util.tree_leaves(args))
-        return jax.tree_util.tree_unflatten(e.out_tree, out)
+        return jax.tree_util.tree_unflatten(e.out_tree, e.call(*leaves))
 
     def lower(self, *args):
-        e = self.entry(args)
+        leaves = _placed(args)
+        e = None if leaves is None else self.entry(args)
         if e is None:
             return self.fn.lower(*args)
-        return _Lowered(e.call.lower(*jax.tree_util.tree_leaves(args)), e.out_tree)
+        return _Lowered(e.call.lower(*leaves), e.out_tree)
+
+    def _cache_size(self) -> int:
+        """Compiled programs so far (as ``jax.jit``'s ``_cache_size``)."""
+        return self.fn._cache_size() + sum(e.call._cache_size() for e in self._entries.values()
+                                           if e is not None)
+
+
+def _placed(args):
+    """The argument leaves, all committed to the one device they are on (the
+    default device if none is committed), so that every call lowers alike
+    (fresh arrays and a previous call's outputs would otherwise compile
+    twice); None when they span several devices (sharded: plain jit)."""
+    leaves = jax.tree_util.tree_leaves(args)
+    devices = set()
+    for x in leaves:
+        if isinstance(x, jax.Array) and x.committed:
+            devices |= x.devices()
+    if len(devices) > 1:
+        return None
+    return jax.device_put(leaves, devices.pop() if devices else jax.devices()[0])
 
 
 class _Lowered:
