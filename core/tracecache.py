@@ -161,10 +161,13 @@ def _placed(args):
     """The argument leaves, all committed to the one device they are on (the
     default device if none is committed), so that every call lowers alike
     (fresh arrays and a previous call's outputs would otherwise compile
-    twice); None when they span several devices (sharded: plain jit)."""
+    twice); None when they span several devices (sharded) or are tracers:
+    plain jit then."""
     leaves = jax.tree_util.tree_leaves(args)
     devices = set()
     for x in leaves:
+        if isinstance(x, jax.core.Tracer):      # called inside a trace: plain jit
+            return None
         if isinstance(x, jax.Array) and x.committed:
             devices |= x.devices()
     if len(devices) > 1:

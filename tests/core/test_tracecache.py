@@ -91,3 +91,11 @@ def test_without_a_cache_folder_it_is_plain_jit(monkeypatch):
     assert fn.entry((exp.state, exp.task, exp.hp, jnp.int32(1000))) is None
     _same(_run(fn, exp), _run(fn.fn, exp))
     tr.make_train_chunk.cache_clear()
+
+
+def test_inside_a_trace_it_is_plain_jit(cache_dir):
+    exp = core.setup(CFG)
+    fn = tr.make_train_chunk(exp.struct, 2, False)
+    outer = jax.jit(lambda state: fn(state, exp.task, exp.hp, jnp.int32(1000)))
+    _same(outer(exp.state), _run(fn.fn, exp))
+    assert not list(cache_dir.glob("trace-chunk-*.bin"))   # nothing exported from a trace
