@@ -77,11 +77,21 @@ def _key(name: str, static, in_tree, leaves) -> str:
 
 
 class _Entry:
-    """One traced program: the jitted call of the exported function and the
-    output tree."""
+    """One traced program: the exported function, its output tree, and one
+    jitted call per device it has run on."""
 
-    def __init__(self, call, out_tree, loaded: bool):
-        self.call, self.out_tree, self.loaded = call, out_tree, loaded
+    def __init__(self, exported, out_tree, loaded: bool):
+        self.exported, self.out_tree, self.loaded = exported, out_tree, loaded
+        self.calls: dict = {}
+
+    def call(self, device):
+        """The exported function jitted with every argument and result on
+        ``device``: fresh (uncommitted) arrays and a previous call's outputs
+        then lower alike, so the program compiles once."""
+        if device not in self.calls:
+            on = jax.sharding.SingleDeviceSharding(device)
+            self.calls[device] = jax.jit(self.exported.call, in_shardings=on, out_shardings=on)
+        return self.calls[device]
 
 
 class TraceCached:
@@ -91,15 +101,19 @@ class TraceCached:
 
     def __init__(self, fn, name: str, static):
         self.fn, self.name, self.static = fn, name, static
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry | None] = {}
+        self._by_sig: dict = {}            # (input tree, leaf signature) -> entry: the fast path
 
     def entry(self, args) -> _Entry | None:
         """The traced program for ``args`` (loaded, or traced and stored), or
         None: no folder, or this program cannot be exported (plain jit then)."""
+        leaves, in_tree = jax.tree_util.tree_flatten(args)
+        return self._entry(leaves, in_tree)
+
+    def _entry(self, leaves, in_tree) -> _Entry | None:
         where = folder()
         if where is None:
             return None
-        leaves, in_tree = jax.tree_util.tree_flatten(args)
         key = _key(self.name, self.static, in_tree, leaves)
         if key not in self._entries:
             path = where / f"trace-{self.name}-{key}.bin"
@@ -113,7 +127,7 @@ class TraceCached:
             exported = jax.export.deserialize(bytearray(blob))
         except Exception:  # noqa: BLE001 - missing, partial or from elsewhere: trace again
             return None
-        return _Entry(jax.jit(exported.call), out_tree, loaded=True)
+        return _Entry(exported, out_tree, loaded=True)
 
     def _trace(self, path: Path, in_tree, leaves) -> _Entry | None:
         out_tree = []
@@ -135,44 +149,50 @@ class TraceCached:
             os.replace(tmp, path)           # whole or not at all, for concurrent processes
         except (OSError, ImportError, pickle.PicklingError):
             pass                            # not stored (read-only folder...): same results
-        return _Entry(jax.jit(exported.call), out_tree[0], loaded=False)
+        return _Entry(exported, out_tree[0], loaded=False)
+
+    def _resolve(self, args):
+        """(entry, device, leaves), or None for plain jit: no folder, not
+        exportable, called inside a trace, or arguments on several devices."""
+        leaves, in_tree = jax.tree_util.tree_flatten(args)
+        sig, devices = [], set()
+        for x in leaves:
+            if isinstance(x, jax.core.Tracer):
+                return None
+            if isinstance(x, jax.Array):
+                if x.committed:
+                    devices |= x.devices()
+                sig.append((x.shape, x.dtype, x.weak_type))
+            else:
+                sig.append(_aval(x))
+        if len(devices) > 1:
+            return None
+        fast = (in_tree, tuple(sig))
+        if fast not in self._by_sig:
+            self._by_sig[fast] = self._entry(leaves, in_tree)
+        e = self._by_sig[fast]
+        if e is None:
+            return None
+        return e, (devices.pop() if devices else jax.devices()[0]), leaves
 
     def __call__(self, *args):
-        leaves = _placed(args)
-        e = None if leaves is None else self.entry(args)
-        if e is None:
+        r = self._resolve(args)
+        if r is None:
             return self.fn(*args)
-        return jax.tree_util.tree_unflatten(e.out_tree, e.call(*leaves))
+        e, device, leaves = r
+        return jax.tree_util.tree_unflatten(e.out_tree, e.call(device)(*leaves))
 
     def lower(self, *args):
-        leaves = _placed(args)
-        e = None if leaves is None else self.entry(args)
-        if e is None:
+        r = self._resolve(args)
+        if r is None:
             return self.fn.lower(*args)
-        return _Lowered(e.call.lower(*leaves), e.out_tree)
+        e, device, leaves = r
+        return _Lowered(e.call(device).lower(*leaves), e.out_tree)
 
     def _cache_size(self) -> int:
         """Compiled programs so far (as ``jax.jit``'s ``_cache_size``)."""
-        return self.fn._cache_size() + sum(e.call._cache_size() for e in self._entries.values()
-                                           if e is not None)
-
-
-def _placed(args):
-    """The argument leaves, all committed to the one device they are on (the
-    default device if none is committed), so that every call lowers alike
-    (fresh arrays and a previous call's outputs would otherwise compile
-    twice); None when they span several devices (sharded) or are tracers:
-    plain jit then."""
-    leaves = jax.tree_util.tree_leaves(args)
-    devices = set()
-    for x in leaves:
-        if isinstance(x, jax.core.Tracer):      # called inside a trace: plain jit
-            return None
-        if isinstance(x, jax.Array) and x.committed:
-            devices |= x.devices()
-    if len(devices) > 1:
-        return None
-    return jax.device_put(leaves, devices.pop() if devices else jax.devices()[0])
+        return self.fn._cache_size() + sum(c._cache_size() for e in self._entries.values()
+                                           if e is not None for c in e.calls.values())
 
 
 class _Lowered:

@@ -63,7 +63,7 @@ def test_changed_code_or_chunk_traces_again(cache_dir, monkeypatch):
     fn = tr.make_train_chunk(exp.struct, 3, False)
     _run(fn, exp)
     monkeypatch.setattr(tracecache, "_code_key", lambda: "edited source")
-    fn._entries.clear()
+    fn._entries.clear(); fn._by_sig.clear()
     assert not fn.entry((exp.state, exp.task, exp.hp, jnp.int32(1000))).loaded
     fn4 = tr.make_train_chunk(exp.struct, 4, False)        # another chunk: its own program
     assert not fn4.entry((exp.state, exp.task, exp.hp, jnp.int32(1000))).loaded
@@ -76,10 +76,10 @@ def test_damaged_entry_is_traced_again(cache_dir):
     want = _run(fn, exp)
     (path,) = cache_dir.glob("trace-chunk-*.bin")
     path.write_bytes(path.read_bytes()[:100])             # e.g. a full disk
-    fn._entries.clear()
+    fn._entries.clear(); fn._by_sig.clear()
     _same(want, _run(fn, exp))
     assert not fn.entry((exp.state, exp.task, exp.hp, jnp.int32(1000))).loaded
-    fn._entries.clear()
+    fn._entries.clear(); fn._by_sig.clear()
     assert fn.entry((exp.state, exp.task, exp.hp, jnp.int32(1000))).loaded   # rewritten whole
 
 
