@@ -18,8 +18,9 @@ optax, the ``RESONANCE_*`` environment switches and a hash of every source
 file of ``core/``.  An unreadable or stale entry is traced again and
 rewritten; a folder that cannot be written only loses the speed-up.
 
-Used for single-device calls on CPU (the live pages and the CLI).  GPU
-programs with Pallas kernels, and sharded sweeps, keep plain ``jax.jit``.
+Used for single-device calls on CPU in one process (the live pages and the
+CLI).  GPU programs with Pallas kernels, sharded sweeps and processes under
+``jax.distributed`` keep plain ``jax.jit``.
 """
 from __future__ import annotations
 
@@ -153,7 +154,10 @@ class TraceCached:
 
     def _resolve(self, args):
         """(entry, device, leaves), or None for plain jit: no folder, not
-        exportable, called inside a trace, or arguments on several devices."""
+        exportable, called inside a trace, arguments on several devices, or
+        several processes (``jax.distributed``)."""
+        if jax.process_count() > 1:
+            return None
         leaves, in_tree = jax.tree_util.tree_flatten(args)
         sig, devices = [], set()
         for x in leaves:
@@ -173,7 +177,7 @@ class TraceCached:
         e = self._by_sig[fast]
         if e is None:
             return None
-        return e, (devices.pop() if devices else jax.devices()[0]), leaves
+        return e, (devices.pop() if devices else jax.local_devices()[0]), leaves
 
     def __call__(self, *args):
         r = self._resolve(args)
