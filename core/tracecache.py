@@ -13,9 +13,9 @@ What is stored is the function of the flattened arguments (tuples of arrays
 in, tuples of arrays out) and the pickled output tree, so no pytree type
 needs serialising.  The key covers everything that changes the traced
 program: a name and static key given by the caller, the input tree and every
-leaf's shape and dtype, the backend, the versions of Python, JAX, jaxlib and
-optax, the ``RESONANCE_*`` environment switches and a hash of every source
-file of ``core/``.  An unreadable or stale entry is traced again and
+leaf's shape and dtype, the backend, the versions of Python, JAX, jaxlib,
+optax and numpy, the ``RESONANCE_*`` environment switches, the tracing-relevant
+``jax.config`` flags and a hash of every source file of ``core/``.  An unreadable or stale entry is traced again and
 rewritten; a folder that cannot be written only loses the speed-up.
 
 Used for single-device calls on CPU in one process (the live pages and the
@@ -46,7 +46,7 @@ def _code_key() -> str:
 
     h = hashlib.sha256()
     h.update(repr((FORMAT, sys.version_info[:3], jax.__version__, jaxlib.__version__,
-                   optax.__version__)).encode())
+                   optax.__version__, np.__version__)).encode())
     for path in sorted(CORE.glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
