@@ -380,7 +380,8 @@ def residual_segments(n: int | None):
     the state at every ``n``-th step for the backward pass and recompute
     each segment of ``n`` steps forward inside it (checkpointing): the
     recurrence's residuals shrink from 2-3 arrays of (T, batch, n) (x', y',
-    the synaptic current) to about one, for one more forward pass.  ``None`` (the default) keeps all.
+    the synaptic current) to about one, for one more forward pass.  ``None``
+    (the default) keeps all.
     ``core.train.make_train_chunk`` enters it when the residuals would not
     fit in memory (:func:`core.train.remat_segments`)."""
     old = getattr(_SEGMENTS, "n", None)
