@@ -301,15 +301,16 @@ def adjoint_step(model, through, synapse, params, carry, xs):
 
 
 def _adjoint_scan(model, through, synapse, seqs, params, carry, theta):
-    """The reverse scan of the adjoint recurrence over ``seqs`` = (spk, x', y',
-    i, g, d_spk, d_x', d_y') (each (T, ...)), starting from ``carry`` = (dxn,
-    dyn, mu, acc).  Returns (carry, d_kicks).  ``spk`` None: each step's spike
-    is recomputed from its y' (y' >= theta, as the forward pass computed it)."""
-    zero = jnp.zeros(seqs[2].shape[1:], seqs[2].dtype)
+    """The reverse scan of the adjoint recurrence over ``seqs`` = (x', y', i,
+    g, d_spk, d_x', d_y') (each (T, ...); None for a symbolic zero), starting
+    from ``carry`` = (dxn, dyn, mu, acc).  Returns (carry, d_kicks).  Each
+    step's spike is recomputed from its y' (y' >= theta, as the forward pass
+    computed it)."""
+    zero = jnp.zeros(seqs[1].shape[1:], seqs[1].dtype)
 
     def step(carry, xs):
-        o = (xs[2] >= theta).astype(xs[2].dtype) if xs[0] is None else xs[0]
-        xs = (o, *(zero if v is None else v for v in xs[1:]))    # symbolic zeros
+        o = (xs[1] >= theta).astype(xs[1].dtype)
+        xs = (o, *(zero if v is None else v for v in xs))    # symbolic zeros
         carry = adjoint_step(model, through, synapse, params, carry, xs)
         return carry, carry[2]
 
@@ -361,7 +362,7 @@ def _recurrence_bwd(model, through, synapse, res, cts):
         bc = lambda v: jnp.broadcast_to(v, shape)
         zero = jnp.zeros(shape, yp.dtype)
         params = (bc(r), bc(c), bc(s), bc(xr), bc(yr), a)
-        seqs = (None, xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
+        seqs = (xp, yp, i_seq, g_seq, d_spk, d_xp, d_yp)
         (_, _, _, acc), d_kicks = _adjoint_scan(model, through, synapse, seqs, params,
                                                 (zero, zero, zero, (zero,) * N_ACC), theta)
     return (d_kicks, *_finish(model, acc, shape, r, c, s, theta, a, sg))
@@ -428,12 +429,12 @@ def _remat_bwd(model, through, synapse, seg, res, cts):
 
     def segment(carry, xs):
         k, x_init, y_init, i_init, d_spk, d_xp, d_yp = xs
-        spk, xp, yp, isyn = _forward_scan(model, synapse, k, r, c, s, xr, yr, theta, a, sg,
-                                          init=(x_init, y_init, i_init if synapse else zero))
+        _, xp, yp, isyn = _forward_scan(model, synapse, k, r, c, s, xr, yr, theta, a, sg,
+                                        init=(x_init, y_init, i_init if synapse else zero))
         i_seq = isyn if synapse else None          # None: no synaptic stream
         g = surrogate_grad(yp, sg, theta)
         return _adjoint_scan(model, through, synapse,
-                             (None, xp, yp, i_seq, g, d_spk, d_xp, d_yp), params, carry, theta)
+                             (xp, yp, i_seq, g, d_spk, d_xp, d_yp), params, carry, theta)
 
     xs = (segs(kicks), x0, y0, i0 if synapse else None,
           *(None if ct is None else segs(ct) for ct in _cotangents(cts)))
