@@ -14,7 +14,7 @@
 """
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -34,18 +34,51 @@ class Task(NamedTuple):
     key: jax.Array        # (2,) uint32, input stream
 
 
+def random_words(key, n: int):
+    """``n`` uint32 random words from ``key`` (a PRNGKey), by XLA's Threefry-2x32
+    bit generator (``lax.rng_bit_generator``): the same algorithm as JAX's
+    default ``jax.random``, about 6x faster on CPU (measured 8 vs 52 ms for
+    6.4M words), so drawing a training batch's inputs no longer takes a
+    sixth of a step.  Deterministic: one key and ``n`` give one stream.
+
+    Under ``vmap`` over keys every key draws its own stream (the words equal
+    the unbatched call's), where ``rng_bit_generator``'s own batching rule
+    would draw all of them from the first key.
+    """
+    return _words_fn(int(n))(key)
+
+
+@lru_cache(maxsize=64)
+def _words_fn(n: int):
+    @jax.custom_batching.custom_vmap
+    def words(key):
+        seed = jr.bits(key, (4,), jnp.uint32)          # the generator's 128-bit state
+        return jax.lax.rng_bit_generator(seed, (n,), jnp.uint32,
+                                         algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)[1]
+
+    @words.def_vmap
+    def _batched(axis_size, in_batched, key):
+        if not in_batched[0]:
+            return words(key), False
+        return jax.lax.map(words, key), True             # one stream per key
+
+    return words
+
+
 def poisson(key, rate, dt, shape):
     """Bernoulli(rate*dt) spikes as float32.
 
-    Each 32-bit random word gives two 16-bit uniforms (p resolved to 2^-16),
-    halving the threefry work, which otherwise is a quarter of a training step
-    on CPU.
+    Each 32-bit random word (:func:`random_words`) gives two 16-bit uniforms
+    (p resolved to 2^-16): the low halves of the words draw the first half
+    of the flattened array, the high halves the second, which XLA fuses into
+    one pass over the output (interleaving them measured 1.2x slower).
     """
-    p = jnp.clip(rate * dt, 0.0, 1.0)
+    p = jnp.clip(rate * dt, 0.0, 1.0) * 65536.0
     n = int(np.prod(shape))
-    words = jr.bits(key, ((n + 1) // 2,), jnp.uint32)
-    u16 = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n].reshape(shape)
-    return (u16.astype(jnp.float32) < p * 65536.0).astype(jnp.float32)
+    words = random_words(key, (n + 1) // 2)
+    below = lambda u: u.astype(jnp.float32) < p
+    spikes = jnp.concatenate([below(words & 0xFFFF), below(words >> 16)])[:n]
+    return spikes.reshape(shape).astype(jnp.float32)
 
 
 def step_inputs(task_key, step, hp: HParams, shape):
