@@ -119,12 +119,22 @@ _mm_bf16.defvjp(_mm_bf16_fwd, _mm_bf16_bwd)
 
 
 def _mm(h, w):
-    """``h @ w`` over the last axis of ``h``, at :func:`matmul_mode`'s precision."""
+    """``h @ w`` over the last axis of ``h``, at :func:`matmul_mode`'s precision.
+
+    The leading (time, batch) axes are flattened into one, so the weight
+    gradient ``h^T delta`` is a plain 2-D matmul contracting one axis: XLA's
+    CPU dot contracting two axes at once measured 2.3x slower (72 vs 32 ms
+    for medium's first layer).
+    """
+    lead = h.shape[:-1]
+    h2 = h.reshape((-1, h.shape[-1]))
     mode = matmul_mode()
     if mode == "bf16":
-        return _mm_bf16(h, w)
-    precision = jax.lax.Precision.HIGHEST if mode == "fp32" else None
-    return jnp.einsum("...i,ij->...j", h, w, precision=precision)
+        out = _mm_bf16(h2, w)
+    else:
+        precision = jax.lax.Precision.HIGHEST if mode == "fp32" else None
+        out = jnp.dot(h2, w, precision=precision)
+    return out.reshape(lead + (w.shape[-1],))
 
 
 # ---- the two backward mechanisms ---------------------------------------------
