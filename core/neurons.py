@@ -129,32 +129,42 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=Non
 
 
 def forward_step(model, synapse, params, carry, k):
-    """One time step of the recurrence, elementwise (the scan path and the
-    kernels of :mod:`core.kernels` both run this).
+    """One time step of the recurrence, elementwise (the kernels of
+    :mod:`core.kernels` run it; the scan path runs the same two halves,
+    :func:`dynamics` then :func:`reset`, rotated).
 
     ``params`` = (r, c, s, x_r, y_r, theta, a), ``carry`` = the post-reset
     (x, y, i) of the previous step, ``k`` the kick.  Returns (the post-reset
     state, (x', y', i)) with x', y' before the reset; without synapse i = k.
     """
-    r, c, s, xr, yr, theta, a = params
-    x, y, i_syn = carry
+    x_new, y_new, i_syn = dynamics(model, synapse, params, carry, k)
+    x_next, y_next = reset(params, x_new, y_new)
+    return (x_next, y_next, i_syn), (x_new, y_new, i_syn)
+
+
+def dynamics(model, synapse, params, state, k):
+    """The pre-reset state (x', y', i) of a step from the post-reset state
+    (x, y, i) of the step before and the kick ``k``."""
+    r, c, s, _, _, _, a = params
+    x, y, i_syn = state
     i_syn = a * i_syn + k if synapse else k
     if model == "rf":
-        x_new = r * (c * x - s * y) + i_syn
-        y_new = r * (s * x + c * y)
-    else:
-        x_new = i_syn
-        y_new = r * y + i_syn
-    out = (y_new >= theta).astype(k.dtype)
-    x_next = x_new + out * (xr - x_new)
-    y_next = y_new + out * (yr - y_new)
-    return (x_next, y_next, i_syn), (x_new, y_new, i_syn)
+        return r * (c * x - s * y) + i_syn, r * (s * x + c * y), i_syn
+    return i_syn, r * y + i_syn, i_syn
+
+
+def reset(params, x_new, y_new):
+    """The post-reset (x, y) from the pre-reset (x', y'): a spike (y' >= theta)
+    sets the state to (x_r, y_r)."""
+    _, _, _, xr, yr, theta, _ = params
+    out = (y_new >= theta).astype(y_new.dtype)
+    return x_new + out * (xr - x_new), y_new + out * (yr - y_new)
 
 
 def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg, init=None):
     """Forward recurrence; returns (spikes, x', y', i) with i = () without synapse.
-    ``init``: the (x, y, i) state before the first step (default zeros; the
-    scan path only)."""
+    ``init``: the pre-reset (x', y', i) of the step before the first (default
+    zeros, below any threshold; the scan path only)."""
     impl = recurrence_impl() if init is None else "scan"
     if impl != "scan":      # the fused kernel (core.kernels): one launch for all steps
         from . import kernels
@@ -163,17 +173,23 @@ def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg, init=Non
                                        interpret=impl == "interpret")
         return (yp >= theta).astype(kicks.dtype), xp, yp, isyn
     shape = kicks.shape[1:]
-    bc = lambda v: jnp.broadcast_to(v, shape)   # explicit (rank promotion may be "raise")
-    r, c, s, xr, yr = bc(r), bc(c), bc(s), bc(xr), bc(yr)
     zero = jnp.zeros(shape, kicks.dtype)
-
+    # (n,) parameters broadcast inside the step, where XLA fuses the broadcast:
+    # hoisted, each would be a (batch, n) array read by every fusion of every step
     params = (r, c, s, xr, yr, theta, a)
+    bc = lambda v: jnp.broadcast_to(v, shape)  # explicit (rank promotion may be "raise")
 
     def step(carry, k):
-        (x, y, i_syn), (x_new, y_new, _) = forward_step(model, synapse, params, carry, k)
+        # the loop carries the pre-reset state, so the stacked outputs are the
+        # carry itself: the reset runs at the start of the next step (the same
+        # operations in the same order as forward_step, fewer fusions per step)
+        x_new, y_new, i_syn = carry
+        p = tuple(map(bc, params[:5])) + params[5:]
+        x, y = reset(p, x_new, y_new)
+        x_new, y_new, i_syn = dynamics(model, synapse, p, (x, y, i_syn), k)
         if not synapse:       # no synaptic state: carry a constant, not the kick
             i_syn = zero
-        return (x, y, i_syn), (x_new, y_new, i_syn if synapse else ())
+        return (x_new, y_new, i_syn), (x_new, y_new, i_syn if synapse else ())
 
     init = (zero, zero, zero) if init is None else init
     _, (xp, yp, isyn) = lax.scan(step, init, kicks, unroll=scan_unroll())
@@ -405,13 +421,11 @@ def _recurrence_remat(model, through, synapse, seg, kicks, r, c, s, xr, yr, thet
 def _remat_fwd(model, through, synapse, seg, *args):
     kicks, r, c, s, xr, yr, theta, a, sg = _primal_values(args)
     spk, xp, yp, isyn = _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg)
-    # the post-reset state entering each segment (step j*seg), from the outputs
+    # the pre-reset state of the step before each segment (step j*seg - 1)
     ends = jnp.arange(seg - 1, kicks.shape[0] - 1, seg)
-    o, x_new, y_new = spk[ends], xp[ends], yp[ends]
     zero = jnp.zeros((1,) + kicks.shape[1:], kicks.dtype)
-    xrb, yrb = (jnp.broadcast_to(v, x_new.shape) for v in (xr, yr))
-    x0 = jnp.concatenate([zero, x_new + o * (xrb - x_new)])
-    y0 = jnp.concatenate([zero, y_new + o * (yrb - y_new)])
+    x0 = jnp.concatenate([zero, xp[ends]])
+    y0 = jnp.concatenate([zero, yp[ends]])
     i0 = jnp.concatenate([zero, isyn[ends]]) if synapse else ()
     return (spk, xp, yp), (kicks, x0, y0, i0, r, c, s, xr, yr, theta, a, sg)
 
