@@ -20,7 +20,13 @@ One process per measurement: every number comes from a fresh
   torch           RF     :mod:`benchmarks.reference_torch` (eager PyTorch)
   project_lif     LIF    the project on the LIF variant
   snntorch        LIF    :mod:`benchmarks.reference_snntorch` (``Leaky``)
+  reference_jax_mi RF    plain JAX again, with the project's allocator
   ==============  =====  ================================================
+
+  The project's workers run with the allocator the app and the CLI preload
+  (mimalloc, :mod:`core.allocator`); the references run as installed
+  (glibc malloc), and plain JAX once more with mimalloc, so the table shows
+  how much of a difference is the allocator (column ``malloc``).
 
 * check: every worker first runs the step on the exported first-step inputs;
   its loss must equal the project's (RF, or LIF for snnTorch) within
@@ -77,10 +83,16 @@ IMPLS = {
     "snntorch": ("lif", "snntorch", False),
     "project_scan": ("rf", "project", True),
     "project_bf16": ("rf", "project", True),
+    "reference_jax_mi": ("rf", "reference_jax", True),
 }
 IMPL_ENV = {"project_scan": {"RESONANCE_RECURRENCE": "scan"},
             "project_bf16": {"RESONANCE_MATMUL": "bf16"}}
-DEFAULT_IMPLS = ("project", "reference_jax", "torch", "project_lif", "snntorch")
+# Run with the allocator the app and the CLI preload (core.allocator): the project's
+# implementations, and plain JAX once more (reference_jax_mi) to show what of the
+# difference is the allocator.  The references otherwise run as installed.
+PRELOADED = ("project", "project_lif", "project_scan", "project_bf16", "reference_jax_mi")
+DEFAULT_IMPLS = ("project", "reference_jax", "reference_jax_mi", "torch", "project_lif",
+                 "snntorch")
 # steps per timed call, timed calls per process: one call ~0.2-2 s on a 2-core CPU
 K_CALLS = {
     "small": {"project": (25, 3), "reference_jax": (25, 3), "torch": (2, 1),
@@ -127,6 +139,16 @@ def config_of(name: str, variant: str = "rf"):
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _env(impl: str) -> dict:
+    """Environment additions of one implementation's workers."""
+    from core.allocator import preload_env
+
+    env = dict(IMPL_ENV.get(impl, {}))
+    if impl in PRELOADED and "LD_PRELOAD" in (pre := preload_env()):
+        env["LD_PRELOAD"] = pre["LD_PRELOAD"]
+    return env
 
 
 def _worker(*args: str, env: dict | None = None) -> dict:
@@ -187,6 +209,8 @@ def _summarise(procs: list, cold: list, ref: dict, rtol: float = CHECK_RTOL) -> 
                     "loss0": good[0]["loss0"], "loss0_project": ref["loss0"]}
     out["ms_per_step"] = _spread([statistics.median(p["samples_ms"]) for p in good])
     out["k"], out["calls"] = good[0]["k"], len(good[0]["samples_ms"])
+    out["allocator"] = {"mimalloc": "mimalloc", "system malloc": "glibc"}.get(
+        good[0].get("allocator"), good[0].get("allocator", "?"))
     out["peak_rss_mb"] = _spread([p["maxrss_mb"] for p in good])
     out["rss_after_import_mb"] = _spread([p["rss_after_import_mb"] for p in good])
     if "to_executable_s" in good[0]:
@@ -249,7 +273,7 @@ def bench_config(name: str, rounds: int, impls, tmp: Path, cold: bool, gpu: bool
             else:
                 k, calls = K_CALLS[name].get(impl, K_CALLS[name]["project"])
             args = [kind, "--data", str(data[variant]), "--k", str(k), "--calls", str(calls)]
-            env = IMPL_ENV.get(impl)
+            env = _env(impl)
             if is_jax:
                 cache = tmp / f"cache-{name}-{impl}-{r}"
                 if cold:
@@ -282,7 +306,8 @@ def bench_vmap(base: str, students, rounds: int, tmp: Path, gpu: bool = False) -
         for n in students[r % len(students):] + students[:r % len(students)]:
             k, calls = GPU_VMAP_K_CALLS if gpu else VMAP_K_CALLS.get(n, (2, 1))
             rec = _worker("project", "--data", str(path), "--students", str(n), "--k", str(k),
-                          "--calls", str(calls), "--cache", str(tmp / f"cache-vmap-{n}"))
+                          "--calls", str(calls), "--cache", str(tmp / f"cache-vmap-{n}"),
+                          env=_env("project"))
             procs[n].append(rec)
             msg = rec.get("error") or f"{statistics.median(rec['samples_ms']):.2f} ms/step"
             _log(f"[vmap {base}] round {r + 1}/{rounds} {n} students: {msg}")
@@ -307,7 +332,8 @@ def _fmt(x, spec=".2f", none="-"):
     return none if x is None else format(x, spec)
 
 
-REFERENCES = {"reference_jax": "project", "torch": "project", "snntorch": "project_lif",
+REFERENCES = {"reference_jax": "project", "reference_jax_mi": "project", "torch": "project",
+              "snntorch": "project_lif",
               "project_scan": "project", "project_bf16": "project"}
 
 
@@ -323,7 +349,7 @@ def _ratios(impls: dict):
 def _print_tables(results: list, vmap: dict | None, targets: list) -> None:
     head = (f"{'config':7s} {'impl':14s} {'model':5s} {'K x calls':>9s} {'ms/step':>9s} "
             f"{'spread':>17s} {'cold s':>7s} {'warm s':>7s} {'warm/cold':>9s} {'RSS MB':>7s} "
-            f"{'XLA MB':>7s} {'step-0 loss':>12s} {'check':>14s}")
+            f"{'XLA MB':>7s} {'step-0 loss':>12s} {'check':>14s} {'malloc':>8s}")
     print(head)
     print("-" * len(head))
     for res in results:
@@ -342,7 +368,7 @@ def _print_tables(results: list, vmap: dict | None, targets: list) -> None:
                   f"{ms['median']:9.2f} {spread:>17s} {_fmt(cold):>7s} {_fmt(warm):>7s} "
                   f"{_fmt(d.get('compile_warm_over_cold'), '.3f'):>9s} "
                   f"{d['peak_rss_mb']['median']:7.0f} {_fmt(d.get('xla_mb'), '.1f'):>7s} "
-                  f"{chk['loss0']:12.7g} {chk_s:>14s}")
+                  f"{chk['loss0']:12.7g} {chk_s:>14s} {d.get('allocator', '?'):>8s}")
         for base, ref, ratio in _ratios(res["impls"]):
             print(f"{'':7s}   {base} / {ref} = {ratio:.3f}")
         fl = res.get("floor")

@@ -315,7 +315,10 @@ def main(configs=None, rounds: int = 5, as_json: bool = False) -> int:
 
     checks_ok = all(r.get("check", {}).get("ok", True) for r in results)
     if as_json:
+        from core.allocator import active
+
         out = {"machine": mach, "jax": jax.__version__, "backend": jax.default_backend(),
+               "allocator": active(),
                "rounds": rounds, "results": results,
                "figure1": {"steps_per_s": f_rate, "min_steps_per_s": f_lo,
                            "max_steps_per_s": f_hi, "K": fig["K"],

@@ -47,7 +47,10 @@ def _maxrss_mb() -> float:
 
 
 def _emit(rec: dict) -> None:
+    from core.allocator import active
+
     rec["maxrss_mb"] = round(_maxrss_mb(), 1)
+    rec["allocator"] = active()
     print(json.dumps(rec), flush=True)
 
 

@@ -32,6 +32,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _allocator() -> str:
+    from .allocator import active
+
+    return active()
+
+
 def _fail(field: str, message: str):
     print(f"error: {_one_line(field)}: {_one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
@@ -113,6 +119,7 @@ def _cmd_train(args) -> int:
         "first_chunk_seconds": hist["first_chunk_s"],
         "seconds": hist["seconds"],
         "backend": jax.default_backend(),
+        "allocator": _allocator(),
         "feedback": cfg.feedback,
         # final angle(W^T, B) per feedback matrix; mean update angle of the last 50 steps
         "alignment_deg": [_finite(v) for v in align[-1]] if len(align) else [],
@@ -518,4 +525,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from .allocator import reexec
+
+    reexec()      # once, with mimalloc preloaded (see core.allocator)
     raise SystemExit(main())

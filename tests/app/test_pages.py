@@ -72,6 +72,9 @@ def test_sidebar_says_what_computes(monkeypatch):
     assert f"JAX {jax.__version__}" in line[0]
     assert f"· {jax.default_backend()} (" in line[0]
     assert "recurrence: lax.scan" in line[0] and "matmuls: bf16" in line[0]
+    from core.allocator import active
+
+    assert f"malloc: {active()}" in line[0]
 
 
 # ---- Home -----------------------------------------------------------------

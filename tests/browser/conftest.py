@@ -52,8 +52,11 @@ def app_url(tmp_path_factory):
            "--server.port", str(port)]
     (ROOT / "artifacts").mkdir(exist_ok=True)
     log = open(ROOT / "artifacts" / "streamlit-browser-test.log", "w")
+    from core.allocator import preload_env
+
+    # as `make run` starts it: the allocator preloaded (core.allocator)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                            env={**preload_env(), "PYTHONUNBUFFERED": "1",
                                  "RESONANCE_RUNS_DIR": str(tmp_path_factory.mktemp("runs"))})
     try:
         deadline = time.monotonic() + STARTUP_S

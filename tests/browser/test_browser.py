@@ -102,6 +102,11 @@ def test_home_loads_and_trains(page: Page, app_url: str):
     expect(page.get_by_role("heading", name="Resonance Lab").first).to_be_visible()
     expect(metric_value(page, "Step")).to_have_text("0")
     assert_no_exception(page)
+    from core.allocator import library
+
+    # the server runs as `make run` starts it: with the preloaded allocator where there is one
+    malloc = "malloc: mimalloc" if library() else "malloc: system malloc"
+    expect(page.get_by_test_id("stSidebar")).to_contain_text(malloc)
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
 
     page.get_by_role("button", name="Run 200 steps").click()
