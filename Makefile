@@ -27,10 +27,9 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# LD_PRELOAD: the allocator of core/allocator.py (mimalloc from the venv; empty if none)
+# core.allocator runs the server with the allocator preloaded (mimalloc from the venv)
 run: $(VENV)/.deps
-	LD_PRELOAD="$$($(PY) -m core.allocator)" \
-	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m streamlit run app.py \
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m core.allocator $(PY) -m streamlit run app.py \
 	  --server.address $(HOST) --server.port $(PORT) --server.headless true
 
 test: $(VENV)/.test-deps chromium

@@ -60,6 +60,7 @@ printed: its FLOPs and minimal bytes moved against the card's peak rates
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -146,8 +147,8 @@ def _env(impl: str) -> dict:
     from core.allocator import preload_env
 
     env = dict(IMPL_ENV.get(impl, {}))
-    if impl in PRELOADED and "LD_PRELOAD" in (pre := preload_env()):
-        env["LD_PRELOAD"] = pre["LD_PRELOAD"]
+    if impl in PRELOADED:
+        env.update({k: v for k, v in preload_env().items() if os.environ.get(k) != v})
     return env
 
 

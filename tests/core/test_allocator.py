@@ -32,6 +32,8 @@ def test_library_and_preload_env(monkeypatch):
     env = allocator.preload_env({"LD_PRELOAD": "/x/other.so", "A": "1"})
     assert env["LD_PRELOAD"] == f"{lib}:/x/other.so" and env["A"] == "1"
     assert allocator.preload_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]   # not twice
+    assert env["MIMALLOC_PURGE_DELAY"] == "-1"            # freed memory kept for reuse
+    assert allocator.preload_env({"MIMALLOC_PURGE_DELAY": "50"})["MIMALLOC_PURGE_DELAY"] == "50"
     monkeypatch.setenv("RESONANCE_ALLOCATOR", "system")
     assert allocator.library() is None
     assert "LD_PRELOAD" not in allocator.preload_env({"A": "1"})
@@ -76,8 +78,7 @@ def test_allocator_stops_page_faults_on_large_xla_temporaries():
         return float(out.stdout.strip().splitlines()[-1])
 
     glibc = faults(_env())
-    lib = allocator.library()
-    assert lib is not None
-    mi = faults({**_env(), "LD_PRELOAD": lib})
+    assert allocator.library() is not None
+    mi = faults(allocator.preload_env(_env()))
     assert glibc > 10_000          # >= 40 MB faulted in per call
     assert mi < 0.1 * glibc, (mi, glibc)
