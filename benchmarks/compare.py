@@ -154,8 +154,6 @@ def _env(impl: str) -> dict:
 
 def _worker(*args: str, env: dict | None = None) -> dict:
     """Run one worker process; its last stdout line parsed, or {"error": ...}."""
-    import os
-
     cmd = [sys.executable, "-m", "benchmarks.worker", *args]
     try:
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,

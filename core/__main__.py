@@ -32,12 +32,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _allocator() -> str:
-    from .allocator import active
-
-    return active()
-
-
 def _fail(field: str, message: str):
     print(f"error: {_one_line(field)}: {_one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
@@ -76,6 +70,7 @@ def _config_from_args(args):
 
 
 def _cmd_train(args) -> int:
+    from .allocator import active
     from .config import ConfigError
 
     try:
@@ -119,7 +114,7 @@ def _cmd_train(args) -> int:
         "first_chunk_seconds": hist["first_chunk_s"],
         "seconds": hist["seconds"],
         "backend": jax.default_backend(),
-        "allocator": _allocator(),
+        "allocator": active(),
         "feedback": cfg.feedback,
         # final angle(W^T, B) per feedback matrix; mean update angle of the last 50 steps
         "alignment_deg": [_finite(v) for v in align[-1]] if len(align) else [],

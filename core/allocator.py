@@ -25,6 +25,7 @@ without a command it prints the library's path (empty if none).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import sysconfig
@@ -47,9 +48,11 @@ def library() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def active() -> str:
     """The allocator of this process: ``"mimalloc"`` if the library is
-    loaded into it, else ``"system malloc"``."""
+    loaded into it, else ``"system malloc"`` (fixed at start: read once; the
+    app's sidebar asks on every rerun)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:

@@ -50,6 +50,7 @@ def compute_summary() -> str:
     recurrence runs (``core.neurons.recurrence_impl``), the matmul
     precision (``core.feedback.matmul_mode``) and the memory allocator
     (``core.allocator``).  Starts the backend."""
+    from .allocator import active
     from .feedback import matmul_mode
     from .neurons import recurrence_impl
 
@@ -60,7 +61,5 @@ def compute_summary() -> str:
     what = [f"{len(devices)} devices" if len(devices) > 1 else "1 device"]
     if dev.device_kind.lower() != dev.platform:      # e.g. "NVIDIA H200"; CPUs say "cpu"
         what.append(dev.device_kind)
-    from .allocator import active
-
     return (f"JAX {jax.__version__} · {dev.platform} ({', '.join(what)}) · "
             f"recurrence: {recurrence} · matmuls: {matmul_mode()} · malloc: {active()}")
