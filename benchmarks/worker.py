@@ -168,7 +168,8 @@ def project(args) -> None:
         block = math.ceil(n / n_dev) * n_dev
         block = min(block, block_size(n_dev, jax.default_backend()) or block)
         n_blocks = math.ceil(n / block)
-        fn = make_train_chunk.__wrapped__(struct, args.k, False, block, SHARED, True)
+        fn = make_train_chunk.__wrapped__(struct, args.k, False, block, SHARED, True,
+                                            mesh=put.mesh)
         state, hp = stack([state] * block), stack([hp] * block)
         hp = hp._replace(**{f: getattr(hp, f)[0] for f in SHARED})
         limit = put(jnp.full((block,), BIG_LIMIT, jnp.int32))

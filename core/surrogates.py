@@ -82,15 +82,15 @@ assert len(_SHAPES) == len(SURROGATES)
 
 
 def raw_peak_area(beta):
-    """Peak and area of every raw shape at scale ``beta``: two (10,) arrays."""
+    """Peak and area of every raw shape at scale ``beta``: two (10, ...)
+    arrays (elementwise in ``beta``, which may be an array: one scale per unit)."""
     beta = jnp.asarray(beta, jnp.float32)
-    inf = jnp.float32(jnp.inf)
-    dg_peak = _double_gaussian(jnp.zeros((), jnp.float32), beta)
-    peak = jnp.stack([1.0, beta / 4, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, dg_peak, 0.0]
-                     ).astype(jnp.float32)
-    area = jnp.stack([2 / beta, 1.0, 1 / beta, 1 / beta, 2 / beta,
-                      math.sqrt(2 * math.pi) / beta, 1 / beta, inf, 1 - DG_H, 0.0]
-                     ).astype(jnp.float32)
+    c = lambda v: jnp.full_like(beta, v)
+    dg_peak = _double_gaussian(jnp.zeros_like(beta), beta)
+    peak = jnp.stack([c(1.0), beta / 4, c(1.0), c(1.0), c(1.0), c(1.0), c(1.0), c(1.0),
+                      dg_peak, c(0.0)])
+    area = jnp.stack([2 / beta, c(1.0), 1 / beta, 1 / beta, 2 / beta,
+                      math.sqrt(2 * math.pi) / beta, 1 / beta, c(jnp.inf), c(1 - DG_H), c(0.0)])
     return peak, area
 
 
@@ -104,7 +104,12 @@ def multiplier(sg: SurrogateParams):
 
 
 def _normalised(shape):
-    return lambda v, offset, beta, mult: shape(v - offset, beta) * mult
+    def g(v, offset, beta, mult):
+        # offset, beta, mult: scalars, or one per unit (the last axis of v), broadcast
+        # explicitly (rank promotion may be "raise") inside the branch, where XLA fuses it
+        bc = lambda a: jnp.broadcast_to(a, v.shape)
+        return shape(v - bc(offset), bc(beta)) * bc(mult)
+    return g
 
 
 _NORMALISED = tuple(_normalised(f) for f in _SHAPES)

@@ -258,7 +258,7 @@ SHARED = ("sg_shape",)     # HParams fields equal within a group, passed unbatch
 def _mesh(devices):
     """``(put, n_devices)``: ``put(tree)`` shards every leaf's leading
     (students) axis over ``devices``; 0-d leaves, and every leaf with
-    ``put(tree, replicate=True)``, are replicated."""
+    ``put(tree, replicate=True)``, are replicated.  ``put.mesh`` is the mesh."""
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -271,6 +271,7 @@ def _mesh(devices):
         return jax.tree_util.tree_map(
             lambda x: jax.device_put(x, whole if replicate or np.ndim(x) == 0 else split), tree)
 
+    put.mesh = mesh     # for make_train_chunk(..., mesh=put.mesh)
     return put, len(devices)
 
 
@@ -381,7 +382,8 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             state, task, hp = put(state), put(task, replicate=True), put(hp)
             limit = put(jnp.full((n_pad,), steps, jnp.int32))
             struct = structure(pts[0].cfg)
-            fn = make_train_chunk(struct, k, False, n_pad, SHARED, True, donate=True)
+            fn = make_train_chunk(struct, k, False, n_pad, SHARED, True, donate=True,
+                                  mesh=put.mesh)
             losses = [[] for _ in range(n)]
             rec_steps = [[] for _ in range(n)]
             recs = [[] for _ in range(n)]

@@ -34,7 +34,7 @@ from . import feedback as fbk
 
 from .config import Config, HParams, Structure, hyperparams, structure
 from .losses import combined
-from .network import group_mask, simulate, simulate_struct
+from .network import group_mask, simulate, simulate_struct, simulate_students
 from .neurons import residual_segments
 from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
 from .tracecache import TraceCached
@@ -119,6 +119,37 @@ def loss_and_grad(params, teacher, inputs, hp: HParams, model: str = "rf", *,
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
+def students_loss_and_grad(params, inputs, t_out, hp: HParams, model: str = "rf", *,
+                           reset_through: bool = False, synapse: bool = False):
+    """:func:`loss_and_grad` (backprop) of S students on the same inputs, as
+    one wide network (:func:`core.network.simulate_students`).
+
+    ``params`` and ``hp`` are stacked on a leading students axis, but the
+    students' common settings may be unbatched; ``t_out`` is the teacher's
+    output on ``inputs``.  Returns ``((loss (S,), parts (S, 3)), grads)``,
+    equal to S separate calls: the students do not interact, so the
+    gradient of the summed loss holds each student's own gradient.
+    """
+    first = lambda v: v if jnp.ndim(v) == 0 else v[0]
+    common = hp._replace(dt=first(hp.dt), threshold=first(hp.threshold),
+                         psp_norm=first(hp.psp_norm), syn_decay=first(hp.syn_decay),
+                         sg_shape=first(hp.sg_shape))
+    S = params[0].w.shape[0]
+    per_student = lambda v, n: jnp.broadcast_to(v, (S,) + v.shape[jnp.ndim(v) - n:])
+
+    def loss_fn(p):
+        out = simulate_students(p, inputs, common, model, reset_through=reset_through,
+                                synapse=synapse)[-1]
+        T, B = inputs.shape[:2]
+        out = jax.tree_util.tree_map(lambda v: jnp.moveaxis(v.reshape(T, B, S, -1), 2, 0), out)
+        loss, parts = jax.vmap(combined, in_axes=(0, None, 0, 0))(
+            out, t_out, per_student(hp.loss_w, 1), per_student(hp.vr_decay, 0))
+        return jnp.sum(loss), (loss, parts)
+
+    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return aux, grads
+
+
 def teacher_output(teacher, inputs, hp: HParams, model: str = "rf", *, reset_through=False,
                    synapse=False):
     """The teacher's output-layer trace on ``inputs`` (no gradient)."""
@@ -180,9 +211,11 @@ def remat_segments(struct: Structure, n_students: int | None = None) -> int | No
 
 def make_train_step(struct: Structure, segments: int | None = None):
     """One training step ``(state, task, hp, limit, drawn=None) -> (state,
-    per-step outputs)``.  ``drawn = (inputs, teacher output, step)`` passes
-    a batch drawn outside (shared by students of one task, see
-    ``make_train_chunk(share_task=True)``); by default the step draws its
+    per-step outputs)``.  ``drawn = (inputs, teacher output, step, lg)``
+    passes a batch drawn outside (shared by students of one task, see
+    ``make_train_chunk(share_task=True)``) and, unless ``lg`` is None, the
+    step's ``((loss, parts), grads)`` computed outside as well
+    (:func:`students_loss_and_grad`); by default the step draws its
     batch from ``task`` at ``state.step``.  ``segments``: recompute the
     recurrence in segments of this many steps in the backward pass
     (:func:`remat_segments`)."""
@@ -194,14 +227,15 @@ def make_train_step(struct: Structure, segments: int | None = None):
 
     def train_step(state: TrainState, task: Task, hp: HParams, limit, drawn=None):
         if drawn is None:
-            clock, t_out = state.step, None
+            clock, t_out, lg = state.step, None, None
             inputs = step_inputs(task.key, clock, hp, shape)
         else:
-            inputs, t_out, clock = drawn
-        with residual_segments(segments):
-            (loss, parts), grads = loss_and_grad(state.params, task.teacher, inputs, hp,
-                                                 struct.model, feedback=rule, fb=state.feedback,
-                                                 t_out=t_out, **flags)
+            inputs, t_out, clock, lg = drawn
+        if lg is None:
+            with residual_segments(segments):
+                lg = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
+                                   feedback=rule, fb=state.feedback, t_out=t_out, **flags)
+        (loss, parts), grads = lg
         grads = masked(grads, hp)
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -236,10 +270,24 @@ def make_train_step(struct: Structure, segments: int | None = None):
     return train_step
 
 
+STUDENTS_MODES = ("wide", "vmap")
+
+
+def students_mode() -> str:
+    """How students of one task train together under backprop, read at trace
+    time from ``RESONANCE_STUDENTS``: ``wide`` (default; one wide network,
+    :func:`students_loss_and_grad`) or ``vmap`` (the single-student step
+    vmapped).  Other credit-assignment rules always vmap."""
+    import os
+
+    mode = os.environ.get("RESONANCE_STUDENTS", "wide")
+    return mode if mode in STUDENTS_MODES else "wide"
+
+
 @functools.lru_cache(maxsize=32)
 def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
                      n_students: int | None = None, shared: tuple[str, ...] = (),
-                     share_task: bool = False, donate: bool = False):
+                     share_task: bool = False, donate: bool = False, mesh=None):
     """Compiled chunk of ``n_steps`` steps (vmapped over ``n_students`` if given).
 
     Returns ``chunk(state, task, hp, limit) -> (state, ChunkOut)``; steps are
@@ -260,7 +308,15 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     so).  Each step then draws the batch and runs the teacher once for all
     students, at the students' common step count (students in lockstep; a
     diverged or finished student's updates are not applied anyway).  Results
-    equal separate runs.
+    equal separate runs.  With backprop the students' forward and backward
+    passes then run as one wide network (:func:`students_loss_and_grad`;
+    ``RESONANCE_STUDENTS=vmap`` keeps them vmapped).
+
+    ``mesh`` (with ``share_task``): the ``jax.sharding.Mesh`` whose
+    ``students`` axis the arguments' students axis is sharded over (as
+    ``core.sweep`` places them); each device then runs the wide network on
+    its own students (``shard_map``), where XLA's automatic partitioning
+    of the wide layers measured slower than one device.
 
     ``donate``: on accelerators, the chunk reuses the memory of the ``state``
     it is given (buffer donation), so that state is deleted by the call: only
@@ -272,6 +328,9 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     """
     segments = remat_segments(struct, n_students)
     train_step = make_train_step(struct, segments)
+    # one wide network needs one surrogate shape (a per-student shape index would
+    # have to select per unit)
+    wide = struct.feedback == "bp" and "sg_shape" in shared and students_mode() == "wide"
     hp_axes = HParams(*(None if f in shared else 0 for f in HParams._fields))
 
     def chunk(state, task, hp, limit):
@@ -286,14 +345,25 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
         hp0 = HParams(*(v if f in shared else v[0] for f, v in zip(HParams._fields, hp)))
         shape = (struct.T, struct.batch, struct.student_layers[0])
         flags = dict(reset_through=struct.reset_through, synapse=struct.synapse)
-        vstep = jax.vmap(train_step, in_axes=(0, None, hp_axes, 0, None))
+        vstep = jax.vmap(train_step, in_axes=(0, None, hp_axes, 0, (None, None, None, 0)))
+        wide_lg = functools.partial(students_loss_and_grad, model=struct.model, **flags)
+        if wide and mesh is not None and mesh.size > 1:
+            from jax.sharding import PartitionSpec as P
+
+            hp_specs = HParams(*(P() if f in shared else P("students") for f in HParams._fields))
+            wide_lg = jax.shard_map(wide_lg, mesh=mesh, in_specs=(P("students"), P(), P(), hp_specs),
+                                    out_specs=P("students"), check_vma=False)
 
         def body(s, _):
             clock = jnp.max(s.step)
             inputs = step_inputs(task.key, clock, hp0, shape)
             t_out = teacher_output(task.teacher, inputs, hp0, struct.model, **flags)
+            lg = None
+            if wide:
+                with residual_segments(segments):
+                    lg = wide_lg(s.params, inputs, t_out, hp)
             s, (loss, parts, gnorm, div, align, ang) = vstep(s, task, hp, limit,
-                                                             (inputs, t_out, clock))
+                                                             (inputs, t_out, clock, lg))
             return s, (loss, parts, gnorm, div, s.params if record else None, align, ang)
 
         state, outs = jax.lax.scan(body, state, None, length=n_steps)
