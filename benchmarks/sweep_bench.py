@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     limit1 = jnp.int32(2**31 - 1)
     limit_n = put(jnp.full((block,), 2**31 - 1, jnp.int32))
     one = core.make_train_chunk(struct, k, False)
-    many = core.make_train_chunk(struct, k, False, block, sweep.SHARED, True)
+    many = core.make_train_chunk(struct, k, False, block, sweep.SHARED, True, mesh=put.mesh)
 
     def run_sequential():
         for e in exps:

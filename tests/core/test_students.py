@@ -31,6 +31,12 @@ def _students(**task):
                          vr_tau=(5e-3, 10e-3, 10e-3, 20e-3)[i]) for i in range(S)]
 
 
+def f64(tree):
+    return jax.tree_util.tree_map(
+        lambda v: jnp.asarray(v, jnp.float64 if np.issubdtype(np.asarray(v).dtype, np.floating)
+                              else None), tree)
+
+
 @pytest.mark.parametrize("task", [
     {},
     {"model": "lif", "damping_range": (-100.0, -20.0), "reset_grad": "through"},
@@ -39,9 +45,6 @@ def _students(**task):
 def test_wide_students_equal_separate_students(task, x64):
     # in float64, so that the two summation orders agree to rounding (float32
     # differs by up to 1e-4 relative on the synapse case's neuron gradients)
-    f64 = lambda tree: jax.tree_util.tree_map(
-        lambda v: jnp.asarray(v, jnp.float64 if np.issubdtype(np.asarray(v).dtype, np.floating)
-                              else None), tree)
     cfgs = _students(**task)
     struct = structure(cfgs[0])
     flags = dict(reset_through=struct.reset_through, synapse=struct.synapse)
@@ -80,3 +83,25 @@ def test_students_matmul_is_each_student_times_its_weights(n_in, n_out):
     got = students_matmul(h, w)
     want = np.einsum("tbsi,sij->tbsj", np.asarray(h, np.float64), np.asarray(w, np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_wide_students_with_recomputation_equal_without(x64):
+    from core.neurons import residual_segments
+
+    cfgs = _students(learn=("weights", "omega", "b", "reset"))
+    hps = [f64(hyperparams(c)) for c in cfgs]
+    task0 = make_task(cfgs[0])
+    inputs = f64(step_inputs(task0.key, 0, hps[0], (cfgs[0].T, cfgs[0].batch, LAYERS[0])))
+    t_out = teacher_output(f64(task0.teacher), inputs, hps[0])
+    params = stack([f64(init_student(c)) for c in cfgs])
+    hp = stack(hps)._replace(sg_shape=hps[0].sg_shape)
+
+    def run(segments):
+        with residual_segments(segments):
+            return jax.jit(lambda p: students_loss_and_grad(p, inputs, t_out, hp))(params)
+
+    (loss, _), grads = run(None)
+    (loss7, _), grads7 = run(7)          # 80 steps: 12 segments, the last one short
+    np.testing.assert_allclose(loss7, loss, rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(grads7), jax.tree_util.tree_leaves(grads)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * float(jnp.max(jnp.abs(b))))
