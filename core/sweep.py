@@ -310,11 +310,12 @@ def _recovery_row(params, teacher, cfg) -> list[float]:
 
 
 def block_size(n_devices: int, backend: str) -> int | None:
-    """Students per compiled call.  On CPU a few students per device keep
-    each call's working set in cache (2-core Xeon, small, 64 students on 2
-    host devices: blocks of 4 per device 2.5x the sequential throughput, of
-    8 1.6x, of 16 1.9x; one device: 5.1 ms per student-step for 4 students
-    against 7.4 for 1 and for 16); accelerators take a whole group at once."""
+    """Students per compiled call.  On CPU a few students per device per
+    call (2-core Xeon, small, 2 host devices, the wide network of
+    ``make_train_chunk``: 16 students 15.4 ms per step in blocks of 4 per
+    device, 15.4 in blocks of 8, 23.1 in blocks of 2; 64 students 69, 68 and
+    92 ms; before the wide network, vmapped, blocks of 4 had measured best);
+    accelerators take a whole group at once."""
     return CPU_BLOCK * n_devices if backend == "cpu" else None
 
 
