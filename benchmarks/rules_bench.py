@@ -1,5 +1,6 @@
 """Rules side by side: k credit-assignment rules in one vmapped chunk
-(Structure.feedback == "mixed") against k separate runs, and the fidelity
+(Structure.feedback == "mixed", one shared task as the Learning rules page
+runs them) against k separate runs, and the fidelity
 table's wall time.  ``python -m benchmarks.rules_bench``; prints a table.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 import core
 from core.config import MIXABLE, hyperparams, structure
+from core.sweep import SHARED
 from core.train import init_state, make_train_chunk, stack
 
 K = 50
@@ -35,8 +37,11 @@ def main(preset: str = "figure1") -> int:
     states = [init_state(mixed, exp.state.params, seed=cfg.student_seed) for _ in MIXABLE]
     hps = [hyperparams(cfg.replace(feedback=r)) for r in MIXABLE]
     k = len(MIXABLE)
-    together = make_train_chunk(mixed, K, False, k)
-    args = (stack(states), stack([exp.task] * k), stack(hps), jnp.full(k, 10**9))
+    # as the Learning rules page runs them: one task, batch and teacher once per step
+    together = make_train_chunk(mixed, K, False, k, SHARED, True)
+    hp = stack(hps)
+    args = (stack(states), exp.task, hp._replace(**{f: getattr(hp, f)[0] for f in SHARED}),
+            jnp.full(k, 10**9))
     t_together = _time(together, *args)
     t_separate = []
     for rule in MIXABLE:

@@ -25,7 +25,12 @@ def base():
     return cfg, core.setup(cfg)
 
 
-def test_mixed_students_equal_their_static_rules(base):
+@pytest.mark.parametrize("share_task", [False, True], ids=["tasks", "one-task"])
+def test_mixed_students_equal_their_static_rules(base, share_task):
+    # share_task: one task, the batch and the teacher once per step for all rules
+    # (as the Learning rules page runs them)
+    from core.sweep import SHARED
+
     cfg, exp = base
     limit = jnp.int32(10**6)
     mixed = structure(cfg)._replace(feedback="mixed")
@@ -34,10 +39,14 @@ def test_mixed_students_equal_their_static_rules(base):
         c = cfg.replace(feedback=rule)
         states.append(init_state(mixed, exp.state.params, seed=c.student_seed))
         hps.append(hyperparams(c))
-    tasks = stack([exp.task] * len(MIXABLE))
-    out_state, out = make_train_chunk(mixed, STEPS, False, len(MIXABLE))(stack(states), tasks,
-                                                                       stack(hps),
-                                                                       jnp.full(len(MIXABLE), 10**6))
+    hp = stack(hps)
+    if share_task:
+        fn = make_train_chunk(mixed, STEPS, False, len(MIXABLE), SHARED, True)
+        tasks, hp = exp.task, hp._replace(**{f: getattr(hp, f)[0] for f in SHARED})
+    else:
+        fn = make_train_chunk(mixed, STEPS, False, len(MIXABLE))
+        tasks = stack([exp.task] * len(MIXABLE))
+    out_state, out = fn(stack(states), tasks, hp, jnp.full(len(MIXABLE), 10**6))
     assert out.loss.shape == (len(MIXABLE), STEPS)
     for i, rule in enumerate(MIXABLE):
         c = cfg.replace(feedback=rule)
