@@ -26,9 +26,11 @@ if [[ $what == smoke || $what == all ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
     | tee -a "$OUT/log.txt"
   $PY -c "import jax, torch, optax; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__, torch.cuda.is_available())" 2>&1 | tail -3 | tee -a "$OUT/log.txt"
-  # the compiled Pallas kernels against the scan path, mixed precision, recomputation
-  RESONANCE_TEST_KERNEL=pallas run 240 tests $PY -m pytest -q -x -p no:cacheprovider \
-    tests/core/test_kernels.py tests/core/test_precision.py tests/core/test_remat.py
+  # the compiled Pallas kernels against the scan path, mixed precision, recomputation,
+  # the wide students network (kernels on S * n units) against separate students
+  RESONANCE_TEST_KERNEL=pallas run 300 tests $PY -m pytest -q -x -p no:cacheprovider \
+    tests/core/test_kernels.py tests/core/test_precision.py tests/core/test_remat.py \
+    tests/core/test_students.py
 fi
 
 if [[ $what == full || $what == all ]]; then
