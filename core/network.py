@@ -162,11 +162,52 @@ def students_matmul(h, w):
     T, B, S, n_in = h.shape
     n_out = w.shape[-1]
     if S * n_in * n_out <= BLOCK_DIAGONAL_MAX * (n_in + n_out):
-        eye = jnp.eye(S, dtype=w.dtype)
-        wbd = (eye[:, None, :, None] * w[:, :, None, :]).reshape(S * n_in, S * n_out)
-        return _mm(h.reshape(T, B, S * n_in), wbd).reshape(T, B, S, n_out)
-    out = jax.vmap(_mm, in_axes=(1, 0), out_axes=1)(h.reshape(T * B, S, n_in), w)
-    return out.reshape(T, B, S, n_out)
+        return _block_diagonal_matmul(h.reshape(T * B, S, n_in), w).reshape(T, B, S, n_out)
+    return _per_student_matmul(h.reshape(T * B, S, n_in), w).reshape(T, B, S, n_out)
+
+
+def _per_student_matmul(h, w):
+    """(K, S, n_in) x (S, n_in, n_out) -> (K, S, n_out), a batched matmul."""
+    return jax.vmap(_mm, in_axes=(1, 0), out_axes=1)(h, w)
+
+
+def _block_diagonal(w):
+    """(S, n_in, n_out) -> the (S n_in, S n_out) block-diagonal matrix."""
+    S, n_in, n_out = w.shape
+    blocks = jnp.zeros((S, n_in, S, n_out), w.dtype)
+    return blocks.at[jnp.arange(S), :, jnp.arange(S), :].set(w).reshape(S * n_in, S * n_out)
+
+
+@jax.custom_vjp
+def _block_diagonal_matmul(h, w):
+    """:func:`_per_student_matmul` as one 2-D matmul by the block-diagonal
+    matrix.  Its backward pass keeps the students apart: the weight gradient
+    takes only the diagonal blocks of h^T dk (no 0 * x sums), and the input
+    gradient multiplies by the transposed block-diagonal matrix only while
+    every cotangent is finite, per student otherwise, so one diverging
+    student's inf never becomes another's NaN through 0 * inf."""
+    K, S, n_in = h.shape
+    return _mm(h.reshape(K, S * n_in), _block_diagonal(w)).reshape(K, S, -1)
+
+
+def _bd_fwd(h, w):
+    return _block_diagonal_matmul(h, w), (h, w)
+
+
+def _bd_bwd(res, dk):
+    h, w = res
+    K, S, n_in = h.shape
+    n_out = w.shape[-1]
+    dk2 = dk.reshape(K, S * n_out)
+    full = _mm(h.reshape(K, S * n_in).T, dk2).reshape(S, n_in, S, n_out)
+    dw = full[jnp.arange(S), :, jnp.arange(S), :]                   # (S, n_in, n_out)
+    dh = jax.lax.cond(jnp.all(jnp.isfinite(dk)),
+                      lambda: _mm(dk2, _block_diagonal(w).T).reshape(K, S, n_in),
+                      lambda: _per_student_matmul(dk, jnp.swapaxes(w, 1, 2)))
+    return dh, dw
+
+
+_block_diagonal_matmul.defvjp(_bd_fwd, _bd_bwd)
 
 
 def simulate_struct(params, inputs, hp: HParams, struct) -> list[LayerTrace]:

@@ -105,3 +105,28 @@ def test_wide_students_with_recomputation_equal_without(x64):
     np.testing.assert_allclose(loss7, loss, rtol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(grads7), jax.tree_util.tree_leaves(grads)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * float(jnp.max(jnp.abs(b))))
+
+
+def test_a_diverging_student_leaves_the_others_finite():
+    # student 2's loss overflows (an infinite loss weight): only its gradient may be
+    # non-finite, as when each student runs alone (the block-diagonal matmul must not
+    # turn its inf into the others' NaN through 0 * inf)
+    cfgs = _students()
+    hps = [hyperparams(c) for c in cfgs]
+    hps[2] = hps[2]._replace(loss_w=np.array([np.inf, 0.0, 0.0], np.float32))
+    task0 = make_task(cfgs[0])
+    inputs = step_inputs(task0.key, 0, hps[0], (cfgs[0].T, cfgs[0].batch, LAYERS[0]))
+    t_out = teacher_output(task0.teacher, inputs, hps[0])
+    params = [init_student(c) for c in cfgs]
+    hp = stack(hps)._replace(sg_shape=hps[0].sg_shape)
+    (loss, _), grads = jax.jit(lambda p, h: students_loss_and_grad(p, inputs, t_out, h))(
+        stack(params), hp)
+    finite = lambda tree: all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(tree))
+    for i in range(S):
+        mine = jax.tree_util.tree_map(lambda v: v[i], grads)
+        (_, _), alone = loss_and_grad(params[i], task0.teacher, inputs, hps[i], t_out=t_out)
+        assert finite(mine) == finite(alone) == (i != 2), i
+        if i != 2:
+            for got, ref in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(alone)):
+                np.testing.assert_allclose(got, ref, rtol=1e-4,
+                                           atol=1e-4 * float(jnp.max(jnp.abs(ref))))
