@@ -118,7 +118,7 @@ def _mm_bf16_bwd(res, dk):
 _mm_bf16.defvjp(_mm_bf16_fwd, _mm_bf16_bwd)
 
 
-def _mm(h, w):
+def matmul(h, w):
     """``h @ w`` over the last axis of ``h``, at :func:`matmul_mode`'s precision.
 
     The leading (time, batch) axes are flattened into one, so the weight
@@ -149,17 +149,17 @@ def feedback_matmul(h, w, b):
 
     Shapes: h (..., n_in), w and b (n_in, n_out) -> (..., n_out).
     """
-    return _mm(h, w)
+    return matmul(h, w)
 
 
 def _fm_fwd(h, w, b):
-    return _mm(h, w), (h, w, b)
+    return matmul(h, w), (h, w, b)
 
 
 def _fm_bwd(res, dk):
     h, w, b = res
-    dh = jax.vjp(_mm, h, b)[1](dk)[0]      # same ops as autodiff, with b for w
-    dw = jax.vjp(_mm, h, w)[1](dk)[1]
+    dh = jax.vjp(matmul, h, b)[1](dk)[0]      # same ops as autodiff, with b for w
+    dw = jax.vjp(matmul, h, w)[1](dk)[1]
     return dh, dw, jnp.zeros_like(b)
 
 
@@ -179,17 +179,17 @@ def dfa_matmul(h, w, bs, hidden):
     Shapes: h (T, B, n_{L-1}), w (n_{L-1}, n_out), bs[l] (n_l, n_out),
     hidden[l] (T, B, n_l).
     """
-    return _mm(h, w)
+    return matmul(h, w)
 
 
 def _dfa_fwd(h, w, bs, hidden):
-    return _mm(h, w), (h, w, bs, hidden)
+    return matmul(h, w), (h, w, bs, hidden)
 
 
 def _dfa_bwd(res, dk):
     h, w, bs, hidden = res
-    dw = jax.vjp(_mm, h, w)[1](dk)[1]
-    d_hidden = tuple(jax.vjp(_mm, hl, bl)[1](dk)[0] for hl, bl in zip(hidden, bs))
+    dw = jax.vjp(matmul, h, w)[1](dk)[1]
+    d_hidden = tuple(jax.vjp(matmul, hl, bl)[1](dk)[0] for hl, bl in zip(hidden, bs))
     zeros = jax.tree_util.tree_map(jnp.zeros_like, bs)
     return jnp.zeros_like(h), dw, zeros, d_hidden
 
@@ -310,12 +310,12 @@ def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None):
         elif rule not in ("bp", "dfa") and layer > 0:
             fb_eff = (*fb_eff[:layer - 1], fb_eff[layer - 1] * gain[None, :], *fb_eff[layer:])
     if rule == "bp" or layer == 0:
-        return _mm(h, w)
+        return matmul(h, w)
     if rule != "dfa":
         return feedback_matmul(h, w, fb_eff[layer - 1])
     n_layers = len(fb_eff) + 1
     if layer < n_layers - 1:          # hidden -> hidden: no error travels back
-        return _mm(jax.lax.stop_gradient(h), w)
+        return matmul(jax.lax.stop_gradient(h), w)
     return dfa_matmul(h, w, tuple(fb_eff), tuple(hidden))
 
 

@@ -15,7 +15,7 @@ import jax.random as jr
 import numpy as np
 
 from .config import HParams
-from .feedback import _mm, effective, layer_input
+from .feedback import effective, layer_input, matmul
 from .neurons import (LayerTrace, damping_of, omega_of, psp_kappa, raw_damping,
                       raw_omega, run_layer)
 from .surrogates import SurrogateParams
@@ -120,7 +120,7 @@ def simulate_students(params: Sequence[LayerParams], inputs, hp: HParams, model:
     """
     S = params[0].w.shape[0]
     T, B = inputs.shape[:2]
-    per_student = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (S,))
+    per_student = lambda v: jnp.broadcast_to(jnp.asarray(v), (S,))
     sg_scale, sg_area = per_student(hp.sg_scale), per_student(hp.sg_area)
     traces, h = [], inputs
     for li, lp in enumerate(params):
@@ -130,7 +130,7 @@ def simulate_students(params: Sequence[LayerParams], inputs, hp: HParams, model:
         if model == "rf":     # the PSP normalisation folded into w, as layer_input does
             w = w * jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0)[:, None, :]
         if li == 0:
-            kicks = _mm(h, jnp.moveaxis(w, 0, 1).reshape(n_in, S * n))
+            kicks = matmul(h, jnp.moveaxis(w, 0, 1).reshape(n_in, S * n))
         else:
             kicks = students_matmul(h.reshape(T, B, S, n_in), w).reshape(T, B, S * n)
         units = lambda v: v.reshape(S * n)
@@ -168,7 +168,7 @@ def students_matmul(h, w):
 
 def _per_student_matmul(h, w):
     """(K, S, n_in) x (S, n_in, n_out) -> (K, S, n_out), a batched matmul."""
-    return jax.vmap(_mm, in_axes=(1, 0), out_axes=1)(h, w)
+    return jax.vmap(matmul, in_axes=(1, 0), out_axes=1)(h, w)
 
 
 def _block_diagonal(w):
@@ -187,7 +187,7 @@ def _block_diagonal_matmul(h, w):
     every cotangent is finite, per student otherwise, so one diverging
     student's inf never becomes another's NaN through 0 * inf."""
     K, S, n_in = h.shape
-    return _mm(h.reshape(K, S * n_in), _block_diagonal(w)).reshape(K, S, -1)
+    return matmul(h.reshape(K, S * n_in), _block_diagonal(w)).reshape(K, S, -1)
 
 
 def _bd_fwd(h, w):
@@ -199,10 +199,10 @@ def _bd_bwd(res, dk):
     K, S, n_in = h.shape
     n_out = w.shape[-1]
     dk2 = dk.reshape(K, S * n_out)
-    full = _mm(h.reshape(K, S * n_in).T, dk2).reshape(S, n_in, S, n_out)
+    full = matmul(h.reshape(K, S * n_in).T, dk2).reshape(S, n_in, S, n_out)
     dw = full[jnp.arange(S), :, jnp.arange(S), :]                   # (S, n_in, n_out)
     dh = jax.lax.cond(jnp.all(jnp.isfinite(dk)),
-                      lambda: _mm(dk2, _block_diagonal(w).T).reshape(K, S, n_in),
+                      lambda: matmul(dk2, _block_diagonal(w).T).reshape(K, S, n_in),
                       lambda: _per_student_matmul(dk, jnp.swapaxes(w, 1, 2)))
     return dh, dw
 

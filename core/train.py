@@ -126,7 +126,10 @@ def students_loss_and_grad(params, inputs, t_out, hp: HParams, model: str = "rf"
 
     ``params`` and ``hp`` are stacked on a leading students axis, but the
     students' common settings may be unbatched; ``t_out`` is the teacher's
-    output on ``inputs``.  Returns ``((loss (S,), parts (S, 3)), grads)``,
+    output on ``inputs``.  The students must share ``dt``, ``threshold``,
+    ``psp_norm``, ``syn_decay`` and ``sg_shape`` (student 0's are used), as
+    students of one task do (``make_train_chunk(share_task=True)`` with
+    ``sg_shape`` shared; ``core.sweep.groups``).  Returns ``((loss (S,), parts (S, 3)), grads)``,
     equal to S separate calls: the students do not interact, so the
     gradient of the summed loss holds each student's own gradient.
     """
@@ -274,8 +277,9 @@ STUDENTS_MODES = ("wide", "vmap")
 
 
 def students_mode() -> str:
-    """How students of one task train together under backprop, read at trace
-    time from ``RESONANCE_STUDENTS``: ``wide`` (default; one wide network,
+    """How students of one task train together under backprop, read when
+    :func:`make_train_chunk` builds a chunk (cached: clear its cache after
+    changing it) from ``RESONANCE_STUDENTS``: ``wide`` (default; one wide network,
     :func:`students_loss_and_grad`) or ``vmap`` (the single-student step
     vmapped).  Other credit-assignment rules always vmap."""
     import os
@@ -374,10 +378,11 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
         chunk = chunk_shared
     elif n_students is not None:
         chunk = jax.vmap(chunk, in_axes=(0, 0, hp_axes, 0))
-    if jax.default_backend() == "cpu" and not share_task:
-        # a second start loads the traced program (core.tracecache); CPU donates nothing
+    if jax.default_backend() == "cpu" and mesh is None:
+        # a second start loads the traced program (core.tracecache); CPU donates nothing.
+        # Sharded sweeps (a mesh) keep plain jit.
         return TraceCached(jax.jit(chunk), "chunk",
-                           (struct, n_steps, record, n_students, shared, segments))
+                           (struct, n_steps, record, n_students, shared, share_task, segments))
     donate_argnums = (0,) if donate and jax.default_backend() != "cpu" else ()
     return jax.jit(chunk, donate_argnums=donate_argnums)
 

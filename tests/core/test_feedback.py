@@ -79,7 +79,7 @@ def test_feedback_matmul_with_b_equal_w_is_exact(key):
     h = jr.normal(key, (5, 3, 7))
     w = jr.normal(jr.fold_in(key, 1), (7, 4))
     ct = jr.normal(jr.fold_in(key, 2), (5, 3, 4))
-    plain = jax.vjp(fbk._mm, h, w)[1](ct)          # autodiff of the same forward matmul
+    plain = jax.vjp(fbk.matmul, h, w)[1](ct)          # autodiff of the same forward matmul
     fm = jax.vjp(lambda a, b: fbk.feedback_matmul(a, b, b), h, w)[1](ct)
     einsum = jax.vjp(lambda a, b: jnp.einsum("...i,ij->...j", a, b), h, w)[1](ct)
     for a, b, c in zip(plain, fm, einsum):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import core
-from core.feedback import _mm, matmul_mode
+from core.feedback import matmul, matmul_mode
 from core.presets import get_preset
 from core.teacher import step_inputs
 from core.train import loss_and_grad
@@ -29,7 +29,7 @@ def test_bf16_matmul_and_its_transposes(monkeypatch):
     h = rng.normal(size=(6, 4, 33)).astype(np.float32)
     w = rng.normal(size=(33, 7)).astype(np.float32)
     dk = rng.normal(size=(6, 4, 7)).astype(np.float32)
-    out, vjp = jax.vjp(jax.jit(_mm), jnp.asarray(h), jnp.asarray(w))
+    out, vjp = jax.vjp(jax.jit(matmul), jnp.asarray(h), jnp.asarray(w))
     dh, dw = vjp(jnp.asarray(dk))
     assert out.dtype == dh.dtype == dw.dtype == jnp.float32
     hb, wb, dkb = _round_bf16(h), _round_bf16(w), _round_bf16(dk)
