@@ -330,6 +330,9 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     backward pass recomputes the recurrence in segments
     (:func:`remat_segments`; same results, one more forward pass).
     """
+    if mesh is not None and n_students is not None and n_students % mesh.size:
+        raise ValueError(f"n_students ({n_students}) must be a multiple of the mesh's "
+                         f"{mesh.size} devices: pad the students (core.sweep does).")
     segments = remat_segments(struct, n_students)
     train_step = make_train_step(struct, segments)
     # one wide network needs one surrogate shape (a per-student shape index would

@@ -130,3 +130,19 @@ def test_a_diverging_student_leaves_the_others_finite():
             for got, ref in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(alone)):
                 np.testing.assert_allclose(got, ref, rtol=1e-4,
                                            atol=1e-4 * float(jnp.max(jnp.abs(ref))))
+
+
+def test_a_students_count_that_does_not_split_over_the_mesh_is_refused():
+    from jax.sharding import Mesh
+
+    from core.train import make_train_chunk
+
+    struct = structure(_students()[0])
+    mesh = Mesh(np.array(jax.devices()[:1]), ("students",))
+    assert make_train_chunk.__wrapped__(struct, 2, False, 3, ("sg_shape",), True, mesh=mesh)
+
+    class TwoDevices:      # only the size is read before tracing
+        size = 2
+
+    with pytest.raises(ValueError, match="multiple of the mesh's 2 devices"):
+        make_train_chunk.__wrapped__(struct, 2, False, 3, ("sg_shape",), True, mesh=TwoDevices())
