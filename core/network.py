@@ -70,6 +70,12 @@ def surrogate_of(hp: HParams) -> SurrogateParams:
     return SurrogateParams(hp.sg_shape, hp.sg_scale, hp.sg_area)
 
 
+def psp_gain(hp: HParams, omega, b):
+    """Per-unit input factor of an RF layer: the PSP normalisation
+    (:func:`core.neurons.psp_kappa`) when ``hp.psp_norm`` is on, else 1."""
+    return jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0)
+
+
 def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "rf", *,
              reset_through: bool = False, synapse: bool = False, feedback: str = "bp",
              fb=()) -> list[LayerTrace]:
@@ -87,7 +93,7 @@ def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "r
     h = inputs
     for li, lp in enumerate(params):
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)
-        gain = jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0) if model == "rf" else None
+        gain = psp_gain(hp, omega, b) if model == "rf" else None
         kicks = layer_input(feedback, li, h, lp.w, fb_eff, [tr.spikes for tr in traces], gain)
         tr = run_layer(kicks, omega, b, lp.reset_x, lp.reset_y, dt=hp.dt,
                        threshold=hp.threshold, syn_decay=hp.syn_decay if synapse else None,
@@ -128,7 +134,7 @@ def simulate_students(params: Sequence[LayerParams], inputs, hp: HParams, model:
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)           # (S, n)
         w = lp.w
         if model == "rf":     # the PSP normalisation folded into w, as layer_input does
-            w = w * jnp.where(hp.psp_norm > 0.5, psp_kappa(omega, b), 1.0)[:, None, :]
+            w = w * psp_gain(hp, omega, b)[:, None, :]
         if li == 0:
             kicks = matmul(h, jnp.moveaxis(w, 0, 1).reshape(n_in, S * n))
         else:

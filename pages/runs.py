@@ -75,8 +75,8 @@ def launcher_ui() -> tuple:
                            disabled=spec is None or busy, icon=":material/rocket_launch:")
         if spec is not None:
             n = len(R.expand(spec))
-            st.caption(f"{n} points × {spec.steps} steps, trained as vmapped groups "
-                       f"({n * spec.steps} student-steps).")
+            st.caption(f"{n} points × {spec.steps} steps, trained in groups, one compiled "
+                       f"call each ({n * spec.steps} student-steps).")
     return spec, launch and not busy
 
 
