@@ -210,6 +210,9 @@ def _summarise(procs: list, cold: list, ref: dict, rtol: float = CHECK_RTOL) -> 
     out["k"], out["calls"] = good[0]["k"], len(good[0]["samples_ms"])
     out["allocator"] = {"mimalloc": "mimalloc", "system malloc": "glibc"}.get(
         good[0].get("allocator"), good[0].get("allocator", "?"))
+    if "recurrence" in good[0]:       # the project's path: the fused kernels, or scan (and why)
+        out["recurrence"] = good[0]["recurrence"]
+        out["recurrence_note"] = good[0].get("recurrence_note", "")
     out["peak_rss_mb"] = _spread([p["maxrss_mb"] for p in good])
     out["rss_after_import_mb"] = _spread([p["rss_after_import_mb"] for p in good])
     if "to_executable_s" in good[0]:
@@ -368,6 +371,8 @@ def _print_tables(results: list, vmap: dict | None, targets: list) -> None:
                   f"{_fmt(d.get('compile_warm_over_cold'), '.3f'):>9s} "
                   f"{d['peak_rss_mb']['median']:7.0f} {_fmt(d.get('xla_mb'), '.1f'):>7s} "
                   f"{chk['loss0']:12.7g} {chk_s:>14s} {d.get('allocator', '?'):>8s}")
+            if d.get("recurrence_note"):
+                print(f"{'':7s}   {impl}: recurrence ran as {d['recurrence']}: {d['recurrence_note']}")
         for base, ref, ratio in _ratios(res["impls"]):
             print(f"{'':7s}   {base} / {ref} = {ratio:.3f}")
         fl = res.get("floor")

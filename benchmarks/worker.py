@@ -150,6 +150,7 @@ def project(args) -> None:
     jax = _jax_setup(args.cache)
     import jax.numpy as jnp
 
+    from core.neurons import recurrence_impl, recurrence_note
     from core.train import make_train_chunk, stack
 
     import_s = time.perf_counter() - _T_START
@@ -200,7 +201,8 @@ def project(args) -> None:
            "compile_s": compile_s, "to_executable_s": lower_s + compile_s,
            "first_call_s": first_s, "xla_mb": xla_mb, "loss0": first(out.loss),
            "gnorm0": first(out.grad_norm), "diverged": bool(np.any(np.asarray(out.diverged))),
-           "samples_ms": samples, "backend": jax.default_backend()})
+           "samples_ms": samples, "backend": jax.default_backend(),
+           "recurrence": recurrence_impl(), "recurrence_note": recurrence_note()})
 
 
 def reference_jax(args) -> None:

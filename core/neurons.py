@@ -201,17 +201,101 @@ def _forward_scan(model, synapse, kicks, r, c, s, xr, yr, theta, a, sg, init=Non
 RECURRENCE_IMPLS = ("scan", "pallas", "interpret")
 
 
+_FORCED = threading.local()      # the kernels' self-check pins the path in its own thread
+
+
 def recurrence_impl() -> str:
     """How the recurrence runs, chosen by backend at trace time: ``lax.scan``
-    on CPU, the fused Pallas kernel of :mod:`core.kernels` on GPU.
+    on CPU, the fused Pallas kernel of :mod:`core.kernels` on GPU once it has
+    passed its self-check (:func:`kernel_self_check`; otherwise the scan path
+    runs and :func:`recurrence_note` says why).
     ``RESONANCE_RECURRENCE`` = scan | pallas | interpret (the kernel in
-    Pallas' interpreter, for tests on CPU) overrides."""
+    Pallas' interpreter, for tests on CPU) overrides, without the check."""
     import os
 
+    forced = getattr(_FORCED, "impl", None)
+    if forced is not None:
+        return forced
     env = os.environ.get("RESONANCE_RECURRENCE", "auto")
     if env in RECURRENCE_IMPLS:
         return env
-    return "pallas" if jax.default_backend() == "gpu" and _triton_available() else "scan"
+    if jax.default_backend() == "gpu" and _triton_available() and _kernels_checked()[0]:
+        return "pallas"
+    return "scan"
+
+
+def recurrence_note() -> str:
+    """Why the automatic choice fell back to the scan path on a GPU ("" if it
+    did not, or has not been made yet)."""
+    if _kernels_checked.cache_info().currsize == 0:
+        return ""
+    ok, why = _kernels_checked()
+    return "" if ok else why
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels_checked() -> tuple[bool, str]:
+    """The compiled kernels' self-check, once per process.  It runs in a
+    thread of its own, so that it executes (compiles and runs) even when the
+    first call of :func:`recurrence_impl` comes while a training step is
+    being traced, and so that its pinned path stays in that thread."""
+    import concurrent.futures
+    import warnings
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ok, why = pool.submit(kernel_self_check, "pallas").result()
+    if not ok:
+        warnings.warn(f"Resonance Lab: the fused recurrence kernels are off ({why}); "
+                      "training runs the lax.scan path (slower on a GPU, same results).",
+                      RuntimeWarning, stacklevel=2)
+    return ok, why
+
+
+def kernel_self_check(impl: str = "pallas") -> tuple[bool, str]:
+    """Compile and run the kernels (``impl`` = pallas, or interpret) on a small
+    layer, forward and backward, against the scan path: (True, "") if values
+    and gradients agree, else (False, the reason).  A kernel that does not
+    compile on this GPU or this JAX (Pallas' Triton lowering changes between
+    releases) then costs speed, not the run.  RF with synapse and reset
+    gradient streams every sequence either kernel reads; 37 steps run the
+    unrolled groups and the remainder; 2 x 70 elements span two blocks."""
+    from .surrogates import SurrogateParams
+
+    rng = np.random.default_rng(0)
+    T, B, n = 37, 2, 70
+    kicks = jnp.asarray(rng.normal(0.35, 0.6, (T, B, n)), jnp.float32)
+    omega = jnp.asarray(2 * np.pi * rng.uniform(5, 60, n), jnp.float32)
+    b = jnp.asarray(-rng.uniform(5, 40, n), jnp.float32)
+    zero = jnp.zeros((n,), jnp.float32)
+    sg = SurrogateParams(jnp.int32(0), jnp.float32(5.0), jnp.float32(0.0))
+    w = jnp.linspace(-1.0, 1.0, n, dtype=jnp.float32)[None, None, :]
+
+    def loss(kicks, omega, b):
+        tr = run_layer(kicks, omega, b, zero, zero, dt=1e-3, threshold=jnp.float32(0.8),
+                       syn_decay=jnp.float32(0.6), reset_through=True, sg=sg)
+        return jnp.sum(tr.spikes * w) + 0.3 * jnp.sum(tr.y ** 2) + 0.1 * jnp.sum(tr.x * w)
+
+    def run(path):
+        _FORCED.impl = path
+        try:      # a fresh jit: the path is chosen at trace time
+            val, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(kicks, omega, b)
+            return np.asarray(val), [np.asarray(g) for g in grads]
+        finally:
+            _FORCED.impl = None
+
+    try:
+        (v_k, g_k), (v_s, g_s) = run(impl), run("scan")
+    except Exception as e:  # noqa: BLE001 - any failure to lower, compile or run
+        return False, f"{impl} kernels failed: {type(e).__name__}: {str(e)[:200]}"
+    names = ("kicks", "omega", "b")
+    if not np.allclose(v_k, v_s, rtol=1e-4, atol=1e-4):
+        return False, f"{impl} kernels' loss {float(v_k):.6g} differs from the scan's {float(v_s):.6g}"
+    for name, gk, gs in zip(names, g_k, g_s):
+        scale = float(np.max(np.abs(gs))) + 1e-30
+        if not (np.all(np.isfinite(gk)) and np.allclose(gk, gs, rtol=1e-3, atol=1e-3 * scale)):
+            err = float(np.max(np.abs(gk - gs))) / scale
+            return False, f"{impl} kernels' gradient of {name} differs from the scan's ({err:.2g} of its max)"
+    return True, ""
 
 
 @functools.lru_cache(maxsize=1)

@@ -52,11 +52,13 @@ def compute_summary() -> str:
     (``core.allocator``).  Starts the backend."""
     from .allocator import active
     from .feedback import matmul_mode
-    from .neurons import recurrence_impl
+    from .neurons import recurrence_impl, recurrence_note
 
     devices = jax.devices()
     recurrence = {"scan": "lax.scan", "pallas": "fused Pallas kernels",
                   "interpret": "Pallas interpreter"}[recurrence_impl()]
+    if recurrence_note():
+        recurrence += " (fused kernels off: failed their self-check)"
     dev = devices[0]
     what = [f"{len(devices)} devices" if len(devices) > 1 else "1 device"]
     if dev.device_kind.lower() != dev.platform:      # e.g. "NVIDIA H200"; CPUs say "cpu"

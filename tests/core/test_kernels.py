@@ -137,3 +137,58 @@ def test_auto_choice_and_summary(monkeypatch):
     assert "recurrence: Pallas interpreter" in compute_summary()
     monkeypatch.setenv("RESONANCE_RECURRENCE", "bogus")      # unknown: the automatic choice
     assert recurrence_impl() in ("scan", "pallas")
+
+
+def test_self_check_passes_on_the_kernels():
+    """The start-up self-check (core.neurons.kernel_self_check) accepts the
+    kernels as they are (interpreted on CPU; compiled with
+    RESONANCE_TEST_KERNEL=pallas on a GPU)."""
+    from core.neurons import kernel_self_check
+
+    ok, why = kernel_self_check(KERNEL)
+    assert ok, why
+
+
+def test_self_check_catches_a_wrong_kernel(monkeypatch):
+    """A backward kernel off by 1 % in the kicks' adjoint fails the check."""
+    from core import kernels
+    from core.neurons import kernel_self_check
+
+    real = kernels.backward
+
+    def off(*args, **kw):
+        d_kicks, acc = real(*args, **kw)
+        return d_kicks * 1.01, acc
+
+    monkeypatch.setattr(kernels, "backward", off)
+    ok, why = kernel_self_check(KERNEL)
+    assert not ok and "gradient of kicks" in why, why
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="needs a backend Triton cannot target")
+def test_kernels_that_do_not_compile_fall_back_to_scan(monkeypatch):
+    """The automatic choice on a GPU takes the kernels only once they pass the
+    self-check.  Here the CPU poses as a GPU: the compiled (not interpreted)
+    Pallas kernels cannot lower there, so training falls back to the scan
+    path with a warning, and the app's summary line says so."""
+    from core import neurons
+    from core.runtime import compute_summary
+
+    monkeypatch.delenv("RESONANCE_RECURRENCE", raising=False)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(neurons, "_triton_available", lambda: True)
+    neurons._kernels_checked.cache_clear()
+    try:
+        assert neurons.recurrence_note() == ""               # not checked yet
+        with pytest.warns(RuntimeWarning, match="fused recurrence kernels are off"):
+            assert recurrence_impl() == "scan"
+        assert neurons.recurrence_note().startswith("pallas kernels failed")
+        assert "fused kernels off" in compute_summary()
+        # training traced on the "GPU" runs (the scan path)
+        kicks, params = _layer_case(9, 2, 5, seed=1)
+        sg = SurrogateParams(jnp.int32(0), jnp.float32(5.0), jnp.float32(0.0))
+        tr = jax.jit(lambda k: run_layer(k, params[0], params[1], params[2], params[3],
+                                         dt=1e-3, threshold=0.8, sg=sg))(kicks)
+        assert np.all(np.isfinite(np.asarray(tr.y)))
+    finally:
+        neurons._kernels_checked.cache_clear()
