@@ -5,7 +5,7 @@ surrogate gradient :math:`g_{sg}` of the loss with two references:
 
 (a) the gradient of the Gaussian-smoothed loss
     :math:`L_\sigma(\theta) = E_\epsilon[L(\theta + \sigma\epsilon)]`, estimated
-    with :math:`N` antithetic perturbations (all evaluated in one vmapped
+    with :math:`N` antithetic perturbations (evaluated in vmapped batches
     call of the *true* forward pass, spikes as Heaviside steps):
 
     .. math:: \hat g = \frac{1}{N}\sum_i \epsilon_i\,
@@ -17,8 +17,11 @@ surrogate gradient :math:`g_{sg}` of the loss with two references:
     (hidden units matched as in :mod:`core.metrics`), compared with the
     descent direction :math:`-g_{sg}`.
 
-Every (shape, scale) pair's surrogate gradient comes from one vmapped call,
-so a whole table is one compiled computation.  Parameters are compared in the
+The (shape, scale) pairs' surrogate gradients come from vmapped calls,
+so a whole table is one compiled computation; it runs in batches
+(``lax.map``) sized so that the working memory stays within
+:data:`TABLE_MEMORY` (``medium`` with 256 samples would otherwise need about
+90 GB at once).  Parameters are compared in the
 raw (optimised) coordinates, the space the optimizer moves in.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from .config import SURROGATES, HParams
@@ -55,19 +59,21 @@ def cosine(a, b) -> jax.Array:
     return jnp.where((na > 0) & (nb > 0), jnp.dot(a, b) / jnp.maximum(na * nb, 1e-30), 0.0)
 
 
-def smoothed_gradient(f, x, key, n_samples: int, sigma: float):
+def smoothed_gradient(f, x, key, n_samples: int, sigma: float, batch: int | None = None):
     """Antithetic estimate of the gradient of the Gaussian-smoothed ``f`` at ``x``.
 
     Args:
       f: scalar function of a (d,) vector (vmapped here).
       x: (d,) point.  key: PRNG key.  n_samples: N perturbation pairs.
       sigma: perturbation scale.
+      batch: evaluate ``f`` on this many points at a time (``lax.map``'s
+        batches; None: all at once).  The values do not depend on it.
     Returns:
       (mean (d,), per-sample estimates (N, d)).
     """
     eps = jr.normal(key, (n_samples, x.shape[0]), x.dtype)
-    fp = jax.vmap(f)(x[None, :] + sigma * eps)
-    fm = jax.vmap(f)(x[None, :] - sigma * eps)
+    fp = lax.map(f, x[None, :] + sigma * eps, batch_size=batch)
+    fm = lax.map(f, x[None, :] - sigma * eps, batch_size=batch)
     per = eps * ((fp - fm) / (2.0 * sigma))[:, None]
     return jnp.mean(per, axis=0), per
 
@@ -104,8 +110,46 @@ def teacher_target(student, teacher):
     return tuple(out)
 
 
+# Working memory a table may take (bytes; also at most this fraction of the device's):
+# the loss evaluations and the surrogate gradients run in batches that fit.
+TABLE_MEMORY = 2 * 2**30
+TABLE_MEMORY_FRACTION = 0.25
+
+
+def lane_bytes(struct) -> tuple[int, int]:
+    """Estimated working memory (float32 bytes) of one loss evaluation of the
+    true forward pass and of one surrogate gradient (BPTT) of the student:
+    per layer the kicks, x', y', spikes (and the synaptic current) of every
+    step, and the teacher's output; the backward pass adds its residuals and
+    adjoint streams."""
+    T, B = struct.T, struct.batch
+    per_unit = 5 if struct.synapse else 4
+    units = sum(struct.student_layers[1:])
+    forward = 4 * T * B * (per_unit * units + struct.student_layers[0])
+    return forward, 3 * forward
+
+
+def batch_sizes(struct, n_samples: int, n_pairs: int, budget: int | None = None) -> tuple[int, int]:
+    """(loss evaluations, surrogate gradients) computed at a time so that a
+    batch fits in ``budget`` bytes (default: :data:`TABLE_MEMORY`, at most
+    :data:`TABLE_MEMORY_FRACTION` of the device's memory).  Powers of two
+    (few compiled variants), at least 1, at most what there is."""
+    from .train import memory_budget
+
+    if budget is None:
+        budget = int(min(TABLE_MEMORY, TABLE_MEMORY_FRACTION * memory_budget()))
+    fwd, grad = lane_bytes(struct)
+
+    def fit(per: int, n: int) -> int:
+        k = max(1, budget // max(per, 1))
+        return n if k >= n else 2 ** int(np.log2(k))
+
+    return fit(fwd, n_samples), fit(grad, n_pairs)
+
+
 @functools.lru_cache(maxsize=16)
-def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: int):
+def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: int,
+                   sample_batch: int, pair_batch: int):
     flags = dict(reset_through=reset_through, synapse=synapse)
 
     def table(flat, target_flat, mask_flat, unravel_spec, teacher, inputs, hp: HParams,
@@ -120,9 +164,9 @@ def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: in
         def sg_grad(shape, scale):
             return jax.grad(loss)(flat, hp._replace(sg_shape=shape, sg_scale=scale)) * mask_flat
 
-        grads = jax.vmap(sg_grad)(shapes, scales)                       # (P, d)
+        grads = lax.map(lambda a: sg_grad(*a), (shapes, scales), batch_size=pair_batch)  # (P, d)
         f = lambda v: loss(flat + mask_flat * (v - flat), hp)
-        g_hat, per = smoothed_gradient(f, flat, key, n_samples, sigma)
+        g_hat, per = smoothed_gradient(f, flat, key, n_samples, sigma, sample_batch)
         per = per * mask_flat[None, :]
         g_hat = g_hat * mask_flat
         direction = (target_flat - flat) * mask_flat
@@ -146,6 +190,10 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
         raise ConfigError("samples", f"must be an integer in [2, 100000], got {n_samples}.")
     if not (np.isfinite(sigma) and 0 < sigma <= 10):
         raise ConfigError("sigma", f"must be in (0, 10], got {sigma}.")
+    if not len(shapes):
+        raise ConfigError("surrogate", f"choose at least one shape ({', '.join(SURROGATES)}).")
+    if not len(scales):
+        raise ConfigError("scale", "choose at least one scale in [0.01, 1000].")
     for name in shapes:
         if name not in SURROGATES:
             raise ConfigError("surrogate", f"unknown value {name!r}; choose from {', '.join(SURROGATES)}.")
@@ -166,7 +214,9 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     pairs = [(SURROGATES.index(n), float(s)) for n in shapes for s in scales]
     sh = jnp.asarray([p[0] for p in pairs], jnp.int32)
     sc = jnp.asarray([p[1] for p in pairs], jnp.float32)
-    fn = _make_table_fn(struct.model, struct.reset_through, struct.synapse, int(n_samples))
+    sample_batch, pair_batch = batch_sizes(struct, int(n_samples), len(pairs))
+    fn = _make_table_fn(struct.model, struct.reset_through, struct.synapse, int(n_samples),
+                        sample_batch, pair_batch)
     grads, per, cos_s, cos_t = fn(flat, target_flat, mask_flat, _Unravel(unravel, params),
                                   exp.task.teacher, inputs, hp, sh, sc, jr.PRNGKey(seed),
                                   jnp.float32(sigma))

@@ -27,7 +27,8 @@ st.subheader("Gradient fidelity")
 st.markdown("Cosine between each surrogate gradient and **(a)** the gradient of the "
             "Gaussian-smoothed loss (N antithetic perturbations of the true, spiking forward "
             "pass; error bars: bootstrap standard error) and **(b)** the direction to the "
-            "matched teacher, θ* − θ. The whole table is one vmapped computation.")
+            "matched teacher, θ* − θ. The whole table is one compiled computation, run in "
+            "batches that fit in memory.")
 fs = widgets.fidelity_ui()
 if st.button("Compute fidelity", key="gf_run", type="primary"):
     if not fs.shapes or not fs.scales:

@@ -231,7 +231,7 @@ def surrogate_table(shapes: tuple, scale: float, norm: str):
 @st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
 def fidelity_rows(preset: str, shapes: tuple, scales: tuple, n_samples: int, sigma: float,
                   seed: int, train_steps: int, norm: str) -> list[dict]:
-    """The fidelity table (one vmapped call) at the preset's student, after
+    """The fidelity table (one compiled call) at the preset's student, after
     ``train_steps`` steps of ordinary training."""
     from core.fidelity import fidelity_table
 

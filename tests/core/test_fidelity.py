@@ -111,3 +111,40 @@ def test_bad_arguments_name_the_field(fig1_exp):
     with pytest.raises(core.ConfigError) as e:
         fidelity_table(fig1_exp, ["superspike"], [1.0], sigma=float("nan"))
     assert e.value.field == "sigma"
+    with pytest.raises(core.ConfigError) as e:
+        fidelity_table(fig1_exp, [], [1.0])
+    assert e.value.field == "surrogate"
+    with pytest.raises(core.ConfigError) as e:
+        fidelity_table(fig1_exp, ["superspike"], [])
+    assert e.value.field == "scale"
+
+
+def test_batched_table_equals_the_whole(fig1_exp, monkeypatch):
+    """Within a small memory budget the table runs in batches (8 of 20 loss
+    evaluations, 2 of 3 gradients: both with a remainder) and gives the same
+    rows as all at once."""
+    import core.fidelity as F
+
+    args = (fig1_exp, ["superspike", "arctan", "sigmoid"], [4.0])
+    whole = fidelity_table(*args, n_samples=20)
+    fwd, grad = F.lane_bytes(fig1_exp.struct)
+    monkeypatch.setattr(F, "TABLE_MEMORY", 8 * fwd + fwd // 2)     # 8 loss evaluations, 2 of 3 gradients
+    assert F.batch_sizes(fig1_exp.struct, 20, 3) == (8, 2)
+    batched = fidelity_table(*args, n_samples=20)
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose(a[1:], b[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_batches_fit_the_budget_on_medium():
+    """``medium`` with 256 samples and a 60-pair table (about 90 GB at once):
+    each batch stays within the table's budget."""
+    import core.fidelity as F
+    from core.config import structure
+
+    struct = structure(core.get_preset("medium"))
+    fwd, grad = F.lane_bytes(struct)
+    assert 256 * fwd > 50 * 2**30                     # far more than any machine here
+    sb, pb = F.batch_sizes(struct, 256, 60, budget=2**31)
+    assert 1 <= sb < 256 and 1 <= pb < 60
+    assert sb * fwd <= 2**31 and pb * grad <= 2**31
+    assert F.batch_sizes(struct, 256, 60, budget=1) == (1, 1)   # never zero
