@@ -242,6 +242,8 @@ def make_train_step(struct: Structure, segments: int | None = None):
         grads = masked(grads, hp)
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        # the updates too: a group unticked mid-run must stop, not coast on its momentum
+        updates = masked(updates, hp)
         params = optax.apply_updates(state.params, updates)
         noise_key = jr.fold_in(jr.fold_in(task.key, fbk.WM_STREAM), clock)
         params, fb = fbk.update_feedback(rule, state.params, params, updates, state.feedback,

@@ -223,6 +223,25 @@ def test_changing_settings_does_not_recompile(fig1):
     assert chunk._cache_size() == size
 
 
+def test_unticked_groups_stop_at_once(fig1):
+    """Learnable groups can be changed mid-run (one compiled chunk, the mask is
+    traced).  A group unticked after Adam has built up momentum for it stays
+    exactly where it is; the groups still ticked keep moving."""
+    everything = fig1.hp_of(learn=("weights", "omega", "b", "reset"))
+    s1, _ = fig1.chunk(fig1.exp.state, fig1.task, everything, fig1.limit(fig1.exp.state))
+    for learn, frozen in ((("weights",), ("phi", "rho", "reset_x", "reset_y")),
+                          (("omega", "b"), ("w", "reset_x", "reset_y"))):
+        s2, _ = fig1.chunk(s1, fig1.task, fig1.hp_of(learn=learn), fig1.limit(s1))
+        assert not bool(s2.diverged)
+        for before, after in zip(s1.params, s2.params):
+            for name in before._fields:
+                a, b = np.asarray(getattr(before, name)), np.asarray(getattr(after, name))
+                if name in frozen:
+                    np.testing.assert_array_equal(b, a, err_msg=f"{learn}: {name}")
+                else:
+                    assert np.any(a != b), f"{learn}: {name} did not move"
+
+
 # --------------------------------------------------------------------------
 # 11. forced divergence
 def test_forced_divergence_is_sticky_and_keeps_finite_params(fig1):
