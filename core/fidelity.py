@@ -38,7 +38,7 @@ from jax.flatten_util import ravel_pytree
 
 from .config import SURROGATES, HParams
 from .losses import combined
-from .metrics import match
+from .metrics import match, unmatched
 from .network import group_mask, simulate
 from .teacher import heldout_inputs
 
@@ -92,13 +92,18 @@ def bootstrap_cos_se(g_sg: np.ndarray, per: np.ndarray, n_boot: int = 200, seed:
 
 def teacher_target(student, teacher):
     """Student-shaped copy of the student parameters with every matched entry
-    replaced by the teacher's (unmatched extra units keep their own values)."""
+    replaced by the teacher's: a student that computes the teacher's function.
+    Extra (unmatched) units keep their own incoming weights and neuron
+    parameters, and their outgoing weights become 0 (the teacher has no such
+    connections)."""
     perms = match(student, teacher)
     out, prev = [], None
     for li, (s, t) in enumerate(zip(student, teacher)):
         cols = perms[li]
         rows = np.arange(np.shape(t.w)[0]) if prev is None else prev
         w = np.array(s.w)
+        if prev is not None:
+            w[unmatched(prev, w.shape[0])] = 0.0
         w[np.ix_(rows, cols)] = np.asarray(t.w)
         fields = {"w": w}
         for name in ("phi", "rho", "reset_x", "reset_y"):

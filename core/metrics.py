@@ -2,11 +2,16 @@ r"""Recovery of the teacher's parameters and spike-time precision.
 
 Matching: hidden units are interchangeable, so student units are assigned to
 teacher units layer by layer with the Hungarian algorithm
-(``scipy.optimize.linear_sum_assignment``) on the correlation of their
-incoming weight vectors; each layer's assignment permutes the rows of the
-next layer's weights before that layer is matched.  Output units are not
-permuted (their order is fixed by the targets).  Extra student units (a wider
-student) stay unmatched and are left out of the comparison.
+(``scipy.optimize.linear_sum_assignment``) on the similarity of their
+incoming weight vectors: the Pearson correlation with three or more inputs,
+the cosine with one or two (where every correlation is +-1 or undefined);
+near-ties are broken by the units' own frequency and damping.  Each layer's
+assignment permutes the rows of the next layer's weights before that layer
+is matched.  Output units are not permuted (their order is fixed by the
+targets).  Extra student units (a wider student) stay unmatched: their own
+parameters are left out of the comparison, but their outgoing weights count
+in the next layer's weight error with target 0 (the teacher has no such
+connection; an extra unit that still drives the next layer is an error).
 
 Per layer and parameter group (weights, omega, b, reset; physical units):
 relative error :math:`\|\theta-\theta^*\|/\max(\|\theta^*\|, 0.075)`, Pearson
@@ -44,6 +49,24 @@ def _corr_matrix(a, b):
     return np.nan_to_num(c)
 
 
+def _cos_matrix(a, b):
+    """Columnwise cosines between a (k, n) and b (k, m): (n, m)."""
+    na = np.linalg.norm(a, axis=0)
+    nb = np.linalg.norm(b, axis=0)
+    return np.nan_to_num((a.T @ b) / np.maximum(np.outer(na, nb), 1e-12))
+
+
+TIE_BREAK = 1e-3    # weight of the neuron-parameter distance in the matching cost
+
+
+def _unit_distance(s, t):
+    """(n_t, n_s) distance in [0, 1) between teacher and student units' raw
+    frequency and damping (phi, rho): only breaks near-ties in the weights."""
+    d = sum(np.abs(np.asarray(getattr(t, f), np.float64)[:, None]
+                   - np.asarray(getattr(s, f), np.float64)[None, :]) for f in ("phi", "rho"))
+    return d / (1.0 + d)
+
+
 def match(student, teacher) -> list[np.ndarray]:
     """Student unit index for each teacher unit, one array per layer."""
     perms, prev = [], None
@@ -54,7 +77,8 @@ def match(student, teacher) -> list[np.ndarray]:
         if li == len(teacher) - 1:
             perm = np.arange(wt.shape[1])
         else:
-            _, cols = linear_sum_assignment(-_corr_matrix(wt, ws))
+            sim = _corr_matrix(wt, ws) if wt.shape[0] >= 3 else _cos_matrix(wt, ws)
+            _, cols = linear_sum_assignment(-sim + TIE_BREAK * _unit_distance(s, t))
             perm = cols  # rows come back sorted: cols[i] matches teacher unit i
         perms.append(perm)
         prev = perm
@@ -70,16 +94,25 @@ def _physical(lp, dt):
     }
 
 
+def unmatched(perm, width: int) -> np.ndarray:
+    """The student units of a layer ``width`` wide left out by ``perm``."""
+    return np.setdiff1d(np.arange(width), perm)
+
+
 def matched(student, teacher, dt):
-    """Student and teacher parameters (physical, matched) per layer."""
+    """Student and teacher parameters (physical, matched) per layer.  Each
+    pair's third item is the outgoing weights of the previous layer's extra
+    (unmatched) student units to this layer's matched units, (extra, n)."""
     perms = match(student, teacher)
     out, prev = [], None
     for li, (s, t) in enumerate(zip(student, teacher)):
         ps, pt = _physical(s, dt), _physical(t, dt)
         p = perms[li]
         w = ps["weights"] if prev is None else ps["weights"][prev]
+        extra = (np.zeros((0, len(p))) if prev is None
+                 else ps["weights"][unmatched(prev, ps["weights"].shape[0])][:, p])
         ps = {"weights": w[:, p], "omega": ps["omega"][p], "b": ps["b"][p], "reset": ps["reset"][:, p]}
-        out.append((ps, pt))
+        out.append((ps, pt, extra))
         prev = p
     return out, perms
 
@@ -99,7 +132,10 @@ def recovery(student, teacher, dt, model="rf") -> list[dict]:
     pairs, _ = matched(student, teacher, dt)
     groups = ("weights", "omega", "b", "reset") if model == "rf" else ("weights", "b", "reset")
     layers = []
-    for ps, pt in pairs:
+    for ps, pt, extra in pairs:
+        # the extra units' outgoing weights join the weights, with target 0
+        ps = dict(ps, weights=np.concatenate([ps["weights"], extra]))
+        pt = dict(pt, weights=np.concatenate([pt["weights"], np.zeros_like(extra)]))
         entry = {g: group_stats(ps[g], pt[g]) for g in groups}
         entry["rel_error"] = entry["weights"]["rel_error"]
         entry["corr"] = entry["weights"]["corr"]

@@ -101,6 +101,24 @@ def test_teacher_direction_vanishes_at_the_teacher(fig1_exp):
         np.testing.assert_array_equal(np.asarray(s.w), np.asarray(t.w))
 
 
+def test_teacher_target_of_a_wider_student_computes_the_teacher():
+    """theta* of a student wider than its teacher (6 hidden units for 2): the
+    matched units take the teacher's parameters and the extra units' outgoing
+    weights become 0, so theta* reproduces the teacher's output exactly."""
+    from core.network import simulate
+    from core.teacher import heldout_inputs
+
+    exp = core.setup(core.get_preset("figure1").replace(student_hidden=(6,), T=300, batch=8))
+    target = teacher_target(exp.state.params, exp.task.teacher)
+    assert target[0].w.shape == (20, 6) and target[1].w.shape == (6, 1)
+    inputs = heldout_inputs(exp.task.key, exp.hp, (300, 8, 20), 11)
+    out_t = simulate(exp.task.teacher, inputs, exp.hp)[-1]
+    out_s = simulate(target, inputs, exp.hp)[-1]
+    assert float(jnp.sum(out_t.spikes)) > 0
+    np.testing.assert_array_equal(np.asarray(out_s.spikes), np.asarray(out_t.spikes))
+    np.testing.assert_allclose(np.asarray(out_s.y), np.asarray(out_t.y), atol=1e-5)
+
+
 def test_bad_arguments_name_the_field(fig1_exp):
     with pytest.raises(core.ConfigError) as e:
         fidelity_table(fig1_exp, ["superspike"], [1.0], n_samples=1)

@@ -164,6 +164,43 @@ def test_recovery_of_a_wider_student_containing_the_teacher():
     _assert_exact_recovery(recovery(student, net, 1e-3), 3)
 
 
+@pytest.mark.parametrize("layers", [(12, 2, 3, 1), (12, 1, 3, 2), (12, 2, 2, 2, 1)])
+def test_recovery_undoes_a_permutation_behind_a_narrow_layer(layers):
+    """Units fed by one or two units (a bottleneck like Figure 1's two hidden
+    neurons) have +-1 or undefined Pearson correlations with every candidate;
+    the matching still finds the permutation (cosine, then frequency and
+    damping for ties)."""
+    net = _random_net(11, layers)
+    perms = [np.roll(np.arange(n), 1) for n in layers[1:-1]]
+    student = _permute(net, perms)
+    got = match(student, net)
+    for p, g in zip(perms, got[:-1]):
+        np.testing.assert_array_equal(g, p)
+    _assert_exact_recovery(recovery(student, net, 1e-3), len(layers) - 1)
+
+
+def test_extra_units_that_drive_the_next_layer_count_as_error():
+    """A wider student containing the teacher, except that its extra hidden
+    units still project to the output: the output layer's weight error is the
+    norm of those weights over the teacher's (target 0), not zero."""
+    layers = (12, 5, 3)
+    net = _random_net(4, layers)
+    perm = np.array([6, 0, 3, 1, 4])
+    student = _permute(net, [perm], extra=(7,), seed=2)
+    w = np.asarray(student[1].w).copy()
+    extra = np.array([2, 5])
+    w[extra] = 0.25
+    student = (student[0], student[1]._replace(w=jnp.asarray(w)))
+    np.testing.assert_array_equal(match(student, net)[0], perm)
+    rec = recovery(student, net, 1e-3)
+    assert rec[0]["rel_error"] == pytest.approx(0.0, abs=1e-6)
+    wt = np.asarray(net[1].w, np.float64)
+    expected = 0.25 * np.sqrt(extra.size * layers[-1]) / max(np.linalg.norm(wt), 0.075)
+    assert rec[1]["rel_error"] == pytest.approx(expected, rel=1e-5)
+    assert rec[1]["weights"]["signed"] == pytest.approx(
+        0.25 * extra.size * layers[-1] / max(np.linalg.norm(wt), 0.075), rel=1e-5)
+
+
 def test_recovery_reports_a_perturbation():
     net = _random_net(5, (12, 5, 3))
     w0 = np.asarray(net[0].w)
