@@ -244,8 +244,9 @@ def validate(cfg: Config) -> Config:
     c["loss"] = _choice("loss", cfg.loss, LOSSES)
     c["vr_tau"] = _finite("vr_tau", cfg.vr_tau, dt, 1.0)
     c["optimizer"] = _choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    c["lr"] = _finite("lr", cfg.lr, 0.0, 1e7, open_lo=True)
-    c["clip_norm"] = _finite("clip_norm", cfg.clip_norm, 0.0, 1e6, open_lo=True)
+    # lower bounds well above float32's smallest number: 1e-46 would pass "> 0" and become 0
+    c["lr"] = _finite("lr", cfg.lr, 1e-12, 1e7)
+    c["clip_norm"] = _finite("clip_norm", cfg.clip_norm, 1e-12, 1e6)
     raw_learn = cfg.learn
     if isinstance(raw_learn, str):
         raw_learn = [g.strip() for g in raw_learn.split(",") if g.strip()]
