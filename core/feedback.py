@@ -281,14 +281,17 @@ def alignment(rule: str, params, fb, rule_idx=None):
     return jnp.stack([angle_deg(b, r) for b, r in zip(effective(rule, params, fb, rule_idx), refs)])
 
 
-def update_angle(grads, bp_grads):
-    r"""Angle (degrees) between a rule's hidden-layer gradient and backprop's:
-    all leaves of every layer but the output layer, flattened together,
-    :math:`\angle(\Delta h_{rule}, \Delta h_{BP})` (Lillicrap et al. 2016)."""
-    flat = lambda g: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(g[:-1])])
-    if len(grads) < 2:
+def update_angle(dh, dh_bp):
+    r""":math:`\angle(\Delta h_{rule}, \Delta h_{BP})` in degrees (Lillicrap et
+    al. 2016): the angle between the error signals that reach the hidden
+    units' spikes under the rule and under backprop on the same batch (the
+    cotangents of :func:`core.train.loss_and_grad` with ``hidden_error``),
+    every hidden layer, time step and example flattened together.  NaN
+    without a hidden layer."""
+    if not len(dh):
         return jnp.float32(jnp.nan)
-    return angle_deg(flat(grads), flat(bp_grads))
+    flat = lambda t: jnp.concatenate([jnp.ravel(x) for x in t])
+    return angle_deg(flat(dh), flat(dh_bp))
 
 
 # ---- forward pass hook ---------------------------------------------------------

@@ -78,28 +78,35 @@ def psp_gain(hp: HParams, omega, b):
 
 def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "rf", *,
              reset_through: bool = False, synapse: bool = False, feedback: str = "bp",
-             fb=()) -> list[LayerTrace]:
-    """Run the network on ``inputs`` (T, B, n_in) spikes.
+             fb=(), probes=None) -> list[LayerTrace]:
+    r"""Run the network on ``inputs`` (T, B, n_in) spikes.
 
     ``model``, ``reset_through``, ``synapse`` and the credit-assignment rule
     ``feedback`` are static (see ``core.config.Structure``); ``fb`` is the
     rule's feedback state (``core.feedback``).  The forward pass is the same
     for every rule; only the backward pass to hidden layers differs.  Returns
     one :class:`LayerTrace` (spikes, x, y; each (T, B, n)) per layer.
+    ``probes``: optional zeros, one (T, B, n) array per hidden layer, added
+    to its spikes where every later layer reads them; the gradient with
+    respect to them is the error signal that reaches the hidden units under
+    the rule (:math:`\Delta h`, :func:`core.train.loss_and_grad`).
     """
     sg = surrogate_of(hp)
     fb_eff = effective(feedback, params, fb, hp.fb_rule)
-    traces = []
+    traces, hidden = [], []
     h = inputs
     for li, lp in enumerate(params):
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)
         gain = psp_gain(hp, omega, b) if model == "rf" else None
-        kicks = layer_input(feedback, li, h, lp.w, fb_eff, [tr.spikes for tr in traces], gain)
+        kicks = layer_input(feedback, li, h, lp.w, fb_eff, hidden, gain)
         tr = run_layer(kicks, omega, b, lp.reset_x, lp.reset_y, dt=hp.dt,
                        threshold=hp.threshold, syn_decay=hp.syn_decay if synapse else None,
                        reset_through=reset_through, sg=sg, model=model)
         traces.append(tr)
         h = tr.spikes
+        if probes is not None and li < len(params) - 1:
+            h = h + probes[li]
+        hidden.append(h)
     return traces
 
 

@@ -62,8 +62,8 @@ class ChunkOut(NamedTuple):
     params: Any           # per-step snapshots (K, ...) or None
     alignment: Any = None     # (K, n_fb) float32, degrees: angle(W^T, B) per feedback
                               # matrix (core.feedback.alignment); None for bp
-    update_angle: Any = None  # (K,) float32, degrees: hidden-layer gradient vs
-                              # backprop's on the same batch; None for bp
+    update_angle: Any = None  # (K,) float32, degrees: the error reaching the hidden units
+                              # vs backprop's on the same batch, angle(dh, dh_BP); None for bp
 
 
 def optimizer(kind: str, lr, clip_norm) -> optax.GradientTransformation:
@@ -100,23 +100,33 @@ def _within_bounds(params):
 
 def loss_and_grad(params, teacher, inputs, hp: HParams, model: str = "rf", *,
                   reset_through: bool = False, synapse: bool = False, feedback: str = "bp",
-                  fb=(), t_out=None):
-    """Loss of ``params`` against the teacher on ``inputs`` and its gradient.
+                  fb=(), t_out=None, hidden_error: bool = False):
+    r"""Loss of ``params`` against the teacher on ``inputs`` and its gradient.
 
     Returns ``((loss, parts), grads)``; the static flags are as in
     ``simulate``.  With ``feedback`` other than bp, ``grads`` is the rule's
     update direction (feedback state ``fb``), not the true gradient.
     ``t_out``: the teacher's output trace on ``inputs`` if already computed.
+    ``hidden_error`` (static): ``grads`` is ``(grads, dh)`` with ``dh`` the
+    error signal reaching each hidden layer's spikes under the rule, one
+    (T, B, n) array per hidden layer (Lillicrap et al. 2016's
+    :math:`\Delta h`: :math:`W^T e` for backprop, :math:`B e` for feedback
+    alignment), from the same backward pass.
     """
     flags = dict(reset_through=reset_through, synapse=synapse)
     if t_out is None:
         t_out = teacher_output(teacher, inputs, hp, model, **flags)
 
-    def loss_fn(p):
-        out = simulate(p, inputs, hp, model, feedback=feedback, fb=fb, **flags)[-1]
+    def loss_fn(p, probes=None):
+        out = simulate(p, inputs, hp, model, feedback=feedback, fb=fb, probes=probes,
+                       **flags)[-1]
         return combined(out, t_out, hp.loss_w, hp.vr_decay)
 
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if not hidden_error:
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+    T, B = inputs.shape[:2]
+    probes = tuple(jnp.zeros((T, B, lp.w.shape[1]), inputs.dtype) for lp in params[:-1])
+    return jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(params, probes)
 
 
 def students_loss_and_grad(params, inputs, t_out, hp: HParams, model: str = "rf", *,
@@ -237,8 +247,11 @@ def make_train_step(struct: Structure, segments: int | None = None):
         if lg is None:
             with residual_segments(segments):
                 lg = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                   feedback=rule, fb=state.feedback, t_out=t_out, **flags)
+                                   feedback=rule, fb=state.feedback, t_out=t_out,
+                                   hidden_error=rule != "bp", **flags)
         (loss, parts), grads = lg
+        if rule != "bp":
+            grads, dh = grads
         grads = masked(grads, hp)
         tx = optimizer(struct.optimizer, hp.lr, hp.clip_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -250,11 +263,12 @@ def make_train_step(struct: Structure, segments: int | None = None):
                                          hp, noise_key)
         if rule == "bp":
             upd_angle = None
-        else:   # backprop's gradient on the same batch, for the update angle only
+        else:   # backprop's error at the hidden units on the same batch, for the angle only
             with residual_segments(segments):
-                _, bp_grads = loss_and_grad(state.params, task.teacher, inputs, hp, struct.model,
-                                            t_out=t_out, **flags)
-            upd_angle = fbk.update_angle(grads, masked(bp_grads, hp))
+                _, (_, dh_bp) = loss_and_grad(state.params, task.teacher, inputs, hp,
+                                              struct.model, t_out=t_out, hidden_error=True,
+                                              **flags)
+            upd_angle = fbk.update_angle(dh, dh_bp)
         healthy = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
                    & _all_finite(fb) & _within_bounds(params))
         active = ~state.diverged & (state.step < limit)

@@ -75,6 +75,62 @@ def test_feedback_equal_to_w_reproduces_backprop(fig1, grad_fn):
     assert np.abs(np.asarray(g_bp[0].w)).max() > 0
 
 
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa"])
+def test_hidden_error_is_the_signal_at_the_hidden_spikes(fig1, rule):
+    """loss_and_grad(hidden_error=True)'s dh is Lillicrap et al.'s Delta h,
+    computed here from the network split at the hidden spikes s: for backprop
+    the gradient of the loss with respect to s, for fa and dfa the output
+    kicks' gradient dk sent back through the feedback matrix, dk (B g)^T
+    (g: the output units' PSP normalisation)."""
+    from core.network import omega_of, damping_of, psp_gain, surrogate_of
+    from core.neurons import run_layer
+
+    cfg = fig1.cfg.replace(**WIDE)
+    student, hp, x = init_student(cfg), fig1.hp, fig1.inputs(5)
+    fb = fbk.init_feedback(rule, student, jr.PRNGKey(3))
+    t_out = simulate(fig1.task.teacher, x, hp)[-1]
+    (loss, _), (grads, dh) = loss_and_grad(student, fig1.task.teacher, x, hp, feedback=rule,
+                                           fb=fb, t_out=t_out, hidden_error=True)
+    (loss_plain, _), grads_plain = loss_and_grad(student, fig1.task.teacher, x, hp,
+                                                 feedback=rule, fb=fb, t_out=t_out)
+    assert float(loss) == float(loss_plain)                 # the probes change nothing
+    for a, b in zip(leaves(grads), leaves(grads_plain), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    out = student[1]
+    omega, b = omega_of(out.phi, hp.dt), damping_of(out.rho)
+    g = psp_gain(hp, omega, b)
+    s = simulate(student[:1], x, hp)[0].spikes
+
+    def loss_of_kicks(k):
+        tr = run_layer(k, omega, b, out.reset_x, out.reset_y, dt=hp.dt, threshold=hp.threshold,
+                       sg=surrogate_of(hp))
+        return combined(tr, t_out, hp.loss_w, hp.vr_decay)[0]
+
+    if rule == "bp":
+        ref = jax.grad(lambda s: loss_of_kicks(s @ (out.w * g[None, :])))(s)
+    else:
+        dk = jax.grad(loss_of_kicks)(s @ (out.w * g[None, :]))
+        ref = dk @ (fb[0] * g[None, :]).T
+    assert len(dh) == 1 and dh[0].shape == s.shape
+    ref = np.asarray(ref)
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(np.asarray(dh[0]), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_update_angle_is_zero_for_b_equal_w_and_180_for_minus_w(fig1):
+    """With B = W the rule's hidden error is backprop's (0 degrees); with
+    B = -W it is its negative (180 degrees)."""
+    cfg = fig1.cfg.replace(**WIDE)
+    student, hp, x = init_student(cfg), fig1.hp, fig1.inputs(6)
+    _, (_, dh_bp) = loss_and_grad(student, fig1.task.teacher, x, hp, hidden_error=True)
+    for sign, want in ((1.0, 0.0), (-1.0, 180.0)):
+        fb = (sign * student[1].w,)
+        _, (_, dh) = loss_and_grad(student, fig1.task.teacher, x, hp, feedback="fa", fb=fb,
+                                   hidden_error=True)
+        assert float(fbk.update_angle(dh, dh_bp)) == pytest.approx(want, abs=0.05)
+
+
 def test_feedback_matmul_with_b_equal_w_is_exact(key):
     h = jr.normal(key, (5, 3, 7))
     w = jr.normal(jr.fold_in(key, 1), (7, 4))

@@ -3,9 +3,15 @@
 With ``Structure.feedback == "mixed"`` the rule is the traced index
 ``HParams.fb_rule``; each student of a vmapped chunk must train exactly as the
 same student trained alone under its own static rule.
+
+In float64: the two are different compiled programs, and in float32 their
+rounding differs by ~1e-7, enough to flip a threshold crossing now and then,
+after which the trajectories part (kp, step 9 of 20, once the optimizer's
+update was masked).  In float64 they agree to 1e-14.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,6 +25,12 @@ pytestmark = [pytest.mark.timeout(300)]
 STEPS = 20
 
 
+def _f64(tree):
+    return jax.tree_util.tree_map(
+        lambda v: jnp.asarray(v, jnp.float64) if np.issubdtype(np.asarray(v).dtype, np.floating)
+        else v, tree)
+
+
 @pytest.fixture(scope="module")
 def base():
     cfg = core.get_preset("figure1").replace(student_hidden=(6,), lr=1e-2, feedback_decay=0.05)
@@ -26,19 +38,20 @@ def base():
 
 
 @pytest.mark.parametrize("share_task", [False, True], ids=["tasks", "one-task"])
-def test_mixed_students_equal_their_static_rules(base, share_task):
+def test_mixed_students_equal_their_static_rules(base, share_task, x64):
     # share_task: one task, the batch and the teacher once per step for all rules
     # (as the Learning rules page runs them)
     from core.sweep import SHARED
 
     cfg, exp = base
+    exp = exp._replace(task=_f64(exp.task), state=_f64(exp.state))
     limit = jnp.int32(10**6)
     mixed = structure(cfg)._replace(feedback="mixed")
     states, hps = [], []
     for rule in MIXABLE:
         c = cfg.replace(feedback=rule)
-        states.append(init_state(mixed, exp.state.params, seed=c.student_seed))
-        hps.append(hyperparams(c))
+        states.append(_f64(init_state(mixed, exp.state.params, seed=c.student_seed)))
+        hps.append(_f64(hyperparams(c)))
     hp = stack(hps)
     if share_task:
         fn = make_train_chunk(mixed, STEPS, False, len(MIXABLE), SHARED, True)
@@ -52,20 +65,26 @@ def test_mixed_students_equal_their_static_rules(base, share_task):
         c = cfg.replace(feedback=rule)
         s = structure(c)
         alone, alone_out = make_train_chunk(s, STEPS, False)(
-            init_state(s, exp.state.params, seed=c.student_seed), exp.task, hyperparams(c), limit)
+            _f64(init_state(s, exp.state.params, seed=c.student_seed)), exp.task,
+            _f64(hyperparams(c)), limit)
         mine = unstack(out_state, i)
+        assert mine.params[0].w.dtype == jnp.float64 and out.loss.dtype == jnp.float64
         for a, b in zip(mine.params, alone.params):
-            np.testing.assert_allclose(np.asarray(a.w), np.asarray(b.w), rtol=2e-4, atol=2e-6,
+            np.testing.assert_allclose(np.asarray(a.w), np.asarray(b.w), rtol=1e-10, atol=1e-12,
                                        err_msg=rule)
-        np.testing.assert_allclose(np.asarray(out.loss[i]), np.asarray(alone_out.loss), rtol=2e-4,
-                                   err_msg=rule)
+        assert not np.array_equal(np.asarray(mine.params[0].w), np.asarray(exp.state.params[0].w))
+        np.testing.assert_allclose(np.asarray(out.loss[i]), np.asarray(alone_out.loss),
+                                   rtol=1e-10, err_msg=rule)
         if rule in ("fa", "kp", "wm"):
             np.testing.assert_allclose(np.asarray(mine.feedback[0]), np.asarray(alone.feedback[0]),
-                                       rtol=2e-4, atol=2e-6, err_msg=rule)
+                                       rtol=1e-10, atol=1e-12, err_msg=rule)
         if rule == "bp":   # B is W itself: aligned, and the update equals backprop's
-            assert float(out.alignment[i, -1, 0]) == pytest.approx(0.0, abs=1e-2)
-            assert float(out.update_angle[i, -1]) == pytest.approx(0.0, abs=0.5)
+            assert float(out.alignment[i, -1, 0]) == pytest.approx(0.0, abs=1e-4)
+            assert float(out.update_angle[i, -1]) == pytest.approx(0.0, abs=1e-4)
         else:
             np.testing.assert_allclose(np.asarray(out.alignment[i]),
-                                       np.asarray(alone_out.alignment), rtol=1e-3, atol=1e-2,
+                                       np.asarray(alone_out.alignment), rtol=1e-6, atol=1e-4,
+                                       err_msg=rule)
+            np.testing.assert_allclose(np.asarray(out.update_angle[i]),
+                                       np.asarray(alone_out.update_angle), rtol=1e-6, atol=1e-4,
                                        err_msg=rule)
