@@ -2,6 +2,8 @@
 
 Page config, navigation over pages/ and the sidebar chrome shared by every page.
 """
+from pathlib import Path
+
 import streamlit as st
 
 from core.runtime import compute_summary, enable_compilation_cache, use_all_cores
@@ -9,7 +11,10 @@ from core.runtime import compute_summary, enable_compilation_cache, use_all_core
 use_all_cores()   # before JAX starts: sweeps launched here shard students over the cores
 enable_compilation_cache()
 
-st.set_page_config(page_title="Resonance Lab", page_icon=":material/graphic_eq:", layout="wide")
+# a local image: a Material-icon favicon is fetched from fonts.gstatic.com, which an offline
+# poster laptop cannot reach
+st.set_page_config(page_title="Resonance Lab",
+                   page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide")
 
 page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

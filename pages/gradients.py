@@ -6,7 +6,7 @@ import core
 from ui import figures, resources, widgets
 
 widgets.require_app_navigation()
-widgets.demo_mode()
+demo = widgets.demo_mode()
 
 st.title("Gradients")
 st.markdown("The forward pass always spikes with a Heaviside step; only the backward shape "
@@ -30,12 +30,22 @@ st.markdown("Cosine between each surrogate gradient and **(a)** the gradient of 
             "matched teacher, θ* − θ. The whole table is one compiled computation, run in "
             "batches that fit in memory.")
 fs = widgets.fidelity_ui()
+fcfg = core.get_preset(fs.preset)
+d = widgets.learnable_count(fcfg)
+if fs.n_samples < d:
+    st.caption(f"⚠️ {fs.n_samples} perturbation pairs for d = {d:,} learnable parameters: the "
+               f"smoothed-loss estimate (a) is mostly noise here (its cosine with any fixed direction "
+               f"is about √(N/d) ≈ {(fs.n_samples / d) ** 0.5:.2f} at best), so (a) tells shapes apart "
+               "only with N well above d; (b) is exact.")
 if st.button("Compute fidelity", key="gf_run", type="primary"):
     if not fs.shapes or not fs.scales:
         st.error("Fidelity: choose at least one shape and one scale.")
     else:
         bar = st.progress(0.1, text="Sampling the teacher and the student…")
         try:
+            widgets.check_fidelity_cost(fcfg, fs.preset, fs.n_samples,
+                                        len(fs.shapes) * len(fs.scales), fs.train_steps,
+                                        demo)
             bar.progress(0.4, text=f"{len(fs.shapes) * len(fs.scales)} surrogate gradients and "
                                    f"{fs.n_samples} perturbation pairs…")
             st.session_state["gf_rows"] = resources.fidelity_rows(*fs.__dict__.values())

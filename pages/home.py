@@ -1,4 +1,5 @@
 """Home: what the lab is, its presets, and one small live teacher--student run."""
+import numpy as np
 import streamlit as st
 
 import core
@@ -32,10 +33,11 @@ with g2.container(border=True):
     st.page_link("pages/teacher_student.py", label="Open single neuron", icon=":material/school:",
                  query_params={"p": "single-neuron"})
 with g3.container(border=True):
-    st.markdown("**Resonance**  \nA doublet one period apart adds up; half a period apart it "
-                "cancels. Move the ISI and the frequency.")
+    st.markdown("**Resonance**  \nTwo kicks, each below threshold: one period apart they add up "
+                "to a spike; half a period apart they cancel. Move the ISI and the frequency.")
     st.page_link("pages/neuron.py", label="Open the resonance demo", icon=":material/graphic_eq:",
-                 query_params={"input": "doublet", "isi": "100", "f": "10.0", "b": "-5.0"})
+                 query_params={"input": "doublet", "isi": "100", "f": "10.0", "b": "-5.0",
+                               "amp": "1.0"})
 
 st.page_link("pages/gradients.py", label="How faithful is each surrogate gradient? → Gradients",
              icon=":material/functions:")
@@ -64,7 +66,8 @@ live = st.session_state["home_live"]
 m = resources.home_view(live)
 cols = st.columns(5)
 cols[0].metric("Step", live.step)
-cols[1].metric("Loss", f"{m['loss'][-1]:.3g}" if m["loss"].size else "–")
+cols[1].metric("Loss", f"{float(np.mean(m['loss'][-25:])):.3g}" if m["loss"].size else "–",
+               help="Mean over the last 25 steps (one step's loss is one random batch: noisy).")
 cols[2].metric("Weight corr", f"{m['corr']:.3f}")
 cols[3].metric("Weight rel. error", f"{m['rel_error']:.3f}")
 cols[4].metric("Spike precision", f"{m['precision']:.3f}",

@@ -44,7 +44,9 @@ def live_panels():
     c = st.columns(3)
     c[0].metric("Step", run.step)
     c[1].metric("Student-steps/s", f"{run.steps_per_s:.0f}",
-                help="Training steps per second summed over the rules (all in one vmapped call).")
+                help=f"Training steps per second summed over the rules (all in one vmapped call), "
+                     f"of wall-clock time over the last {run.meter.WINDOW:.0f} s of play, drawing "
+                     f"included; training alone runs {run.meter.train_rate:.0f}.")
     c[2].metric("Rules", len(run.rules))
     steps = list(range(1, len(run.loss) + 1))
     a, b = st.columns(2)

@@ -33,11 +33,12 @@ try:
     cfg, invalid = widgets.to_config(s, demo), None
 except core.ConfigError as e:
     invalid = e
+    st.session_state["ts_playing"] = False
+    if slot.run is None:      # nothing trained yet in this tab: nothing to keep
+        st.error(f"Invalid setting — {e} Change the setting in the sidebar to start a run.")
+        st.stop()
     st.error(f"Invalid setting — {e} The running student is kept (paused, shown below); change "
              "the setting in the sidebar.")
-    st.session_state["ts_playing"] = False
-    if slot.run is None:
-        st.stop()
     cfg = slot.run.cfg
 
 controls = widgets.run_controls_ui(disabled=invalid is not None)
@@ -77,7 +78,11 @@ def live_panels():
     hist = run.history
     c = st.columns(5)
     c[0].metric("Step", run.step)
-    c[1].metric("Steps/s", f"{run.steps_per_s:.0f}")
+    c[1].metric("Steps/s", f"{run.steps_per_s:.0f}",
+                help=f"Training steps per second of wall-clock time over the last "
+                     f"{run.meter.WINDOW:.0f} s of play, drawing the panels included; training "
+                     f"alone runs {run.meter.train_rate:.0f} steps/s. More steps per tick "
+                     f"(sidebar) train faster between redraws.")
     c[2].metric("Loss", f"{hist.loss[-1]:.3g}" if hist.loss else "–")
     c[3].metric("Spike precision", f"{snap['precision']:.3f}",
                 help="Share of student output spikes within ±1 bin of a teacher spike (held-out).")

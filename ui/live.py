@@ -10,6 +10,7 @@ running student at the next tick).
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,40 @@ class History:
             self.loss, self.loss_steps = self.loss[::2], self.loss_steps[::2]
 
 
+class RateMeter:
+    """Training speed as a visitor sees it: steps per second of wall-clock
+    time over the last ``WINDOW`` seconds of play (training, drawing the
+    panels and the wait between ticks), and of training alone (the last
+    call).  A pause longer than ``GAP`` seconds starts a new window, so a
+    Step pressed now and then shows the rate of its own call."""
+
+    WINDOW, GAP = 5.0, 2.0
+
+    def __init__(self):
+        self.marks: collections.deque = collections.deque()
+        self.train_rate = 0.0
+
+    def add(self, t0: float, step0: int, t1: float, step1: int) -> None:
+        """One training call: ``step0`` at time ``t0`` to ``step1`` at ``t1``."""
+        if step1 <= step0 or t1 <= t0:
+            return
+        if not self.marks or t0 - self.marks[-1][0] > self.GAP:
+            self.marks.clear()
+            self.marks.append((t0, step0))
+        self.marks.append((t1, step1))
+        while len(self.marks) > 2 and t1 - self.marks[1][0] >= self.WINDOW:
+            self.marks.popleft()
+        self.train_rate = (step1 - step0) / (t1 - t0)
+
+    @property
+    def rate(self) -> float:
+        """Wall-clock steps per second over the window (0 before any call)."""
+        if len(self.marks) < 2:
+            return 0.0
+        (ta, sa), (tb, sb) = self.marks[0], self.marks[-1]
+        return (sb - sa) / (tb - ta)
+
+
 class LiveRun:
     """One visitor's training run; thread-safe (one lock per run)."""
 
@@ -115,8 +150,13 @@ class LiveRun:
         self.key = restart_key(cfg)
         self.history = History()
         self.message = ""
-        self.steps_per_s = 0.0
+        self.meter = RateMeter()
         self._record(self.exp.state.params, 0)
+
+    @property
+    def steps_per_s(self) -> float:
+        """Wall-clock training steps per second (:class:`RateMeter`)."""
+        return self.meter.rate
 
     def configure(self, cfg: Config) -> tuple[str, list[str]]:
         """Apply ``cfg``: rebuild on restart knobs, else update traced values.
@@ -167,10 +207,8 @@ class LiveRun:
                                   for lp, arrays in zip(out.params, snaps)], before + i + 1)
                 if done == 0:
                     break
-            dt = time.perf_counter() - t0
             done_total = int(state.step) - start
-            if done_total and dt > 0:
-                self.steps_per_s = done_total / dt
+            self.meter.add(t0, start, time.perf_counter(), start + done_total)
             self.exp = self.exp._replace(state=state)
             if bool(state.diverged):
                 self.message = (f"Training diverged at step {int(state.step)} (a non-finite value or a "
@@ -319,7 +357,7 @@ class RulesRun:
         state = core.init_state(self.struct, exp.state.params, seed=cfg.student_seed)
         self.state = core.stack([state] * k)
         self.hp = core.stack([hyperparams(cfg.replace(feedback=r)) for r in self.rules])
-        self.steps_per_s = 0.0
+        self.meter = RateMeter()      # in student-steps (steps x rules)
         self.loss: list = []          # per step: (k,)
         self.alignment: list = []     # per step: (k,) first feedback matrix, degrees
         self.update_angle: list = []  # per step: (k,) degrees
@@ -330,6 +368,11 @@ class RulesRun:
     @property
     def step(self) -> int:
         return int(np.max(np.asarray(self.state.step)))
+
+    @property
+    def steps_per_s(self) -> float:
+        """Wall-clock student-steps per second (:class:`RateMeter`)."""
+        return self.meter.rate
 
     def advance(self, n_steps: int) -> int:
         with self.lock:
@@ -349,9 +392,8 @@ class RulesRun:
                 self.loss.extend(np.asarray(out.loss).T[:done].tolist())
                 self.alignment.extend(np.asarray(out.alignment)[:, :done, 0].T.tolist())
                 self.update_angle.extend(np.asarray(out.update_angle).T[:done].tolist())
-            elapsed = time.perf_counter() - t0
-            if self.step > start and elapsed > 0:
-                self.steps_per_s = (self.step - start) * len(self.rules) / elapsed
+            k = len(self.rules)
+            self.meter.add(t0, start * k, time.perf_counter(), self.step * k)
             self._record_recovery()
             return self.step - start
 

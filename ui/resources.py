@@ -186,9 +186,22 @@ def open_stored_run(run_id: str):
     from core.store import RunStore, StoreError, default_path
     from ui.live import LiveRun
 
-    with RunStore(default_path(), create=False) as store:
+    # for a visitor: no server paths, no command-line advice
+    missing = StoreError("run", f"it is not in this server's run store; the Runs & sweeps "
+                                "page lists the stored runs.")
+    try:
+        store = RunStore(default_path(), create=False)
+    except StoreError as e:
+        if "no run index here" in str(e):
+            raise missing from None
+        raise
+    with store:
         try:
             return LiveRun.from_store(store, run_id, setup=_private_setup)
+        except StoreError as e:
+            if e.field == "run_id":          # unknown or malformed id
+                raise missing from None
+            raise
         except (ValueError, TypeError, OverflowError) as e:   # a malformed imported run
             if isinstance(e, core.ConfigError):
                 raise

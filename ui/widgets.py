@@ -348,6 +348,52 @@ def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
             "with `python -m core train` or a sweep (Runs & sweeps page).")
 
 
+FIDELITY_MAX_COST = 1e12        # multiply-adds of one fidelity table (~1 min on 2 cores)
+DEMO_FIDELITY_MAX_COST = 2e10
+
+
+def fidelity_cost(cfg, n_samples: int, n_pairs: int, train_steps: int) -> float:
+    """Work of one fidelity table, in multiply-adds: the training first, the
+    teacher once, a forward and backward pass per (shape, scale) pair and two
+    forward passes per perturbation pair."""
+    prod = lambda ls: sum(a * b + b for a, b in zip(ls[:-1], ls[1:]))
+    fwd = cfg.T * cfg.batch * prod(cfg.student_layers)
+    return float(train_steps * live_cost(cfg) + cfg.T * cfg.batch * prod(cfg.layers)
+                 + 3 * n_pairs * fwd + 2 * n_samples * fwd)
+
+
+def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_steps: int,
+                        demo: bool = False) -> None:
+    """Refuse (core.ConfigError naming ``samples``) a fidelity table too big to
+    compute for one visitor (``RESONANCE_MAX_FIDELITY_COST`` overrides)."""
+    import os
+
+    import core
+
+    try:
+        cap = float(os.environ.get("RESONANCE_MAX_FIDELITY_COST", FIDELITY_MAX_COST))
+    except ValueError:
+        cap = FIDELITY_MAX_COST
+    cap = DEMO_FIDELITY_MAX_COST if demo else cap
+    cost = fidelity_cost(cfg, n_samples, n_pairs, train_steps)
+    if cost > cap:
+        raise core.ConfigError(
+            "samples", f"this table ({n_pairs} shape x scale pairs, {n_samples} perturbation "
+            f"pairs, {train_steps} training steps first, preset {preset}) is "
+            f"{cost:.2g} multiply-adds, more than this {'demo ' if demo else ''}page computes "
+            f"({cap:.2g}, about a minute); use fewer perturbations, shapes, scales or training "
+            "steps, a smaller preset, or `python -m core fidelity` on a bigger machine.")
+
+
+def learnable_count(cfg) -> int:
+    """Number of learnable student parameters (the fidelity's dimension d)."""
+    layers = cfg.student_layers
+    units = sum(layers[1:])
+    per = {"weights": sum(a * b for a, b in zip(layers[:-1], layers[1:])),
+           "omega": units, "b": units, "reset": 2 * units}
+    return int(sum(per[g] for g in cfg.learn))
+
+
 def to_config(s: TSSettings, demo: bool = False):
     """Validated core.Config for ``s``; raises core.ConfigError naming the
     field (also for a network too big to train live, :func:`check_live_cost`)."""

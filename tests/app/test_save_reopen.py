@@ -85,7 +85,10 @@ def test_save_then_reopen_continues_the_same_student(tmp_path):
 def test_reopen_unknown_or_damaged_run_says_so(tmp_path):
     RunStore(tmp_path / "runs")                  # an empty store
     at = _page("pages/teacher_student.py", run="0" * 32)
-    assert any("Cannot open run" in e.value and "no run" in e.value for e in at.error)
+    assert any("Cannot open run" in e.value and "not in this server's run store" in e.value
+               for e in at.error)
+    # a visitor is not shown the server's folders or command-line advice
+    assert not any(str(tmp_path) in e.value or "python -m" in e.value for e in at.error)
     assert _metric(at, "Step") == "0"            # the page still works on its defaults
 
 

@@ -97,6 +97,11 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
 
 
 def test_home_loads_and_trains(page: Page, app_url: str):
+    # a poster laptop has no internet: nothing may be fetched from anywhere else
+    # (a Material-icon favicon came from fonts.gstatic.com)
+    elsewhere = []
+    page.on("request", lambda r: None if r.url.startswith((app_url, "data:", "blob:"))
+            else elsewhere.append(r.url))
     page.goto(app_url)
     wait_idle(page)
     expect(page.get_by_role("heading", name="Resonance Lab").first).to_be_visible()
@@ -115,3 +120,4 @@ def test_home_loads_and_trains(page: Page, app_url: str):
     assert_no_exception(page)
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
     page.screenshot(path=str(SHOTS / "home_trained.png"), full_page=True)
+    assert elsewhere == []
