@@ -133,7 +133,11 @@ def _example(name: str) -> str:
 
 
 def parse_grid(items: Iterable[str]) -> tuple[tuple[str, tuple], ...]:
-    """``["surrogate=superspike,sigmoid", "scale=1,5"]`` -> ordered axes."""
+    """``["surrogate=superspike,sigmoid", "scale=1,5"]`` -> ordered axes.
+
+    A value repeated within one setting (``scale=5,5``, ``scale=1,1.0``) is
+    kept once, at its first place: a repeat would only train identical
+    duplicate points."""
     names = {f.name for f in dataclasses.fields(Config)}
     axes, seen = [], set()
     for item in items:
@@ -146,7 +150,8 @@ def parse_grid(items: Iterable[str]) -> tuple[tuple[str, tuple], ...]:
             raise ConfigError(f"grid.{key}", f"is not a sweepable setting; choose from {allowed}.")
         if key in seen:
             raise ConfigError(f"grid.{key}", "is given twice; list all its values in one --grid.")
-        vals = tuple(parse_value(key, v) for v in values.split(",") if v.strip())
+        vals = tuple(dict.fromkeys(   # equal parsed values once, first-occurrence order
+            parse_value(key, v) for v in values.split(",") if v.strip()))
         if not vals:
             raise ConfigError(f"grid.{key}", "give at least one value.")
         seen.add(key)

@@ -95,11 +95,12 @@ def job_summary(job: R.SweepJob) -> None:
         st.error(f"Sweep failed — {job.error}")
     elif job.result is not None:
         r = job.result
-        msg = (f"Sweep `{r.sweep_id}`: {len(r.rows)} points in {r.seconds:.1f} s "
+        msg = (f"Sweep `{r.sweep_id}`: {R.points_summary(r.rows)} in {r.seconds:.1f} s "
                f"({r.student_steps_per_s:.0f} student-steps/s).")
         (st.warning if r.stopped else st.success)(
             ("Stopped. Finished groups are stored; the group in training is stored as "
-             "`stopped`. " if r.stopped else "") + msg)
+             "`stopped` (left out of the heatmap unless included). " if r.stopped else "")
+            + msg)
 
 
 def sweeps_ui(store, sweeps) -> None:
@@ -136,8 +137,19 @@ def sweeps_ui(store, sweeps) -> None:
         x = c[1].selectbox("x axis", axes, index=axes.index(x0), key="sw_x", bind="query-params")
         y = c[2].selectbox("y axis", axes, index=axes.index(y0), key="sw_y", bind="query-params")
         others = [a for a in axes if a not in (x, y)]
-        figs["heatmap"] = R.heatmap_figure(table, x, y, metric, order, others)
-        figs["parcoords"] = R.parcoords_figure(table, axes, metric, order)
+        include = False
+        partial = int((~R.finished_mask(table)).sum())
+        if partial:       # a stopped sweep: its group in training did not finish its steps
+            rows = [{"status": s, "metrics": {"steps": n}}
+                    for s, n in zip(table["status"], table["steps"])]
+            st.caption(f"Stored: {R.points_summary(rows)}. Unless stopped points are "
+                       "included, the heatmap and parallel coordinates show only the points "
+                       "that ran to their end (finished or diverged); a cell without one is "
+                       "blank.")
+            include = st.checkbox("Include stopped points (partly trained; cells holding one "
+                                  "are marked *)", key="sw_stopped", bind="query-params")
+        figs["heatmap"] = R.heatmap_figure(table, x, y, metric, order, others, include)
+        figs["parcoords"] = R.parcoords_figure(table, axes, metric, order, include)
         a, b = st.columns(2)
         a.plotly_chart(figs["heatmap"], key="sw_heatmap")
         b.plotly_chart(figs["parcoords"], key="sw_parcoords")

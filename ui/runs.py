@@ -179,27 +179,54 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in (*METRICS[:1], *layers, *METRICS[1:]) if c in df.columns]
 
 
+FINAL_STATUSES = ("done", "diverged")   # training ended for good (a diverged point's later
+                                         # steps are no-ops: its result is final)
+
+
+def finished_mask(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose training ended for good (status done or diverged); a
+    ``stopped`` point (a sweep stopped during its group) trained only part of
+    its steps.  A table without a status column counts as finished."""
+    if "status" not in df.columns:
+        return np.ones(len(df), bool)
+    return df["status"].isin(FINAL_STATUSES).to_numpy(bool)
+
+
+def _cells(df: pd.DataFrame, x: str, y: str, order: Mapping[str, Sequence] | None):
+    """``(xs, ys, cells)``: the axis values (``order``'s when given, else
+    sorted; every row's, so a cell without a usable point stays empty) and
+    ``cells(i, j)`` the boolean row mask of cell (``ys[i]``, ``xs[j]``)."""
+    order = order or {}
+    xs = list(order.get(x) or sorted(df[x].unique()))
+    ys = list(order.get(y) or sorted(df[y].unique())) if y != x else ["all"]
+
+    def cells(i, j):
+        sel = np.array(df[x] == xs[j], bool)
+        if y != x:
+            sel &= np.array(df[y] == ys[i], bool)
+        return sel
+    return xs, ys, cells
+
+
 def heatmap_grid(df: pd.DataFrame, x: str, y: str, metric: str,
-                 order: Mapping[str, Sequence] | None = None):
+                 order: Mapping[str, Sequence] | None = None, include_stopped: bool = False):
     """Mean of ``metric`` per (``y``, ``x``) cell over every other axis.
 
     Returns ``(xs, ys, z, n)``: the axis values (``order``'s when given,
     else sorted), ``z`` (len(ys), len(xs)) float with NaN for empty cells
     and ``n`` the count of finite values averaged in each cell.  NaN
-    metrics (diverged points) are left out of the means.
+    metrics (diverged points) are left out of the means, and so are points
+    that did not finish their steps (:func:`finished_mask`: a stopped
+    sweep's group in training) unless ``include_stopped``.
     """
-    order = order or {}
-    xs = list(order.get(x) or sorted(df[x].unique()))
-    ys = list(order.get(y) or sorted(df[y].unique())) if y != x else ["all"]
+    xs, ys, cells = _cells(df, x, y, order)
     z = np.full((len(ys), len(xs)), np.nan)
     n = np.zeros((len(ys), len(xs)), int)
     vals = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
-    for i, yv in enumerate(ys):
-        for j, xv in enumerate(xs):
-            sel = np.array(df[x] == xv, bool)
-            if y != x:
-                sel &= np.array(df[y] == yv, bool)
-            v = vals[sel]
+    use = np.ones(len(df), bool) if include_stopped else finished_mask(df)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            v = vals[cells(i, j) & use]
             v = v[np.isfinite(v)]
             n[i, j] = v.size
             if v.size:
@@ -207,21 +234,64 @@ def heatmap_grid(df: pd.DataFrame, x: str, y: str, metric: str,
     return xs, ys, z, n
 
 
+def heatmap_counts(df: pd.DataFrame, x: str, y: str,
+                   order: Mapping[str, Sequence] | None = None) -> np.ndarray:
+    """Points per cell by status: ``(len(ys), len(xs), 3)`` counts of done,
+    diverged and unfinished (stopped) points, whatever their metric."""
+    xs, ys, cells = _cells(df, x, y, order)
+    status = (df["status"].to_numpy(object) if "status" in df.columns
+              else np.full(len(df), "done", object))
+    kinds = (status == "done", status == "diverged", ~finished_mask(df))
+    out = np.zeros((len(ys), len(xs), 3), int)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            sel = cells(i, j)
+            out[i, j] = [int((sel & k).sum()) for k in kinds]
+    return out
+
+
 def heatmap_figure(df: pd.DataFrame, x: str, y: str, metric: str,
-                   order: Mapping[str, Sequence] | None = None, others: Sequence[str] = ()
-                   ) -> go.Figure:
-    """Heatmap of the mean ``metric`` over swept axes ``x`` × ``y``."""
-    xs, ys, z, n = heatmap_grid(df, x, y, metric, order)
+                   order: Mapping[str, Sequence] | None = None, others: Sequence[str] = (),
+                   include_stopped: bool = False) -> go.Figure:
+    """Heatmap of the mean ``metric`` over swept axes ``x`` × ``y``.
+
+    Finished points only unless ``include_stopped`` (see :func:`heatmap_grid`);
+    then a cell whose mean holds a stopped point is marked ``*``.  The hover
+    gives each cell's points by status."""
+    xs, ys, z, n = heatmap_grid(df, x, y, metric, order, include_stopped)
+    counts = heatmap_counts(df, x, y, order)
+    partial = int((~finished_mask(df)).sum())
+    vals = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
+    used_partial = np.zeros(z.shape, bool)
+    if include_stopped and partial:
+        _, _, cells = _cells(df, x, y, order)
+        late = ~finished_mask(df) & np.isfinite(vals)
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                used_partial[i, j] = bool((cells(i, j) & late).any())
+    text = [["" if not np.isfinite(z[i, j]) else f"{z[i, j]:.3g}" + ("*" if used_partial[i, j]
+             else "") for j in range(len(xs))] for i in range(len(ys))]
+    custom = np.concatenate([n[..., None], counts], axis=-1)
+    status = "<br>points: %{customdata[1]} finished"
+    if (counts[..., 1] > 0).any():
+        status += ", %{customdata[2]} diverged"
+    if partial:
+        status += ", %{customdata[3]} stopped" + ("" if include_stopped else " (left out)")
     fig = go.Figure(go.Heatmap(
         z=z, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale="Viridis",
-        customdata=n, texttemplate="%{z:.3g}", colorbar=dict(title=dict(text=metric)),
+        customdata=custom, text=text, texttemplate="%{text}",
+        colorbar=dict(title=dict(text=metric)),
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z:.4g}}<br>"
-                      "n=%{customdata}<extra></extra>"))
+                      f"n=%{{customdata[0]}}{status}<extra></extra>"))
     fig.update_xaxes(title_text=x, type="category")
     fig.update_yaxes(title_text=y if y != x else "", type="category", autorange="reversed")
     over = f" — mean over {', '.join(others)}" if others else ""
     axes = f"{y} × {x}" if y != x else x
-    return _layout(fig, f"{metric}: {axes}{over}", height=380)
+    note = ""
+    if partial:
+        note = (" (* includes stopped points)" if include_stopped else
+                f" ({partial} stopped point(s) left out)")
+    return _layout(fig, f"{metric}: {axes}{over}{note}", height=380)
 
 
 def axis_codes(values: Sequence) -> tuple[np.ndarray, list | None, list | None]:
@@ -238,12 +308,16 @@ def axis_codes(values: Sequence) -> tuple[np.ndarray, list | None, list | None]:
 
 
 def parcoords_figure(df: pd.DataFrame, axes: Sequence[str], metric: str,
-                     order: Mapping[str, Sequence] | None = None) -> go.Figure:
+                     order: Mapping[str, Sequence] | None = None,
+                     include_stopped: bool = False) -> go.Figure:
     """Parallel coordinates over every swept axis and ``metric`` (the last
-    axis), coloured by ``metric``; rows with a NaN metric are left out."""
+    axis), coloured by ``metric``; rows with a NaN metric are left out, and
+    points that did not finish their steps unless ``include_stopped``."""
     order = order or {}
     vals = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
-    ok = np.isfinite(vals)
+    fin = finished_mask(df)
+    partial = 0 if include_stopped else int((~fin).sum())
+    ok = np.isfinite(vals) & (fin | include_stopped)
     sub = df[ok]
     dims = []
     for a in axes:
@@ -258,10 +332,34 @@ def parcoords_figure(df: pd.DataFrame, axes: Sequence[str], metric: str,
     dims.append(dict(label=metric, values=vals[ok]))
     fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(
         color=vals[ok], colorscale="Viridis", showscale=False)))
-    dropped = int((~ok).sum())
-    note = f" ({dropped} point(s) without a value left out)" if dropped else ""
+    dropped = int((~ok).sum()) - partial
+    notes = ([f"{partial} stopped point(s)"] if partial else []) + (
+        [f"{dropped} point(s) without a value"] if dropped else [])
+    note = f" ({' and '.join(notes)} left out)" if notes else ""
     fig = _layout(fig, f"Every swept setting, coloured by {metric}{note}", height=400)
     return fig.update_layout(margin=dict(l=80, r=60, t=95, b=30))
+
+
+def points_summary(rows: Sequence[Mapping]) -> str:
+    """``"12 points"``, or when some did not finish every step ``"12 points
+    (6 finished, 6 stopped at step 900)"``: ``rows`` as ``SweepResult.rows``
+    (``status``, ``metrics["steps"]``)."""
+    n = len(rows)
+    text = f"{n} point{'' if n == 1 else 's'}"
+    status = [r["status"] for r in rows]
+    if all(s == "done" for s in status):
+        return text
+    parts = [f"{status.count('done')} finished"]
+    if status.count("diverged"):
+        parts.append(f"{status.count('diverged')} diverged")
+    late = [r for r in rows if r["status"] not in FINAL_STATUSES]
+    if late:
+        steps = sorted({int(s) for s in ((r.get("metrics") or {}).get("steps") for r in late)
+                        if s is not None and np.isfinite(s)})
+        at = ("" if not steps else f" at step {steps[0]}" if len(steps) == 1
+              else f" at steps {steps[0]}–{steps[-1]}")
+        parts.append(f"{len(late)} stopped{at}")
+    return f"{text} ({', '.join(parts)})"
 
 
 # ---- overlay -------------------------------------------------------------------------

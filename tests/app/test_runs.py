@@ -3,6 +3,7 @@ of its helpers (ui.runs) against hand-computed values."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -205,6 +206,13 @@ def test_bad_scale_text_names_the_field(monkeypatch, tmp_path):
     assert at.button(key="sw_launch").disabled
 
 
+def test_repeated_scales_count_once(monkeypatch, tmp_path):
+    at = _page(monkeypatch, tmp_path)
+    at.text_input(key="sw_scales").set_value("5,5").run()
+    _clean(at)
+    assert "4 points" in at.caption[1].value        # 2 shapes x one scale x 2 seeds
+
+
 def test_launch_then_stop_a_sweep(monkeypatch, populated, tmp_path):
     at = _page(monkeypatch, tmp_path)
     at.text_input(key="sw_scales").set_value("1,5").run()
@@ -225,6 +233,8 @@ def test_launch_then_stop_a_sweep(monkeypatch, populated, tmp_path):
         at.run()
     _clean(at)
     assert any(w.value.startswith("Stopped.") for w in at.warning)
+    summary = next(w.value for w in at.warning if w.value.startswith("Stopped."))
+    assert re.search(r": \d+ points \(\d+ finished, [1-8] stopped at step \d+\) in ", summary)
     table = _runs(at)      # the group in training is stored as stopped, later ones skipped
     assert 0 < len(table) <= 8 and "stopped" in set(table["status"])
     assert "sw_heatmap" in _charts(at)
@@ -332,3 +342,101 @@ def test_bundle_roundtrip_and_garbage(populated, tmp_path):
         fig_loss, fig_rec = R.overlay_figures([b.get(run_id)])
         assert len(fig_loss.data) == 1 and len(fig_rec.data) == 2
         assert "<script" in R.figure_html(fig_rec)
+
+
+# ---- stopped sweeps: finished and partly trained points ----------------------------------
+def _stopped_table():
+    """A 2 x 2 x 2-seed sweep stopped in its second group: cells (a, 1) finished, (a, 5)
+    one finished one stopped, (b, 1) both stopped, (b, 5) one done one diverged."""
+    return pd.DataFrame({
+        "surrogate": ["a", "a", "a", "a", "b", "b", "b", "b"],
+        "scale": [1.0, 1.0, 5.0, 5.0, 1.0, 1.0, 5.0, 5.0],
+        "seed": [0, 1, 0, 1, 0, 1, 0, 1],
+        "status": ["done", "done", "done", "stopped", "stopped", "stopped", "done",
+                   "diverged"],
+        "steps": [2000, 2000, 2000, 900, 900, 900, 2000, 1200],
+        "m": [1.0, 3.0, 2.0, 10.0, 7.0, 9.0, 4.0, 6.0]})
+
+
+def test_heatmap_grid_leaves_stopped_points_out_by_default():
+    order = {"surrogate": ["a", "b"], "scale": [1.0, 5.0]}
+    xs, ys, z, n = R.heatmap_grid(_stopped_table(), "scale", "surrogate", "m", order)
+    assert xs == [1.0, 5.0] and ys == ["a", "b"]
+    # (a,1): 1, 3 -> 2; (a,5): only the finished 2; (b,1): no finished point -> empty;
+    # (b,5): the done 4 and the diverged 6 (a final result, as in a complete sweep) -> 5
+    np.testing.assert_allclose(z, [[2.0, 2.0], [np.nan, 5.0]])
+    np.testing.assert_array_equal(n, [[2, 1], [0, 2]])
+    xs, ys, z, n = R.heatmap_grid(_stopped_table(), "scale", "surrogate", "m", order,
+                                  include_stopped=True)
+    np.testing.assert_allclose(z, [[2.0, 6.0], [8.0, 5.0]])      # (2 + 10) / 2, (7 + 9) / 2
+    np.testing.assert_array_equal(n, [[2, 2], [2, 2]])
+    # one axis: per scale over everything else
+    _, ys, z, n = R.heatmap_grid(_stopped_table(), "scale", "scale", "m")
+    assert ys == ["all"]
+    np.testing.assert_allclose(z, [[2.0, 4.0]])                   # (1 + 3) / 2, (2 + 4 + 6) / 3
+    np.testing.assert_array_equal(n, [[2, 3]])
+
+
+def test_heatmap_grid_of_a_complete_sweep_is_unchanged_by_the_status_column():
+    full = _stopped_table().assign(status="done")
+    order = {"surrogate": ["a", "b"], "scale": [1.0, 5.0]}
+    _, _, z, n = R.heatmap_grid(full, "scale", "surrogate", "m", order)
+    np.testing.assert_allclose(z, [[2.0, 6.0], [8.0, 5.0]])
+    np.testing.assert_array_equal(n, [[2, 2], [2, 2]])
+
+
+def test_heatmap_figure_marks_and_counts_stopped_points():
+    df, order = _stopped_table(), {"surrogate": ["a", "b"], "scale": [1.0, 5.0]}
+    fig = R.heatmap_figure(df, "scale", "surrogate", "m", order)
+    h = fig.data[0]
+    z = np.asarray(h.z, float)
+    assert np.isnan(z[1, 0]) and np.isfinite(z[[0, 0, 1], [0, 1, 1]]).all()
+    text = np.asarray(h.text, object)
+    assert text[1, 0] == "" and not any("*" in t for t in text.ravel())   # empty cell blank
+    assert "stopped" in h.hovertemplate and "finished" in h.hovertemplate
+    # per cell: finished (done), diverged, stopped points
+    cd = np.asarray(h.customdata)
+    np.testing.assert_array_equal(cd[..., 1], [[2, 1], [0, 1]])
+    np.testing.assert_array_equal(cd[..., 2], [[0, 0], [0, 1]])
+    np.testing.assert_array_equal(cd[..., 3], [[0, 1], [2, 0]])
+    assert "3 stopped" in fig.layout.title.text and "left out" in fig.layout.title.text
+    # included: the cells holding a stopped point are marked
+    fig = R.heatmap_figure(df, "scale", "surrogate", "m", order, include_stopped=True)
+    text = np.asarray(fig.data[0].text, object)
+    assert [["*" in t for t in row] for row in text] == [[False, True], [True, False]]
+    np.testing.assert_allclose(np.asarray(fig.data[0].z, float), [[2.0, 6.0], [8.0, 5.0]])
+    # parallel coordinates leave the stopped points out too
+    par = R.parcoords_figure(df, ["surrogate", "scale", "seed"], "m")
+    np.testing.assert_array_equal(par.data[0].dimensions[-1].values, [1, 3, 2, 4, 6])
+    assert "3 stopped" in par.layout.title.text
+
+
+def test_points_summary_counts_finished_and_stopped():
+    done = [{"status": "done", "metrics": {"steps": 2000}}] * 6
+    stopped = [{"status": "stopped", "metrics": {"steps": 900}}] * 6
+    assert R.points_summary(done + stopped) == "12 points (6 finished, 6 stopped at step 900)"
+    assert R.points_summary(done + done) == "12 points"
+    div = [{"status": "diverged", "metrics": {"steps": 40}}]
+    other = [{"status": "stopped", "metrics": {"steps": 850}}]
+    assert R.points_summary(done[:2] + div + stopped[:1] + other) == (
+        "5 points (2 finished, 1 diverged, 2 stopped at steps 850–900)")
+
+
+def test_stopped_points_are_left_out_of_the_page_heatmap(monkeypatch, populated, tmp_path):
+    path = _copy(populated[0], tmp_path)
+    rows = populated[1].rows
+    with RunStore(path) as store:
+        for r in rows:
+            if r["settings"]["surrogate"] == "sigmoid":
+                store.set_status(r["run_id"], "stopped")
+    at = _page(monkeypatch, path)
+    _clean(at)
+    heat = _charts(at)["sw_heatmap"]["data"][0]
+    z = _array(heat["z"]).reshape(2, 2)
+    assert heat["y"] == ["superspike", "sigmoid"]
+    assert np.isnan(z[1]).all() and np.isfinite(z[0]).all()      # sigmoid: no finished point
+    assert any("4 stopped" in c.value for c in at.caption)
+    at.checkbox(key="sw_stopped").check().run()
+    _clean(at)
+    z = _array(_charts(at)["sw_heatmap"]["data"][0]["z"]).reshape(2, 2)
+    assert np.isfinite(z).all()

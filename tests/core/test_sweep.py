@@ -207,3 +207,25 @@ def test_a_stop_request_after_the_last_chunk_stops_nothing(tmp_path):
     res = sweep.run_sweep(_spec([], steps=10), store=store, chunk=10, stop=lambda: True)
     assert not res.stopped and res.rows[0]["status"] == "done"
     assert store.sweeps()[0]["status"] == "done"
+
+
+def test_parse_grid_drops_repeated_values_keeping_the_first_order():
+    assert sweep.parse_grid(["scale=5,5"]) == (("scale", (5.0,)),)
+    assert sweep.parse_grid(["scale=25, 5,25,1,5.0", "shape=sigmoid,superspike,sigmoid",
+                             "layers=20-2-1,20-4-1,20-2-1", "f=5:15,10,10:10"]) == (
+        ("scale", (25.0, 5.0, 1.0)), ("surrogate", ("sigmoid", "superspike")),
+        ("layers", ((20, 2, 1), (20, 4, 1))), ("freq_range", ((5.0, 15.0), (10.0, 10.0))))
+    spec = _spec(["shape=superspike,sigmoid", "scale=5,5"], seeds=2)
+    pts = sweep.expand(spec)
+    assert len(pts) == 2 * 1 * 2
+    assert len({(p.settings["surrogate"], p.settings["scale"], p.settings["seed"])
+                for p in pts}) == len(pts)
+
+
+def test_cli_sweep_counts_a_repeated_value_once(capsys):
+    from core.__main__ import main
+
+    assert main(["sweep", "--preset", "figure1", "--grid", "scale=5,5", "--steps", "5",
+                 "--chunk", "5", "--no-store", "--json", "--quiet"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["points"] == 1 and [r["scale"] for r in doc["rows"]] == [5.0]
