@@ -515,8 +515,13 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")
-    return {"presets": _cmd_presets, "train": _cmd_train, "sweep": _cmd_sweep, "bench": _cmd_bench,
-            "fidelity": _cmd_fidelity, "runs": _cmd_runs}[args.cmd](args)
+    from .config import ConfigError
+
+    try:
+        return {"presets": _cmd_presets, "train": _cmd_train, "sweep": _cmd_sweep,
+                "bench": _cmd_bench, "fidelity": _cmd_fidelity, "runs": _cmd_runs}[args.cmd](args)
+    except ConfigError as e:     # found past the arguments (e.g. a step too big for memory)
+        _fail(e.field, str(e).split(": ", 1)[-1])
 
 
 if __name__ == "__main__":

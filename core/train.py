@@ -186,9 +186,16 @@ def residual_bytes(struct: Structure, n_students: int | None = None) -> int:
 
 def memory_budget() -> int:
     """Bytes of the default device's memory (GPU: XLA's limit; CPU: the
-    machine's physical memory)."""
+    machine's physical memory); ``RESONANCE_MEMORY_GIB`` sets a lower figure
+    (a server sharing its machine)."""
     import os
 
+    try:
+        env = float(os.environ.get("RESONANCE_MEMORY_GIB", "nan"))
+    except ValueError:
+        env = float("nan")
+    if env > 0:       # NaN (unset or malformed) compares False: the device's figure
+        return int(env * 2**30)
     try:
         stats = jax.devices()[0].memory_stats() or {}
         if stats.get("bytes_limit"):
@@ -439,9 +446,40 @@ class Experiment(NamedTuple):
     hp: HParams
 
 
+def working_bytes(struct: Structure, n_students: int | None = None) -> int:
+    """A lower estimate of one training step's working memory (float32
+    bytes): the input spikes, the teacher's forward pass (kicks, x', y' per
+    layer), and per student the forward streams a backward pass needs at
+    once even with recomputation (kicks, x', y', spikes and their adjoint)."""
+    T, B = struct.T, struct.batch
+    teacher = 3 * sum(struct.teacher_layers[1:])
+    student = 5 * sum(struct.student_layers[1:]) * (n_students or 1)
+    return 4 * T * B * (struct.student_layers[0] + teacher + student)
+
+
+WORKING_FRACTION = 0.9    # of the device's memory a training step may need
+
+
+def check_memory(struct: Structure, n_students: int | None = None) -> None:
+    """Refuse (``ConfigError`` naming ``batch``) a step whose working memory
+    (:func:`working_bytes`) cannot fit in the device's memory: the process
+    would be killed or XLA would fail mid-run instead."""
+    from .config import ConfigError
+
+    need, have = working_bytes(struct, n_students), memory_budget()
+    if need > WORKING_FRACTION * have:
+        raise ConfigError(
+            "batch", f"one training step of {struct.T} steps x batch {struct.batch}"
+            f"{f' x {n_students} students' if n_students else ''} needs at least "
+            f"{need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB; "
+            "lower the batch or T.")
+
+
 def setup(cfg: Config) -> Experiment:
-    """Teacher, student and optimizer state for ``cfg``."""
+    """Teacher, student and optimizer state for ``cfg``; refuses a step that
+    cannot fit in memory (:func:`check_memory`)."""
     struct = structure(cfg)
+    check_memory(struct)
     task = make_task(cfg)
     state = init_state(struct, init_student(cfg), seed=cfg.student_seed)
     return Experiment(cfg, struct, task, state, hyperparams(cfg))

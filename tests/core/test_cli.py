@@ -21,6 +21,9 @@ BAD_INPUTS = {
     "fidelity-one-sample": (["fidelity", "--preset", "figure1", "--samples", "1"], "samples"),
     "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
     "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
+    # valid values, but one step would need ~44 GiB (of 16): refused before sampling anything
+    "too-big-for-memory": (["train", "--preset", "medium", "--T", "5000", "--batch", "1024"],
+                           "batch"),
 }
 COMMANDS = {
     "presets": ["presets"],
@@ -36,7 +39,8 @@ COMMANDS = {
 @pytest.fixture(scope="module")
 def runs():
     """Start every command at once (the slow part is importing JAX), then collect."""
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    # 16 GiB of memory whatever the machine, so the too-big case is too big everywhere
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", RESONANCE_MEMORY_GIB="16")
     procs = {name: subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, args in COMMANDS.items()}
