@@ -86,7 +86,7 @@ def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
     wait_idle(page, settle_ms=800)
     # the preset in the link sets every control: single-neuron has T = 500 and batch 16
     assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-1"
-    page.get_by_role("button", name="Step").click()
+    page.get_by_role("button", name="Step", exact=True).click()
     wait_idle(page, settle_ms=800)
     assert _step(page) > 0
     seed = page.get_by_label("Teacher seed")
