@@ -30,6 +30,7 @@ st.markdown("Cosine between each surrogate gradient and **(a)** the gradient of 
             "matched teacher, θ* − θ. The whole table is one compiled computation, run in "
             "batches that fit in memory.")
 fs = widgets.fidelity_ui()
+widgets.report_ignored_url_params()
 fcfg = core.get_preset(fs.preset)
 d = widgets.learnable_count(fcfg)
 if fs.n_samples < d:

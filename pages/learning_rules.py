@@ -15,6 +15,7 @@ st.markdown("Every rule trains its own copy of the same student on the same teac
             "only the matrix that carries the error back to the hidden layer differs. All rules "
             "advance in **one** vmapped compiled step.")
 s = widgets.rules_ui(demo)
+widgets.report_ignored_url_params()
 slot = resources.rules_slot()
 try:
     cfg = widgets.rules_config(s)

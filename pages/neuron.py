@@ -13,6 +13,7 @@ st.caption("One neuron, 1 s at dt = 1 ms. Move a slider: nothing recompiles, eve
            "is recomputed. The URL holds the settings: copy it to share this view.")
 
 s = widgets.neuron_ui()
+widgets.report_ignored_url_params()
 try:
     t0 = time.perf_counter()
     r = resources.neuron_response(s)

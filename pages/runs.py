@@ -250,6 +250,7 @@ st.caption(f"Store `{path}` · {len(summaries)} run(s) · {len(sweeps)} sweep(s)
 try:
     with st.expander("Launch a sweep", expanded=not sweeps or slot.job is not None):
         spec, launch = launcher_ui()
+        widgets.report_ignored_url_params()
         if launch and spec is not None:
             job = R.SweepJob(spec, path)
             if job.start():

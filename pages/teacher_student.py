@@ -29,6 +29,7 @@ if opened and st.session_state.get("ts_opened") != opened:   # ?run=<id>: reopen
     except core.ConfigError as e:
         st.error(f"Cannot open run {opened}: {e}")
 s = widgets.teacher_student_ui(demo)
+widgets.report_ignored_url_params()
 try:
     cfg, invalid = widgets.to_config(s, demo), None
 except core.ConfigError as e:

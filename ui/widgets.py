@@ -6,7 +6,9 @@ bound parameter while it equals the default, and ignores invalid values).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import streamlit as st
@@ -31,6 +33,9 @@ class NeuronSettings:
     input_freq_hz: float = 10.0  # sinusoid frequency
 
 
+URL_BEFORE = "_url_before"    # session-state key: the URL's parameters as the page started
+
+
 def require_app_navigation() -> None:
     """Make sure this page runs inside app.py's st.navigation.
 
@@ -44,6 +49,7 @@ def require_app_navigation() -> None:
     Under AppTest this is skipped: AppTest resets that mode before every run
     and runs the page directly; a rerun there would drop button clicks.
     """
+    st.session_state[URL_BEFORE] = url_snapshot()     # before any control reads the URL
     try:
         from streamlit import config
         from streamlit.runtime.pages_manager import PagesManager
@@ -429,6 +435,75 @@ h1 { font-size: 3rem !important; }
 [data-testid="stMetricValue"] { font-size: 2.6rem !important; }
 </style>
 """
+
+
+def url_snapshot() -> dict[str, list[str]]:
+    """The URL's query parameters (every value of each) before the page runs."""
+    return {k: st.query_params.get_all(k) for k in st.query_params}
+
+
+def _same_value(value, raws: Sequence[str]) -> bool:
+    """Whether a widget's value is what the URL said (numbers compared as numbers)."""
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(vals) != len(raws):
+        return False
+
+    def eq(v, r):
+        if isinstance(v, bool):
+            return r.strip().lower() == str(v).lower()
+        if isinstance(v, (int, float)):
+            try:
+                return math.isclose(float(r), float(v), rel_tol=1e-9, abs_tol=1e-12)
+            except ValueError:
+                return False
+        return str(v) == r
+
+    return (all(eq(v, r) for v, r in zip(vals, raws))
+            or sorted(map(str, vals)) == sorted(raws))
+
+
+# what a URL parameter's message names: the control's label and what it accepts
+URL_CONTROLS = {
+    "model": ("Model", "RF or LIF"), "f": ("Frequency f (Hz)", "0.5 to 100"),
+    "b": ("Damping b (1/s)", "-200 to -1"), "theta": ("Threshold θ", "0.1 to 5"),
+    "xr": ("Reset x_r", "-2 to 2"), "yr": ("Reset y_r", "-2 to 0.99"),
+    "input": ("Input kind", ", ".join(INPUT_KINDS)), "isi": ("Doublet ISI (ms)", "1 to 500"),
+    "fin": ("Input frequency (Hz)", "0.5 to 100"), "amp": ("Amplitude", "0 to 5"),
+    "fr": ("Frequency range f (Hz)", "two values, 0.5 to 100"),
+    "br": ("Damping range b (1/s)", "two values, -200 to -1"),
+    "tr": ("Target rate (Hz)", "1 to 100"), "ir": ("Input rate (Hz)", "1 to 200"),
+    "ts": ("Teacher seed", "0 to 2147483647"), "ss": ("Student seed", "0 to 2147483647"),
+    "beta": ("Scale β", ", ".join(f"{v:g}" for v in SCALES)),
+    "lr": ("Learning rate", ", ".join(f"{v:g}" for v in LRS)),
+    "spt": ("Steps per tick", ", ".join(map(str, STEPS_PER_TICK))),
+    "T": ("Time steps T", "10 to 5000"), "B": ("Batch", ", ".join(map(str, BATCHES))),
+    "th": ("Threshold θ", "0.2 to 5"), "np": ("Fixed input batches", "0 to 10000"),
+}
+
+
+def report_ignored_url_params() -> None:
+    """A toast for every URL parameter a control refused.  Streamlit drops a
+    bound parameter whose value is out of the control's range or not one of
+    its options, silently (a parameter equal to the default is dropped too,
+    but then the control shows it).  Compares the URL as it was when the page
+    started (:func:`require_app_navigation`) with the controls created so far;
+    each parameter is judged once."""
+    before = st.session_state.get(URL_BEFORE, {})
+    for key in list(before):
+        if key in st.query_params:
+            before.pop(key)       # kept: the control took it
+            continue
+        if key not in st.session_state:
+            continue              # not a control of this page (yet)
+        raws = before.pop(key)
+        value = st.session_state[key]
+        if not _same_value(value, raws):
+            shown = "=".join((key, "&".join(raws)))
+            label, accepts = URL_CONTROLS.get(key, (key, None))
+            what = (f"“{label}” accepts {accepts}" if accepts
+                    else f"out of the range or options of “{label}”")
+            st.toast(f"URL parameter `{shown}` ignored: {what}. The page uses {value!r}; set it "
+                     "with the control.", icon="⚠️")
 
 
 def demo_mode_active() -> bool:

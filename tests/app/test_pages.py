@@ -208,3 +208,40 @@ def test_figures_module_does_not_import_streamlit():
     code = ("import sys; import ui.figures; "
             "sys.exit(1 if any(m == 'streamlit' or m.startswith('streamlit.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("page,query,label,accepts,used", [
+    ("pages/neuron.py", {"f": "1000"}, "Frequency f (Hz)", "0.5 to 100", "10.0"),
+    ("pages/neuron.py", {"model": "XYZ"}, "Model", "RF or LIF", "'RF'"),
+    ("pages/teacher_student.py", {"lr": "7"}, "Learning rate", "0.0001", "0.01"),
+    ("pages/teacher_student.py", {"fr": ["5", "200"]}, "Frequency range f (Hz)", "two values",
+     "(10.0, 10.0)"),
+    ("pages/teacher_student.py", {"T": "abc"}, "Time steps T", "10 to 5000", "300"),
+])
+def test_a_refused_url_parameter_is_reported(page, query, label, accepts, used):
+    """Streamlit drops a bound URL parameter its control refuses, silently; the
+    page says which one, what the control accepts and what it uses instead."""
+    at = _app()
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.switch_page(page).run()
+    assert not at.exception
+    assert not any(k in at.query_params for k in query)        # Streamlit dropped it
+    (toast,) = [t.value for t in at.toast]
+    assert f"`{next(iter(query))}=" in toast and label in toast and accepts in toast
+    assert f"uses {used}" in toast
+
+
+@pytest.mark.parametrize("page,query", [
+    ("pages/neuron.py", {"f": "10.0"}),                        # the default: dropped, not refused
+    ("pages/neuron.py", {"f": "12.5", "input": "doublet", "isi": "100", "b": "-5"}),
+    ("pages/teacher_student.py", {"p": "figure1", "lr": "0.01", "learn": ["weights"]}),
+])
+def test_accepted_url_parameters_are_not_reported(page, query):
+    at = _app()
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.switch_page(page).run()
+    assert not at.exception and not at.toast
+    if "f" in query and query["f"] != "10.0":
+        assert at.slider(key="f").value == float(query["f"])
