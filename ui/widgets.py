@@ -267,10 +267,12 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
         br = st.slider("Damping range b (1/s)", -200.0, -1.0, d["br"], 1.0, key="br", bind="query-params")
         tr = st.slider("Target rate (Hz)", 1.0, 100.0, float(d["tr"]), 1.0, key="tr", bind="query-params")
         ir = st.slider("Input rate (Hz)", 1.0, 200.0, float(d["ir"]), 1.0, key="ir", bind="query-params")
-        ts = st.number_input("Teacher seed", 0, 2**31 - 1, int(d["ts"]), key="ts", bind="query-params")
+        # number inputs without bounds: a typed value out of range reaches core.config, whose
+        # message names the field and its range (Streamlit's own bound only shows a red "!")
+        ts = st.number_input("Teacher seed", value=int(d["ts"]), key="ts", bind="query-params")
     with sb.expander("Student", expanded=not demo):
         sh = st.text_input("Hidden widths (blank = teacher's)", d["sh"], key="sh", bind="query-params")
-        ss = st.number_input("Student seed", 0, 2**31 - 1, int(d["ss"]), key="ss", bind="query-params")
+        ss = st.number_input("Student seed", value=int(d["ss"]), key="ss", bind="query-params")
         learn = st.multiselect("Learnable", list(core.GROUPS), d["learn"], key="learn",
                                bind="query-params", help="Parameter groups the optimizer may change.")
     with sb.expander("Surrogate gradient", expanded=True):
@@ -302,7 +304,8 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
         with sb.expander("Advanced", expanded=False):
             adv["tsmodel"] = st.radio("Neuron model", ["RF", "LIF"], index=["RF", "LIF"].index(d["tsmodel"]),
                                       key="tsmodel", bind="query-params", horizontal=True)
-            adv["T"] = st.number_input("Time steps T", 10, 5000, int(d["T"]), 50, key="T", bind="query-params")
+            adv["T"] = st.number_input("Time steps T", value=int(d["T"]), step=50, key="T",
+                                       bind="query-params")
             adv["B"] = st.select_slider("Batch", BATCHES, d["B"], key="B", bind="query-params")
             adv["th"] = st.slider("Threshold θ", 0.2, 5.0, float(d["th"]), 0.1, key="th", bind="query-params")
             adv["psp"] = st.toggle("PSP normalisation κ", bool(d["psp"]), key="psp", bind="query-params")

@@ -218,6 +218,10 @@ BAD_SETTINGS = [
     ("slider", "fr", (30.0, 20.0), (10.0, 10.0), "freq_range"),
     ("slider", "br", (-10.0, -50.0), (-30.0, -30.0), "damping_range"),
     ("multiselect", "learn", [], ["weights"], "learn"),
+    # typed into a number box: named with its range, not just a red "!" on the box
+    ("number_input", "ts", -5, 0, "teacher_seed"),
+    ("number_input", "ss", 2**31, 1, "student_seed"),
+    ("number_input", "T", 100000, 300, "T"),
 ]
 
 
