@@ -207,7 +207,9 @@ def validate(cfg: Config) -> Config:
     hidden = _sizes("student_hidden", cfg.student_hidden, 0) if cfg.student_hidden else ()
     if hidden:
         if len(hidden) != len(layers) - 2:
-            raise ConfigError("student_hidden", f"needs {len(layers) - 2} widths (one per teacher hidden layer), got {len(hidden)}.")
+            n = len(layers) - 2
+            raise ConfigError("student_hidden", f"needs {n} width{'s' if n != 1 else ''} (one per "
+                                                f"teacher hidden layer), got {len(hidden)}.")
         for i, (s, t) in enumerate(zip(hidden, layers[1:-1])):
             if s < t:
                 raise ConfigError(f"student_hidden[{i}]", f"must be >= the teacher's width {t}, got {s}.")

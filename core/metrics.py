@@ -15,7 +15,7 @@ connection; an extra unit that still drives the next layer is an error).
 
 Per layer and parameter group (weights, omega, b, reset; physical units):
 relative error :math:`\|\theta-\theta^*\|/\max(\|\theta^*\|, 0.075)`, Pearson
-correlation, and the signed relative error
+correlation (the cosine for groups of one or two values), and the signed relative error
 :math:`\varepsilon = \sum(\theta-\theta^*)/\max(\|\theta^*\|, 0.075)`
 (Braun & Vogels 2021).
 """
@@ -32,7 +32,11 @@ FLOOR = 0.075
 
 
 def _corr(a, b) -> float:
+    """Pearson correlation; the cosine for fewer than three values (Pearson's
+    is +-1 for any two distinct pairs: Figure 1's output layer has two weights)."""
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    if a.size < 3 and np.linalg.norm(a) > 1e-12 and np.linalg.norm(b) > 1e-12:
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     if a.size < 2 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
         # constant vectors: correlation undefined; report 1 if equal, else 0
         return 1.0 if np.allclose(a, b, rtol=1e-4, atol=1e-6) else 0.0

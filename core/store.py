@@ -226,8 +226,10 @@ def _check_tags(tags: Any, field: str = "tags") -> list[str]:
     out = []
     for i, t in enumerate(tags):
         if not isinstance(t, str) or not t.strip() or len(t) > MAX_TAG or "," in t or not _utf8(t):
+            shown = repr(t) if not isinstance(t, str) or len(t) <= 40 else repr(t[:40]) + "…"
             raise StoreError(f"{field}[{i}]", f"must be a non-empty string of at most {MAX_TAG} "
-                                              f"characters without commas, got {t!r}.")
+                                              f"characters without commas, got {shown}"
+                                              f"{f' ({len(t)} characters)' if isinstance(t, str) else ''}.")
         if t.strip() not in out:
             out.append(t.strip())
     return out

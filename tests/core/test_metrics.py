@@ -211,3 +211,16 @@ def test_recovery_reports_a_perturbation():
     assert rec[0]["corr"] == pytest.approx(1.0, abs=1e-6)
     assert rec[0]["weights"]["signed"] == pytest.approx(0.1 * w0.sum() / np.linalg.norm(w0), rel=1e-4)
     assert rec[1]["rel_error"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_corr_of_two_values_is_their_cosine():
+    """Figure 1's output layer has two weights: Pearson's correlation of any
+    two distinct pairs is +-1; the cosine says how close they are."""
+    from core.metrics import group_stats
+
+    assert group_stats([1.0, 2.0], [1.0, 2.0])["corr"] == pytest.approx(1.0)
+    near = group_stats([1.0, 2.1], [1.0, 2.0])["corr"]
+    far = group_stats([2.0, -1.0], [1.0, 2.0])["corr"]
+    assert near == pytest.approx((1 + 4.2) / (np.hypot(1, 2.1) * np.hypot(1, 2)))
+    assert far == pytest.approx(0.0, abs=1e-12)                 # orthogonal
+    assert group_stats([1.0, 3.0], [1.0, 2.0])["corr"] < 1.0   # Pearson says 1.0 here
