@@ -77,7 +77,11 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
                                  textfont=dict(color=SPIKE_COLOR), hoverinfo="skip"))
     fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1),
                   annotation_text="θ", annotation_position="top left")
-    fig.update_xaxes(title_text="input frequency (Hz)", type="log")
+    # explicit ticks: Plotly's default log ticks label 0.5, 20 and 50 as "5", "2", "5"
+    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+             if np.size(freqs) and np.min(freqs) <= t <= np.max(freqs)]
+    fig.update_xaxes(title_text="input frequency (Hz)", type="log", tickvals=ticks,
+                     ticktext=[f"{t:g}" for t in ticks])
     fig.update_yaxes(title_text="peak |y| (sub-threshold)")
     return _layout(fig, "(c) Resonance curve", showlegend=False)
 
@@ -350,4 +354,8 @@ def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = Fals
                                    line=dict(color=PALETTE[i % len(PALETTE)], width=1.8)))
     fig.update_xaxes(title_text="step", rangemode="tozero")
     fig.update_yaxes(title_text=ytitle, type="log" if log else "linear")
-    return _layout(fig, title, height=height)
+    fig = _layout(fig, title, height=height)
+    # the rules' legend below the plot: at the top it covered the title in a half-width column
+    fig.update_layout(legend=dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top"),
+                      margin=dict(b=75))
+    return fig
