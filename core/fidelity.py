@@ -72,8 +72,9 @@ def smoothed_gradient(f, x, key, n_samples: int, sigma: float, batch: int | None
       (mean (d,), per-sample estimates (N, d)).
     """
     eps = jr.normal(key, (n_samples, x.shape[0]), x.dtype)
-    fp = lax.map(f, x[None, :] + sigma * eps, batch_size=batch)
-    fm = lax.map(f, x[None, :] - sigma * eps, batch_size=batch)
+    run = jax.vmap(f) if batch is None else (lambda v: lax.map(f, v, batch_size=batch))
+    fp = run(x[None, :] + sigma * eps)
+    fm = run(x[None, :] - sigma * eps)
     per = eps * ((fp - fm) / (2.0 * sigma))[:, None]
     return jnp.mean(per, axis=0), per
 

@@ -15,7 +15,7 @@ connection; an extra unit that still drives the next layer is an error).
 
 Per layer and parameter group (weights, omega, b, reset; physical units):
 relative error :math:`\|\theta-\theta^*\|/\max(\|\theta^*\|, 0.075)`, Pearson
-correlation (the cosine for groups of one or two values), and the signed relative error
+correlation (the cosine for one or two weights), and the signed relative error
 :math:`\varepsilon = \sum(\theta-\theta^*)/\max(\|\theta^*\|, 0.075)`
 (Braun & Vogels 2021).
 """
@@ -31,11 +31,14 @@ from .neurons import damping_of, omega_of
 FLOOR = 0.075
 
 
-def _corr(a, b) -> float:
-    """Pearson correlation; the cosine for fewer than three values (Pearson's
-    is +-1 for any two distinct pairs: Figure 1's output layer has two weights)."""
+def _corr(a, b, cosine_if_short: bool = False) -> float:
+    """Pearson correlation.  ``cosine_if_short`` (weights): the cosine for fewer
+    than three values, where Pearson's is +-1 for any two distinct pairs
+    (Figure 1's output layer has two weights); frequencies and dampings all
+    share a sign, so their cosine would say nothing and they keep Pearson's."""
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    if a.size < 3 and np.linalg.norm(a) > 1e-12 and np.linalg.norm(b) > 1e-12:
+    if (cosine_if_short and a.size < 3 and np.linalg.norm(a) > 1e-12
+            and np.linalg.norm(b) > 1e-12):
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     if a.size < 2 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
         # constant vectors: correlation undefined; report 1 if equal, else 0
@@ -121,12 +124,12 @@ def matched(student, teacher, dt):
     return out, perms
 
 
-def group_stats(theta, target) -> dict:
+def group_stats(theta, target, weights: bool = False) -> dict:
     theta, target = np.asarray(theta, np.float64), np.asarray(target, np.float64)
     denom = max(float(np.linalg.norm(target)), FLOOR)
     return {
         "rel_error": float(np.linalg.norm(theta - target) / denom),
-        "corr": _corr(theta, target),
+        "corr": _corr(theta, target, cosine_if_short=weights),
         "signed": float(np.sum(theta - target) / denom),
     }
 
@@ -140,7 +143,7 @@ def recovery(student, teacher, dt, model="rf") -> list[dict]:
         # the extra units' outgoing weights join the weights, with target 0
         ps = dict(ps, weights=np.concatenate([ps["weights"], extra]))
         pt = dict(pt, weights=np.concatenate([pt["weights"], np.zeros_like(extra)]))
-        entry = {g: group_stats(ps[g], pt[g]) for g in groups}
+        entry = {g: group_stats(ps[g], pt[g], weights=g == "weights") for g in groups}
         entry["rel_error"] = entry["weights"]["rel_error"]
         entry["corr"] = entry["weights"]["corr"]
         layers.append(entry)

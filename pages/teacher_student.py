@@ -27,7 +27,8 @@ if opened and st.session_state.get("ts_opened") != opened:   # ?run=<id>: reopen
                     "this page's menus; the run keeps its own values until you change a setting "
                     "(which then applies the page's).")
     except core.ConfigError as e:
-        st.error(f"Cannot open run {opened}: {e}")
+        why = str(e).split(": ", 1)[-1] if e.field == "run" else str(e)
+        st.error(f"Cannot open run {opened}: {why}")
 s = widgets.teacher_student_ui(demo)
 widgets.report_ignored_url_params()
 try:

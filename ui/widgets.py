@@ -34,6 +34,7 @@ class NeuronSettings:
 
 
 URL_BEFORE = "_url_before"    # session-state key: the URL's parameters as the page started
+URL_PAGE = "_url_page"        # the page this session ran last (its file)
 
 
 def require_app_navigation() -> None:
@@ -49,7 +50,14 @@ def require_app_navigation() -> None:
     Under AppTest this is skipped: AppTest resets that mode before every run
     and runs the page directly; a rerun there would drop button clicks.
     """
-    st.session_state[URL_BEFORE] = url_snapshot()     # before any control reads the URL
+    # the URL as the page is entered, before any control reads it; judged on that run only
+    # (on a rerun within the page a parameter also goes when the visitor moves a control)
+    import sys
+
+    here = sys._getframe(1).f_globals.get("__file__", "")
+    entering = st.session_state.get(URL_PAGE) != here
+    st.session_state[URL_PAGE] = here
+    st.session_state[URL_BEFORE] = url_snapshot() if entering else {}
     try:
         from streamlit import config
         from streamlit.runtime.pages_manager import PagesManager
@@ -476,11 +484,19 @@ URL_CONTROLS = {
     "br": ("Damping range b (1/s)", "two values, -200 to -1"),
     "tr": ("Target rate (Hz)", "1 to 100"), "ir": ("Input rate (Hz)", "1 to 200"),
     "ts": ("Teacher seed", "0 to 2147483647"), "ss": ("Student seed", "0 to 2147483647"),
-    "beta": ("Scale β", ", ".join(f"{v:g}" for v in SCALES)),
-    "lr": ("Learning rate", ", ".join(f"{v:g}" for v in LRS)),
+    # select sliders take an option's str() exactly ("20.0", not "20")
+    "beta": ("Scale β", ", ".join(map(str, SCALES))),
+    "lr": ("Learning rate", ", ".join(map(str, LRS))),
     "spt": ("Steps per tick", ", ".join(map(str, STEPS_PER_TICK))),
-    "T": ("Time steps T", "10 to 5000"), "B": ("Batch", ", ".join(map(str, BATCHES))),
+    "T": ("Time steps T", "a whole number"), "B": ("Batch", ", ".join(map(str, BATCHES))),
     "th": ("Threshold θ", "0.2 to 5"), "np": ("Fixed input batches", "0 to 10000"),
+    "psp": ("PSP normalisation κ", "true or false"), "tsyn": ("Synaptic τ (ms)", "0 to 50"),
+    "vrt": ("van Rossum τ (ms)", "1 to 100"), "norm": ("Normalise", "peak or area"),
+    "rl_lr": ("Learning rate", ", ".join(map(str, LRS))),
+    "rl_beta": ("Scale β", ", ".join(map(str, SCALES))),
+    "rl_spt": ("Steps per tick", ", ".join(map(str, STEPS_PER_TICK))),
+    "gs_beta": ("Scale β", ", ".join(map(str, SCALES))),
+    "gf_train": ("Train first (steps)", "0 to 5000"), "gf_seed": ("Seed", "0 to 10000"),
 }
 
 

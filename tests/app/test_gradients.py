@@ -77,32 +77,26 @@ def test_empty_selection_shows_error_not_traceback():
     assert len(at.error) == 1 and "scale" in at.error[0].value
 
 
-def test_a_table_too_big_for_the_page_is_refused_before_computing():
+def test_a_table_too_big_for_the_page_is_refused_before_computing(monkeypatch):
     """medium with 256 perturbations and 60 pairs after 500 training steps
-    (~9e12 multiply-adds; 7.5 minutes on 2 cores when it was allowed) is
-    refused at once, naming the setting to change; a small table on the same
-    preset is within the budget."""
-    import time
-
-    from ui import widgets
+    (7.5 minutes on 2 cores when it was allowed) is refused without computing
+    anything, naming the setting to change; a small table on the same preset
+    is within the budget."""
+    from ui import resources, widgets
 
     import core
 
     medium = core.get_preset("medium")
     assert widgets.fidelity_cost(medium, 256, 60, 500) > widgets.FIDELITY_MAX_COST
     assert widgets.fidelity_cost(medium, 16, 1, 0) < widgets.FIDELITY_MAX_COST
-    # the work counts every pass: twice the perturbations, twice their forward passes
-    fig1 = core.get_preset("figure1")
-    d = widgets.fidelity_cost(fig1, 128, 1, 0) - widgets.fidelity_cost(fig1, 64, 1, 0)
-    assert d == pytest.approx(2 * 64 * fig1.T * fig1.batch * (20 * 2 + 2 + 2 * 1 + 1))
+    computed = []
+    monkeypatch.setattr(resources, "fidelity_rows", lambda *a: computed.append(a) or [])
 
     at = _page()
     at.selectbox(key="gf_p").set_value("medium").run()
     at.number_input(key="gf_train").set_value(500).run()
-    # d = 53,770 learnable weights for 256 perturbations: the page says (a) is noise
+    # d = 53,760 learnable weights for 256 perturbations: the page says (a) is noise
     assert any("mostly noise" in c.value for c in at.caption)
-    t0 = time.perf_counter()
     at.button(key="gf_run").click().run()
-    assert time.perf_counter() - t0 < 60
-    assert not at.exception
+    assert not at.exception and computed == []
     assert len(at.error) == 1 and "samples" in at.error[0].value and "medium" in at.error[0].value

@@ -216,7 +216,8 @@ def test_figures_module_does_not_import_streamlit():
     ("pages/teacher_student.py", {"lr": "7"}, "Learning rate", "0.0001", "0.01"),
     ("pages/teacher_student.py", {"fr": ["5", "200"]}, "Frequency range f (Hz)", "two values",
      "(10.0, 10.0)"),
-    ("pages/teacher_student.py", {"T": "abc"}, "Time steps T", "10 to 5000", "300"),
+    ("pages/teacher_student.py", {"T": "abc"}, "Time steps T", "a whole number", "300"),
+    ("pages/teacher_student.py", {"beta": "20"}, "Scale β", "20.0", "10.0"),   # "20.0" only
 ])
 def test_a_refused_url_parameter_is_reported(page, query, label, accepts, used):
     """Streamlit drops a bound URL parameter its control refuses, silently; the
@@ -245,3 +246,23 @@ def test_accepted_url_parameters_are_not_reported(page, query):
     assert not at.exception and not at.toast
     if "f" in query and query["f"] != "10.0":
         assert at.slider(key="f").value == float(query["f"])
+
+
+def test_moving_a_control_back_is_not_reported():
+    """A parameter also leaves the URL when the visitor sets its control back
+    to the default, or a preset changes it: only the page's first run judges."""
+    at = _app()
+    at.query_params["f"] = "20"
+    at.switch_page("pages/neuron.py").run()
+    assert not at.toast and at.slider(key="f").value == 20.0
+    at.slider(key="f").set_value(10.0).run()
+    assert not at.exception and not at.toast
+
+    at = _app()
+    at.query_params["lr"] = "0.05"
+    at.query_params["tr"] = "30.0"
+    at.switch_page("pages/teacher_student.py").run()
+    assert not any("URL parameter" in t.value for t in at.toast)
+    at.selectbox(key="p").set_value("single-neuron").run()
+    assert not at.exception
+    assert not any("URL parameter" in t.value for t in at.toast)    # (a restart toast is due)

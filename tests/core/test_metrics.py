@@ -218,9 +218,12 @@ def test_corr_of_two_values_is_their_cosine():
     two distinct pairs is +-1; the cosine says how close they are."""
     from core.metrics import group_stats
 
-    assert group_stats([1.0, 2.0], [1.0, 2.0])["corr"] == pytest.approx(1.0)
-    near = group_stats([1.0, 2.1], [1.0, 2.0])["corr"]
-    far = group_stats([2.0, -1.0], [1.0, 2.0])["corr"]
+    w = dict(weights=True)
+    assert group_stats([1.0, 2.0], [1.0, 2.0], **w)["corr"] == pytest.approx(1.0)
+    near = group_stats([1.0, 2.1], [1.0, 2.0], **w)["corr"]
+    far = group_stats([2.0, -1.0], [1.0, 2.0], **w)["corr"]
     assert near == pytest.approx((1 + 4.2) / (np.hypot(1, 2.1) * np.hypot(1, 2)))
     assert far == pytest.approx(0.0, abs=1e-12)                 # orthogonal
-    assert group_stats([1.0, 3.0], [1.0, 2.0])["corr"] < 1.0   # Pearson says 1.0 here
+    assert group_stats([1.0, 3.0], [1.0, 2.0], **w)["corr"] < 1.0   # Pearson says 1.0 here
+    # one damping far off: not "perfectly correlated" (every b is negative: a cosine of 1)
+    assert group_stats([-200.0], [-30.0])["corr"] == 0.0
