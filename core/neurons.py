@@ -255,13 +255,14 @@ def _kernels_checked() -> tuple[bool, str]:
 
 
 def kernel_self_check(impl: str = "pallas") -> tuple[bool, str]:
-    """Compile and run the kernels (``impl`` = pallas, or interpret) on a small
-    layer, forward and backward, against the scan path: (True, "") if values
+    """Compile and run the kernels (``impl`` = pallas, or interpret) on small
+    layers, forward and backward, against the scan path: (True, "") if values
     and gradients agree, else (False, the reason).  A kernel that does not
     compile on this GPU or this JAX (Pallas' Triton lowering changes between
-    releases) then costs speed, not the run.  RF with synapse and reset
-    gradient streams every sequence either kernel reads; 37 steps run the
-    unrolled groups and the remainder; 2 x 70 elements span two blocks."""
+    releases) then costs speed, not the run.  Two layers: RF with synapse and
+    reset gradient (every sequence either kernel reads) and LIF without
+    either (the fewest); 37 steps run the unrolled groups and the remainder;
+    2 x 70 elements span two blocks."""
     from .surrogates import SurrogateParams
 
     rng = np.random.default_rng(0)
@@ -273,31 +274,39 @@ def kernel_self_check(impl: str = "pallas") -> tuple[bool, str]:
     sg = SurrogateParams(jnp.int32(0), jnp.float32(5.0), jnp.float32(0.0))
     w = jnp.linspace(-1.0, 1.0, n, dtype=jnp.float32)[None, None, :]
 
-    def loss(kicks, omega, b):
-        tr = run_layer(kicks, omega, b, zero, zero, dt=1e-3, threshold=jnp.float32(0.8),
-                       syn_decay=jnp.float32(0.6), reset_through=True, sg=sg)
-        return jnp.sum(tr.spikes * w) + 0.3 * jnp.sum(tr.y ** 2) + 0.1 * jnp.sum(tr.x * w)
+    def check(model, synapse):
+        def loss(kicks, omega, b):
+            tr = run_layer(kicks, omega, b, zero, zero, dt=1e-3, threshold=jnp.float32(0.8),
+                           syn_decay=jnp.float32(0.6) if synapse else None,
+                           reset_through=synapse, sg=sg, model=model)
+            return jnp.sum(tr.spikes * w) + 0.3 * jnp.sum(tr.y ** 2) + 0.1 * jnp.sum(tr.x * w)
 
-    def run(path):
-        _FORCED.impl = path
-        try:      # a fresh jit: the path is chosen at trace time
-            val, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(kicks, omega, b)
-            return np.asarray(val), [np.asarray(g) for g in grads]
-        finally:
-            _FORCED.impl = None
+        def run(path):
+            _FORCED.impl = path
+            try:      # a fresh jit: the path is chosen at trace time
+                val, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(kicks, omega, b)
+                return np.asarray(val), [np.asarray(g) for g in grads]
+            finally:
+                _FORCED.impl = None
 
-    try:
-        (v_k, g_k), (v_s, g_s) = run(impl), run("scan")
-    except Exception as e:  # noqa: BLE001 - any failure to lower, compile or run
-        return False, f"{impl} kernels failed: {type(e).__name__}: {str(e)[:200]}"
-    names = ("kicks", "omega", "b")
-    if not np.allclose(v_k, v_s, rtol=1e-4, atol=1e-4):
-        return False, f"{impl} kernels' loss {float(v_k):.6g} differs from the scan's {float(v_s):.6g}"
-    for name, gk, gs in zip(names, g_k, g_s):
-        scale = float(np.max(np.abs(gs))) + 1e-30
-        if not (np.all(np.isfinite(gk)) and np.allclose(gk, gs, rtol=1e-3, atol=1e-3 * scale)):
-            err = float(np.max(np.abs(gk - gs))) / scale
-            return False, f"{impl} kernels' gradient of {name} differs from the scan's ({err:.2g} of its max)"
+        what = f"{impl} kernels ({model}{', synapse' if synapse else ''})"
+        try:
+            (v_k, g_k), (v_s, g_s) = run(impl), run("scan")
+        except Exception as e:  # noqa: BLE001 - any failure to lower, compile or run
+            return f"{what} failed: {type(e).__name__}: {str(e)[:200]}"
+        if not np.allclose(v_k, v_s, rtol=1e-4, atol=1e-4):
+            return f"{what}: loss {float(v_k):.6g} differs from the scan's {float(v_s):.6g}"
+        for name, gk, gs in zip(("kicks", "omega", "b"), g_k, g_s):
+            scale = float(np.max(np.abs(gs))) + 1e-30
+            if not (np.all(np.isfinite(gk)) and np.allclose(gk, gs, rtol=1e-3, atol=1e-3 * scale)):
+                err = float(np.max(np.abs(gk - gs))) / scale
+                return f"{what}: gradient of {name} differs from the scan's ({err:.2g} of its max)"
+        return ""
+
+    for model, synapse in (("rf", True), ("lif", False)):
+        why = check(model, synapse)
+        if why:
+            return False, why
     return True, ""
 
 

@@ -162,7 +162,7 @@ def test_self_check_catches_a_wrong_kernel(monkeypatch):
 
     monkeypatch.setattr(kernels, "backward", off)
     ok, why = kernel_self_check(KERNEL)
-    assert not ok and "gradient of kicks" in why, why
+    assert not ok and "gradient of kicks" in why and "(rf, synapse)" in why, why
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="needs a backend Triton cannot target")
@@ -182,7 +182,7 @@ def test_kernels_that_do_not_compile_fall_back_to_scan(monkeypatch):
         assert neurons.recurrence_note() == ""               # not checked yet
         with pytest.warns(RuntimeWarning, match="fused recurrence kernels are off"):
             assert recurrence_impl() == "scan"
-        assert neurons.recurrence_note().startswith("pallas kernels failed")
+        assert neurons.recurrence_note().startswith("pallas kernels (rf, synapse) failed")
         assert "fused kernels off" in compute_summary()
         # training traced on the "GPU" runs (the scan path)
         kicks, params = _layer_case(9, 2, 5, seed=1)
