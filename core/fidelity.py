@@ -5,8 +5,8 @@ surrogate gradient :math:`g_{sg}` of the loss with two references:
 
 (a) the gradient of the Gaussian-smoothed loss
     :math:`L_\sigma(\theta) = E_\epsilon[L(\theta + \sigma\epsilon)]`, estimated
-    with :math:`N` antithetic perturbations (evaluated in vmapped batches
-    call of the *true* forward pass, spikes as Heaviside steps):
+    with :math:`N` antithetic perturbations (evaluated in vmapped batches by
+    the *true* forward pass, spikes as Heaviside steps):
 
     .. math:: \hat g = \frac{1}{N}\sum_i \epsilon_i\,
               \frac{L(\theta+\sigma\epsilon_i) - L(\theta-\sigma\epsilon_i)}{2\sigma}
@@ -17,12 +17,11 @@ surrogate gradient :math:`g_{sg}` of the loss with two references:
     (hidden units matched as in :mod:`core.metrics`), compared with the
     descent direction :math:`-g_{sg}`.
 
-The (shape, scale) pairs' surrogate gradients come from vmapped calls,
-so a whole table is one compiled computation; it runs in batches
-(``lax.map``) sized so that the working memory stays within
-:data:`TABLE_MEMORY` (``medium`` with 256 samples would otherwise need about
-90 GB at once).  Parameters are compared in the
-raw (optimised) coordinates, the space the optimizer moves in.
+A whole table is one compiled computation; its loss evaluations and
+surrogate gradients run in vmapped batches (``lax.map``) sized so that the
+working memory stays within :data:`TABLE_MEMORY` (``medium`` with 256
+samples would otherwise need about 90 GB at once).  Parameters are compared
+in the raw (optimised) coordinates, the space the optimizer moves in.
 """
 from __future__ import annotations
 

@@ -362,14 +362,6 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     n_chunks = math.ceil(steps / k)
     rec_every = max(1, math.ceil(n_chunks / RECOVERY_POINTS))
     tags = [f"sweep:{sweep_id}", *tags]
-    from .train import check_memory
-
-    block_ = block_size(n_dev, jax.default_backend()) if block == 0 else block
-    for g in groups(mine):   # every group's block must fit, checked before anything is stored
-        check_memory(structure(g[0].cfg), min(len(g), block_ or len(g)))
-    if store is not None and p_idx == 0:
-        store.save_sweep(sweep_id, spec.to_dict(), name=spec.name, status="running",
-                         n_points=len(points))
     if block == 0:
         block = block_size(n_dev, jax.default_backend())
     if block:
@@ -380,6 +372,13 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
         for i in range(0, len(g), step_):
             grouped.append(g[i:i + step_])
             sizes.append(block if block and len(g) > block else math.ceil(len(g) / n_dev) * n_dev)
+    from .train import check_memory
+
+    for pts, n_pad in zip(grouped, sizes):   # every call must fit, before anything is stored
+        check_memory(structure(pts[0].cfg), n_pad)
+    if store is not None and p_idx == 0:
+        store.save_sweep(sweep_id, spec.to_dict(), name=spec.name, status="running",
+                         n_points=len(points))
     tasks: dict = {}
     rows, done, total_steps, train_s, diverged = [], 0, 0, 0.0, 0
     stopped = False

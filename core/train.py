@@ -473,7 +473,7 @@ def check_memory(struct: Structure, n_students: int | None = None) -> None:
     if need > WORKING_FRACTION * have:
         raise ConfigError(
             "batch", f"one training step of {struct.T} steps x batch {struct.batch}"
-            f"{f' x {n_students} students' if n_students else ''} needs at least "
+            f"{f' x {n_students} students' if n_students else ''} needs about "
             f"{need / 2**30:.1f} GiB, more than the {WORKING_FRACTION:.0%} of this machine's "
             f"{have / 2**30:.1f} GiB a step may use; lower the batch or T.")
 

@@ -187,7 +187,7 @@ def open_stored_run(run_id: str):
     from ui.live import LiveRun
 
     # for a visitor: no server paths, no command-line advice
-    missing = StoreError("run", f"it is not in this server's run store; the Runs & sweeps "
+    missing = StoreError("run", "it is not in this server's run store; the Runs & sweeps "
                                 "page lists the stored runs.")
     try:
         store = RunStore(default_path(), create=False)

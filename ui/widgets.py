@@ -337,11 +337,15 @@ MAX_STEP_COST = 2e10
 DEMO_MAX_STEP_COST = 2e8
 
 
+def _macs(layers) -> int:
+    """Multiply-adds of one time step and example through ``layers`` (weights and biases)."""
+    return sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
+
+
 def live_cost(cfg, students: int = 1) -> float:
     """Work of one training step, in multiply-adds: T x batch x (teacher
     forward + student forward and backward), for ``students`` students."""
-    prod = lambda ls: sum(a * b + b for a, b in zip(ls[:-1], ls[1:]))
-    return float(cfg.T * cfg.batch * (prod(cfg.layers) + students * 3 * prod(cfg.student_layers)))
+    return float(cfg.T * cfg.batch * (_macs(cfg.layers) + students * 3 * _macs(cfg.student_layers)))
 
 
 def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
@@ -373,9 +377,8 @@ def fidelity_cost(cfg, n_samples: int, n_pairs: int, train_steps: int) -> float:
     """Work of one fidelity table, in multiply-adds: the training first, the
     teacher once, a forward and backward pass per (shape, scale) pair and two
     forward passes per perturbation pair."""
-    prod = lambda ls: sum(a * b + b for a, b in zip(ls[:-1], ls[1:]))
-    fwd = cfg.T * cfg.batch * prod(cfg.student_layers)
-    return float(train_steps * live_cost(cfg) + cfg.T * cfg.batch * prod(cfg.layers)
+    fwd = cfg.T * cfg.batch * _macs(cfg.student_layers)
+    return float(train_steps * live_cost(cfg) + cfg.T * cfg.batch * _macs(cfg.layers)
                  + 3 * n_pairs * fwd + 2 * n_samples * fwd)
 
 
