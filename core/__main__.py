@@ -3,7 +3,10 @@
 ``sweep --preset P --grid NAME=v1,v2 ... [--seeds N] [--steps K]`` trains
 every grid point (``core.sweep``: vmapped, sharded over the local devices;
 under ``jax.distributed`` with ``--coordinator/--num-processes/--process-id``
-the processes split the grid) and stores one run per point.
+the processes split the grid) and stores one run per point.  ``--spec FILE``
+takes the sweep as JSON instead; ``--events`` reports progress and the result
+as JSON lines; SIGINT / SIGTERM stop it after the chunk in flight (the app
+launches its sweeps this way: ``ui.runs.SweepJob``).
 
 ``train ... --save [--name N] [--tags a,b] [--store DIR]`` stores the run
 (``core.store``) and adds ``run_id`` to the JSON output; ``runs
@@ -16,6 +19,7 @@ exits with code 2 (never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -262,7 +266,6 @@ def _cmd_sweep(args) -> int:
     import time
 
     from .config import ConfigError
-    from .presets import get_preset
 
     try:
         from . import sweep
@@ -271,13 +274,10 @@ def _cmd_sweep(args) -> int:
             raise ConfigError("steps", f"must be >= 1, got {args.steps}.")
         if args.devices is not None and args.devices < 1:
             raise ConfigError("devices", f"must be >= 1, got {args.devices}.")
-        from .store import _check_name, _check_tags
+        from .store import _check_tags
 
         tags = _check_tags(_tags(args.tags))
-        spec = sweep.make_spec(get_preset(args.preset), sweep.parse_grid(args.grid or []),
-                               seeds=args.seeds, steps=args.steps,
-                               name=_check_name(args.name or f"{args.preset} sweep"),
-                               preset=args.preset)
+        spec = _sweep_spec(args)
         n_points = len(sweep.expand(spec))
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
@@ -305,6 +305,9 @@ def _cmd_sweep(args) -> int:
     last = [0.0]
 
     def progress(p):
+        if args.events:
+            _event("progress", **p._asdict())
+            return
         now = time.perf_counter()
         if args.quiet or (now - last[0] < 1.0 and p.student_steps < p.student_steps_total):
             return
@@ -317,9 +320,11 @@ def _cmd_sweep(args) -> int:
 
     try:
         store = _open_store(args) if not args.no_store else None
-        result = sweep.run_sweep(spec, store=store, chunk=args.chunk, devices=devices,
-                                 process_index=p_idx, process_count=p_cnt, sweep_id=sweep_id,
-                                 tags=tags, progress=progress)
+        with _graceful_stop(args.stop_on_eof) as stop:
+            result = sweep.run_sweep(spec, store=store, chunk=args.chunk, devices=devices,
+                                     process_index=p_idx, process_count=p_cnt,
+                                     sweep_id=sweep_id, tags=tags, progress=progress,
+                                     stop=stop.is_set)
         if client is not None:
             try:
                 client.wait_at_barrier("resonance_sweep_done", args.timeout * 1000)
@@ -333,8 +338,11 @@ def _cmd_sweep(args) -> int:
         _fail(e.field, str(e).split(": ", 1)[1])
     except OSError as e:
         _fail("store", f"cannot write the runs ({e}).")
+    if args.events:
+        _event("result", **result._asdict())
+        return 0
     table = sweep.summary_table(spec, result.rows)
-    out = {"sweep_id": result.sweep_id, "preset": args.preset, "axes": spec.axes,
+    out = {"sweep_id": result.sweep_id, "preset": spec.preset, "axes": spec.axes,
            "points": n_points, "points_here": len(result.rows), "process_index": p_idx,
            "processes": p_cnt, "devices": result.devices, "backend": jax.default_backend(),
            "steps": spec.steps, "seconds": result.seconds, "train_seconds": result.train_seconds,
@@ -353,6 +361,100 @@ def _cmd_sweep(args) -> int:
               f"{result.student_steps_per_s:.0f} student-steps/s"
               + ("" if args.no_store else f"; stored (runs list --tags sweep:{result.sweep_id})"))
     return 0
+
+
+def _sweep_spec(args):
+    """The sweep of ``--preset/--grid/--seeds/--steps``, or of ``--spec FILE``
+    (``SweepSpec.to_dict()`` as JSON: how the app hands a sweep over)."""
+    from . import sweep
+    from .config import ConfigError
+    from .presets import get_preset
+    from .store import _check_name as check_name
+
+    if args.spec is None:
+        if args.preset is None:
+            raise ConfigError("preset", "give --preset NAME (see `presets`) or --spec FILE.")
+        return sweep.make_spec(get_preset(args.preset), sweep.parse_grid(args.grid or []),
+                               seeds=1 if args.seeds is None else args.seeds, steps=args.steps,
+                               name=check_name(args.name or f"{args.preset} sweep"),
+                               preset=args.preset)
+    extra = [f for f, v in (("preset", args.preset), ("grid", args.grid), ("seeds", args.seeds),
+                            ("steps", args.steps), ("name", args.name)) if v is not None]
+    if extra:
+        raise ConfigError(extra[0], "comes from --spec FILE; leave it out or edit the file.")
+    try:
+        with open(args.spec, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError("spec", f"cannot read a sweep from {args.spec} ({e}).") from None
+    spec = sweep.spec_from_dict(d)
+    check_name(spec.name)
+    return spec
+
+
+@contextlib.contextmanager
+def _graceful_stop(stop_on_eof: bool):
+    """An event set by the first SIGINT / SIGTERM (the sweep stores its
+    current group as ``stopped`` after the chunk in flight; a second signal
+    aborts), or with ``stop_on_eof`` when stdin closes (the app that
+    launched the sweep is gone).  The previous handlers come back on exit."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():               # the second time: abort at once
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        stop.set()
+        print("stopping after the chunk in flight (again to abort)", file=sys.stderr, flush=True)
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before = [signal.signal(sig, handler) for sig in sigs]
+    if stop_on_eof:
+        def watch():
+            for _ in sys.stdin:
+                pass
+            _detach_output()       # the reader of stdout and stderr is gone as well
+            stop.set()
+
+        threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
+    try:
+        yield stop
+    finally:
+        for sig, h in zip(sigs, before):
+            signal.signal(sig, h)
+
+
+def _event(kind: str, **fields) -> None:
+    """One JSON line on stdout (``sweep --events``): NaN and infinities as null."""
+    def clean(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "tolist"):          # numpy scalars and arrays
+            return clean(v.tolist())
+        return v
+
+    try:
+        print(json.dumps({"event": kind, **clean(fields)}, allow_nan=False), flush=True)
+    except BrokenPipeError:      # nobody reads: train on, store, and stop quietly
+        _detach_output()
+
+
+def _detach_output() -> None:
+    """Point stdout and stderr at /dev/null (their reader has gone: a write
+    must not fail the sweep before it stores what it trained)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _cell(v) -> str:
@@ -456,11 +558,13 @@ def main(argv=None) -> int:
     t.add_argument("--tags", help="comma list of tags")
     t.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
     w = sub.add_parser("sweep", help="train a grid of settings x seeds as vmapped, sharded calls")
-    w.add_argument("--preset", required=True)
+    w.add_argument("--preset")
+    w.add_argument("--spec", help="a sweep as JSON (SweepSpec.to_dict()) instead of "
+                                  "--preset/--grid/--seeds/--steps/--name")
     w.add_argument("--grid", action="append", metavar="NAME=v1,v2",
                    help="a swept setting (repeatable): e.g. surrogate=superspike,sigmoid, "
                         "scale=1,5,25, lr=1e-3,1e-2, f=5:15,10:10, b=-40:-20")
-    w.add_argument("--seeds", type=int, default=1, help="student seeds per grid point")
+    w.add_argument("--seeds", type=int, help="student seeds per grid point (default 1)")
     w.add_argument("--steps", type=int)
     w.add_argument("--chunk", type=int, default=50)
     w.add_argument("--devices", type=int, help="shard over this many local devices (default all)")
@@ -477,6 +581,13 @@ def main(argv=None) -> int:
     w.add_argument("--timeout", type=int, default=300, help="seconds to wait for other processes")
     w.add_argument("--json", action="store_true")
     w.add_argument("--quiet", action="store_true")
+    w.add_argument("--events", action="store_true",
+                   help="JSON lines on stdout: one per chunk (progress), one at the end (result)")
+    w.add_argument("--nice", type=int, default=0,
+                   help="lower this process's CPU priority by N (0-19): the app launches its "
+                        "sweeps with 19, so that visitors' pages take the cores first")
+    w.add_argument("--stop-on-eof", action="store_true", dest="stop_on_eof",
+                   help="stop (as on SIGTERM) when stdin closes")
     f = sub.add_parser("fidelity", help="cosine of surrogate gradients with the smoothed-loss "
                                         "gradient and the direction to the teacher")
     f.add_argument("--preset", required=True)
@@ -512,6 +623,12 @@ def main(argv=None) -> int:
 
     if args.cmd == "sweep":
         use_all_cores()   # one device per core: sweeps shard their students over them
+        if not 0 <= args.nice <= 19:
+            _fail("nice", f"must be 0-19, got {args.nice}.")
+        if args.nice:
+            from .runtime import lower_priority
+
+            lower_priority(args.nice)
     enable_compilation_cache()
     if getattr(args, "chunk", 1) is not None and getattr(args, "chunk", 1) < 1:
         _fail("chunk", "must be a positive integer.")

@@ -45,6 +45,23 @@ def use_all_cores() -> int | None:
     return n
 
 
+def lower_priority(increment: int) -> None:
+    """Lower this process's CPU priority by ``increment`` (nice).  On Linux a
+    nice value belongs to each thread (new threads inherit their creator's),
+    so the threads already running are lowered one by one as well."""
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+    os.nice(increment)
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # pragma: no cover - not Linux: os.nice covered the process
+        return
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, target)
+        except OSError:   # the thread has ended
+            pass
+
+
 def compute_summary() -> str:
     """One line on what computes: JAX version, platform and devices, how the
     recurrence runs (``core.neurons.recurrence_impl``), the matmul

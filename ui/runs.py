@@ -5,12 +5,17 @@ builders of the page (overlay of loss and recovery curves, a heatmap of a
 final metric over two swept axes, parallel coordinates over every swept
 setting), store maintenance (open, move a damaged index aside, bundle
 export/import through temporary files) and :class:`SweepJob`, a sweep
-trained on a background thread with progress and a stop flag.
+trained by a child process, with its progress and a stop.
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
+import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -23,7 +28,7 @@ import plotly.graph_objects as go
 
 from core.config import ConfigError
 from core.store import ARRAYS_DIR, INDEX_NAME, STATUSES, RunStore, StoreError
-from core.sweep import (Progress, SweepSpec, _label, expand, run_sweep, spec_from_dict,
+from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
 from ui.figures import PALETTE, _layout
 
@@ -35,6 +40,7 @@ MAX_OVERLAY = 20          # runs drawn in the overlay at most
 MAX_CURVE_POINTS = 1000   # a loss curve is block-averaged down to this many points
 MAX_CONCURRENT_SWEEPS = 2  # background sweeps per server process
 _SWEEP_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_SWEEPS)
+ROOT = Path(__file__).resolve().parents[1]      # where ``python -m core`` runs
 
 
 # ---- store -----------------------------------------------------------------------
@@ -447,24 +453,43 @@ def check_launch(spec: SweepSpec, demo: bool) -> None:
 
 
 class SweepJob:
-    """One sweep (``core.sweep.run_sweep``) trained on a background thread.
+    """One sweep trained by ``python -m core sweep`` in a child process.
 
-    The page reads ``progress`` / ``result`` / ``error`` from a fragment and
-    calls ``stop()`` (polled by ``run_sweep`` after every chunk; the current
-    group's runs are stored as ``stopped``).  At most
-    ``MAX_CONCURRENT_SWEEPS`` jobs train at once in one server process.
+    The child runs at a lower CPU priority (``--nice``) and with its own
+    interpreter, so a sweep never holds the server's GIL or outruns the
+    visitors' pages for the cores (a sweep trained on a server thread had
+    a second visitor's page wait tens of seconds to load).  It reads the
+    spec from a file (``--spec``), reports every chunk and the result as
+    JSON lines (``--events``), stops after the chunk in flight on SIGTERM
+    (``stop()``: the group in training is stored as ``stopped``), and stops
+    the same way when the server is gone (its stdin closes,
+    ``--stop-on-eof``).  The page reads ``progress`` / ``result`` /
+    ``error``; at most ``MAX_CONCURRENT_SWEEPS`` jobs train at once per
+    server process.
     """
 
+    # CPU priority below everything else's (0-19; RESONANCE_SWEEP_NICE): on an idle
+    # machine the sweep trains at full speed, a visitor's page takes the cores first
+    NICE = int(os.environ.get("RESONANCE_SWEEP_NICE", "19") or 19)
+
     def __init__(self, spec: SweepSpec, store_path: str | Path, chunk: int = 50):
-        self.spec, self.store_path, self.chunk = spec, Path(store_path), chunk
+        self.spec, self.store_path, self.chunk = spec, Path(store_path).resolve(), chunk
         self.sweep_id = uuid.uuid4().hex[:12]
         self.progress: Progress | None = None
-        self.result = None
+        self.result: SweepResult | None = None
         self.error: str | None = None
         self.announced = False         # the page has shown the finished sweep
         self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._thread = threading.Thread(target=self._run, name=f"sweep-{self.sweep_id}",
                                         daemon=True)
+
+    def command(self, spec_file: str | Path) -> list[str]:
+        return [sys.executable, "-m", "core", "sweep", "--spec", str(spec_file),
+                "--store", str(self.store_path), "--sweep-id", self.sweep_id,
+                "--chunk", str(self.chunk), "--events", "--stop-on-eof",
+                "--nice", str(self.NICE)]
 
     def start(self) -> bool:
         """Start training; False (and nothing started) when the server is busy."""
@@ -475,6 +500,15 @@ class SweepJob:
 
     def stop(self) -> None:
         self._stop.set()
+        self._signal()
+
+    def _signal(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.terminate()          # SIGTERM: stop after the chunk in flight
+            except OSError:
+                pass
 
     @property
     def stopping(self) -> bool:
@@ -495,23 +529,59 @@ class SweepJob:
         return min(1.0, p.student_steps / p.student_steps_total)
 
     def _run(self) -> None:
+        spec_file = None
         try:
-            store = RunStore(self.store_path)
-            try:
-                self.result = run_sweep(self.spec, store=store, chunk=self.chunk,
-                                        sweep_id=self.sweep_id, progress=self._on_progress,
-                                        stop=self._stop.is_set)
-            finally:
-                store.close()
-        except ConfigError as e:            # StoreError included
-            self.error = str(e)
+            with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="sweep-",
+                                             delete=False, encoding="utf-8") as f:
+                json.dump(self.spec.to_dict(), f)
+                spec_file = f.name
+            self._proc = subprocess.Popen(
+                self.command(spec_file), cwd=ROOT, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                errors="replace")
+            if self._stop.is_set():        # stopped while starting
+                self._signal()
+            errors = threading.Thread(target=self._read_stderr, daemon=True)
+            errors.start()
+            for line in self._proc.stdout:
+                self._on_line(line)
+            rc = self._proc.wait()
+            errors.join(timeout=5)
+            if self.result is None and self.error is None:
+                self.error = child_error(rc, list(self._stderr))
         except Exception as e:  # noqa: BLE001 - reported on the page, never a traceback
-            self.error = f"the sweep failed ({type(e).__name__}: {e})."
+            self.error = f"the sweep could not run ({type(e).__name__}: {e})."
         finally:
+            if spec_file is not None:
+                Path(spec_file).unlink(missing_ok=True)
             _SWEEP_SLOTS.release()
 
-    def _on_progress(self, p: Progress) -> None:
-        self.progress = p
+    def _on_line(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+            kind = event.pop("event")
+            if kind == "progress":
+                self.progress = Progress(**event)
+            elif kind == "result":
+                self.result = SweepResult(**event)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self._stderr.append(line.rstrip("\n"))     # not an event: kept for errors
+
+    def _read_stderr(self) -> None:
+        for line in self._proc.stderr:
+            self._stderr.append(line.rstrip("\n"))
+
+
+def child_error(rc: int, stderr: Sequence[str]) -> str:
+    """What the page says when the sweep process ended without a result: its
+    one-line ``error: FIELD: message`` (bad input, not enough memory), else
+    the exit status and its last line of output."""
+    for line in reversed(stderr):
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    last = next((x.strip() for x in reversed(stderr) if x.strip()), "")
+    how = (f"was ended by signal {-rc}" if rc < 0 else f"exited with code {rc}")
+    return f"the sweep process {how}" + (f" ({last[:300]})." if last else ".")
 
 
 class SweepSlot:

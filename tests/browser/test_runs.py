@@ -1,5 +1,5 @@
 """Real-browser test of the Runs & sweeps page: a sweep launched from the page
-trains on a background thread, its progress is polled by a fragment timer,
+trains in a child process (ui.runs.SweepJob), its progress is polled by a fragment timer,
 and the finished sweep is drawn as a Plotly heatmap."""
 from __future__ import annotations
 

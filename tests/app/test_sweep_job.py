@@ -1,0 +1,175 @@
+"""A sweep launched from the app trains in a child process (``ui.runs.SweepJob``
+running ``python -m core sweep --spec --events``): the same points as
+``run_sweep`` in-process, a stop that stores the group in training as
+``stopped``, the child's one-line errors on the page, a lower CPU priority,
+and a sweep that stops by itself when the server that launched it dies."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import core
+from core.store import RunStore
+from core.sweep import make_spec, parse_grid, run_sweep
+from tests.app.conftest import ROOT
+from ui import runs as R
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+def _spec(steps: int, scales: str = "1,5"):
+    return make_spec(core.get_preset("figure1"), parse_grid([f"scale={scales}"]), seeds=1,
+                     steps=steps, name="job test", preset="figure1")
+
+
+def _wait(cond, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"{what} not within {seconds} s"
+        time.sleep(0.1)
+
+
+def test_a_job_trains_the_points_of_run_sweep_in_a_lower_priority_child(tmp_path):
+    spec = _spec(steps=30)
+    job = R.SweepJob(spec, tmp_path, chunk=10)
+    assert job.start()
+    _wait(lambda: job.progress is not None or job.finished, 240, "a first chunk")
+    child = job._proc.pid
+    assert child != os.getpid()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    try:     # every thread of the child, XLA's workers included (the child may be done)
+        nice = [int(open(t / "stat").read().rsplit(")", 1)[1].split()[16])
+                for t in Path(f"/proc/{child}/task").iterdir()]
+    except (FileNotFoundError, ProcessLookupError):
+        nice = []
+    assert all(n == own + R.SweepJob.NICE for n in nice), nice
+    _wait(lambda: job.finished, 240, "the sweep")
+    assert job.error is None and job.result is not None
+    res = job.result
+    assert res.sweep_id == job.sweep_id and not res.stopped
+    assert job.progress.student_steps == job.progress.student_steps_total == 2 * 30
+    assert job.fraction() == 1.0
+    want = {r["index"]: r["metrics"] for r in run_sweep(spec, chunk=10).rows}   # in-process
+    got = {r["index"]: r["metrics"] for r in res.rows}
+    assert set(got) == {0, 1}
+    for i in got:
+        assert got[i]["steps"] == 30
+        np.testing.assert_allclose(got[i]["final_loss"], want[i]["final_loss"], rtol=1e-5)
+        np.testing.assert_allclose(got[i]["recovery"][0]["rel_error"],
+                                   want[i]["recovery"][0]["rel_error"], rtol=1e-5)
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "done"
+        runs = store.sweep_runs(job.sweep_id)
+        assert sorted(r["id"] for r in runs) == sorted(r["run_id"] for r in res.rows)
+    assert not list(tmp_path.glob("sweep-*.json"))
+
+
+def test_stop_ends_the_child_after_its_chunk_and_stores_the_group_as_stopped(tmp_path):
+    job = R.SweepJob(_spec(steps=5000), tmp_path, chunk=10)
+    assert job.start()
+    _wait(lambda: job.progress is not None, 240, "a first chunk")
+    job.stop()
+    assert job.stopping
+    _wait(lambda: job.finished, 60, "the stop")
+    assert job.error is None and job.result.stopped
+    assert job._proc.returncode == 0                     # a clean exit, not a kill
+    assert R.points_summary(job.result.rows).startswith("2 points (0 finished, 2 stopped at")
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "stopped"
+        assert {r["status"] for r in store.sweep_runs(job.sweep_id)} == {"stopped"}
+
+
+def test_the_childs_refusal_is_the_pages_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESONANCE_MEMORY_GIB", "0.000001")      # no step fits
+    job = R.SweepJob(_spec(steps=20), tmp_path)
+    assert job.start()
+    _wait(lambda: job.finished, 240, "the refusal")
+    assert job.result is None
+    assert job.error.startswith("batch: ") and "GiB" in job.error, job.error
+    assert RunStore(tmp_path).sweeps() == []              # refused before storing anything
+
+
+def test_child_error_text():
+    assert R.child_error(2, ["a warning", "error: batch: too big.", "x"]) == "batch: too big."
+    assert R.child_error(-9, []) == "the sweep process was ended by signal 9."
+    assert R.child_error(1, ["Traceback", "MemoryError: oh", " "]) == (
+        "the sweep process exited with code 1 (MemoryError: oh).")
+
+
+_SERVER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import core
+from core.sweep import make_spec, parse_grid
+from ui.runs import SweepJob
+spec = make_spec(core.get_preset("figure1"), parse_grid(["scale=1,5"]), seeds=1, steps=5000)
+job = SweepJob(spec, sys.argv[1], chunk=10)
+job.start()
+while job.progress is None:
+    assert job.running, job.error
+    time.sleep(0.1)
+print(job._proc.pid, job.sweep_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sweep_whose_server_dies_stops_and_keeps_what_it_trained(tmp_path):
+    """SIGKILL the process that launched the sweep (as the OOM killer would
+    the server): the child sees its stdin close, stores the group as
+    ``stopped`` and exits, instead of training on unseen or staying
+    ``running`` in the store."""
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(tmp_path), str(ROOT)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        line = server.stdout.readline().split()
+        assert len(line) == 2, server.stderr.read()
+        child, sweep_id = int(line[0]), line[1]
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+        def gone():
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{child}/stat") as f:      # a zombie of the dead server counts
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+        _wait(gone, 60, "the orphaned sweep's exit")
+    finally:
+        if server.poll() is None:
+            server.kill()
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["id"] == sweep_id
+        assert store.sweeps()[0]["status"] == "stopped"
+        runs = store.sweep_runs(sweep_id)
+        assert len(runs) == 2 and {r["status"] for r in runs} == {"stopped"}
+
+
+def test_cli_spec_file_runs_the_sweep_and_refuses_mixed_arguments(tmp_path):
+    spec = _spec(steps=10, scales="1")
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec.to_dict()))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "core", "sweep", *a], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=240, env=env)
+    out = run("--spec", str(path), "--preset", "figure1")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: preset: comes from --spec FILE; leave it out or edit the file."]
+    out = run("--spec", str(tmp_path / "missing.json"))
+    assert out.returncode == 2 and out.stderr.startswith("error: spec: cannot read a sweep")
+    out = run("--spec", str(path), "--no-store", "--events")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["progress", "result"]
+    assert events[-1]["rows"][0]["settings"] == {"scale": 1.0, "seed": 0}
+    assert events[-1]["rows"][0]["metrics"]["steps"] == 10
