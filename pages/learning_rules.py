@@ -34,20 +34,21 @@ if controls["play"]:
 if controls["pause"] or rebuilt:
     st.session_state["rl_playing"] = bool(controls["play"]) and not controls["reset"]
 if controls["step"]:
-    run.advance(s.steps_per_tick)
+    run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("rl_playing", False)
 
 
 @st.fragment(run_every=0.4 if playing else None)
 def live_panels():
     if st.session_state.get("rl_playing", False):
-        run.advance(s.steps_per_tick)
+        run.advance(run.tick_steps(s.steps_per_tick))
     c = st.columns(3)
     c[0].metric("Step", run.step)
     c[1].metric("Student-steps/s", f"{run.steps_per_s:.0f}",
                 help=f"Training steps per second summed over the rules (all in one vmapped call), "
                      f"of wall-clock time over the last {run.meter.WINDOW:.0f} s of play, drawing "
-                     f"included; training alone runs {run.meter.train_rate:.0f}.")
+                     f"included; training alone runs {run.meter.train_rate:.0f}. Steps per "
+                     f"tick ({s.steps_per_tick}): {run.tick_steps(s.steps_per_tick)}.")
     c[2].metric("Rules", len(run.rules))
     steps = list(range(1, len(run.loss) + 1))
     a, b = st.columns(2)

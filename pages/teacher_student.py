@@ -62,7 +62,7 @@ if controls["play"]:
 if controls["pause"] or controls["reset"] or (status == "restarted" and changed):
     st.session_state["ts_playing"] = False
 if controls["step"]:
-    run.advance(s.steps_per_tick)
+    run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("ts_playing", False) and not run.diverged
 
 v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrogate_norm)
@@ -72,7 +72,7 @@ st.sidebar.plotly_chart(figures.surrogate_figure(v, g, cfg.surrogate, peak, area
 @st.fragment(run_every=0.3 if playing else None)
 def live_panels():
     if st.session_state.get("ts_playing", False) and not run.diverged:
-        run.advance(s.steps_per_tick)
+        run.advance(run.tick_steps(s.steps_per_tick))
         if run.diverged:
             st.session_state["ts_playing"] = False
             st.rerun(scope="app")
@@ -83,8 +83,9 @@ def live_panels():
     c[1].metric("Steps/s", f"{run.steps_per_s:.0f}",
                 help=f"Training steps per second of wall-clock time over the last "
                      f"{run.meter.WINDOW:.0f} s of play, drawing the panels included; training "
-                     f"alone runs {run.meter.train_rate:.0f} steps/s. More steps per tick "
-                     f"(sidebar) train faster between redraws.")
+                     f"alone runs {run.meter.train_rate:.0f} steps/s. Steps per tick "
+                     f"(sidebar, {s.steps_per_tick}): {run.tick_steps(s.steps_per_tick)}; more "
+                     f"train faster between redraws.")
     c[2].metric("Loss", f"{hist.loss[-1]:.3g}" if hist.loss else "–")
     c[3].metric("Spike precision", f"{snap['precision']:.3f}",
                 help="Share of student output spikes within ±1 bin of a teacher spike (held-out).")

@@ -25,6 +25,7 @@ from core.metrics import match, recovery, spike_precision
 from core.neurons import (B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of, raw_damping,
                           raw_omega)
 from core.sweep import SHARED
+from ui.ticks import tick_steps
 
 
 def _omega_np(phi, dt):
@@ -157,6 +158,10 @@ class LiveRun:
     def steps_per_s(self) -> float:
         """Wall-clock training steps per second (:class:`RateMeter`)."""
         return self.meter.rate
+
+    def tick_steps(self, choice, playing: bool = True) -> int:
+        """Steps of the next tick (:func:`tick_steps`)."""
+        return tick_steps(choice, self.meter.train_rate, playing)
 
     def configure(self, cfg: Config) -> tuple[str, list[str]]:
         """Apply ``cfg``: rebuild on restart knobs, else update traced values.
@@ -373,6 +378,10 @@ class RulesRun:
     def steps_per_s(self) -> float:
         """Wall-clock student-steps per second (:class:`RateMeter`)."""
         return self.meter.rate
+
+    def tick_steps(self, choice, playing: bool = True) -> int:
+        """Steps of the next tick (:func:`tick_steps`; the meter counts student-steps)."""
+        return tick_steps(choice, self.meter.train_rate / len(self.rules), playing)
 
     def advance(self, n_steps: int) -> int:
         with self.lock:

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
+from ui.ticks import AUTO, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES
+
 INPUT_KINDS = ("single pulse", "doublet", "step current", "Poisson", "sinusoid", "chirp")
 MODELS = {"RF": "rf", "LIF": "lif"}   # label (also the URL value) -> core model name
 
@@ -117,7 +119,11 @@ def train_buttons_ui() -> tuple[bool, bool]:
 # ---- Teacher--Student page ---------------------------------------------------
 SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 LRS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)
-STEPS_PER_TICK = (10, 20, 50, 100, 200)
+STEPS_PER_TICK = (AUTO, *TICK_SIZES)
+SPT_HELP = (f"Training steps between two redraws while playing. auto: the most of "
+            f"{', '.join(map(str, TICK_SIZES))} that train in about {AUTO_TRAIN_S} s at the "
+            f"measured speed (many for a small network, few for a large one); Step then "
+            f"trains {AUTO_STEP}.")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_PRESET = "figure1"
 
@@ -129,7 +135,7 @@ class TSSettings:
 
     preset: str
     raw: dict                 # Config fields as chosen (unvalidated)
-    steps_per_tick: int
+    steps_per_tick: int | str      # a number of steps, or ui.ticks.AUTO
 
 
 def _fmt_layers(layers) -> str:
@@ -293,7 +299,8 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
         loss = st.selectbox("Loss", list(core.LOSSES), index=list(core.LOSSES).index(d["loss"]),
                             key="loss", bind="query-params")
         lr = st.select_slider("Learning rate", LRS, d["lr"], key="lr", bind="query-params")
-        spt = st.select_slider("Steps per tick", STEPS_PER_TICK, 20, key="spt", bind="query-params")
+        spt = st.select_slider("Steps per tick", STEPS_PER_TICK, AUTO, key="spt",
+                               bind="query-params", help=SPT_HELP)
         hidden = lambda k: st.session_state.get(k, d[k])   # demo: no control, keep what is set
         opt, rg, fb = hidden("opt"), hidden("rg"), hidden("fb")
         if not demo:
@@ -326,7 +333,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
     raw = _raw_of({"L": layers, "sh": sh, "fr": fr, "br": br, "tr": tr, "ir": ir, "ts": ts,
                    "ss": ss, "learn": learn, "sg": sg, "beta": beta, "norm": norm, "loss": loss,
                    "opt": opt, "lr": lr, "rg": rg, "fb": fb, **adv})
-    return TSSettings(preset, raw, int(spt))
+    return TSSettings(preset, raw, spt)
 
 
 # A live page trains in the server process for every visitor: a per-visitor cap
@@ -619,7 +626,7 @@ class RulesSettings:
     lr: float
     surrogate: str
     scale: float
-    steps_per_tick: int
+    steps_per_tick: int | str      # a number of steps, or ui.ticks.AUTO
 
 
 FB_DECAYS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
@@ -646,9 +653,10 @@ def rules_ui(demo: bool = False) -> RulesSettings:
     lr = sb.select_slider("Learning rate", LRS, 1e-2, key="rl_lr", bind="query-params")
     sg = sb.selectbox("Surrogate", list(core.SURROGATES), key="rl_sg", bind="query-params")
     scale = sb.select_slider("Scale β", SCALES, 10.0, key="rl_beta", bind="query-params")
-    spt = sb.select_slider("Steps per tick", STEPS_PER_TICK, 20, key="rl_spt", bind="query-params")
+    spt = sb.select_slider("Steps per tick", STEPS_PER_TICK, AUTO, key="rl_spt",
+                           bind="query-params", help=SPT_HELP)
     return RulesSettings(preset, tuple(rules), hidden, float(decay), float(lr), sg, float(scale),
-                         int(spt))
+                         spt)
 
 
 def rules_config(s: RulesSettings):

@@ -40,3 +40,45 @@ def test_a_pause_starts_a_new_window():
     assert m.rate == pytest.approx(400.0)
     m.add(10.05, 40, 10.05, 40)         # nothing trained (diverged): no change
     assert m.rate == pytest.approx(400.0)
+
+
+# ---- steps per tick: "auto" (ui.ticks) -------------------------------------------------
+from ui.ticks import AUTO, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES, tick_steps  # noqa: E402
+
+
+@pytest.mark.parametrize("rate, want", [
+    (800.0, 100),     # 0.15 s trains 120 steps: 100 fits, 200 does not
+    (2000.0, 200),    # 300 fit: the largest size
+    (340.0, 50),      # 51 fit
+    (100.0, 10),      # 15 fit
+    (20.0, 10),       # not even 10 fit (a huge network): the smallest size
+])
+def test_auto_trains_the_most_steps_that_fit_the_tick(rate, want):
+    assert tick_steps(AUTO, rate) == want
+    assert want == TICK_SIZES[0] or want / rate <= AUTO_TRAIN_S     # fits
+    bigger = [n for n in TICK_SIZES if n > want]
+    assert not bigger or bigger[0] / rate > AUTO_TRAIN_S             # the next one does not
+
+
+def test_auto_step_press_and_first_tick_train_a_fixed_number():
+    assert tick_steps(AUTO, 0.0) == AUTO_STEP == 20                  # nothing measured yet
+    assert tick_steps(AUTO, 5000.0, playing=False) == AUTO_STEP      # Step: predictable
+    assert tick_steps(50, 5000.0) == 50 and tick_steps("200", 1.0, playing=False) == 200
+
+
+def test_runs_size_auto_ticks_from_their_own_meter():
+    """A LiveRun reads its training rate in steps/s; a RulesRun's meter counts
+    student-steps, divided by the number of rules."""
+    import core
+    from ui.live import LiveRun, RulesRun
+
+    cfg = core.get_preset("figure1")
+    run = LiveRun(cfg)
+    assert run.tick_steps(AUTO) == AUTO_STEP
+    run.advance(run.tick_steps(AUTO))
+    assert run.step == AUTO_STEP and run.meter.train_rate > 0
+    run.meter.train_rate = 800.0
+    assert run.tick_steps(AUTO) == 100
+    rules = RulesRun(cfg, ("bp", "fa", "kp", "wm"))
+    rules.meter.train_rate = 4 * 800.0                  # student-steps/s over 4 rules
+    assert rules.tick_steps(AUTO) == 100

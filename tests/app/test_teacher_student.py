@@ -133,7 +133,7 @@ def test_default_page_runs_clean_at_step_zero():
 # ---- 2. Step button ---------------------------------------------------------
 def test_step_button_advances_and_fills_the_loss_chart():
     at = _page()
-    assert at.select_slider(key="spt").value == 20
+    assert at.select_slider(key="spt").value == "auto"    # Step trains ui.ticks.AUTO_STEP (20)
 
     _press_step(at)
     _assert_clean(at)
