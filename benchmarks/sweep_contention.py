@@ -209,12 +209,13 @@ def new_visitor(browser):
 
 # ---- the measurements -----------------------------------------------------------------
 
-def visit_teacher_student(browser, url: str, play_s: float) -> dict:
-    """One new visitor on Teacher–Student: load time, Play's first tick, steps/s."""
+def visit_teacher_student(browser, url: str, play_s: float, spt: str | None = None) -> dict:
+    """One new visitor on Teacher–Student: load time, Play's first tick, steps/s
+    (``spt``: the steps per tick, else the page's default)."""
     context, page = new_visitor(browser)
     try:
         t0 = time.monotonic()
-        page.goto(f"{url}/teacher_student")
+        page.goto(f"{url}/teacher_student" + (f"?spt={spt}" if spt else ""))
         load_s = time.monotonic() - t0 + _wait(page, LOADED_JS, "Teacher–Student loaded "
                                                "(idle, Step metric, loss chart drawn)", LOAD_S)
         step0 = _step(page)
@@ -313,14 +314,16 @@ def run(args, work: Path, out: dict) -> None:
             try:
                 for name in ("baseline_cold", "baseline_warm"):
                     print(f"visit {name} …", file=sys.stderr, flush=True)
-                    out["visits"][name] = visit_teacher_student(browser, url, args.play_s)
+                    out["visits"][name] = visit_teacher_student(
+                        browser, url, args.play_s, args.spt)
                 print("launching the sweep …", file=sys.stderr, flush=True)
                 sweeper_ctx, sweeper = new_visitor(browser)
                 out["sweep"]["launch_to_training_s"] = launch_sweep(sweeper, url, args.scales,
                                                                     args.steps)
                 out["sweep"]["progress_at_visit_start"] = sweeper.evaluate(PROGRESS_JS)
                 print("visit during_sweep …", file=sys.stderr, flush=True)
-                out["visits"]["during_sweep"] = visit_teacher_student(browser, url, args.play_s)
+                out["visits"]["during_sweep"] = visit_teacher_student(
+                    browser, url, args.play_s, args.spt)
                 during = sweeper.evaluate(PROGRESS_JS)
                 out["sweep"]["progress_at_visit_end"] = during
                 out["sweep"]["running_throughout"] = (during or "").startswith("group")
@@ -374,6 +377,7 @@ def main(argv=None) -> int:
     p.add_argument("--keep-jax-cache", action="store_true", dest="keep_jax_cache",
                    help="use the checkout's persistent JAX cache instead of a fresh one")
     p.add_argument("--json", metavar="OUT.json", help="write every number here")
+    p.add_argument("--spt", help="the visitor's steps per tick (default: the page's, auto)")
     args = p.parse_args(argv)
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} is not installed (Debian's chromium package)", file=sys.stderr)
