@@ -93,6 +93,9 @@ def live_panels():
                 help="Correlation of the matched student weights of the first layer with the teacher's.")
     if run.diverged:
         st.error(run.message)
+    silent = widgets.silent_teacher_text(cfg, snap["teacher"][-1]["spikes"])
+    if silent:
+        st.warning(silent, icon=":material/volume_off:")
     left, right = st.columns(2)
     with left:
         live_plot(figures.ts_loss_figure(hist.loss_steps, hist.loss), key="ts_loss", height=300)

@@ -138,6 +138,22 @@ class TSSettings:
     steps_per_tick: int | str      # a number of steps, or ui.ticks.AUTO
 
 
+def silent_teacher_text(cfg, teacher_out) -> str | None:
+    """A warning when the teacher's output units fired no spike on the
+    held-out batch ``teacher_out`` (T, batch, outputs): the student then has
+    no spike to match and its loss is flat.  The calibration aims every unit
+    at ``cfg.target_rate``; at a few Hz over a short T a silent batch is
+    likely."""
+    if np.asarray(teacher_out).sum() > 0:
+        return None
+    t, b, n = np.shape(teacher_out)
+    expected = cfg.target_rate * t * cfg.dt * b * n
+    return (f"The teacher's output fired no spike on the held-out batch ({b} samples of "
+            f"{1000 * t * cfg.dt:.0f} ms at a target rate of {cfg.target_rate:g} Hz: "
+            f"≈ {expected:.1f} expected), so the student has nothing to match. Raise the target "
+            f"rate or T, or lower the threshold θ.")
+
+
 def _fmt_layers(layers) -> str:
     return "-".join(str(int(n)) for n in layers)
 

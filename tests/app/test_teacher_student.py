@@ -26,6 +26,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import core
+from ui import widgets
+
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -411,3 +414,31 @@ def test_page_shows_divergence_error():
     at.button(key="ts_reset").click().run()
     _assert_clean(at)
     assert _step(at) == 0
+
+
+# ---- 9. a silent teacher is reported ------------------------------------------------
+def test_a_teacher_silent_on_the_held_out_batch_is_reported():
+    """figure1 at a 1 Hz target and input rate, θ = 5: the calibrated teacher's
+    output fires nothing in the 8 held-out samples of 300 ms (≈ 2.4 spikes
+    expected), so the page says why the loss will not move; figure1 itself
+    (20 Hz) fires and says nothing."""
+    at = _page()
+    _assert_clean(at)
+    assert not [w for w in at.warning if "fired no spike" in w.value]
+    at.slider(key="tr").set_value(1.0).run()
+    at.slider(key="ir").set_value(1.0).run()
+    at.slider(key="th").set_value(5.0).run()
+    _assert_clean(at)
+    warned = [w.value for w in at.warning if "fired no spike" in w.value]
+    assert len(warned) == 1, [w.value for w in at.warning]
+    assert "8 samples of 300 ms" in warned[0] and "≈ 2.4 expected" in warned[0]
+    assert "Raise the target rate or T" in warned[0]
+
+
+def test_silent_teacher_text_counts_the_expected_spikes():
+    cfg = core.get_preset("figure1").replace(target_rate=5.0)
+    out = np.zeros((200, 4, 2))
+    text = widgets.silent_teacher_text(cfg, out)      # 5 Hz x 0.2 s x 4 samples x 2 units = 8
+    assert "4 samples of 200 ms" in text and "≈ 8.0 expected" in text
+    out[17, 3, 1] = 1.0
+    assert widgets.silent_teacher_text(cfg, out) is None
