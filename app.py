@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.runtime import compute_summary, enable_compilation_cache, use_all_cores
 
-use_all_cores()   # before JAX starts: sweeps launched here shard students over the cores
+use_all_cores()   # before JAX starts: one device per core (sweeps launched here inherit it)
 enable_compilation_cache()
 
 # a local image: a Material-icon favicon is fetched from fonts.gstatic.com, which an offline

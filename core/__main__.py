@@ -263,6 +263,20 @@ def _first_line(e: Exception) -> str:
 
 
 def _cmd_sweep(args) -> int:
+    """``sweep``: SIGINT / SIGTERM stop it gracefully from here on (see
+    :func:`_graceful_stop`); with ``--events`` a ``ready`` line says so, and
+    the process that launched it signals only after that line."""
+    with _graceful_stop() as stop:
+        if args.events:
+            _event("ready")
+        try:
+            return _sweep(args, stop)
+        except KeyboardInterrupt:     # the second signal
+            _fail("interrupted", "aborted on a second signal; the group in training was not "
+                                 "stored, the sweep is marked stopped.")
+
+
+def _sweep(args, stop) -> int:
     import time
 
     from .config import ConfigError
@@ -281,6 +295,8 @@ def _cmd_sweep(args) -> int:
         n_points = len(sweep.expand(spec))
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
+    if args.stop_on_eof:
+        _watch_stdin(stop)
     p_idx, p_cnt, client = _distributed(args)
     import jax
 
@@ -320,11 +336,9 @@ def _cmd_sweep(args) -> int:
 
     try:
         store = _open_store(args) if not args.no_store else None
-        with _graceful_stop(args.stop_on_eof) as stop:
-            result = sweep.run_sweep(spec, store=store, chunk=args.chunk, devices=devices,
-                                     process_index=p_idx, process_count=p_cnt,
-                                     sweep_id=sweep_id, tags=tags, progress=progress,
-                                     stop=stop.is_set)
+        result = sweep.run_sweep(spec, store=store, chunk=args.chunk, devices=devices,
+                                 process_index=p_idx, process_count=p_cnt, sweep_id=sweep_id,
+                                 tags=tags, progress=progress, stop=stop.is_set)
         if client is not None:
             try:
                 client.wait_at_barrier("resonance_sweep_done", args.timeout * 1000)
@@ -383,48 +397,63 @@ def _sweep_spec(args):
     if extra:
         raise ConfigError(extra[0], "comes from --spec FILE; leave it out or edit the file.")
     try:
-        with open(args.spec, encoding="utf-8") as f:
-            d = json.load(f)
+        if args.spec == "-":             # one line on stdin (how the app hands it over)
+            d = json.loads(sys.stdin.readline())
+        else:
+            with open(args.spec, encoding="utf-8") as f:
+                d = json.load(f)
     except (OSError, ValueError) as e:
-        raise ConfigError("spec", f"cannot read a sweep from {args.spec} ({e}).") from None
-    spec = sweep.spec_from_dict(d)
+        where = "stdin" if args.spec == "-" else args.spec
+        raise ConfigError("spec", f"cannot read a sweep from {where} ({e}).") from None
+    try:
+        spec = sweep.spec_from_dict(d)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError("spec", f"not a sweep ({type(e).__name__}: {e}); write it as "
+                                  "SweepSpec.to_dict() does.") from None
     check_name(spec.name)
     return spec
 
 
 @contextlib.contextmanager
-def _graceful_stop(stop_on_eof: bool):
-    """An event set by the first SIGINT / SIGTERM (the sweep stores its
-    current group as ``stopped`` after the chunk in flight; a second signal
-    aborts), or with ``stop_on_eof`` when stdin closes (the app that
-    launched the sweep is gone).  The previous handlers come back on exit."""
+def _graceful_stop():
+    """An event set by the first SIGINT / SIGTERM: the sweep stores its
+    current group as ``stopped`` after the chunk in flight (Python runs the
+    handler between chunks).  A second signal raises KeyboardInterrupt: the
+    group in training is dropped and the sweep marked ``stopped``.  The
+    previous handlers come back on exit."""
+    import os
     import signal
     import threading
 
     stop = threading.Event()
 
     def handler(signum, frame):
-        if stop.is_set():               # the second time: abort at once
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
+        if stop.is_set():
+            raise KeyboardInterrupt
         stop.set()
-        print("stopping after the chunk in flight (again to abort)", file=sys.stderr, flush=True)
+        os.write(2, b"stopping after the chunk in flight (again to abort)\n")
 
     sigs = (signal.SIGINT, signal.SIGTERM)
     before = [signal.signal(sig, handler) for sig in sigs]
-    if stop_on_eof:
-        def watch():
-            for _ in sys.stdin:
-                pass
-            _detach_output()       # the reader of stdout and stderr is gone as well
-            stop.set()
-
-        threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
     try:
         yield stop
     finally:
         for sig, h in zip(sigs, before):
             signal.signal(sig, h)
+
+
+def _watch_stdin(stop) -> None:
+    """Set ``stop`` when stdin closes (``--stop-on-eof``: the app that
+    launched the sweep is gone, and with it the reader of stdout/stderr)."""
+    import threading
+
+    def watch():
+        for _ in sys.stdin:
+            pass
+        _detach_output()
+        stop.set()
+
+    threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
 
 
 def _event(kind: str, **fields) -> None:
@@ -441,7 +470,8 @@ def _event(kind: str, **fields) -> None:
         return v
 
     try:
-        print(json.dumps({"event": kind, **clean(fields)}, allow_nan=False), flush=True)
+        print(json.dumps({"event": kind, **clean(fields)}, allow_nan=False, default=str),
+              flush=True)
     except BrokenPipeError:      # nobody reads: train on, store, and stop quietly
         _detach_output()
 
@@ -559,7 +589,8 @@ def main(argv=None) -> int:
     t.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
     w = sub.add_parser("sweep", help="train a grid of settings x seeds as vmapped, sharded calls")
     w.add_argument("--preset")
-    w.add_argument("--spec", help="a sweep as JSON (SweepSpec.to_dict()) instead of "
+    w.add_argument("--spec", help="a sweep as JSON (SweepSpec.to_dict()) in this file, or "
+                                  "'-': one line on stdin; instead of "
                                   "--preset/--grid/--seeds/--steps/--name")
     w.add_argument("--grid", action="append", metavar="NAME=v1,v2",
                    help="a swept setting (repeatable): e.g. surrogate=superspike,sigmoid, "
@@ -582,7 +613,8 @@ def main(argv=None) -> int:
     w.add_argument("--json", action="store_true")
     w.add_argument("--quiet", action="store_true")
     w.add_argument("--events", action="store_true",
-                   help="JSON lines on stdout: one per chunk (progress), one at the end (result)")
+                   help="JSON lines on stdout: ready (signals stop it gracefully from now on), "
+                        "one per chunk (progress), one at the end (result)")
     w.add_argument("--nice", type=int, default=0,
                    help="lower this process's CPU priority by N (0-19): the app launches its "
                         "sweeps with 19, so that visitors' pages take the cores first")

@@ -27,6 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.config import ConfigError
+from core.runtime import ROOT
 from core.store import ARRAYS_DIR, INDEX_NAME, STATUSES, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
@@ -40,7 +41,6 @@ MAX_OVERLAY = 20          # runs drawn in the overlay at most
 MAX_CURVE_POINTS = 1000   # a loss curve is block-averaged down to this many points
 MAX_CONCURRENT_SWEEPS = 2  # background sweeps per server process
 _SWEEP_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_SWEEPS)
-ROOT = Path(__file__).resolve().parents[1]      # where ``python -m core`` runs
 
 
 # ---- store -----------------------------------------------------------------------
@@ -452,25 +452,30 @@ def check_launch(spec: SweepSpec, demo: bool) -> None:
         raise ConfigError("steps", f"demo mode trains at most {DEMO_MAX_STEPS} steps.")
 
 
+def _nice_level() -> int:
+    try:
+        return min(19, max(0, int(os.environ.get("RESONANCE_SWEEP_NICE", "19"))))
+    except ValueError:
+        return 19
+
+
 class SweepJob:
     """One sweep trained by ``python -m core sweep`` in a child process.
 
-    The child runs at a lower CPU priority (``--nice``) and with its own
-    interpreter, so a sweep never holds the server's GIL or outruns the
-    visitors' pages for the cores (a sweep trained on a server thread had
-    a second visitor's page wait tens of seconds to load).  It reads the
-    spec from a file (``--spec``), reports every chunk and the result as
-    JSON lines (``--events``), stops after the chunk in flight on SIGTERM
-    (``stop()``: the group in training is stored as ``stopped``), and stops
-    the same way when the server is gone (its stdin closes,
-    ``--stop-on-eof``).  The page reads ``progress`` / ``result`` /
-    ``error``; at most ``MAX_CONCURRENT_SWEEPS`` jobs train at once per
-    server process.
+    The child runs at the lowest CPU priority (``--nice``) and with its own
+    interpreter, so a sweep never holds the server's GIL and visitors'
+    pages take the cores first (``benchmarks/sweep_contention.py``).  It
+    reads the spec as one line on stdin (``--spec -``), reports ``ready``,
+    every chunk and the result as JSON lines (``--events``), stops after the
+    chunk in flight on SIGTERM (``stop()``: the group in training is stored
+    as ``stopped``), and stops the same way when the server is gone (its
+    stdin closes, ``--stop-on-eof``).  It runs in its own session, so a
+    Ctrl-C meant for the server reaches it only that way.  The page reads
+    ``progress`` / ``result`` / ``error``; at most ``MAX_CONCURRENT_SWEEPS``
+    jobs train at once per server process.
     """
 
-    # CPU priority below everything else's (0-19; RESONANCE_SWEEP_NICE): on an idle
-    # machine the sweep trains at full speed, a visitor's page takes the cores first
-    NICE = int(os.environ.get("RESONANCE_SWEEP_NICE", "19") or 19)
+    NICE = _nice_level()   # RESONANCE_SWEEP_NICE, 0-19 (default 19: below everything else)
 
     def __init__(self, spec: SweepSpec, store_path: str | Path, chunk: int = 50):
         self.spec, self.store_path, self.chunk = spec, Path(store_path).resolve(), chunk
@@ -480,13 +485,16 @@ class SweepJob:
         self.error: str | None = None
         self.announced = False         # the page has shown the finished sweep
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the child is signalled once, and only once ready
+        self._ready = self._signalled = False
         self._proc: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._thread = threading.Thread(target=self._run, name=f"sweep-{self.sweep_id}",
                                         daemon=True)
 
-    def command(self, spec_file: str | Path) -> list[str]:
-        return [sys.executable, "-m", "core", "sweep", "--spec", str(spec_file),
+    def command(self) -> list[str]:
+        """The child's command line (the spec follows on its stdin)."""
+        return [sys.executable, "-m", "core", "sweep", "--spec", "-",
                 "--store", str(self.store_path), "--sweep-id", self.sweep_id,
                 "--chunk", str(self.chunk), "--events", "--stop-on-eof",
                 "--nice", str(self.NICE)]
@@ -499,14 +507,20 @@ class SweepJob:
         return True
 
     def stop(self) -> None:
+        """Ask the child to stop after its chunk in flight (any number of calls:
+        a second SIGTERM would abort it and lose the group in training)."""
         self._stop.set()
         self._signal()
 
     def _signal(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
+        with self._lock:
+            proc = self._proc
+            if (not self._ready or self._signalled or not self._stop.is_set()
+                    or proc is None or proc.poll() is not None):
+                return
+            self._signalled = True
             try:
-                proc.terminate()          # SIGTERM: stop after the chunk in flight
+                proc.terminate()
             except OSError:
                 pass
 
@@ -529,47 +543,77 @@ class SweepJob:
         return min(1.0, p.student_steps / p.student_steps_total)
 
     def _run(self) -> None:
-        spec_file = None
+        proc = None
         try:
-            with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="sweep-",
-                                             delete=False, encoding="utf-8") as f:
-                json.dump(self.spec.to_dict(), f)
-                spec_file = f.name
-            self._proc = subprocess.Popen(
-                self.command(spec_file), cwd=ROOT, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                errors="replace")
-            if self._stop.is_set():        # stopped while starting
-                self._signal()
-            errors = threading.Thread(target=self._read_stderr, daemon=True)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                # the server holds its own device memory: the child allocates as it goes
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+            with self._lock:
+                proc = self._proc = subprocess.Popen(
+                    self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                    env=env, start_new_session=True)
+            try:
+                proc.stdin.write(json.dumps(self.spec.to_dict()) + "\n")
+                proc.stdin.flush()         # (kept open: closing it stops the child)
+            except BrokenPipeError:        # it ended at once: its stderr says why
+                pass
+            errors = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
             errors.start()
-            for line in self._proc.stdout:
+            for line in proc.stdout:
                 self._on_line(line)
-            rc = self._proc.wait()
+            rc = proc.wait()
             errors.join(timeout=5)
             if self.result is None and self.error is None:
                 self.error = child_error(rc, list(self._stderr))
+                self._mark_stopped()
         except Exception as e:  # noqa: BLE001 - reported on the page, never a traceback
             self.error = f"the sweep could not run ({type(e).__name__}: {e})."
         finally:
-            if spec_file is not None:
-                Path(spec_file).unlink(missing_ok=True)
+            if proc is not None:
+                if proc.poll() is None:        # this thread failed: do not leave it unread
+                    proc.kill()
+                    proc.wait()
+                for f in (proc.stdin, proc.stdout, proc.stderr):
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
             _SWEEP_SLOTS.release()
 
     def _on_line(self, line: str) -> None:
         try:
             event = json.loads(line)
             kind = event.pop("event")
-            if kind == "progress":
+            if kind == "ready":
+                with self._lock:
+                    self._ready = True
+                self._signal()               # Stop pressed while the child started
+            elif kind == "progress":
                 self.progress = Progress(**event)
             elif kind == "result":
                 self.result = SweepResult(**event)
         except (ValueError, TypeError, KeyError, AttributeError):
             self._stderr.append(line.rstrip("\n"))     # not an event: kept for errors
 
-    def _read_stderr(self) -> None:
-        for line in self._proc.stderr:
+    def _read_stderr(self, proc) -> None:
+        for line in proc.stderr:
             self._stderr.append(line.rstrip("\n"))
+
+    def _mark_stopped(self) -> None:
+        """The child ended without a result (killed, crashed): a sweep it had
+        stored as ``running`` is marked ``stopped`` (its stored points stay)."""
+        try:
+            store = open_store(self.store_path)      # None: nothing was ever stored
+            if store is None:
+                return
+            with store:
+                if any(s["id"] == self.sweep_id and s["status"] == "running"
+                       for s in store.sweeps()):
+                    store.set_sweep_status(self.sweep_id, "stopped")
+        except (StoreError, OSError):
+            pass
 
 
 def child_error(rc: int, stderr: Sequence[str]) -> str:
@@ -581,6 +625,8 @@ def child_error(rc: int, stderr: Sequence[str]) -> str:
             return line[len("error: "):]
     last = next((x.strip() for x in reversed(stderr) if x.strip()), "")
     how = (f"was ended by signal {-rc}" if rc < 0 else f"exited with code {rc}")
+    if rc in (-9, 137):
+        how += ", perhaps for lack of memory"
     return f"the sweep process {how}" + (f" ({last[:300]})." if last else ".")
 
 

@@ -37,22 +37,13 @@ def _wait(cond, seconds: float, what: str):
         time.sleep(0.1)
 
 
-def test_a_job_trains_the_points_of_run_sweep_in_a_lower_priority_child(tmp_path):
+def test_a_job_trains_the_points_of_run_sweep_in_a_child_process(tmp_path):
     spec = _spec(steps=30)
     job = R.SweepJob(spec, tmp_path, chunk=10)
     assert job.start()
-    _wait(lambda: job.progress is not None or job.finished, 240, "a first chunk")
-    child = job._proc.pid
-    assert child != os.getpid()
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    try:     # every thread of the child, XLA's workers included (the child may be done)
-        nice = [int(open(t / "stat").read().rsplit(")", 1)[1].split()[16])
-                for t in Path(f"/proc/{child}/task").iterdir()]
-    except (FileNotFoundError, ProcessLookupError):
-        nice = []
-    assert all(n == own + R.SweepJob.NICE for n in nice), nice
     _wait(lambda: job.finished, 240, "the sweep")
     assert job.error is None and job.result is not None
+    assert job._proc.pid != os.getpid() and job._proc.returncode == 0
     res = job.result
     assert res.sweep_id == job.sweep_id and not res.stopped
     assert job.progress.student_steps == job.progress.student_steps_total == 2 * 30
@@ -69,22 +60,71 @@ def test_a_job_trains_the_points_of_run_sweep_in_a_lower_priority_child(tmp_path
         assert store.sweeps()[0]["status"] == "done"
         runs = store.sweep_runs(job.sweep_id)
         assert sorted(r["id"] for r in runs) == sorted(r["run_id"] for r in res.rows)
-    assert not list(tmp_path.glob("sweep-*.json"))
+
+
+def _nice_of_threads(pid: int) -> list[int]:
+    """The nice value of every thread of ``pid`` (Linux: nice is per thread)."""
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.append(int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+        except (FileNotFoundError, ProcessLookupError):    # the thread ended meanwhile
+            pass
+    return out
 
 
 def test_stop_ends_the_child_after_its_chunk_and_stores_the_group_as_stopped(tmp_path):
+    """Also: every thread of the training child (XLA's workers included) runs
+    at the job's lower priority, and pressing Stop again or closing the tab
+    (the slot's release) does not turn the graceful stop into an abort."""
     job = R.SweepJob(_spec(steps=5000), tmp_path, chunk=10)
     assert job.start()
     _wait(lambda: job.progress is not None, 240, "a first chunk")
+    nice = _nice_of_threads(job._proc.pid)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert len(nice) > 1 and set(nice) == {min(19, own + R.SweepJob.NICE)}, nice
+    slot = R.SweepSlot()
+    slot.job = job
     job.stop()
     assert job.stopping
+    job.stop()
+    slot.release()
     _wait(lambda: job.finished, 60, "the stop")
     assert job.error is None and job.result.stopped
-    assert job._proc.returncode == 0                     # a clean exit, not a kill
+    assert job._proc.returncode == 0                     # a clean exit, not an abort
     assert R.points_summary(job.result.rows).startswith("2 points (0 finished, 2 stopped at")
     with RunStore(tmp_path) as store:
         assert store.sweeps()[0]["status"] == "stopped"
         assert {r["status"] for r in store.sweep_runs(job.sweep_id)} == {"stopped"}
+
+
+def test_stop_pressed_while_the_child_starts_stops_after_its_first_chunk(tmp_path):
+    """The child is signalled only once it reports ``ready`` (its handler is
+    installed): a Stop in its first second is a stop, not a killed process."""
+    job = R.SweepJob(_spec(steps=5000), tmp_path, chunk=10)
+    assert job.start()
+    job.stop()
+    _wait(lambda: job.finished, 240, "the stop")
+    assert job.error is None and job.result.stopped, job.error
+    assert [r["metrics"]["steps"] for r in job.result.rows] == [10, 10]
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "stopped"
+
+
+def test_a_killed_child_is_reported_and_its_sweep_marked_stopped(tmp_path):
+    """SIGKILL (as the OOM killer would): the page names the signal, and the
+    sweep the child had stored as ``running`` is marked ``stopped``."""
+    job = R.SweepJob(_spec(steps=5000), tmp_path, chunk=10)
+    assert job.start()
+    _wait(lambda: job.progress is not None, 240, "a first chunk")
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "running"
+    os.kill(job._proc.pid, signal.SIGKILL)
+    _wait(lambda: job.finished, 60, "the job's end")
+    assert job.result is None
+    assert job.error == "the sweep process was ended by signal 9, perhaps for lack of memory."
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "stopped"
 
 
 def test_the_childs_refusal_is_the_pages_one_line_error(tmp_path, monkeypatch):
@@ -99,7 +139,7 @@ def test_the_childs_refusal_is_the_pages_one_line_error(tmp_path, monkeypatch):
 
 def test_child_error_text():
     assert R.child_error(2, ["a warning", "error: batch: too big.", "x"]) == "batch: too big."
-    assert R.child_error(-9, []) == "the sweep process was ended by signal 9."
+    assert R.child_error(-15, []) == "the sweep process was ended by signal 15."
     assert R.child_error(1, ["Traceback", "MemoryError: oh", " "]) == (
         "the sweep process exited with code 1 (MemoryError: oh).")
 
@@ -139,10 +179,10 @@ def test_a_sweep_whose_server_dies_stops_and_keeps_what_it_trained(tmp_path):
         def gone():
             try:
                 os.kill(child, 0)
-            except ProcessLookupError:
+                with open(f"/proc/{child}/stat") as f:  # a zombie of the dead server counts
+                    return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except (ProcessLookupError, FileNotFoundError):
                 return True
-            with open(f"/proc/{child}/stat") as f:      # a zombie of the dead server counts
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
         _wait(gone, 60, "the orphaned sweep's exit")
     finally:
@@ -160,16 +200,49 @@ def test_cli_spec_file_runs_the_sweep_and_refuses_mixed_arguments(tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec.to_dict()))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "core", "sweep", *a], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=240, env=env)
+    run = lambda *a, stdin=None: subprocess.run(
+        [sys.executable, "-m", "core", "sweep", *a], cwd=ROOT, capture_output=True, text=True,
+        timeout=240, env=env, input=stdin)
     out = run("--spec", str(path), "--preset", "figure1")
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: preset: comes from --spec FILE; leave it out or edit the file."]
     out = run("--spec", str(tmp_path / "missing.json"))
     assert out.returncode == 2 and out.stderr.startswith("error: spec: cannot read a sweep")
-    out = run("--spec", str(path), "--no-store", "--events")
+    bad = {**spec.to_dict(), "grid": [["scale", 5]]}          # values not a list
+    out = run("--spec", "-", stdin=json.dumps(bad) + "\n")
+    assert out.returncode == 2 and out.stderr.startswith("error: spec: not a sweep"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = run("--spec", str(path), "--nice", "20")
+    assert out.returncode == 2 and out.stderr.startswith("error: nice: must be 0-19")
+    out = run("--spec", "-", "--no-store", "--events", stdin=json.dumps(spec.to_dict()) + "\n")
     assert out.returncode == 0, out.stderr
     events = [json.loads(x) for x in out.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["progress", "result"]
+    assert [e["event"] for e in events] == ["ready", "progress", "result"]
     assert events[-1]["rows"][0]["settings"] == {"scale": 1.0, "seed": 0}
     assert events[-1]["rows"][0]["metrics"]["steps"] == 10
+
+
+def test_cli_second_signal_aborts_and_marks_the_sweep_stopped(tmp_path):
+    """First SIGINT: stop after the chunk in flight.  A second one before that
+    chunk ends aborts: one line, rc 2, the sweep marked ``stopped``."""
+    spec = _spec(steps=100000)
+    proc = subprocess.Popen([sys.executable, "-m", "core", "sweep", "--spec", "-", "--events",
+                             "--store", str(tmp_path), "--chunk", "2000"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    try:
+        proc.stdin.write(json.dumps(spec.to_dict()) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        assert json.loads(proc.stdout.readline())["event"] == "progress"   # training
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1].startswith("error: interrupted: aborted on a second")
+    with RunStore(tmp_path) as store:
+        assert store.sweeps()[0]["status"] == "stopped"
