@@ -84,10 +84,11 @@ def progress_text(job: R.SweepJob) -> str:
     p = job.progress
     if p is None:
         return "Compiling and sampling teachers…"
-    rate = p.student_steps / p.seconds if p.seconds > 0 else 0.0
+    rate = job.rate()
     return (f"group {p.group + 1}/{p.groups} · points {p.points_done}/{p.points_total} · "
-            f"{p.student_steps}/{p.student_steps_total} student-steps · {rate:.0f}/s · "
-            f"diverged {p.diverged}" + (" · stopping…" if job.stopping else ""))
+            f"{p.student_steps}/{p.student_steps_total} student-steps · "
+            + (f"{rate:.0f}/s · " if rate is not None else "")
+            + f"diverged {p.diverged}" + (" · stopping…" if job.stopping else ""))
 
 
 def job_summary(job: R.SweepJob) -> None:

@@ -489,6 +489,7 @@ class SweepJob:
         self._ready = self._signalled = False
         self._proc: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._marks: collections.deque = collections.deque()   # (seconds, student_steps)
         self._thread = threading.Thread(target=self._run, name=f"sweep-{self.sweep_id}",
                                         daemon=True)
 
@@ -535,6 +536,17 @@ class SweepJob:
     @property
     def finished(self) -> bool:
         return self._thread.ident is not None and not self._thread.is_alive()
+
+    RATE_WINDOW = 10.0     # seconds of progress the rate is taken over
+
+    def rate(self) -> float | None:
+        """Student-steps per second over the last ``RATE_WINDOW`` seconds of
+        progress (compiling and sampling before the first chunk left out);
+        None before two chunks are done."""
+        if len(self._marks) < 2:
+            return None
+        (ta, sa), (tb, sb) = self._marks[0], self._marks[-1]
+        return (sb - sa) / (tb - ta) if tb > ta else None
 
     def fraction(self) -> float:
         p = self.progress
@@ -591,7 +603,10 @@ class SweepJob:
                     self._ready = True
                 self._signal()               # Stop pressed while the child started
             elif kind == "progress":
-                self.progress = Progress(**event)
+                p = self.progress = Progress(**event)
+                self._marks.append((p.seconds, p.student_steps))
+                while len(self._marks) > 2 and p.seconds - self._marks[1][0] >= self.RATE_WINDOW:
+                    self._marks.popleft()
             elif kind == "result":
                 self.result = SweepResult(**event)
         except (ValueError, TypeError, KeyError, AttributeError):

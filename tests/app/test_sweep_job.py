@@ -246,3 +246,27 @@ def test_cli_second_signal_aborts_and_marks_the_sweep_stopped(tmp_path):
     assert err.strip().splitlines()[-1].startswith("error: interrupted: aborted on a second")
     with RunStore(tmp_path) as store:
         assert store.sweeps()[0]["status"] == "stopped"
+
+
+def test_the_rate_shown_leaves_the_compile_out_and_follows_the_last_seconds(tmp_path):
+    """Chunks of 500 student-steps every second after 8 s of compiling: 500/s
+    (the old text divided by the time since launch: 1100 / 10 s = 110/s);
+    after a slower stretch the rate is that of the last 10 s."""
+    job = R.SweepJob(_spec(steps=100), tmp_path)
+
+    def progress(seconds, steps):
+        job._on_line(json.dumps({"event": "progress", "points_done": 0, "points_total": 2,
+                                 "student_steps": steps, "student_steps_total": 10**6,
+                                 "seconds": seconds, "diverged": 0, "group": 0, "groups": 1}))
+
+    progress(8.0, 100)
+    assert job.rate() is None                       # one chunk: no rate yet
+    progress(9.0, 600)
+    progress(10.0, 1100)
+    assert job.rate() == pytest.approx(500.0)
+    steps = 1100
+    for t in range(11, 31):                         # 20 s at 100 student-steps/s
+        steps += 100
+        progress(float(t), steps)
+    assert job.rate() == pytest.approx(100.0)
+    assert job.progress.student_steps == steps
