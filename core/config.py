@@ -47,6 +47,9 @@ MAX_T = 5000
 MAX_BATCH = 1024
 
 
+STUDENT_SEED_OFFSET = 1_000_003   # a student is drawn from PRNGKey(student_seed + this)
+
+
 class ConfigError(ValueError):
     """A setting is invalid.  ``field`` names it; the message says what to do."""
 
@@ -266,7 +269,14 @@ def validate(cfg: Config) -> Config:
     c["feedback"] = _choice("feedback", cfg.feedback, FEEDBACKS)
     c["feedback_decay"] = _finite("feedback_decay", cfg.feedback_decay, 0.0, 1.0)
     c["description"] = str(cfg.description)[:500]
-    return Config(**c)
+    out = Config(**c)
+    if (out.student_layers == out.layers
+            and out.student_seed + STUDENT_SEED_OFFSET == out.teacher_seed):
+        raise ConfigError("student_seed", f"{out.student_seed} draws the teacher itself (teacher "
+                                          f"seed {out.teacher_seed} = student seed + "
+                                          f"{STUDENT_SEED_OFFSET:,}): the student would start at "
+                                          "the answer. Choose another student seed.")
+    return out
 
 
 def from_dict(d: Mapping[str, Any], base: Config | None = None) -> Config:

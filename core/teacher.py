@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .config import Config, HParams, hyperparams
+from .config import STUDENT_SEED_OFFSET, Config, HParams, hyperparams
 from .network import LayerParams, init_layer, simulate
 
 HELDOUT_STREAM = 2**30   # fold_in index of the held-out input stream
@@ -157,4 +157,4 @@ def make_task(cfg: Config) -> Task:
 
 def init_student(cfg: Config):
     """A student with cfg.student_layers drawn from student_seed."""
-    return sample_network(cfg, cfg.student_layers, cfg.student_seed + 1_000_003)
+    return sample_network(cfg, cfg.student_layers, cfg.student_seed + STUDENT_SEED_OFFSET)

@@ -94,3 +94,25 @@ def test_unknown_preset():
         core.get_preset("figure-2")
     assert e.value.field == "preset"
     assert {"single-neuron", "figure1"} <= set(core.presets())
+
+
+def test_a_student_seed_that_draws_the_teacher_itself_is_refused():
+    """student_seed + 1,000,003 == teacher_seed with the teacher's widths would
+    draw the teacher's own parameters (checked below with validation
+    bypassed): refused, naming student_seed.  Other widths draw differently."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from core.config import STUDENT_SEED_OFFSET
+    from core.teacher import init_student, make_task
+
+    base = core.get_preset("figure1")
+    with pytest.raises(ConfigError, match=r"^student_seed: 1 draws the teacher itself"):
+        base.replace(teacher_seed=1 + STUDENT_SEED_OFFSET, student_seed=1)
+    clash = dataclasses.replace(base, teacher_seed=1 + STUDENT_SEED_OFFSET, student_seed=1)
+    same = jax.tree.map(np.array_equal, init_student(clash), make_task(clash).teacher)
+    assert all(jax.tree.leaves(same))
+    wider = base.replace(teacher_seed=1 + STUDENT_SEED_OFFSET, student_seed=1, student_hidden=(3,))
+    assert wider.student_layers != wider.layers
