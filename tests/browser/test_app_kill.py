@@ -1,6 +1,8 @@
 """Durability of the running app: a sweep launched from the Runs page is
-writing runs when the Streamlit server is SIGKILLed; a new server on the same
-store starts cleanly, shows every acknowledged run and the store checks ok."""
+writing runs when the Streamlit server is SIGKILLed.  The sweep's own process
+(``ui.runs.SweepJob``) sees its stdin close, stores the group in training as
+``stopped`` and exits; the store checks ok, keeps every acknowledged run, and
+a new server on it starts cleanly and shows them."""
 from __future__ import annotations
 
 import os
@@ -40,6 +42,19 @@ def _start(store: Path, log_name: str):
     return proc, url, log
 
 
+def _sweep_processes(store: Path) -> list[int]:
+    """Pids of ``python -m core sweep`` processes writing to ``store``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"sweep" in args and str(store).encode() in args and proc.name.isdigit():
+            pids.append(int(proc.name))
+    return pids
+
+
 def _stored(store: Path) -> int:
     if not (store / "index.sqlite").exists():
         return 0
@@ -73,7 +88,8 @@ def test_server_killed_mid_sweep_restarts_on_an_intact_store(browser, tmp_path):
             assert proc.poll() is None
             time.sleep(0.05)
         acknowledged = _stored(store)
-        os.kill(proc.pid, signal.SIGKILL)  # ... and the next group is training or being written
+        children = _sweep_processes(store)
+        os.kill(proc.pid, signal.SIGKILL)  # ... and the rest are training or being written
         proc.wait(timeout=30)
     finally:
         page.close()
@@ -81,12 +97,18 @@ def test_server_killed_mid_sweep_restarts_on_an_intact_store(browser, tmp_path):
             proc.kill()
         log.close()
     assert 1 <= acknowledged < 8
+    assert len(children) == 1, children           # the sweep trains in its own process ...
+    deadline = time.monotonic() + 120
+    while _sweep_processes(store):                # ... which stops once the server is gone
+        assert time.monotonic() < deadline, "the sweep process outlived its server by 120 s"
+        time.sleep(0.2)
 
     with RunStore(store, create=False) as s:
         report = s.check(deep=True)
         assert report["ok"], report
         runs = s.list()
         assert len(runs) >= acknowledged
+        assert s.sweeps()[0]["status"] in ("stopped", "done")     # not left "running"
         for r in runs:
             s.load_params(r["id"])        # every row's arrays load and validate
 
