@@ -49,6 +49,9 @@ def _open_figure1(page: Page, app_url: str) -> None:
 
 
 def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
+    plotly_fetches = []
+    page.on("response", lambda r: plotly_fetches.append(r.url)
+            if r.url.endswith("/plotly.min.js") else None)
     _open_figure1(page, app_url)
     # figure1 is the default preset, so the bound URL parameter is dropped; the controls show it
     assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-2-1"
@@ -73,6 +76,10 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
     assert steps[-1] > step0 and len(set(steps)) >= 3, f"step counter did not keep rising: {steps}"
     assert frame.evaluate(READ_JS)["n"] > 0
     assert_no_exception(page)
+    # every live chart drew, from one fetch of Plotly.js (4.8 MB) for the whole visit
+    drawn = [f for f in page.frames if "live_plot/index.html" in f.url and f.evaluate(
+        "() => Number((document.getElementById('plot') || {dataset: {}}).dataset.renders || 0)")]
+    assert len(drawn) >= 4 and len(plotly_fetches) == 1, (len(drawn), plotly_fetches)
     page.screenshot(path=str(SHOTS / "teacher_student_playing.png"), full_page=True)
     page.get_by_role("button", name="Pause").click()
     wait_idle(page, settle_ms=800)
