@@ -261,7 +261,7 @@ try:
                 st.warning("The server is already training its maximum number of sweeps; "
                            "try again when one finishes.")
 
-        @st.fragment(run_every=0.5 if slot.job is not None and slot.job.running else None)
+        @st.fragment(run_every=1.0 if slot.job is not None and slot.job.running else None)
         def sweep_progress():
             job = slot.job
             if job is None:
