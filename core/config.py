@@ -269,14 +269,20 @@ def validate(cfg: Config) -> Config:
     c["feedback"] = _choice("feedback", cfg.feedback, FEEDBACKS)
     c["feedback_decay"] = _finite("feedback_decay", cfg.feedback_decay, 0.0, 1.0)
     c["description"] = str(cfg.description)[:500]
-    out = Config(**c)
-    if (out.student_layers == out.layers
-            and out.student_seed + STUDENT_SEED_OFFSET == out.teacher_seed):
-        raise ConfigError("student_seed", f"{out.student_seed} draws the teacher itself (teacher "
-                                          f"seed {out.teacher_seed} = student seed + "
+    return Config(**c)
+
+
+def check_student_seed(cfg: Config) -> None:
+    """Refuse a student drawn from the teacher's own key (``student_seed +
+    STUDENT_SEED_OFFSET == teacher_seed``): with the teacher's widths it
+    starts at the answer, with others it shares every neuron parameter of
+    the units both have.  Checked where a new student is drawn (``setup``,
+    sweep points), not in :func:`validate`, so stored runs still load."""
+    if cfg.student_seed + STUDENT_SEED_OFFSET == cfg.teacher_seed:
+        raise ConfigError("student_seed", f"{cfg.student_seed} draws from the teacher's own key "
+                                          f"(teacher seed {cfg.teacher_seed} = student seed + "
                                           f"{STUDENT_SEED_OFFSET:,}): the student would start at "
-                                          "the answer. Choose another student seed.")
-    return out
+                                          "or next to the answer. Choose another student seed.")
 
 
 def from_dict(d: Mapping[str, Any], base: Config | None = None) -> Config:

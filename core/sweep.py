@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from .config import Config, ConfigError, from_dict, structure, validate
+from .config import Config, ConfigError, check_student_seed, from_dict, structure, validate
 
 MAX_POINTS = 4096
 MAX_SEEDS = 1024
@@ -204,6 +204,7 @@ def expand(spec: SweepSpec) -> list[Point]:
         changes["student_seed"] = changes.get("student_seed", spec.base.student_seed) + seed
         try:
             cfg = validate(dataclasses.replace(spec.base, **changes))
+            check_student_seed(cfg)
         except ConfigError as e:
             raise ConfigError(f"grid.{e.field}", str(e).split(": ", 1)[-1]) from None
         except (TypeError, ValueError) as e:

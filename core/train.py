@@ -33,7 +33,8 @@ import optax
 
 from . import feedback as fbk
 
-from .config import Config, HParams, Structure, hyperparams, structure
+from .config import (Config, HParams, Structure, check_student_seed, hyperparams,
+                     structure)
 from .losses import combined
 from .network import group_mask, simulate, simulate_struct, simulate_students
 from .neurons import residual_segments
@@ -482,6 +483,7 @@ def setup(cfg: Config) -> Experiment:
     """Teacher, student and optimizer state for ``cfg``; refuses a step that
     cannot fit in memory (:func:`check_memory`)."""
     struct = structure(cfg)
+    check_student_seed(cfg)
     check_memory(struct)
     task = make_task(cfg)
     state = init_state(struct, init_student(cfg), seed=cfg.student_seed)

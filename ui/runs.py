@@ -541,8 +541,9 @@ class SweepJob:
 
     def rate(self) -> float | None:
         """Student-steps per second over the last ``RATE_WINDOW`` seconds of
-        progress (compiling and sampling before the first chunk left out);
-        None before two chunks are done."""
+        progress within the group in training (compiling, sampling, evaluating
+        and storing between groups left out); None before two of its chunks
+        are done."""
         if len(self._marks) < 2:
             return None
         (ta, sa), (tb, sb) = self._marks[0], self._marks[-1]
@@ -603,7 +604,10 @@ class SweepJob:
                     self._ready = True
                 self._signal()               # Stop pressed while the child started
             elif kind == "progress":
-                p = self.progress = Progress(**event)
+                before, p = self.progress, Progress(**event)
+                self.progress = p
+                if before is not None and before.group != p.group:
+                    self._marks.clear()      # a new group: its setup and compile left out too
                 self._marks.append((p.seconds, p.student_steps))
                 while len(self._marks) > 2 and p.seconds - self._marks[1][0] >= self.RATE_WINDOW:
                     self._marks.popleft()

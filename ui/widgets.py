@@ -449,6 +449,9 @@ def to_config(s: TSSettings, demo: bool = False):
     base = core.get_preset(s.preset)
     cfg = core.from_dict({k: v for k, v in raw.items()}, base=base)
     check_live_cost(cfg, demo)
+    from core.config import check_student_seed
+
+    check_student_seed(cfg)        # (core.setup would refuse it too, past the page's handling)
     return cfg
 
 

@@ -254,10 +254,10 @@ def test_the_rate_shown_leaves_the_compile_out_and_follows_the_last_seconds(tmp_
     after a slower stretch the rate is that of the last 10 s."""
     job = R.SweepJob(_spec(steps=100), tmp_path)
 
-    def progress(seconds, steps):
+    def progress(seconds, steps, group=0):
         job._on_line(json.dumps({"event": "progress", "points_done": 0, "points_total": 2,
                                  "student_steps": steps, "student_steps_total": 10**6,
-                                 "seconds": seconds, "diverged": 0, "group": 0, "groups": 1}))
+                                 "seconds": seconds, "diverged": 0, "group": group, "groups": 2}))
 
     progress(8.0, 100)
     assert job.rate() is None                       # one chunk: no rate yet
@@ -270,3 +270,7 @@ def test_the_rate_shown_leaves_the_compile_out_and_follows_the_last_seconds(tmp_
         progress(float(t), steps)
     assert job.rate() == pytest.approx(100.0)
     assert job.progress.student_steps == steps
+    progress(45.0, steps + 100, group=1)        # the next group, after 14 s of setup
+    assert job.rate() is None
+    progress(46.0, steps + 600, group=1)
+    assert job.rate() == pytest.approx(500.0)

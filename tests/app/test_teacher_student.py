@@ -442,3 +442,17 @@ def test_silent_teacher_text_counts_the_expected_spikes():
     assert "4 samples of 200 ms" in text and "≈ 8.0 expected" in text
     out[17, 3, 1] = 1.0
     assert widgets.silent_teacher_text(cfg, out) is None
+
+
+def test_a_teacher_seed_whose_key_draws_the_student_is_an_invalid_setting():
+    """Teacher seed 1,000,004 with student seed 1 would draw the student from
+    the teacher's own key: the page names student_seed and keeps the run."""
+    at = _page()
+    _press_step(at)
+    at.number_input(key="ts").set_value(1_000_004).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "student_seed: 1 draws from the teacher's own key" in (
+        at.error[0].value) and "running student is kept" in at.error[0].value
+    assert _step(at) == 20
+    at.number_input(key="ss").set_value(2).run()
+    _assert_clean(at)

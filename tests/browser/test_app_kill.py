@@ -99,9 +99,13 @@ def test_server_killed_mid_sweep_restarts_on_an_intact_store(browser, tmp_path):
     assert 1 <= acknowledged < 8
     assert len(children) == 1, children           # the sweep trains in its own process ...
     deadline = time.monotonic() + 120
-    while _sweep_processes(store):                # ... which stops once the server is gone
-        assert time.monotonic() < deadline, "the sweep process outlived its server by 120 s"
-        time.sleep(0.2)
+    try:
+        while _sweep_processes(store):            # ... which stops once the server is gone
+            assert time.monotonic() < deadline, "the sweep process outlived its server by 120 s"
+            time.sleep(0.2)
+    finally:
+        for pid in _sweep_processes(store):
+            os.kill(pid, signal.SIGKILL)
 
     with RunStore(store, create=False) as s:
         report = s.check(deep=True)

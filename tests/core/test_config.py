@@ -96,23 +96,32 @@ def test_unknown_preset():
     assert {"single-neuron", "figure1"} <= set(core.presets())
 
 
-def test_a_student_seed_that_draws_the_teacher_itself_is_refused():
-    """student_seed + 1,000,003 == teacher_seed with the teacher's widths would
-    draw the teacher's own parameters (checked below with validation
-    bypassed): refused, naming student_seed.  Other widths draw differently."""
-    import dataclasses
-
+def test_a_student_seed_that_draws_from_the_teachers_key_is_refused_where_drawn(tmp_path):
+    """student_seed + 1,000,003 == teacher_seed draws the student from the
+    teacher's key: with the teacher's widths its parameters equal the
+    teacher's (checked with the refusal bypassed), with wider hidden layers
+    the units both have share every neuron parameter.  ``setup`` and sweep
+    points refuse it naming student_seed; a stored run of that pair still
+    loads (``validate`` accepts it)."""
     import jax
     import numpy as np
 
     from core.config import STUDENT_SEED_OFFSET
+    from core.sweep import expand, make_spec, parse_grid
     from core.teacher import init_student, make_task
 
-    base = core.get_preset("figure1")
-    with pytest.raises(ConfigError, match=r"^student_seed: 1 draws the teacher itself"):
-        base.replace(teacher_seed=1 + STUDENT_SEED_OFFSET, student_seed=1)
-    clash = dataclasses.replace(base, teacher_seed=1 + STUDENT_SEED_OFFSET, student_seed=1)
+    clash = core.get_preset("figure1").replace(teacher_seed=1 + STUDENT_SEED_OFFSET,
+                                               student_seed=1)           # validates
     same = jax.tree.map(np.array_equal, init_student(clash), make_task(clash).teacher)
     assert all(jax.tree.leaves(same))
-    wider = base.replace(teacher_seed=1 + STUDENT_SEED_OFFSET, student_seed=1, student_hidden=(3,))
-    assert wider.student_layers != wider.layers
+    wider = clash.replace(student_hidden=(3,))
+    student, teacher = init_student(wider), make_task(wider).teacher
+    np.testing.assert_array_equal(student[0].phi[:2], teacher[0].phi)     # shared units
+    np.testing.assert_array_equal(student[1].phi, teacher[1].phi)
+    for cfg in (clash, wider):
+        with pytest.raises(ConfigError, match=r"^student_seed: 1 draws from the teacher's own key"):
+            core.setup(cfg)
+    with pytest.raises(ConfigError, match=r"^grid.student_seed: 2 draws"):
+        expand(make_spec(core.get_preset("figure1").replace(teacher_seed=2 + STUDENT_SEED_OFFSET),
+                         parse_grid(["lr=0.01"]), seeds=3))      # student seeds 1, 2, 3
+    assert from_dict(clash.to_dict()) == clash                   # stored configs still load

@@ -24,6 +24,11 @@
     const height = Number(args.height) || 320;
     const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
     el.style.height = height + "px";
+    if (typeof Plotly === "undefined") {
+      el.textContent = "Plotly.js could not be loaded; reload the page.";
+      send("streamlit:setFrameHeight", { height: 40 });
+      return;
+    }
     Plotly.react(el, spec.data || [], layout, {
       displaylogo: false,
       responsive: true,
@@ -37,21 +42,22 @@
     }
   });
 
-  // Plotly.js (4.8 MB) is fetched once per page, not once per chart: the first
-  // frame fetches it and leaves a blob URL on the (same-origin) app page; the
-  // other frames load that URL.  A frame of another origin, a failed fetch or a
-  // wait beyond 15 s falls back to loading ./plotly.min.js itself.
+  // Plotly.js (4.8 MB) is fetched once per page, not once per chart: one frame
+  // fetches it and leaves a blob URL on the (same-origin) app page; the other
+  // frames wait for that URL.  A frame whose fetching frame was removed (a page
+  // switch) takes the fetch over; a frame of another origin, a failed fetch or
+  // a wait beyond a minute loads ./plotly.min.js itself.
   const OWN = "./plotly.min.js";
   const URL_KEY = "__resonancePlotlyUrl";
-  const BUSY_KEY = "__resonancePlotlyBusy";
+  const OWNER_KEY = "__resonancePlotlyOwner";   // the window fetching it
 
   function inject(src, done) {
     const script = document.createElement("script");
     script.src = src;
     script.onload = done;
     script.onerror = function () {
-      if (src !== OWN) inject(OWN, done);
-      else el.textContent = "Plotly.js could not be loaded";
+      if (src !== OWN) return inject(OWN, done);
+      done();   // the render handler says Plotly is missing
     };
     document.head.appendChild(script);
   }
@@ -64,30 +70,31 @@
       host = null;   // another origin
     }
     if (!host) return inject(OWN, done);
-    if (host[URL_KEY]) return inject(host[URL_KEY], done);
-    if (!host[BUSY_KEY]) {
-      host[BUSY_KEY] = true;
+    const start = Date.now();
+    (function attempt() {
+      if (host[URL_KEY]) return inject(host[URL_KEY], done);
+      const owner = host[OWNER_KEY];
+      if (owner && owner !== window && !owner.closed) {
+        if (Date.now() - start > 60000) return inject(OWN, done);
+        return setTimeout(attempt, 50);
+      }
+      host[OWNER_KEY] = window;
       fetch(OWN)
         .then(function (r) {
           if (!r.ok) throw new Error("HTTP " + r.status);
-          return r.text();
+          return r.blob();
         })
-        .then(function (text) {
-          const blob = new host.Blob([text], { type: "text/javascript" });
-          host[URL_KEY] = host.URL.createObjectURL(blob);
+        .then(function (blob) {
+          if (!host[URL_KEY]) {
+            const js = new host.Blob([blob], { type: "text/javascript;charset=utf-8" });
+            host[URL_KEY] = host.URL.createObjectURL(js);
+          }
           inject(host[URL_KEY], done);
         })
         .catch(function () {
-          host[BUSY_KEY] = false;
+          if (host[OWNER_KEY] === window) host[OWNER_KEY] = null;
           inject(OWN, done);
         });
-      return;
-    }
-    const start = Date.now();
-    (function wait() {
-      if (host[URL_KEY]) return inject(host[URL_KEY], done);
-      if (!host[BUSY_KEY] || Date.now() - start > 15000) return inject(OWN, done);
-      setTimeout(wait, 50);
     })();
   }
 
