@@ -227,7 +227,7 @@ def test_cli_second_signal_aborts_and_marks_the_sweep_stopped(tmp_path):
     chunk ends aborts: one line, rc 2, the sweep marked ``stopped``."""
     spec = _spec(steps=100000)
     proc = subprocess.Popen([sys.executable, "-m", "core", "sweep", "--spec", "-", "--events",
-                             "--store", str(tmp_path), "--chunk", "2000"], cwd=ROOT,
+                             "--store", str(tmp_path), "--chunk", "500"], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
@@ -236,8 +236,11 @@ def test_cli_second_signal_aborts_and_marks_the_sweep_stopped(tmp_path):
         assert json.loads(proc.stdout.readline())["event"] == "ready"
         assert json.loads(proc.stdout.readline())["event"] == "progress"   # training
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        seen = []     # the handler has run (signals that arrive together are handled once)
+        while not (seen and seen[-1].startswith("stopping after the chunk in flight")):
+            seen.append(proc.stderr.readline())
+            assert seen[-1], f"the child ended before its first handler ran: {seen}"
+        proc.send_signal(signal.SIGINT)            # while it finishes the chunk or stores
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
