@@ -44,21 +44,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+# the browser tests' Chromium and server helpers (one definition)
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, _free_port, _healthy
+
 HERE = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 STARTUP_S = 120        # server healthy
 LOAD_S = 300           # a page loaded (the cold one compiles a training step)
 TICK_S = 120           # the step counter moves after Play
@@ -98,20 +94,6 @@ class BenchError(RuntimeError):
 
 
 # ---- the server ---------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
 
 def server_python(root: Path) -> Path:
     """The checkout's own virtual environment, else this repository's, else this Python."""

@@ -458,20 +458,10 @@ def _watch_stdin(stop) -> None:
 
 def _event(kind: str, **fields) -> None:
     """One JSON line on stdout (``sweep --events``): NaN and infinities as null."""
-    def clean(v):
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if hasattr(v, "tolist"):          # numpy scalars and arrays
-            return clean(v.tolist())
-        return v
+    from .store import _jsonable
 
     try:
-        print(json.dumps({"event": kind, **clean(fields)}, allow_nan=False, default=str),
-              flush=True)
+        print(json.dumps({"event": kind, **_jsonable(fields, kind)}, allow_nan=False), flush=True)
     except BrokenPipeError:      # nobody reads: train on, store, and stop quietly
         _detach_output()
 
