@@ -1,4 +1,6 @@
-"""Figure builders: numpy in, ``plotly.graph_objects.Figure`` out.
+"""Figure builders: numpy in, ``plotly.graph_objects.Figure`` out, except the
+live panels (Teacher--Student, Learning rules), which are built as plain
+Plotly figure dicts for speed (see "live figures" below).
 
 Pure functions with no streamlit import, so each can be tested alone.  Every
 figure sets ``uirevision`` so a redraw keeps the user's zoom.
@@ -6,8 +8,12 @@ Units: time in s (axes in ms where labelled), frequency in Hz.
 """
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -158,103 +164,172 @@ def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
     return tt, yy
 
 
-def ts_loss_figure(steps, loss) -> go.Figure:
+# ---- live figures: plain Plotly JSON ------------------------------------------
+# The live panels redraw several times a second.  As graph_objects each cost
+# 20-80 ms to build (property validation, a deep copy of the template, a new
+# subplot grid each time): 0.26 s of every Teacher--Student tick on figure1,
+# more than training its 200 steps.  They are built as plain dicts of Plotly's
+# figure JSON instead (``ui.live_plot`` sends numpy arrays as typed arrays);
+# the template and subplot grids come from plotly once and are reused.  The
+# tests check each against plotly's schema (``go.Figure(spec)``).
+TRAJ_MAX_POINTS = 1_000       # weight / neuron trajectories: points per line drawn
+
+
+@functools.lru_cache(maxsize=None)
+def _template_json() -> str:
+    return json.dumps(pio.templates["plotly_white"].to_plotly_json())
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_json(rows: int, cols: int, **kw) -> str:
+    """The axes (domains, anchors) and subplot-title annotations of a
+    ``make_subplots`` grid, as JSON (built once per grid)."""
+    kw = {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
+    layout = make_subplots(rows=rows, cols=cols, **kw).layout.to_plotly_json()
+    layout.pop("template", None)
+    return json.dumps(layout)
+
+
+def _spec(title: str, height: int, data: list, grid: dict | None = None, axes: dict | None = None,
+          shapes: list = (), annotations: list = (), **kw) -> dict:
+    """A figure dict with the look of :func:`_layout` (template, title, margins,
+    legend); ``grid`` from :func:`_grid_json`, ``axes`` maps axis names
+    ("xaxis", "yaxis2", ...) to properties merged into the grid's."""
+    layout = grid or {}
+    for name, props in (axes or {}).items():
+        layout.setdefault(name, {}).update(props)
+    layout["annotations"] = layout.get("annotations", []) + list(annotations)
+    layout["shapes"] = list(shapes)
+    layout.update(title=dict(text=title, x=0.01, font=dict(size=15)), height=height,
+                  template=json.loads(_template_json()), margin=dict(l=55, r=15, t=45, b=45),
+                  uirevision=title, legend=dict(orientation="h", y=1.02, x=1, xanchor="right",
+                                                yanchor="bottom"))
+    layout.update(kw)
+    return {"data": data, "layout": layout}
+
+
+def _grid(rows: int, cols: int, **kw) -> dict:
+    return json.loads(_grid_json(rows, cols, **kw))
+
+
+def _title(text: str) -> dict:
+    return {"title": {"text": text}}
+
+
+def _hline(y: float, axis: str = "", label: str | None = None) -> tuple[dict, list]:
+    """A dashed horizontal line across the plot at ``y`` (``axis``: "" or "2"
+    ...), with an optional label at its left end (as ``fig.add_hline``)."""
+    shape = {"type": "line", "xref": f"x{axis} domain", "x0": 0, "x1": 1, "yref": f"y{axis}",
+             "y0": y, "y1": y, "line": {"color": THETA_COLOR, "dash": "dash", "width": 1}}
+    notes = [] if label is None else [{"text": label, "showarrow": False, "xref": f"x{axis} domain",
+                                       "x": 0, "xanchor": "left", "yref": f"y{axis}", "y": y,
+                                       "yanchor": "bottom"}]
+    return shape, notes
+
+
+def _line(x, y, name: str, color: str, width: float = 1.5, dash: str | None = None,
+          gl: bool = False, **kw) -> dict:
+    line = {"color": color, "width": width}
+    if dash:
+        line["dash"] = dash
+    return {"type": "scattergl" if gl else "scatter", "x": x, "y": y, "mode": "lines",
+            "name": name, "line": line, **kw}
+
+
+def _flat(x0: float, x1: float, y: float, name: str, color: str, **kw) -> dict:
+    """The teacher's value as a dashed line from ``x0`` to ``x1``."""
+    return _line(np.array([x0, x1], np.float64), np.array([y, y], np.float64), name, color,
+                 width=1, dash="dash", showlegend=False, **kw)
+
+
+def ts_loss_figure(steps, loss) -> dict:
     """Loss per training step (log axis), with a 25-step running mean."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
     loss = np.where(loss > 0, loss, np.nan)
-    fig = go.Figure()
     s, l = decimate(steps, loss, 4000)
-    fig.add_trace(go.Scattergl(x=s, y=l, mode="lines", name="loss",
-                               line=dict(color="#9aa5b8", width=1)))
+    data = [_line(s, l, "loss", "#9aa5b8", width=1, gl=True)]
     if loss.size >= 25:
         k = np.ones(25) / 25
         smooth = np.convolve(np.nan_to_num(loss, nan=0.0), k, mode="valid")
-        fig.add_trace(go.Scattergl(x=steps[24:], y=np.where(smooth > 0, smooth, np.nan), mode="lines",
-                                   name="mean of 25", line=dict(color=Y_COLOR, width=2)))
-    fig.update_xaxes(title_text="step", rangemode="tozero")
-    fig.update_yaxes(title_text="loss", type="log")
-    return _layout(fig, "Loss", height=300)
+        x, y = decimate(steps[24:], np.where(smooth > 0, smooth, np.nan), 4000)
+        data.append(_line(x, y, "mean of 25", Y_COLOR, width=2, gl=True))
+    return _spec("Loss", 300, data, axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
+                                          "yaxis": {**_title("loss"), "type": "log"}})
 
 
-def trajectories_figure(tr: dict, title: str, height: int = 300) -> go.Figure:
+def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
     """Matched student weights over training (solid) and the teacher's (dashed).
 
     ``tr`` as returned by ``LiveRun.matched_trajectories``.  For big layers
     it holds a chosen subset of lines plus ``bands``: the 10/50/90
     percentiles of (student - teacher) over *all* weights, drawn below.
+    Long histories are min/max decimated to ``TRAJ_MAX_POINTS`` per line.
     """
-    steps, traj, target = tr["steps"], tr["traj"], tr["target"]
+    steps, traj, target = np.asarray(tr["steps"]), np.asarray(tr["traj"]), np.asarray(tr["target"])
     bands = tr.get("bands")
-    fig = make_subplots(rows=2 if bands is not None else 1, cols=1, shared_xaxes=True,
-                        row_heights=[0.62, 0.38] if bands is not None else [1.0],
-                        vertical_spacing=0.06)
     last = max(int(steps[-1]) if len(steps) else 1, 1)
+    data = []
     for i, (label, target_i) in enumerate(zip(tr["labels"], target)):
         color = PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=steps, y=traj[:, i], mode="lines", name=label,
-                                 legendgroup=label, line=dict(color=color, width=1.5)), 1, 1)
-        fig.add_trace(go.Scatter(x=[0, last], y=[target_i, target_i], mode="lines",
-                                 showlegend=False, legendgroup=label, name=f"teacher {label}",
-                                 line=dict(color=color, dash="dash", width=1)), 1, 1)
-    fig.update_yaxes(title_text="weight", row=1, col=1)
-    if bands is not None:
-        p10, p50, p90 = bands
-        fig.add_trace(go.Scatter(x=steps, y=p90, mode="lines", line=dict(width=0), showlegend=False,
-                                 name="90th pct"), 2, 1)
-        fig.add_trace(go.Scatter(x=steps, y=p10, mode="lines", fill="tonexty", line=dict(width=0),
-                                 fillcolor="rgba(58,95,205,0.2)", name="10–90 % of (w − w*)"), 2, 1)
-        fig.add_trace(go.Scatter(x=steps, y=p50, mode="lines", line=dict(color=Y_COLOR),
-                                 name="median of (w − w*)"), 2, 1)
-        fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dash", width=1), row=2, col=1)
-        fig.update_yaxes(title_text="w − w* (all)", row=2, col=1)
+        x, y = decimate(steps, traj[:, i], TRAJ_MAX_POINTS)
+        data += [_line(x, y, label, color, legendgroup=label),
+                 _flat(0, last, target_i, f"teacher {label}", color, legendgroup=label)]
+    shapes, axes = [], {"yaxis": _title("weight")}
+    if bands is None:
+        grid = _grid(1, 1)
+        axes["xaxis"] = _title("step")
+    else:
+        grid = _grid(2, 1, shared_xaxes=True, row_heights=(0.62, 0.38), vertical_spacing=0.06)
+        on2 = {"xaxis": "x2", "yaxis": "y2"}
+        p10, p50, p90 = (decimate(steps, np.asarray(b), TRAJ_MAX_POINTS) for b in bands)
+        data += [_line(*p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on2),
+                 _line(*p10, "10–90 % of (w − w*)", Y_COLOR, width=0, fill="tonexty",
+                       fillcolor="rgba(58,95,205,0.2)", **on2),
+                 _line(*p50, "median of (w − w*)", Y_COLOR, width=2, **on2)]
+        shape, _ = _hline(0.0, "2")
+        shapes.append(shape)
+        axes.update(yaxis2=_title("w − w* (all)"), xaxis2=_title("step"))
         title = f"{title}; {len(target)} of {tr['n_total']} shown"
-    fig.update_xaxes(title_text="step", row=2 if bands is not None else 1, col=1)
-    return _layout(fig, title, height=height, showlegend=False)
+    return _spec(title, height, data, grid, axes, shapes, showlegend=False)
 
 
-def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> go.Figure:
+def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
     """Frequency f and damping b of matched units over training, teacher dashed."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("f (Hz)", "b (1/s)"))
-    steps = nt["steps"]
+    steps = np.asarray(nt["steps"])
     last = max(int(steps[-1]) if len(steps) else 1, 1)
+    data = []
     for j in range(nt["f"].shape[1]):
         color = PALETTE[j % len(PALETTE)]
-        for col, key in ((1, "f"), (2, "b")):
-            fig.add_trace(go.Scatter(x=steps, y=nt[key][:, j], mode="lines", name=f"unit {j}",
-                                     line=dict(color=color, width=1.5), showlegend=False), 1, col)
-            target = nt[f"{key}_target"][j]
-            fig.add_trace(go.Scatter(x=[0, last], y=[target, target], mode="lines", showlegend=False,
-                                     name=f"teacher unit {j}", line=dict(color=color, dash="dash",
-                                                                         width=1)), 1, col)
-    fig.update_xaxes(title_text="step")
-    fig = _layout(fig, f"Neurons of {layer_name} (dashed: teacher)", height=height)
-    fig.update_layout(margin=dict(t=70))
-    return fig
+        for axis, key in (("", "f"), ("2", "b")):
+            on = {"xaxis": f"x{axis}", "yaxis": f"y{axis}"}
+            x, y = decimate(steps, np.asarray(nt[key][:, j]), TRAJ_MAX_POINTS)
+            data += [_line(x, y, f"unit {j}", color, showlegend=False, **on),
+                     _flat(0, last, nt[f"{key}_target"][j], f"teacher unit {j}", color, **on)]
+    grid = _grid(1, 2, subplot_titles=("f (Hz)", "b (1/s)"))
+    return _spec(f"Neurons of {layer_name} (dashed: teacher)", height, data, grid,
+                 {"xaxis": _title("step"), "xaxis2": _title("step")},
+                 margin=dict(l=55, r=15, t=70, b=45))
 
 
-def membrane_figure(dt: float, y_teacher, y_student, theta: float, s_teacher=None,
-                    s_student=None) -> go.Figure:
+def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
     """Teacher vs student voltage y of one output neuron on held-out input."""
     t = np.arange(len(y_teacher)) * dt * 1e3
-    fig = go.Figure()
+    data = []
     for y, name, color in ((y_teacher, "teacher", TEACHER_COLOR), (y_student, "student", STUDENT_COLOR)):
         tt, yy = decimate(t, np.asarray(y))
-        fig.add_trace(go.Scattergl(x=tt, y=yy, mode="lines", name=name, line=dict(color=color, width=1.3)))
-    fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1),
-                  annotation_text="θ", annotation_position="top left")
-    fig.update_xaxes(title_text="time (ms)")
-    fig.update_yaxes(title_text="y (held-out input)")
-    return _layout(fig, "Output neuron: teacher vs student", height=300)
+        data.append(_line(tt, yy, name, color, width=1.3, gl=True))
+    shape, notes = _hline(float(theta), label="θ")
+    return _spec("Output neuron: teacher vs student", 300, data,
+                 axes={"xaxis": _title("time (ms)"), "yaxis": _title("y (held-out input)")},
+                 shapes=[shape], annotations=notes)
 
 
-def raster_figure(dt: float, teacher_layers, student_layers, names) -> go.Figure:
+def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
     """Spike rasters of one held-out trial, every layer: teacher (black) above
     student (red) for each unit.  WebGL tick markers up to RASTER_MAX_POINTS
     spikes, a binned heat map beyond."""
-    fig = go.Figure()
     total = int(sum(np.sum(a) for a in teacher_layers) + sum(np.sum(a) for a in student_layers))
-    rows_t, rows_s, yticks, ytext, offset = [], [], [], [], 0
-    blocks = []
+    yticks, ytext, offset, blocks = [], [], 0, []
     for name, st_, ss in zip(names, teacher_layers, student_layers):
         st_, ss = np.asarray(st_) > 0.5, np.asarray(ss) > 0.5
         n = max(st_.shape[1], ss.shape[1])
@@ -262,18 +337,19 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> go.Figure
         yticks.append(offset + n - 0.5)
         ytext.append(name)
         offset += 2 * n + 1
+    data = []
     if total <= RASTER_MAX_POINTS:
+        rows = {"teacher": [], "student": []}
         for off, st_, ss in blocks:
-            for spikes, base, color, label in ((st_, off, TEACHER_COLOR, "teacher"),
-                                               (ss, off + st_.shape[1], STUDENT_COLOR, "student")):
+            for spikes, base, label in ((st_, off, "teacher"), (ss, off + st_.shape[1], "student")):
                 t_idx, unit = np.nonzero(spikes)
-                (rows_t if label == "teacher" else rows_s).append((t_idx * dt * 1e3, base + unit))
-        for rows, color, label in ((rows_t, TEACHER_COLOR, "teacher"), (rows_s, STUDENT_COLOR, "student")):
-            x = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0)
-            y = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
-            fig.add_trace(go.Scattergl(x=x, y=y, mode="markers", name=label,
-                                       marker=dict(symbol="line-ns-open", size=9, color=color,
-                                                   line=dict(width=1.5, color=color))))
+                rows[label].append((t_idx * dt * 1e3, base + unit))
+        for label, color in (("teacher", TEACHER_COLOR), ("student", STUDENT_COLOR)):
+            x = np.concatenate([r[0] for r in rows[label]]) if rows[label] else np.zeros(0)
+            y = np.concatenate([r[1] for r in rows[label]]) if rows[label] else np.zeros(0)
+            data.append({"type": "scattergl", "x": x, "y": y, "mode": "markers", "name": label,
+                         "marker": {"symbol": "line-ns-open", "size": 9, "color": color,
+                                    "line": {"width": 1.5, "color": color}}})
     else:
         mats = []
         for off, st_, ss in blocks:
@@ -282,11 +358,12 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> go.Figure
         k = max(1, img.shape[1] // 1000)
         m = img.shape[1] // k * k
         binned = img[:, :m].reshape(img.shape[0], -1, k).sum(-1)
-        fig.add_trace(go.Heatmap(z=binned, x=np.arange(binned.shape[1]) * k * dt * 1e3,
-                                 colorscale="Greys", showscale=False))
-    fig.update_xaxes(title_text="time (ms)")
-    fig.update_yaxes(tickvals=yticks, ticktext=ytext, autorange="reversed", showgrid=False)
-    return _layout(fig, "Spike rasters (held-out): teacher black, student red", height=320)
+        data.append({"type": "heatmap", "z": binned, "x": np.arange(binned.shape[1]) * k * dt * 1e3,
+                     "colorscale": "Greys", "showscale": False})
+    return _spec("Spike rasters (held-out): teacher black, student red", 320, data,
+                 axes={"xaxis": _title("time (ms)"),
+                       "yaxis": {"tickvals": yticks, "ticktext": ytext, "autorange": "reversed",
+                                 "showgrid": False}})
 
 
 def surrogate_figure(v, g, name: str, peak: float, area: float) -> go.Figure:
@@ -336,11 +413,12 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
 
 # ---- Learning rules page ---------------------------------------------------------
 def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = False,
-                 smooth: int = 1, height: int = 300) -> go.Figure:
+                 smooth: int = 1, height: int = 300) -> dict:
     """One line per rule: ``values`` (S, k) against ``steps`` (S,); optional
-    running mean over ``smooth`` points; long series are decimated."""
+    running mean over ``smooth`` points; long series are decimated (a live
+    figure: plain Plotly JSON)."""
     steps, values = np.asarray(steps), np.asarray(values, np.float64)
-    fig = go.Figure()
+    data = []
     for i, rule in enumerate(rules):
         y = values[:, i] if values.size else np.zeros(0)
         x = steps[: len(y)]
@@ -350,12 +428,11 @@ def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = Fals
         if log:
             y = np.where(y > 0, y, np.nan)
         x, y = decimate(x, y, 3000)
-        fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name=rule,
-                                   line=dict(color=PALETTE[i % len(PALETTE)], width=1.8)))
-    fig.update_xaxes(title_text="step", rangemode="tozero")
-    fig.update_yaxes(title_text=ytitle, type="log" if log else "linear")
-    fig = _layout(fig, title, height=height)
+        data.append(_line(x, y, rule, PALETTE[i % len(PALETTE)], width=1.8, gl=True))
     # the rules' legend below the plot: at the top it covered the title in a half-width column
-    fig.update_layout(legend=dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top"),
-                      margin=dict(b=75))
-    return fig
+    spec = _spec(title, height, data,
+                 axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
+                       "yaxis": {**_title(ytitle), "type": "log" if log else "linear"}},
+                 margin=dict(l=55, r=15, t=45, b=75))
+    spec["layout"]["legend"] = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
+    return spec

@@ -15,10 +15,12 @@ per visitor, now 1.5 MB).
 """
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import plotly
 import plotly.graph_objects as go
 import streamlit.components.v1 as components
@@ -39,12 +41,65 @@ _ensure_plotly_js()
 _component = components.declare_component("live_plot", path=str(_FRONTEND))
 
 
-def live_plot(fig: go.Figure, *, key: str, height: int = 320, revision: str = "keep"):
-    """Draw ``fig`` in a persistent element identified by ``key``.
+_TYPED = {"float32": "f4", "float64": "f8", "int8": "i1", "uint8": "u1", "int16": "i2",
+          "uint16": "u2", "int32": "i4", "uint32": "u4"}
+
+
+def _json_value(v):
+    """``json.dumps`` default: a numpy array becomes a Plotly.js typed array
+    (``{"dtype", "bdata"[, "shape"]}``, as plotly's own ``to_json`` writes
+    them; NaN stays NaN there, a gap in a line); other numpy values become
+    Python numbers or lists."""
+    if isinstance(v, np.ndarray):
+        if v.dtype == bool:
+            v = v.astype(np.uint8)
+        elif v.dtype.kind in "iu" and v.dtype.name not in _TYPED:   # 64-bit integers
+            lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
+            v = v.astype(next((t for t in (np.int8, np.int16, np.int32)
+                               if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max), np.float64))
+        elif v.dtype.kind == "f" and v.dtype.name not in _TYPED:     # float16, longdouble
+            v = v.astype(np.float64)
+        if v.dtype.name not in _TYPED:
+            return v.tolist()
+        spec = {"dtype": _TYPED[v.dtype.name],
+                "bdata": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode("ascii")}
+        if v.ndim > 1:
+            spec["shape"] = ",".join(map(str, v.shape))
+        return spec
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
+def _finite(x):
+    """``x`` with every non-finite Python float (outside arrays) as None (JSON null)."""
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.generic) and x.dtype.kind == "f":
+        return x.item() if np.isfinite(x) else None
+    return x
+
+
+def to_json(fig, revision: str = "keep") -> str:
+    """The figure (a ``go.Figure`` or a figure dict, arrays as numpy) as the
+    JSON Plotly.js reads, with ``layout.uirevision = revision``."""
+    spec = fig.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig)
+    spec["layout"] = {**spec.get("layout", {}), "uirevision": revision}
+    try:
+        return json.dumps(spec, default=_json_value, allow_nan=False)
+    except ValueError:   # a NaN outside an array (JSON has none): null, as plotly writes it
+        return json.dumps(_finite(spec), default=_json_value, allow_nan=False)
+
+
+def live_plot(fig, *, key: str, height: int = 320, revision: str = "keep"):
+    """Draw ``fig`` (a figure dict of ``ui.figures``' live builders, or a
+    ``go.Figure``) in a persistent element identified by ``key``.
 
     ``revision`` becomes ``layout.uirevision``: keep it constant to keep the
     user's zoom while data change; change it to reset the view.
     """
-    spec = json.loads(fig.to_json())
-    spec.setdefault("layout", {})["uirevision"] = revision
-    return _component(spec=json.dumps(spec), height=int(height), key=key, default=None)
+    return _component(spec=to_json(fig, revision), height=int(height), key=key, default=None)

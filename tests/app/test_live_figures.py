@@ -1,0 +1,154 @@
+"""The live panels' figures are plain Plotly JSON (``ui.figures``' live
+builders, encoded by ``ui.live_plot.to_json``), not graph_objects.
+
+References: plotly's own schema (``go.Figure(spec)`` validates every
+property and raises on an unknown one), plotly's own encoder (the same
+figure built as a ``go.Figure`` and written by ``fig.to_json()``), and the
+input arrays themselves (decoded typed arrays must give back the values)."""
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from ui import figures as F
+from ui.live_plot import to_json
+
+RNG = np.random.default_rng(7)
+
+
+def _strict(text: str):
+    """json.loads that refuses NaN/Infinity (JSON.parse in the browser does)."""
+    def bad(token):
+        raise ValueError(f"non-JSON constant {token}")
+    return json.loads(text, parse_constant=bad)
+
+
+def _array(v) -> np.ndarray:
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in v["shape"].split(",")]) if "shape" in v else a
+    return np.asarray([np.nan if x is None else x for x in v], float)
+
+
+def _cases():
+    steps = np.arange(0, 6001, 3)                       # 2001 snapshots, int64
+    s = steps.size
+    loss = np.abs(RNG.normal(size=s)) + 0.1
+    loss[[5, 9]] = [np.nan, 0.0]                       # a gap and a non-positive value (log axis)
+    traj = {"steps": steps, "traj": RNG.normal(size=(s, 6)).astype(np.float32),
+            "target": RNG.normal(size=6).astype(np.float32), "labels": [f"w{i}" for i in range(6)],
+            "bands": None, "n_total": 6}
+    big = dict(traj, bands=RNG.normal(size=(3, s)), n_total=600)
+    nt = {"steps": steps, "f": RNG.normal(size=(s, 3)), "b": RNG.normal(size=(s, 3)),
+          "f_target": RNG.normal(size=3), "b_target": np.array([np.nan, 1.0, 2.0])}
+    few = [RNG.random((400, 3)) < 0.05, RNG.random((400, 1)) < 0.05]
+    many = [RNG.random((2500, 100)) < 0.5]               # 125k spikes each: the heat map
+    rules = np.abs(RNG.normal(size=(s, 3)))
+    return {
+        "loss": F.ts_loss_figure(steps, loss),
+        "loss_empty": F.ts_loss_figure(np.zeros(0, int), np.zeros(0)),
+        "membrane": F.membrane_figure(1e-3, RNG.normal(size=5000), RNG.normal(size=5000), 1.0),
+        "traj": F.trajectories_figure(traj, "Weights into output"),
+        "traj_bands": F.trajectories_figure(big, "Weights into hidden 1", height=420),
+        "neurons": F.neuron_params_figure(nt, "hidden 1", height=280),
+        "raster": F.raster_figure(1e-3, few, few, ["hidden 1", "output"]),
+        "raster_heatmap": F.raster_figure(1e-3, many, many, ["output"]),
+        "rules": F.rules_figure(steps, rules, ["bp", "fa", "kp"], "Loss", "loss", log=True, smooth=10),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_live_figure_is_valid_plotly_json(name):
+    spec = CASES[name]
+    assert isinstance(spec, dict)          # not a graph_objects Figure: nothing validated per tick
+    text = to_json(spec)
+    sent = _strict(text)                   # strict JSON: no NaN token reaches the browser
+    fig = go.Figure(sent)                  # plotly's schema: raises on any invalid property
+    assert fig.layout.uirevision == "keep"
+    assert fig.layout.template.layout.paper_bgcolor == "white"   # the plotly_white look
+    # plotly's own writer gives the same figure from the validated object
+    ours, theirs = sent, json.loads(fig.to_json())
+    assert len(ours["data"]) == len(theirs["data"])
+    for a, b in zip(ours["data"], theirs["data"]):
+        for key in ("x", "y", "z"):
+            if key in a:
+                np.testing.assert_array_equal(_array(a[key]).astype(float), _array(b[key]).astype(float))
+
+
+def test_typed_arrays_give_back_the_values():
+    """Every dtype the builders produce round-trips exactly; int64 steps are
+    narrowed as plotly narrows them; NaN inside an array stays NaN (a gap);
+    a NaN outside arrays becomes null."""
+    x = np.array([0, 5, 70000], np.int64)
+    y = np.array([1.5, np.nan, -2.25], np.float32)
+    z = np.arange(6, dtype=np.float64).reshape(2, 3)
+    spec = {"data": [{"type": "scatter", "x": x, "y": y}, {"type": "heatmap", "z": z},
+                     {"type": "scatter", "x": np.array([True, False]), "y": [np.float32(2.5), 1.0]}],
+            "layout": {"shapes": [{"type": "line", "y0": float("nan"), "y1": np.float64("nan")}]}}
+    sent = _strict(to_json(spec, revision="r1"))
+    assert sent["data"][0]["x"]["dtype"] == "i4"           # 70000 needs 32 bits
+    np.testing.assert_array_equal(_array(sent["data"][0]["x"]), x)
+    np.testing.assert_array_equal(_array(sent["data"][0]["y"]), y)
+    np.testing.assert_array_equal(_array(sent["data"][1]["z"]), z)
+    np.testing.assert_array_equal(_array(sent["data"][2]["x"]), [1, 0])
+    assert sent["data"][2]["y"] == [2.5, 1.0]
+    assert sent["layout"]["shapes"][0]["y0"] is None and sent["layout"]["shapes"][0]["y1"] is None
+    assert sent["layout"]["uirevision"] == "r1"
+    assert _strict(to_json({"data": [{"type": "scatter", "x": np.arange(3, dtype=np.int16)}]})
+                   )["data"][0]["x"]["dtype"] == "i2"
+
+
+def test_graph_objects_figures_still_accepted():
+    fig = go.Figure(go.Scatter(x=np.arange(4), y=np.array([1.0, np.nan, 2.0, 3.0])))
+    sent = _strict(to_json(fig))
+    np.testing.assert_array_equal(_array(sent["data"][0]["y"]), [1.0, np.nan, 2.0, 3.0])
+
+
+def test_long_trajectories_are_decimated_and_keep_their_extremes():
+    """4001 snapshots become at most TRAJ_MAX_POINTS per line, in step order,
+    and a one-snapshot excursion of a weight (an overshoot) is still drawn."""
+    steps = np.arange(4001) * 5
+    traj = np.cumsum(RNG.normal(scale=0.01, size=(steps.size, 3)), 0).astype(np.float32)
+    traj[1234, 1] = 9.0                                  # a spike in one line only
+    traj[3000, 2] = -9.0
+    tr = {"steps": steps, "traj": traj, "target": np.zeros(3, np.float32),
+          "labels": ["a", "b", "c"], "bands": None, "n_total": 3}
+    sent = _strict(to_json(F.trajectories_figure(tr, "t")))
+    lines = [t for t in sent["data"] if not t["name"].startswith("teacher")]
+    assert len(lines) == 3
+    for i, t in enumerate(lines):
+        x, y = _array(t["x"]), _array(t["y"])
+        assert 0 < y.size <= F.TRAJ_MAX_POINTS and x.size == y.size
+        assert np.all(np.diff(x) > 0)                      # still in step order
+        assert y.max() == traj[:, i].max() and y.min() == traj[:, i].min()
+        np.testing.assert_array_equal(y, traj[np.searchsorted(steps, x), i])  # real samples
+    assert 5 * 1234 in _array(lines[1]["x"]) and 5 * 3000 in _array(lines[2]["x"])
+
+
+def test_subplot_grids_are_plotlys():
+    """The two-row and side-by-side grids are make_subplots' own domains."""
+    from plotly.subplots import make_subplots
+
+    ref = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38],
+                        vertical_spacing=0.06).layout
+    lay = CASES["traj_bands"]["layout"]
+    assert lay["yaxis"]["domain"] == list(ref.yaxis.domain)
+    assert lay["yaxis2"]["domain"] == list(ref.yaxis2.domain)
+    assert lay["xaxis"]["matches"] == "x2"
+    assert [t.get("yaxis", "y") for t in CASES["traj_bands"]["data"][-3:]] == ["y2"] * 3
+    ref = make_subplots(rows=1, cols=2, subplot_titles=("f (Hz)", "b (1/s)")).layout
+    lay = CASES["neurons"]["layout"]
+    assert lay["xaxis2"]["domain"] == list(ref.xaxis2.domain)
+    assert [a["text"] for a in lay["annotations"]] == ["f (Hz)", "b (1/s)"]
+    # a builder's layout is its own: editing one figure leaves the next one clean
+    lay["annotations"].append({"text": "scribble"})
+    again = F.neuron_params_figure({"steps": np.arange(3), "f": np.ones((3, 1)), "b": np.ones((3, 1)),
+                                    "f_target": [1.0], "b_target": [1.0]}, "x")
+    assert [a["text"] for a in again["layout"]["annotations"]] == ["f (Hz)", "b (1/s)"]
