@@ -172,7 +172,17 @@ def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
 # figure JSON instead (``ui.live_plot`` sends numpy arrays as typed arrays);
 # the template and subplot grids come from plotly once and are reused.  The
 # tests check each against plotly's schema (``go.Figure(spec)``).
-TRAJ_MAX_POINTS = 1_000       # weight / neuron trajectories: points per line drawn
+#
+# They are SVG ("scatter"), not WebGL: every line is decimated to at most a
+# few thousand points, where SVG is cheap everywhere, while WebGL costs a GL
+# context per chart and is slow wherever the browser renders in software
+# (headless Chromium, VMs, remote desktops).  Measured in headless Chromium
+# (``Plotly.react`` with new data, median of 8): the loss chart with 3000
+# steps 289 ms as WebGL against 34 ms as SVG; 40 weight trajectories 138 ms
+# at 1000 points per line against 85 ms at 300.  Only a raster of many spikes
+# uses WebGL.
+TRAJ_MAX_POINTS = 400         # weight / neuron trajectories: points per line drawn
+RASTER_SVG_POINTS = 5_000     # rasters with more spikes are drawn with WebGL
 
 
 @functools.lru_cache(maxsize=None)
@@ -228,11 +238,11 @@ def _hline(y: float, axis: str = "", label: str | None = None) -> tuple[dict, li
 
 
 def _line(x, y, name: str, color: str, width: float = 1.5, dash: str | None = None,
-          gl: bool = False, **kw) -> dict:
+          **kw) -> dict:
     line = {"color": color, "width": width}
     if dash:
         line["dash"] = dash
-    return {"type": "scattergl" if gl else "scatter", "x": x, "y": y, "mode": "lines",
+    return {"type": "scatter", "x": x, "y": y, "mode": "lines",
             "name": name, "line": line, **kw}
 
 
@@ -246,13 +256,13 @@ def ts_loss_figure(steps, loss) -> dict:
     """Loss per training step (log axis), with a 25-step running mean."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
     loss = np.where(loss > 0, loss, np.nan)
-    s, l = decimate(steps, loss, 4000)
-    data = [_line(s, l, "loss", "#9aa5b8", width=1, gl=True)]
+    s, l = decimate(steps, loss)
+    data = [_line(s, l, "loss", "#9aa5b8", width=1)]
     if loss.size >= 25:
         k = np.ones(25) / 25
         smooth = np.convolve(np.nan_to_num(loss, nan=0.0), k, mode="valid")
-        x, y = decimate(steps[24:], np.where(smooth > 0, smooth, np.nan), 4000)
-        data.append(_line(x, y, "mean of 25", Y_COLOR, width=2, gl=True))
+        x, y = decimate(steps[24:], np.where(smooth > 0, smooth, np.nan))
+        data.append(_line(x, y, "mean of 25", Y_COLOR, width=2))
     return _spec("Loss", 300, data, axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
                                           "yaxis": {**_title("loss"), "type": "log"}})
 
@@ -317,7 +327,7 @@ def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
     data = []
     for y, name, color in ((y_teacher, "teacher", TEACHER_COLOR), (y_student, "student", STUDENT_COLOR)):
         tt, yy = decimate(t, np.asarray(y))
-        data.append(_line(tt, yy, name, color, width=1.3, gl=True))
+        data.append(_line(tt, yy, name, color, width=1.3))
     shape, notes = _hline(float(theta), label="θ")
     return _spec("Output neuron: teacher vs student", 300, data,
                  axes={"xaxis": _title("time (ms)"), "yaxis": _title("y (held-out input)")},
@@ -326,8 +336,8 @@ def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
 
 def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
     """Spike rasters of one held-out trial, every layer: teacher (black) above
-    student (red) for each unit.  WebGL tick markers up to RASTER_MAX_POINTS
-    spikes, a binned heat map beyond."""
+    student (red) for each unit.  Tick markers (SVG up to RASTER_SVG_POINTS
+    spikes, WebGL up to RASTER_MAX_POINTS), a binned heat map beyond."""
     total = int(sum(np.sum(a) for a in teacher_layers) + sum(np.sum(a) for a in student_layers))
     yticks, ytext, offset, blocks = [], [], 0, []
     for name, st_, ss in zip(names, teacher_layers, student_layers):
@@ -347,7 +357,8 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         for label, color in (("teacher", TEACHER_COLOR), ("student", STUDENT_COLOR)):
             x = np.concatenate([r[0] for r in rows[label]]) if rows[label] else np.zeros(0)
             y = np.concatenate([r[1] for r in rows[label]]) if rows[label] else np.zeros(0)
-            data.append({"type": "scattergl", "x": x, "y": y, "mode": "markers", "name": label,
+            data.append({"type": "scattergl" if total > RASTER_SVG_POINTS else "scatter",
+                         "x": x, "y": y, "mode": "markers", "name": label,
                          "marker": {"symbol": "line-ns-open", "size": 9, "color": color,
                                     "line": {"width": 1.5, "color": color}}})
     else:
@@ -427,8 +438,8 @@ def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = Fals
             x = x[smooth - 1:]
         if log:
             y = np.where(y > 0, y, np.nan)
-        x, y = decimate(x, y, 3000)
-        data.append(_line(x, y, rule, PALETTE[i % len(PALETTE)], width=1.8, gl=True))
+        x, y = decimate(x, y)
+        data.append(_line(x, y, rule, PALETTE[i % len(PALETTE)], width=1.8))
     # the rules' legend below the plot: at the top it covered the title in a half-width column
     spec = _spec(title, height, data,
                  axes={"xaxis": {**_title("step"), "rangemode": "tozero"},

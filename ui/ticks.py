@@ -4,7 +4,7 @@ from __future__ import annotations
 
 TICK_SIZES = (10, 20, 50, 100, 200)   # steps per tick a visitor may choose
 AUTO = "auto"         # ... or this: sized from the measured training speed
-AUTO_TRAIN_S = 0.15   # training time per tick "auto" aims at (the rest: drawing, the timer)
+AUTO_TRAIN_S = 0.2    # training time per tick "auto" aims at (the rest: drawing, the timer)
 AUTO_STEP = 20        # steps of a Step press, and of the first tick, under "auto"
 
 

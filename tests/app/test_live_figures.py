@@ -152,3 +152,21 @@ def test_subplot_grids_are_plotlys():
     again = F.neuron_params_figure({"steps": np.arange(3), "f": np.ones((3, 1)), "b": np.ones((3, 1)),
                                     "f_target": [1.0], "b_target": [1.0]}, "x")
     assert [a["text"] for a in again["layout"]["annotations"]] == ["f (Hz)", "b (1/s)"]
+
+
+def test_charts_are_svg_unless_a_raster_has_many_spikes():
+    """Lines are SVG (decimated: a few thousand points at most); a raster
+    switches to WebGL markers above RASTER_SVG_POINTS spikes and to a binned
+    heat map above RASTER_MAX_POINTS."""
+    for name in ("loss", "membrane", "traj", "traj_bands", "neurons", "rules", "raster"):
+        assert {t["type"] for t in CASES[name]["data"]} == {"scatter"}, name
+    assert {t["type"] for t in CASES["raster_heatmap"]["data"]} == {"heatmap"}
+    mid = [RNG.random((2000, 10)) < 0.2]                  # ~4000 spikes each: 8000 in all
+    n = 2 * int(mid[0].sum())
+    assert F.RASTER_SVG_POINTS < n <= F.RASTER_MAX_POINTS
+    spec = F.raster_figure(1e-3, mid, mid, ["output"])
+    assert {t["type"] for t in spec["data"]} == {"scattergl"}
+    x = np.asarray(spec["data"][0]["x"])
+    assert x.size == n // 2                               # every teacher spike drawn
+    for name in ("loss", "membrane", "rules"):            # each line at most TRACE_MAX_POINTS
+        assert all(np.size(t["x"]) <= F.TRACE_MAX_POINTS for t in CASES[name]["data"]), name

@@ -47,10 +47,10 @@ from ui.ticks import AUTO, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES, tick_steps  # no
 
 
 @pytest.mark.parametrize("rate, want", [
-    (800.0, 100),     # 0.15 s trains 120 steps: 100 fits, 200 does not
-    (2000.0, 200),    # 300 fit: the largest size
-    (340.0, 50),      # 51 fit
-    (100.0, 10),      # 15 fit
+    (800.0, 100),     # 0.2 s trains 160 steps: 100 fits, 200 does not
+    (2000.0, 200),    # 400 fit: the largest size
+    (340.0, 50),      # 68 fit
+    (60.0, 10),       # 12 fit
     (20.0, 10),       # not even 10 fit (a huge network): the smallest size
 ])
 def test_auto_trains_the_most_steps_that_fit_the_tick(rate, want):
