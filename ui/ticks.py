@@ -6,17 +6,21 @@ TICK_SIZES = (10, 20, 50, 100, 200)   # steps per tick a visitor may choose
 AUTO = "auto"         # ... or this: sized from the measured training speed
 AUTO_TRAIN_S = 0.2    # training time per tick "auto" aims at (the rest: drawing, the timer)
 AUTO_STEP = 20        # steps of a Step press, and of the first tick, under "auto"
+AUTO_QUANTUM = 10     # auto trains whole compiled chunks (ui.live.CHUNK steps each) ...
+AUTO_MAX = 1000       # ... and at most this many steps per tick
 
 
 def tick_steps(choice, step_rate: float, playing: bool = True) -> int:
     """Steps to train in one tick: ``choice`` when it is a number; under
-    ``"auto"`` the largest of :data:`TICK_SIZES` whose training takes at most
+    ``"auto"`` as many whole chunks of :data:`AUTO_QUANTUM` steps as train in
     :data:`AUTO_TRAIN_S` at ``step_rate`` (steps per second of training alone,
-    measured on the last tick), so small networks train many steps between
-    redraws and large ones still redraw a few times a second.  A Step press
+    measured on the last tick; at least one chunk, at most :data:`AUTO_MAX`
+    steps), so small networks train many steps between redraws and large
+    ones still redraw a few times a second.  A Step press
     (``playing=False``) and the first tick train :data:`AUTO_STEP`."""
     if choice != AUTO:
         return int(choice)
     if not playing or step_rate <= 0:
         return AUTO_STEP
-    return max((n for n in TICK_SIZES if n <= step_rate * AUTO_TRAIN_S), default=TICK_SIZES[0])
+    chunks = int(step_rate * AUTO_TRAIN_S // AUTO_QUANTUM)
+    return min(max(chunks, 1) * AUTO_QUANTUM, AUTO_MAX)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
-from ui.ticks import AUTO, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES
+from ui.ticks import AUTO, AUTO_MAX, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES
 
 INPUT_KINDS = ("single pulse", "doublet", "step current", "Poisson", "sinusoid", "chirp")
 MODELS = {"RF": "rf", "LIF": "lif"}   # label (also the URL value) -> core model name
@@ -120,10 +120,9 @@ def train_buttons_ui() -> tuple[bool, bool]:
 SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 LRS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)
 STEPS_PER_TICK = (AUTO, *TICK_SIZES)
-SPT_HELP = (f"Training steps between two redraws while playing. auto: the most of "
-            f"{', '.join(map(str, TICK_SIZES))} that train in about {AUTO_TRAIN_S} s at the "
-            f"measured speed (many for a small network, few for a large one); Step then "
-            f"trains {AUTO_STEP}.")
+SPT_HELP = (f"Training steps between two redraws while playing. auto: as many as train in "
+            f"about {AUTO_TRAIN_S} s at the measured speed, in tens, up to {AUTO_MAX} (many for "
+            f"a small network, few for a large one); Step then trains {AUTO_STEP}.")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_PRESET = "figure1"
 

@@ -43,21 +43,29 @@ def test_a_pause_starts_a_new_window():
 
 
 # ---- steps per tick: "auto" (ui.ticks) -------------------------------------------------
-from ui.ticks import AUTO, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES, tick_steps  # noqa: E402
+from ui.ticks import (AUTO, AUTO_MAX, AUTO_QUANTUM, AUTO_STEP, AUTO_TRAIN_S,  # noqa: E402
+                      tick_steps)
 
 
 @pytest.mark.parametrize("rate, want", [
-    (800.0, 100),     # 0.2 s trains 160 steps: 100 fits, 200 does not
-    (2000.0, 200),    # 400 fit: the largest size
-    (340.0, 50),      # 68 fit
+    (800.0, 160),     # 0.2 s trains 160 steps
+    (1299.0, 250),    # 259.8 fit: whole chunks of 10
+    (340.0, 60),      # 68 fit
     (60.0, 10),       # 12 fit
-    (20.0, 10),       # not even 10 fit (a huge network): the smallest size
+    (20.0, 10),       # not even one chunk fits (a huge network): one chunk
+    (50_000.0, 1000), # 10,000 fit: capped, so the page still redraws
 ])
-def test_auto_trains_the_most_steps_that_fit_the_tick(rate, want):
+def test_auto_trains_the_most_whole_chunks_that_fit_the_tick(rate, want):
     assert tick_steps(AUTO, rate) == want
-    assert want == TICK_SIZES[0] or want / rate <= AUTO_TRAIN_S     # fits
-    bigger = [n for n in TICK_SIZES if n > want]
-    assert not bigger or bigger[0] / rate > AUTO_TRAIN_S             # the next one does not
+    assert want % AUTO_QUANTUM == 0
+    assert want == AUTO_QUANTUM or want == AUTO_MAX or want / rate <= AUTO_TRAIN_S   # fits
+    assert want == AUTO_MAX or (want + AUTO_QUANTUM) / rate > AUTO_TRAIN_S           # one more does not
+
+
+def test_auto_trains_whole_compiled_chunks():
+    from ui.live import CHUNK
+
+    assert AUTO_QUANTUM == CHUNK and AUTO_MAX % CHUNK == 0
 
 
 def test_auto_step_press_and_first_tick_train_a_fixed_number():
@@ -78,7 +86,7 @@ def test_runs_size_auto_ticks_from_their_own_meter():
     run.advance(run.tick_steps(AUTO))
     assert run.step == AUTO_STEP and run.meter.train_rate > 0
     run.meter.train_rate = 800.0
-    assert run.tick_steps(AUTO) == 100
+    assert run.tick_steps(AUTO) == 160
     rules = RulesRun(cfg, ("bp", "fa", "kp", "wm"))
     rules.meter.train_rate = 4 * 800.0                  # student-steps/s over 4 rules
-    assert rules.tick_steps(AUTO) == 100
+    assert rules.tick_steps(AUTO) == 160
