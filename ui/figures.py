@@ -146,22 +146,32 @@ RASTER_MAX_POINTS = 100_000   # beyond this, rasters become binned heat maps
 TRACE_MAX_POINTS = 2_000      # traces are min/max decimated to about this many points
 
 
-def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
-    """Min/max decimation: keeps every peak of ``y`` with about ``max_points`` points."""
-    t, y = np.asarray(t), np.asarray(y)
+def decimate_index(y, max_points: int = TRACE_MAX_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` points of ``y`` that keep its shape:
+    the minimum and maximum of each of ``(max_points - 2) / 2`` equal blocks
+    (NaN ignored; a block of NaN only keeps one NaN, a gap), and the first and
+    last points (a live chart ends at the latest step), in order."""
+    y = np.asarray(y, np.float64)
     n = y.shape[0]
     if n <= max_points:
-        return t, y
-    k = int(np.ceil(n / (max_points // 2)))
-    m = n // k * k
-    yb = y[:m].reshape(-1, k)
-    tb = t[:m].reshape(-1, k)
-    lo, hi = yb.argmin(1), yb.argmax(1)
-    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
-    rows = np.arange(yb.shape[0])
-    tt = np.stack([tb[rows, first], tb[rows, second]], 1).ravel()
-    yy = np.stack([yb[rows, first], yb[rows, second]], 1).ravel()
-    return tt, yy
+        return np.arange(n)
+    k = int(np.ceil(n / max((max_points - 2) // 2, 1)))
+    blocks = -(-n // k)
+    pad = blocks * k - n              # the last block is short: padded, never chosen
+    nan = np.isnan(y)
+    lo = np.concatenate([np.where(nan, np.inf, y), np.full(pad, np.inf)]).reshape(blocks, k)
+    hi = np.concatenate([np.where(nan, -np.inf, y), np.full(pad, -np.inf)]).reshape(blocks, k)
+    start = np.arange(blocks) * k
+    idx = np.concatenate([start + lo.argmin(1), start + hi.argmax(1), [0, n - 1]])
+    return np.unique(np.minimum(idx, n - 1))
+
+
+def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
+    """Min/max decimation (:func:`decimate_index`): every peak of ``y`` kept
+    with at most ``max_points`` points."""
+    t, y = np.asarray(t), np.asarray(y)
+    idx = decimate_index(y, max_points)
+    return t[idx], y[idx]
 
 
 # ---- live figures: plain Plotly JSON ------------------------------------------
@@ -179,10 +189,10 @@ def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
 # (headless Chromium, VMs, remote desktops).  Measured in headless Chromium
 # (``Plotly.react`` with new data, median of 8): the loss chart with 3000
 # steps 289 ms as WebGL against 34 ms as SVG; 40 weight trajectories 138 ms
-# at 1000 points per line against 85 ms at 300.  Only a raster of many spikes
-# uses WebGL.
+# at 1000 points per line against 85 ms at 300.  Only a large raster uses
+# WebGL.
 TRAJ_MAX_POINTS = 400         # weight / neuron trajectories: points per line drawn
-RASTER_SVG_POINTS = 5_000     # rasters with more spikes are drawn with WebGL
+RASTER_SVG_CELLS = 50_000     # rasters of more (time bins x units) are drawn with WebGL
 
 
 @functools.lru_cache(maxsize=None)
@@ -291,11 +301,15 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
     else:
         grid = _grid(2, 1, shared_xaxes=True, row_heights=(0.62, 0.38), vertical_spacing=0.06)
         on2 = {"xaxis": "x2", "yaxis": "y2"}
-        p10, p50, p90 = (decimate(steps, np.asarray(b), TRAJ_MAX_POINTS) for b in bands)
-        data += [_line(*p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on2),
-                 _line(*p10, "10–90 % of (w − w*)", Y_COLOR, width=0, fill="tonexty",
+        bands = np.asarray(bands)
+        # one set of steps for the three (the fill joins the 10th and 90th at the same x)
+        idx = np.unique(np.concatenate([decimate_index(b, TRAJ_MAX_POINTS // 3) for b in bands]))
+        x = steps[idx]
+        p10, p50, p90 = bands[:, idx]
+        data += [_line(x, p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on2),
+                 _line(x, p10, "10–90 % of (w − w*)", Y_COLOR, width=0, fill="tonexty",
                        fillcolor="rgba(58,95,205,0.2)", **on2),
-                 _line(*p50, "median of (w − w*)", Y_COLOR, width=2, **on2)]
+                 _line(x, p50, "median of (w − w*)", Y_COLOR, width=2, **on2)]
         shape, _ = _hline(0.0, "2")
         shapes.append(shape)
         axes.update(yaxis2=_title("w − w* (all)"), xaxis2=_title("step"))
@@ -336,9 +350,12 @@ def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
 
 def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
     """Spike rasters of one held-out trial, every layer: teacher (black) above
-    student (red) for each unit.  Tick markers (SVG up to RASTER_SVG_POINTS
-    spikes, WebGL up to RASTER_MAX_POINTS), a binned heat map beyond."""
+    student (red) for each unit.  Tick markers up to RASTER_MAX_POINTS spikes
+    (SVG, or WebGL for a raster of more than RASTER_SVG_CELLS time bins x
+    units: decided by the network, so a chart does not switch from tick to
+    tick), a binned heat map beyond."""
     total = int(sum(np.sum(a) for a in teacher_layers) + sum(np.sum(a) for a in student_layers))
+    cells = sum(np.size(a) for a in teacher_layers) + sum(np.size(a) for a in student_layers)
     yticks, ytext, offset, blocks = [], [], 0, []
     for name, st_, ss in zip(names, teacher_layers, student_layers):
         st_, ss = np.asarray(st_) > 0.5, np.asarray(ss) > 0.5
@@ -357,7 +374,7 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         for label, color in (("teacher", TEACHER_COLOR), ("student", STUDENT_COLOR)):
             x = np.concatenate([r[0] for r in rows[label]]) if rows[label] else np.zeros(0)
             y = np.concatenate([r[1] for r in rows[label]]) if rows[label] else np.zeros(0)
-            data.append({"type": "scattergl" if total > RASTER_SVG_POINTS else "scatter",
+            data.append({"type": "scattergl" if cells > RASTER_SVG_CELLS else "scatter",
                          "x": x, "y": y, "mode": "markers", "name": label,
                          "marker": {"symbol": "line-ns-open", "size": 9, "color": color,
                                     "line": {"width": 1.5, "color": color}}})

@@ -51,6 +51,10 @@ def _json_value(v):
     them; NaN stays NaN there, a gap in a line); other numpy values become
     Python numbers or lists."""
     if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            return _finite(v.item())
+        if not v.dtype.isnative:          # Plotly.js reads typed arrays little-endian
+            v = v.astype(v.dtype.newbyteorder("="))
         if v.dtype == bool:
             v = v.astype(np.uint8)
         elif v.dtype.kind in "iu" and v.dtype.name not in _TYPED:   # 64-bit integers
@@ -59,15 +63,15 @@ def _json_value(v):
                                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max), np.float64))
         elif v.dtype.kind == "f" and v.dtype.name not in _TYPED:     # float16, longdouble
             v = v.astype(np.float64)
-        if v.dtype.name not in _TYPED:
-            return v.tolist()
+        if v.dtype.name not in _TYPED:    # object arrays: plain lists, NaN as null
+            return _finite(v.tolist())
         spec = {"dtype": _TYPED[v.dtype.name],
                 "bdata": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode("ascii")}
         if v.ndim > 1:
             spec["shape"] = ",".join(map(str, v.shape))
         return spec
     if isinstance(v, np.generic):
-        return v.item()
+        return _finite(v.item())
     raise TypeError(f"{type(v).__name__} is not JSON serializable")
 
 

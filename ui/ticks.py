@@ -20,7 +20,9 @@ def tick_steps(choice, step_rate: float, playing: bool = True) -> int:
     (``playing=False``) and the first tick train :data:`AUTO_STEP`."""
     if choice != AUTO:
         return int(choice)
-    if not playing or step_rate <= 0:
+    if not playing or not step_rate > 0:          # nothing measured (0 or NaN)
         return AUTO_STEP
+    if step_rate == float("inf"):
+        return AUTO_MAX
     chunks = int(step_rate * AUTO_TRAIN_S // AUTO_QUANTUM)
     return min(max(chunks, 1) * AUTO_QUANTUM, AUTO_MAX)

@@ -2,8 +2,9 @@
 builders, encoded by ``ui.live_plot.to_json``), not graph_objects.
 
 References: plotly's own schema (``go.Figure(spec)`` validates every
-property and raises on an unknown one), plotly's own encoder (the same
-figure built as a ``go.Figure`` and written by ``fig.to_json()``), and the
+property and raises on an unknown one), plotly's own API (the same layouts
+built with ``add_hline`` and ``make_subplots``), plotly's own encoder
+(``fig.to_json()`` of the validated figure gives the same arrays), and the
 input arrays themselves (decoded typed arrays must give back the values)."""
 from __future__ import annotations
 
@@ -103,6 +104,11 @@ def test_typed_arrays_give_back_the_values():
     assert sent["layout"]["uirevision"] == "r1"
     assert _strict(to_json({"data": [{"type": "scatter", "x": np.arange(3, dtype=np.int16)}]})
                    )["data"][0]["x"]["dtype"] == "i2"
+    odd = {"data": [{"type": "scatter", "x": np.array([1.0, 2.5], ">f8"),   # big-endian
+                     "y": np.array([1.0, np.nan], dtype=object), "text": np.array(3.5)}]}
+    sent = _strict(to_json(odd))["data"][0]
+    np.testing.assert_array_equal(_array(sent["x"]), [1.0, 2.5])   # Plotly.js reads little-endian
+    assert sent["y"] == [1.0, None] and sent["text"] == 3.5
 
 
 def test_graph_objects_figures_still_accepted():
@@ -148,25 +154,105 @@ def test_subplot_grids_are_plotlys():
     assert lay["xaxis2"]["domain"] == list(ref.xaxis2.domain)
     assert [a["text"] for a in lay["annotations"]] == ["f (Hz)", "b (1/s)"]
     # a builder's layout is its own: editing one figure leaves the next one clean
-    lay["annotations"].append({"text": "scribble"})
-    again = F.neuron_params_figure({"steps": np.arange(3), "f": np.ones((3, 1)), "b": np.ones((3, 1)),
-                                    "f_target": [1.0], "b_target": [1.0]}, "x")
+    nt = {"steps": np.arange(3), "f": np.ones((3, 1)), "b": np.ones((3, 1)), "f_target": [1.0],
+          "b_target": [1.0]}
+    first = F.neuron_params_figure(nt, "x")
+    first["layout"]["annotations"].append({"text": "scribble"})
+    first["layout"]["template"]["layout"]["paper_bgcolor"] = "black"
+    again = F.neuron_params_figure(nt, "x")
     assert [a["text"] for a in again["layout"]["annotations"]] == ["f (Hz)", "b (1/s)"]
+    assert again["layout"]["template"]["layout"]["paper_bgcolor"] == "white"
 
 
-def test_charts_are_svg_unless_a_raster_has_many_spikes():
+def test_charts_are_svg_unless_the_raster_is_large():
     """Lines are SVG (decimated: a few thousand points at most); a raster
-    switches to WebGL markers above RASTER_SVG_POINTS spikes and to a binned
-    heat map above RASTER_MAX_POINTS."""
+    uses WebGL markers when it has more than RASTER_SVG_CELLS time bins x
+    units (the network decides, not the tick's spike count, so a chart never
+    flips between the two), and a binned heat map above RASTER_MAX_POINTS
+    spikes."""
     for name in ("loss", "membrane", "traj", "traj_bands", "neurons", "rules", "raster"):
         assert {t["type"] for t in CASES[name]["data"]} == {"scatter"}, name
     assert {t["type"] for t in CASES["raster_heatmap"]["data"]} == {"heatmap"}
-    mid = [RNG.random((2000, 10)) < 0.2]                  # ~4000 spikes each: 8000 in all
-    n = 2 * int(mid[0].sum())
-    assert F.RASTER_SVG_POINTS < n <= F.RASTER_MAX_POINTS
-    spec = F.raster_figure(1e-3, mid, mid, ["output"])
+    wide = [RNG.random((2000, 20)) < 0.01]                # 80,000 cells, ~800 spikes
+    spec = F.raster_figure(1e-3, wide, wide, ["output"])
     assert {t["type"] for t in spec["data"]} == {"scattergl"}
-    x = np.asarray(spec["data"][0]["x"])
-    assert x.size == n // 2                               # every teacher spike drawn
+    assert np.asarray(spec["data"][0]["x"]).size == int(wide[0].sum())   # every spike drawn
+    busy = [RNG.random((1000, 10)) < 0.5]                 # 20,000 cells, ~10,000 spikes: SVG
+    assert {t["type"] for t in F.raster_figure(1e-3, busy, busy, ["o"])["data"]} == {"scatter"}
     for name in ("loss", "membrane", "rules"):            # each line at most TRACE_MAX_POINTS
         assert all(np.size(t["x"]) <= F.TRACE_MAX_POINTS for t in CASES[name]["data"]), name
+
+
+def test_decimation_ignores_nan_and_ends_at_the_last_point():
+    """A NaN inside a block does not hide the block's extremes (the loss chart
+    turns non-positive losses into NaN); an all-NaN stretch stays a gap; the
+    first and last points are always drawn (the latest step is the right end)."""
+    n = 20_003
+    t = np.arange(n)
+    y = np.sin(t / 500.0)
+    y[::37] = np.nan                                     # a NaN in every block
+    y[1236] = 9.0
+    y[5000:9000] = np.nan                                # a real gap
+    tt, yy = F.decimate(t, y, 1000)
+    assert tt.size <= 1000 and np.all(np.diff(tt) > 0)
+    assert tt[0] == 0 and tt[-1] == n - 1 and yy[-1] == y[-1]
+    assert 9.0 in yy and np.nanmin(yy) == np.nanmin(y)
+    inside = (tt > 5000) & (tt < 8999)
+    assert inside.any() and np.all(np.isnan(yy[inside]))     # the gap is still a gap
+    outside = ~inside & ~np.isin(tt, np.arange(0, n, 37))
+    assert np.isfinite(yy[outside & (tt != 5000) & (tt != 8999)]).all()
+    np.testing.assert_array_equal(F.decimate(t[:50], y[:50], 1000)[1], y[:50])   # short: as is
+
+
+def test_band_outlines_share_their_steps():
+    """The 10th and 90th percentile outlines are filled between
+    (``tonexty``): they must be sampled at the same steps."""
+    bands = [t for t in CASES["traj_bands"]["data"] if t.get("yaxis") == "y2"]
+    xs = [np.asarray(t["x"]) for t in bands]
+    assert len(xs) == 3 and xs[0].size <= F.TRAJ_MAX_POINTS
+    np.testing.assert_array_equal(xs[0], xs[1])
+    np.testing.assert_array_equal(xs[0], xs[2])
+
+
+def _layout_without_template(fig) -> dict:
+    lay = json.loads(to_json(fig))["layout"]
+    lay.pop("template")
+    return {k: v for k, v in lay.items() if v != []}
+
+
+def test_layouts_match_plotlys_own_api():
+    """The same figures made with plotly's API (``add_hline``,
+    ``make_subplots``, ``update_layout``) have the same layout: dashed lines,
+    their labels, subplot domains and titles, axes, title, legend, margins."""
+    from plotly.subplots import make_subplots
+
+    def look(fig, title, height, **kw):
+        fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), height=height,
+                          margin=dict(l=55, r=15, t=45, b=45), uirevision="keep",
+                          legend=dict(orientation="h", y=1.02, x=1, xanchor="right",
+                                      yanchor="bottom"), **kw)
+        return fig
+
+    ref = go.Figure()
+    ref.add_hline(y=1.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1),
+                  annotation_text="θ", annotation_position="top left")
+    ref.update_xaxes(title_text="time (ms)")
+    ref.update_yaxes(title_text="y (held-out input)")
+    look(ref, "Output neuron: teacher vs student", 300)
+    assert _layout_without_template(CASES["membrane"]) == _layout_without_template(ref)
+
+    ref = make_subplots(rows=1, cols=2, subplot_titles=("f (Hz)", "b (1/s)"))
+    ref.update_xaxes(title_text="step")
+    look(ref, "Neurons of hidden 1 (dashed: teacher)", 280)
+    ref.update_layout(margin=dict(t=70))
+    assert _layout_without_template(CASES["neurons"]) == _layout_without_template(ref)
+
+    ref = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38],
+                        vertical_spacing=0.06)
+    ref.add_trace(go.Scatter(x=[0], y=[0]), 2, 1)      # add_hline skips a subplot without data
+    ref.add_hline(y=0.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1), row=2, col=1)
+    ref.update_yaxes(title_text="weight", row=1, col=1)
+    ref.update_yaxes(title_text="w − w* (all)", row=2, col=1)
+    ref.update_xaxes(title_text="step", row=2, col=1)
+    look(ref, "Weights into hidden 1; 6 of 600 shown", 420, showlegend=False)
+    assert _layout_without_template(CASES["traj_bands"]) == _layout_without_template(ref)

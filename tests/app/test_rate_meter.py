@@ -62,6 +62,11 @@ def test_auto_trains_the_most_whole_chunks_that_fit_the_tick(rate, want):
     assert want == AUTO_MAX or (want + AUTO_QUANTUM) / rate > AUTO_TRAIN_S           # one more does not
 
 
+def test_auto_with_an_unmeasured_or_unbounded_rate():
+    assert tick_steps(AUTO, float("nan")) == AUTO_STEP
+    assert tick_steps(AUTO, float("inf")) == AUTO_MAX
+
+
 def test_auto_trains_whole_compiled_chunks():
     from ui.live import CHUNK
 

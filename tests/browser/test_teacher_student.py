@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from .test_browser import SHOTS, assert_no_exception, wait_idle
 
@@ -54,7 +54,8 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
             if r.url.endswith("/plotly.min.js") else None)
     _open_figure1(page, app_url)
     # figure1 is the default preset, so the bound URL parameter is dropped; the controls show it
-    assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-2-1"
+    # (expect retries: a loaded page under load had shown the field before its value, 2 runs in 9)
+    expect(page.get_by_label("Layers (inputs-hidden-…-outputs)")).to_have_value("20-2-1", timeout=30_000)
     assert_no_exception(page)
     frame = _chart_frame(page, "ts_loss")
     tag = frame.evaluate(TAG_JS)
@@ -92,7 +93,7 @@ def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
     page.goto(f"{app_url}/teacher_student?p=single-neuron")
     wait_idle(page, settle_ms=800)
     # the preset in the link sets every control: single-neuron has T = 500 and batch 16
-    assert page.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-1"
+    expect(page.get_by_label("Layers (inputs-hidden-…-outputs)")).to_have_value("20-1", timeout=30_000)
     page.get_by_role("button", name="Step", exact=True).click()
     wait_idle(page, settle_ms=800)
     assert _step(page) > 0
@@ -106,8 +107,8 @@ def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
     other = page.context.new_page()
     other.goto(page.url)
     wait_idle(other, settle_ms=800)
-    assert other.get_by_label("Teacher seed").input_value() == "7"
-    assert other.get_by_label("Layers (inputs-hidden-…-outputs)").input_value() == "20-1"
+    expect(other.get_by_label("Teacher seed")).to_have_value("7", timeout=30_000)
+    expect(other.get_by_label("Layers (inputs-hidden-…-outputs)")).to_have_value("20-1", timeout=30_000)
     other.close()
 
 
