@@ -21,11 +21,15 @@ Y_COLOR, X_COLOR, SPIKE_COLOR, THETA_COLOR = "#3a5fcd", "#9aa5b8", "#d62728", "#
 PALETTE = qualitative.Dark24
 
 
+def _look(title: str, height: int) -> dict:
+    """The layout every figure shares (with the ``plotly_white`` template)."""
+    return dict(title=dict(text=title, x=0.01, font=dict(size=15)), height=height,
+                margin=dict(l=55, r=15, t=45, b=45), uirevision=title,
+                legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+
+
 def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), height=height,
-                      template="plotly_white", margin=dict(l=55, r=15, t=45, b=45),
-                      uirevision=title, legend=dict(orientation="h", y=1.02, x=1,
-                                                    xanchor="right", yanchor="bottom"), **kw)
+    fig.update_layout(template="plotly_white", **_look(title, height), **kw)
     return fig
 
 
@@ -220,10 +224,7 @@ def _spec(title: str, height: int, data: list, grid: dict | None = None, axes: d
         layout.setdefault(name, {}).update(props)
     layout["annotations"] = layout.get("annotations", []) + list(annotations)
     layout["shapes"] = list(shapes)
-    layout.update(title=dict(text=title, x=0.01, font=dict(size=15)), height=height,
-                  template=json.loads(_template_json()), margin=dict(l=55, r=15, t=45, b=45),
-                  uirevision=title, legend=dict(orientation="h", y=1.02, x=1, xanchor="right",
-                                                yanchor="bottom"))
+    layout.update(_look(title, height), template=json.loads(_template_json()))
     layout.update(kw)
     return {"data": data, "layout": layout}
 
@@ -385,7 +386,7 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         img = np.concatenate(mats, 0)
         k = max(1, img.shape[1] // 1000)
         m = img.shape[1] // k * k
-        binned = img[:, :m].reshape(img.shape[0], -1, k).sum(-1)
+        binned = img[:, :m].reshape(img.shape[0], -1, k).sum(-1).astype(np.int64)  # counts: sent as small ints
         data.append({"type": "heatmap", "z": binned, "x": np.arange(binned.shape[1]) * k * dt * 1e3,
                      "colorscale": "Greys", "showscale": False})
     return _spec("Spike rasters (held-out): teacher black, student red", 320, data,

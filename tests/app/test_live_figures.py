@@ -8,13 +8,13 @@ built with ``add_hline`` and ``make_subplots``), plotly's own encoder
 input arrays themselves (decoded typed arrays must give back the values)."""
 from __future__ import annotations
 
-import base64
 import json
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from tests.app.test_teacher_student import _array
 from ui import figures as F
 from ui.live_plot import to_json
 
@@ -26,13 +26,6 @@ def _strict(text: str):
     def bad(token):
         raise ValueError(f"non-JSON constant {token}")
     return json.loads(text, parse_constant=bad)
-
-
-def _array(v) -> np.ndarray:
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(n) for n in v["shape"].split(",")]) if "shape" in v else a
-    return np.asarray([np.nan if x is None else x for x in v], float)
 
 
 def _cases():
