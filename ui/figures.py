@@ -1,6 +1,7 @@
 """Figure builders: numpy in, ``plotly.graph_objects.Figure`` out, except the
-live panels (Teacher--Student, Learning rules), which are built as plain
-Plotly figure dicts for speed (see "live figures" below).
+panels that redraw often (Neuron, Teacher--Student, Learning rules), which
+are built as plain Plotly figure dicts for speed (see "live figures" below)
+and drawn with ``ui.live_plot``.
 
 Pure functions with no streamlit import, so each can be tested alone.  Every
 figure sets ``uirevision`` so a redraw keeps the user's zoom.
@@ -31,87 +32,6 @@ def _look(title: str, height: int) -> dict:
 def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:
     fig.update_layout(template="plotly_white", **_look(title, height), **kw)
     return fig
-
-
-def trace_figure(t, x, y, spikes, kicks, theta: float, model: str = "rf") -> go.Figure:
-    """Voltage y and x against time with the threshold and spikes; input below."""
-    t_ms = np.asarray(t) * 1e3
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22],
-                        vertical_spacing=0.05)
-    x_name = "x = Re z" if model == "rf" else "x (input current)"
-    fig.add_trace(go.Scatter(x=t_ms, y=x, name=x_name, line=dict(color=X_COLOR, width=1.2)), 1, 1)
-    fig.add_trace(go.Scatter(x=t_ms, y=y, name="y = Im z (voltage)",
-                             line=dict(color=Y_COLOR, width=1.8)), 1, 1)
-    fired = np.flatnonzero(np.asarray(spikes) > 0.5)
-    fig.add_trace(go.Scatter(x=t_ms[fired], y=np.asarray(y)[fired], mode="markers",
-                             name=f"spikes ({fired.size})",
-                             marker=dict(symbol="triangle-up", size=10, color=SPIKE_COLOR)), 1, 1)
-    fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1), row=1, col=1,
-                  annotation_text="θ", annotation_position="top left")
-    fig.add_trace(go.Scatter(x=t_ms, y=kicks, name="input", showlegend=False,
-                             line=dict(color="#2ca02c", width=1)), 2, 1)
-    fig.update_xaxes(title_text="time (ms)", row=2, col=1)
-    fig.update_yaxes(title_text="state", row=1, col=1)
-    fig.update_yaxes(title_text="input", row=2, col=1)
-    return _layout(fig, "(a) Membrane traces", height=380)
-
-
-def phase_figure(x, y, spikes, theta: float, model: str = "rf") -> go.Figure:
-    """Trajectory in the (x, y) plane with the threshold line y = θ."""
-    fired = np.flatnonzero(np.asarray(spikes) > 0.5)
-    # break the line after each spike: the reset is a jump, not a path
-    gap_x = np.insert(np.asarray(x, np.float64), fired + 1, np.nan)
-    gap_y = np.insert(np.asarray(y, np.float64), fired + 1, np.nan)
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=gap_x, y=gap_y, mode="lines", name="trajectory",
-                             line=dict(color=Y_COLOR, width=1.2)))
-    fig.add_trace(go.Scatter(x=np.asarray(x)[fired], y=np.asarray(y)[fired], mode="markers",
-                             name="spike", marker=dict(symbol="triangle-up", size=9,
-                                                       color=SPIKE_COLOR)))
-    fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1),
-                  annotation_text="y = θ", annotation_position="top left")
-    fig.update_xaxes(title_text="x = Re z" if model == "rf" else "x (input current)", zeroline=True)
-    fig.update_yaxes(title_text="y = Im z" if model == "rf" else "y (voltage)", zeroline=True)
-    return _layout(fig, "(b) Phase plane", height=380)
-
-
-def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf") -> go.Figure:
-    """Peak sub-threshold |y| against the frequency of a sinusoidal input."""
-    fig = go.Figure(go.Scatter(x=freqs, y=peak, mode="lines", name="peak |y|",
-                               line=dict(color=Y_COLOR, width=2)))
-    if model == "rf":  # a trace, not add_vline: shapes on a log axis take log10(x)
-        top = float(np.nanmax(peak)) * 1.08 if np.size(peak) else 1.0
-        fig.add_trace(go.Scatter(x=[freq_hz, freq_hz], y=[0.0, top], mode="lines+text",
-                                 text=["", f" f = {freq_hz:g} Hz"], textposition="bottom right",
-                                 name="f", line=dict(color=SPIKE_COLOR, dash="dot"),
-                                 textfont=dict(color=SPIKE_COLOR), hoverinfo="skip"))
-    fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1),
-                  annotation_text="θ", annotation_position="top left")
-    # explicit ticks: Plotly's default log ticks label 0.5, 20 and 50 as "5", "2", "5"
-    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
-             if np.size(freqs) and np.min(freqs) <= t <= np.max(freqs)]
-    fig.update_xaxes(title_text="input frequency (Hz)", type="log", tickvals=ticks,
-                     ticktext=[f"{t:g}" for t in ticks])
-    fig.update_yaxes(title_text="peak |y| (sub-threshold)")
-    return _layout(fig, "(c) Resonance curve", showlegend=False)
-
-
-def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf") -> go.Figure:
-    """Peak y after a doublet against its inter-spike interval."""
-    isi_ms = np.asarray(isi_ms)
-    fig = go.Figure(go.Scatter(x=isi_ms, y=peak, mode="lines", name="peak y after 2nd kick",
-                               line=dict(color=Y_COLOR, width=2)))
-    if model == "rf":
-        period = 1e3 / freq_hz
-        for at, label, dash in ((period, "1/f", "dot"), (period / 2, "1/(2f)", "dash")):
-            if at <= isi_ms.max():
-                fig.add_vline(x=at, line=dict(color=SPIKE_COLOR, dash=dash),
-                              annotation_text=label, annotation_position="top right")
-    fig.add_hline(y=theta, line=dict(color=THETA_COLOR, dash="dash", width=1),
-                  annotation_text="θ", annotation_position="top left")
-    fig.update_xaxes(title_text="doublet ISI (ms)")
-    fig.update_yaxes(title_text="peak y (sub-threshold)")
-    return _layout(fig, "(d) Doublet selectivity", showlegend=False)
 
 
 def loss_figure(loss) -> go.Figure:
@@ -261,6 +181,91 @@ def _flat(x0: float, x1: float, y: float, name: str, color: str, **kw) -> dict:
     """The teacher's value as a dashed line from ``x0`` to ``x1``."""
     return _line(np.array([x0, x1], np.float64), np.array([y, y], np.float64), name, color,
                  width=1, dash="dash", showlegend=False, **kw)
+
+
+# ---- Neuron page: figure dicts, as the live figures above ----------------------
+# Every slider move redraws all four panels; as graph_objects they cost
+# ~90 ms to build, ~100x the neuron's own computation (~1 ms).  As dicts drawn by
+# ``ui.live_plot`` they are built in a few ms and update in place (the
+# user's zoom survives a slider move).
+def trace_figure(t, x, y, spikes, kicks, theta: float, model: str = "rf") -> dict:
+    """Voltage y and x against time with the threshold and spikes; input below."""
+    t_ms = np.asarray(t, np.float64) * 1e3
+    y = np.asarray(y)
+    fired = np.flatnonzero(np.asarray(spikes) > 0.5)
+    x, kicks = np.asarray(x), np.asarray(kicks)
+    data = [_line(t_ms, x, "x = Re z" if model == "rf" else "x (input current)", X_COLOR, 1.2,
+                  xaxis="x", yaxis="y"),
+            _line(t_ms, y, "y = Im z (voltage)", Y_COLOR, 1.8, xaxis="x", yaxis="y"),
+            {"type": "scatter", "x": t_ms[fired], "y": y[fired], "mode": "markers",
+             "name": f"spikes ({fired.size})", "xaxis": "x", "yaxis": "y",
+             "marker": {"symbol": "triangle-up", "size": 10, "color": SPIKE_COLOR}},
+            _line(t_ms, kicks, "input", "#2ca02c", 1, showlegend=False, xaxis="x2", yaxis="y2")]
+    shape, notes = _hline(float(theta), label="θ")
+    grid = _grid(2, 1, shared_xaxes=True, row_heights=(0.78, 0.22), vertical_spacing=0.05)
+    return _spec("(a) Membrane traces", 380, data, grid,
+                 {"xaxis2": _title("time (ms)"), "yaxis": _title("state"),
+                  "yaxis2": _title("input")}, [shape], notes)
+
+
+def phase_figure(x, y, spikes, theta: float, model: str = "rf") -> dict:
+    """Trajectory in the (x, y) plane with the threshold line y = θ."""
+    fired = np.flatnonzero(np.asarray(spikes) > 0.5)
+    # break the line after each spike: the reset is a jump, not a path
+    gap_x = np.insert(np.asarray(x, np.float64), fired + 1, np.nan)
+    gap_y = np.insert(np.asarray(y, np.float64), fired + 1, np.nan)
+    data = [_line(gap_x, gap_y, "trajectory", Y_COLOR, 1.2),
+            {"type": "scatter", "x": np.asarray(x)[fired], "y": np.asarray(y)[fired],
+             "mode": "markers", "name": "spike",
+             "marker": {"symbol": "triangle-up", "size": 9, "color": SPIKE_COLOR}}]
+    shape, notes = _hline(float(theta), label="y = θ")
+    rf = model == "rf"
+    return _spec("(b) Phase plane", 380, data, None,
+                 {"xaxis": {**_title("x = Re z" if rf else "x (input current)"), "zeroline": True},
+                  "yaxis": {**_title("y = Im z" if rf else "y (voltage)"), "zeroline": True}},
+                 [shape], notes)
+
+
+def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf") -> dict:
+    """Peak sub-threshold |y| against the frequency of a sinusoidal input."""
+    freqs, peak = np.asarray(freqs, np.float64), np.asarray(peak, np.float64)
+    data = [_line(freqs, peak, "peak |y|", Y_COLOR, 2)]
+    if model == "rf":  # a trace, not a shape: shapes on a log axis take log10(x)
+        top = float(np.nanmax(peak)) * 1.08 if np.size(peak) else 1.0
+        data.append(_line(np.array([freq_hz, freq_hz], np.float64), np.array([0.0, top]), "f",
+                          SPIKE_COLOR, 2, dash="dot", mode="lines+text",
+                          text=["", f" f = {freq_hz:g} Hz"], textposition="bottom right",
+                          textfont={"color": SPIKE_COLOR}, hoverinfo="skip"))
+    shape, notes = _hline(float(theta), label="θ")
+    # explicit ticks: Plotly's default log ticks label 0.5, 20 and 50 as "5", "2", "5"
+    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+             if np.size(freqs) and np.min(freqs) <= t <= np.max(freqs)]
+    return _spec("(c) Resonance curve", 340, data, None,
+                 {"xaxis": {**_title("input frequency (Hz)"), "type": "log", "tickvals": ticks,
+                            "ticktext": [f"{t:g}" for t in ticks]},
+                  "yaxis": _title("peak |y| (sub-threshold)")},
+                 [shape], notes, showlegend=False)
+
+
+def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf") -> dict:
+    """Peak y after a doublet against its inter-spike interval."""
+    isi_ms = np.asarray(isi_ms)
+    peak = np.asarray(peak)
+    data = [_line(isi_ms, peak, "peak y after 2nd kick", Y_COLOR, 2)]
+    shapes, notes = [], []
+    if model == "rf":
+        period = 1e3 / freq_hz
+        for at, label, dash in ((period, "1/f", "dot"), (period / 2, "1/(2f)", "dash")):
+            if at <= isi_ms.max():
+                shapes.append({"type": "line", "xref": "x", "x0": at, "x1": at,
+                               "yref": "y domain", "y0": 0, "y1": 1,
+                               "line": {"color": SPIKE_COLOR, "dash": dash}})
+                notes.append({"text": label, "showarrow": False, "xref": "x", "x": at,
+                              "xanchor": "left", "yref": "y domain", "y": 1, "yanchor": "top"})
+    shape, note = _hline(float(theta), label="θ")
+    return _spec("(d) Doublet selectivity", 340, data, None,
+                 {"xaxis": _title("doublet ISI (ms)"), "yaxis": _title("peak y (sub-threshold)")},
+                 shapes + [shape], notes + note, showlegend=False)
 
 
 def ts_loss_figure(steps, loss) -> dict:

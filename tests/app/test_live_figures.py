@@ -42,7 +42,20 @@ def _cases():
     few = [RNG.random((400, 3)) < 0.05, RNG.random((400, 1)) < 0.05]
     many = [RNG.random((2500, 100)) < 0.5]               # 125k spikes each: the heat map
     rules = np.abs(RNG.normal(size=(s, 3)))
+    t, spikes = np.arange(1000) * 1e-3, np.zeros(1000)
+    spikes[[120, 640]] = 1.0
+    freqs, isi = np.geomspace(0.5, 100, 80), np.arange(1, 201)
     return {
+        "n_trace": F.trace_figure(t, RNG.normal(size=1000).astype(np.float32),
+                                  RNG.normal(size=1000).astype(np.float32), spikes,
+                                  RNG.random(1000), 1.0),
+        "n_trace_lif": F.trace_figure(t, np.ones(1000), np.ones(1000), np.zeros(1000),
+                                      np.zeros(1000), 0.5, "lif"),
+        "n_phase": F.phase_figure(RNG.normal(size=1000), RNG.normal(size=1000), spikes, 1.0),
+        "n_resonance": F.resonance_figure(freqs, np.exp(-np.log(freqs / 10) ** 2), 10.0, 1.0),
+        "n_resonance_lif": F.resonance_figure(freqs, 1 / freqs, 10.0, 1.0, "lif"),
+        "n_doublet": F.doublet_figure(isi, np.cos(isi / 20), 12.5, 1.0),
+        "n_doublet_slow": F.doublet_figure(isi, np.cos(isi / 20), 2.0, 1.0),   # 1/f off the axis
         "loss": F.ts_loss_figure(steps, loss),
         "loss_empty": F.ts_loss_figure(np.zeros(0, int), np.zeros(0)),
         "membrane": F.membrane_figure(1e-3, RNG.normal(size=5000), RNG.normal(size=5000), 1.0),
@@ -163,7 +176,8 @@ def test_charts_are_svg_unless_the_raster_is_large():
     units (the network decides, not the tick's spike count, so a chart never
     flips between the two), and a binned heat map above RASTER_MAX_POINTS
     spikes."""
-    for name in ("loss", "membrane", "traj", "traj_bands", "neurons", "rules", "raster"):
+    for name in ("loss", "membrane", "traj", "traj_bands", "neurons", "rules", "raster",
+                 "n_trace", "n_phase", "n_resonance", "n_doublet"):
         assert {t["type"] for t in CASES[name]["data"]} == {"scatter"}, name
     assert {t["type"] for t in CASES["raster_heatmap"]["data"]} == {"heatmap"}
     wide = [RNG.random((2000, 20)) < 0.01]                # 80,000 cells, ~800 spikes
@@ -249,3 +263,82 @@ def test_layouts_match_plotlys_own_api():
     ref.update_xaxes(title_text="step", row=2, col=1)
     look(ref, "Weights into hidden 1; 6 of 600 shown", 420, showlegend=False)
     assert _layout_without_template(CASES["traj_bands"]) == _layout_without_template(ref)
+
+
+def test_neuron_panels_match_plotlys_own_api():
+    """The Neuron page's four panels, built as dicts, have the layout of the
+    same figures made with plotly's API: the threshold line and its label,
+    the 1/f and 1/(2f) markers of the doublet panel (only where the ISI axis
+    reaches them), the two-row grid of the traces, the log axis's ticks."""
+    from plotly.subplots import make_subplots
+
+    theta = dict(line=dict(color=F.THETA_COLOR, dash="dash", width=1), annotation_position="top left")
+
+    def look(fig, title, height, **kw):
+        fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), height=height,
+                          margin=dict(l=55, r=15, t=45, b=45), uirevision="keep",
+                          legend=dict(orientation="h", y=1.02, x=1, xanchor="right",
+                                      yanchor="bottom"), **kw)
+        return _layout_without_template(fig)
+
+    ref = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22],
+                        vertical_spacing=0.05)
+    ref.add_trace(go.Scatter(x=[0], y=[0]), 1, 1)
+    ref.add_hline(y=1.0, row=1, col=1, annotation_text="θ", **theta)
+    ref.update_xaxes(title_text="time (ms)", row=2, col=1)
+    ref.update_yaxes(title_text="state", row=1, col=1)
+    ref.update_yaxes(title_text="input", row=2, col=1)
+    assert _layout_without_template(CASES["n_trace"]) == look(ref, "(a) Membrane traces", 380)
+
+    ref = go.Figure()
+    ref.add_hline(y=1.0, annotation_text="y = θ", **theta)
+    ref.update_xaxes(title_text="x = Re z", zeroline=True)
+    ref.update_yaxes(title_text="y = Im z", zeroline=True)
+    assert _layout_without_template(CASES["n_phase"]) == look(ref, "(b) Phase plane", 380)
+
+    ref = go.Figure()
+    ref.add_hline(y=1.0, annotation_text="θ", **theta)
+    ticks = [0.5, 1, 2, 5, 10, 20, 50, 100]
+    ref.update_xaxes(title_text="input frequency (Hz)", type="log", tickvals=ticks,
+                     ticktext=[f"{t:g}" for t in ticks])
+    ref.update_yaxes(title_text="peak |y| (sub-threshold)")
+    assert _layout_without_template(CASES["n_resonance"]) == look(
+        ref, "(c) Resonance curve", 340, showlegend=False)
+
+    for name, f in (("n_doublet", 12.5), ("n_doublet_slow", 2.0)):
+        ref = go.Figure()
+        for at, label, dash in ((1e3 / f, "1/f", "dot"), (500 / f, "1/(2f)", "dash")):
+            if at <= 200:
+                ref.add_vline(x=at, line=dict(color=F.SPIKE_COLOR, dash=dash),
+                              annotation_text=label, annotation_position="top right")
+        ref.add_hline(y=1.0, annotation_text="θ", **theta)
+        ref.update_xaxes(title_text="doublet ISI (ms)")
+        ref.update_yaxes(title_text="peak y (sub-threshold)")
+        assert _layout_without_template(CASES[name]) == look(
+            ref, "(d) Doublet selectivity", 340, showlegend=False), name
+    assert len(CASES["n_doublet"]["layout"]["shapes"]) == 3           # 80 ms, 40 ms and θ
+    assert len(CASES["n_doublet_slow"]["layout"]["shapes"]) == 1      # 500 and 250 ms: off axis
+
+
+def test_neuron_panels_draw_the_response():
+    """Spikes are marked where the neuron fired, at its voltage; the phase
+    plane's line breaks after each spike (the reset is a jump); the f marker
+    stands at the neuron's frequency, up to the curve's peak; LIF has none."""
+    t = np.arange(1000) * 1e-3
+    y = RNG.normal(size=1000)
+    spikes = np.zeros(1000)
+    spikes[[120, 640]] = 1.0
+    trace = _strict(to_json(F.trace_figure(t, y, y, spikes, np.zeros(1000), 1.0)))
+    (marks,) = [tr for tr in trace["data"] if tr.get("mode") == "markers"]
+    assert marks["name"] == "spikes (2)"
+    np.testing.assert_allclose(_array(marks["x"]), [120.0, 640.0])
+    np.testing.assert_allclose(_array(marks["y"]), y[[120, 640]])
+    assert [tr.get("yaxis") for tr in trace["data"]] == ["y", "y", "y", "y2"]   # input below
+    phase = _strict(to_json(F.phase_figure(y, y, spikes, 1.0)))
+    line = _array(phase["data"][0]["y"])
+    assert line.size == 1002 and np.flatnonzero(np.isnan(line)).tolist() == [121, 642]
+    freqs = np.geomspace(0.5, 100, 80)
+    res = _strict(to_json(F.resonance_figure(freqs, 2 * np.exp(-np.log(freqs / 10) ** 2), 10.0, 1.0)))
+    np.testing.assert_allclose(_array(res["data"][1]["x"]), [10.0, 10.0])
+    assert _array(res["data"][1]["y"])[1] == pytest.approx(2 * 1.08, rel=1e-3)
+    assert len(CASES["n_resonance_lif"]["data"]) == 1

@@ -45,12 +45,24 @@ def _array(v) -> np.ndarray:
     return np.asarray(v, dtype=float)
 
 
+NEURON_CHARTS = ("neuron_traces", "neuron_phase", "neuron_resonance", "neuron_doublet")
+
+
+def _neuron_charts(at: AppTest) -> list[dict]:
+    """The four Neuron panels' figures (``ui.live_plot`` components), (a)-(d);
+    [] when the page drew none."""
+    from tests.app.test_teacher_student import _components, _spec
+
+    keys = set(_components(at))
+    assert keys in (set(), set(NEURON_CHARTS)), sorted(keys)
+    return [_spec(at, k) for k in NEURON_CHARTS] if keys else []
+
+
 def _chart_ys(at: AppTest) -> list[list[np.ndarray]]:
-    """The y arrays of every trace of every plotly chart on the page."""
-    charts = at.get("plotly_chart")
-    assert charts, "no plotly chart on the page"
-    return [[_array(tr["y"]) for tr in json.loads(c.proto.spec)["data"] if "y" in tr]
-            for c in charts]
+    """The y arrays of every trace of the four Neuron panels."""
+    charts = _neuron_charts(at)
+    assert charts, "no chart on the page"
+    return [[_array(tr["y"]) for tr in c["data"] if "y" in tr] for c in charts]
 
 
 def _assert_clean(at: AppTest) -> None:
@@ -113,7 +125,7 @@ def test_neuron_page_draws_four_panels_and_timing():
     at = _neuron_page()
     _assert_clean(at)
     assert at.title[0].value == "Neuron"
-    assert len(at.get("plotly_chart")) == 4
+    assert len(_neuron_charts(at)) == 4 and not at.get("plotly_chart")
     assert any(c.value.startswith("computed in ") for c in at.caption)
 
 
@@ -149,7 +161,7 @@ def test_every_input_kind_runs(kind):
     at = _neuron_page()
     at.selectbox(key="input").set_value(kind).run()
     _assert_clean(at)
-    assert len(at.get("plotly_chart")) == 4
+    assert len(_neuron_charts(at)) == 4
 
 
 def test_lif_model_runs():
@@ -157,7 +169,7 @@ def test_lif_model_runs():
     at.radio(key="model").set_value("LIF").run()
     _assert_clean(at)
     assert at.slider(key="f").disabled
-    assert len(at.get("plotly_chart")) == 4
+    assert len(_neuron_charts(at)) == 4
 
 
 def test_bad_setting_shows_error_not_traceback():
@@ -167,10 +179,10 @@ def test_bad_setting_shows_error_not_traceback():
     assert not at.exception
     assert len(at.error) == 1
     assert "y_r must be below the threshold" in at.error[0].value
-    assert not at.get("plotly_chart")
+    assert not _neuron_charts(at)
     at.slider(key="yr").set_value(0.0).run()   # and the page recovers
     _assert_clean(at)
-    assert len(at.get("plotly_chart")) == 4
+    assert len(_neuron_charts(at)) == 4
 
 
 def test_compute_refuses_unstable_damping():

@@ -17,7 +17,8 @@ SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 FREQ_LABEL = "Frequency f (Hz)"
-# y of every trace of every chart; plotly sends numpy arrays as {dtype, bdata} (base64)
+# y of every trace of the chart in a live_plot frame; numpy arrays arrive as
+# Plotly.js typed arrays {dtype, bdata} (base64)
 CHART_DATA_JS = """() => {
   const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array,
                  i2: Int16Array, u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
@@ -30,9 +31,28 @@ CHART_DATA_JS = """() => {
     }
     return Array.from(v, Number);
   };
-  return Array.from(document.querySelectorAll('.js-plotly-plot'),
-                    gd => (gd.data || []).map(tr => decode(tr.y)));
+  return (document.getElementById('plot').data || []).map(tr => decode(tr.y));
 }"""
+NEURON_CHARTS = ("neuron_traces", "neuron_phase", "neuron_resonance", "neuron_doublet")
+# tag the Plotly element once (a remount would lose the tag); its x range and redraw count
+PLOT_STATE_JS = """() => { const el = document.getElementById('plot');
+  el.__rlTag = el.__rlTag || Math.random();
+  return {tag: el.__rlTag, renders: Number(el.dataset.renders || 0),
+          range: el._fullLayout.xaxis.range.slice(), auto: el._fullLayout.xaxis.autorange}; }"""
+
+
+def chart_frame(page: Page, key: str):
+    """The iframe of the ``ui.live_plot`` chart with Streamlit key ``key``, once drawn."""
+    handle = page.locator(f".st-key-{key} iframe").element_handle(timeout=60_000)
+    frame = handle.content_frame()
+    frame.wait_for_function("() => typeof Plotly !== 'undefined' && "
+                            "Number(document.getElementById('plot').dataset.renders || 0) > 0",
+                            timeout=60_000)
+    return frame
+
+
+def neuron_chart_data(page: Page) -> list:
+    return [chart_frame(page, key).evaluate(CHART_DATA_JS) for key in NEURON_CHARTS]
 
 
 def wait_idle(page: Page, settle_ms: int = 300) -> None:
@@ -61,12 +81,24 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
     expect(page.get_by_test_id("stSidebarNavLink")).to_have_text(  # icon name + title
         [re.compile(r"Home$"), re.compile(r"Neuron$"), re.compile(r"Teacher–Student$"),
          re.compile(r"Gradients$"), re.compile(r"Learning rules$"), re.compile(r"Runs & sweeps$")])
-    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    expect(page.locator("[class*='st-key-neuron_'] iframe")).to_have_count(4)
     expect(page.get_by_text(re.compile(r"computed in [\d.]+ ms"))).to_be_visible()
     assert_no_exception(page)
     assert "f=" not in page.url  # the default is kept out of the URL
-    before = page.evaluate(CHART_DATA_JS)
+    before = neuron_chart_data(page)
     page.screenshot(path=str(SHOTS / "neuron.png"), full_page=True)
+
+    # zoom into the resonance curve (c) by dragging a box, as a visitor would
+    res = chart_frame(page, "neuron_resonance")
+    box = res.locator(".nsewdrag").first.bounding_box()
+    y_mid = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 0.3 * box["width"], y_mid)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.5 * box["width"], y_mid + 5, steps=8)
+    page.mouse.move(box["x"] + 0.6 * box["width"], y_mid + 10, steps=8)
+    page.mouse.up()
+    zoomed = res.evaluate(PLOT_STATE_JS)
+    assert zoomed["auto"] is False, zoomed
 
     slider = page.get_by_role("slider", name=FREQ_LABEL)
     expect(slider).to_have_value("10")
@@ -75,13 +107,17 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
         page.keyboard.press("ArrowRight")
     expect(slider).to_have_value("11.5")
     expect(page).to_have_url(re.compile(r"[?&]f=11\.5\b"))
-    page.wait_for_function(f"""before => JSON.stringify(({CHART_DATA_JS})()) !==
-                                         JSON.stringify(before)""", arg=before)
+    res.wait_for_function("n => Number(document.getElementById('plot').dataset.renders) > n",
+                          arg=zoomed["renders"], timeout=60_000)
     wait_idle(page)
     assert_no_exception(page)
-    after = page.evaluate(CHART_DATA_JS)
+    after = neuron_chart_data(page)
     assert len(after) == 4 and len(after[0][1]) == 1000  # panel (a): y over 1 s
     assert after[0][1] != before[0][1] and after[2][0] != before[2][0]
+    # redrawn in place: the same Plotly element, and the visitor's zoom kept
+    moved = res.evaluate(PLOT_STATE_JS)
+    assert moved["tag"] == zoomed["tag"], "the resonance chart was remounted"
+    assert moved["range"] == zoomed["range"] and moved["auto"] is False, (zoomed, moved)
     page.screenshot(path=str(SHOTS / "neuron_moved.png"), full_page=True)
 
     shared_url = page.url
@@ -89,8 +125,8 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
     other.goto(shared_url)
     wait_idle(other)
     expect(other.get_by_role("slider", name=FREQ_LABEL)).to_have_value("11.5")
-    expect(other.locator(".js-plotly-plot")).to_have_count(4)
-    assert other.evaluate(CHART_DATA_JS)[0] == after[0]
+    expect(other.locator("[class*='st-key-neuron_'] iframe")).to_have_count(4)
+    assert neuron_chart_data(other)[0] == after[0]
     assert_no_exception(other)
     other.screenshot(path=str(SHOTS / "neuron_shared.png"), full_page=True)
     other.close()

@@ -12,7 +12,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from .test_browser import SHOTS, assert_no_exception, wait_idle
+from .test_browser import SHOTS, assert_no_exception, chart_frame, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -22,16 +22,6 @@ TAG_JS = "() => { const el = document.getElementById('plot'); el.__rlTag = el.__
 READ_JS = """() => { const el = document.getElementById('plot');
   return {tag: el.__rlTag || null, renders: Number(el.dataset.renders || 0),
           n: (el._fullData || []).reduce((a, tr) => a + (tr.x ? tr.x.length || 0 : 0), 0)}; }"""
-
-
-def _chart_frame(page: Page, key: str):
-    """The iframe of the live chart with Streamlit key ``key``."""
-    handle = page.locator(f".st-key-{key} iframe").element_handle(timeout=60_000)
-    frame = handle.content_frame()
-    frame.wait_for_function("() => typeof Plotly !== 'undefined' && "
-                            "Number(document.getElementById('plot').dataset.renders || 0) > 0",
-                            timeout=60_000)
-    return frame
 
 
 def _step(page: Page) -> int:
@@ -57,7 +47,7 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
     # (expect retries: a loaded page under load had shown the field before its value, 2 runs in 9)
     expect(page.get_by_label("Layers (inputs-hidden-…-outputs)")).to_have_value("20-2-1", timeout=30_000)
     assert_no_exception(page)
-    frame = _chart_frame(page, "ts_loss")
+    frame = chart_frame(page, "ts_loss")
     tag = frame.evaluate(TAG_JS)
     before = frame.evaluate(READ_JS)
     step0 = _step(page)
@@ -153,7 +143,7 @@ def test_learning_rules_page_plays_live(page: Page, app_url: str):
     page.goto(f"{app_url}/learning_rules?rl_rules=bp&rl_rules=kp")
     wait_idle(page, settle_ms=800)
     assert_no_exception(page)
-    frame = _chart_frame(page, "rl_align")
+    frame = chart_frame(page, "rl_align")
     tag = frame.evaluate(TAG_JS)
     start = _step(page)
     page.get_by_role("button", name="Play").click()
