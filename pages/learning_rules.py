@@ -1,10 +1,12 @@
 """Learning rules: backprop and its weight-transport-free alternatives, side by side."""
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 import core
 from ui import figures, resources, widgets
 from ui.live_plot import live_plot
+from ui.ticks import TICK_S
 
 widgets.require_app_navigation()
 demo = widgets.demo_mode()
@@ -38,7 +40,7 @@ if controls["step"]:
 playing = st.session_state.get("rl_playing", False)
 
 
-@st.fragment(run_every=0.4 if playing else None)
+@st.fragment(run_every=TICK_S if playing else None)
 def live_panels():
     if st.session_state.get("rl_playing", False):
         run.advance(run.tick_steps(s.steps_per_tick))
@@ -50,25 +52,23 @@ def live_panels():
                      f"included; training alone runs {run.meter.train_rate:.0f}. Steps per "
                      f"tick ({s.steps_per_tick}): {run.tick_steps(s.steps_per_tick)}.")
     c[2].metric("Rules", len(run.rules))
-    steps = list(range(1, len(run.loss) + 1))
+    steps = np.arange(1, len(run.loss) + 1)
     a, b = st.columns(2)
     with a:
-        live_plot(figures.rules_figure(steps, run.loss, run.rules, "Loss (mean of 10)", "loss",
+        live_plot(figures.rules_figure(steps, run.loss.values, run.rules, "Loss (mean of 10)", "loss",
                                        log=True, smooth=10), key="rl_loss", height=300)
     with b:
-        live_plot(figures.rules_figure(steps, run.alignment, run.rules,
+        live_plot(figures.rules_figure(steps, run.alignment.values, run.rules,
                                        "∠(Wᵀ, B), output layer", "degrees"),
                   key="rl_align", height=300)
     a, b = st.columns(2)
     with a:
-        live_plot(figures.rules_figure(steps, run.update_angle, run.rules,
+        live_plot(figures.rules_figure(steps, run.update_angle.values, run.rules,
                                        "Update vs backprop ∠(Δh, Δh_BP)",
                                        "degrees", smooth=10), key="rl_update", height=300)
     with b:
-        import numpy as np
-
-        rec = np.asarray(run.recovery)[:, :, 0]
-        live_plot(figures.rules_figure(run.recovery_steps, rec, run.rules,
+        live_plot(figures.rules_figure(run.recovery_steps.values, run.recovery.values[:, :, 0],
+                                       run.rules,
                                        "Hidden weights: rel. error", "rel. error"),
                   key="rl_recovery", height=300)
     st.dataframe(pd.DataFrame(run.table()), hide_index=True, width="stretch")

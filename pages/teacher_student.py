@@ -5,6 +5,7 @@ import streamlit as st
 import core
 from ui import figures, resources, widgets
 from ui.live_plot import live_plot
+from ui.ticks import TICK_S
 
 widgets.require_app_navigation()
 demo = widgets.demo_mode()
@@ -69,7 +70,7 @@ v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrog
 st.sidebar.plotly_chart(figures.surrogate_figure(v, g, cfg.surrogate, peak, area), key="ts_sg")
 
 
-@st.fragment(run_every=0.3 if playing else None)
+@st.fragment(run_every=TICK_S if playing else None)
 def live_panels():
     if st.session_state.get("ts_playing", False) and not run.diverged:
         run.advance(run.tick_steps(s.steps_per_tick))

@@ -2,6 +2,7 @@
 controls in ``ui.widgets`` and the runs in ``ui.live`` share it)."""
 from __future__ import annotations
 
+TICK_S = 0.3         # the live fragments' timer (st.fragment(run_every=...)) while playing
 TICK_SIZES = (10, 20, 50, 100, 200)   # steps per tick a visitor may choose
 AUTO = "auto"         # ... or this: sized from the measured training speed
 AUTO_TRAIN_S = 0.2    # training time per tick "auto" aims at (the rest: drawing, the timer)

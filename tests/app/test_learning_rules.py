@@ -72,3 +72,52 @@ def test_bad_hidden_width_names_the_field():
     at.text_input(key="rl_sh").set_value("1").run()   # narrower than the teacher's 2
     assert not at.exception
     assert len(at.error) == 1 and "student_hidden" in at.error[0].value
+
+
+def test_rows_buffer_matches_concatenation():
+    """``ui.live.Rows`` (the rules' per-step histories) holds exactly what
+    np.concatenate of the appended chunks would, across its regrowths, and
+    hands out read-only views."""
+    from ui.live import Rows
+
+    rng = np.random.default_rng(3)
+    rows, chunks = Rows((5,)), []
+    for n in rng.integers(0, 97, size=40):                 # ~1900 rows: several doublings
+        chunk = rng.normal(size=(int(n), 5))
+        rows.extend(chunk)
+        chunks.append(chunk)
+    rows.append(np.arange(5.0))
+    want = np.concatenate(chunks + [np.arange(5.0)[None]])
+    assert len(rows) == len(want)
+    np.testing.assert_array_equal(rows.values, want)
+    with pytest.raises(ValueError):
+        rows.values[0, 0] = 1.0                            # a view the page cannot scribble on
+    ints = Rows((), np.int64)
+    for s in range(300):
+        ints.append(s)
+    np.testing.assert_array_equal(ints.values, np.arange(300))
+
+
+def test_rules_history_is_the_same_in_ticks_or_at_once():
+    """Training 300 steps in ticks of 60 records the same per-step loss,
+    alignment and update angle as 300 at once (same seeds: the histories are
+    a function of the step), one row per step, one recovery row per call."""
+    import core
+    from ui.live import RulesRun
+
+    cfg = core.get_preset("figure1").replace(feedback_decay=0.05)
+    rules = ("bp", "fa", "kp")
+    ticks, once = RulesRun(cfg, rules), RulesRun(cfg, rules)
+    for _ in range(5):
+        ticks.advance(60)
+    once.advance(300)
+    assert ticks.step == once.step == 300
+    for name in ("loss", "alignment", "update_angle"):
+        a, b = getattr(ticks, name).values, getattr(once, name).values
+        assert a.shape == b.shape == (300, 3), name
+        np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
+    assert ticks.recovery_steps.values.tolist() == [0, 60, 120, 180, 240, 300]
+    np.testing.assert_allclose(ticks.recovery.values[-1], once.recovery.values[-1], rtol=1e-6)
+    table = ticks.table()
+    assert [r["rule"] for r in table] == list(rules)
+    assert table[1]["loss (last 50)"] == pytest.approx(float(np.mean(once.loss.values[-50:, 1])))
