@@ -115,7 +115,9 @@ def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
 # steps 289 ms as WebGL against 34 ms as SVG; 40 weight trajectories 138 ms
 # at 1000 points per line against 85 ms at 300.  Only a large raster uses
 # WebGL.
-TRAJ_MAX_POINTS = 400         # weight / neuron trajectories: points per line drawn
+TRAJ_MAX_POINTS = 400         # weight / neuron trajectories: points per line drawn ...
+TRAJ_CHART_POINTS = 8_000     # ... and at most about this many in one chart (a 40-weight layer:
+                              # 200 per line; Plotly.react 46 -> 37 ms headless, median of 10)
 RASTER_SVG_CELLS = 50_000     # rasters of more (time bins x units) are drawn with WebGL
 
 
@@ -284,23 +286,32 @@ def ts_loss_figure(steps, loss) -> dict:
 
 
 def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
-    """Matched student weights over training (solid) and the teacher's (dashed).
+    """Matched student weights over training (solid lines) and the teacher's
+    (dashed line shapes of the same colour; the hover names them).
 
     ``tr`` as returned by ``LiveRun.matched_trajectories``.  For big layers
     it holds a chosen subset of lines plus ``bands``: the 10/50/90
     percentiles of (student - teacher) over *all* weights, drawn below.
-    Long histories are min/max decimated to ``TRAJ_MAX_POINTS`` per line.
+    Long histories are min/max decimated to ``TRAJ_MAX_POINTS`` per line, or
+    fewer when there are many lines (``TRAJ_CHART_POINTS`` in all, at least
+    100 per line).
     """
     steps, traj, target = np.asarray(tr["steps"]), np.asarray(tr["traj"]), np.asarray(tr["target"])
     bands = tr.get("bands")
     last = max(int(steps[-1]) if len(steps) else 1, 1)
-    data = []
+    per_line = int(np.clip(TRAJ_CHART_POINTS // max(len(target), 1), 100, TRAJ_MAX_POINTS))
+    data, shapes = [], []
     for i, (label, target_i) in enumerate(zip(tr["labels"], target)):
         color = PALETTE[i % len(PALETTE)]
-        x, y = decimate(steps, traj[:, i], TRAJ_MAX_POINTS)
-        data += [_line(x, y, label, color, legendgroup=label),
-                 _flat(0, last, target_i, f"teacher {label}", color, legendgroup=label)]
-    shapes, axes = [], {"yaxis": _title("weight")}
+        x, y = decimate(steps, traj[:, i], per_line)
+        # the teacher's value: a dashed line shape (a trace each cost ~20 % of a 40-weight
+        # chart's redraw), named in the student line's hover instead
+        data.append(_line(x, y, label, color, hovertemplate=f"step %{{x}}<br>{label} = %{{y:.4g}}"
+                          f"<br>teacher {float(target_i):.4g}<extra></extra>"))
+        shapes.append({"type": "line", "xref": "x", "x0": 0, "x1": last, "yref": "y",
+                       "y0": float(target_i), "y1": float(target_i),
+                       "line": {"color": color, "dash": "dash", "width": 1}})
+    axes = {"yaxis": _title("weight")}
     if bands is None:
         grid = _grid(1, 1)
         axes["xaxis"] = _title("step")

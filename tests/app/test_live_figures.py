@@ -254,15 +254,23 @@ def test_layouts_match_plotlys_own_api():
     ref.update_layout(margin=dict(t=70))
     assert _layout_without_template(CASES["neurons"]) == _layout_without_template(ref)
 
+    steps = np.arange(0, 6001, 3)
+    target = np.array([0.5, -1.25, 2.0])
+    tr = {"steps": steps, "traj": RNG.normal(size=(steps.size, 3)), "target": target,
+          "labels": ["a", "b", "c"], "bands": RNG.normal(size=(3, steps.size)), "n_total": 600}
     ref = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38],
                         vertical_spacing=0.06)
+    for i, t in enumerate(target):                     # the teacher's values, dashed
+        ref.add_shape(type="line", xref="x", x0=0, x1=6000, yref="y", y0=t, y1=t,
+                      line=dict(color=F.PALETTE[i], dash="dash", width=1))
     ref.add_trace(go.Scatter(x=[0], y=[0]), 2, 1)      # add_hline skips a subplot without data
     ref.add_hline(y=0.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1), row=2, col=1)
     ref.update_yaxes(title_text="weight", row=1, col=1)
     ref.update_yaxes(title_text="w − w* (all)", row=2, col=1)
     ref.update_xaxes(title_text="step", row=2, col=1)
-    look(ref, "Weights into hidden 1; 6 of 600 shown", 420, showlegend=False)
-    assert _layout_without_template(CASES["traj_bands"]) == _layout_without_template(ref)
+    look(ref, "Weights into hidden 1; 3 of 600 shown", 420, showlegend=False)
+    assert (_layout_without_template(F.trajectories_figure(tr, "Weights into hidden 1", 420))
+            == _layout_without_template(ref))
 
 
 def test_neuron_panels_match_plotlys_own_api():
@@ -342,3 +350,25 @@ def test_neuron_panels_draw_the_response():
     np.testing.assert_allclose(_array(res["data"][1]["x"]), [10.0, 10.0])
     assert _array(res["data"][1]["y"])[1] == pytest.approx(2 * 1.08, rel=1e-3)
     assert len(CASES["n_resonance_lif"]["data"]) == 1
+
+
+def test_teacher_values_are_dashed_shapes_named_in_the_hover():
+    """Each matched weight's teacher value is a dashed line in the weight's
+    colour across the whole run, and hovering the weight's line names it;
+    many lines share a point budget (a 40-weight layer: 200 points each)."""
+    steps = np.arange(0, 8001, 2)
+    k = 40
+    tr = {"steps": steps, "traj": RNG.normal(size=(steps.size, k)), "target": np.linspace(-1, 1, k),
+          "labels": [f"w{i}" for i in range(k)], "bands": None, "n_total": k}
+    spec = _strict(to_json(F.trajectories_figure(tr, "t")))
+    assert [t["name"] for t in spec["data"]] == tr["labels"]          # one trace per weight
+    shapes = spec["layout"]["shapes"]
+    assert [s["y0"] for s in shapes] == pytest.approx(list(tr["target"]))
+    assert all(s["y0"] == s["y1"] and s["x0"] == 0 and s["x1"] == 8000 and s["line"]["dash"] == "dash"
+               for s in shapes)
+    assert [s["line"]["color"] for s in shapes] == [t["line"]["color"] for t in spec["data"]]
+    assert "teacher -0.2821" in spec["data"][14]["hovertemplate"]     # linspace(-1, 1, 40)[14]
+    sizes = {_array(t["y"]).size for t in spec["data"]}
+    assert max(sizes) <= F.TRAJ_CHART_POINTS // k
+    few = dict(tr, traj=tr["traj"][:, :3], target=tr["target"][:3], labels=tr["labels"][:3], n_total=3)
+    assert max(_array(t["y"]).size for t in F.trajectories_figure(few, "t")["data"]) > 300
