@@ -27,9 +27,13 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# core.allocator runs the server with the allocator preloaded (mimalloc from the venv)
+# core.allocator runs the server with the allocator preloaded (mimalloc from the venv).
+# On a GPU the server allocates as it goes (JAX would claim 75 % of the card at start),
+# leaving the card to the sweeps launched from the page; set it to true to preallocate.
 run: $(VENV)/.deps
-	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m core.allocator $(PY) -m streamlit run app.py \
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} \
+	XLA_PYTHON_CLIENT_PREALLOCATE=$${XLA_PYTHON_CLIENT_PREALLOCATE:-false} \
+	$(PY) -m core.allocator $(PY) -m streamlit run app.py \
 	  --server.address $(HOST) --server.port $(PORT) --server.headless true
 
 test: $(VENV)/.test-deps chromium
