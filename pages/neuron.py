@@ -26,20 +26,21 @@ except core.ConfigError as e:
 st.caption(f"computed in {ms:.1f} ms")
 top_left, top_right = st.columns([3, 2])
 # drawn in place (ui.live_plot): a slider move updates the four charts without
-# remounting them, so they do not flicker and keep the user's zoom
+# remounting them, so they do not flicker and keep the user's zoom (RF <-> LIF
+# resets it: the axes mean other things)
 with top_left:
     live_plot(figures.trace_figure(r.t, r.x, r.y, r.spikes, r.kicks, s.threshold, s.model),
-              key="neuron_traces", height=380)
+              key="neuron_traces", height=380, revision=s.model)
 with top_right:
     live_plot(figures.phase_figure(r.x, r.y, r.spikes, s.threshold, s.model),
-              key="neuron_phase", height=380)
+              key="neuron_phase", height=380, revision=s.model)
 bottom_left, bottom_right = st.columns(2)
 with bottom_left:
     live_plot(figures.resonance_figure(r.res_freqs, r.res_peak, s.freq_hz, s.threshold, s.model),
-              key="neuron_resonance", height=340)
+              key="neuron_resonance", height=340, revision=s.model)
 with bottom_right:
     live_plot(figures.doublet_figure(r.isi_ms, r.doublet_peak, s.freq_hz, s.threshold, s.model),
-              key="neuron_doublet", height=340)
+              key="neuron_doublet", height=340, revision=s.model)
 if s.model == "rf":
     st.caption("(c) A damped oscillator answers most strongly near its own frequency f. "
                "(d) A second kick one period (1/f) after the first adds in phase; half a period "

@@ -66,7 +66,7 @@ def weights_figure(weights, teacher_w) -> go.Figure:
 
 # ---- Teacher--Student page ---------------------------------------------------
 TEACHER_COLOR, STUDENT_COLOR = "#222222", "#d62728"
-RASTER_MAX_POINTS = 100_000   # beyond this, rasters become binned heat maps
+RASTER_MAX_POINTS = 100_000   # beyond this many spikes, rasters are images (heat maps) ...
 TRACE_MAX_POINTS = 2_000      # traces are min/max decimated to about this many points
 
 
@@ -113,12 +113,14 @@ def decimate(t, y, max_points: int = TRACE_MAX_POINTS):
 # (headless Chromium, VMs, remote desktops).  Measured in headless Chromium
 # (``Plotly.react`` with new data, median of 8): the loss chart with 3000
 # steps 289 ms as WebGL against 34 ms as SVG; 40 weight trajectories 138 ms
-# at 1000 points per line against 85 ms at 300.  Only a large raster uses
-# WebGL.
+# at 1000 points per line against 85 ms at 300.  A large raster is an image
+# (a heat map), so every live chart needs only Plotly's cartesian bundle,
+# which a browser evaluates in a third of the full bundle's time.
 TRAJ_MAX_POINTS = 400         # weight / neuron trajectories: points per line drawn ...
 TRAJ_CHART_POINTS = 8_000     # ... and at most about this many in one chart (a 40-weight layer:
                               # 200 per line; Plotly.react 46 -> 37 ms headless, median of 10)
-RASTER_SVG_CELLS = 50_000     # rasters of more (time bins x units) are drawn with WebGL
+RASTER_SVG_CELLS = 50_000     # ... and beyond this many time steps x units
+RASTER_MAX_BINS = 1_000       # an image raster's time columns at most
 
 
 @functools.lru_cache(maxsize=None)
@@ -367,10 +369,12 @@ def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
 
 def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
     """Spike rasters of one held-out trial, every layer: teacher (black) above
-    student (red) for each unit.  Tick markers up to RASTER_MAX_POINTS spikes
-    (SVG, or WebGL for a raster of more than RASTER_SVG_CELLS time bins x
-    units: decided by the network, so a chart does not switch from tick to
-    tick), a binned heat map beyond."""
+    student (red) for each unit.  Tick markers (SVG) for a raster of up to
+    RASTER_SVG_CELLS time steps x units and RASTER_MAX_POINTS spikes; a
+    larger one is one image (a heat map) with the same rows and colours,
+    time in at most RASTER_MAX_BINS columns (a spike anywhere in a column's
+    steps marks it).  Decided by the network and its spikes, never WebGL:
+    the live charts load Plotly's cartesian bundle (``ui.live_plot``)."""
     total = int(sum(np.sum(a) for a in teacher_layers) + sum(np.sum(a) for a in student_layers))
     cells = sum(np.size(a) for a in teacher_layers) + sum(np.size(a) for a in student_layers)
     yticks, ytext, offset, blocks = [], [], 0, []
@@ -382,7 +386,7 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         ytext.append(name)
         offset += 2 * n + 1
     data = []
-    if total <= RASTER_MAX_POINTS:
+    if total <= RASTER_MAX_POINTS and cells <= RASTER_SVG_CELLS:
         rows = {"teacher": [], "student": []}
         for off, st_, ss in blocks:
             for spikes, base, label in ((st_, off, "teacher"), (ss, off + st_.shape[1], "student")):
@@ -391,20 +395,24 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         for label, color in (("teacher", TEACHER_COLOR), ("student", STUDENT_COLOR)):
             x = np.concatenate([r[0] for r in rows[label]]) if rows[label] else np.zeros(0)
             y = np.concatenate([r[1] for r in rows[label]]) if rows[label] else np.zeros(0)
-            data.append({"type": "scattergl" if cells > RASTER_SVG_CELLS else "scatter",
-                         "x": x, "y": y, "mode": "markers", "name": label,
+            data.append({"type": "scatter", "x": x, "y": y, "mode": "markers", "name": label,
                          "marker": {"symbol": "line-ns-open", "size": 9, "color": color,
                                     "line": {"width": 1.5, "color": color}}})
     else:
-        mats = []
+        steps = max(max(st_.shape[0], ss.shape[0]) for _, st_, ss in blocks)
+        k = -(-steps // RASTER_MAX_BINS)                    # steps per column
+        bins = -(-steps // k)
+        img = np.zeros((offset, bins), np.uint8)            # 0: none, 1: teacher, 2: student
         for off, st_, ss in blocks:
-            mats += [st_.T, ss.T, np.zeros((1, st_.shape[0]))]
-        img = np.concatenate(mats, 0)
-        k = max(1, img.shape[1] // 1000)
-        m = img.shape[1] // k * k
-        binned = img[:, :m].reshape(img.shape[0], -1, k).sum(-1).astype(np.int64)  # counts: sent as small ints
-        data.append({"type": "heatmap", "z": binned, "x": np.arange(binned.shape[1]) * k * dt * 1e3,
-                     "colorscale": "Greys", "showscale": False})
+            for spikes, base, code in ((st_, off, 1), (ss, off + st_.shape[1], 2)):
+                padded = np.zeros((bins * k, spikes.shape[1]), bool)
+                padded[:spikes.shape[0]] = spikes
+                fired = padded.reshape(bins, k, -1).any(1).T  # (units, bins)
+                img[base:base + spikes.shape[1]][fired] = code
+        x = (np.arange(bins) * k + (k - 1) / 2) * dt * 1e3  # column centres (ms)
+        data.append({"type": "heatmap", "z": img, "x": x, "y": np.arange(offset), "zmin": 0,
+                     "zmax": 2, "showscale": False, "hovertemplate": "%{x:.0f} ms<extra></extra>",
+                     "colorscale": [[0.0, "#ffffff"], [0.5, TEACHER_COLOR], [1.0, STUDENT_COLOR]]})
     return _spec("Spike rasters (held-out): teacher black, student red", 320, data,
                  axes={"xaxis": _title("time (ms)"),
                        "yaxis": {"tickvals": yticks, "ticktext": ytext, "autorange": "reversed",

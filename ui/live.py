@@ -112,7 +112,10 @@ class Rows:
         self._n = 0
 
     def extend(self, rows) -> None:
-        rows = np.asarray(rows, self._buf.dtype).reshape(-1, *self._buf.shape[1:])
+        """Append ``rows`` (n, *shape); a row of another shape is refused."""
+        rows = np.asarray(rows, self._buf.dtype)
+        if rows.shape[1:] != self._buf.shape[1:]:
+            raise ValueError(f"rows of shape {rows.shape[1:]} for a table of rows {self._buf.shape[1:]}")
         need = self._n + len(rows)
         if need > len(self._buf):
             grown = np.empty((max(need, 2 * len(self._buf)), *self._buf.shape[1:]), self._buf.dtype)
@@ -126,7 +129,8 @@ class Rows:
 
     @property
     def values(self) -> np.ndarray:
-        """The rows so far (a read-only view, valid until the next append)."""
+        """The rows so far: a read-only view that stays valid (appends only write
+        past it or into a new buffer), so a caller may keep it without the lock."""
         view = self._buf[:self._n]
         view.flags.writeable = False
         return view

@@ -1,5 +1,6 @@
-"""How many training steps one tick of play trains (no imports: the
-controls in ``ui.widgets`` and the runs in ``ui.live`` share it)."""
+"""The live pages' tick: its timer (:data:`TICK_S`) and how many training
+steps one tick of play trains (no imports: the pages, the controls in
+``ui.widgets`` and the runs in ``ui.live`` share it)."""
 from __future__ import annotations
 
 TICK_S = 0.3         # the live fragments' timer (st.fragment(run_every=...)) while playing

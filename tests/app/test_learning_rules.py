@@ -92,6 +92,14 @@ def test_rows_buffer_matches_concatenation():
     np.testing.assert_array_equal(rows.values, want)
     with pytest.raises(ValueError):
         rows.values[0, 0] = 1.0                            # a view the page cannot scribble on
+    with pytest.raises(ValueError, match="shape"):
+        rows.extend(np.zeros((2, 3)))                      # not reshaped into other rows
+    with pytest.raises(ValueError, match="shape"):
+        rows.append(np.zeros(10))
+    kept = rows.values
+    rows.extend(np.ones((5000, 5)))                        # a regrowth: the old view still holds
+    np.testing.assert_array_equal(kept, want)
+    assert len(rows) == len(want) + 5000
     ints = Rows((), np.int64)
     for s in range(300):
         ints.append(s)

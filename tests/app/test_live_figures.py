@@ -133,8 +133,8 @@ def test_long_trajectories_are_decimated_and_keep_their_extremes():
     tr = {"steps": steps, "traj": traj, "target": np.zeros(3, np.float32),
           "labels": ["a", "b", "c"], "bands": None, "n_total": 3}
     sent = _strict(to_json(F.trajectories_figure(tr, "t")))
-    lines = [t for t in sent["data"] if not t["name"].startswith("teacher")]
-    assert len(lines) == 3
+    lines = sent["data"]
+    assert [t["name"] for t in lines] == ["a", "b", "c"]     # the teacher's values are shapes
     for i, t in enumerate(lines):
         x, y = _array(t["x"]), _array(t["y"])
         assert 0 < y.size <= F.TRAJ_MAX_POINTS and x.size == y.size
@@ -171,23 +171,50 @@ def test_subplot_grids_are_plotlys():
 
 
 def test_charts_are_svg_unless_the_raster_is_large():
-    """Lines are SVG (decimated: a few thousand points at most); a raster
-    uses WebGL markers when it has more than RASTER_SVG_CELLS time bins x
-    units (the network decides, not the tick's spike count, so a chart never
-    flips between the two), and a binned heat map above RASTER_MAX_POINTS
-    spikes."""
+    """Lines are SVG (decimated: a few thousand points at most); a raster of
+    more than RASTER_SVG_CELLS time steps x units, or RASTER_MAX_POINTS
+    spikes, is an image (the network decides, not one tick's spikes, below
+    that count, so a chart does not flip from tick to tick); nothing is WebGL."""
     for name in ("loss", "membrane", "traj", "traj_bands", "neurons", "rules", "raster",
                  "n_trace", "n_phase", "n_resonance", "n_doublet"):
         assert {t["type"] for t in CASES[name]["data"]} == {"scatter"}, name
     assert {t["type"] for t in CASES["raster_heatmap"]["data"]} == {"heatmap"}
     wide = [RNG.random((2000, 20)) < 0.01]                # 80,000 cells, ~800 spikes
-    spec = F.raster_figure(1e-3, wide, wide, ["output"])
-    assert {t["type"] for t in spec["data"]} == {"scattergl"}
-    assert np.asarray(spec["data"][0]["x"]).size == int(wide[0].sum())   # every spike drawn
+    assert {t["type"] for t in F.raster_figure(1e-3, wide, wide, ["output"])["data"]} == {"heatmap"}
     busy = [RNG.random((1000, 10)) < 0.5]                 # 20,000 cells, ~10,000 spikes: SVG
-    assert {t["type"] for t in F.raster_figure(1e-3, busy, busy, ["o"])["data"]} == {"scatter"}
+    spec = F.raster_figure(1e-3, busy, busy, ["o"])
+    assert {t["type"] for t in spec["data"]} == {"scatter"}
+    assert np.asarray(spec["data"][0]["x"]).size == int(busy[0].sum())   # every spike drawn
     for name in ("loss", "membrane", "rules"):            # each line at most TRACE_MAX_POINTS
         assert all(np.size(t["x"]) <= F.TRACE_MAX_POINTS for t in CASES[name]["data"]), name
+
+
+def test_image_raster_marks_every_spike_in_its_row_and_column():
+    """The image raster has the marker raster's rows (per layer: teacher
+    units, then student units, then a blank row; a student wider than the
+    teacher) and marks cell (row, column) with 1 (teacher) or 2 (student)
+    exactly where a spike fell in that column's steps: checked against the
+    set of (unit, step // steps-per-column) of the spikes themselves."""
+    T = 4998                                              # 60,000 cells; 5 steps a column
+    teacher = [RNG.random((T, 3)) < 0.02, RNG.random((T, 2)) < 0.02]
+    student = [RNG.random((T, 5)) < 0.02, RNG.random((T, 2)) < 0.02]
+    spec = F.raster_figure(1e-3, teacher, student, ["hidden 1", "output"])
+    marks = F.raster_figure(1e-3, [a[:200, :] for a in teacher], [a[:200, :] for a in student],
+                            ["hidden 1", "output"])           # small: markers, same layout
+    assert spec["layout"]["yaxis"]["tickvals"] == marks["layout"]["yaxis"]["tickvals"]
+    (heat,) = spec["data"]
+    img, k = np.asarray(heat["z"]), 5
+    assert img.shape == (11 + 5, 1000) and set(np.unique(img)) <= {0, 1, 2}
+    np.testing.assert_allclose(np.asarray(heat["x"])[:2], [2.0, 7.0])   # column centres, ms
+    want = np.zeros_like(img)
+    offsets = [0, 11]                                     # 2 * max(3, 5) + 1 rows for hidden 1
+    for off, t_sp, s_sp in zip(offsets, teacher, student):
+        for spikes, base, code in ((t_sp, off, 1), (s_sp, off + t_sp.shape[1], 2)):
+            for step, unit in zip(*np.nonzero(spikes)):
+                want[base + unit, step // k] = code
+    np.testing.assert_array_equal(img, want)
+    sent = _strict(to_json(spec))["data"][0]
+    assert sent["z"]["dtype"] == "u1"                     # one byte a cell
 
 
 def test_decimation_ignores_nan_and_ends_at_the_last_point():
@@ -333,18 +360,30 @@ def test_neuron_panels_draw_the_response():
     plane's line breaks after each spike (the reset is a jump); the f marker
     stands at the neuron's frequency, up to the curve's peak; LIF has none."""
     t = np.arange(1000) * 1e-3
-    y = RNG.normal(size=1000)
+    x, y, kicks = RNG.normal(size=1000), RNG.normal(size=1000), RNG.random(1000)
     spikes = np.zeros(1000)
     spikes[[120, 640]] = 1.0
-    trace = _strict(to_json(F.trace_figure(t, y, y, spikes, np.zeros(1000), 1.0)))
+    trace = _strict(to_json(F.trace_figure(t, x, y, spikes, kicks, 1.0)))
     (marks,) = [tr for tr in trace["data"] if tr.get("mode") == "markers"]
     assert marks["name"] == "spikes (2)"
     np.testing.assert_allclose(_array(marks["x"]), [120.0, 640.0])
-    np.testing.assert_allclose(_array(marks["y"]), y[[120, 640]])
+    np.testing.assert_allclose(_array(marks["y"]), y[[120, 640]])      # on the voltage y
+    lines = {tr["name"]: _array(tr["y"]) for tr in trace["data"]}
+    np.testing.assert_allclose(lines["x = Re z"], x)
+    np.testing.assert_allclose(lines["y = Im z (voltage)"], y)
+    np.testing.assert_allclose(lines["input"], kicks)
     assert [tr.get("yaxis") for tr in trace["data"]] == ["y", "y", "y", "y2"]   # input below
-    phase = _strict(to_json(F.phase_figure(y, y, spikes, 1.0)))
-    line = _array(phase["data"][0]["y"])
-    assert line.size == 1002 and np.flatnonzero(np.isnan(line)).tolist() == [121, 642]
+    phase = _strict(to_json(F.phase_figure(x, y, spikes, 1.0)))
+    px, py = _array(phase["data"][0]["x"]), _array(phase["data"][0]["y"])
+    assert py.size == 1002 and np.flatnonzero(np.isnan(py)).tolist() == [121, 642]
+    np.testing.assert_allclose(px[~np.isnan(px)], x)                    # x across, y up
+    np.testing.assert_allclose(py[~np.isnan(py)], y)
+    np.testing.assert_allclose(_array(phase["data"][1]["x"]), x[[120, 640]])
+    lif = _strict(to_json(F.trace_figure(t, x, y, spikes, kicks, 1.0, "lif")))
+    assert lif["data"][0]["name"] == "x (input current)"
+    lif = _strict(to_json(F.phase_figure(x, y, spikes, 1.0, "lif")))
+    assert lif["layout"]["xaxis"]["title"]["text"] == "x (input current)"
+    assert lif["layout"]["yaxis"]["title"]["text"] == "y (voltage)"
     freqs = np.geomspace(0.5, 100, 80)
     res = _strict(to_json(F.resonance_figure(freqs, 2 * np.exp(-np.log(freqs / 10) ** 2), 10.0, 1.0)))
     np.testing.assert_allclose(_array(res["data"][1]["x"]), [10.0, 10.0])
@@ -372,3 +411,30 @@ def test_teacher_values_are_dashed_shapes_named_in_the_hover():
     assert max(sizes) <= F.TRAJ_CHART_POINTS // k
     few = dict(tr, traj=tr["traj"][:, :3], target=tr["target"][:3], labels=tr["labels"][:3], n_total=3)
     assert max(_array(t["y"]).size for t in F.trajectories_figure(few, "t")["data"]) > 300
+
+
+def test_live_charts_need_only_the_cartesian_bundle():
+    """The frames load Plotly's cartesian bundle, vendored at the plotly.js
+    version the pinned plotly package bundles; every live figure uses its
+    trace types only, and live_plot refuses any other type (Plotly would
+    silently draw nothing)."""
+    import re
+    from pathlib import Path
+
+    import plotly
+
+    from ui import live_plot as L
+
+    def version(path) -> str:
+        return re.search(r"plotly\.js.*? v(\d+\.\d+\.\d+)", Path(path).read_text()[:300]).group(1)
+
+    vendored = Path(L.__file__).parent / "live_plot_frontend" / "plotly-cartesian.min.js"
+    full = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    assert "(cartesian - minified)" in vendored.read_text()[:200]
+    assert version(vendored) == version(full)
+    for name, spec in CASES.items():
+        assert {t.get("type", "scatter") for t in spec["data"]} <= L.CARTESIAN_TRACES, name
+    with pytest.raises(ValueError, match="scattergl"):
+        L.live_plot({"data": [{"type": "scattergl", "x": [1]}]}, key="nope")
+    with pytest.raises(ValueError, match="scatter3d"):
+        L.live_plot(go.Figure(go.Scatter3d(x=[1], y=[1], z=[1])), key="nope")

@@ -155,8 +155,10 @@ def test_step_button_advances_and_fills_the_loss_chart():
     np.testing.assert_array_equal(x, np.arange(1, 41))
     assert f"{y[-1]:.3g}" == _metric(at, "Loss")
     # the weight trajectories grew one snapshot per step (initial + 40)
-    traj = [t for t in _spec(at, "ts_w0")["data"] if not t["name"].startswith("teacher")]
-    assert traj and all(_array(t["x"]).size == 41 for t in traj)
+    w0 = _spec(at, "ts_w0")
+    traj = w0["data"]          # one line per weight; the teacher's values are dashed shapes
+    assert len(traj) == len(w0["layout"]["shapes"]) == 40        # figure1: 20 inputs x 2 hidden
+    assert all(_array(t["x"]).size == 41 for t in traj)
 
     # the steps-per-tick knob sets the size of the next Step
     at.select_slider(key="spt").set_value(50).run()

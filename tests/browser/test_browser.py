@@ -100,6 +100,8 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
     zoomed = res.evaluate(PLOT_STATE_JS)
     assert zoomed["auto"] is False, zoomed
 
+    frames = [chart_frame(page, key) for key in NEURON_CHARTS]
+    drawn = [f.evaluate(PLOT_STATE_JS)["renders"] for f in frames]
     slider = page.get_by_role("slider", name=FREQ_LABEL)
     expect(slider).to_have_value("10")
     slider.focus()
@@ -107,9 +109,10 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
         page.keyboard.press("ArrowRight")
     expect(slider).to_have_value("11.5")
     expect(page).to_have_url(re.compile(r"[?&]f=11\.5\b"))
-    res.wait_for_function("n => Number(document.getElementById('plot').dataset.renders) > n",
-                          arg=zoomed["renders"], timeout=60_000)
     wait_idle(page)
+    for frame, n in zip(frames, drawn):       # every chart redrew (at f = 11.5 once idle)
+        frame.wait_for_function("n => Number(document.getElementById('plot').dataset.renders) > n",
+                                arg=n, timeout=60_000)
     assert_no_exception(page)
     after = neuron_chart_data(page)
     assert len(after) == 4 and len(after[0][1]) == 1000  # panel (a): y over 1 s

@@ -41,7 +41,7 @@ def _open_figure1(page: Page, app_url: str) -> None:
 def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
     plotly_fetches = []
     page.on("response", lambda r: plotly_fetches.append(r.url)
-            if r.url.endswith("/plotly.min.js") else None)
+            if re.search(r"/plotly(-cartesian)?\.min\.js$", r.url) else None)
     _open_figure1(page, app_url)
     # figure1 is the default preset, so the bound URL parameter is dropped; the controls show it
     # (expect retries: a loaded page under load had shown the field before its value, 2 runs in 9)
@@ -67,10 +67,15 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
     assert steps[-1] > step0 and len(set(steps)) >= 3, f"step counter did not keep rising: {steps}"
     assert frame.evaluate(READ_JS)["n"] > 0
     assert_no_exception(page)
-    # every live chart drew, from one fetch of Plotly.js (4.8 MB) for the whole visit
+    # every live chart drew, from one fetch of Plotly's cartesian bundle for the whole visit
     drawn = [f for f in page.frames if "live_plot/index.html" in f.url and f.evaluate(
         "() => Number((document.getElementById('plot') || {dataset: {}}).dataset.renders || 0)")]
     assert len(drawn) >= 4 and len(plotly_fetches) == 1, (len(drawn), plotly_fetches)
+    assert plotly_fetches[0].endswith("/plotly-cartesian.min.js"), plotly_fetches
+    from ui.live_plot import CARTESIAN_TRACES
+
+    traces = set(frame.evaluate("() => Object.keys(Plotly.PlotSchema.get().traces)"))
+    assert traces == CARTESIAN_TRACES, traces        # the cartesian bundle, not the full fallback
     page.screenshot(path=str(SHOTS / "teacher_student_playing.png"), full_page=True)
     page.get_by_role("button", name="Pause").click()
     wait_idle(page, settle_ms=800)
