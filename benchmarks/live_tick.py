@@ -22,25 +22,13 @@ import time
 import plotly.graph_objects as go
 
 from core.presets import get_preset
-from ui import figures
 from ui.live import LiveRun
 from ui.live_plot import to_json
 
 
 def tick_figures(run: LiveRun, snap: dict) -> list[dict]:
-    """The live figures of one Teacher--Student tick (pages/teacher_student.py)."""
-    cfg, hist = run.cfg, run.history
-    n = len(cfg.layers) - 1
-    names = [f"hidden {i + 1}" for i in range(n - 1)] + ["output"]
-    figs = [figures.ts_loss_figure(hist.loss_steps, hist.loss),
-            figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
-                                    snap["student"][-1]["y"][:, 0, 0], cfg.threshold)]
-    figs += [figures.trajectories_figure(run.matched_trajectories(i), names[i]) for i in range(n)]
-    if cfg.model == "rf":
-        figs += [figures.neuron_params_figure(run.neuron_trajectories(i), names[i]) for i in range(n)]
-    figs.append(figures.raster_figure(cfg.dt, [t["spikes"][:, 0] for t in snap["teacher"]],
-                                      [x["spikes"][:, 0] for x in snap["student"]], names))
-    return figs
+    """The live figures of one Teacher--Student tick (``LiveRun.panels``, as the page)."""
+    return [fig for fig, _ in run.panels(snap).values()]
 
 
 def main(argv=None) -> None:

@@ -97,32 +97,25 @@ def live_panels():
     silent = widgets.silent_teacher_text(cfg, snap["teacher"][-1]["spikes"])
     if silent:
         st.warning(silent, icon=":material/volume_off:")
+    panels = run.panels(snap)
+    names = run.layer_names()
+
+    def draw(key):
+        fig, height = panels[key]
+        live_plot(fig, key=key, height=height)
+
     left, right = st.columns(2)
     with left:
-        live_plot(figures.ts_loss_figure(hist.loss_steps, hist.loss), key="ts_loss", height=300)
+        draw("ts_loss")
     with right:
-        live_plot(figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
-                                          snap["student"][-1]["y"][:, 0, 0], cfg.threshold),
-                  key="ts_membrane", height=300)
-    n_layers = len(cfg.layers) - 1
-    names = [f"hidden {i + 1}" for i in range(n_layers - 1)] + ["output"]
-    cols = st.columns(min(n_layers, 3))
-    for i in range(n_layers):
-        with cols[i % len(cols)]:
-            live_plot(figures.trajectories_figure(run.matched_trajectories(i),
-                                                  f"Weights into {names[i]} (dashed: teacher)"),
-                      key=f"ts_w{i}", height=300 if cfg.layers[i] * cfg.layers[i + 1] <= 40 else 420)
-    neurons_move = bool({"omega", "b"} & set(cfg.learn))
-    neurons_differ = cfg.freq_range[0] != cfg.freq_range[1] or cfg.damping_range[0] != cfg.damping_range[1]
-    if cfg.model == "rf" and (neurons_move or neurons_differ):
-        cols = st.columns(min(n_layers, 3))
-        for i in range(n_layers):
+        draw("ts_membrane")
+    for group in ("ts_w", "ts_n"):                # a row of weight panels, then of f/b panels
+        keys = [k for k in panels if k.startswith(group)]
+        cols = st.columns(min(len(keys), 3)) if keys else []
+        for i, key in enumerate(keys):
             with cols[i % len(cols)]:
-                live_plot(figures.neuron_params_figure(run.neuron_trajectories(i), names[i]),
-                          key=f"ts_n{i}", height=280)
-    live_plot(figures.raster_figure(cfg.dt, [t["spikes"][:, 0] for t in snap["teacher"]],
-                                    [x["spikes"][:, 0] for x in snap["student"]], names),
-              key="ts_raster", height=320)
+                draw(key)
+    draw("ts_raster")
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"], "corr": v["corr"],
              "signed ε": v["signed"]}
             for i, layer in enumerate(snap["recovery"])
