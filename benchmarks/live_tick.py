@@ -28,7 +28,7 @@ from ui.live_plot import to_json
 
 def tick_figures(run: LiveRun, snap: dict) -> list[dict]:
     """The live figures of one Teacher--Student tick (``LiveRun.panels``, as the page)."""
-    return [fig for fig, _ in run.panels(snap).values()]
+    return [fig for _, fig, _ in run.panels(snap)]
 
 
 def main(argv=None) -> None:

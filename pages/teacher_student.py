@@ -97,11 +97,13 @@ def live_panels():
     silent = widgets.silent_teacher_text(cfg, snap["teacher"][-1]["spikes"])
     if silent:
         st.warning(silent, icon=":material/volume_off:")
-    panels = run.panels(snap)
+    panels = run.panels(snap)          # each figure is built as it is drawn
     names = run.layer_names()
+    n_layers = len(names)
 
-    def draw(key):
-        fig, height = panels[key]
+    def draw(expect: str) -> None:
+        key, fig, height = next(panels)
+        assert key == expect, (key, expect)
         live_plot(fig, key=key, height=height)
 
     left, right = st.columns(2)
@@ -109,12 +111,12 @@ def live_panels():
         draw("ts_loss")
     with right:
         draw("ts_membrane")
-    for group in ("ts_w", "ts_n"):                # a row of weight panels, then of f/b panels
-        keys = [k for k in panels if k.startswith(group)]
-        cols = st.columns(min(len(keys), 3)) if keys else []
-        for i, key in enumerate(keys):
-            with cols[i % len(cols)]:
-                draw(key)
+    for group, shown in (("ts_w", True), ("ts_n", run.shows_neuron_panels())):
+        if shown:                         # a row of weight panels, then of f/b panels
+            cols = st.columns(min(n_layers, 3))
+            for i in range(n_layers):
+                with cols[i % len(cols)]:
+                    draw(f"{group}{i}")
     draw("ts_raster")
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"], "corr": v["corr"],
              "signed ε": v["signed"]}

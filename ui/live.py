@@ -377,35 +377,40 @@ class LiveRun:
                     "precision": m["spike_precision"], "recall": m["spike_recall"],
                     "rate_error": m["rate_error"]}
 
-    def panels(self, snap: dict) -> dict:
+    def panels(self, snap: dict):
         """The Teacher--Student page's live figures for ``snap`` (:meth:`snapshot`),
-        in page order: chart key -> (figure dict, height).  Loss and membrane,
-        the weights into each layer, f and b of each layer's units (RF, when
-        they learn or differ between units), the rasters.  One list for the
-        page and ``benchmarks.live_tick``."""
+        in page order, each built when asked for (the page draws each one
+        before the next is built, as it always did): yields (chart key, figure
+        dict, height).  Loss and membrane, the weights into each layer, f and
+        b of each layer's units (RF, when they learn or differ between units),
+        the rasters.  One list for the page and ``benchmarks.live_tick``."""
         from ui import figures
 
         cfg, hist = self.cfg, self.history
         n = len(cfg.layers) - 1
         names = self.layer_names()
-        out = {"ts_loss": (figures.ts_loss_figure(hist.loss_steps, hist.loss), 300),
-               "ts_membrane": (figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
-                                                       snap["student"][-1]["y"][:, 0, 0],
-                                                       cfg.threshold), 300)}
+        yield "ts_loss", figures.ts_loss_figure(hist.loss_steps, hist.loss), 300
+        yield "ts_membrane", figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
+                                                     snap["student"][-1]["y"][:, 0, 0],
+                                                     cfg.threshold), 300
         for i in range(n):
-            out[f"ts_w{i}"] = (figures.trajectories_figure(
+            yield (f"ts_w{i}", figures.trajectories_figure(
                 self.matched_trajectories(i), f"Weights into {names[i]} (dashed: teacher)"),
                 300 if cfg.layers[i] * cfg.layers[i + 1] <= 40 else 420)
+        if self.shows_neuron_panels():
+            for i in range(n):
+                yield (f"ts_n{i}", figures.neuron_params_figure(self.neuron_trajectories(i),
+                                                                names[i]), 280)
+        yield "ts_raster", figures.raster_figure(cfg.dt, [t["spikes"][:, 0] for t in snap["teacher"]],
+                                                 [x["spikes"][:, 0] for x in snap["student"]],
+                                                 names), 320
+
+    def shows_neuron_panels(self) -> bool:
+        """f and b panels: RF units whose f or b learn, or differ between units."""
+        cfg = self.cfg
         moves = bool({"omega", "b"} & set(cfg.learn))
         differ = cfg.freq_range[0] != cfg.freq_range[1] or cfg.damping_range[0] != cfg.damping_range[1]
-        if cfg.model == "rf" and (moves or differ):
-            for i in range(n):
-                out[f"ts_n{i}"] = (figures.neuron_params_figure(self.neuron_trajectories(i),
-                                                                names[i]), 280)
-        out["ts_raster"] = (figures.raster_figure(cfg.dt, [t["spikes"][:, 0] for t in snap["teacher"]],
-                                                  [x["spikes"][:, 0] for x in snap["student"]],
-                                                  names), 320)
-        return out
+        return cfg.model == "rf" and (moves or differ)
 
     def layer_names(self) -> list[str]:
         n = len(self.cfg.layers) - 1
