@@ -173,11 +173,21 @@ def test_learning_rules_page_plays_live(page: Page, app_url: str):
     tag = frame.evaluate(TAG_JS)
     start = _step(page)
     page.get_by_role("button", name="Play").click()
-    seen, deadline = {start}, time.monotonic() + 40
+    played, early = time.monotonic(), []
+    seen, deadline = {start}, played + 40
     while time.monotonic() < deadline and len(seen) < 3:
         page.wait_for_timeout(800)
         seen.add(_step(page))
-        assert frame.evaluate(READ_JS)["tag"] == tag, "the alignment chart was remounted"
+        try:
+            now = frame.evaluate(READ_JS)
+        except PwError as e:   # once in the first 5 s of play: see the figure1 test above
+            assert "detached" in str(e) and time.monotonic() < played + 5 and not early, \
+                f"the alignment chart's frame was replaced (remounted) during play: {e}"
+            early.append(e)
+            frame = chart_frame(page, "rl_align")
+            tag = frame.evaluate(TAG_JS)
+            continue
+        assert now["tag"] == tag, "the alignment chart was remounted"
     assert len(seen) >= 3 and max(seen) > start, f"steps seen: {sorted(seen)}"
     assert_no_exception(page)
     names = frame.evaluate("() => document.getElementById('plot').data.map(t => t.name)")
