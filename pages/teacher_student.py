@@ -1,4 +1,6 @@
 """Teacher--Student: train a student live and watch it converge to the teacher."""
+from contextlib import nullcontext
+
 import pandas as pd
 import streamlit as st
 
@@ -97,27 +99,16 @@ def live_panels():
     silent = widgets.silent_teacher_text(cfg, snap["teacher"][-1]["spikes"])
     if silent:
         st.warning(silent, icon=":material/volume_off:")
-    panels = run.panels(snap)          # each figure is built as it is drawn
     names = run.layer_names()
     n_layers = len(names)
-
-    def draw(expect: str) -> None:
-        key, fig, height = next(panels)
-        assert key == expect, (key, expect)
-        live_plot(fig, key=key, height=height)
-
-    left, right = st.columns(2)
-    with left:
-        draw("ts_loss")
-    with right:
-        draw("ts_membrane")
+    slots = dict(zip(("ts_loss", "ts_membrane"), st.columns(2)))
     for group, shown in (("ts_w", True), ("ts_n", run.shows_neuron_panels())):
         if shown:                         # a row of weight panels, then of f/b panels
             cols = st.columns(min(n_layers, 3))
-            for i in range(n_layers):
-                with cols[i % len(cols)]:
-                    draw(f"{group}{i}")
-    draw("ts_raster")
+            slots.update((f"{group}{i}", cols[i % len(cols)]) for i in range(n_layers))
+    for key, fig, height in run.panels(snap):   # each figure is built as it is drawn
+        with slots.get(key, nullcontext()):       # the raster: below the rows
+            live_plot(fig, key=key, height=height)
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"], "corr": v["corr"],
              "signed ε": v["signed"]}
             for i, layer in enumerate(snap["recovery"])

@@ -380,8 +380,8 @@ class LiveRun:
     def panels(self, snap: dict):
         """The Teacher--Student page's live figures for ``snap`` (:meth:`snapshot`),
         in page order, each built when asked for (the page draws each one
-        before the next is built, as it always did): yields (chart key, figure
-        dict, height).  Loss and membrane, the weights into each layer, f and
+        before the next is built, placing it by its key): yields (chart key,
+        figure dict, height).  Loss and membrane, the weights into each layer, f and
         b of each layer's units (RF, when they learn or differ between units),
         the rasters.  One list for the page and ``benchmarks.live_tick``."""
         from ui import figures
