@@ -4,9 +4,8 @@ import pandas as pd
 import streamlit as st
 
 import core
-from ui import figures, resources, widgets
+from ui import figures, resources, ticks, widgets
 from ui.live_plot import live_plot
-from ui.ticks import TICK_S
 
 widgets.require_app_navigation()
 demo = widgets.demo_mode()
@@ -38,11 +37,12 @@ if controls["pause"] or rebuilt:
 if controls["step"]:
     run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("rl_playing", False)
+ticks.mark_full_run(st.session_state, "rl")       # this run draws; the ticks train
 
 
-@st.fragment(run_every=TICK_S if playing else None)
+@st.fragment(run_every=ticks.TICK_S if playing else None)
 def live_panels():
-    if st.session_state.get("rl_playing", False):
+    if ticks.is_tick(st.session_state, "rl") and st.session_state.get("rl_playing", False):
         run.advance(run.tick_steps(s.steps_per_tick))
     c = st.columns(3)
     c[0].metric("Step", run.step)

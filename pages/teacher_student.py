@@ -5,9 +5,8 @@ import pandas as pd
 import streamlit as st
 
 import core
-from ui import figures, resources, widgets
+from ui import figures, resources, ticks, widgets
 from ui.live_plot import live_plot
-from ui.ticks import TICK_S
 
 widgets.require_app_navigation()
 demo = widgets.demo_mode()
@@ -72,9 +71,13 @@ v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrog
 st.sidebar.plotly_chart(figures.surrogate_figure(v, g, cfg.surrogate, peak, area), key="ts_sg")
 
 
-@st.fragment(run_every=TICK_S if playing else None)
+ticks.mark_full_run(st.session_state, "ts")       # this run draws; the ticks train
+
+
+@st.fragment(run_every=ticks.TICK_S if playing else None)
 def live_panels():
-    if st.session_state.get("ts_playing", False) and not run.diverged:
+    if ticks.is_tick(st.session_state, "ts") and st.session_state.get("ts_playing", False) \
+            and not run.diverged:
         run.advance(run.tick_steps(s.steps_per_tick))
         if run.diverged:
             st.session_state["ts_playing"] = False

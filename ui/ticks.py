@@ -28,3 +28,24 @@ def tick_steps(choice, step_rate: float, playing: bool = True) -> int:
         return AUTO_MAX
     chunks = int(step_rate * AUTO_TRAIN_S // AUTO_QUANTUM)
     return min(max(chunks, 1) * AUTO_QUANTUM, AUTO_MAX)
+
+
+# Train only in the fragment's own runs (the ticks), never in the full-app run
+# that draws the fragment.  Streamlit (1.67) starts a queued fragment run by
+# clearing that fragment's deltas from the outgoing queue (AppSession._clear_queue)
+# but keeps the full run's script_finished; when a tick arrives while the full run
+# is still training, the full run's fragment deltas can be cleared before they are
+# sent, the browser then clears the charts as stale and the tick redraws them as
+# new elements: a remount (lost zoom, a flicker).  Seen in 4 of 8 Plays on a fresh
+# server, when Play's full run trained (~1.4 s, 2-5 ticks queued); a full run that
+# only draws ends before the first tick (TICK_S after its timer starts) is sent.
+def mark_full_run(state, page: str) -> None:
+    """In a live page's body (only full-app runs execute it), just before its
+    fragment: the coming fragment call is part of this full run."""
+    state[f"{page}_full_run"] = True
+
+
+def is_tick(state, page: str) -> bool:
+    """In the live fragment: True in a fragment run of its own (a tick, which
+    trains), False in the full run that drew it (consumes the mark)."""
+    return not state.pop(f"{page}_full_run", False)

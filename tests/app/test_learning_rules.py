@@ -67,6 +67,15 @@ def test_choosing_rules_rebuilds_and_empty_choice_is_an_error():
     assert len(at.error) == 1 and "rules" in at.error[0].value
 
 
+def test_play_draws_and_leaves_training_to_the_ticks():
+    at = _page()
+    at.button(key="rl_step").click().run()
+    at.button(key="rl_play").click().run()
+    _clean(at)
+    assert at.session_state["rl_playing"] and _metric(at, "Step") == "20"   # Step's 20 only
+    assert "rl_full_run" not in at.session_state
+
+
 def test_bad_hidden_width_names_the_field():
     at = _page()
     at.text_input(key="rl_sh").set_value("1").run()   # narrower than the teacher's 2

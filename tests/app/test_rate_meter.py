@@ -95,3 +95,15 @@ def test_runs_size_auto_ticks_from_their_own_meter():
     rules = RulesRun(cfg, ("bp", "fa", "kp", "wm"))
     rules.meter.train_rate = 4 * 800.0                  # student-steps/s over 4 rules
     assert rules.tick_steps(AUTO) == 160
+
+
+def test_only_the_fragments_own_runs_train():
+    from ui.ticks import is_tick, mark_full_run
+
+    state = {}
+    assert is_tick(state, "ts")                       # a fragment run of its own
+    mark_full_run(state, "ts")                        # a full run, about to call the fragment
+    assert not is_tick(state, "ts")                   # ... whose call draws only
+    assert is_tick(state, "ts") and is_tick(state, "ts")     # then the ticks train
+    mark_full_run(state, "rl")
+    assert is_tick(state, "ts") and not is_tick(state, "rl") and state == {}   # per page

@@ -173,6 +173,21 @@ def test_step_button_advances_and_fills_the_loss_chart():
 
 
 # ---- 3. restart vs continue knobs ------------------------------------------
+def test_play_draws_and_leaves_training_to_the_ticks():
+    """Play's full-app run draws the run as it is and trains nothing: the
+    fragment's own runs (the ticks, which AppTest never fires) train
+    (ui.ticks.mark_full_run says why)."""
+    at = _press_step(_page())
+    before = _step(at)
+    assert before > 0
+    at.button(key="ts_play").click().run()
+    _assert_clean(at)
+    assert at.session_state["ts_playing"] and _step(at) == before
+    assert "ts_full_run" not in at.session_state        # the fragment's call took the mark
+    x, _ = _trace(at, "ts_loss", "loss")
+    assert x.size > 0                                    # and drew the run's history
+
+
 def test_teacher_seed_restarts_and_learning_rate_continues():
     at = _page()
     _press_step(at)
