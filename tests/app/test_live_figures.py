@@ -8,6 +8,7 @@ built with ``add_hline`` and ``make_subplots``), plotly's own encoder
 input arrays themselves (decoded typed arrays must give back the values)."""
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -63,7 +64,7 @@ def _cases():
         "traj_bands": F.trajectories_figure(big, "Weights into hidden 1", height=420),
         "neurons": F.neuron_params_figure(nt, "hidden 1", height=280),
         "raster": F.raster_figure(1e-3, few, few, ["hidden 1", "output"]),
-        "raster_heatmap": F.raster_figure(1e-3, many, many, ["output"]),
+        "raster_image": F.raster_figure(1e-3, many, many, ["output"]),
         "rules": F.rules_figure(steps, rules, ["bp", "fa", "kp"], "Loss", "loss", log=True, smooth=10),
     }
 
@@ -178,9 +179,9 @@ def test_charts_are_svg_unless_the_raster_is_large():
     for name in ("loss", "membrane", "traj", "traj_bands", "neurons", "rules", "raster",
                  "n_trace", "n_phase", "n_resonance", "n_doublet"):
         assert {t["type"] for t in CASES[name]["data"]} == {"scatter"}, name
-    assert {t["type"] for t in CASES["raster_heatmap"]["data"]} == {"heatmap"}
+    assert {t["type"] for t in CASES["raster_image"]["data"]} == {"image"}
     wide = [RNG.random((2000, 20)) < 0.01]                # 80,000 cells, ~800 spikes
-    assert {t["type"] for t in F.raster_figure(1e-3, wide, wide, ["output"])["data"]} == {"heatmap"}
+    assert {t["type"] for t in F.raster_figure(1e-3, wide, wide, ["output"])["data"]} == {"image"}
     busy = [RNG.random((1000, 10)) < 0.5]                 # 20,000 cells, ~10,000 spikes: SVG
     spec = F.raster_figure(1e-3, busy, busy, ["o"])
     assert {t["type"] for t in spec["data"]} == {"scatter"}
@@ -202,10 +203,12 @@ def test_image_raster_marks_every_spike_in_its_row_and_column():
     marks = F.raster_figure(1e-3, [a[:200, :] for a in teacher], [a[:200, :] for a in student],
                             ["hidden 1", "output"])           # small: markers, same layout
     assert spec["layout"]["yaxis"]["tickvals"] == marks["layout"]["yaxis"]["tickvals"]
-    (heat,) = spec["data"]
-    img, k = np.asarray(heat["z"]), 5
+    (image,) = spec["data"]
+    img, k = _png_indices(image["source"]), 5
     assert img.shape == (11 + 5, 1000) and set(np.unique(img)) <= {0, 1, 2}
-    np.testing.assert_allclose(np.asarray(heat["x"])[:2], [2.0, 7.0])   # column centres, ms
+    # column j is centred on steps j*k .. j*k + k-1: (j*k + (k-1)/2) ms at dt = 1 ms
+    assert (image["x0"], image["dx"], image["y0"], image["dy"]) == (2.0, 5.0, 0, 1)
+    assert spec["layout"]["yaxis"]["scaleanchor"] is False     # fills the chart, not square cells
     want = np.zeros_like(img)
     offsets = [0, 11]                                     # 2 * max(3, 5) + 1 rows for hidden 1
     for off, t_sp, s_sp in zip(offsets, teacher, student):
@@ -214,7 +217,35 @@ def test_image_raster_marks_every_spike_in_its_row_and_column():
                 want[base + unit, step // k] = code
     np.testing.assert_array_equal(img, want)
     sent = _strict(to_json(spec))["data"][0]
-    assert sent["z"]["dtype"] == "u1"                     # one byte a cell
+    assert len(sent["source"]) < img.size // 4             # compressed, not a byte a cell
+
+
+def _png_indices(uri: str, palette=None) -> np.ndarray:
+    """Decode a PNG data URI with Pillow (an independent decoder): its palette
+    indices, checking the palette's colours when given (else the raster's)."""
+    import io
+
+    from PIL import Image
+
+    head, b64 = uri.split(",", 1)
+    assert head == "data:image/png;base64"
+    im = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert im.mode == "P"
+    colours = np.array(im.getpalette()[:3 * len(palette or F.RASTER_PALETTE)]).reshape(-1, 3)
+    want = [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in (palette or F.RASTER_PALETTE)]
+    np.testing.assert_array_equal(colours, want)
+    return np.asarray(im)
+
+
+def test_png_data_uri_round_trips_through_pillow():
+    palette = ("#000000", "#ff8000", "#00ffff", "#123456")
+    for shape in ((1, 1), (3, 7), (257, 1000)):
+        idx = RNG.integers(0, len(palette), shape).astype(np.uint8)
+        np.testing.assert_array_equal(_png_indices(F.png_data_uri(idx, palette), palette), idx)
+    with pytest.raises(ValueError, match="4 colours"):
+        F.png_data_uri(np.full((2, 2), 4, np.uint8), palette)     # an index past the palette
+    with pytest.raises(ValueError):
+        F.png_data_uri(np.zeros((0, 5), np.uint8), palette)
 
 
 def test_decimation_ignores_nan_and_ends_at_the_last_point():

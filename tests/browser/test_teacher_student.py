@@ -128,6 +128,24 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
     assert _step(page) == paused, "training continued after Pause"
 
 
+def test_a_large_raster_is_one_png_image(page: Page, app_url: str):
+    """Above RASTER_SVG_CELLS the raster is a palette PNG in Plotly's image trace:
+    Chromium decodes it to the raster's cells (figure1 with 100 hidden units:
+    300 steps x (2 x 100 + 1 + 2 x 1 + 1) rows, one column a step)."""
+    page.goto(f"{app_url}/teacher_student?L=20-100-1")
+    wait_idle(page, settle_ms=800)
+    assert_no_exception(page)
+    frame = chart_frame(page, "ts_raster")
+    got = frame.evaluate("""async () => {
+      const el = document.getElementById('plot');
+      const img = el.querySelectorAll('.imagelayer image');
+      const src = img.length ? img[0].getAttribute('href') : '';
+      const im = new Image(); im.src = src; await im.decode();
+      return {types: el._fullData.map(t => t.type), n: img.length, png: src.startsWith('data:image/png'),
+              w: im.naturalWidth, h: im.naturalHeight}; }""")
+    assert got == {"types": ["image"], "n": 1, "png": True, "w": 300, "h": 204}, got
+
+
 def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
     page.goto(f"{app_url}/teacher_student?p=single-neuron")
     wait_idle(page, settle_ms=800)
