@@ -185,12 +185,6 @@ def _line(x, y, name: str, color: str, width: float = 1.5, dash: str | None = No
             "name": name, "line": line, **kw}
 
 
-def _flat(x0: float, x1: float, y: float, name: str, color: str, **kw) -> dict:
-    """The teacher's value as a dashed line from ``x0`` to ``x1``."""
-    return _line(np.array([x0, x1], np.float64), np.array([y, y], np.float64), name, color,
-                 width=1, dash="dash", showlegend=False, **kw)
-
-
 # ---- Neuron page: figure dicts, as the live figures above ----------------------
 # Every slider move redraws all four panels; as graph_objects they cost
 # ~90 ms to build, ~100x the neuron's own computation (~1 ms).  As dicts drawn by
@@ -341,21 +335,57 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
 
 
 def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
-    """Frequency f and damping b of matched units over training, teacher dashed."""
+    """Frequency f and damping b of matched units over training (solid lines)
+    and the teacher's (dashed line shapes of the same colour; the hover names
+    them).
+
+    ``nt`` as returned by ``LiveRun.neuron_trajectories``: for a wide layer
+    it holds a chosen subset of units (``units``) plus ``bands``, the 10/50/90
+    percentiles of f - f* and b - b* over *all* units, drawn below (a line
+    per unit of medium's 256 was 1024 traces, 342 kB a tick).
+    """
     steps = np.asarray(nt["steps"])
     last = max(int(steps[-1]) if len(steps) else 1, 1)
-    data = []
-    for j in range(nt["f"].shape[1]):
+    k = np.shape(nt["f"])[1]
+    units = nt.get("units", range(k))
+    bands = nt.get("bands")
+    per_line = int(np.clip(TRAJ_CHART_POINTS // max(2 * k, 1), 100, TRAJ_MAX_POINTS))
+    data, shapes = [], []
+    for j, unit in enumerate(units):
         color = PALETTE[j % len(PALETTE)]
-        for axis, key in (("", "f"), ("2", "b")):
+        for axis, key, unit_txt in (("", "f", "Hz"), ("2", "b", "1/s")):
+            x, y = decimate(steps, np.asarray(nt[key][:, j]), per_line)
+            target = float(nt[f"{key}_target"][j])
+            data.append(_line(x, y, f"unit {unit}", color, showlegend=False,
+                              hovertemplate=f"step %{{x}}<br>unit {unit}: {key} = %{{y:.4g}} "
+                                            f"{unit_txt}<br>teacher {target:.4g}<extra></extra>",
+                              xaxis=f"x{axis}", yaxis=f"y{axis}"))
+            shapes.append({"type": "line", "xref": f"x{axis}", "x0": 0, "x1": last,
+                           "yref": f"y{axis}", "y0": target, "y1": target,
+                           "line": {"color": color, "dash": "dash", "width": 1}})
+    axes = {}
+    title = f"Neurons of {layer_name} (dashed: teacher)"
+    if bands is None:
+        grid = _grid(1, 2, subplot_titles=("f (Hz)", "b (1/s)"))
+        axes.update(xaxis=_title("step"), xaxis2=_title("step"))
+    else:
+        grid = _grid(2, 2, shared_xaxes=True, row_heights=(0.62, 0.38), vertical_spacing=0.1,
+                     subplot_titles=("f (Hz)", "b (1/s)", "f − f* (all units)", "b − b* (all units)"))
+        for axis, key in (("3", "f"), ("4", "b")):
             on = {"xaxis": f"x{axis}", "yaxis": f"y{axis}"}
-            x, y = decimate(steps, np.asarray(nt[key][:, j]), TRAJ_MAX_POINTS)
-            data += [_line(x, y, f"unit {j}", color, showlegend=False, **on),
-                     _flat(0, last, nt[f"{key}_target"][j], f"teacher unit {j}", color, **on)]
-    grid = _grid(1, 2, subplot_titles=("f (Hz)", "b (1/s)"))
-    return _spec(f"Neurons of {layer_name} (dashed: teacher)", height, data, grid,
-                 {"xaxis": _title("step"), "xaxis2": _title("step")},
-                 margin=dict(l=55, r=15, t=70, b=45))
+            b = np.asarray(bands[key])
+            idx = np.unique(np.concatenate([decimate_index(r, TRAJ_MAX_POINTS // 3) for r in b]))
+            x = steps[idx]
+            p10, p50, p90 = b[:, idx]
+            data += [_line(x, p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on),
+                     _line(x, p10, f"10–90 % of {key} − {key}*", Y_COLOR, width=0, showlegend=False,
+                           fill="tonexty", fillcolor="rgba(58,95,205,0.2)", **on),
+                     _line(x, p50, f"median of {key} − {key}*", Y_COLOR, width=2, showlegend=False,
+                           **on)]
+            shapes.append(_hline(0.0, axis)[0])
+            axes[f"xaxis{axis}"] = _title("step")
+        title += f"; {k} of {nt['n_total']} units shown"
+    return _spec(title, height, data, grid, axes, shapes, margin=dict(l=55, r=15, t=70, b=45))
 
 
 def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:

@@ -348,8 +348,12 @@ class LiveRun:
         return {"steps": np.asarray(self.history.steps), "traj": flat[:, idx], "target": tflat[idx],
                 "labels": labels, "bands": bands, "n_total": int(tflat.size)}
 
-    def neuron_trajectories(self, layer: int) -> dict:
-        """f (Hz) and b (1/s) of ``layer``'s matched units over training."""
+    def neuron_trajectories(self, layer: int, max_units: int = 16) -> dict:
+        """f (Hz) and b (1/s) of ``layer``'s matched units over training, and
+        the teacher's: steps (S,), f and b (S, k), f_target and b_target (k,),
+        units (their indices); for a layer wider than ``max_units``, k of
+        them evenly chosen plus ``bands``: the 10/50/90 percentiles of f - f*
+        and b - b* over all units at each step."""
         teacher = self.exp.task.teacher
         cols = match(self.exp.state.params, teacher)[layer]
         dt = float(self.cfg.dt)
@@ -357,7 +361,15 @@ class LiveRun:
         b = np.stack([x[layer][cols] for x in self.history.b])
         tf = np.asarray(omega_of(np.asarray(teacher[layer].phi), dt)) / (2 * np.pi)
         tb = np.asarray(damping_of(np.asarray(teacher[layer].rho)))
-        return {"steps": np.asarray(self.history.steps), "f": f, "b": b, "f_target": tf, "b_target": tb}
+        units = np.arange(tf.size)
+        bands = None
+        if tf.size > max_units:
+            units = np.linspace(0, tf.size - 1, max_units).astype(int)
+            bands = {"f": np.percentile(f - tf, [10, 50, 90], axis=1),
+                     "b": np.percentile(b - tb, [10, 50, 90], axis=1)}
+        return {"steps": np.asarray(self.history.steps), "f": f[:, units], "b": b[:, units],
+                "f_target": tf[units], "b_target": tb[units], "units": units, "bands": bands,
+                "n_total": int(tf.size)}
 
     def heldout(self, index: int = 0):
         """Student and teacher traces of every layer on held-out input."""
@@ -399,8 +411,9 @@ class LiveRun:
                 300 if cfg.layers[i] * cfg.layers[i + 1] <= 40 else 420)
         if self.shows_neuron_panels():
             for i in range(n):
-                yield (f"ts_n{i}", figures.neuron_params_figure(self.neuron_trajectories(i),
-                                                                names[i]), 280)
+                nt = self.neuron_trajectories(i)
+                yield (f"ts_n{i}", figures.neuron_params_figure(nt, names[i]),
+                       280 if nt["bands"] is None else 420)
         yield "ts_raster", figures.raster_figure(cfg.dt, [t["spikes"][:, 0] for t in snap["teacher"]],
                                                  [x["spikes"][:, 0] for x in snap["student"]],
                                                  names), 320

@@ -29,6 +29,17 @@ def _strict(text: str):
     return json.loads(text, parse_constant=bad)
 
 
+STEPS = np.arange(0, 6001, 3)
+NT = {"steps": STEPS, "f": RNG.normal(10, 1, size=(STEPS.size, 3)),
+      "b": RNG.normal(-30, 3, size=(STEPS.size, 3)), "f_target": np.array([9.5, 10.0, 11.0]),
+      "b_target": np.array([-35.0, -30.0, -20.0])}
+NT_WIDE = {**NT, "f": NT["f"][:, [0, 1, 2, 0]], "b": NT["b"][:, [0, 1, 2, 0]],   # 4 of 30 units
+           "f_target": np.array([9.5, 10.0, 11.0, 9.0]), "b_target": np.array([-35.0, -30.0, -20.0, -5.0]),
+           "units": np.array([0, 9, 19, 29]), "n_total": 30,
+           "bands": {"f": np.sort(RNG.normal(size=(3, STEPS.size)), 0),
+                     "b": np.sort(RNG.normal(size=(3, STEPS.size)), 0)}}
+
+
 def _cases():
     steps = np.arange(0, 6001, 3)                       # 2001 snapshots, int64
     s = steps.size
@@ -38,8 +49,6 @@ def _cases():
             "target": RNG.normal(size=6).astype(np.float32), "labels": [f"w{i}" for i in range(6)],
             "bands": None, "n_total": 6}
     big = dict(traj, bands=RNG.normal(size=(3, s)), n_total=600)
-    nt = {"steps": steps, "f": RNG.normal(size=(s, 3)), "b": RNG.normal(size=(s, 3)),
-          "f_target": RNG.normal(size=3), "b_target": np.array([np.nan, 1.0, 2.0])}
     few = [RNG.random((400, 3)) < 0.05, RNG.random((400, 1)) < 0.05]
     many = [RNG.random((2500, 100)) < 0.5]               # 125k spikes each: the heat map
     rules = np.abs(RNG.normal(size=(s, 3)))
@@ -62,7 +71,8 @@ def _cases():
         "membrane": F.membrane_figure(1e-3, RNG.normal(size=5000), RNG.normal(size=5000), 1.0),
         "traj": F.trajectories_figure(traj, "Weights into output"),
         "traj_bands": F.trajectories_figure(big, "Weights into hidden 1", height=420),
-        "neurons": F.neuron_params_figure(nt, "hidden 1", height=280),
+        "neurons": F.neuron_params_figure(NT, "hidden 1", height=280),
+        "neurons_bands": F.neuron_params_figure(NT_WIDE, "hidden 1", height=420),
         "raster": F.raster_figure(1e-3, few, few, ["hidden 1", "output"]),
         "raster_image": F.raster_figure(1e-3, many, many, ["output"]),
         "rules": F.rules_figure(steps, rules, ["bp", "fa", "kp"], "Loss", "loss", log=True, smooth=10),
@@ -307,10 +317,33 @@ def test_layouts_match_plotlys_own_api():
     assert _layout_without_template(CASES["membrane"]) == _layout_without_template(ref)
 
     ref = make_subplots(rows=1, cols=2, subplot_titles=("f (Hz)", "b (1/s)"))
+    last = int(NT["steps"][-1])
+    for j in range(3):                                 # the teacher's f and b, dashed
+        for col, key in ((1, "f"), (2, "b")):
+            ref.add_shape(type="line", x0=0, x1=last, y0=NT[f"{key}_target"][j],
+                          y1=NT[f"{key}_target"][j], line=dict(color=F.PALETTE[j], dash="dash",
+                                                               width=1), row=1, col=col)
     ref.update_xaxes(title_text="step")
     look(ref, "Neurons of hidden 1 (dashed: teacher)", 280)
     ref.update_layout(margin=dict(t=70))
     assert _layout_without_template(CASES["neurons"]) == _layout_without_template(ref)
+
+    ref = make_subplots(rows=2, cols=2, shared_xaxes=True, row_heights=[0.62, 0.38],
+                        vertical_spacing=0.1, subplot_titles=("f (Hz)", "b (1/s)",
+                                                              "f − f* (all units)", "b − b* (all units)"))
+    last = int(NT_WIDE["steps"][-1])
+    for j in range(len(NT_WIDE["units"])):
+        for col, key in ((1, "f"), (2, "b")):
+            ref.add_shape(type="line", x0=0, x1=last, y0=NT_WIDE[f"{key}_target"][j],
+                          y1=NT_WIDE[f"{key}_target"][j], line=dict(color=F.PALETTE[j], dash="dash",
+                                                                    width=1), row=1, col=col)
+    for col in (1, 2):
+        ref.add_trace(go.Scatter(x=[0], y=[0]), 2, col)   # add_hline skips a subplot without data
+        ref.add_hline(y=0.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1), row=2, col=col)
+        ref.update_xaxes(title_text="step", row=2, col=col)
+    look(ref, "Neurons of hidden 1 (dashed: teacher); 4 of 30 units shown", 420)
+    ref.update_layout(margin=dict(t=70))
+    assert _layout_without_template(CASES["neurons_bands"]) == _layout_without_template(ref)
 
     steps = np.arange(0, 6001, 3)
     target = np.array([0.5, -1.25, 2.0])
@@ -469,3 +502,56 @@ def test_live_charts_need_only_the_cartesian_bundle():
         L.live_plot({"data": [{"type": "scattergl", "x": [1]}]}, key="nope")
     with pytest.raises(ValueError, match="scatter3d"):
         L.live_plot(go.Figure(go.Scatter3d(x=[1], y=[1], z=[1])), key="nope")
+
+
+def test_neuron_panels_draw_each_unit_and_the_bands_of_all():
+    """A wide layer's f/b chart: one line per chosen unit on f (x, y) and b
+    (x2, y2) with its data and the teacher's value in the hover, the
+    teacher's values as dashed shapes of the line's colour, and the 10/50/90
+    bands of all units on x3/y3 (f) and x4/y4 (b), sampled at shared steps."""
+    spec = CASES["neurons_bands"]
+    lines = [t for t in spec["data"] if t["xaxis"] in ("x", "x2")]
+    assert len(lines) == 8 and len(spec["layout"]["shapes"]) == 8 + 2
+    for j, unit in enumerate(NT_WIDE["units"]):
+        for t, key, axis, shape in zip(lines[2 * j:2 * j + 2], "fb", ("", "2"),
+                                       spec["layout"]["shapes"][2 * j:2 * j + 2]):
+            assert (t["xaxis"], t["yaxis"], t["name"]) == (f"x{axis}", f"y{axis}", f"unit {unit}")
+            x, y = np.asarray(t["x"]), np.asarray(t["y"])
+            assert x.size <= F.TRAJ_MAX_POINTS
+            np.testing.assert_array_equal(y, NT_WIDE[key][np.searchsorted(STEPS, x), j])
+            target = NT_WIDE[f"{key}_target"][j]
+            assert f"teacher {target:.4g}" in t["hovertemplate"]
+            assert (shape["yref"], shape["y0"], shape["y1"]) == (f"y{axis}", target, target)
+            assert shape["line"]["color"] == t["line"]["color"] == F.PALETTE[j % len(F.PALETTE)]
+    for axis, key in (("3", "f"), ("4", "b")):
+        p90, p10, p50 = [t for t in spec["data"] if t["xaxis"] == f"x{axis}"]
+        assert p10["fill"] == "tonexty" and p50["yaxis"] == f"y{axis}"
+        x = np.asarray(p10["x"])
+        idx = np.searchsorted(STEPS, x)
+        for t, row in ((p10, 0), (p50, 1), (p90, 2)):
+            np.testing.assert_array_equal(np.asarray(t["x"]), x)
+            np.testing.assert_array_equal(np.asarray(t["y"]), NT_WIDE["bands"][key][row, idx])
+    assert spec["layout"]["title"]["text"].endswith("4 of 30 units shown")
+
+
+def test_a_wide_layers_neurons_are_a_subset_plus_bands_of_all_units():
+    import dataclasses
+
+    import core
+    from ui.live import LiveRun
+
+    cfg = dataclasses.replace(core.get_preset("figure1-neurons"), layers=(20, 12, 1))
+    run = LiveRun(cfg)
+    run.advance(20)
+    full, part = run.neuron_trajectories(0, max_units=100), run.neuron_trajectories(0, max_units=5)
+    assert full["bands"] is None and full["f"].shape[1] == part["n_total"] == 12
+    np.testing.assert_array_equal(part["units"], [0, 2, 5, 8, 11])      # evenly across the layer
+    for key in ("f", "b"):
+        np.testing.assert_array_equal(part[key], full[key][:, part["units"]])
+        np.testing.assert_array_equal(part[f"{key}_target"], full[f"{key}_target"][part["units"]])
+        err = full[key] - full[f"{key}_target"]                          # every unit, every step
+        assert err.shape[0] == len(run.history.steps) > 1
+        np.testing.assert_allclose(part["bands"][key][1], np.median(err, axis=1))
+        assert np.all(part["bands"][key][0] <= part["bands"][key][1])
+        assert np.all(part["bands"][key][1] <= part["bands"][key][2])
+        np.testing.assert_allclose(part["bands"][key][2], np.percentile(err, 90, axis=1))
