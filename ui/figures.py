@@ -291,7 +291,8 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
 
     ``tr`` as returned by ``LiveRun.matched_trajectories``.  For big layers
     it holds a chosen subset of lines plus ``bands``: the 10/50/90
-    percentiles of (student - teacher) over *all* weights, drawn below.
+    percentiles of (student - teacher) over all weights (or ``band_of`` of
+    them spread evenly through a large matrix), drawn below.
     Long histories are min/max decimated to ``TRAJ_MAX_POINTS`` per line, or
     fewer when there are many lines (``TRAJ_CHART_POINTS`` in all, at least
     100 per line).
@@ -329,7 +330,9 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
                  _line(x, p50, "median of (w − w*)", Y_COLOR, width=2, **on2)]
         shape, _ = _hline(0.0, "2")
         shapes.append(shape)
-        axes.update(yaxis2=_title("w − w* (all)"), xaxis2=_title("step"))
+        over = ("all" if tr.get("band_of", tr["n_total"]) >= tr["n_total"]
+                else f"{tr['band_of']} spread over all")
+        axes.update(yaxis2=_title(f"w − w* ({over})"), xaxis2=_title("step"))
         title = f"{title}; {len(target)} of {tr['n_total']} shown"
     return _spec(title, height, data, grid, axes, shapes, showlegend=False)
 

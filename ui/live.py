@@ -40,7 +40,10 @@ def _damping_np(rho):
 
 
 CHUNK = 10
-MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this
+MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this ...
+HISTORY_BYTES = 64 * 2**20   # ... or beyond this many bytes of them (one visitor's run) ...
+MIN_SNAPSHOTS = 32   # ... but never fewer (a very wide network: 32 x its parameters)
+BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at most
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
@@ -93,12 +96,28 @@ class History:
     omega: list = field(default_factory=list)      # per snapshot: list of (n,) rad/s
     b: list = field(default_factory=list)
 
+    max_snapshots: int = MAX_HISTORY                # set from a snapshot's size (snapshot_budget)
+
     def thin(self):
-        if len(self.steps) > MAX_HISTORY:
+        """Every other snapshot (the latest kept) once there are more than
+        ``max_snapshots``; every other loss beyond 4 x MAX_HISTORY."""
+        if len(self.steps) > self.max_snapshots:
             for name in ("steps", "weights", "omega", "b"):
-                setattr(self, name, getattr(self, name)[::2])
+                setattr(self, name, _halve(getattr(self, name)))
         if len(self.loss) > 4 * MAX_HISTORY:
-            self.loss, self.loss_steps = self.loss[::2], self.loss_steps[::2]
+            self.loss, self.loss_steps = _halve(self.loss), _halve(self.loss_steps)
+
+
+def _halve(rows: list) -> list:
+    """Every other row from the first, and the last (the current step's)."""
+    return rows[::2] if len(rows) % 2 else rows[::2] + rows[-1:]
+
+
+def snapshot_budget(snapshot_bytes: int) -> int:
+    """Snapshots a run keeps: MAX_HISTORY, or fewer when that many would pass
+    HISTORY_BYTES (``medium``, 217 kB a snapshot: 309 rather than 4000, which
+    were 870 MB a visitor), never under MIN_SNAPSHOTS."""
+    return int(np.clip(HISTORY_BYTES // max(snapshot_bytes, 1), MIN_SNAPSHOTS, MAX_HISTORY))
 
 
 class Rows:
@@ -249,6 +268,7 @@ class LiveRun:
                 for i in range(done):
                     self._record([type(lp)(*(a[i] for a in arrays))
                                   for lp, arrays in zip(out.params, snaps)], before + i + 1)
+                self.history.thin()        # per chunk: a long tick stays within the budget
                 if done == 0:
                     break
             done_total = int(state.step) - start
@@ -267,6 +287,10 @@ class LiveRun:
         self.history.weights.append([np.asarray(lp.w) for lp in params])
         self.history.omega.append([_omega_np(np.asarray(lp.phi), dt) for lp in params])
         self.history.b.append([_damping_np(np.asarray(lp.rho)) for lp in params])
+        if len(self.history.steps) == 1:            # the first: every snapshot is this size
+            size = sum(a.nbytes for name in ("weights", "omega", "b")
+                       for a in getattr(self.history, name)[0])
+            self.history.max_snapshots = snapshot_budget(size)
 
     # ---- run store ------------------------------------------------------
     def save(self, store, name: str = "", tags=()) -> str:
@@ -329,24 +353,37 @@ class LiveRun:
         teacher's (current matching), and the teacher's values.
 
         Returns steps (S,), traj (S, k), target (k,), labels, and for big
-        layers the 10/50/90 percentile bands of (student - teacher).
+        layers the 10/50/90 percentile bands of (student - teacher): over
+        every weight, or over BAND_SAMPLE of them evenly spread through the
+        matrix when it has more (``band_of``: how many).  Only the drawn
+        weights are read from each snapshot (medium's 51,200-weight layer,
+        309 snapshots: stacking them all and taking percentiles over all
+        cost 0.5-2 s a tick).
         """
         teacher = self.exp.task.teacher
         perms = match(self.exp.state.params, teacher)
-        rows = None if layer == 0 else perms[layer - 1]
-        cols = perms[layer]
         target = np.asarray(teacher[layer].w)
-        ws = np.stack([w[layer] if rows is None else w[layer][rows] for w in self.history.weights])
-        ws = ws[:, :, cols]                                  # (S, n_in_t, n_out_t)
-        flat, tflat = ws.reshape(len(ws), -1), target.reshape(-1)
+        n_in, n_out = target.shape
+        rows = np.arange(n_in) if layer == 0 else np.asarray(perms[layer - 1])
+        cols = np.asarray(perms[layer])
+        tflat = target.reshape(-1)
+
+        def gather(flat_idx):           # (S, len(flat_idx)) of the matched weights
+            r, c = rows[flat_idx // n_out], cols[flat_idx % n_out]
+            return np.stack([w[layer][r, c] for w in self.history.weights])
+
         idx = np.arange(tflat.size)
         if tflat.size > max_lines:
             idx = np.linspace(0, tflat.size - 1, max_lines).astype(int)
-        labels = [f"w{layer}[{i // target.shape[1]}→{i % target.shape[1]}]" for i in idx]
-        err = flat - tflat
-        bands = np.percentile(err, [10, 50, 90], axis=1) if tflat.size > max_lines else None
-        return {"steps": np.asarray(self.history.steps), "traj": flat[:, idx], "target": tflat[idx],
-                "labels": labels, "bands": bands, "n_total": int(tflat.size)}
+        labels = [f"w{layer}[{i // n_out}→{i % n_out}]" for i in idx]
+        bands, band_of = None, 0
+        if tflat.size > max_lines:
+            pick = np.arange(tflat.size)
+            if tflat.size > BAND_SAMPLE:
+                pick = np.linspace(0, tflat.size - 1, BAND_SAMPLE).astype(int)
+            bands, band_of = np.percentile(gather(pick) - tflat[pick], [10, 50, 90], axis=1), pick.size
+        return {"steps": np.asarray(self.history.steps), "traj": gather(idx), "target": tflat[idx],
+                "labels": labels, "bands": bands, "band_of": band_of, "n_total": int(tflat.size)}
 
     def neuron_trajectories(self, layer: int, max_units: int = 16) -> dict:
         """f (Hz) and b (1/s) of ``layer``'s matched units over training, and

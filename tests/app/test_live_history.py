@@ -1,0 +1,97 @@
+"""The live run's snapshot history: bounded in bytes, thinned without losing
+the current step, and the kept snapshots are the ones trained at those steps."""
+from __future__ import annotations
+
+import numpy as np
+
+import core
+from ui import live
+from ui.live import LiveRun, _halve, snapshot_budget
+
+
+def _snapshot_bytes(run: LiveRun) -> int:
+    h = run.history
+    return sum(a.nbytes for name in ("weights", "omega", "b") for a in getattr(h, name)[-1])
+
+
+def test_the_budget_is_bytes_over_a_snapshots_size_within_bounds():
+    medium = LiveRun(core.get_preset("medium"))
+    # 200x256 + 256x10 weights, f and b of 266 units, all float32
+    size = (200 * 256 + 256 * 10 + 2 * (256 + 10)) * 4
+    assert _snapshot_bytes(medium) == size
+    assert medium.history.max_snapshots == live.HISTORY_BYTES // size == 309
+    assert snapshot_budget(100) == live.MAX_HISTORY                     # small nets: as before
+    assert snapshot_budget(4096 * 4096 * 4) == live.MIN_SNAPSHOTS       # never none
+
+
+def test_halving_keeps_the_first_and_the_last():
+    assert _halve(list(range(7))) == [0, 2, 4, 6]
+    assert _halve(list(range(8))) == [0, 2, 4, 6, 7]
+
+
+def test_a_thinned_history_holds_the_snapshots_of_its_steps(monkeypatch):
+    cfg = core.get_preset("figure1")
+    full = LiveRun(cfg)
+    full.advance(200)
+    assert len(full.history.steps) == 201                # every step, nothing thinned
+    size = _snapshot_bytes(full)
+    monkeypatch.setattr(live, "HISTORY_BYTES", 40 * size)
+    thin = LiveRun(cfg)
+    assert thin.history.max_snapshots == live.MIN_SNAPSHOTS + 8 == 40
+    thin.advance(200)
+    steps = thin.history.steps
+    assert len(steps) <= 40 and steps[0] == 0 and steps[-1] == thin.step == 200
+    assert np.all(np.diff(steps) > 0)
+    for name in ("weights", "omega", "b"):               # the same training, step for step
+        kept = getattr(thin.history, name)
+        assert len(kept) == len(steps)
+        for i, step in enumerate(steps):
+            for a, b in zip(kept[i], getattr(full.history, name)[step]):
+                np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(thin.history.weights[-1][0], np.asarray(thin.exp.state.params[0].w))
+
+
+def test_matched_trajectories_read_the_matched_weights(monkeypatch):
+    """Lines and bands against the whole matched matrices built directly
+    (w[layer][rows][:, cols] per snapshot, rows/cols from core.metrics.match),
+    with a student wider than the teacher; bands over every weight, and over
+    an even spread of BAND_SAMPLE of them for a large matrix."""
+    import dataclasses
+
+    from core.metrics import match
+
+    cfg = dataclasses.replace(core.get_preset("figure1"), layers=(20, 12, 3), student_hidden=(14,))
+    run = LiveRun(cfg)
+    run.advance(30)
+    teacher = run.exp.task.teacher
+    perms = match(run.exp.state.params, teacher)
+
+    def whole(layer):
+        rows = slice(None) if layer == 0 else perms[layer - 1]
+        return np.stack([w[layer][rows][:, perms[layer]].reshape(-1) for w in run.history.weights])
+
+    out1 = run.matched_trajectories(1)                   # 12 x 3 = 36 weights: every line
+    np.testing.assert_array_equal(out1["traj"], whole(1))
+    np.testing.assert_array_equal(out1["target"], np.asarray(teacher[1].w).reshape(-1))
+    assert out1["bands"] is None and out1["labels"][4] == "w1[1→1]"
+
+    flat, target = whole(0), np.asarray(teacher[0].w).reshape(-1)     # 240 weights
+    err = flat - target
+    exact = run.matched_trajectories(0)
+    idx = np.linspace(0, 239, 40).astype(int)
+    np.testing.assert_array_equal(exact["traj"], flat[:, idx])
+    assert exact["labels"][1] == f"w0[{idx[1] // 12}→{idx[1] % 12}]"
+    np.testing.assert_allclose(exact["bands"][1], np.median(err, axis=1))
+    np.testing.assert_allclose(exact["bands"][[0, 2]], np.percentile(err, [10, 90], axis=1))
+    assert exact["band_of"] == exact["n_total"] == 240
+    monkeypatch.setattr(live, "BAND_SAMPLE", 120)
+    sampled = run.matched_trajectories(0)
+    pick = np.linspace(0, 239, 120).astype(int)
+    assert sampled["band_of"] == 120 and np.unique(pick // 12).size == 20     # every input row
+    np.testing.assert_allclose(sampled["bands"][1], np.median(err[:, pick], axis=1))
+    spread = exact["bands"][2] - exact["bands"][0]
+    assert np.all(np.abs(sampled["bands"] - exact["bands"]) <= 0.25 * spread)
+    from ui.figures import trajectories_figure
+
+    says = [trajectories_figure(t, "w")["layout"]["yaxis2"]["title"]["text"] for t in (exact, sampled)]
+    assert says == ["w − w* (all)", "w − w* (120 spread over all)"]
