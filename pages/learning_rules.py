@@ -1,5 +1,4 @@
 """Learning rules: backprop and its weight-transport-free alternatives, side by side."""
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -52,7 +51,7 @@ def live_panels():
                      f"included; training alone runs {run.meter.train_rate:.0f}. Steps per "
                      f"tick ({s.steps_per_tick}): {run.tick_steps(s.steps_per_tick)}.")
     c[2].metric("Rules", len(run.rules))
-    steps = np.arange(1, len(run.loss) + 1)
+    steps = run.steps.values
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, run.loss.values, run.rules, "Loss (mean of 10)", "loss",

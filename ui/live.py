@@ -44,6 +44,8 @@ MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this ..
 HISTORY_BYTES = 64 * 2**20   # ... or beyond this many bytes of them (one visitor's run) ...
 MIN_SNAPSHOTS = 32   # ... but never fewer (a very wide network: 32 x its parameters)
 BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at most
+RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (halved beyond; as the
+                                   # Teacher-Student loss), so a day of play stays ~2 MB, O(1) a tick
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
@@ -145,6 +147,15 @@ class Rows:
 
     def append(self, row) -> None:
         self.extend(np.asarray(row)[None])
+
+    def halve(self) -> None:
+        """Keep every other row from the first, and the last (in a new buffer:
+        views handed out before stay as they were)."""
+        n = self._n
+        keep = np.arange(0, n, 2) if n % 2 else np.append(np.arange(0, n, 2), n - 1)
+        grown = np.empty_like(self._buf)
+        grown[:keep.size] = self._buf[keep]
+        self._buf, self._n = grown, keep.size
 
     @property
     def values(self) -> np.ndarray:
@@ -492,6 +503,7 @@ class RulesRun:
         self.hp = core.stack([hyperparams(cfg.replace(feedback=r)) for r in self.rules])
         self.meter = RateMeter()      # in student-steps (steps x rules)
         n_layers = len(self.struct.student_layers) - 1
+        self.steps = Rows((), np.int64)     # the step of each row of the three below
         self.loss = Rows((k,))              # per step: (k,)
         self.alignment = Rows((k,))         # per step: (k,) first feedback matrix, degrees
         self.update_angle = Rows((k,))      # per step: (k,) degrees
@@ -527,9 +539,14 @@ class RulesRun:
                 done = int(np.max(np.asarray(self.state.step) - before))
                 if done == 0:
                     break
+                first = int(np.max(before)) + 1
+                self.steps.extend(np.arange(first, first + done))
                 self.loss.extend(np.asarray(out.loss).T[:done])
                 self.alignment.extend(np.asarray(out.alignment)[:, :done, 0].T)
                 self.update_angle.extend(np.asarray(out.update_angle).T[:done])
+                if len(self.steps) > RULES_MAX_ROWS:    # a demo left playing stays bounded
+                    for rows in (self.steps, self.loss, self.alignment, self.update_angle):
+                        rows.halve()
             k = len(self.rules)
             self.meter.add(t0, start * k, time.perf_counter(), self.step * k)
             self._record_recovery()
@@ -548,6 +565,9 @@ class RulesRun:
             rows.append([layer["rel_error"] for layer in rec])
         self.recovery_steps.append(self.step)
         self.recovery.append(rows)
+        if len(self.recovery_steps) > RULES_MAX_ROWS:
+            self.recovery_steps.halve()
+            self.recovery.halve()
 
     def save(self, store, name: str = "", tags=()) -> list[str]:
         """Store every rule's student as a run (tag ``rules`` plus ``tags``,
@@ -565,7 +585,8 @@ class RulesRun:
                 cfg = self.cfg.replace(feedback=rule)
                 exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
                                         hp=hyperparams(cfg))
-                hist = {"loss": loss[:, i], "recovery_step": self.recovery_steps.values,
+                hist = {"loss": loss[:, i], "loss_step": self.steps.values,
+                        "recovery_step": self.recovery_steps.values,
                         "recovery": rec[:, i, :], "alignment_deg": align[:, i],
                         "update_angle_deg": angle[:, i]}
                 metrics = {"steps": int(state.step), "diverged": bool(state.diverged),

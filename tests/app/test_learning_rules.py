@@ -138,3 +138,57 @@ def test_rules_history_is_the_same_in_ticks_or_at_once():
     table = ticks.table()
     assert [r["rule"] for r in table] == list(rules)
     assert table[1]["loss (last 50)"] == pytest.approx(float(np.mean(once.loss.values[-50:, 1])))
+
+
+def test_rows_halve_keeps_every_other_and_the_last():
+    from ui.live import Rows
+
+    for n in (7, 8):
+        rows = Rows((2,))
+        data = np.arange(2.0 * n).reshape(n, 2)
+        rows.extend(data)
+        before = rows.values
+        rows.halve()
+        keep = list(range(0, n, 2)) + ([] if n % 2 else [n - 1])
+        np.testing.assert_array_equal(rows.values, data[keep])
+        np.testing.assert_array_equal(before, data)          # an earlier view is untouched
+        rows.append([-1.0, -2.0])
+        np.testing.assert_array_equal(rows.values[-1], [-1.0, -2.0])
+
+
+def test_a_long_rules_run_keeps_bounded_rows_of_their_steps(monkeypatch):
+    """Beyond RULES_MAX_ROWS the per-step rows are halved (a poster demo left
+    playing for a day would otherwise hold millions): every kept row is the
+    one trained at its step, the current step is kept, and a saved run
+    stores the steps of its losses."""
+    import core
+    from ui import live
+    from ui.live import RulesRun
+
+    cfg = core.get_preset("figure1")
+    rules = ("bp", "fa")
+    full = RulesRun(cfg, rules)
+    full.advance(300)
+    np.testing.assert_array_equal(full.steps.values, np.arange(1, 301))   # one row a step
+    monkeypatch.setattr(live, "RULES_MAX_ROWS", 50)
+    short = RulesRun(cfg, rules)
+    for _ in range(6):
+        short.advance(50)
+        short._record_recovery()                         # more recovery rows than the cap
+    steps = short.steps.values
+    assert len(steps) <= 50 and steps[-1] == short.step == 300 and np.all(np.diff(steps) > 0)
+    for name in ("loss", "alignment", "update_angle"):
+        np.testing.assert_allclose(getattr(short, name).values, getattr(full, name).values[steps - 1],
+                                   rtol=1e-6, err_msg=name)
+    assert len(short.recovery_steps) <= 50 and short.recovery_steps.values[-1] == 300
+
+    saved = []
+
+    class Store:
+        def save(self, exp, hist, **kw):
+            saved.append(hist)
+            return f"id{len(saved)}"
+
+    assert short.save(Store()) == ["id1", "id2"]
+    np.testing.assert_array_equal(saved[0]["loss_step"], steps)
+    np.testing.assert_array_equal(saved[1]["loss"], short.loss.values[:, 1])
