@@ -330,7 +330,7 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
                  _line(x, p50, "median of (w − w*)", Y_COLOR, width=2, **on2)]
         shape, _ = _hline(0.0, "2")
         shapes.append(shape)
-        over = ("all" if tr.get("band_of", tr["n_total"]) >= tr["n_total"]
+        over = ("all" if (tr.get("band_of") or tr["n_total"]) >= tr["n_total"]
                 else f"{tr['band_of']} spread over all")
         axes.update(yaxis2=_title(f"w − w* ({over})"), xaxis2=_title("step"))
         title = f"{title}; {len(target)} of {tr['n_total']} shown"
@@ -463,10 +463,11 @@ def png_data_uri(indices: np.ndarray, palette) -> str:
     ``palette[i]``, "#rrggbb", for index i) in a base64 data URI, as Plotly's
     image trace takes it in ``source``.  Every row is stored unfiltered;
     zlib level 1 (level 6 is 1.6x smaller and 3x slower on a raster)."""
-    indices = np.asarray(indices, np.uint8)
+    indices = np.asarray(indices)
     h, w = indices.shape
-    if not (h and w) or int(indices.max()) >= len(palette):
+    if not (h and w) or len(palette) > 256 or indices.min() < 0 or indices.max() >= len(palette):
         raise ValueError(f"png_data_uri: {h}x{w} indices, {len(palette)} colours")
+    indices = indices.astype(np.uint8)
     raw = np.zeros((h, w + 1), np.uint8)          # a filter byte (0: none) before each row
     raw[:, 1:] = indices
 

@@ -115,6 +115,22 @@ def _halve(rows: list) -> list:
     return rows[::2] if len(rows) % 2 else rows[::2] + rows[-1:]
 
 
+def band_sample(n_in: int, n_out: int) -> np.ndarray:
+    """Flat indices (row-major) of the weights a (n_in, n_out) layer's bands
+    are taken over: all of them up to BAND_SAMPLE, else a grid of evenly
+    spaced rows x columns about as square as the matrix, at most BAND_SAMPLE
+    (an even spread of flat indices can fall on a few columns: 10 of 504 for
+    a 455 x 504 layer)."""
+    if n_in * n_out <= BAND_SAMPLE:
+        return np.arange(n_in * n_out)
+    a = int(np.clip(round(np.sqrt(BAND_SAMPLE * n_in / n_out)), min(2, n_in), n_in))
+    b = int(np.clip(BAND_SAMPLE // a, min(2, n_out), n_out))   # both ends of each axis
+    a = min(a, BAND_SAMPLE // b)
+    r = np.unique(np.linspace(0, n_in - 1, a).astype(int))
+    c = np.unique(np.linspace(0, n_out - 1, b).astype(int))
+    return (r[:, None] * n_out + c[None, :]).reshape(-1)
+
+
 def snapshot_budget(snapshot_bytes: int) -> int:
     """Snapshots a run keeps: MAX_HISTORY, or fewer when that many would pass
     HISTORY_BYTES (``medium``, 217 kB a snapshot: 309 rather than 4000, which
@@ -152,6 +168,8 @@ class Rows:
         """Keep every other row from the first, and the last (in a new buffer:
         views handed out before stay as they were)."""
         n = self._n
+        if n < 3:
+            return
         keep = np.arange(0, n, 2) if n % 2 else np.append(np.arange(0, n, 2), n - 1)
         grown = np.empty_like(self._buf)
         grown[:keep.size] = self._buf[keep]
@@ -289,7 +307,6 @@ class LiveRun:
                 self.message = (f"Training diverged at step {int(state.step)} (a non-finite value or a "
                                 f"weight beyond 10^3). The last finite parameters are kept; lower the "
                                 f"learning rate or the surrogate scale, then press Reset.")
-            self.history.thin()
             return done_total
 
     def _record(self, params, step: int) -> None:
@@ -371,8 +388,10 @@ class LiveRun:
         309 snapshots: stacking them all and taking percentiles over all
         cost 0.5-2 s a tick).
         """
-        teacher = self.exp.task.teacher
-        perms = match(self.exp.state.params, teacher)
+        with self.lock:                  # one history: advance() thins it in place
+            teacher = self.exp.task.teacher
+            perms = match(self.exp.state.params, teacher)
+            weights, steps = self.history.weights, np.asarray(self.history.steps)
         target = np.asarray(teacher[layer].w)
         n_in, n_out = target.shape
         rows = np.arange(n_in) if layer == 0 else np.asarray(perms[layer - 1])
@@ -381,20 +400,19 @@ class LiveRun:
 
         def gather(flat_idx):           # (S, len(flat_idx)) of the matched weights
             r, c = rows[flat_idx // n_out], cols[flat_idx % n_out]
-            return np.stack([w[layer][r, c] for w in self.history.weights])
+            return np.stack([w[layer][r, c] for w in weights])
 
         idx = np.arange(tflat.size)
         if tflat.size > max_lines:
             idx = np.linspace(0, tflat.size - 1, max_lines).astype(int)
         labels = [f"w{layer}[{i // n_out}→{i % n_out}]" for i in idx]
-        bands, band_of = None, 0
+        bands, pick = None, None
         if tflat.size > max_lines:
-            pick = np.arange(tflat.size)
-            if tflat.size > BAND_SAMPLE:
-                pick = np.linspace(0, tflat.size - 1, BAND_SAMPLE).astype(int)
-            bands, band_of = np.percentile(gather(pick) - tflat[pick], [10, 50, 90], axis=1), pick.size
-        return {"steps": np.asarray(self.history.steps), "traj": gather(idx), "target": tflat[idx],
-                "labels": labels, "bands": bands, "band_of": band_of, "n_total": int(tflat.size)}
+            pick = band_sample(n_in, n_out)
+            bands = np.percentile(gather(pick) - tflat[pick], [10, 50, 90], axis=1)
+        return {"steps": steps, "traj": gather(idx), "target": tflat[idx], "labels": labels,
+                "bands": bands, "band_pick": pick,
+                "band_of": None if pick is None else int(pick.size), "n_total": int(tflat.size)}
 
     def neuron_trajectories(self, layer: int, max_units: int = 16) -> dict:
         """f (Hz) and b (1/s) of ``layer``'s matched units over training, and
@@ -402,11 +420,13 @@ class LiveRun:
         units (their indices); for a layer wider than ``max_units``, k of
         them evenly chosen plus ``bands``: the 10/50/90 percentiles of f - f*
         and b - b* over all units at each step."""
-        teacher = self.exp.task.teacher
-        cols = match(self.exp.state.params, teacher)[layer]
+        with self.lock:                  # one history: advance() thins it in place
+            teacher = self.exp.task.teacher
+            cols = match(self.exp.state.params, teacher)[layer]
+            omega, damping, steps = self.history.omega, self.history.b, self.history.steps
         dt = float(self.cfg.dt)
-        f = np.stack([o[layer][cols] for o in self.history.omega]) / (2 * np.pi)
-        b = np.stack([x[layer][cols] for x in self.history.b])
+        f = np.stack([o[layer][cols] for o in omega]) / (2 * np.pi)
+        b = np.stack([x[layer][cols] for x in damping])
         tf = np.asarray(omega_of(np.asarray(teacher[layer].phi), dt)) / (2 * np.pi)
         tb = np.asarray(damping_of(np.asarray(teacher[layer].rho)))
         units = np.arange(tf.size)
@@ -415,7 +435,7 @@ class LiveRun:
             units = np.linspace(0, tf.size - 1, max_units).astype(int)
             bands = {"f": np.percentile(f - tf, [10, 50, 90], axis=1),
                      "b": np.percentile(b - tb, [10, 50, 90], axis=1)}
-        return {"steps": np.asarray(self.history.steps), "f": f[:, units], "b": b[:, units],
+        return {"steps": np.asarray(steps), "f": f[:, units], "b": b[:, units],
                 "f_target": tf[units], "b_target": tb[units], "units": units, "bands": bands,
                 "n_total": int(tf.size)}
 
@@ -580,15 +600,17 @@ class RulesRun:
             records = []
             for i, rule in enumerate(self.rules):
                 state = core.unstack(self.state, i)
+                # a rule that diverged stopped at its own step; its rows after it only repeat
+                n = int(np.searchsorted(self.steps.values, int(state.step), "right"))
                 if rule in ("bp", "sign"):   # their runs carry no feedback matrices
                     state = state._replace(feedback=())
                 cfg = self.cfg.replace(feedback=rule)
                 exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
                                         hp=hyperparams(cfg))
-                hist = {"loss": loss[:, i], "loss_step": self.steps.values,
+                hist = {"loss": loss[:n, i], "loss_step": self.steps.values[:n],
                         "recovery_step": self.recovery_steps.values,
-                        "recovery": rec[:, i, :], "alignment_deg": align[:, i],
-                        "update_angle_deg": angle[:, i]}
+                        "recovery": rec[:, i, :], "alignment_deg": align[:n, i],
+                        "update_angle_deg": angle[:n, i]}
                 metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                            "final_loss": table[i]["loss (last 50)"],
                            "spike_precision": table[i]["spike precision"],

@@ -36,7 +36,7 @@ def tick_steps(choice, step_rate: float, playing: bool = True) -> int:
 # but keeps the full run's script_finished; when a tick arrives while the full run
 # is still training, the full run's fragment deltas can be cleared before they are
 # sent, the browser then clears the charts as stale and the tick redraws them as
-# new elements: a remount (lost zoom, a flicker).  Seen in 4 of 8 Plays on a fresh
+# new elements: a remount (lost zoom, a flicker).  Seen in 5 of 9 Plays on a fresh
 # server, when Play's full run trained (~1.4 s, 2-5 ticks queued); a full run that
 # only draws ends before the first tick (TICK_S after its timer starts) is sent.
 def mark_full_run(state, page: str) -> None:

@@ -154,6 +154,11 @@ def test_rows_halve_keeps_every_other_and_the_last():
         np.testing.assert_array_equal(before, data)          # an earlier view is untouched
         rows.append([-1.0, -2.0])
         np.testing.assert_array_equal(rows.values[-1], [-1.0, -2.0])
+    for n in (0, 1, 2):                                      # nothing to drop: as it was
+        rows = Rows((2,))
+        rows.extend(np.ones((n, 2)))
+        rows.halve()
+        np.testing.assert_array_equal(rows.values, np.ones((n, 2)))
 
 
 def test_a_long_rules_run_keeps_bounded_rows_of_their_steps(monkeypatch):
@@ -192,3 +197,14 @@ def test_a_long_rules_run_keeps_bounded_rows_of_their_steps(monkeypatch):
     assert short.save(Store()) == ["id1", "id2"]
     np.testing.assert_array_equal(saved[0]["loss_step"], steps)
     np.testing.assert_array_equal(saved[1]["loss"], short.loss.values[:, 1])
+    # a rule that stopped early (diverged at its own step) keeps only the rows up to it
+    import jax.numpy as jnp
+
+    stop = int(steps[len(steps) // 2])
+    short.state = short.state._replace(step=jnp.array([300, stop], jnp.int32))
+    short.save(Store())
+    np.testing.assert_array_equal(saved[2]["loss_step"], steps)
+    np.testing.assert_array_equal(saved[3]["loss_step"], steps[steps <= stop])
+    for key, rows in (("loss", short.loss), ("alignment_deg", short.alignment),
+                      ("update_angle_deg", short.update_angle)):
+        np.testing.assert_array_equal(saved[3][key], rows.values[steps <= stop, 1])

@@ -50,7 +50,7 @@ def _cases():
             "bands": None, "n_total": 6}
     big = dict(traj, bands=RNG.normal(size=(3, s)), n_total=600)
     few = [RNG.random((400, 3)) < 0.05, RNG.random((400, 1)) < 0.05]
-    many = [RNG.random((2500, 100)) < 0.5]               # 125k spikes each: the heat map
+    many = [RNG.random((2500, 100)) < 0.5]               # 125k spikes each: the PNG image
     rules = np.abs(RNG.normal(size=(s, 3)))
     t, spikes = np.arange(1000) * 1e-3, np.zeros(1000)
     spikes[[120, 640]] = 1.0
@@ -256,6 +256,9 @@ def test_png_data_uri_round_trips_through_pillow():
         F.png_data_uri(np.full((2, 2), 4, np.uint8), palette)     # an index past the palette
     with pytest.raises(ValueError):
         F.png_data_uri(np.zeros((0, 5), np.uint8), palette)
+    for bad in (np.array([[300]]), np.array([[-1]])):             # not wrapped into a byte
+        with pytest.raises(ValueError):
+            F.png_data_uri(bad, ["#000000"] * 256)
 
 
 def test_decimation_ignores_nan_and_ends_at_the_last_point():

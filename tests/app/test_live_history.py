@@ -37,7 +37,7 @@ def test_a_thinned_history_holds_the_snapshots_of_its_steps(monkeypatch):
     size = _snapshot_bytes(full)
     monkeypatch.setattr(live, "HISTORY_BYTES", 40 * size)
     thin = LiveRun(cfg)
-    assert thin.history.max_snapshots == live.MIN_SNAPSHOTS + 8 == 40
+    assert thin.history.max_snapshots == 40
     thin.advance(200)
     steps = thin.history.steps
     assert len(steps) <= 40 and steps[0] == 0 and steps[-1] == thin.step == 200
@@ -86,12 +86,30 @@ def test_matched_trajectories_read_the_matched_weights(monkeypatch):
     assert exact["band_of"] == exact["n_total"] == 240
     monkeypatch.setattr(live, "BAND_SAMPLE", 120)
     sampled = run.matched_trajectories(0)
-    pick = np.linspace(0, 239, 120).astype(int)
-    assert sampled["band_of"] == 120 and np.unique(pick // 12).size == 20     # every input row
+    pick = sampled["band_pick"]
+    assert sampled["band_of"] == pick.size <= 120 and np.unique(pick).size == pick.size
     np.testing.assert_allclose(sampled["bands"][1], np.median(err[:, pick], axis=1))
     spread = exact["bands"][2] - exact["bands"][0]
     assert np.all(np.abs(sampled["bands"] - exact["bands"]) <= 0.25 * spread)
     from ui.figures import trajectories_figure
 
     says = [trajectories_figure(t, "w")["layout"]["yaxis2"]["title"]["text"] for t in (exact, sampled)]
-    assert says == ["w − w* (all)", "w − w* (120 spread over all)"]
+    assert says == ["w − w* (all)", f"w − w* ({pick.size} spread over all)"] and pick.size == 112
+
+
+def test_a_band_sample_is_a_grid_over_rows_and_columns(monkeypatch):
+    """Large layers' bands are taken over a grid of evenly spread rows and
+    columns (an even spread of flat indices fell on 10 of 504 columns of a
+    455 x 504 layer); small layers' over every weight."""
+    from ui.live import band_sample
+
+    np.testing.assert_array_equal(band_sample(20, 12), np.arange(240))
+    for n_in, n_out in ((455, 504), (4096, 4096), (200, 256), (4096, 3), (3, 4096), (1, 4096)):
+        pick = band_sample(n_in, n_out)
+        rows, cols = np.unique(pick // n_out), np.unique(pick % n_out)
+        assert pick.size == rows.size * cols.size <= live.BAND_SAMPLE, (n_in, n_out)
+        assert pick.size >= live.BAND_SAMPLE // 2, (n_in, n_out)          # not a sliver
+        assert rows[0] == 0 and rows[-1] == n_in - 1 and cols[0] == 0 and cols[-1] == n_out - 1
+        # about as square as the matrix: the spread covers both axes alike
+        share = (rows.size / n_in, cols.size / n_out)
+        assert max(share) <= 4 * min(share) or 1.0 in share, (n_in, n_out, share)

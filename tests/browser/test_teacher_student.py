@@ -75,7 +75,7 @@ def test_figure1_preset_plays_live_without_remounting(page: Page, app_url: str):
             if re.search(r"/plotly(-cartesian)?\.min\.js$", r.url) else None)
     # Play's full run only draws and the ticks train (ui.ticks.is_tick): when Play's full
     # run trained, a tick queued during it made Streamlit drop the run's last chart updates
-    # and remount those charts, in 4 of 8 Plays on a fresh server.
+    # and remount those charts, in 5 of 9 Plays on a fresh server.
     remounts = Remounts(page)
     _open_figure1(page, app_url)
     # figure1 is the default preset, so the bound URL parameter is dropped; the controls show it
