@@ -504,8 +504,15 @@ class RunStore:
             if not create:
                 raise StoreError(str(self.index), "no run index here; save a run first "
                                  "(`python -m core train ... --save`) or pass --store DIR.")
-            self.path.mkdir(parents=True, exist_ok=True)
-        self.arrays_dir.mkdir(exist_ok=True)
+        try:
+            if not self.index.exists():
+                self.path.mkdir(parents=True, exist_ok=True)
+            self.arrays_dir.mkdir(exist_ok=True)
+        except OSError as e:     # a file in the way, no such parent, no permission
+            why = ("is a file, not a folder" if self.path.exists() and not self.path.is_dir()
+                   else f"cannot hold a run store ({e.strerror or e})")
+            raise StoreError(str(self.path), f"{why}; pass --store (or set RESONANCE_RUNS_DIR "
+                             "to) a folder you can write.") from None
         deadline = time.monotonic() + timeout
         while True:   # another process may be creating the same store right now
             try:

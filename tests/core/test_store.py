@@ -166,6 +166,25 @@ def test_corrupt_or_missing_index_is_refused(tmp_path):
         RunStore(tmp_path / "empty", create=False)
 
 
+def test_a_store_path_that_cannot_be_a_folder_is_a_named_error(tmp_path):
+    """A file in the way, or a parent that cannot exist: a StoreError naming
+    the path (the CLI prints it as one line), no OSError traceback; nothing
+    is written."""
+    blocker = tmp_path / "bundle.zip"
+    blocker.write_bytes(b"PK not a folder")
+    with pytest.raises(StoreError, match="bundle.zip.*is a file, not a folder"):
+        RunStore(blocker)
+    assert blocker.read_bytes() == b"PK not a folder"
+    with pytest.raises(StoreError, match="bundle.zip.*cannot hold a run store"):
+        RunStore(blocker / "runs")                 # a parent that is a file
+    with pytest.raises(StoreError, match="/proc/nope.*cannot hold a run store"):
+        RunStore("/proc/nope")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "arrays").write_text("in the way")
+    with pytest.raises(StoreError, match="cannot hold a run store"):
+        RunStore(tmp_path / "ok")
+
+
 # --------------------------------------------------------------------------
 # concurrency and crashes
 def test_four_threads_lose_nothing(tmp_path):
