@@ -60,8 +60,12 @@ def main(argv=None) -> None:
             times[k].append(v * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: (min(v), max(v)) for k, v in times.items()}
-    print(f"{a.preset}: {run.step} steps of history ({len(run.history.steps)} snapshots), "
-          f"{a.steps} steps per tick, {len(figs)} live figures, {size / 1e3:.0f} kB of JSON per tick")
+    h = run.history
+    kept = sum(x.nbytes for name in ("weights", "omega", "b") for snap in getattr(h, name)
+               for x in snap)
+    print(f"{a.preset}: {run.step} steps of history ({len(h.steps)} snapshots, {kept / 2**20:.1f} "
+          f"MiB, at most {h.max_snapshots}), {a.steps} steps per tick, {len(figs)} live figures, "
+          f"{size / 1e3:.0f} kB of JSON per tick")
     for k in times:
         print(f"  {k:14s} {med[k]:8.1f} ms   ({spread[k][0]:.1f}–{spread[k][1]:.1f})")
     drawn = med["figures"] + med["encode"]
