@@ -285,6 +285,23 @@ def ts_loss_figure(steps, loss) -> dict:
                                           "yaxis": {**_title("loss"), "type": "log"}})
 
 
+def _band_lines(steps, bands, label: str, axis: str, **kw) -> tuple[list, dict]:
+    """The 10-90 % band (filled) and median of ``label`` from ``bands`` (the
+    10/50/90 percentiles, (3, S)) on axes x{axis}/y{axis}, and a dashed zero
+    line there.  One set of steps for the three: the fill joins the 10th and
+    90th at the same x."""
+    on = {"xaxis": f"x{axis}", "yaxis": f"y{axis}"}
+    bands = np.asarray(bands)
+    idx = np.unique(np.concatenate([decimate_index(b, TRAJ_MAX_POINTS // 3) for b in bands]))
+    x = np.asarray(steps)[idx]
+    p10, p50, p90 = bands[:, idx]
+    return ([_line(x, p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on),
+             _line(x, p10, f"10–90 % of {label}", Y_COLOR, width=0, fill="tonexty",
+                   fillcolor="rgba(58,95,205,0.2)", **on, **kw),
+             _line(x, p50, f"median of {label}", Y_COLOR, width=2, **on, **kw)],
+            _hline(0.0, axis)[0])
+
+
 def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
     """Matched student weights over training (solid lines) and the teacher's
     (dashed line shapes of the same colour; the hover names them).
@@ -318,18 +335,9 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
         axes["xaxis"] = _title("step")
     else:
         grid = _grid(2, 1, shared_xaxes=True, row_heights=(0.62, 0.38), vertical_spacing=0.06)
-        on2 = {"xaxis": "x2", "yaxis": "y2"}
-        bands = np.asarray(bands)
-        # one set of steps for the three (the fill joins the 10th and 90th at the same x)
-        idx = np.unique(np.concatenate([decimate_index(b, TRAJ_MAX_POINTS // 3) for b in bands]))
-        x = steps[idx]
-        p10, p50, p90 = bands[:, idx]
-        data += [_line(x, p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on2),
-                 _line(x, p10, "10–90 % of (w − w*)", Y_COLOR, width=0, fill="tonexty",
-                       fillcolor="rgba(58,95,205,0.2)", **on2),
-                 _line(x, p50, "median of (w − w*)", Y_COLOR, width=2, **on2)]
-        shape, _ = _hline(0.0, "2")
-        shapes.append(shape)
+        lines, zero = _band_lines(steps, bands, "(w − w*)", "2")
+        data += lines
+        shapes.append(zero)
         over = ("all" if (tr.get("band_of") or tr["n_total"]) >= tr["n_total"]
                 else f"{tr['band_of']} spread over all")
         axes.update(yaxis2=_title(f"w − w* ({over})"), xaxis2=_title("step"))
@@ -375,17 +383,9 @@ def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
         grid = _grid(2, 2, shared_xaxes=True, row_heights=(0.62, 0.38), vertical_spacing=0.1,
                      subplot_titles=("f (Hz)", "b (1/s)", "f − f* (all units)", "b − b* (all units)"))
         for axis, key in (("3", "f"), ("4", "b")):
-            on = {"xaxis": f"x{axis}", "yaxis": f"y{axis}"}
-            b = np.asarray(bands[key])
-            idx = np.unique(np.concatenate([decimate_index(r, TRAJ_MAX_POINTS // 3) for r in b]))
-            x = steps[idx]
-            p10, p50, p90 = b[:, idx]
-            data += [_line(x, p90, "90th pct", Y_COLOR, width=0, showlegend=False, **on),
-                     _line(x, p10, f"10–90 % of {key} − {key}*", Y_COLOR, width=0, showlegend=False,
-                           fill="tonexty", fillcolor="rgba(58,95,205,0.2)", **on),
-                     _line(x, p50, f"median of {key} − {key}*", Y_COLOR, width=2, showlegend=False,
-                           **on)]
-            shapes.append(_hline(0.0, axis)[0])
+            lines, zero = _band_lines(steps, bands[key], f"{key} − {key}*", axis, showlegend=False)
+            data += lines
+            shapes.append(zero)
             axes[f"xaxis{axis}"] = _title("step")
         title += f"; {k} of {nt['n_total']} units shown"
     return _spec(title, height, data, grid, axes, shapes, margin=dict(l=55, r=15, t=70, b=45))
@@ -423,6 +423,7 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         ytext.append(name)
         offset += 2 * n + 1
     data = []
+    yaxis = {"tickvals": yticks, "ticktext": ytext, "autorange": "reversed", "showgrid": False}
     if total <= RASTER_MAX_POINTS and cells <= RASTER_SVG_CELLS:
         rows = {"teacher": [], "student": []}
         for off, st_, ss in blocks:
@@ -451,8 +452,6 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         data.append({"type": "image", "source": png_data_uri(img, RASTER_PALETTE),
                      "x0": (k - 1) / 2 * dt * 1e3, "dx": k * dt * 1e3,   # column centres (ms)
                      "y0": 0, "dy": 1, "hovertemplate": "%{x:.0f} ms<extra></extra>"})
-    yaxis = {"tickvals": yticks, "ticktext": ytext, "autorange": "reversed", "showgrid": False}
-    if data[0]["type"] == "image":
         yaxis["scaleanchor"] = False      # an image's default: square pixels; fill the chart
     return _spec("Spike rasters (held-out): teacher black, student red", 320, data,
                  axes={"xaxis": _title("time (ms)"), "yaxis": yaxis})

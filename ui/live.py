@@ -110,9 +110,14 @@ class History:
             self.loss, self.loss_steps = _halve(self.loss), _halve(self.loss_steps)
 
 
+def _every_other(n: int) -> np.ndarray:
+    """Indices of every other of ``n`` rows from the first, and the last (the
+    current step's): how the live histories are halved."""
+    return np.unique(np.append(np.arange(0, n, 2), n - 1)) if n else np.arange(0)
+
+
 def _halve(rows: list) -> list:
-    """Every other row from the first, and the last (the current step's)."""
-    return rows[::2] if len(rows) % 2 else rows[::2] + rows[-1:]
+    return [rows[i] for i in _every_other(len(rows))]
 
 
 def band_sample(n_in: int, n_out: int) -> np.ndarray:
@@ -167,10 +172,7 @@ class Rows:
     def halve(self) -> None:
         """Keep every other row from the first, and the last (in a new buffer:
         views handed out before stay as they were)."""
-        n = self._n
-        if n < 3:
-            return
-        keep = np.arange(0, n, 2) if n % 2 else np.append(np.arange(0, n, 2), n - 1)
+        keep = _every_other(self._n)
         grown = np.empty_like(self._buf)
         grown[:keep.size] = self._buf[keep]
         self._buf, self._n = grown, keep.size
