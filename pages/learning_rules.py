@@ -54,7 +54,7 @@ def live_panels():
     steps = run.steps.values
     a, b = st.columns(2)
     with a:
-        live_plot(figures.rules_figure(steps, run.loss.values, run.rules, "Loss (mean of 10)", "loss",
+        live_plot(figures.rules_figure(steps, run.loss.values, run.rules, "Loss (mean of 10 steps)", "loss",
                                        log=True, smooth=10), key="rl_loss", height=300)
     with b:
         live_plot(figures.rules_figure(steps, run.alignment.values, run.rules,

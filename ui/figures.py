@@ -270,17 +270,50 @@ def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf"
                  shapes + [shape], notes + note, showlegend=False)
 
 
+def window_mean(steps, values, window: int, skipna: bool = False):
+    """Mean of ``values`` (S,) or (S, k) over the last ``window`` training
+    steps at each row, and whether that window lies wholly within the
+    history.  ``steps`` (S,) ascending: a live history halved beyond its cap
+    keeps every other row, so a row stands for each of the steps since the
+    row before it (the first row for one step); a mean of the last n *rows*
+    would span up to twice the steps after a halving.  A window holding a
+    non-finite value is NaN, or with ``skipna`` the mean of its finite
+    values (NaN if none)."""
+    steps = np.asarray(steps, np.float64)
+    v = np.asarray(values, np.float64)
+    if steps.size == 0:
+        return v.copy(), np.zeros(0, bool)
+    ok = np.isfinite(v)
+    span = np.diff(steps, prepend=steps[0] - 1).reshape((-1,) + (1,) * (v.ndim - 1))
+    w = np.where(ok, span, 0.0) if skipna else np.broadcast_to(span, v.shape)
+    # running totals at each row's step, from 0 at the step before the first;
+    # linear in between (a row's value stands for every step of its span)
+    zero = np.zeros((1,) + v.shape[1:])
+    knots = np.concatenate([[steps[0] - 1], steps])
+    totals = [np.concatenate([zero, np.cumsum(x, 0)])
+              for x in (w, w * np.where(ok, v, 0.0), np.where(ok, 0.0, span))]
+    start = np.maximum(steps - window, knots[0])
+    j = np.clip(np.searchsorted(knots, start, side="right") - 1, 0, steps.size - 1)
+    frac = ((start - knots[j]) / (knots[j + 1] - knots[j])).reshape(span.shape)
+    weight, total, bad = (c[1:] - (c[j] + frac * (c[j + 1] - c[j])) for c in totals)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / weight
+    if not skipna:
+        mean = np.where(bad > 0.5, np.nan, mean)      # bad: a count of whole steps
+    return mean, steps - window >= knots[0]
+
+
 def ts_loss_figure(steps, loss) -> dict:
-    """Loss per training step (log axis), with a 25-step running mean."""
+    """Loss per training step (log axis), with its mean over 25 steps."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
+    smooth, full = window_mean(steps, loss, 25)
     loss = np.where(loss > 0, loss, np.nan)
     s, l = decimate(steps, loss)
     data = [_line(s, l, "loss", "#9aa5b8", width=1)]
-    if loss.size >= 25:
-        k = np.ones(25) / 25
-        smooth = np.convolve(np.nan_to_num(loss, nan=0.0), k, mode="valid")
-        x, y = decimate(steps[24:], np.where(smooth > 0, smooth, np.nan))
-        data.append(_line(x, y, "mean of 25", Y_COLOR, width=2))
+    if full.any():
+        smooth = smooth[full]
+        x, y = decimate(steps[full], np.where(smooth > 0, smooth, np.nan))
+        data.append(_line(x, y, "mean of 25 steps", Y_COLOR, width=2))
     return _spec("Loss", 300, data, axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
                                           "yaxis": {**_title("loss"), "type": "log"}})
 
@@ -530,16 +563,17 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
 def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = False,
                  smooth: int = 1, height: int = 300) -> dict:
     """One line per rule: ``values`` (S, k) against ``steps`` (S,); optional
-    running mean over ``smooth`` points; long series are decimated (a live
-    figure: plain Plotly JSON)."""
+    mean over the last ``smooth`` steps (:func:`window_mean`); long series are
+    decimated (a live figure: plain Plotly JSON)."""
     steps, values = np.asarray(steps), np.asarray(values, np.float64)
     data = []
     for i, rule in enumerate(rules):
         y = values[:, i] if values.size else np.zeros(0)
         x = steps[: len(y)]
-        if smooth > 1 and y.size >= smooth:
-            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
-            x = x[smooth - 1:]
+        if smooth > 1:
+            y, full = window_mean(x, y, smooth)
+            if full.any():
+                x, y = x[full], y[full]
         if log:
             y = np.where(y > 0, y, np.nan)
         x, y = decimate(x, y)

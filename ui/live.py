@@ -625,17 +625,21 @@ class RulesRun:
 
     def table(self) -> list[dict]:
         """Final per-rule summary: loss, angles, recovery and spike precision."""
+        from ui.figures import window_mean
+
         ev = core.make_evaluate(self.exp.struct)
         hp = jax.device_get(self.hp)
+        steps = self.steps.values
+        last = lambda rows, i, **kw: float(window_mean(steps, rows.values[:, i], 50, **kw)[0][-1])
         rows = []
         for i, (rule, params) in enumerate(zip(self.rules, self._host_params())):
             student, teacher, _ = ev(params, self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
             prec = spike_precision(np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes))
-            loss = self.loss.values[-50:, i].mean() if len(self.loss) else float("nan")
-            row = {"rule": rule, "loss (last 50)": float(loss),
+            row = {"rule": rule,        # means over the last 50 steps, not rows (halved)
+                   "loss (last 50)": last(self.loss, i) if len(self.loss) else float("nan"),
                    "∠(Wᵀ,B) °": float(self.alignment.values[-1, i]) if len(self.alignment) else None,
-                   "∠(Δh, Δh_BP) °": float(np.nanmean(self.update_angle.values[-50:, i]))
+                   "∠(Δh, Δh_BP) °": last(self.update_angle, i, skipna=True)
                    if len(self.update_angle) else None,
                    "spike precision": prec["precision"]}
             for l, err in enumerate(self.recovery.values[-1, i]):

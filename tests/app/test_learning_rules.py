@@ -186,6 +186,15 @@ def test_a_long_rules_run_keeps_bounded_rows_of_their_steps(monkeypatch):
         np.testing.assert_allclose(getattr(short, name).values, getattr(full, name).values[steps - 1],
                                    rtol=1e-6, err_msg=name)
     assert len(short.recovery_steps) <= 50 and short.recovery_steps.values[-1] == 300
+    # the table's "last 50" means are over the last 50 steps: each kept row stands
+    # for the steps since the one before it (not the last 50 rows: ~all 300 steps here)
+    from tests.app.test_live_figures import _per_step_mean
+
+    for i, row in enumerate(short.table()):
+        assert row["loss (last 50)"] == pytest.approx(
+            _per_step_mean(steps, short.loss.values[:, i], 50)[-1], rel=1e-9)
+        assert row["∠(Δh, Δh_BP) °"] == pytest.approx(
+            _per_step_mean(steps, short.update_angle.values[:, i], 50, skipna=True)[-1], rel=1e-9)
 
     saved = []
 

@@ -558,3 +558,59 @@ def test_a_wide_layers_neurons_are_a_subset_plus_bands_of_all_units():
         assert np.all(part["bands"][key][0] <= part["bands"][key][1])
         assert np.all(part["bands"][key][1] <= part["bands"][key][2])
         np.testing.assert_allclose(part["bands"][key][2], np.percentile(err, 90, axis=1))
+
+
+def _per_step_mean(steps, values, window, skipna=False):
+    """Reference for ``window_mean``: the history written out one value per
+    training step (a kept row stands for the steps since the row before it),
+    then a plain mean over the last ``window`` steps, by loops."""
+    per_step = {}
+    prev = steps[0] - 1
+    for s, v in zip(steps, values):
+        for t in range(prev + 1, s + 1):
+            per_step[t] = v
+        prev = s
+    out = []
+    for s in steps:
+        vals = [per_step[t] for t in range(s - window + 1, s + 1) if t in per_step]
+        if skipna:
+            vals = [v for v in vals if np.isfinite(v)]
+        out.append(np.mean(vals) if vals and all(np.isfinite(vals)) else np.nan)
+    return np.array(out)
+
+
+def test_window_mean_averages_steps_not_rows():
+    """After a halving the rows are two steps apart: the mean of the last 50
+    steps is over 25 rows, where the last 50 rows would span 100 steps."""
+    steps = np.concatenate([np.arange(2, 201, 2), np.arange(201, 261)])   # halved, then one a step
+    ramp = steps.astype(float)                                           # value = its step
+    mean, full = F.window_mean(steps, ramp, 50)
+    np.testing.assert_allclose(mean, _per_step_mean(steps, ramp, 50), rtol=1e-12)
+    assert mean[-1] == pytest.approx(np.mean(np.arange(211, 261)))       # exactly the last 50 steps
+    np.testing.assert_array_equal(full, steps >= 51)    # the first row (step 2) is step 2 alone
+    at = np.searchsorted(steps, 200)                                      # inside the halved part
+    assert mean[at] == pytest.approx(175.5, abs=1.0)                      # true mean: 175.5
+    assert np.mean(ramp[at - 49:at + 1]) == pytest.approx(151.0)          # 50 rows: 100 steps back
+
+    x = RNG.normal(size=(steps.size, 3))
+    x[40, 1], x[90, 2] = np.nan, np.inf
+    for skipna in (False, True):
+        got, _ = F.window_mean(steps, x, 10, skipna=skipna)
+        for k in range(3):
+            np.testing.assert_allclose(got[:, k], _per_step_mean(steps, x[:, k], 10, skipna),
+                                       rtol=1e-10, err_msg=f"skipna={skipna}, column {k}")
+    nan_rows = np.isnan(F.window_mean(steps, x, 10)[0][:, 1])             # the windows holding it:
+    np.testing.assert_array_equal(np.flatnonzero(nan_rows), np.arange(40, 45))   # steps 82..90
+    assert np.isfinite(F.window_mean(steps, x, 10, skipna=True)[0][:, 1]).all()
+
+
+def test_window_mean_of_unthinned_rows_is_the_running_mean():
+    """One row a step: the full windows are np.convolve's running mean."""
+    steps, y = np.arange(1, 301), RNG.exponential(size=300)
+    mean, full = F.window_mean(steps, y, 25)
+    np.testing.assert_allclose(mean[full], np.convolve(y, np.ones(25) / 25, "valid"), rtol=1e-10)
+    assert full.sum() == 276
+    spec = F.ts_loss_figure(steps, y)
+    np.testing.assert_allclose(spec["data"][1]["y"], np.convolve(y, np.ones(25) / 25, "valid"),
+                               rtol=1e-10)
+    assert F.window_mean(np.zeros(0, int), np.zeros(0), 5)[0].size == 0
