@@ -99,7 +99,7 @@ def live_panels():
                 help="Correlation of the matched student weights of the first layer with the teacher's.")
     if run.diverged:
         st.error(run.message)
-    silent = widgets.silent_teacher_text(cfg, snap["teacher"][-1]["spikes"])
+    silent = widgets.silent_teacher_text(cfg, snap["teacher_out"])
     if silent:
         st.warning(silent, icon=":material/volume_off:")
     names = run.layer_names()

@@ -26,6 +26,7 @@ from core.metrics import match, recovery, spike_precision
 from core.neurons import (B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of, raw_damping,
                           raw_omega)
 from core.sweep import SHARED
+from ui.figures import window_mean
 from ui.ticks import tick_steps
 
 
@@ -241,6 +242,7 @@ class LiveRun:
         self.history = History()
         self.message = ""
         self.meter = RateMeter()
+        self._snap = None            # (experiment, index, snapshot) of the last snapshot()
         self._record(self.exp.state.params, 0)
 
     @property
@@ -340,13 +342,15 @@ class LiveRun:
                           for lp, w, om, b in zip(last, h.weights[i], h.omega[i], h.b[i])]
                 rec.append([layer["rel_error"] for layer in
                             recovery(params, self.exp.task.teacher, dt, self.cfg.model)])
-            hist = {"loss": loss, "loss_step": np.asarray(h.loss_steps, np.int64),
+            steps = np.asarray(h.loss_steps, np.int64)
+            hist = {"loss": loss, "loss_step": steps,
                     "recovery_step": np.asarray(h.steps, np.int64)[pick],
                     "recovery": np.asarray(rec, np.float64)}
-            tail = loss[-max(1, min(50, loss.size // 10)):]
+            window = max(1, min(50, int(steps[-1]) // 10)) if loss.size else 1
+            final = float(window_mean(steps, loss, window)[0][-1]) if loss.size else None
             metrics = {"steps": self.step, "diverged": self.diverged,
                        "initial_loss": float(loss[0]) if loss.size else None,
-                       "final_loss": float(tail.mean()) if loss.size else None,
+                       "final_loss": final,      # mean of the last steps (not rows: halved)
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
             exp, status = self.exp, "diverged" if self.diverged else "done"
@@ -448,16 +452,29 @@ class LiveRun:
         return student, teacher, inputs
 
     def snapshot(self, index: int = 0) -> dict:
-        """Held-out traces (numpy) of every layer plus recovery and precision,
-        from one evaluation."""
+        """From one held-out evaluation: the first trial's traces (numpy,
+        (T, 1, n) spikes and y) of every layer for student and teacher, the
+        teacher's output spikes on the whole batch (``teacher_out``), recovery
+        and spike metrics.  Kept until the experiment changes (a step, a
+        setting), so a rerun that trains nothing (Play's first draw, Pause,
+        a widget) does not evaluate again: on ``medium`` an evaluation takes
+        0.2-0.3 s, and a full-app run that long lets a tick queue behind it
+        (see ``ui.ticks``).  Only the first trial is kept: the whole batch of
+        a wide layer is tens of MB per visitor (``medium``: 260 MB)."""
         with self.lock:
+            exp, cached = self.exp, self._snap
+            if cached is not None and cached[0] is exp and cached[1] == index:
+                return cached[2]
             student, teacher, _ = self.heldout(index)
-            s = [{k: np.asarray(getattr(tr, k)) for k in ("spikes", "y")} for tr in student]
-            t = [{k: np.asarray(getattr(tr, k)) for k in ("spikes", "y")} for tr in teacher]
-            m = summarize(self.exp, s[-1]["spikes"], t[-1]["spikes"])
-            return {"student": s, "teacher": t, "recovery": m["recovery"],
-                    "precision": m["spike_precision"], "recall": m["spike_recall"],
-                    "rate_error": m["rate_error"]}
+            first = lambda trs: [{k: np.asarray(getattr(tr, k)[:, :1]) for k in ("spikes", "y")}
+                                 for tr in trs]
+            out_s, out_t = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
+            m = summarize(exp, out_s, out_t)
+            snap = {"student": first(student), "teacher": first(teacher), "teacher_out": out_t,
+                    "recovery": m["recovery"], "precision": m["spike_precision"],
+                    "recall": m["spike_recall"], "rate_error": m["rate_error"]}
+            self._snap = (exp, index, snap)
+            return snap
 
     def panels(self, snap: dict):
         """The Teacher--Student page's live figures for ``snap`` (:meth:`snapshot`),
@@ -625,8 +642,6 @@ class RulesRun:
 
     def table(self) -> list[dict]:
         """Final per-rule summary: loss, angles, recovery and spike precision."""
-        from ui.figures import window_mean
-
         ev = core.make_evaluate(self.exp.struct)
         hp = jax.device_get(self.hp)
         steps = self.steps.values

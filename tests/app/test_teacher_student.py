@@ -402,6 +402,43 @@ def test_live_run_divergence_keeps_finite_parameters():
     assert np.all(np.isfinite(snap["student"][-1]["y"]))
 
 
+def test_a_snapshot_is_kept_until_the_run_changes():
+    """A rerun that trains nothing draws the last evaluation again (Play's
+    first draw must end before a tick queues behind it); a step, a changed
+    setting or another held-out batch evaluates anew.  The snapshot keeps the
+    first trial of every layer and the teacher's output on the whole batch,
+    checked against the evaluation itself."""
+    from ui.live import LiveRun
+
+    cfg = core.get_preset("figure1")
+    run = LiveRun(cfg)
+    calls = []
+    heldout = run.heldout
+    run.heldout = lambda index=0: (calls.append(index), heldout(index))[1]
+    first = run.snapshot()
+    assert run.snapshot() is first and calls == [0]
+    student, teacher, _ = core.make_evaluate(run.exp.struct)(run.exp.state.params, run.exp.task,
+                                                             run.exp.hp, 0)
+    for got, want in ((first["student"], student), (first["teacher"], teacher)):
+        assert len(got) == len(want) == len(cfg.layers) - 1
+        for g, w in zip(got, want):
+            for k in ("spikes", "y"):
+                np.testing.assert_array_equal(g[k], np.asarray(getattr(w, k))[:, :1])
+    np.testing.assert_array_equal(first["teacher_out"], np.asarray(teacher[-1].spikes))
+    assert first["teacher_out"].shape == (cfg.T, cfg.batch, cfg.layers[-1])
+
+    assert run.configure(cfg)[0] == "unchanged" and run.snapshot() is first
+    assert run.configure(cfg.replace(lr=cfg.lr / 2))[0] == "updated"
+    second = run.snapshot()
+    assert second is not first and calls == [0, 0]
+    run.advance(10)
+    third = run.snapshot()
+    assert third is not second and calls == [0, 0, 0] and run.snapshot() is third
+    assert run.snapshot(1) is not third and calls[-1] == 1
+    assert run.configure(cfg.replace(teacher_seed=cfg.teacher_seed + 1))[0] == "restarted"
+    assert run.snapshot() is not third and len(calls) == 5
+
+
 def test_page_shows_divergence_error():
     """The page with lr forced to 1e6 (beyond the slider): Step diverges, the page
     shows st.error, Reset clears it."""
