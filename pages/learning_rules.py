@@ -43,30 +43,31 @@ ticks.mark_full_run(st.session_state, "rl")       # this run draws; the ticks tr
 def live_panels():
     if ticks.is_tick(st.session_state, "rl") and st.session_state.get("rl_playing", False):
         run.advance(run.tick_steps(s.steps_per_tick))
+    r = run.rows()                   # one consistent state (a tick may still be appending)
     c = st.columns(3)
-    c[0].metric("Step", run.step)
+    c[0].metric("Step", r["step"])
     c[1].metric("Student-steps/s", f"{run.steps_per_s:.0f}",
                 help=f"Training steps per second summed over the rules (all in one vmapped call), "
                      f"of wall-clock time over the last {run.meter.WINDOW:.0f} s of play, drawing "
                      f"included; training alone runs {run.meter.train_rate:.0f}. Steps per "
                      f"tick ({s.steps_per_tick}): {run.tick_steps(s.steps_per_tick)}.")
     c[2].metric("Rules", len(run.rules))
-    steps = run.steps.values
+    steps = r["steps"]
     a, b = st.columns(2)
     with a:
-        live_plot(figures.rules_figure(steps, run.loss.values, run.rules, "Loss (mean of 10 steps)", "loss",
-                                       log=True, smooth=10), key="rl_loss", height=300)
+        live_plot(figures.rules_figure(steps, r["loss"], run.rules, "Loss (mean of 10 steps)",
+                                       "loss", log=True, smooth=10), key="rl_loss", height=300)
     with b:
-        live_plot(figures.rules_figure(steps, run.alignment.values, run.rules,
+        live_plot(figures.rules_figure(steps, r["alignment"], run.rules,
                                        "∠(Wᵀ, B), output layer", "degrees"),
                   key="rl_align", height=300)
     a, b = st.columns(2)
     with a:
-        live_plot(figures.rules_figure(steps, run.update_angle.values, run.rules,
+        live_plot(figures.rules_figure(steps, r["update_angle"], run.rules,
                                        "Update vs backprop ∠(Δh, Δh_BP)",
                                        "degrees", smooth=10), key="rl_update", height=300)
     with b:
-        live_plot(figures.rules_figure(run.recovery_steps.values, run.recovery.values[:, :, 0],
+        live_plot(figures.rules_figure(r["recovery_steps"], r["recovery"][:, :, 0],
                                        run.rules,
                                        "Hidden weights: rel. error", "rel. error"),
                   key="rl_recovery", height=300)

@@ -488,7 +488,9 @@ class LiveRun:
         cfg, hist = self.cfg, self.history
         n = len(cfg.layers) - 1
         names = self.layer_names()
-        yield "ts_loss", figures.ts_loss_figure(hist.loss_steps, hist.loss), 300
+        with self.lock:       # a tick still training appends to both (see RulesRun.rows)
+            loss_steps, loss = np.asarray(hist.loss_steps), np.asarray(hist.loss)
+        yield "ts_loss", figures.ts_loss_figure(loss_steps, loss), 300
         yield "ts_membrane", figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
                                                      snap["student"][-1]["y"][:, 0, 0],
                                                      cfg.threshold), 300
@@ -597,6 +599,21 @@ class RulesRun:
         host = jax.device_get(self.state.params)
         return [jax.tree_util.tree_map(lambda x: x[i], host) for i in range(len(self.rules))]
 
+    def rows(self) -> dict:
+        """The per-step rows (``steps``, ``loss``, ``alignment``,
+        ``update_angle``) and per-tick rows (``recovery_steps``, ``recovery``)
+        and ``step``, read together under the lock: one consistent state.  A
+        page must read them here, not one by one: with Streamlit's fast
+        reruns a click starts the new script run while the last tick's script
+        thread is still training (it stops at its next Streamlit call), so a
+        second reader appended to between reads sees tables of different
+        lengths (the Learning rules page raised an IndexError at Pause)."""
+        with self.lock:
+            return {"step": self.step, "steps": self.steps.values, "loss": self.loss.values,
+                    "alignment": self.alignment.values, "update_angle": self.update_angle.values,
+                    "recovery_steps": self.recovery_steps.values,
+                    "recovery": self.recovery.values}
+
     def _record_recovery(self) -> None:
         rows = []
         for params in self._host_params():
@@ -641,23 +658,25 @@ class RulesRun:
                 for exp, hist, rule, metrics in records]
 
     def table(self) -> list[dict]:
-        """Final per-rule summary: loss, angles, recovery and spike precision."""
-        ev = core.make_evaluate(self.exp.struct)
-        hp = jax.device_get(self.hp)
-        steps = self.steps.values
-        last = lambda rows, i, **kw: float(window_mean(steps, rows.values[:, i], 50, **kw)[0][-1])
-        rows = []
-        for i, (rule, params) in enumerate(zip(self.rules, self._host_params())):
-            student, teacher, _ = ev(params, self.exp.task,
+        """Final per-rule summary: loss, angles, recovery and spike precision
+        (under the lock: the students and rows of one state)."""
+        with self.lock:
+            ev = core.make_evaluate(self.exp.struct)
+            hp = jax.device_get(self.hp)
+            r, params = self.rows(), self._host_params()
+        last = lambda key, i, **kw: float(window_mean(r["steps"], r[key][:, i], 50, **kw)[0][-1])
+        table = []
+        for i, rule in enumerate(self.rules):
+            student, teacher, _ = ev(params[i], self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
             prec = spike_precision(np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes))
             row = {"rule": rule,        # means over the last 50 steps, not rows (halved)
-                   "loss (last 50)": last(self.loss, i) if len(self.loss) else float("nan"),
-                   "∠(Wᵀ,B) °": float(self.alignment.values[-1, i]) if len(self.alignment) else None,
-                   "∠(Δh, Δh_BP) °": last(self.update_angle, i, skipna=True)
-                   if len(self.update_angle) else None,
+                   "loss (last 50)": last("loss", i) if len(r["steps"]) else float("nan"),
+                   "∠(Wᵀ,B) °": float(r["alignment"][-1, i]) if len(r["steps"]) else None,
+                   "∠(Δh, Δh_BP) °": last("update_angle", i, skipna=True)
+                   if len(r["steps"]) else None,
                    "spike precision": prec["precision"]}
-            for l, err in enumerate(self.recovery.values[-1, i]):
+            for l, err in enumerate(r["recovery"][-1, i]):
                 row[f"rel. error layer {l}"] = float(err)
-            rows.append(row)
-        return rows
+            table.append(row)
+        return table

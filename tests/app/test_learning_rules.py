@@ -217,3 +217,43 @@ def test_a_long_rules_run_keeps_bounded_rows_of_their_steps(monkeypatch):
     for key, rows in (("loss", short.loss), ("alignment_deg", short.alignment),
                       ("update_angle_deg", short.update_angle)):
         np.testing.assert_array_equal(saved[3][key], rows.values[steps <= stop, 1])
+
+
+def test_rows_wait_for_a_tick_that_is_still_appending():
+    """With Streamlit's fast reruns a click starts the page's new run while
+    the last tick's script thread still trains; rows() must give tables of
+    one state, not steps from before a chunk and losses from after it (the
+    page raised an IndexError at Pause).  A tick is held between appending
+    the steps and the losses: rows() waits for it, then agrees with itself."""
+    import threading
+
+    import core
+    from ui.live import RulesRun
+
+    run = RulesRun(core.get_preset("figure1"), ("bp", "fa"))
+    mid, go = threading.Event(), threading.Event()
+    extend = run.loss.extend
+
+    def held(rows):
+        mid.set()
+        assert go.wait(60)
+        extend(rows)
+
+    run.loss.extend = held
+    tick = threading.Thread(target=run.advance, args=(10,))
+    tick.start()
+    assert mid.wait(120)
+    assert len(run.steps) == 10 and len(run.loss) == 0       # the tick is between the two
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(run.rows()))
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive() and not got                     # it waits for the tick ...
+    go.set()
+    tick.join(120)
+    reader.join(120)
+    n = len(got["steps"])                                    # ... and reads one state
+    assert n == 10 and got["step"] == 10 == got["steps"][-1]
+    assert got["loss"].shape == got["alignment"].shape == got["update_angle"].shape == (n, 2)
+    assert got["recovery_steps"].tolist() == [0, 10] and got["recovery"].shape[:2] == (2, 2)
+    assert len(run.table()) == 2

@@ -113,3 +113,40 @@ def test_a_band_sample_is_a_grid_over_rows_and_columns(monkeypatch):
         # about as square as the matrix: the spread covers both axes alike
         share = (rows.size / n_in, cols.size / n_out)
         assert max(share) <= 4 * min(share) or 1.0 in share, (n_in, n_out, share)
+
+
+def test_the_loss_chart_waits_for_a_tick_that_is_still_appending():
+    """The Teacher--Student loss chart reads its steps and losses together
+    under the run's lock: a tick held between appending the losses and their
+    steps (another script thread, Streamlit's fast reruns) makes it wait, and
+    it then draws one state: as many steps as losses."""
+    import threading
+
+    import core
+    from ui.live import LiveRun
+
+    run = LiveRun(core.get_preset("figure1"))
+    snap = run.snapshot()
+    mid, go = threading.Event(), threading.Event()
+
+    class Held(list):
+        def extend(self, rows):
+            mid.set()
+            assert go.wait(60)
+            super().extend(rows)
+
+    run.history.loss_steps = Held(run.history.loss_steps)
+    tick = threading.Thread(target=run.advance, args=(10,))
+    tick.start()
+    assert mid.wait(120)
+    assert len(run.history.loss) == 10 and len(run.history.loss_steps) == 0
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(next(run.panels(snap))[1]))
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive() and not got
+    go.set()
+    tick.join(120)
+    reader.join(120)
+    line = got["data"][0]
+    assert len(line["x"]) == len(line["y"]) == 10 and list(line["x"]) == list(range(1, 11))

@@ -228,4 +228,12 @@ def test_learning_rules_page_plays_live(page: Page, app_url: str):
     names = frame.evaluate("() => document.getElementById('plot').data.map(t => t.name)")
     assert names == ["bp", "kp"]
     page.screenshot(path=str(SHOTS / "learning_rules_playing.png"), full_page=True)
+    # Pause while a tick trains: the page's full run may read the rows while that
+    # tick's script thread still appends to them (an IndexError in 5 of 5 tries)
     page.get_by_role("button", name="Pause").click()
+    wait_idle(page, settle_ms=800)
+    assert_no_exception(page)
+    paused = _step(page)
+    page.wait_for_timeout(1500)
+    assert _step(page) == paused, "training continued after Pause"
+    assert len(_live_frames(page)) == 4
