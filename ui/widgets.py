@@ -239,10 +239,13 @@ def open_config(cfg):
     return shown, differ
 
 
-def save_ui(prefix: str, default_name: str, save, saved_text) -> None:
+def save_ui(prefix: str, stem: str, step, save, saved_text) -> None:
     """A one-click "Save run" button and a popover to set the name and tags.
     On click calls ``save(name, tags_text)`` and shows ``saved_text(result)``,
-    or the error naming the field."""
+    or the error naming the field.  A blank name saves as "``stem`` step N",
+    N = ``step()`` when the button is pressed (the name had been the text
+    input's default, which keeps its first value: the step at which the page
+    was opened)."""
     import core
 
     with st.container(horizontal=True):
@@ -250,11 +253,12 @@ def save_ui(prefix: str, default_name: str, save, saved_text) -> None:
                             help="Store this run (Runs & sweeps page) with the name and tags set "
                                  "beside.")
         with st.popover("Name & tags", icon=":material/label:"):
-            name = st.text_input("Run name", default_name, key=f"{prefix}_save_name", max_chars=200)
+            name = st.text_input("Run name", "", key=f"{prefix}_save_name", max_chars=200,
+                                 placeholder=f"{stem} step … (the step when saved)")
             tags = st.text_input("Tags (comma separated)", "", key=f"{prefix}_save_tags")
     if clicked:
         try:
-            st.success(saved_text(save(name, tags)))
+            st.success(saved_text(save(name.strip() or f"{stem} step {step()}", tags)))
         except core.ConfigError as e:
             st.error(f"Not saved — {e}")
 

@@ -140,3 +140,28 @@ def test_reopen_a_malformed_run_says_so(tmp_path):
                          loss_step=np.array(["a"] * 20))
     at = _page("pages/teacher_student.py", run=run_id)
     assert any("Cannot open run" in e.value and "loss_step" in e.value for e in at.error)
+
+
+def test_a_blank_name_saves_with_the_step_of_the_save(tmp_path):
+    """Left blank, the name says the step at which Save was pressed (it had
+    stuck at the step at which the page was opened: a widget's default keeps
+    its first value); a name typed and then cleared also falls back to it."""
+    at = _page("pages/teacher_student.py")
+    _click(at, "ts_step")
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "40"
+    assert at.text_input(key="ts_save_name").placeholder.startswith("figure1 step …")
+    _click(at, "ts_save")
+    at.text_input(key="ts_save_name").set_value("   ")
+    _click(at, "ts_step")
+    _click(at, "ts_save")
+    store = RunStore(tmp_path / "runs")
+    names = sorted((r["name"], store.get(r["id"])["metrics"]["steps"]) for r in store.list())
+    assert names == [("figure1 step 40", 40), ("figure1 step 60", 60)], names
+
+    at = _page("pages/learning_rules.py", rl_rules=["bp", "fa"])
+    _click(at, "rl_step")
+    step = int(_metric(at, "Step"))
+    _click(at, "rl_save")
+    rules = sorted(r["name"] for r in RunStore(tmp_path / "runs").list() if "rules" in r["tags"])
+    assert rules == [f"rules step {step} · bp", f"rules step {step} · fa"], rules
