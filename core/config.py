@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, NamedTuple
 
@@ -164,15 +165,20 @@ def _finite(name: str, value: Any, lo: float, hi: float, *, open_lo=False) -> fl
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool):
         raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {value!r}.")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {value!r}.") from None
-    if not math.isfinite(f) or f != int(f):
-        raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {value!r}.")
-    v = int(f)
+    if isinstance(value, numbers.Integral):     # int, numpy integers
+        v = int(value)                    # exactly: through a float, 20 digits came out wrong
+    else:
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {value!r}.") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {value!r}.")
+        v = int(f)
     if not lo <= v <= hi:
-        raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {v}.")
+        digits = len(str(abs(v)))
+        got = str(v) if digits <= 20 else f"a {digits}-digit number"
+        raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {got}.")
     return v
 
 

@@ -163,8 +163,9 @@ def parse_layers(text: str, field: str) -> tuple[int, ...]:
 
     import re
 
-    # "-" separates widths only right after a digit, so "20,-2,1" keeps its -2 (refused later)
-    parts = [p for p in re.split(r"[\s,→]+|(?<=\d)-", str(text).strip()) if p]
+    # "-" (spaces around it allowed) separates widths only right after a digit, so
+    # "20,-2,1" keeps its -2 (refused later)
+    parts = [p for p in re.split(r"(?<=\d)\s*-\s*|[\s,→]+", str(text).strip()) if p]
     try:
         sizes = tuple(int(p) for p in parts)
     except ValueError:

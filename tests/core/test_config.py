@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import core
@@ -125,3 +126,27 @@ def test_a_student_seed_that_draws_from_the_teachers_key_is_refused_where_drawn(
         expand(make_spec(core.get_preset("figure1").replace(teacher_seed=2 + STUDENT_SEED_OFFSET),
                          parse_grid(["lr=0.01"]), seeds=3))      # student seeds 1, 2, 3
     assert from_dict(clash.to_dict()) == clash                   # stored configs still load
+
+
+def test_a_huge_integer_is_refused_exactly_and_briefly():
+    """An integer is checked as itself, not through a float (300 ones had come
+    back as '111111111111111116944…'); beyond 20 digits the message gives the
+    length, not the digits."""
+    from core.config import _int
+
+    with pytest.raises(ConfigError, match=r"got a 300-digit number\.$"):
+        _int("layers[2]", int("1" * 300), 1, 4096)
+    with pytest.raises(ConfigError, match=r"got 9007199254740993\.$"):
+        _int("T", 2**53 + 1, 10, 5000)                   # a float would say ...992
+    assert _int("T", np.int64(300), 10, 5000) == 300 and _int("T", "300", 10, 5000) == 300
+    with pytest.raises(ConfigError, match="got 2.5"):
+        _int("T", 2.5, 10, 5000)
+
+
+@pytest.mark.parametrize("text, widths", [
+    ("20-2-1", (20, 2, 1)), ("20 - 2 - 1 ", (20, 2, 1)), ("20, 2, 1", (20, 2, 1)),
+    ("20→2→1", (20, 2, 1)), ("20,-2,1", (20, -2, 1)), ("4096-4096", (4096, 4096))])
+def test_layer_text_is_read_with_spaces_around_its_dashes(text, widths):
+    from ui.widgets import parse_layers
+
+    assert parse_layers(text, "layers") == widths
