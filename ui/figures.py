@@ -181,7 +181,9 @@ def _line(x, y, name: str, color: str, width: float = 1.5, dash: str | None = No
     line = {"color": color, "width": width}
     if dash:
         line["dash"] = dash
-    return {"type": "scatter", "x": x, "y": y, "mode": "lines",
+    # a one-point line (a run at step 0) is invisible: mark its point
+    mode = "lines+markers" if np.size(x) == 1 else "lines"
+    return {"type": "scatter", "x": x, "y": y, "mode": mode,
             "name": name, "line": line, **kw}
 
 
@@ -457,6 +459,9 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         offset += 2 * n + 1
     data = []
     yaxis = {"tickvals": yticks, "ticktext": ytext, "autorange": "reversed", "showgrid": False}
+    steps = max(max(st_.shape[0], ss.shape[0]) for _, st_, ss in blocks)
+    # the whole trial, as the membrane chart: not autoranged to the spikes (it jumped each tick)
+    xaxis = {**_title("time (ms)"), "range": [0, steps * dt * 1e3]}
     if total <= RASTER_MAX_POINTS and cells <= RASTER_SVG_CELLS:
         rows = {"teacher": [], "student": []}
         for off, st_, ss in blocks:
@@ -470,7 +475,6 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
                          "marker": {"symbol": "line-ns-open", "size": 9, "color": color,
                                     "line": {"width": 1.5, "color": color}}})
     else:
-        steps = max(max(st_.shape[0], ss.shape[0]) for _, st_, ss in blocks)
         k = -(-steps // RASTER_MAX_BINS)                    # steps per column
         bins = -(-steps // k)
         img = np.zeros((offset, bins), np.uint8)            # 0: none, 1: teacher, 2: student
@@ -487,7 +491,7 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
                      "y0": 0, "dy": 1, "hovertemplate": "%{x:.0f} ms<extra></extra>"})
         yaxis["scaleanchor"] = False      # an image's default: square pixels; fill the chart
     return _spec("Spike rasters (held-out): teacher black, student red", 320, data,
-                 axes={"xaxis": _title("time (ms)"), "yaxis": yaxis})
+                 axes={"xaxis": xaxis, "yaxis": yaxis})
 
 
 def png_data_uri(indices: np.ndarray, palette) -> str:

@@ -614,3 +614,22 @@ def test_window_mean_of_unthinned_rows_is_the_running_mean():
     np.testing.assert_allclose(spec["data"][1]["y"], np.convolve(y, np.ones(25) / 25, "valid"),
                                rtol=1e-10)
     assert F.window_mean(np.zeros(0, int), np.zeros(0), 5)[0].size == 0
+
+
+def test_raster_spans_the_whole_trial_and_a_lone_point_is_marked():
+    """The raster's time axis is the trial (0 to T dt), as the membrane
+    chart's, whatever the spikes (it autoranged to them and jumped each tick),
+    in both the marker and the image form; a one-point line (a run at step
+    0) gets a marker, since a line through one point draws nothing."""
+    dt, T = 1e-3, 300
+    few = np.zeros((T, 2)); few[[120, 200], 0] = 1              # spikes only mid-trial
+    wide = (RNG.random((T, 300)) < 0.3).astype(float)           # the image form
+    for layers in ([few], [wide]):
+        spec = F.raster_figure(dt, layers, layers, ["output"])
+        assert spec["layout"]["xaxis"]["range"] == [0, pytest.approx(T * dt * 1e3)]
+    assert F.raster_figure(dt, [wide], [wide], ["output"])["data"][0]["type"] == "image"
+    assert F._line([0], [1.0], "w", "#000")["mode"] == "lines+markers"
+    assert F._line([0, 1], [1.0, 2.0], "w", "#000")["mode"] == "lines"
+    spec = F.trajectories_figure({"steps": np.array([0]), "traj": np.ones((1, 2)),
+                                  "target": np.ones(2), "labels": ["a", "b"]}, "w")
+    assert {d["mode"] for d in spec["data"]} == {"lines+markers"}
