@@ -59,6 +59,8 @@ def require_app_navigation() -> None:
     here = sys._getframe(1).f_globals.get("__file__", "")
     entering = st.session_state.get(URL_PAGE) != here
     st.session_state[URL_PAGE] = here
+    if entering:
+        canonical_url_numbers()
     st.session_state[URL_BEFORE] = url_snapshot() if entering else {}
     try:
         from streamlit import config
@@ -507,7 +509,43 @@ def _same_value(value, raws: Sequence[str]) -> bool:
 
 
 # what a URL parameter's message names: the control's label and what it accepts
-URL_CONTROLS = {
+def _presets() -> str:
+    import core
+
+    return ", ".join(core.presets())
+
+
+def _statuses() -> str:
+    from core.store import STATUSES
+
+    return ", ".join(STATUSES)
+
+
+def _options(name: str):
+    """A core option list by name, read when a toast needs it (core loads late)."""
+    def accepts() -> str:
+        import core.config as c
+
+        return ", ".join(getattr(c, name))
+    return accepts
+
+
+URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a callable or None)
+    "p": ("Preset", _presets), "rl_p": ("Preset", _presets), "gf_p": ("Preset", _presets),
+    "sw_p": ("Preset", _presets),
+    "sg": ("Shape", _options("SURROGATES")), "rl_sg": ("Surrogate", _options("SURROGATES")),
+    "gs_shapes": ("Shapes", _options("SURROGATES")), "gf_shapes": ("Shapes", _options("SURROGATES")),
+    "sw_shapes": ("Surrogate shapes", _options("SURROGATES")),
+    "learn": ("Learnable", _options("GROUPS")), "loss": ("Loss", _options("LOSSES")),
+    "opt": ("Optimizer", _options("OPTIMIZERS")), "fb": ("Credit assignment", _options("FEEDBACKS")),
+    "rl_rules": ("Rules side by side", _options("MIXABLE")),
+    "rg": ("Reset gradient", "detach or through"), "tsmodel": ("Neuron model", "RF or LIF"),
+    "gs_norm": ("Normalise by", "peak or area"), "gf_norm": ("Normalise", "peak or area"),
+    "sw_seeds": ("Student seeds", "1 to 8"), "sw_stopped": ("Include stopped points", "true or false"),
+    "sw_steps": ("Steps", "whole tens from 10 (up to the page's limit)"),
+    "sw_metric": ("Metric", None), "sw_x": ("x axis", None), "sw_y": ("y axis", None),
+    "sw_sel": ("Sweep", None), "rs_sel": ("Selected runs", None), "rs_tags": ("Tags", None),
+    "rs_status": ("Status", _statuses),
     "model": ("Model", "RF or LIF"), "f": ("Frequency f (Hz)", "0.5 to 100"),
     "b": ("Damping b (1/s)", "-200 to -1"), "theta": ("Threshold θ", "0.1 to 5"),
     "xr": ("Reset x_r", "-2 to 2"), "yr": ("Reset y_r", "-2 to 0.99"),
@@ -517,20 +555,65 @@ URL_CONTROLS = {
     "br": ("Damping range b (1/s)", "two values, -200 to -1"),
     "tr": ("Target rate (Hz)", "1 to 100"), "ir": ("Input rate (Hz)", "1 to 200"),
     "ts": ("Teacher seed", "0 to 2147483647"), "ss": ("Student seed", "0 to 2147483647"),
-    # select sliders take an option's str() exactly ("20.0", not "20")
+    # select sliders take an option's str(); canonical_url_numbers() rewrites "20" to "20.0"
     "beta": ("Scale β", ", ".join(map(str, SCALES))),
     "lr": ("Learning rate", ", ".join(map(str, LRS))),
     "spt": ("Steps per tick", ", ".join(map(str, STEPS_PER_TICK))),
     "T": ("Time steps T", "a whole number"), "B": ("Batch", ", ".join(map(str, BATCHES))),
     "th": ("Threshold θ", "0.2 to 5"), "np": ("Fixed input batches", "0 to 10000"),
-    "psp": ("PSP normalisation κ", "true or false"), "tsyn": ("Synaptic τ (ms)", "0 to 50"),
-    "vrt": ("van Rossum τ (ms)", "1 to 100"), "norm": ("Normalise", "peak or area"),
+    "psp": ("PSP normalisation κ", "true or false"), "tsyn": ("Synaptic τ (ms, 0 = none)", "0 to 50"),
+    "vrt": ("van Rossum τ (ms)", "1 to 100"), "norm": ("Normalise by", "peak or area"),
     "rl_lr": ("Learning rate", ", ".join(map(str, LRS))),
     "rl_beta": ("Scale β", ", ".join(map(str, SCALES))),
     "rl_spt": ("Steps per tick", ", ".join(map(str, STEPS_PER_TICK))),
     "gs_beta": ("Scale β", ", ".join(map(str, SCALES))),
     "gf_train": ("Train first (steps)", "0 to 5000"), "gf_seed": ("Seed", "0 to 10000"),
+    "rl_decay": ("Feedback decay λ", lambda: ", ".join(map(str, FB_DECAYS))),
+    "gf_n": ("Perturbations N", lambda: ", ".join(map(str, FIDELITY_SAMPLES))),
+    "gf_sigma": ("σ", lambda: ", ".join(map(str, FIDELITY_SIGMAS))),
+    "gf_scales": ("Scales β", lambda: ", ".join(map(str, FIDELITY_SCALES))),
 }
+
+
+def url_numeric_options() -> dict:
+    """Select sliders and multiselects with numeric options, by key: their URL
+    value must be an option's text ("20.0"), which :func:`canonical_url_numbers`
+    makes of any spelling of the same number ("20", "2e1")."""
+    return {"beta": SCALES, "rl_beta": SCALES, "gs_beta": SCALES, "lr": LRS, "rl_lr": LRS,
+            "B": BATCHES, "spt": STEPS_PER_TICK, "rl_spt": STEPS_PER_TICK,
+            "rl_decay": FB_DECAYS, "gf_n": FIDELITY_SAMPLES, "gf_sigma": FIDELITY_SIGMAS,
+            "gf_scales": FIDELITY_SCALES}
+
+
+def _as_option(raw: str, options) -> str:
+    try:
+        x = float(raw)
+    except ValueError:
+        return raw
+    for o in options:
+        if not isinstance(o, str) and math.isclose(float(o), x, rel_tol=1e-9, abs_tol=1e-15):
+            return str(o)
+    return raw
+
+
+def canonical_url_numbers() -> None:
+    """Rewrite a numeric control's URL value to its option's own text before
+    the control reads it (``?beta=20`` was refused while the toast said 20.0
+    is accepted); a value that is no option is left for the control to refuse."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    for key, options in url_numeric_options().items():
+        raws = st.query_params.get_all(key)
+        fixed = [_as_option(r, options) for r in raws]
+        if fixed == raws or ctx is None:
+            continue
+        st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
+        # a bound control reads the URL as the run started (Streamlit 1.67 keeps it
+        # apart); without that private field the control refuses it, with a toast
+        with ctx.session_state.query_params() as qp:
+            if isinstance(getattr(qp, "_initial_query_params", None), dict):
+                qp._initial_query_params[key] = fixed
 
 
 def report_ignored_url_params() -> None:
@@ -552,6 +635,7 @@ def report_ignored_url_params() -> None:
         if not _same_value(value, raws):
             shown = "=".join((key, "&".join(raws)))
             label, accepts = URL_CONTROLS.get(key, (key, None))
+            accepts = accepts() if callable(accepts) else accepts
             what = (f"“{label}” accepts {accepts}" if accepts
                     else f"out of the range or options of “{label}”")
             st.toast(f"URL parameter `{shown}` ignored: {what}. The page uses {value!r}; set it "

@@ -229,7 +229,11 @@ def test_figures_module_does_not_import_streamlit():
     ("pages/teacher_student.py", {"fr": ["5", "200"]}, "Frequency range f (Hz)", "two values",
      "(10.0, 10.0)"),
     ("pages/teacher_student.py", {"T": "abc"}, "Time steps T", "a whole number", "300"),
-    ("pages/teacher_student.py", {"beta": "20"}, "Scale β", "20.0", "10.0"),   # "20.0" only
+    ("pages/teacher_student.py", {"beta": "19"}, "Scale β", "20.0", "10.0"),
+    ("pages/teacher_student.py", {"p": "nope"}, "Preset", "figure1, ", "'figure1'"),
+    ("pages/teacher_student.py", {"sg": "bogus"}, "Shape", "superspike, sigmoid", "'superspike'"),
+    ("pages/learning_rules.py", {"rl_rules": "dfa"}, "Rules side by side", "bp, fa, sign, kp, wm",
+     "['bp', 'fa', 'sign', 'kp', 'wm']"),
 ])
 def test_a_refused_url_parameter_is_reported(page, query, label, accepts, used):
     """Streamlit drops a bound URL parameter its control refuses, silently; the
@@ -278,3 +282,44 @@ def test_moving_a_control_back_is_not_reported():
     at.selectbox(key="p").set_value("single-neuron").run()
     assert not at.exception
     assert not any("URL parameter" in t.value for t in at.toast)    # (a restart toast is due)
+
+
+def test_a_number_in_the_url_selects_its_option_however_written():
+    """A select slider's URL value had to be the option's own text ("20.0");
+    "20" or "2e1" was refused although the toast said 20.0 is accepted."""
+    at = _app()
+    at.query_params["beta"] = "20"
+    at.query_params["lr"] = "1e-2"
+    at.query_params["B"] = "16.0"
+    at.switch_page("pages/teacher_student.py").run()
+    assert not at.exception and not [t.value for t in at.toast if "ignored" in t.value]
+    assert at.select_slider(key="beta").value == 20.0
+    assert at.select_slider(key="lr").value == 0.01
+    assert at.select_slider(key="B").value == 16
+
+
+def test_every_url_bound_control_that_can_refuse_is_named_in_its_toast():
+    """Every control bound to the URL (read from the source) that can refuse a
+    value (all but free text) has an entry in ``URL_CONTROLS`` whose label
+    begins its own label, so a refused parameter's toast names the control
+    ("Preset"), not its key ("p"), and says what it accepts."""
+    import ast
+
+    from ui.widgets import URL_CONTROLS
+
+    bound = {}
+    for path in [*(ROOT / "ui").glob("*.py"), *(ROOT / "pages").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and any(k.arg == "bind" for k in node.keywords):
+                kw = {k.arg: k.value for k in node.keywords}
+                func = ast.unparse(node.func).rsplit(".", 1)[-1]
+                if func != "text_input":
+                    bound[kw["key"].value] = node.args[0].value
+    assert len(bound) > 50, sorted(bound)
+    missing = sorted(set(bound) - set(URL_CONTROLS))
+    assert not missing, missing
+    for key, label in bound.items():
+        name, accepts = URL_CONTROLS[key]
+        assert label.startswith(name), (key, label, name)
+        text = accepts() if callable(accepts) else accepts
+        assert text is None or (isinstance(text, str) and text), key
