@@ -236,9 +236,13 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
     data = [_line(freqs, peak, "peak |y|", Y_COLOR, 2)]
     if model == "rf":  # a trace, not a shape: shapes on a log axis take log10(x)
         top = float(np.nanmax(peak)) * 1.08 if np.size(peak) else 1.0
+        # the label on the side with room: right of the line it was cut at the axis' end
+        lo, hi = (np.log(np.min(freqs)), np.log(np.max(freqs))) if np.size(freqs) else (0, 1)
+        left = hi > lo and (np.log(freq_hz) - lo) / (hi - lo) > 0.7
         data.append(_line(np.array([freq_hz, freq_hz], np.float64), np.array([0.0, top]), "f",
                           SPIKE_COLOR, 2, dash="dot", mode="lines+text",
-                          text=["", f" f = {freq_hz:g} Hz"], textposition="bottom right",
+                          text=["", f"f = {freq_hz:g} Hz " if left else f" f = {freq_hz:g} Hz"],
+                          textposition="bottom left" if left else "bottom right",
                           textfont={"color": SPIKE_COLOR}, hoverinfo="skip"))
     shape, notes = _hline(float(theta), label="θ")
     # explicit ticks: Plotly's default log ticks label 0.5, 20 and 50 as "5", "2", "5"

@@ -633,3 +633,14 @@ def test_raster_spans_the_whole_trial_and_a_lone_point_is_marked():
     spec = F.trajectories_figure({"steps": np.array([0]), "traj": np.ones((1, 2)),
                                   "target": np.ones(2), "labels": ["a", "b"]}, "w")
     assert {d["mode"] for d in spec["data"]} == {"lines+markers"}
+
+
+def test_the_resonance_marker_label_stays_inside_the_axis():
+    """The "f = ... Hz" label sits right of the marker, or left of it in the
+    last 30 % of the (log) axis, where it was cut at the edge (f = 100 Hz
+    showed "f = 1")."""
+    freqs, peak = np.geomspace(0.5, 100, 60), np.linspace(0, 1, 60)
+    for f, side in ((2.0, "right"), (10.0, "right"), (40.0, "left"), (100.0, "left")):
+        marker = F.resonance_figure(freqs, peak, f, 1.0)["data"][1]
+        assert marker["textposition"] == f"bottom {side}", f
+        assert marker["text"][1].strip() == f"f = {f:g} Hz"
