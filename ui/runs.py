@@ -294,10 +294,23 @@ def heatmap_figure(df: pd.DataFrame, x: str, y: str, metric: str,
     over = f" — mean over {', '.join(others)}" if others else ""
     axes = f"{y} × {x}" if y != x else x
     note = ""
-    if partial:
-        note = (" (* includes stopped points)" if include_stopped else
-                f" ({partial} stopped point(s) left out)")
-    return _layout(fig, f"{metric}: {axes}{over}{note}", height=380)
+    if partial:       # on a line of its own: at the end of a long title it was cut off
+        note = ("<br><sup>* includes stopped points</sup>" if include_stopped else
+                f"<br><sup>{partial} stopped point(s) left out</sup>")
+    fig = _layout(fig, f"{metric}: {axes}{over}{note}", height=380)
+    if note:
+        fig.update_layout(margin=dict(t=70))
+    if not np.isfinite(z).any():
+        _empty_note(fig, partial and not include_stopped)
+    return fig
+
+
+def _empty_note(fig: go.Figure, stopped_left_out: bool) -> None:
+    """Say in a chart with nothing to draw why (it was blank)."""
+    fig.add_annotation(
+        text=("No finished point to show: tick “Include stopped points” above the charts."
+              if stopped_left_out else "No point with a value of this metric."),
+        xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14))
 
 
 def axis_codes(values: Sequence) -> tuple[np.ndarray, list | None, list | None]:
@@ -341,8 +354,10 @@ def parcoords_figure(df: pd.DataFrame, axes: Sequence[str], metric: str,
     dropped = int((~ok).sum()) - partial
     notes = ([f"{partial} stopped point(s)"] if partial else []) + (
         [f"{dropped} point(s) without a value"] if dropped else [])
-    note = f" ({' and '.join(notes)} left out)" if notes else ""
+    note = f"<br><sup>{' and '.join(notes)} left out</sup>" if notes else ""
     fig = _layout(fig, f"Every swept setting, coloured by {metric}{note}", height=400)
+    if not ok.any():
+        _empty_note(fig, bool(partial))
     return fig.update_layout(margin=dict(l=80, r=60, t=95, b=30))
 
 

@@ -411,6 +411,22 @@ def test_heatmap_figure_marks_and_counts_stopped_points():
     assert "3 stopped" in par.layout.title.text
 
 
+def test_a_sweep_stopped_before_any_point_finished_says_why_its_charts_are_empty():
+    """All points stopped and left out: both charts say what to tick instead of
+    staying blank; the title's note is on its own line (it was cut off at the
+    end of a long title)."""
+    df = _stopped_table().assign(status="stopped", steps=900)
+    order = {"surrogate": ["a", "b"], "scale": [1.0, 5.0]}
+    for fig in (R.heatmap_figure(df, "scale", "surrogate", "m", order, ["seed"]),
+                R.parcoords_figure(df, ["surrogate", "scale", "seed"], "m", order)):
+        (note,) = fig.layout.annotations
+        assert "Include stopped points" in note.text
+        assert "<br><sup>8 stopped point(s)" in fig.layout.title.text
+    fig = R.heatmap_figure(df, "scale", "surrogate", "m", order, ["seed"], include_stopped=True)
+    assert not fig.layout.annotations and "<br><sup>* includes stopped" in fig.layout.title.text
+    assert not R.heatmap_figure(_stopped_table(), "scale", "surrogate", "m", order).layout.annotations
+
+
 def test_points_summary_counts_finished_and_stopped():
     done = [{"status": "done", "metrics": {"steps": 2000}}] * 6
     stopped = [{"status": "stopped", "metrics": {"steps": 900}}] * 6
