@@ -200,7 +200,8 @@ def trace_figure(t, x, y, spikes, kicks, theta: float, model: str = "rf") -> dic
     x, kicks = np.asarray(x), np.asarray(kicks)
     data = [_line(t_ms, x, "x = Re z" if model == "rf" else "x (input current)", X_COLOR, 1.2,
                   xaxis="x", yaxis="y"),
-            _line(t_ms, y, "y = Im z (voltage)", Y_COLOR, 1.8, xaxis="x", yaxis="y"),
+            _line(t_ms, y, "y = Im z (voltage)" if model == "rf" else "y (voltage)", Y_COLOR, 1.8,
+                  xaxis="x", yaxis="y"),
             {"type": "scatter", "x": t_ms[fired], "y": y[fired], "mode": "markers",
              "name": f"spikes ({fired.size})", "xaxis": "x", "yaxis": "y",
              "marker": {"symbol": "triangle-up", "size": 10, "color": SPIKE_COLOR}},

@@ -447,7 +447,7 @@ def test_neuron_panels_draw_the_response():
     np.testing.assert_allclose(py[~np.isnan(py)], y)
     np.testing.assert_allclose(_array(phase["data"][1]["x"]), x[[120, 640]])
     lif = _strict(to_json(F.trace_figure(t, x, y, spikes, kicks, 1.0, "lif")))
-    assert lif["data"][0]["name"] == "x (input current)"
+    assert [lif["data"][i]["name"] for i in (0, 1)] == ["x (input current)", "y (voltage)"]
     lif = _strict(to_json(F.phase_figure(x, y, spikes, 1.0, "lif")))
     assert lif["layout"]["xaxis"]["title"]["text"] == "x (input current)"
     assert lif["layout"]["yaxis"]["title"]["text"] == "y (voltage)"
