@@ -41,6 +41,9 @@ def damaged_store_ui(path, error: StoreError) -> None:
         st.rerun()
 
 
+LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_seeds", "sw_steps", "sw_name")
+
+
 def launcher_ui() -> tuple:
     """Sweep settings -> (validated SweepSpec or None, launch pressed)."""
     names = list(core.presets())
@@ -249,7 +252,9 @@ except StoreError as e:
 st.caption(f"Store `{path}` · {len(summaries)} run(s) · {len(sweeps)} sweep(s)")
 
 try:
-    with st.expander("Launch a sweep", expanded=not sweeps or slot.job is not None):
+    # open where a link sets launch settings (an invalid one's error would be hidden)
+    linked = any(k in st.query_params for k in LAUNCH_KEYS)
+    with st.expander("Launch a sweep", expanded=not sweeps or slot.job is not None or linked):
         spec, launch = launcher_ui()
         widgets.report_ignored_url_params()
         if launch and spec is not None:

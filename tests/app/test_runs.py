@@ -456,3 +456,23 @@ def test_stopped_points_are_left_out_of_the_page_heatmap(monkeypatch, populated,
     _clean(at)
     z = _array(_charts(at)["sw_heatmap"]["data"][0]["z"]).reshape(2, 2)
     assert np.isfinite(z).all()
+
+
+def test_a_link_with_launch_settings_opens_the_launcher(monkeypatch, populated):
+    """Once a sweep exists the launcher starts collapsed; a link that sets a
+    launch field opens it, so an invalid one's error is seen, not hidden
+    behind a disabled Launch button."""
+    path, _ = populated
+    at = _page(monkeypatch, path)
+    _clean(at)
+    (launcher,) = [e for e in at.expander if e.label == "Launch a sweep"]
+    assert not launcher.proto.expanded
+    monkeypatch.setenv(ENV_VAR, str(path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["sw_scales"] = "abc"
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    (launcher,) = [e for e in at.expander if e.label == "Launch a sweep"]
+    assert launcher.proto.expanded
+    assert any("Invalid setting" in e.value and "abc" in e.value for e in launcher.error)
+    assert at.button(key="sw_launch").disabled
