@@ -402,18 +402,30 @@ FIDELITY_MAX_COST = 1e12        # multiply-adds of one fidelity table (~1 min on
 DEMO_FIDELITY_MAX_COST = 2e10
 
 
-def fidelity_cost(cfg, n_samples: int, n_pairs: int, train_steps: int) -> float:
-    """Work of one fidelity table, in multiply-adds: the training first, the
-    teacher once, a forward and backward pass per (shape, scale) pair and two
-    forward passes per perturbation pair."""
+def fidelity_costs(cfg, n_samples: int, n_pairs: int, train_steps: int) -> dict:
+    """Work of one fidelity table by part, in multiply-adds: the training
+    first (``train_steps``), the teacher once, a forward and backward pass per
+    (shape, scale) pair (``scales``) and two forward passes per perturbation
+    pair (``samples``)."""
     fwd = cfg.T * cfg.batch * _macs(cfg.student_layers)
-    return float(train_steps * live_cost(cfg) + cfg.T * cfg.batch * _macs(cfg.layers)
-                 + 3 * n_pairs * fwd + 2 * n_samples * fwd)
+    return {"train_steps": float(train_steps * live_cost(cfg)),
+            "teacher": float(cfg.T * cfg.batch * _macs(cfg.layers)),
+            "scales": float(3 * n_pairs * fwd), "samples": float(2 * n_samples * fwd)}
+
+
+def fidelity_cost(cfg, n_samples: int, n_pairs: int, train_steps: int) -> float:
+    """Work of one fidelity table, in multiply-adds (:func:`fidelity_costs`)."""
+    return sum(fidelity_costs(cfg, n_samples, n_pairs, train_steps).values())
+
+
+FIDELITY_FIX = {"train_steps": "fewer training steps first",
+                "scales": "fewer shapes or scales", "samples": "fewer perturbations N"}
 
 
 def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_steps: int,
                         demo: bool = False) -> None:
-    """Refuse (core.ConfigError naming ``samples``) a fidelity table too big to
+    """Refuse (core.ConfigError naming the setting that costs most:
+    ``train_steps``, ``scales`` or ``samples``) a fidelity table too big to
     compute for one visitor (``RESONANCE_MAX_FIDELITY_COST`` overrides)."""
     import os
 
@@ -424,14 +436,17 @@ def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_st
     except ValueError:
         cap = FIDELITY_MAX_COST
     cap = DEMO_FIDELITY_MAX_COST if demo else cap
-    cost = fidelity_cost(cfg, n_samples, n_pairs, train_steps)
+    parts = fidelity_costs(cfg, n_samples, n_pairs, train_steps)
+    cost = sum(parts.values())
     if cost > cap:
+        most = max(FIDELITY_FIX, key=parts.get)
         raise core.ConfigError(
-            "samples", f"this table ({n_pairs} shape x scale pairs, {n_samples} perturbation "
+            most, f"this table ({n_pairs} shape x scale pairs, {n_samples} perturbation "
             f"pairs, {train_steps} training steps first, preset {preset}) is "
             f"{cost:.2g} multiply-adds, more than this {'demo ' if demo else ''}page computes "
-            f"({cap:.2g}, about a minute); use fewer perturbations, shapes, scales or training "
-            "steps, a smaller preset, or `python -m core fidelity` on a bigger machine.")
+            f"({cap:.2g}, about a minute), {parts[most] / cost:.0%} of it for {most}; use "
+            f"{FIDELITY_FIX[most]}, a smaller preset, or `python -m core fidelity` on a "
+            "bigger machine.")
 
 
 def learnable_count(cfg) -> int:

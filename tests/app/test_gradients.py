@@ -99,4 +99,14 @@ def test_a_table_too_big_for_the_page_is_refused_before_computing(monkeypatch):
     assert any("mostly noise" in c.value for c in at.caption)
     at.button(key="gf_run").click().run()
     assert not at.exception and computed == []
-    assert len(at.error) == 1 and "samples" in at.error[0].value and "medium" in at.error[0].value
+    # named: the part that costs most (here the 500 training steps), and its fix
+    (err,) = [e.value for e in at.error]
+    assert "train_steps" in err and "fewer training steps first" in err and "medium" in err
+    parts = widgets.fidelity_costs(medium, at.select_slider(key="gf_n").value, 60, 500)
+    assert f"{parts['train_steps'] / sum(parts.values()):.0%} of it for train_steps" in err
+    at.number_input(key="gf_train").set_value(0).run()
+    at.select_slider(key="gf_n").set_value(1024).run()
+    at.button(key="gf_run").click().run()
+    assert not at.exception and computed == []
+    (err,) = [e.value for e in at.error]
+    assert "samples" in err and "fewer perturbations N" in err
