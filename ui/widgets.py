@@ -641,7 +641,12 @@ def report_ignored_url_params() -> None:
     before = st.session_state.get(URL_BEFORE, {})
     for key in list(before):
         if key in st.query_params:
-            before.pop(key)       # kept: the control took it
+            raws, value = before.pop(key), st.session_state.get(key)
+            if (isinstance(value, int) and not isinstance(value, bool) and len(raws) == 1
+                    and not _same_value(value, raws)):      # kept, but rounded ("1.5" -> 1)
+                label = URL_CONTROLS.get(key, (key, None))[0]
+                st.toast(f"URL parameter `{key}={raws[0]}` read as {value}: “{label}” takes "
+                         "whole numbers.", icon="⚠️")
             continue
         if key not in st.session_state:
             continue              # not a control of this page (yet)

@@ -323,3 +323,15 @@ def test_every_url_bound_control_that_can_refuse_is_named_in_its_toast():
         assert label.startswith(name), (key, label, name)
         text = accepts() if callable(accepts) else accepts
         assert text is None or (isinstance(text, str) and text), key
+
+
+def test_a_fraction_for_a_whole_number_control_is_reported_as_rounded():
+    """Streamlit takes ``?ts=1.5`` as 1 and rewrites the URL, silently; the page
+    says it read 1."""
+    at = _app()
+    at.query_params["ts"] = "1.5"
+    at.query_params["ss"] = "7"
+    at.switch_page("pages/teacher_student.py").run()
+    assert not at.exception and at.number_input(key="ts").value == 1
+    assert [t.value for t in at.toast if t.value.startswith("URL")] == [
+        "URL parameter `ts=1.5` read as 1: “Teacher seed” takes whole numbers."]
