@@ -176,8 +176,9 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
             raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {value!r}.")
         v = int(f)
     if not lo <= v <= hi:
-        digits = len(str(abs(v)))
-        got = str(v) if digits <= 20 else f"a {digits}-digit number"
+        bits = v.bit_length()        # (str() of a 5000-digit int raises ValueError)
+        got = str(v) if bits <= 64 else (f"a{' negative' if v < 0 else ''} number of about "
+                                         f"{int(bits * math.log10(2)) + 1} digits")
         raise ConfigError(name, f"must be an integer in [{lo}, {hi}], got {got}.")
     return v
 

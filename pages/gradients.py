@@ -51,8 +51,9 @@ if st.button("Compute fidelity", key="gf_run", type="primary"):
                                    f"{fs.n_samples} perturbation pairs…")
             st.session_state["gf_rows"] = resources.fidelity_rows(*fs.__dict__.values())
             bar.progress(1.0, text="Done.")
-        except core.ConfigError as e:
-            st.error(f"Invalid setting — {e}")
+        except core.ConfigError as e:     # over budget: nothing is invalid, it is too big
+            st.error(f"Too big for this page — {str(e).split(': ', 1)[-1]}"
+                     if e.field in widgets.FIDELITY_FIX else f"Invalid setting — {e}")
 rows = st.session_state.get("gf_rows")
 if rows:
     a, b = st.columns(2)

@@ -27,7 +27,7 @@ except core.ConfigError as e:
 controls = widgets.run_controls_ui(prefix="rl")
 rebuilt = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
 run = slot.run
-widgets.save_ui("rl", "rules", lambda: run.step, lambda n, t: resources.save_live(run, n, t),
+widgets.save_ui("rl", "rules", lambda n, t: resources.save_live(run, n, t, "rules"),
                 lambda ids: f"Saved {len(ids)} runs, one per rule (tag 'rules'; Runs & sweeps page).")
 if controls["play"]:
     st.session_state["rl_playing"] = True

@@ -55,7 +55,7 @@ else:
     status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])
 run = slot.run
 cfg = run.cfg
-widgets.save_ui("ts", s.preset, lambda: run.step, lambda n, t: resources.save_live(run, n, t),
+widgets.save_ui("ts", s.preset, lambda n, t: resources.save_live(run, n, t, s.preset),
                 lambda rid: f"Saved as run {rid[:8]} (Runs & sweeps page; reopen it here from there).")
 if status == "restarted" and changed:
     st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher, shape or rule).", icon="🔄")

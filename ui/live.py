@@ -202,25 +202,28 @@ class RateMeter:
     def __init__(self):
         self.marks: collections.deque = collections.deque()
         self.train_rate = 0.0
+        self._lock = threading.Lock()   # a page reads the rate while an old tick's thread adds
 
     def add(self, t0: float, step0: int, t1: float, step1: int) -> None:
         """One training call: ``step0`` at time ``t0`` to ``step1`` at ``t1``."""
         if step1 <= step0 or t1 <= t0:
             return
-        if not self.marks or t0 - self.marks[-1][0] > self.GAP:
-            self.marks.clear()
-            self.marks.append((t0, step0))
-        self.marks.append((t1, step1))
-        while len(self.marks) > 2 and t1 - self.marks[1][0] >= self.WINDOW:
-            self.marks.popleft()
-        self.train_rate = (step1 - step0) / (t1 - t0)
+        with self._lock:
+            if not self.marks or t0 - self.marks[-1][0] > self.GAP:
+                self.marks.clear()
+                self.marks.append((t0, step0))
+            self.marks.append((t1, step1))
+            while len(self.marks) > 2 and t1 - self.marks[1][0] >= self.WINDOW:
+                self.marks.popleft()
+            self.train_rate = (step1 - step0) / (t1 - t0)
 
     @property
     def rate(self) -> float:
         """Wall-clock steps per second over the window (0 before any call)."""
-        if len(self.marks) < 2:
-            return 0.0
-        (ta, sa), (tb, sb) = self.marks[0], self.marks[-1]
+        with self._lock:
+            if len(self.marks) < 2:
+                return 0.0
+            (ta, sa), (tb, sb) = self.marks[0], self.marks[-1]
         return (sb - sa) / (tb - ta)
 
 

@@ -301,15 +301,16 @@ def heatmap_figure(df: pd.DataFrame, x: str, y: str, metric: str,
     if note:
         fig.update_layout(margin=dict(t=70))
     if not np.isfinite(z).any():
-        _empty_note(fig, partial and not include_stopped)
+        _empty_note(fig, not include_stopped and not finished_mask(df).any())
     return fig
 
 
-def _empty_note(fig: go.Figure, stopped_left_out: bool) -> None:
-    """Say in a chart with nothing to draw why (it was blank)."""
+def _empty_note(fig: go.Figure, none_finished: bool) -> None:
+    """Say in a chart with nothing to draw why (it was blank): no point
+    finished (and the stopped ones are left out), or none has a value."""
     fig.add_annotation(
         text=("No finished point to show: tick “Include stopped points” above the charts."
-              if stopped_left_out else "No point with a value of this metric."),
+              if none_finished else "No point with a value of this metric."),
         xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14))
 
 
@@ -357,7 +358,7 @@ def parcoords_figure(df: pd.DataFrame, axes: Sequence[str], metric: str,
     note = f"<br><sup>{' and '.join(notes)} left out</sup>" if notes else ""
     fig = _layout(fig, f"Every swept setting, coloured by {metric}{note}", height=400)
     if not ok.any():
-        _empty_note(fig, bool(partial))
+        _empty_note(fig, not include_stopped and not fin.any())
     return fig.update_layout(margin=dict(l=80, r=60, t=95, b=30))
 
 

@@ -165,9 +165,9 @@ def parse_layers(text: str, field: str) -> tuple[int, ...]:
 
     import re
 
-    # "-" (spaces around it allowed) separates widths only right after a digit, so
-    # "20,-2,1" keeps its -2 (refused later)
-    parts = [p for p in re.split(r"(?<=\d)\s*-\s*|[\s,→]+", str(text).strip()) if p]
+    # "-" (with a space on both sides or neither) separates widths only right after a
+    # digit, so "20,-2,1" and "20 -2 1" keep their -2 (refused later)
+    parts = [p for p in re.split(r"(?<=\d)(?:\s+-\s+|-)|[\s,→]+", str(text).strip()) if p]
     try:
         sizes = tuple(int(p) for p in parts)
     except ValueError:
@@ -242,11 +242,11 @@ def open_config(cfg):
     return shown, differ
 
 
-def save_ui(prefix: str, stem: str, step, save, saved_text) -> None:
+def save_ui(prefix: str, stem: str, save, saved_text) -> None:
     """A one-click "Save run" button and a popover to set the name and tags.
     On click calls ``save(name, tags_text)`` and shows ``saved_text(result)``,
-    or the error naming the field.  A blank name saves as "``stem`` step N",
-    N = ``step()`` when the button is pressed (the name had been the text
+    or the error naming the field.  A blank name is None: ``save`` names the
+    run "``stem`` step N" with the step it stores (the name had been the text
     input's default, which keeps its first value: the step at which the page
     was opened)."""
     import core
@@ -261,7 +261,7 @@ def save_ui(prefix: str, stem: str, step, save, saved_text) -> None:
             tags = st.text_input("Tags (comma separated)", "", key=f"{prefix}_save_tags")
     if clicked:
         try:
-            st.success(saved_text(save(name.strip() or f"{stem} step {step()}", tags)))
+            st.success(saved_text(save(name.strip() or None, tags)))
         except core.ConfigError as e:
             st.error(f"Not saved — {e}")
 
@@ -418,8 +418,10 @@ def fidelity_cost(cfg, n_samples: int, n_pairs: int, train_steps: int) -> float:
     return sum(fidelity_costs(cfg, n_samples, n_pairs, train_steps).values())
 
 
-FIDELITY_FIX = {"train_steps": "fewer training steps first",
-                "scales": "fewer shapes or scales", "samples": "fewer perturbations N"}
+FIDELITY_FIX = {   # the part of a fidelity table's cost -> what it is, and the fix
+    "train_steps": ("the training first (“Train first (steps)”)", "fewer training steps first"),
+    "scales": ("the shape × scale pairs (“Shapes”, “Scales β”)", "fewer shapes or scales"),
+    "samples": ("the perturbations (“Perturbations N”)", "fewer perturbations N")}
 
 
 def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_steps: int,
@@ -444,9 +446,10 @@ def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_st
             most, f"this table ({n_pairs} shape x scale pairs, {n_samples} perturbation "
             f"pairs, {train_steps} training steps first, preset {preset}) is "
             f"{cost:.2g} multiply-adds, more than this {'demo ' if demo else ''}page computes "
-            f"({cap:.2g}, about a minute), {parts[most] / cost:.0%} of it for {most}; use "
-            f"{FIDELITY_FIX[most]}, a smaller preset, or `python -m core fidelity` on a "
-            "bigger machine.")
+            f"({cap:.2g}, about a minute); {parts[most] / cost:.0%} of it is "
+            f"{FIDELITY_FIX[most][0]}. Use {FIDELITY_FIX[most][1]}, or also fewer of the "
+            "others (training steps, shapes, scales, perturbations), a smaller preset, or "
+            "`python -m core fidelity` on a bigger machine.")
 
 
 def learnable_count(cfg) -> int:
@@ -623,7 +626,10 @@ def canonical_url_numbers() -> None:
         fixed = [_as_option(r, options) for r in raws]
         if fixed == raws or ctx is None:
             continue
-        st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
+        try:
+            st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
+        except st.errors.StreamlitAPIException:     # bound already: leave it to the control
+            continue
         # a bound control reads the URL as the run started (Streamlit 1.67 keeps it
         # apart); without that private field the control refuses it, with a toast
         with ctx.session_state.query_params() as qp:

@@ -101,12 +101,14 @@ def test_a_table_too_big_for_the_page_is_refused_before_computing(monkeypatch):
     assert not at.exception and computed == []
     # named: the part that costs most (here the 500 training steps), and its fix
     (err,) = [e.value for e in at.error]
-    assert "train_steps" in err and "fewer training steps first" in err and "medium" in err
-    parts = widgets.fidelity_costs(medium, at.select_slider(key="gf_n").value, 60, 500)
-    assert f"{parts['train_steps'] / sum(parts.values()):.0%} of it for train_steps" in err
+    assert err.startswith("Too big for this page — this table") and "medium" in err
+    assert "Use fewer training steps first" in err
+    n = at.select_slider(key="gf_n").value       # the training's share: what 0 steps would save
+    share = 1 - widgets.fidelity_cost(medium, n, 60, 0) / widgets.fidelity_cost(medium, n, 60, 500)
+    assert f"{share:.0%} of it is the training first (“Train first (steps)”)" in err
     at.number_input(key="gf_train").set_value(0).run()
     at.select_slider(key="gf_n").set_value(1024).run()
     at.button(key="gf_run").click().run()
     assert not at.exception and computed == []
     (err,) = [e.value for e in at.error]
-    assert "samples" in err and "fewer perturbations N" in err
+    assert "the perturbations (“Perturbations N”)" in err and "Use fewer perturbations N" in err

@@ -247,7 +247,7 @@ def test_rows_wait_for_a_tick_that_is_still_appending():
     got = {}
     reader = threading.Thread(target=lambda: got.update(run.rows()))
     reader.start()
-    reader.join(0.5)
+    reader.join(2.0)                                         # time to reach the read
     assert reader.is_alive() and not got                     # it waits for the tick ...
     go.set()
     tick.join(120)

@@ -3,6 +3,7 @@ the current step, and the kept snapshots are the ones trained at those steps."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import core
 from ui import live
@@ -143,10 +144,34 @@ def test_the_loss_chart_waits_for_a_tick_that_is_still_appending():
     got = {}
     reader = threading.Thread(target=lambda: got.update(next(run.panels(snap))[1]))
     reader.start()
-    reader.join(0.5)
+    reader.join(2.0)                                         # time to reach the read
     assert reader.is_alive() and not got
     go.set()
     tick.join(120)
     reader.join(120)
     line = got["data"][0]
     assert len(line["x"]) == len(line["y"]) == 10 and list(line["x"]) == list(range(1, 11))
+
+
+def test_a_saved_runs_final_loss_is_the_mean_of_its_last_steps(monkeypatch):
+    """A halved loss history (rows two steps apart): the stored final loss is
+    the mean over the run's last min(50, steps / 10) steps, each kept row
+    standing for the steps since the one before (a per-step reference), not
+    over the last rows."""
+    from tests.app.test_live_figures import _per_step_mean
+
+    monkeypatch.setattr(live, "MAX_HISTORY", 10)          # the loss is halved beyond 40 rows
+    run = LiveRun(core.get_preset("figure1"))
+    run.advance(200)
+    steps = np.asarray(run.history.loss_steps)
+    assert len(steps) <= 50 and steps[-1] == 200 and np.diff(steps).max() > 1
+    saved = {}
+
+    class Store:
+        def save(self, exp, hist, **kw):
+            saved.update(kw["metrics"])
+            return "id"
+
+    run.save(Store())
+    loss = np.asarray(run.history.loss)
+    assert saved["final_loss"] == pytest.approx(_per_step_mean(steps, loss, 20)[-1], rel=1e-9)

@@ -425,6 +425,12 @@ def test_a_sweep_stopped_before_any_point_finished_says_why_its_charts_are_empty
     fig = R.heatmap_figure(df, "scale", "surrogate", "m", order, ["seed"], include_stopped=True)
     assert not fig.layout.annotations and "<br><sup>* includes stopped" in fig.layout.title.text
     assert not R.heatmap_figure(_stopped_table(), "scale", "surrogate", "m", order).layout.annotations
+    # finished points without a value (and stopped ones left out): that is the reason given
+    df = _stopped_table().assign(m=np.where(_stopped_table()["status"] == "stopped", 1.0, np.nan))
+    for fig in (R.heatmap_figure(df, "scale", "surrogate", "m", order, ["seed"]),
+                R.parcoords_figure(df, ["surrogate", "scale", "seed"], "m", order)):
+        (note,) = fig.layout.annotations
+        assert note.text == "No point with a value of this metric."
 
 
 def test_points_summary_counts_finished_and_stopped():

@@ -130,12 +130,14 @@ def test_a_student_seed_that_draws_from_the_teachers_key_is_refused_where_drawn(
 
 def test_a_huge_integer_is_refused_exactly_and_briefly():
     """An integer is checked as itself, not through a float (300 ones had come
-    back as '111111111111111116944…'); beyond 20 digits the message gives the
-    length, not the digits."""
+    back as '111111111111111116944…'); beyond 64 bits the message gives about
+    how many digits, not the digits."""
     from core.config import _int
 
-    with pytest.raises(ConfigError, match=r"got a 300-digit number\.$"):
+    with pytest.raises(ConfigError, match=r"got a number of about 300 digits\.$"):
         _int("layers[2]", int("1" * 300), 1, 4096)
+    with pytest.raises(ConfigError, match=r"got a negative number of about 5001 digits\.$"):
+        _int("T", -10**5000, 10, 5000)
     with pytest.raises(ConfigError, match=r"got 9007199254740993\.$"):
         _int("T", 2**53 + 1, 10, 5000)                   # a float would say ...992
     assert _int("T", np.int64(300), 10, 5000) == 300 and _int("T", "300", 10, 5000) == 300
@@ -145,7 +147,8 @@ def test_a_huge_integer_is_refused_exactly_and_briefly():
 
 @pytest.mark.parametrize("text, widths", [
     ("20-2-1", (20, 2, 1)), ("20 - 2 - 1 ", (20, 2, 1)), ("20, 2, 1", (20, 2, 1)),
-    ("20→2→1", (20, 2, 1)), ("20,-2,1", (20, -2, 1)), ("4096-4096", (4096, 4096))])
+    ("20→2→1", (20, 2, 1)), ("20,-2,1", (20, -2, 1)), ("20 -2 1", (20, -2, 1)),
+    ("4096-4096", (4096, 4096))])
 def test_layer_text_is_read_with_spaces_around_its_dashes(text, widths):
     from ui.widgets import parse_layers
 
