@@ -22,7 +22,7 @@ import numpy as np
 import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
-from core.metrics import match, recovery, spike_precision
+from core.metrics import match, rate_error, recovery, spike_precision
 from core.neurons import (B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of, raw_damping,
                           raw_omega)
 from core.sweep import SHARED
@@ -653,6 +653,8 @@ class RulesRun:
                 metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                            "final_loss": table[i]["loss (last 50)"],
                            "spike_precision": table[i]["spike precision"],
+                           "spike_recall": table[i]["spike recall"],
+                           "rate_error": table[i]["rate error"],
                            "recovery": [{"rel_error": float(e)} for e in rec[-1][i]],
                            "rule": rule}
                 records.append((exp, hist, rule, metrics))
@@ -672,13 +674,15 @@ class RulesRun:
         for i, rule in enumerate(self.rules):
             student, teacher, _ = ev(params[i], self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
-            prec = spike_precision(np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes))
+            s_out, t_out = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
+            prec = spike_precision(s_out, t_out)
             row = {"rule": rule,        # means over the last 50 steps, not rows (halved)
                    "loss (last 50)": last("loss", i) if len(r["steps"]) else float("nan"),
                    "∠(Wᵀ,B) °": float(r["alignment"][-1, i]) if len(r["steps"]) else None,
                    "∠(Δh, Δh_BP) °": last("update_angle", i, skipna=True)
                    if len(r["steps"]) else None,
-                   "spike precision": prec["precision"]}
+                   "spike precision": prec["precision"], "spike recall": prec["recall"],
+                   "rate error": rate_error(s_out, t_out)}
             for l, err in enumerate(r["recovery"][-1, i]):
                 row[f"rel. error layer {l}"] = float(err)
             table.append(row)

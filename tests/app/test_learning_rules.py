@@ -119,6 +119,8 @@ def test_rules_history_is_the_same_in_ticks_or_at_once():
     """Training 300 steps in ticks of 60 records the same per-step loss,
     alignment and update angle as 300 at once (same seeds: the histories are
     a function of the step), one row per step, one recovery row per call."""
+    import jax
+
     import core
     from ui.live import RulesRun
 
@@ -138,6 +140,18 @@ def test_rules_history_is_the_same_in_ticks_or_at_once():
     table = ticks.table()
     assert [r["rule"] for r in table] == list(rules)
     assert table[1]["loss (last 50)"] == pytest.approx(float(np.mean(once.loss.values[-50:, 1])))
+    # the held-out spike metrics a saved rule run carries (Runs page: rate_error had been None)
+    from core.evaluate import summarize
+
+    ev = core.make_evaluate(ticks.exp.struct)
+    for i, row in enumerate(table):
+        params = ticks._host_params()[i]
+        hp = jax.tree_util.tree_map(lambda x: x[i], jax.device_get(ticks.hp))
+        student, teacher, _ = ev(params, ticks.exp.task, hp, 0)
+        exp = ticks.exp._replace(state=ticks.exp.state._replace(params=params))
+        m = summarize(exp, student[-1].spikes, teacher[-1].spikes)
+        assert row["rate error"] == pytest.approx(m["rate_error"])
+        assert row["spike recall"] == pytest.approx(m["spike_recall"])
 
 
 def test_rows_halve_keeps_every_other_and_the_last():
