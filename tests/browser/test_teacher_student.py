@@ -147,10 +147,13 @@ def test_a_large_raster_is_one_png_image(page: Page, app_url: str):
 
 
 def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
-    page.goto(f"{app_url}/teacher_student?p=single-neuron")
+    page.goto(f"{app_url}/teacher_student?p=single-neuron&beta=20")
     wait_idle(page, settle_ms=800)
     # the preset in the link sets every control: single-neuron has T = 500 and batch 16
     expect(page.get_by_label("Layers (inputs-hidden-…-outputs)")).to_have_value("20-1", timeout=30_000)
+    # "20" is the option 20.0 (it was refused with a toast saying 20.0 is accepted)
+    assert "beta=20.0" in page.url
+    assert page.locator("[data-testid=stToast]").filter(has_text="ignored").count() == 0
     page.get_by_role("button", name="Step", exact=True).click()
     wait_idle(page, settle_ms=800)
     assert _step(page) > 0
