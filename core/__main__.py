@@ -24,6 +24,8 @@ import json
 import math
 import sys
 
+MAX_FIDELITY_TRAIN = 10_000_000   # training steps before a fidelity table (as train's --steps)
+
 
 def _one_line(text: str) -> str:
     """Control characters (a newline in an argument) escaped: errors stay one line."""
@@ -414,6 +416,23 @@ def _sweep_spec(args):
     return spec
 
 
+def _quit_on_signals() -> None:
+    """SIGINT / SIGTERM end a command at once with one line and status 130
+    (a sweep replaces this with :func:`_graceful_stop`).  Python's default
+    raised KeyboardInterrupt wherever the main thread was: a traceback, a
+    segfault when it landed inside a JAX call, or nothing at all when it
+    landed in a garbage-collection callback (the sweep then ran to its end)."""
+    import os
+    import signal
+
+    def handler(signum, frame):
+        os.write(2, b"error: interrupted: stopped at once (a run in training is not saved).\n")
+        os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def _graceful_stop():
     """An event set by the first SIGINT / SIGTERM: the sweep stores its
@@ -520,8 +539,9 @@ def _cmd_fidelity(args) -> int:
         cfg = get_preset(args.preset)
         if args.seed is not None:
             cfg = cfg.replace(student_seed=args.seed)
-        if args.train_steps < 0:
-            raise ConfigError("train-steps", f"must be >= 0, got {args.train_steps}.")
+        if not 0 <= args.train_steps <= MAX_FIDELITY_TRAIN:
+            raise ConfigError("train-steps", f"must be in [0, {MAX_FIDELITY_TRAIN}], got "
+                                             f"{args.train_steps}.")
         from .fidelity import fidelity_table
         from .train import setup, train
 
@@ -656,6 +676,7 @@ def main(argv=None) -> int:
         _fail("chunk", "must be a positive integer.")
     from .config import ConfigError
 
+    _quit_on_signals()
     try:
         return {"presets": _cmd_presets, "train": _cmd_train, "sweep": _cmd_sweep,
                 "bench": _cmd_bench, "fidelity": _cmd_fidelity, "runs": _cmd_runs}[args.cmd](args)

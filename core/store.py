@@ -210,9 +210,16 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _control(text: str) -> bool:
+    """Whether ``text`` holds a control character (a newline split ``runs list``'s rows)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 def _check_name(name: Any, field: str = "name") -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME or not _utf8(name):
-        raise StoreError(field, f"must be a (UTF-8) string of at most {MAX_NAME} characters.")
+    if (not isinstance(name, str) or len(name) > MAX_NAME or not _utf8(name)
+            or _control(name)):
+        raise StoreError(field, f"must be a (UTF-8) string of at most {MAX_NAME} characters, "
+                                "without control characters (newlines, tabs).")
     return name
 
 
@@ -225,10 +232,12 @@ def _check_tags(tags: Any, field: str = "tags") -> list[str]:
         raise StoreError(field, f"at most {MAX_TAGS} tags, got {len(tags)}.")
     out = []
     for i, t in enumerate(tags):
-        if not isinstance(t, str) or not t.strip() or len(t) > MAX_TAG or "," in t or not _utf8(t):
+        if (not isinstance(t, str) or not t.strip() or len(t) > MAX_TAG or "," in t
+                or not _utf8(t) or _control(t)):
             shown = repr(t) if not isinstance(t, str) or len(t) <= 40 else repr(t[:40]) + "…"
             raise StoreError(f"{field}[{i}]", f"must be a non-empty string of at most {MAX_TAG} "
-                                              f"characters without commas, got {shown}"
+                                              f"characters without commas or control "
+                                              f"characters, got {shown}"
                                               f"{f' ({len(t)} characters)' if isinstance(t, str) else ''}.")
         if t.strip() not in out:
             out.append(t.strip())
@@ -855,6 +864,14 @@ class RunStore:
         path = Path(path)
         if path.is_dir():
             raise StoreError(str(path), "is a folder; give the bundle's file name (.zip).")
+        if not path.parent.is_dir():
+            raise StoreError(str(path), f"cannot be written: no folder {path.parent}; create it "
+                                        "first.")
+        here = self.path.resolve()
+        if path.resolve() == here or here in path.resolve().parents:
+            raise StoreError(str(path), f"is inside the run store {self.path}; export to a "
+                                        "file outside it (it would overwrite the store's own "
+                                        "files).")
 
         def write(f):
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:

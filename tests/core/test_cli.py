@@ -21,6 +21,10 @@ BAD_INPUTS = {
     "fidelity-one-sample": (["fidelity", "--preset", "figure1", "--samples", "1"], "samples"),
     "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
     "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
+    # past int32 (an OverflowError traceback from the training loop's step counter)
+    "fidelity-huge-train": (["fidelity", "--preset", "single-neuron", "--samples", "2", "--scales",
+                             "1", "--shapes", "superspike", "--train-steps", "99999999999"],
+                            "train-steps"),
     # valid values, but one step would need ~44 GiB (of 16): refused before sampling anything
     "too-big-for-memory": (["train", "--preset", "medium", "--T", "5000", "--batch", "1024"],
                            "batch"),
@@ -121,3 +125,26 @@ def test_fidelity_json_rows(runs):
         for key in ("cos_smoothed", "cos_smoothed_se", "cos_teacher"):
             assert isinstance(r[key], float) and -1.0 <= r[key] <= 1.0
     assert result["rows"][2]["cos_smoothed"] == 0.0     # 'none': zero gradient
+
+
+def test_an_interrupted_train_ends_with_one_line(tmp_path):
+    """Ctrl-C during training: one line and status 130 (Python's default raised
+    KeyboardInterrupt inside JAX: a traceback, and a segfault in 2 of 2 tries)."""
+    import signal
+
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", RESONANCE_RUNS_DIR=str(tmp_path),
+               PYTHONUNBUFFERED="1")            # its lines as they come
+    p = subprocess.Popen([sys.executable, "-m", "core", "train", "--preset", "figure1", "--steps",
+                          "1000000", "--chunk", "10", "--save"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stderr.readline()             # training has begun (a line per chunk)
+        assert first.startswith("step"), first
+        p.send_signal(signal.SIGINT)
+        _, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")

@@ -429,3 +429,33 @@ def test_cli_round_trip(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "run_id" in r.stderr
     r = _cli("runs", "check", "--json", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["ok"]
+
+
+def test_export_refuses_the_stores_own_files_and_a_missing_folder(tmp_path):
+    """An export path inside the store would overwrite its index or another
+    run's arrays (both were written, then `runs list` failed); a path in a
+    missing folder is named as given (it named an internal temporary file)."""
+    cfg = from_dict(SMALL)
+    store = RunStore(tmp_path / "s")
+    a = store.save(_fake_exp(cfg), {"loss": [1.0]}, name="a")
+    b = store.save(_fake_exp(cfg), {"loss": [2.0]}, name="b")
+    for inside in (store.index, store.arrays_dir / f"{b}.npz", tmp_path / "s" / "x.zip"):
+        with pytest.raises(StoreError, match="inside the run store"):
+            store.export(a, inside)
+    assert store.check()["ok"] and sorted(r["name"] for r in store.list()) == ["a", "b"]
+    missing = tmp_path / "nodir" / "b.zip"
+    with pytest.raises(StoreError, match=r"nodir/b\.zip: cannot be written: no folder .*nodir"):
+        store.export(a, missing)
+    assert store.export(a, tmp_path / "a.zip").is_file()
+
+
+@pytest.mark.parametrize("name", ["a\nb", "tab\there", "bell\x07", "del\x7f"])
+def test_names_and_tags_refuse_control_characters(tmp_path, name):
+    """A newline in a name or tag split `runs list`'s rows."""
+    cfg = from_dict(SMALL)
+    store = RunStore(tmp_path / "s")
+    with pytest.raises(StoreError, match="^name: .*control characters"):
+        store.save(_fake_exp(cfg), {"loss": [1.0]}, name=name)
+    with pytest.raises(StoreError, match=r"^tags\[0\]: .*control characters"):
+        store.save(_fake_exp(cfg), {"loss": [1.0]}, name="ok", tags=[name])
+    assert store.list() == []
