@@ -164,7 +164,12 @@ def make_spec(base: Config, grid=(), seeds: int = 1, steps: int | None = None, n
     """A validated spec (every point is validated by :func:`expand`)."""
     if isinstance(grid, Mapping):
         grid = tuple(grid.items())
-    grid = tuple((ALIASES.get(k, k), tuple(v)) for k, v in grid)
+    # as parse_grid: a setting once, each value once (1 and 1.0 are one value)
+    grid = tuple((ALIASES.get(k, k), tuple(dict.fromkeys(v))) for k, v in grid)
+    names = [k for k, _ in grid]
+    twice = next((k for k in names if names.count(k) > 1), None)
+    if twice is not None:
+        raise ConfigError("grid", f"{twice} is given twice; list all its values in one axis.")
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError("seeds", f"must be an integer in [1, {MAX_SEEDS}], got {seeds!r}.")
     if seeds > 1 and any(ALIASES.get(k, k) == "student_seed" for k, _ in grid):
@@ -172,6 +177,7 @@ def make_spec(base: Config, grid=(), seeds: int = 1, steps: int | None = None, n
                           "--seeds 1 (more would repeat seeds: value + 0, 1, ...).")
     steps = base.steps if steps is None else steps
     base = validate(dataclasses.replace(base, steps=steps))
+    steps = base.steps                      # validated: an int ("3" from a JSON spec failed later)
     spec = SweepSpec(base, grid, seeds, steps, str(name)[:200], str(preset)[:64])
     expand(spec)
     return spec
@@ -182,7 +188,8 @@ def spec_from_dict(d: Mapping[str, Any]) -> SweepSpec:
     if not isinstance(d, Mapping):
         raise ConfigError("sweep", "must be a JSON object.")
     grid = d.get("grid", [])
-    if not isinstance(grid, list) or not all(isinstance(a, list) and len(a) == 2 for a in grid):
+    if not isinstance(grid, list) or not all(isinstance(a, list) and len(a) == 2
+                                             and isinstance(a[1], list) for a in grid):
         raise ConfigError("sweep.grid", "must be a list of [name, [values...]] pairs.")
     axes = tuple((str(k), tuple(tuple(v) if isinstance(v, list) else v for v in vs))
                  for k, vs in grid)
@@ -377,6 +384,10 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
 
     for pts, n_pad in zip(grouped, sizes):   # every call must fit, before anything is stored
         check_memory(structure(pts[0].cfg), n_pad)
+    if store is not None and p_idx == 0 and any(s["id"] == sweep_id for s in store.sweeps()):
+        # (its runs would join the old sweep's under settings the store does not record)
+        raise ConfigError("sweep_id", f"{sweep_id} is already a sweep in this store; choose "
+                                      "another id, or leave it out for a random one.")
     if store is not None and p_idx == 0:
         store.save_sweep(sweep_id, spec.to_dict(), name=spec.name, status="running",
                          n_points=len(points))

@@ -229,3 +229,31 @@ def test_cli_sweep_counts_a_repeated_value_once(capsys):
                  "--chunk", "5", "--no-store", "--json", "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert doc["points"] == 1 and [r["scale"] for r in doc["rows"]] == [5.0]
+
+
+def test_a_spec_file_gets_the_checks_of_the_grid_flags(tmp_path):
+    """A JSON spec (how the app hands a sweep over, and `sweep --spec`) is
+    checked as --grid is: steps given as text become an int (it failed in
+    the training loop with a TypeError), a setting given twice is refused,
+    repeated values count once, and an axis's values must be a list ("15"
+    was split into 1 and 5)."""
+    d = _spec(["scale=1,5"]).to_dict()
+    spec = sweep.spec_from_dict({**d, "steps": "3"})
+    assert spec.steps == 3 and isinstance(spec.steps, int)
+    with pytest.raises(core.ConfigError, match="scale is given twice"):
+        sweep.spec_from_dict({**d, "grid": [["scale", [1]], ["scale", [5]]]})
+    assert sweep.spec_from_dict({**d, "grid": [["scale", [1, 1.0, 1]]]}).grid == (("scale", (1,)),)
+    with pytest.raises(core.ConfigError) as e:
+        sweep.spec_from_dict({**d, "grid": [["scale", "15"]]})
+    assert e.value.field == "sweep.grid"
+
+
+def test_a_sweep_id_in_use_is_refused(tmp_path):
+    """Reusing --sweep-id added the new sweep's runs to the old one's, whose
+    recorded settings said otherwise."""
+    store = RunStore(tmp_path)
+    sweep.run_sweep(_spec([], steps=5), store=store, chunk=5, sweep_id="mine")
+    with pytest.raises(core.ConfigError, match="mine is already a sweep") as e:
+        sweep.run_sweep(_spec(["scale=1,5"], steps=5), store=store, chunk=5, sweep_id="mine")
+    assert e.value.field == "sweep_id"
+    assert len(store.sweep_runs("mine")) == 1 and len(store.sweeps()) == 1
