@@ -24,6 +24,7 @@ default, which needs >= 100 steps/s) is always reported as well.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -283,35 +284,37 @@ def main(configs=None, rounds: int = 5, as_json: bool = False) -> int:
 
     import jax
 
-    mach = machine_info()
-    cache_dir = jax.config.jax_compilation_cache_dir
-    print(f"machine: {mach['nproc']} usable cores (cpu_count {mach['cpu_count']}), "
-          f"{mach['cpu_model']}, loadavg {mach['loadavg']}; jax {jax.__version__} "
-          f"backend {jax.default_backend()}; persistent compile cache "
-          f"{cache_dir or 'off'}; rounds {rounds}", flush=True)
+    # with --json, stdout is the JSON alone (the table goes to stderr)
+    with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
+        mach = machine_info()
+        cache_dir = jax.config.jax_compilation_cache_dir
+        print(f"machine: {mach['nproc']} usable cores (cpu_count {mach['cpu_count']}), "
+              f"{mach['cpu_model']}, loadavg {mach['loadavg']}; jax {jax.__version__} "
+              f"backend {jax.default_backend()}; persistent compile cache "
+              f"{cache_dir or 'off'}; rounds {rounds}", flush=True)
 
-    t_start = time.perf_counter()
-    results = []
-    for name in dict.fromkeys(configs):
-        results.append(bench_config(name, cfgs[name], rounds))
+        t_start = time.perf_counter()
+        results = []
+        for name in dict.fromkeys(configs):
+            results.append(bench_config(name, cfgs[name], rounds))
 
-    fig = next((r for r in results if r["config"] == "figure1"), None)
-    if fig is None:
-        fig = bench_config("figure1", fig1, rounds, with_reference=False)
-    f_rate = fig["project"]["steps_per_s"]
-    f_lo = 1e3 / fig["project"]["max_ms"]
-    f_hi = 1e3 / fig["project"]["min_ms"]
-    f_ok = f_rate >= FIGURE1_MIN_STEPS_PER_S
+        fig = next((r for r in results if r["config"] == "figure1"), None)
+        if fig is None:
+            fig = bench_config("figure1", fig1, rounds, with_reference=False)
+        f_rate = fig["project"]["steps_per_s"]
+        f_lo = 1e3 / fig["project"]["max_ms"]
+        f_hi = 1e3 / fig["project"]["min_ms"]
+        f_ok = f_rate >= FIGURE1_MIN_STEPS_PER_S
 
-    print()
-    _print_table(results)
-    print(f"\nfigure1 (project path, K={fig['K']}): {f_rate:.0f} training steps/s "
-          f"(spread {f_lo:.0f}-{f_hi:.0f}; compile {fig['project']['compile_s']:.2f} s); "
-          f"dashboard needs >= {FIGURE1_MIN_STEPS_PER_S:.0f}: {'OK' if f_ok else 'TOO SLOW'}")
-    total_s = time.perf_counter() - t_start
-    load_end = machine_info()["loadavg"]
-    print(f"total {total_s:.1f} s; loadavg at start {mach['loadavg']}, at end {load_end}"
-          f" ({mach['nproc']} cores; a load above that means noisy timings)", flush=True)
+        print()
+        _print_table(results)
+        print(f"\nfigure1 (project path, K={fig['K']}): {f_rate:.0f} training steps/s "
+              f"(spread {f_lo:.0f}-{f_hi:.0f}; compile {fig['project']['compile_s']:.2f} s); "
+              f"dashboard needs >= {FIGURE1_MIN_STEPS_PER_S:.0f}: {'OK' if f_ok else 'TOO SLOW'}")
+        total_s = time.perf_counter() - t_start
+        load_end = machine_info()["loadavg"]
+        print(f"total {total_s:.1f} s; loadavg at start {mach['loadavg']}, at end {load_end}"
+              f" ({mach['nproc']} cores; a load above that means noisy timings)", flush=True)
 
     checks_ok = all(r.get("check", {}).get("ok", True) for r in results)
     if as_json:

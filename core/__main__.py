@@ -653,7 +653,7 @@ def main(argv=None) -> int:
     a = acts.add_parser("list", parents=[common], help="list runs")
     a.add_argument("--tags", help="only runs with all these tags (comma list)")
     a.add_argument("--status", help="only runs with this status")
-    acts.add_parser("show", parents=[common], help="one run as JSON").add_argument("run_id")
+    acts.add_parser("show", parents=[common], help="one run (--json: as JSON)").add_argument("run_id")
     a = acts.add_parser("export", parents=[common], help="write a .zip bundle")
     a.add_argument("run_id")
     a.add_argument("path")
