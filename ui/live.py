@@ -349,11 +349,13 @@ class LiveRun:
             hist = {"loss": loss, "loss_step": steps,
                     "recovery_step": np.asarray(h.steps, np.int64)[pick],
                     "recovery": np.asarray(rec, np.float64)}
-            window = max(1, min(50, int(steps[-1]) // 10)) if loss.size else 1
-            final = float(window_mean(steps, loss, window)[0][-1]) if loss.size else None
+            final = None                 # the mean of the last min(50, steps / 10) steps
+            if loss.size:
+                window = max(1, min(50, int(steps[-1]) // 10))
+                final = float(window_mean(steps, loss, window)[0][-1])
             metrics = {"steps": self.step, "diverged": self.diverged,
                        "initial_loss": float(loss[0]) if loss.size else None,
-                       "final_loss": final,      # mean of the last steps (not rows: halved)
+                       "final_loss": final,      # over steps, not rows (halved)
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
             exp, status = self.exp, "diverged" if self.diverged else "done"
