@@ -106,7 +106,8 @@ def _cmd_train(args) -> int:
 
     exp, hist = train(exp, cfg.steps, chunk=min(args.chunk, cfg.steps), callback=progress)
     loss = hist["loss"]
-    initial = float(loss[0]) if loss.size else None
+    # the first step's loss is the initial parameters' loss, applied or refused as diverged
+    initial = float(loss[0]) if loss.size else _finite(hist["diverged_loss"])
     final = float(loss[-max(1, min(50, loss.size // 10)):].mean()) if loss.size else None
     ev = evaluate_experiment(exp)
     align, angles = hist["alignment_deg"], hist["update_angle_deg"]
@@ -116,6 +117,9 @@ def _cmd_train(args) -> int:
         "initial_loss": initial,
         "final_loss": final,
         "diverged": hist["diverged"],
+        # the step refused (1-based; the parameters are those before it) and its loss
+        "diverged_at_step": hist["steps"] + 1 if hist["diverged"] else None,
+        "diverged_loss": _finite(hist["diverged_loss"]),
         "steps_per_s": hist["steps_per_s"],
         "first_chunk_seconds": hist["first_chunk_s"],
         "seconds": hist["seconds"],
@@ -138,7 +142,7 @@ def _cmd_train(args) -> int:
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         print(f"preset {args.preset}: {hist['steps']} steps in {hist['seconds']:.1f} s "
               f"({result['steps_per_s']:.0f} steps/s), loss {fmt(initial)} -> {fmt(final)}"
-              f"{'  DIVERGED' if hist['diverged'] else ''}")
+              + (_diverged_text(hist) if hist["diverged"] else ""))
         for i, layer in enumerate(ev["recovery"]):
             print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")
         print(f"  spike precision {ev['spike_precision']:.3f}, rate error {ev['rate_error']:+.3f}")
@@ -505,8 +509,20 @@ def _cell(v) -> str:
 
 
 def _finite(v):
+    if v is None:
+        return None
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def _diverged_text(hist) -> str:
+    """``train``'s line for a run refused as diverged: which step, its loss, what is kept."""
+    n, loss = hist["steps"], hist["diverged_loss"]
+    loss = ("unknown" if loss is None else f"{loss:.4f}" if math.isfinite(loss)
+            else "non-finite")
+    kept = f"those after step {n}" if n else "the initial ones"
+    return (f"\n  DIVERGED at step {n + 1} (its loss {loss}; the parameters kept are {kept}): "
+            "lower --lr or --scale")
 
 
 def _none_for_nan(o):

@@ -75,7 +75,7 @@ class SweepSpec:
 
 class Point(NamedTuple):
     index: int
-    settings: dict        # field -> value (JSON-able) plus "seed"
+    settings: dict        # field -> value (JSON-able) plus "seed" (the student seed)
     cfg: Config
 
 
@@ -217,7 +217,7 @@ def expand(spec: SweepSpec) -> list[Point]:
         except (TypeError, ValueError) as e:
             raise ConfigError("grid", str(e)) from None
         settings = {k: _jsonable(v) for k, v in zip(names, values)}
-        settings["seed"] = seed
+        settings["seed"] = cfg.student_seed    # the student's seed, not its offset
         points.append(Point(len(points), settings, cfg))
     return points
 
@@ -243,7 +243,7 @@ class Progress(NamedTuple):
     points_done: int      # points whose training finished
     points_total: int     # points this process trains
     student_steps: int    # applied steps, summed over students
-    student_steps_total: int
+    student_steps_total: int   # steps to train; a diverged student's remaining ones leave it
     seconds: float
     diverged: int
     group: int            # index of the group being trained
@@ -392,7 +392,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
         store.save_sweep(sweep_id, spec.to_dict(), name=spec.name, status="running",
                          n_points=len(points))
     tasks: dict = {}
-    rows, done, total_steps, train_s, diverged = [], 0, 0, 0.0, 0
+    rows, done, total_steps, train_s, diverged, skipped = [], 0, 0, 0.0, 0, 0
     stopped = False
     try:   # an error (out of memory, a full disk) must not leave the sweep "running"
         for g, pts in enumerate(grouped):
@@ -437,12 +437,16 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                     stopped = True        # (a request after the very last chunk stops nothing)
                 if progress is not None:
                     ended = last or stopped or bool(div.all())
+                    # a diverged student's remaining steps will never run: out of the total
+                    skipped_now = int(((steps - step_now[:n]) * div).sum())
                     progress(Progress(done + (n if ended else 0), len(mine), total_steps,
-                                      len(mine) * steps, time.perf_counter() - t_start,
+                                      len(mine) * steps - skipped - skipped_now,
+                                      time.perf_counter() - t_start,
                                       diverged + int(div.sum()), g, len(grouped)))
                 if stopped or div.all():
                     break
             diverged += int(div.sum())
+            skipped += int(((steps - before[:n]) * div).sum())
             done += n
             state, task_h = jax.device_get((state, task))
             for i, p in enumerate(pts):

@@ -57,7 +57,8 @@ class TrainState(NamedTuple):
 
 
 class ChunkOut(NamedTuple):
-    loss: jax.Array       # (K,) float32
+    loss: jax.Array       # (K,) float32: each applied step's loss; the step that diverged
+                          # gives its own (maybe non-finite) loss, an idle step the last one
     parts: jax.Array      # (K, 3) float32: van Rossum, membrane, count
     grad_norm: jax.Array  # (K,) float32
     diverged: jax.Array   # (K,) bool
@@ -292,7 +293,8 @@ def make_train_step(struct: Structure, segments: int | None = None):
             feedback=keep(fb, state.feedback),
         )
         align = fbk.alignment(rule, new_state.params, new_state.feedback, hp.fb_rule)
-        return new_state, (new_state.loss, jnp.where(ok, parts, 0.0), optax.tree.norm(grads),
+        return new_state, (jnp.where(active, loss, state.loss), jnp.where(ok, parts, 0.0),
+                           optax.tree.norm(grads),
                            new_state.diverged, align, upd_angle)
 
     return train_step
@@ -495,7 +497,8 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
     """Train ``exp`` for ``steps`` steps in compiled chunks; stops at divergence.
 
     ``callback(exp, ChunkOut)`` is called after each chunk.  Returns the new
-    experiment and a history: per-step ``loss`` of the applied steps,
+    experiment and a history: per-step ``loss`` of the applied steps
+    (``diverged_loss``: the loss of the step refused as diverged, else None),
     ``seconds`` (wall, all chunks), ``first_chunk_s`` (includes compilation)
     and ``steps_per_s`` (measured after the first chunk when there are more);
     for feedback rules other than bp also ``alignment_deg`` ((steps, n_fb)
@@ -508,12 +511,14 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
     limit = jnp.int32(int(state.step) + steps)
     fn = make_train_chunk(exp.struct, min(chunk, steps), record, donate=True)
     t0 = time.perf_counter()
-    first_s, first_steps = None, 0
+    first_s, first_steps, diverged_loss = None, 0, None
     while int(state.step) < int(limit) and not bool(state.diverged):
         before = int(state.step)
         state, out = fn(state, exp.task, exp.hp, limit)
         n_new = int(state.step) - before
         losses.append(np.asarray(out.loss)[:n_new])
+        if bool(state.diverged):      # the refused step's own loss (nan or inf if that was why)
+            diverged_loss = float(np.asarray(out.loss)[n_new])
         if out.alignment is not None:
             aligns.append(np.asarray(out.alignment)[:n_new])
         if out.update_angle is not None:
@@ -532,7 +537,7 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
         steps_done / seconds if seconds > 0 else 0.0)
     return exp, {"loss": loss, "seconds": seconds, "steps": int(state.step),
                  "first_chunk_s": first_s or 0.0, "steps_per_s": rate,
-                 "diverged": bool(state.diverged),
+                 "diverged": bool(state.diverged), "diverged_loss": diverged_loss,
                  "alignment_deg": (np.concatenate(aligns) if aligns
                                    else np.zeros((steps_done, 0), np.float32)),
                  "update_angle_deg": np.concatenate(angles) if angles else None}

@@ -11,6 +11,7 @@ running student at the next tick).
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ class LiveRun:
         self.key = restart_key(cfg)
         self.history = History()
         self.message = ""
+        self.diverged_loss = math.nan   # the loss of the step refused as diverged
         self.meter = RateMeter()
         self._snap = None            # (experiment, index, snapshot) of the last snapshot()
         self._record(self.exp.state.params, 0)
@@ -305,15 +307,19 @@ class LiveRun:
                     self._record([type(lp)(*(a[i] for a in arrays))
                                   for lp, arrays in zip(out.params, snaps)], before + i + 1)
                 self.history.thin()        # per chunk: a long tick stays within the budget
+                if bool(state.diverged):        # the refused step's own loss
+                    self.diverged_loss = float(np.asarray(out.loss)[done])
                 if done == 0:
                     break
             done_total = int(state.step) - start
             self.meter.add(t0, start, time.perf_counter(), start + done_total)
             self.exp = self.exp._replace(state=state)
             if bool(state.diverged):
-                self.message = (f"Training diverged at step {int(state.step)} (a non-finite value or a "
-                                f"weight beyond 10^3). The last finite parameters are kept; lower the "
-                                f"learning rate or the surrogate scale, then press Reset.")
+                n, loss = int(state.step), self.diverged_loss
+                loss = f"loss {loss:.4g}" if math.isfinite(loss) else "a non-finite loss"
+                self.message = (f"Training diverged at step {n + 1} ({loss}; a non-finite value "
+                                f"or a weight beyond 10^3). The parameters after step {n} are kept; "
+                                f"lower the learning rate or the surrogate scale, then press Reset.")
             return done_total
 
     def _record(self, params, step: int) -> None:

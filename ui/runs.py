@@ -175,7 +175,7 @@ def axis_values(spec: SweepSpec) -> dict[str, list]:
     """Swept axis -> its values as table cells, in the spec's order."""
     out = {k: [_label(v) for v in vs] for k, vs in spec.grid}
     if spec.seeds > 1:
-        out["seed"] = list(range(spec.seeds))
+        out["seed"] = [spec.base.student_seed + s for s in range(spec.seeds)]
     return out
 
 

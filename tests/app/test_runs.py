@@ -110,6 +110,8 @@ def test_sweep_heatmap_is_the_mean_over_seeds(monkeypatch, populated):
     labels = [d["label"] for d in par["dimensions"]]
     assert labels == ["surrogate", "scale", "seed", "weight_error_mean"]
     assert par["dimensions"][0]["ticktext"] == ["superspike", "sigmoid"]
+    base = core.get_preset("figure1").student_seed     # the seed axis shows the students' seeds
+    assert sorted(set(_array(par["dimensions"][2]["values"]).tolist())) == [base, base + 1]
     # another metric and the table of points
     at.selectbox(key="sw_metric").set_value("final_loss").run()
     _clean(at)

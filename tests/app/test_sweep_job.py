@@ -218,7 +218,7 @@ def test_cli_spec_file_runs_the_sweep_and_refuses_mixed_arguments(tmp_path):
     assert out.returncode == 0, out.stderr
     events = [json.loads(x) for x in out.stdout.splitlines()]
     assert [e["event"] for e in events] == ["ready", "progress", "result"]
-    assert events[-1]["rows"][0]["settings"] == {"scale": 1.0, "seed": 0}
+    assert events[-1]["rows"][0]["settings"] == {"scale": 1.0, "seed": spec.base.student_seed}
     assert events[-1]["rows"][0]["metrics"]["steps"] == 10
 
 

@@ -392,6 +392,11 @@ def test_live_run_divergence_keeps_finite_parameters():
     run.advance(20)
     assert run.diverged
     assert "diverged" in run.message and "Reset" in run.message
+    # it names the refused step (one past the kept parameters) and that step's loss
+    assert f"diverged at step {run.step + 1} (" in run.message
+    assert f"parameters after step {run.step} are kept" in run.message
+    assert (f"loss {run.diverged_loss:.4g};" in run.message if np.isfinite(run.diverged_loss)
+            else "a non-finite loss" in run.message)
     leaves = jax.tree_util.tree_leaves(run.exp.state.params)
     assert leaves and all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
     assert all(np.all(np.abs(np.asarray(lp.w)) <= 1e3) for lp in run.exp.state.params)

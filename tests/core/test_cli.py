@@ -98,12 +98,18 @@ def test_bad_input_is_one_line_naming_the_field(runs, name):
 
 
 def test_forced_divergence_json(runs):
-    """lr = 1e6 diverges on the first step: reported as a value, exit 0, no losses."""
+    """lr = 1e6 diverges on the first step: reported as a value, exit 0, no
+    step applied; the refused step's loss is the initial parameters' loss, the
+    same as a sound run's first loss (same seeds and batch; lr acts after it)."""
     rc, stdout, stderr = runs["diverge-json"]
     assert rc == 0, stderr
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["diverged"] is True and result["steps"] == 0
-    assert result["initial_loss"] is None and result["final_loss"] is None
+    assert result["diverged_at_step"] == 1 and result["final_loss"] is None
+    sound = json.loads(runs["train"][1].strip().splitlines()[-1])
+    assert sound["diverged"] is False and sound["diverged_at_step"] is None
+    assert result["initial_loss"] == pytest.approx(sound["initial_loss"], rel=1e-6)
+    assert result["diverged_loss"] == result["initial_loss"]
     assert "Traceback" not in stderr
 
 
@@ -111,7 +117,7 @@ def test_forced_divergence_text(runs):
     rc, stdout, stderr = runs["diverge-text"]
     assert "Traceback" not in stderr, stderr
     assert rc == 0
-    assert "DIVERGED" in stdout
+    assert "DIVERGED at step 1 (its loss " in stdout and "the initial ones" in stdout
 
 
 def test_fidelity_json_rows(runs):

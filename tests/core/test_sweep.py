@@ -31,8 +31,9 @@ def test_expand_is_the_product_with_seeds_innermost():
     assert len(pts) == 3 * 2 * 2 * 2
     assert [p.index for p in pts] == list(range(24))
     assert pts[0].settings == {"surrogate": "superspike", "scale": 1.0,
-                               "freq_range": [5.0, 15.0], "seed": 0}
-    assert pts[1].settings["seed"] == 1 and pts[1].cfg.student_seed == spec.base.student_seed + 1
+                               "freq_range": [5.0, 15.0], "seed": spec.base.student_seed}
+    # the seed column is the student's seed (base + offset), not the offset
+    assert pts[1].settings["seed"] == pts[1].cfg.student_seed == spec.base.student_seed + 1
     assert pts[2].cfg.freq_range == (10.0, 10.0)
     assert pts[-1].cfg.surrogate == "arctan" and pts[-1].cfg.scale == 25.0
     assert all(p.cfg.steps == STEPS for p in pts)
@@ -93,6 +94,21 @@ def test_sweep_points_equal_separate_runs_and_are_stored(tmp_path):
     table = sweep.summary_table(spec, res.rows)
     assert [r["point"] for r in table] == list(range(8))
     assert {"batch", "lr", "seed", "final_loss", "weight_error_L0"} <= set(table[0])
+
+
+def test_progress_reaches_the_total_when_a_point_diverges():
+    """A diverged student's remaining steps never run: they leave the total,
+    so the last report says 100 % (it stayed at 62 % here before)."""
+    spec = _spec(["lr=0.01,1e6"], steps=40)
+    seen = []
+    res = sweep.run_sweep(spec, chunk=10, progress=seen.append)
+    by_lr = {r["settings"]["lr"]: r for r in res.rows}
+    assert by_lr[1e6]["status"] == "diverged" and by_lr[0.01]["status"] == "done"
+    applied = sum(r["metrics"]["steps"] for r in res.rows)
+    assert applied < 2 * 40 and seen[-1].diverged == 1
+    assert seen[-1].student_steps == seen[-1].student_steps_total == applied == res.student_steps
+    totals = [p.student_steps_total for p in seen]
+    assert totals == sorted(totals, reverse=True) and totals[0] <= 2 * 40
 
 
 def test_stop_stores_the_group_as_stopped_and_skips_the_rest(tmp_path):
