@@ -12,6 +12,10 @@ Public contract (used by the pages, the CLI, sweeps and tests)::
 
 This package never imports streamlit or plotly.
 """
+from .signals import quit_on_signals, running_the_cli
+
+if running_the_cli():      # Ctrl-C while JAX is imported: one line, not a traceback
+    quit_on_signals()
 from .config import (FEEDBACKS, GROUPS, LOSSES, MODELS, OPTIMIZERS, SURROGATES, Config,
                      ConfigError, HParams, Structure, from_dict, hyperparams, structure,
                      validate)

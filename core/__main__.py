@@ -10,7 +10,7 @@ launches its sweeps this way: ``ui.runs.SweepJob``).
 
 ``train ... --save [--name N] [--tags a,b] [--store DIR]`` stores the run
 (``core.store``) and adds ``run_id`` to the JSON output; ``runs
-list|show ID|export ID PATH|import PATH|delete ID|check`` manage stored runs
+list|show ID|export ID PATH|import PATH|delete ID|check|sweeps`` manage stored runs
 (``--store DIR``, default ``$RESONANCE_RUNS_DIR`` or ``runs``; ``--json``).
 
 Bad input prints one line on stderr naming the field and what is allowed and
@@ -23,6 +23,8 @@ import contextlib
 import json
 import math
 import sys
+
+from .signals import quit_on_signals
 
 MAX_FIDELITY_TRAIN = 10_000_000   # training steps before a fidelity table (as train's --steps)
 
@@ -204,6 +206,16 @@ def _runs_action(store, args) -> int:
             print(f"{r['id']}  {r['created'][:19]}  {r['status']:8s} "
                   f"{'->'.join(map(str, r['layers']))} {r['feedback']:4s} loss {loss}  "
                   f"{r['name']}  [{','.join(r['tags'])}]")
+    elif act == "sweeps":
+        rows = [{**{k: v for k, v in sw.items() if k != "spec"},
+                 "points_stored": len(store.sweep_runs(sw["id"])), "spec": sw["spec"]}
+                for sw in store.sweeps()]
+        if args.json:
+            print(json.dumps(rows, allow_nan=False))
+        for r in rows if not args.json else ():
+            print(f"{r['id']}  {r['created'][:19]}  {r['status']:8s} "
+                  f"{r['points_stored']:>4d}/{r['n_points']:<4d} points  {r['name']}"
+                  + (f"  ({r['ended']})" if r["ended"] else ""))
     elif act == "show":
         run = store.get(args.run_id)
         if args.json:
@@ -253,6 +265,10 @@ def _distributed(args):
     if not 1 <= n <= 4096 or not 0 <= i < n:
         _fail("process-id", f"need 1 <= num-processes <= 4096 and 0 <= process-id < "
                             f"num-processes, got {n} and {i}.")
+    _reach_coordinator(coord, i, args.timeout)
+    if not args.quiet:      # JAX's client ends the process natively when the others do not come
+        print(f"joining {coord} as process {i} of {n}: the others have {args.timeout} s to join "
+              "(then JAX ends this process with a C++ stack)", file=sys.stderr, flush=True)
     import jax
     from jax._src.distributed import global_state
 
@@ -262,6 +278,40 @@ def _distributed(args):
     except Exception as e:  # noqa: BLE001 - the runtime raises several kinds
         _fail("coordinator", f"cannot join {coord} as process {i} of {n} ({_first_line(e)}).")
     return jax.process_index(), jax.process_count(), global_state.client
+
+
+def _reach_coordinator(coord: str, process_id: int, timeout: float) -> None:
+    """Check ``HOST:PORT`` before JAX's client, which aborts the process
+    natively (status 134, a C++ stack) when it cannot connect: process 0
+    serves the coordinator, so its port must be free here; the others wait
+    (up to ``timeout`` s) for something to answer there."""
+    import socket
+    import time
+
+    host, _, port = coord.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        _fail("coordinator", f"give HOST:PORT (a port 1-65535), got {coord!r}.")
+    host, port = host.strip("[]"), int(port)
+    if process_id == 0:
+        try:
+            with socket.socket() as s:
+                s.bind(("", port))
+        except OSError as e:
+            _fail("coordinator", f"process 0 serves the coordinator on port {port} of this "
+                                 f"machine, which is not free ({e.strerror or e}); choose "
+                                 "another port for every process.")
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                _fail("coordinator", f"nothing answers at {coord} after {timeout} s "
+                                     f"({e.strerror or e}); start process 0 (it serves the "
+                                     "coordinator) or check HOST:PORT, or raise --timeout.")
+            time.sleep(0.5)
 
 
 def _first_line(e: Exception) -> str:
@@ -418,23 +468,6 @@ def _sweep_spec(args):
                                   "SweepSpec.to_dict() does.") from None
     check_name(spec.name)
     return spec
-
-
-def _quit_on_signals() -> None:
-    """SIGINT / SIGTERM end a command at once with one line and status 130
-    (a sweep replaces this with :func:`_graceful_stop`).  Python's default
-    raised KeyboardInterrupt wherever the main thread was: a traceback, a
-    segfault when it landed inside a JAX call, or nothing at all when it
-    landed in a garbage-collection callback (the sweep then ran to its end)."""
-    import os
-    import signal
-
-    def handler(signum, frame):
-        os.write(2, b"error: interrupted: stopped at once (a run in training is not saved).\n")
-        os._exit(130)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -664,7 +697,8 @@ def main(argv=None) -> int:
     common = _Parser(add_help=False)
     common.add_argument("--store", help="run store folder (default $RESONANCE_RUNS_DIR or runs)")
     common.add_argument("--json", action="store_true")
-    r = sub.add_parser("runs", help="stored runs: list, show, export, import, delete, check")
+    r = sub.add_parser("runs", help="stored runs: list, show, export, import, delete, check, "
+                                   "sweeps")
     acts = r.add_subparsers(dest="action", required=True, parser_class=_Parser)
     a = acts.add_parser("list", parents=[common], help="list runs")
     a.add_argument("--tags", help="only runs with all these tags (comma list)")
@@ -676,6 +710,8 @@ def main(argv=None) -> int:
     acts.add_parser("import", parents=[common], help="add a run from a bundle").add_argument("path")
     acts.add_parser("delete", parents=[common], help="remove a run").add_argument("run_id")
     acts.add_parser("check", parents=[common], help="integrity and file checks")
+    acts.add_parser("sweeps", parents=[common],
+                    help="list sweeps: status, points stored of all (runs list --tags sweep:ID)")
     args = p.parse_args(argv)
     from .runtime import enable_compilation_cache, use_all_cores
 
@@ -692,7 +728,7 @@ def main(argv=None) -> int:
         _fail("chunk", "must be a positive integer.")
     from .config import ConfigError
 
-    _quit_on_signals()
+    quit_on_signals()      # (core/__init__ installed it already under `python -m core`)
     try:
         return {"presets": _cmd_presets, "train": _cmd_train, "sweep": _cmd_sweep,
                 "bench": _cmd_bench, "fidelity": _cmd_fidelity, "runs": _cmd_runs}[args.cmd](args)

@@ -110,8 +110,12 @@ CREATE TABLE IF NOT EXISTS sweeps (
     name      TEXT NOT NULL,
     status    TEXT NOT NULL CHECK (status IN ('running', 'done', 'stopped')),
     n_points  INTEGER NOT NULL,
-    spec      TEXT NOT NULL
+    spec      TEXT NOT NULL,
+    owner     TEXT NOT NULL DEFAULT ''
 )"""
+# The process training a sweep, JSON {"host", "pid", "start"} (:func:`_this_process`):
+# a sweep still "running" whose process has gone reads as stopped.  Added on open.
+_SWEEP_OWNER = "ALTER TABLE sweeps ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
 SWEEP_STATUSES = ("running", "done", "stopped")
 _SWEEP_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 _COLUMNS = ("id", "created", "name", "tags", "status", "config", "histories", "metrics",
@@ -253,6 +257,46 @@ def _check_sweep_id(sweep_id: Any) -> str:
     if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
         raise StoreError("sweep_id", "must be 1-64 letters, digits, '-' or '_'.")
     return sweep_id
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]       # field 22, starttime
+    except (OSError, IndexError):
+        return None
+
+
+def _this_process() -> str:
+    """This process as a sweep's owner: host, pid and start time (a reused pid differs)."""
+    import socket
+
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "start": _start_time(os.getpid())})
+
+
+def _process_state(owner: str) -> str:
+    """``"alive"`` or ``"gone"`` for an ``owner`` (:func:`_this_process`) on
+    this host (gone: its pid is free, or taken by a process started later);
+    ``"unknown"`` on another host or unrecorded (an index from before owners)."""
+    import socket
+
+    try:
+        o = json.loads(owner)
+        host, pid, start = o["host"], int(o["pid"]), o.get("start")
+    except (ValueError, TypeError, KeyError):
+        return "unknown"
+    if host != socket.gethostname() or pid <= 0:
+        return "unknown"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except OSError:
+        pass                     # there, another user's
+    now = _start_time(pid)
+    return "gone" if start is not None and now is not None and now != start else "alive"
 
 
 def _check_status(status: Any, field: str = "status") -> str:
@@ -575,6 +619,10 @@ class RunStore:
             if "sweeps" not in tables:
                 with self._write() as c:
                     c.execute(_SWEEPS)
+            elif "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(sweeps)")}:
+                with self._write() as c:      # an index from before the owner column
+                    if "owner" not in {r[1] for r in c.execute("PRAGMA table_info(sweeps)")}:
+                        c.execute(_SWEEP_OWNER)
             cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
         except sqlite3.OperationalError as e:
             if _busy(e):
@@ -719,10 +767,11 @@ class RunStore:
         if status not in SWEEP_STATUSES:
             raise StoreError("status", f"must be one of {', '.join(SWEEP_STATUSES)}.")
         with self._write() as c:
-            c.execute("INSERT OR IGNORE INTO sweeps (id, created, name, status, n_points, spec) "
-                      "VALUES (?, ?, ?, ?, ?, ?)",
+            c.execute("INSERT OR IGNORE INTO sweeps (id, created, name, status, n_points, spec, "
+                      "owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (sweep_id, _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                       _check_name(name), status, int(n_points), _dumps(_jsonable(spec, "spec"))))
+                       _check_name(name), status, int(n_points), _dumps(_jsonable(spec, "spec")),
+                       _this_process()))
         return sweep_id
 
     def set_sweep_status(self, sweep_id: str, status: str) -> None:
@@ -732,11 +781,27 @@ class RunStore:
             c.execute("UPDATE sweeps SET status=? WHERE id=?", (status, _check_sweep_id(sweep_id)))
 
     def sweeps(self) -> list[dict]:
-        """Every sweep (id, created, name, status, n_points, spec), newest first."""
-        rows = self._conn().execute("SELECT id, created, name, status, n_points, spec FROM sweeps "
-                                    "ORDER BY created DESC, id").fetchall()
-        return [{"id": r[0], "created": r[1], "name": r[2], "status": r[3], "n_points": r[4],
-                 "spec": _loads(r[5], "spec")} for r in rows]
+        """Every sweep (id, created, name, status, n_points, spec), newest first.
+
+        ``process`` says whether the process that trains a ``running`` sweep
+        is ``alive`` on this host, ``gone`` or ``unknown`` (another host, an
+        older index) (:func:`_process_state`); one that is gone (killed, its
+        machine restarted) reads as ``stopped`` with ``ended`` saying so.
+        Reading writes nothing."""
+        rows = self._conn().execute("SELECT id, created, name, status, n_points, spec, owner "
+                                    "FROM sweeps ORDER BY created DESC, id").fetchall()
+        out = []
+        for r in rows:
+            status, ended, process = r[3], None, None
+            if status == "running":
+                process = _process_state(r[6])
+                if process == "gone":
+                    status, ended = "stopped", ("its process ended before the sweep finished "
+                                                "(killed?); the points it stored are kept")
+            out.append({"id": r[0], "created": r[1], "name": r[2], "status": status,
+                        "n_points": r[4], "spec": _loads(r[5], "spec"), "ended": ended,
+                        "process": process})
+        return out
 
     def sweep_runs(self, sweep_id: str) -> list[dict]:
         """Summaries of the runs of a sweep (oldest first)."""

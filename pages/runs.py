@@ -114,10 +114,13 @@ def sweeps_ui(store, sweeps) -> None:
                        bind="query-params")
     info = next(s for s in sweeps if s["id"] == sid)
     runs = store.sweep_runs(sid)
-    status = info["status"]
-    if status == "running":   # its process may be elsewhere (CLI, another host) or gone
-        status = (f"running or interrupted ({len(runs)} of {info['n_points']} points stored; "
-                  "an interrupted sweep keeps what it stored)")
+    status, stored = info["status"], f"{len(runs)} of {info['n_points']} points stored"
+    if info.get("ended"):      # recorded running, its process gone
+        status = f"stopped: {info['ended']} ({stored})"
+    elif status == "running" and info.get("process") == "alive":
+        status = f"running ({stored} so far)"
+    elif status == "running":  # its process is on another host, or unrecorded
+        status = f"running or interrupted ({stored}; an interrupted sweep keeps what it stored)"
     st.caption(f"{info['n_points']} points · {status} · created "
                f"{info['created'][:19].replace('T', ' ')} UTC")
     try:

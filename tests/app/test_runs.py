@@ -484,3 +484,28 @@ def test_a_link_with_launch_settings_opens_the_launcher(monkeypatch, populated):
     assert launcher.proto.expanded
     assert any("Invalid setting" in e.value and "abc" in e.value for e in launcher.error)
     assert at.button(key="sw_launch").disabled
+
+
+def test_a_sweep_whose_process_is_gone_says_stopped(monkeypatch, populated, tmp_path):
+    """Recorded running by a process that no longer exists (killed): the
+    caption says stopped and why, not "running"."""
+    import subprocess
+    import sys
+
+    from core import store as S
+
+    path = _copy(populated[0], tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = json.dumps({**json.loads(S._this_process()), "pid": child.pid})
+    spec = make_spec(core.get_preset("figure1"), parse_grid(["scale=1,5"]), 1, 100, "killed",
+                     "figure1")
+    with RunStore(path) as store, monkeypatch.context() as m:
+        m.setattr(S, "_this_process", lambda: gone)
+        store.save_sweep("killedsweep", spec.to_dict(), name="killed", n_points=2)
+    at = _page(monkeypatch, path)
+    at.selectbox(key="sw_sel").set_value("killedsweep").run()
+    _clean(at)
+    caption = next(c.value for c in at.caption if c.value.startswith("2 points"))
+    assert "stopped: its process ended before the sweep finished" in caption
+    assert "0 of 2 points stored" in caption and "running" not in caption

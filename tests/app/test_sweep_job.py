@@ -251,6 +251,42 @@ def test_cli_second_signal_aborts_and_marks_the_sweep_stopped(tmp_path):
         assert store.sweeps()[0]["status"] == "stopped"
 
 
+def test_a_killed_sweep_reads_stopped_and_runs_sweeps_lists_it(tmp_path):
+    """SIGKILL leaves no handler to mark a sweep: it stays ``running`` in the
+    index, and reads as stopped (its process is gone) on the page and in
+    ``runs sweeps``, which lists every sweep with the points it stored."""
+    spec = _spec(steps=100000)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "core", "sweep", "--spec", "-", "--events",
+                             "--store", str(tmp_path), "--chunk", "500"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        proc.stdin.write(json.dumps(spec.to_dict()) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        assert json.loads(proc.stdout.readline())["event"] == "progress"   # training
+        with RunStore(tmp_path) as store:
+            (sw,) = store.sweeps()
+        assert (sw["status"], sw["process"], sw["ended"]) == ("running", "alive", None)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "core", "runs", "sweeps", "--store",
+                                     str(tmp_path), *a], cwd=ROOT, capture_output=True,
+                                    text=True, timeout=120, env=env)
+    out = cli("--json")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["id"] == sw["id"] and row["status"] == "stopped" and row["process"] == "gone"
+    assert row["points_stored"] == 0 and row["n_points"] == 2
+    assert "ended before the sweep finished" in row["ended"]
+    assert row["spec"] == json.loads(json.dumps(spec.to_dict()))
+    text = cli().stdout.strip().splitlines()
+    assert len(text) == 1 and text[0].startswith(sw["id"]) and " stopped " in text[0]
+    assert "0/2" in text[0] and "(its process ended before" in text[0]
+
+
 def test_the_rate_shown_leaves_the_compile_out_and_follows_the_last_seconds(tmp_path):
     """Chunks of 500 student-steps every second after 8 s of compiling: 500/s
     (the old text divided by the time since launch: 1100 / 10 s = 110/s);

@@ -154,3 +154,29 @@ def test_an_interrupted_train_ends_with_one_line(tmp_path):
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+
+
+def test_ctrl_c_while_jax_is_imported_ends_with_one_line():
+    """The first seconds of `python -m core` import JAX (core/__init__),
+    before the command runs: Ctrl-C there was a KeyboardInterrupt traceback
+    from inside numpy's or JAX's import."""
+    import signal
+
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    # -X importtime prints a line as each module is imported: a signal sent at the
+    # first line from jax's own modules lands inside `import core`
+    p = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "core", "presets"], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        while not (seen and "jax." in seen[-1]):
+            seen.append(p.stderr.readline())
+            assert seen[-1], "the import ended before jax's modules were imported"
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and stdout == ""      # the presets were never listed
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")

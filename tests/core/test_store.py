@@ -459,3 +459,55 @@ def test_names_and_tags_refuse_control_characters(tmp_path, name):
     with pytest.raises(StoreError, match=r"^tags\[0\]: .*control characters"):
         store.save(_fake_exp(cfg), {"loss": [1.0]}, name="ok", tags=[name])
     assert store.list() == []
+
+
+def test_a_sweep_whose_process_is_gone_reads_stopped(tmp_path, monkeypatch):
+    """The owner recorded with a sweep tells a live process from one that is
+    gone: a free pid, or the same pid started later (reused); another host's
+    or an unrecorded owner is not judged.  Reading writes nothing."""
+    import socket
+    import sqlite3
+
+    from core import store as S
+
+    me = json.loads(S._this_process())
+    assert me["pid"] == os.getpid() and me["host"] == socket.gethostname()
+    assert S._process_state(S._this_process()) == "alive"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()                                   # reaped: its pid is free
+    gone = json.dumps({**me, "pid": child.pid, "start": None})
+    assert S._process_state(gone) == "gone"
+    if me["start"] is not None:                    # Linux: the same pid, started at another time
+        assert S._process_state(json.dumps({**me, "start": str(int(me["start"]) + 1)})) == "gone"
+    assert S._process_state(json.dumps({**me, "host": me["host"] + "-elsewhere"})) == "unknown"
+    assert S._process_state("") == "unknown" and S._process_state("{}") == "unknown"
+    with RunStore(tmp_path) as store:
+        store.save_sweep("alive", {"x": 1}, n_points=3)
+        monkeypatch.setattr(S, "_this_process", lambda: gone)
+        store.save_sweep("killed", {"x": 1}, n_points=3)
+        store.save_sweep("finished", {"x": 1}, n_points=3)
+        store.set_sweep_status("finished", "done")
+        got = {s["id"]: s for s in store.sweeps()}
+    assert (got["alive"]["status"], got["alive"]["process"], got["alive"]["ended"]) == (
+        "running", "alive", None)
+    assert got["killed"]["status"] == "stopped" and got["killed"]["process"] == "gone"
+    assert "ended before the sweep finished" in got["killed"]["ended"]
+    assert got["finished"]["status"] == "done" and got["finished"]["ended"] is None
+    with sqlite3.connect(tmp_path / "index.sqlite") as conn:   # the index still says running
+        assert conn.execute("SELECT status FROM sweeps WHERE id='killed'").fetchone() == (
+            "running",)
+
+
+def test_an_index_from_before_sweep_owners_gets_the_column(tmp_path):
+    import sqlite3
+
+    with RunStore(tmp_path) as store:
+        store.save_sweep("old", {"x": 1}, n_points=2)
+    with sqlite3.connect(tmp_path / "index.sqlite") as conn:  # as the older layout wrote it
+        conn.execute("ALTER TABLE sweeps DROP COLUMN owner")
+    with RunStore(tmp_path) as store:
+        (old,) = store.sweeps()
+        assert old["status"] == "running" and old["process"] == "unknown"   # not judged
+        store.save_sweep("new", {"x": 1}, n_points=2)
+        assert {s["id"]: s["process"] for s in store.sweeps()} == {"old": "unknown",
+                                                                    "new": "alive"}

@@ -211,6 +211,28 @@ def test_cli_sweep_json_and_errors(tmp_path, capsys):
         assert err.startswith(f"error: {field}:") and "\n" not in err
 
 
+def test_a_coordinator_that_cannot_work_is_refused_in_one_line(capsys):
+    """JAX's client aborts the process natively (status 134, a C++ stack) when
+    it cannot reach the coordinator: checked before it, one line, status 2."""
+    from core.__main__ import main
+
+    base = ["sweep", "--preset", "figure1", "--no-store", "--num-processes", "2"]
+    with socket.socket() as busy:                  # process 0 serves on a port in use
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for argv, words in (
+                (["--coordinator", f"127.0.0.1:{port}", "--process-id", "0"], "not free"),
+                (["--coordinator", f"127.0.0.1:{_free_port()}", "--process-id", "1",
+                  "--timeout", "1"], "nothing answers at 127.0.0.1:"),
+                (["--coordinator", "127.0.0.1", "--process-id", "1"], "give HOST:PORT")):
+            with pytest.raises(SystemExit) as e:
+                main(base + argv)
+            assert e.value.code == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("error: coordinator:") and words in err and "\n" not in err
+
+
 def test_student_seed_axis_with_several_seeds_is_refused():
     with pytest.raises(core.ConfigError) as e:
         _spec(["seed=1,2"], seeds=2)              # would train seeds 1, 2, 2, 3
