@@ -96,6 +96,20 @@ def psp_kappa(omega, b):
     return 1.0 / (jnp.exp(b * t_hat) * jnp.sin(omega * t_hat))
 
 
+def resonance_hz(freq_hz: float, damping: float) -> float | None:
+    r"""The input frequency (Hz) an RF neuron answers most strongly, or None.
+
+    A sinusoidal current of angular frequency :math:`\Omega` into x, read out
+    as y, has gain :math:`\omega/|(i\Omega - b)^2 + \omega^2|`, which peaks at
+    :math:`\Omega = \sqrt{\omega^2 - b^2}`: in Hz :math:`\sqrt{f^2 -
+    (b/2\pi)^2}`, below the natural frequency f and close to it when the
+    damping is weak.  With :math:`|b| \ge \omega` the neuron is over-damped:
+    the gain only falls with the frequency (low-pass) and there is no peak."""
+    f_b = float(damping) / (2 * math.pi)
+    f2 = float(freq_hz) ** 2 - f_b ** 2
+    return math.sqrt(f2) if f2 > 0 else None
+
+
 # ---- dynamics --------------------------------------------------------------
 def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=None,
               reset_through: bool = False, sg: SurrogateParams, model: str = "rf") -> LayerTrace:

@@ -36,15 +36,19 @@ with top_right:
               key="neuron_phase", height=380, revision=s.model)
 bottom_left, bottom_right = st.columns(2)
 with bottom_left:
-    live_plot(figures.resonance_figure(r.res_freqs, r.res_peak, s.freq_hz, s.threshold, s.model),
+    live_plot(figures.resonance_figure(r.res_freqs, r.res_peak, s.freq_hz, s.threshold, s.model,
+                                       s.damping),
               key="neuron_resonance", height=340, revision=s.model)
 with bottom_right:
     live_plot(figures.doublet_figure(r.isi_ms, r.doublet_peak, s.freq_hz, s.threshold, s.model),
               key="neuron_doublet", height=340, revision=s.model)
 if s.model == "rf":
-    st.caption("(c) A damped oscillator answers most strongly near its own frequency f. "
-               "(d) A second kick one period (1/f) after the first adds in phase; half a period "
-               "later it cancels — RF neurons select input timing, not only input rate.")
+    st.caption("(c) A damped oscillator answers most strongly at √(f² − (b/2π)²), just below "
+               "its natural frequency f when the damping is weak; with |b| ≥ 2πf it is "
+               "over-damped: low-pass, no peak. (d) A second kick one period (1/f) after the "
+               "first adds in phase (a local peak, lower than two kicks at once by the decay "
+               "over one period, e^(b/f)); half a period later it cancels — RF neurons select "
+               "input timing, not only input rate.")
 else:
     st.caption("LIF (control): f is ignored and b = −1/τ_m. The response is low-pass and the "
                "doublet peak only decays with the interval — no preferred timing.")

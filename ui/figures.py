@@ -21,6 +21,8 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core.neurons import resonance_hz as core_resonance_hz
+
 Y_COLOR, X_COLOR, SPIKE_COLOR, THETA_COLOR = "#3a5fcd", "#9aa5b8", "#d62728", "#555555"
 PALETTE = qualitative.Dark24
 
@@ -231,21 +233,41 @@ def phase_figure(x, y, spikes, theta: float, model: str = "rf") -> dict:
                  [shape], notes)
 
 
-def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf") -> dict:
-    """Peak sub-threshold |y| against the frequency of a sinusoidal input."""
+def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf",
+                     damping: float | None = None) -> dict:
+    """Peak sub-threshold |y| against the frequency of a sinusoidal input; for
+    RF the natural frequency f (dotted, labelled at the top) and, given the
+    damping, the predicted peak √(f² − (b/2π)²) (dashed, labelled at the
+    bottom) or a note that the neuron is over-damped (no peak)."""
     freqs, peak = np.asarray(freqs, np.float64), np.asarray(peak, np.float64)
-    data = [_line(freqs, peak, "peak |y|", Y_COLOR, 2)]
-    if model == "rf":  # a trace, not a shape: shapes on a log axis take log10(x)
+    data, notes = [_line(freqs, peak, "peak |y|", Y_COLOR, 2)], []
+    if model == "rf":  # traces, not shapes: shapes on a log axis take log10(x)
         top = float(np.nanmax(peak)) * 1.08 if np.size(peak) else 1.0
-        # the label on the side with room: right of the line it was cut at the axis' end
         lo, hi = (np.log(np.min(freqs)), np.log(np.max(freqs))) if np.size(freqs) else (0, 1)
-        left = hi > lo and (np.log(freq_hz) - lo) / (hi - lo) > 0.7
-        data.append(_line(np.array([freq_hz, freq_hz], np.float64), np.array([0.0, top]), "f",
-                          SPIKE_COLOR, 2, dash="dot", mode="lines+text",
-                          text=["", f"f = {freq_hz:g} Hz " if left else f" f = {freq_hz:g} Hz"],
-                          textposition="bottom left" if left else "bottom right",
-                          textfont={"color": SPIKE_COLOR}, hoverinfo="skip"))
-    shape, notes = _hline(float(theta), label="θ")
+
+        def marker(at, label, dash, color, high):
+            # the label on the side with room: right of the line it was cut at the axis' end
+            left = hi > lo and (np.log(at) - lo) / (hi - lo) > 0.7
+            text = f"{label} " if left else f" {label}"
+            side = "left" if left else "right"
+            return _line(np.array([at, at], np.float64), np.array([0.0, top]), label, color, 2,
+                         dash=dash, mode="lines+text",
+                         text=["", text] if high else [text, ""],
+                         textposition=f"{'bottom' if high else 'top'} {side}",
+                         textfont={"color": color}, hoverinfo="skip")
+
+        data.append(marker(freq_hz, f"f = {freq_hz:g} Hz", "dot", SPIKE_COLOR, True))
+        if damping is not None:
+            f_r = core_resonance_hz(freq_hz, damping)
+            if f_r is not None:
+                data.append(marker(f_r, f"peak √(f² − (b/2π)²) = {f_r:.3g} Hz", "dash",
+                                   THETA_COLOR, False))
+            else:
+                notes.append({"text": f"over-damped (|b| ≥ 2πf = {2 * np.pi * freq_hz:.3g}/s): "
+                                      "no resonance peak", "showarrow": False, "xref": "paper",
+                              "x": 0.98, "xanchor": "right", "yref": "paper", "y": 0.02,
+                              "yanchor": "bottom", "font": {"color": THETA_COLOR}})
+    shape, hnotes = _hline(float(theta), label="θ")
     # explicit ticks: Plotly's default log ticks label 0.5, 20 and 50 as "5", "2", "5"
     ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
              if np.size(freqs) and np.min(freqs) <= t <= np.max(freqs)]
@@ -253,7 +275,7 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
                  {"xaxis": {**_title("input frequency (Hz)"), "type": "log", "tickvals": ticks,
                             "ticktext": [f"{t:g}" for t in ticks]},
                   "yaxis": _title("peak |y| (sub-threshold)")},
-                 [shape], notes, showlegend=False)
+                 [shape], hnotes + notes, showlegend=False)
 
 
 def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf") -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 
 import numpy as np
 import plotly.graph_objects as go
@@ -633,6 +634,24 @@ def test_raster_spans_the_whole_trial_and_a_lone_point_is_marked():
     spec = F.trajectories_figure({"steps": np.array([0]), "traj": np.ones((1, 2)),
                                   "target": np.ones(2), "labels": ["a", "b"]}, "w")
     assert {d["mode"] for d in spec["data"]} == {"lines+markers"}
+
+
+def test_the_resonance_figure_marks_the_predicted_peak_or_says_over_damped():
+    """f (dotted) and the peak sqrt(f^2 - (b/2pi)^2) (dashed) where the
+    neuron resonates; with |b| >= 2 pi f a note instead of a peak."""
+    freqs, peak = np.geomspace(0.5, 100, 60), np.linspace(0, 1, 60)
+    spec = F.resonance_figure(freqs, peak, 25.0, 1.0, "rf", -120.0)
+    f_line, peak_line = spec["data"][1], spec["data"][2]
+    assert list(f_line["x"]) == [25.0, 25.0] and f_line["line"]["dash"] == "dot"
+    want = math.sqrt(25.0 ** 2 - (120.0 / (2 * math.pi)) ** 2)         # 16.13 Hz
+    assert list(peak_line["x"]) == pytest.approx([want, want]) and peak_line["line"]["dash"] == "dash"
+    assert "16.1 Hz" in peak_line["text"][0]
+    notes = spec["layout"]["annotations"]
+    assert not any("over-damped" in a["text"] for a in notes)
+    spec = F.resonance_figure(freqs, peak, 10.0, 1.0, "rf", -120.0)      # 2 pi 10 = 62.8 < 120
+    assert len(spec["data"]) == 2
+    assert any("over-damped" in a["text"] for a in spec["layout"]["annotations"])
+    assert len(F.resonance_figure(freqs, peak, 10.0, 1.0, "lif", -120.0)["data"]) == 1
 
 
 def test_the_resonance_marker_label_stays_inside_the_axis():

@@ -141,6 +141,12 @@ def test_frequency_slider_changes_figure_data():
     assert not np.allclose(before[2][0], after[2][0])
     # the doublet panel's ISI-dependent peak changes with the period too
     assert not np.array_equal(before[3][0], after[3][0])
+    # the resonance panel marks f and the predicted peak sqrt(f^2 - (b/2pi)^2)
+    b = at.slider(key="b").value
+    res = _neuron_charts(at)[2]["data"]
+    assert _array(res[1]["x"]).tolist() == [17.5, 17.5]
+    want = np.sqrt(17.5 ** 2 - (b / (2 * np.pi)) ** 2)
+    np.testing.assert_allclose(_array(res[2]["x"]), [want, want], rtol=1e-9)
 
 
 def test_query_params_set_the_widgets():

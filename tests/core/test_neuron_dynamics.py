@@ -345,3 +345,35 @@ def test_simulate_neuron_does_not_recompile():
         tr = simulate_neuron(k, freq_hz=f, damping=b, dt=dt, threshold=theta, reset=reset)
         assert tr.y[1] == pytest.approx(np.exp(b * dt) * np.sin(2 * np.pi * f * dt), rel=1e-5)
     assert _simulate_jit._cache_size() == size
+
+
+@pytest.mark.parametrize("f, b", [(25.0, -120.0), (20.0, -60.0), (5.0, -20.0), (12.0, -10.0)])
+def test_the_resonance_peak_is_where_the_simulated_neuron_answers_most(f, b):
+    """resonance_hz = sqrt(f^2 - (b/2pi)^2) against the simulated steady-state
+    response to sinusoidal currents on a fine grid (not at f: 16.1 Hz for
+    f = 25 Hz, b = -120/s)."""
+    from core.neurons import resonance_hz
+
+    dt, T = 1e-4, 40000                      # 4 s, fine steps: the discrete map is ~continuous
+    want = resonance_hz(f, b)
+    probe = np.linspace(0.6 * want, 1.4 * want, 161)
+    t = np.arange(T)[:, None] * dt
+    drive = (dt * np.sin(2 * np.pi * probe[None, :] * t)).astype(np.float32)
+    y = np.asarray(simulate_neuron(drive, freq_hz=f, damping=b, dt=dt, threshold=1e9).y)
+    gain = np.abs(y[T // 2:]).max(axis=0)    # the transient has decayed (e^{b t}, t >= 2 s)
+    got = probe[np.argmax(gain)]
+    assert got == pytest.approx(want, rel=0.01)
+    assert abs(want - f) / f > 0.01 or b == -10.0     # the peak is not f (but near it when weak)
+
+
+def test_an_over_damped_neuron_has_no_resonance_peak():
+    from core.neurons import resonance_hz
+
+    assert resonance_hz(10.0, -2 * math.pi * 10.0) is None and resonance_hz(10.0, -120.0) is None
+    dt, T = 1e-4, 40000
+    probe = np.geomspace(1.0, 50.0, 40)       # periods within the 2 s read
+    t = np.arange(T)[:, None] * dt
+    drive = (dt * np.sin(2 * np.pi * probe[None, :] * t)).astype(np.float32)
+    y = np.asarray(simulate_neuron(drive, freq_hz=10.0, damping=-120.0, dt=dt, threshold=1e9).y)
+    gain = np.abs(y[T // 2:]).max(axis=0)
+    assert np.all(np.diff(gain) < 0)          # low-pass: it only falls with the frequency
