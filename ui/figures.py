@@ -237,15 +237,16 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
                      damping: float | None = None) -> dict:
     """Peak sub-threshold |y| against the frequency of a sinusoidal input; for
     RF the natural frequency f (dotted, labelled at the top) and, given the
-    damping, the predicted peak √(f² − (b/2π)²) (dashed, labelled at the
-    bottom) or a note that the neuron is over-damped (no peak)."""
+    damping, the predicted peak √(f² − (b/2π)²) (dashed, "peak … Hz" at the
+    bottom; the caption gives the formula) or a note that the neuron is over-damped (no peak)."""
     freqs, peak = np.asarray(freqs, np.float64), np.asarray(peak, np.float64)
     data, notes = [_line(freqs, peak, "peak |y|", Y_COLOR, 2)], []
     if model == "rf":  # traces, not shapes: shapes on a log axis take log10(x)
-        top = float(np.nanmax(peak)) * 1.08 if np.size(peak) else 1.0
+        # up to the threshold line (the axis' top): the labels above the curve
+        top = max(float(np.nanmax(peak)) * 1.08 if np.size(peak) else 1.0, float(theta))
         lo, hi = (np.log(np.min(freqs)), np.log(np.max(freqs))) if np.size(freqs) else (0, 1)
 
-        def marker(at, label, dash, color, high):
+        def marker(at, label, dash, color, high, top=top):
             # the label on the side with room: right of the line it was cut at the axis' end
             left = hi > lo and (np.log(at) - lo) / (hi - lo) > 0.7
             text = f"{label} " if left else f" {label}"
@@ -260,8 +261,11 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
         if damping is not None:
             f_r = core_resonance_hz(freq_hz, damping)
             if f_r is not None:
-                data.append(marker(f_r, f"peak √(f² − (b/2π)²) = {f_r:.3g} Hz", "dash",
-                                   THETA_COLOR, False))
+                # up to the curve (it points at the peak, below f's label)
+                at_curve = (float(np.interp(np.log(f_r), np.log(freqs), peak))
+                            if np.size(freqs) else top)
+                data.append(marker(f_r, f"peak {f_r:.3g} Hz", "dash", THETA_COLOR, False,
+                                   at_curve))
             else:
                 notes.append({"text": f"over-damped (|b| ≥ 2πf = {2 * np.pi * freq_hz:.3g}/s): "
                                       "no resonance peak", "showarrow": False, "xref": "paper",
