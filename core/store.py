@@ -205,6 +205,76 @@ def _check_id(run_id: Any) -> str:
     return run_id
 
 
+# What the app and the CLI read from a run's histories and metrics (other keys
+# are kept as they come): an imported bundle is checked against it.
+_SERIES = ("loss", "update_angle_deg")               # numbers (null for a missing value)
+_STEP_SERIES = ("loss_step", "recovery_step")        # integers >= 0
+_TABLES = ("recovery", "alignment_deg")              # rows of numbers, one length
+_ONE_MATRIX = ("alignment_deg",)                     # ... or numbers (one feedback matrix)
+_METRIC_NUMBERS = ("initial_loss", "final_loss", "diverged_loss", "spike_precision",
+                   "spike_recall", "rate_error", "steps_per_s", "seconds",
+                   "first_chunk_seconds", "update_angle_deg")
+_METRIC_COUNTS = ("steps", "sweep_point", "diverged_at_step")
+
+
+def _number(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63
+
+
+def _numeric_tree(x: Any) -> bool:
+    """Numbers (or null) at every leaf of nested objects and lists."""
+    if isinstance(x, dict):
+        return all(_numeric_tree(v) for v in x.values())
+    if isinstance(x, list):
+        return all(_numeric_tree(v) for v in x)
+    return _number(x)
+
+
+def _check_histories(h: dict, label: str) -> None:
+    for k in _SERIES:
+        if h.get(k) is not None and not all(_number(x) for x in h[k]):
+            raise StoreError(f"{label}.{k}", "must be a list of numbers (null for a gap).")
+    for k in _STEP_SERIES:
+        if h.get(k) is not None and not all(_count(x) for x in h[k]):
+            raise StoreError(f"{label}.{k}", "must be a list of step numbers (integers >= 0).")
+    for k in _TABLES:
+        rows = h.get(k)
+        if rows is not None and k in _ONE_MATRIX and all(_number(x) for x in rows):
+            continue
+        if rows is not None and not (all(isinstance(r, list) and all(_number(x) for x in r)
+                                         for r in rows)
+                                     and len({len(r) for r in rows}) <= 1):
+            raise StoreError(f"{label}.{k}", "must be a list of rows of numbers, every row "
+                                             "as long.")
+    rec, at = h.get("recovery"), h.get("recovery_step")
+    if rec is not None and at is not None and len(rec) != len(at):
+        raise StoreError(f"{label}.recovery", f"has {len(rec)} rows for {len(at)} "
+                                              "recovery_step values.")
+
+
+def _check_metrics(m: dict, label: str) -> None:
+    for k in _METRIC_NUMBERS:
+        if not _number(m.get(k)):
+            raise StoreError(f"{label}.{k}", f"must be a number (or null), got {m[k]!r:.60}.")
+    for k in _METRIC_COUNTS:
+        if m.get(k) is not None and not _count(m[k]):
+            raise StoreError(f"{label}.{k}", f"must be an integer >= 0, got {m[k]!r:.60}.")
+    if m.get("diverged") is not None and not isinstance(m["diverged"], bool):
+        raise StoreError(f"{label}.diverged", "must be true or false.")
+    if m.get("recovery") is not None and not (
+            isinstance(m["recovery"], list)
+            and all(isinstance(r, dict) and _numeric_tree(r) for r in m["recovery"])):
+        raise StoreError(f"{label}.recovery", "must be a list of one object of numbers per "
+                                              "layer (rel_error, corr, ...).")
+    if m.get("alignment_deg") is not None and not (
+            isinstance(m["alignment_deg"], list) and all(_number(x) for x in m["alignment_deg"])):
+        raise StoreError(f"{label}.alignment_deg", "must be a list of numbers.")
+
+
 def _utf8(text: str) -> bool:
     """False for strings UTF-8 cannot encode (lone surrogates, e.g. from a non-UTF-8 argv)."""
     try:
@@ -948,7 +1018,7 @@ class RunStore:
 
     def import_(self, path: str | os.PathLike) -> str:
         """Add the run of an exported bundle; returns its id (the original
-        one, or a fresh one when that id is already in this store).  Every
+        one; a run already in this store is refused, not copied).  Every
         field and array is validated; errors name the field or file."""
         path = Path(path)
         label = str(path)
@@ -988,8 +1058,10 @@ class RunStore:
                                      "is damaged.") from None
                 read_npz(tmp, expected_arrays(cfg), snapshots=_snapshot_arrays(cfg),
                          label=f"{label}:arrays.npz")
-                if self._exists(row["id"]):
-                    row["id"] = uuid.uuid4().hex
+                if self._exists(row["id"]):   # (ids are uuid4: the same id is the same run)
+                    raise StoreError("run_id", f"{row['id']} is already in this store "
+                                     "(the same run); nothing was imported. Delete it first "
+                                     "to import the bundle again.")
                 row["arrays"] = f"{ARRAYS_DIR}/{row['id']}.npz"
                 target = self._array_path(row["id"])
                 os.replace(tmp, target)
@@ -1033,6 +1105,8 @@ class RunStore:
                 raise StoreError(f"{label}:histories.{k}", "must be a list (or null).")
             if not _utf8(k):
                 raise StoreError(f"{label}:histories", f"names must be UTF-8 text, got {k!r}.")
+        _check_histories(doc["histories"], f"{label}:histories")
+        _check_metrics(doc["metrics"], f"{label}:metrics")
         row = {"id": _check_id(doc["id"]), "created": _check_created(doc["created"], f"{label}:created"),
                "name": _check_name(doc["name"], f"{label}:name"),
                "tags": _dumps(_check_tags(doc["tags"], f"{label}:tags")),

@@ -66,6 +66,9 @@ def test_save_then_reopen_continues_the_same_student(tmp_path):
     assert run["histories"]["recovery_step"][-1] == 20
     cfg, params, _ = store.load_params(summary["id"])
     assert cfg.student_seed == 5
+    other = RunStore(tmp_path / "other")         # it travels as a bundle, unchanged
+    assert other.import_(store.export(summary["id"], tmp_path / "run.zip")) == summary["id"]
+    assert other.get(summary["id"])["metrics"] == run["metrics"]
 
     # the same student, trained separately for 20 steps, is what was stored
     exp, hist = core.train(core.setup(cfg), 20, chunk=10)
@@ -101,6 +104,12 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
     runs = store.list(tags=["rules"])
     rules = sorted(store.get(r["id"])["metrics"]["rule"] for r in runs)
     assert len(rules) >= 2 and rules == sorted(r["feedback"] for r in runs)
+    # every saved rule run travels: export, then import into another store (the
+    # import's checks of histories and metrics accept what the page writes)
+    other = RunStore(tmp_path / "other")
+    for r in runs:
+        assert other.import_(store.export(r["id"], tmp_path / f"{r['id']}.zip")) == r["id"]
+        assert other.get(r["id"])["histories"] == store.get(r["id"])["histories"]
     fa = next((r for r in runs if r["feedback"] != "bp"), runs[0])
     st.cache_resource.clear()
     at = _page("pages/teacher_student.py", run=fa["id"])

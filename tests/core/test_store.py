@@ -360,8 +360,11 @@ def test_import_validates_bundles(tmp_path):
     bundle = src.export(run_id, tmp_path / "run.zip")
     dst = RunStore(tmp_path / "b")
     assert dst.import_(bundle) == run_id
-    assert dst.import_(bundle) != run_id          # same id already there: a fresh one
+    with pytest.raises(StoreError, match="already in this store"):   # not a silent copy
+        dst.import_(bundle)
+    assert [r["id"] for r in dst.list()] == [run_id]
     assert dst.get(run_id)["histories"] == {"loss": [1.0, 2.0]}
+    dst.delete(run_id)
 
     with zipfile.ZipFile(bundle) as z:
         doc, arrays = json.loads(z.read("run.json")), z.read("arrays.npz")
@@ -384,6 +387,19 @@ def test_import_validates_bundles(tmp_path):
         (bundle_of({**doc, "created": "yesterday"}), "run.json:created"),
         (bundle_of(doc, extra={"x.py": "print(1)"}), "exactly run.json and arrays.npz"),
         (bundle_of(doc, arr=bad_npz.getvalue()), "arrays.npz:L0_w"),
+        # what the pages and the CLI read is typed (they failed on these)
+        (bundle_of({**doc, "histories": {"loss": ["abc"]}}), "histories.loss"),
+        (bundle_of({**doc, "histories": {"loss_step": [1.5]}}), "histories.loss_step"),
+        (bundle_of({**doc, "histories": {"recovery": [[0.1], [0.2, 0.3]]}}),
+         "histories.recovery.*every row"),
+        (bundle_of({**doc, "histories": {"recovery": [[0.1]], "recovery_step": [0, 5]}}),
+         "histories.recovery.*1 rows for 2"),
+        (bundle_of({**doc, "metrics": {"final_loss": "low"}}), "metrics.final_loss"),
+        (bundle_of({**doc, "metrics": {"steps": -3}}), "metrics.steps"),
+        (bundle_of({**doc, "metrics": {"diverged": "no"}}), "metrics.diverged"),
+        (bundle_of({**doc, "metrics": {"recovery": ["x"]}}), "metrics.recovery"),
+        (bundle_of({**doc, "metrics": {"recovery": [{"weights": {"corr": "x"}}]}}),
+         "metrics.recovery"),
     ]
     before = {r["id"] for r in dst.list()}
     for path, message in cases:
