@@ -40,7 +40,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+# configuration fields whose flag is spelled otherwise: errors name the flag
+_FLAGS = {"student_seed": "seed", "teacher_seed": "teacher-seed",
+          "feedback_decay": "feedback-decay"}
+
+
 def _fail(field: str, message: str):
+    field = _FLAGS.get(field, field)
     print(f"error: {_one_line(field)}: {_one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
 

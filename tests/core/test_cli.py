@@ -180,3 +180,17 @@ def test_ctrl_c_while_jax_is_imported_ends_with_one_line():
     assert p.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr and stdout == ""      # the presets were never listed
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--seed", "-1"], "seed"), (["--teacher-seed", "-5"], "teacher-seed"),
+    (["--feedback", "kp", "--feedback-decay", "2"], "feedback-decay")])
+def test_errors_name_the_flag_not_the_config_field(argv, flag, capsys):
+    """`--seed -1` was reported as `student_seed`, a name the command line does not have."""
+    from core.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "single-neuron", "--steps", "1", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {flag}: ") and "\n" not in err
