@@ -144,6 +144,37 @@ def _grid_json(rows: int, cols: int, **kw) -> str:
     return json.dumps(layout)
 
 
+def log_ticks(*arrays, most: int = 6) -> dict:
+    """Axis properties with explicit ticks for a log axis whose data (the
+    positive finite values of ``arrays``) span less than a decade, else {}.
+    There Plotly labels linear steps (4, 3.5, 3, 2.5, 2, 1.5, 1) that crowd
+    where the log axis is compressed; these are the sparsest of 1-2-5, then
+    1-1.5-2-3-5-7, with at least 3 ticks, or, within a factor of ~3, at most
+    ``most`` round linear steps.  Wider spans keep Plotly's decade ticks,
+    which also follow a zoom."""
+    v = np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays] or [np.zeros(0)])
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return {}
+    lo, hi = float(v.min()), float(v.max())
+    if hi >= 10 * lo or hi <= lo:
+        return {}
+    decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+    ticks = []
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+        cand = np.array([d * m for d in decades for m in mantissas])
+        ticks = cand[(cand >= lo) & (cand <= hi)]
+        if 3 <= ticks.size <= most:
+            break
+    else:
+        raw = (hi - lo) / (most - 1)
+        mag = 10.0 ** np.floor(np.log10(raw))
+        step = mag * next(m for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+        ticks = np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
+    ticks = [float(f"{t:.6g}") for t in ticks]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
 def _spec(title: str, height: int, data: list, grid: dict | None = None, axes: dict | None = None,
           shapes: list = (), annotations: list = (), **kw) -> dict:
     """A figure dict with the look of :func:`_layout` (template, title, margins,
@@ -348,7 +379,8 @@ def ts_loss_figure(steps, loss) -> dict:
         x, y = decimate(steps[full], np.where(smooth > 0, smooth, np.nan))
         data.append(_line(x, y, "mean of 25 steps", Y_COLOR, width=2))
     return _spec("Loss", 300, data, axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
-                                          "yaxis": {**_title("loss"), "type": "log"}})
+                                          "yaxis": {**_title("loss"), "type": "log",
+                                                    **log_ticks(*(d["y"] for d in data))}})
 
 
 def _band_lines(steps, bands, label: str, axis: str, **kw) -> tuple[list, dict]:
@@ -616,7 +648,8 @@ def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = Fals
     # the rules' legend below the plot: at the top it covered the title in a half-width column
     spec = _spec(title, height, data,
                  axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
-                       "yaxis": {**_title(ytitle), "type": "log" if log else "linear"}},
+                       "yaxis": {**_title(ytitle), "type": "log" if log else "linear",
+                                 **(log_ticks(*(d["y"] for d in data)) if log else {})}},
                  margin=dict(l=55, r=15, t=45, b=75))
     spec["layout"]["legend"] = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
     return spec

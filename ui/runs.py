@@ -31,7 +31,7 @@ from core.runtime import ROOT
 from core.store import ARRAYS_DIR, INDEX_NAME, STATUSES, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
-from ui.figures import PALETTE, _layout
+from ui.figures import PALETTE, _layout, log_ticks
 
 METRICS = ("weight_error_mean", "final_loss", "initial_loss", "spike_precision",
            "spike_recall", "rate_error")   # weight_error_L{i} columns are added per sweep
@@ -421,7 +421,7 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
                     mode="lines+markers", marker=dict(size=4),
                     line=dict(color=color, width=1.5, dash=dashes[l % len(dashes)])))
     loss.update_xaxes(title_text="step")
-    loss.update_yaxes(title_text="loss", type="log")
+    loss.update_yaxes(title_text="loss", type="log", **log_ticks(*(t.y for t in loss.data)))
     rec.update_xaxes(title_text="step")
     rec.update_yaxes(title_text="weight rel. error (matched)")
     below = dict(legend=dict(orientation="h", y=-0.22, x=0, xanchor="left", yanchor="top"))

@@ -663,3 +663,22 @@ def test_the_resonance_marker_label_stays_inside_the_axis():
         marker = F.resonance_figure(freqs, peak, f, 1.0)["data"][1]
         assert marker["textposition"] == f"bottom {side}", f
         assert marker["text"][1].strip() == f"f = {f:g} Hz"
+
+
+def test_log_axis_ticks_of_a_short_span_do_not_crowd():
+    """Under a decade Plotly labelled linear steps (4, 3.5, 3, 2.5, ...) that
+    crowd where the log axis is compressed: explicit ticks, spread in log
+    space, only there (wider spans keep Plotly's zoom-following decades)."""
+    assert F.log_ticks([0.01, 5.0]) == {} and F.log_ticks([np.nan, -1.0, 0.0]) == {}
+    assert F.log_ticks([0.8, 3.8])["tickvals"] == [1.0, 1.5, 2.0, 3.0]
+    assert F.log_ticks([3.006, 3.9])["tickvals"] == [3.2, 3.4, 3.6, 3.8]
+    for lo in np.geomspace(1e-4, 1e3, 29):
+        for ratio in np.linspace(1.02, 9.99, 60):
+            ticks = np.array(F.log_ticks([lo, lo * ratio], [np.nan])["tickvals"])
+            assert 2 <= ticks.size <= 6 and ticks.min() >= lo and ticks.max() <= lo * ratio * (1 + 1e-9)
+            # neighbours at least an eighth of the axis apart in log space (Plotly's: 0.085)
+            assert np.diff(np.log10(ticks)).min() >= np.log10(ratio) / 8
+    spec = F.ts_loss_figure(np.arange(1, 401), 0.8 + 3 * np.exp(-np.arange(1, 401) / 60))
+    assert spec["layout"]["yaxis"]["tickvals"] == [1.0, 1.5, 2.0, 3.0]
+    wide = F.ts_loss_figure(np.arange(1, 401), 0.01 + 5 * np.exp(-np.arange(1, 401) / 50))
+    assert "tickvals" not in wide["layout"]["yaxis"]
