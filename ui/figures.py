@@ -400,6 +400,16 @@ def _band_lines(steps, bands, label: str, axis: str, **kw) -> tuple[list, dict]:
             _hline(0.0, axis)[0])
 
 
+def _teacher_marks(at: float, targets, axis: str = "") -> dict:
+    """Invisible markers at the teacher's values: Plotly pads its autorange
+    for markers, not for lines or line shapes, so a dashed teacher line at
+    the data's extreme sat on the axis' edge; these keep it inside."""
+    targets = np.asarray(targets, np.float64)
+    return {"type": "scatter", "x": np.full(targets.size, float(at)), "y": targets,
+            "mode": "markers", "marker": {"size": 14, "opacity": 0}, "hoverinfo": "skip",
+            "showlegend": False, "name": "teacher", "xaxis": f"x{axis}", "yaxis": f"y{axis}"}
+
+
 def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
     """Matched student weights over training (solid lines) and the teacher's
     (dashed line shapes of the same colour; the hover names them).
@@ -427,6 +437,7 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
         shapes.append({"type": "line", "xref": "x", "x0": 0, "x1": last, "yref": "y",
                        "y0": float(target_i), "y1": float(target_i),
                        "line": {"color": color, "dash": "dash", "width": 1}})
+    data.append(_teacher_marks(0, target))
     axes = {"yaxis": _title("weight")}
     if bands is None:
         grid = _grid(1, 1)
@@ -472,6 +483,8 @@ def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
             shapes.append({"type": "line", "xref": f"x{axis}", "x0": 0, "x1": last,
                            "yref": f"y{axis}", "y0": target, "y1": target,
                            "line": {"color": color, "dash": "dash", "width": 1}})
+    for axis, key in (("", "f"), ("2", "b")):
+        data.append(_teacher_marks(0, nt[f"{key}_target"], axis))
     axes = {}
     title = f"Neurons of {layer_name} (dashed: teacher)"
     if bands is None:

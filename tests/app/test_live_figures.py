@@ -135,6 +135,16 @@ def test_graph_objects_figures_still_accepted():
     np.testing.assert_array_equal(_array(sent["data"][0]["y"]), [1.0, np.nan, 2.0, 3.0])
 
 
+def _drawn(data) -> list:
+    """The traces a viewer sees: not the invisible markers that keep the
+    teacher's dashed lines inside the autorange (``figures._teacher_marks``)."""
+    return [t for t in data if not _invisible(t)]
+
+
+def _invisible(trace) -> bool:
+    return (trace.get("marker") or {}).get("opacity") == 0
+
+
 def test_long_trajectories_are_decimated_and_keep_their_extremes():
     """4001 snapshots become at most TRAJ_MAX_POINTS per line, in step order,
     and a one-snapshot excursion of a weight (an overshoot) is still drawn."""
@@ -145,7 +155,7 @@ def test_long_trajectories_are_decimated_and_keep_their_extremes():
     tr = {"steps": steps, "traj": traj, "target": np.zeros(3, np.float32),
           "labels": ["a", "b", "c"], "bands": None, "n_total": 3}
     sent = _strict(to_json(F.trajectories_figure(tr, "t")))
-    lines = sent["data"]
+    lines = _drawn(sent["data"])
     assert [t["name"] for t in lines] == ["a", "b", "c"]     # the teacher's values are shapes
     for i, t in enumerate(lines):
         x, y = _array(t["x"]), _array(t["y"])
@@ -468,6 +478,7 @@ def test_teacher_values_are_dashed_shapes_named_in_the_hover():
     tr = {"steps": steps, "traj": RNG.normal(size=(steps.size, k)), "target": np.linspace(-1, 1, k),
           "labels": [f"w{i}" for i in range(k)], "bands": None, "n_total": k}
     spec = _strict(to_json(F.trajectories_figure(tr, "t")))
+    spec["data"] = _drawn(spec["data"])
     assert [t["name"] for t in spec["data"]] == tr["labels"]          # one trace per weight
     shapes = spec["layout"]["shapes"]
     assert [s["y0"] for s in shapes] == pytest.approx(list(tr["target"]))
@@ -478,7 +489,7 @@ def test_teacher_values_are_dashed_shapes_named_in_the_hover():
     sizes = {_array(t["y"]).size for t in spec["data"]}
     assert max(sizes) <= F.TRAJ_CHART_POINTS // k
     few = dict(tr, traj=tr["traj"][:, :3], target=tr["target"][:3], labels=tr["labels"][:3], n_total=3)
-    assert max(_array(t["y"]).size for t in F.trajectories_figure(few, "t")["data"]) > 300
+    assert max(_array(t["y"]).size for t in _drawn(F.trajectories_figure(few, "t")["data"])) > 300
 
 
 def test_live_charts_need_only_the_cartesian_bundle():
@@ -514,7 +525,7 @@ def test_neuron_panels_draw_each_unit_and_the_bands_of_all():
     teacher's values as dashed shapes of the line's colour, and the 10/50/90
     bands of all units on x3/y3 (f) and x4/y4 (b), sampled at shared steps."""
     spec = CASES["neurons_bands"]
-    lines = [t for t in spec["data"] if t["xaxis"] in ("x", "x2")]
+    lines = [t for t in _drawn(spec["data"]) if t["xaxis"] in ("x", "x2")]
     assert len(lines) == 8 and len(spec["layout"]["shapes"]) == 8 + 2
     for j, unit in enumerate(NT_WIDE["units"]):
         for t, key, axis, shape in zip(lines[2 * j:2 * j + 2], "fb", ("", "2"),
@@ -633,7 +644,7 @@ def test_raster_spans_the_whole_trial_and_a_lone_point_is_marked():
     assert F._line([0, 1], [1.0, 2.0], "w", "#000")["mode"] == "lines"
     spec = F.trajectories_figure({"steps": np.array([0]), "traj": np.ones((1, 2)),
                                   "target": np.ones(2), "labels": ["a", "b"]}, "w")
-    assert {d["mode"] for d in spec["data"]} == {"lines+markers"}
+    assert {d["mode"] for d in _drawn(spec["data"])} == {"lines+markers"}
 
 
 def test_the_resonance_figure_marks_the_predicted_peak_or_says_over_damped():
@@ -682,3 +693,22 @@ def test_log_axis_ticks_of_a_short_span_do_not_crowd():
     assert spec["layout"]["yaxis"]["tickvals"] == [1.0, 1.5, 2.0, 3.0]
     wide = F.ts_loss_figure(np.arange(1, 401), 0.01 + 5 * np.exp(-np.arange(1, 401) / 50))
     assert "tickvals" not in wide["layout"]["yaxis"]
+
+
+def test_the_teachers_lines_are_kept_inside_the_autorange():
+    """Plotly pads its autorange for markers only: a teacher line at the
+    data's extreme sat on the axis' edge.  Invisible markers at each teacher
+    value (one trace per axis, no hover) make it pad there too."""
+    steps = np.arange(0, 101, 10)
+    traj = np.linspace(0, 1, steps.size)[:, None] * np.array([[1.0, -1.0]])
+    tr = {"steps": steps, "traj": traj, "target": np.array([1.0, -1.0]),   # the extremes
+          "labels": ["a", "b"], "bands": None, "n_total": 2}
+    (marks,) = [t for t in F.trajectories_figure(tr, "t")["data"] if _invisible(t)]
+    assert list(marks["y"]) == [1.0, -1.0] and list(marks["x"]) == [0.0, 0.0]
+    assert marks["mode"] == "markers" and marks["marker"]["size"] > 0
+    assert marks["hoverinfo"] == "skip" and marks["showlegend"] is False
+    spec = CASES["neurons_bands"]
+    marks = [t for t in spec["data"] if _invisible(t)]
+    assert [(m["xaxis"], m["yaxis"]) for m in marks] == [("x", "y"), ("x2", "y2")]
+    for m, key in zip(marks, "fb"):
+        np.testing.assert_array_equal(np.asarray(m["y"]), NT_WIDE[f"{key}_target"])

@@ -156,7 +156,9 @@ def test_step_button_advances_and_fills_the_loss_chart():
     assert f"{y[-1]:.3g}" == _metric(at, "Loss")
     # the weight trajectories grew one snapshot per step (initial + 40)
     w0 = _spec(at, "ts_w0")
-    traj = w0["data"]          # one line per weight; the teacher's values are dashed shapes
+    # one line per weight; the teacher's values are dashed shapes (and invisible markers)
+    *traj, marks = w0["data"]
+    assert marks["marker"]["opacity"] == 0 and _array(marks["y"]).size == 40
     assert len(traj) == len(w0["layout"]["shapes"]) == 40        # figure1: 20 inputs x 2 hidden
     assert all(_array(t["x"]).size == 41 for t in traj)
 
