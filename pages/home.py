@@ -6,6 +6,7 @@ import core
 from ui import figures, resources, widgets
 
 widgets.require_app_navigation()
+widgets.demo_mode()
 
 PRESET, RUN_STEPS = "single-neuron", 200
 
@@ -25,19 +26,15 @@ g1, g2, g3 = st.columns(3)
 with g1.container(border=True):
     st.markdown("**Figure 1 of the seed report**  \n20 inputs → 2 hidden → 1 output RF. Press "
                 "Play and watch the weights miss the teacher's dashed lines.")
-    st.page_link("pages/teacher_student.py", label="Open Figure 1", icon=":material/school:",
-                 query_params={"p": "figure1"})
+    st.page_link(label="Open Figure 1", icon=":material/school:", **widgets.gallery_link("figure1"))
 with g2.container(border=True):
     st.markdown("**Single neuron**  \n20 Poisson inputs → 1 RF neuron: here surrogate "
                 "gradients do recover every weight.")
-    st.page_link("pages/teacher_student.py", label="Open single neuron", icon=":material/school:",
-                 query_params={"p": "single-neuron"})
+    st.page_link(label="Open single neuron", icon=":material/school:", **widgets.gallery_link("single-neuron"))
 with g3.container(border=True):
     st.markdown("**Resonance**  \nTwo kicks, each below threshold: one period apart they add up "
                 "to a spike; half a period apart they cancel. Move the ISI and the frequency.")
-    st.page_link("pages/neuron.py", label="Open the resonance demo", icon=":material/graphic_eq:",
-                 query_params={"input": "doublet", "isi": "100", "f": "10.0", "b": "-5.0",
-                               "amp": "1.0"})
+    st.page_link(label="Open the resonance demo", icon=":material/graphic_eq:", **widgets.gallery_link("resonance"))
 
 st.page_link("pages/gradients.py", label="How faithful is each surrogate gradient? → Gradients",
              icon=":material/functions:")

@@ -8,6 +8,7 @@ from ui import figures, resources, widgets
 from ui.live_plot import live_plot
 
 widgets.require_app_navigation()
+widgets.demo_mode()
 
 st.title("Neuron")
 st.caption("One neuron, 1 s at dt = 1 ms. Move a slider: nothing recompiles, every panel "

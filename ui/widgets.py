@@ -60,6 +60,7 @@ def require_app_navigation() -> None:
     entering = st.session_state.get(URL_PAGE) != here
     st.session_state[URL_PAGE] = here
     if entering:
+        open_gallery_entry(here)
         canonical_url_numbers()
     st.session_state[URL_BEFORE] = url_snapshot() if entering else {}
     try:
@@ -72,6 +73,60 @@ def require_app_navigation() -> None:
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+# ---- the Home gallery's links ----------------------------------------------
+OPEN = "open"     # ?open=NAME: a gallery entry (GALLERY) sets every control of its view
+
+
+def neuron_defaults() -> dict:
+    """The Neuron page's controls (by key) at their defaults."""
+    d = NeuronSettings()
+    return {"model": next(iter(MODELS)), "f": d.freq_hz, "b": d.damping, "theta": d.threshold,
+            "xr": d.reset_x, "yr": d.reset_y, "input": INPUT_KINDS[0], "isi": d.isi_ms,
+            "fin": d.input_freq_hz, "amp": d.amplitude}
+
+
+RESONANCE_DEMO = {"input": "doublet", "isi": 100, "f": 10.0, "b": -5.0, "amp": 1.0}
+# name -> (page, the control values it opens with, the URL parameters that name the view)
+GALLERY = {
+    "figure1": ("pages/teacher_student.py", lambda: {"p": "figure1", **preset_values("figure1")},
+                {"p": "figure1"}),
+    "single-neuron": ("pages/teacher_student.py",
+                      lambda: {"p": "single-neuron", **preset_values("single-neuron")},
+                      {"p": "single-neuron"}),
+    "resonance": ("pages/neuron.py", lambda: {**neuron_defaults(), **RESONANCE_DEMO},
+                  {k: str(v) for k, v in RESONANCE_DEMO.items()}),
+}
+
+
+def gallery_link(name: str) -> dict:
+    """``st.page_link`` arguments of gallery entry ``name`` (poster mode kept)."""
+    return {"page": GALLERY[name][0],
+            "query_params": {OPEN: name, **({"demo": "1"} if demo_mode_active() else {})}}
+
+
+def open_gallery_entry(here: str) -> None:
+    """``?open=NAME`` as a page is entered: every control of that view takes
+    the entry's value.  A plain link's parameters lost to what the visitor set
+    before (controls keep their values across pages and win over the URL), and
+    a value equal to a control's default never reached the URL at all: Home's
+    "Open Figure 1" opened single-neuron after a visit there."""
+    name = st.query_params.get(OPEN)
+    if name is None:
+        return
+    del st.query_params[OPEN]
+    entry = GALLERY.get(name)
+    if entry is None or not here.endswith(entry[0]):
+        st.toast(f"URL parameter `{OPEN}={name}` is not a view of this page; it keeps its "
+                 "settings.", icon="⚠️")
+        return
+    for key, value in entry[1]().items():
+        st.session_state[key] = value
+        if key in st.query_params:       # the link's view, not a stale parameter
+            del st.query_params[key]
+    # the view in the URL, to copy (controls set here are not written there by themselves)
+    st.query_params.update(entry[2])
 
 
 def neuron_ui(where=None) -> NeuronSettings:
@@ -668,14 +723,25 @@ def report_ignored_url_params() -> None:
                      "with the control.", icon="⚠️")
 
 
+DEMO = "_demo"     # session-state key: poster mode, kept across pages
+
+
 def demo_mode_active() -> bool:
-    """``?demo=1`` without side effects (see :func:`demo_mode`)."""
-    return str(st.query_params.get("demo", "0")) == "1"
+    """Poster mode on, without side effects (see :func:`demo_mode`)."""
+    raw = st.query_params.get("demo")
+    return str(raw) == "1" if raw is not None else bool(st.session_state.get(DEMO, False))
 
 
 def demo_mode() -> bool:
-    """``?demo=1``: poster mode (large fonts, advanced controls hidden)."""
-    demo = str(st.query_params.get("demo", "0")) == "1"
+    """``?demo=1``: poster mode (large fonts, advanced controls hidden), on
+    every page.  It stays on for the visitor until ``?demo=0``: the sidebar's
+    links carry no parameters, and a poster laptop lost it at the first click."""
+    raw = st.query_params.get("demo")
+    if raw is not None:
+        st.session_state[DEMO] = str(raw) == "1"
+    demo = bool(st.session_state.get(DEMO, False))
+    if demo and raw is None:
+        st.query_params["demo"] = "1"     # back in the URL: a copied link stays a poster one
     if demo:
         st.html(DEMO_CSS)
     return demo

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from ui import widgets
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -118,6 +119,75 @@ def test_home_run_advances_steps_and_lowers_loss():
     at.button(key="train_reset").click().run()
     _assert_clean(at)
     assert [m.value for m in at.metric if m.label == "Step"] == ["0"]
+
+
+def _visit(at: AppTest, page: str, **params) -> AppTest:
+    """Open ``page`` as a link with ``params`` would (the session's controls kept)."""
+    for k in list(at.query_params):
+        del at.query_params[k]
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.switch_page(page).run()
+    _assert_clean(at)
+    return at
+
+
+def test_gallery_links_open_their_view_whatever_the_visitor_set_before():
+    """Home's "Open Figure 1" opened single-neuron after a visit there (the
+    controls keep their values across pages and won over the link's ?p=, and
+    a link value equal to a default never reached the URL): ?open=NAME sets
+    every control of the view."""
+    at = _app().run()
+    links = {e.proto.label: e.proto.query_string for e in at.get("page_link")}
+    assert links["Open Figure 1"] == "open=figure1"
+    assert links["Open the resonance demo"] == "open=resonance"
+    _visit(at, "pages/teacher_student.py", open="single-neuron")
+    assert at.selectbox(key="p").value == "single-neuron" and at.text_input(key="L").value == "20-1"
+    at.text_input(key="L").set_value("20-4-1").run()
+    at.number_input(key="ss").set_value(7).run()
+    _visit(at, "pages/home.py")
+    _visit(at, "pages/teacher_student.py", open="figure1")
+    want = widgets.preset_values("figure1")
+    assert at.selectbox(key="p").value == "figure1"
+    assert at.text_input(key="L").value == want["L"] == "20-2-1"
+    assert at.number_input(key="ss").value == want["ss"]
+    assert "open" not in at.query_params     # (p=figure1, the default, is left out)
+
+    _visit(at, "pages/neuron.py", f="30", input="Poisson", theta="2.5")
+    assert at.slider(key="f").value == 30.0 and at.slider(key="theta").value == 2.5
+    _visit(at, "pages/home.py")
+    _visit(at, "pages/neuron.py", open="resonance")
+    view = {**widgets.neuron_defaults(), **widgets.RESONANCE_DEMO}
+    assert at.selectbox(key="input").value == "doublet"
+    for key in ("f", "b", "theta", "xr", "yr", "isi", "amp"):
+        assert at.slider(key=key).value == view[key], key
+    assert not at.toast                      # (the old link's isi=100 read as 250: a false toast)
+    _visit(at, "pages/home.py")
+    _visit(at, "pages/neuron.py", open="figure1")       # another page's view: said, ignored
+    assert any("open=figure1" in t.value for t in at.toast)
+
+
+def test_poster_mode_stays_on_across_pages_until_demo_0():
+    """?demo=1 was read on four pages only and lost at the first sidebar
+    click (its links carry no parameters): now every page, until ?demo=0."""
+    def poster(at) -> bool:
+        return any(widgets.DEMO_CSS.strip() in (h.proto.body or "") for h in at.get("html"))
+
+    at = _app()
+    _visit(at, "pages/home.py", demo="1")
+    assert poster(at)
+    for page in ("pages/neuron.py", "pages/gradients.py", "pages/home.py",
+                 "pages/teacher_student.py"):
+        _visit(at, page)                               # a sidebar link: no parameters
+        assert poster(at) and at.query_params["demo"] == "1", page
+    assert not any(e.label == "Advanced" for e in at.expander)      # hidden in poster mode
+    links = {e.proto.label: e.proto.query_string for e in _visit(at, "pages/home.py")
+             .get("page_link")}
+    assert links["Open Figure 1"] == "open=figure1&demo=1"
+    _visit(at, "pages/neuron.py", demo="0")
+    assert not poster(at)
+    _visit(at, "pages/home.py")
+    assert not poster(at) and "demo" not in at.query_params
 
 
 # ---- Neuron ---------------------------------------------------------------
