@@ -221,8 +221,8 @@ def _number(x: Any) -> bool:
     return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
 
 
-def _count(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63
+def _count(x: Any) -> bool:    # steps: the training step counter is an int32
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 - 1
 
 
 def _numeric_tree(x: Any) -> bool:

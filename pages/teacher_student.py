@@ -65,7 +65,7 @@ if controls["pause"] or controls["reset"] or (status == "restarted" and changed)
     st.session_state["ts_playing"] = False
 if controls["step"]:
     run.advance(run.tick_steps(s.steps_per_tick, playing=False))
-playing = st.session_state.get("ts_playing", False) and not run.diverged
+playing = st.session_state.get("ts_playing", False) and not run.stopped
 
 v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrogate_norm)
 st.sidebar.plotly_chart(figures.surrogate_figure(v, g, cfg.surrogate, peak, area), key="ts_sg")
@@ -77,9 +77,9 @@ ticks.mark_full_run(st.session_state, "ts")       # this run draws; the ticks tr
 @st.fragment(run_every=ticks.TICK_S if playing else None)
 def live_panels():
     if ticks.is_tick(st.session_state, "ts") and st.session_state.get("ts_playing", False) \
-            and not run.diverged:
+            and not run.stopped:
         run.advance(run.tick_steps(s.steps_per_tick))
-        if run.diverged:
+        if run.stopped:
             st.session_state["ts_playing"] = False
             st.rerun(scope="app")
     snap = run.snapshot()
@@ -97,7 +97,7 @@ def live_panels():
                 help="Share of student output spikes within ±1 bin of a teacher spike (held-out).")
     c[4].metric("Input-layer weights corr", f"{snap['recovery'][0]['corr']:.3f}",
                 help="Correlation of the matched student weights of the first layer with the teacher's.")
-    if run.diverged:
+    if run.stopped:
         st.error(run.message)
     silent = widgets.silent_teacher_text(cfg, snap["teacher_out"])
     if silent:

@@ -87,6 +87,9 @@ def _stored_history(info: dict) -> tuple[int, list, list]:
     return steps, loss[:n], loss_steps[:n]
 
 
+MAX_STEP = 2**31 - 1      # a run's step counter (TrainState.step) is an int32
+
+
 def restart_key(cfg: Config) -> tuple:
     return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
 
@@ -284,6 +287,11 @@ class LiveRun:
     def diverged(self) -> bool:
         return bool(self.exp.state.diverged)
 
+    @property
+    def stopped(self) -> bool:
+        """Can train no more: diverged, or at the step counter's limit (``message`` says which)."""
+        return self.diverged or self.step >= MAX_STEP
+
     # ---- training -------------------------------------------------------
     def advance(self, n_steps: int) -> int:
         """Train ``n_steps`` more (rounded up to whole chunks); returns steps done."""
@@ -293,6 +301,9 @@ class LiveRun:
             fn = core.make_train_chunk(self.exp.struct, CHUNK, True)
             state = self.exp.state
             start = int(state.step)
+            n_steps = min(n_steps, MAX_STEP - start)    # the step counter is an int32
+            if n_steps <= 0:
+                return 0
             limit = jnp.int32(start + n_steps)
             t0 = time.perf_counter()
             while int(state.step) < start + n_steps and not bool(state.diverged):
@@ -314,6 +325,9 @@ class LiveRun:
             done_total = int(state.step) - start
             self.meter.add(t0, start, time.perf_counter(), start + done_total)
             self.exp = self.exp._replace(state=state)
+            if int(state.step) >= MAX_STEP:
+                self.message = (f"This run is at step {int(state.step):,}, the most a run can "
+                                "count; save it, then press Reset to train another.")
             if bool(state.diverged):
                 n, loss = int(state.step), self.diverged_loss
                 loss = f"loss {loss:.4g}" if math.isfinite(loss) else "a non-finite loss"

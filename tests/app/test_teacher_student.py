@@ -517,3 +517,21 @@ def test_a_teacher_seed_whose_key_draws_the_student_is_an_invalid_setting():
     assert _step(at) == 20
     at.number_input(key="ss").set_value(2).run()
     _assert_clean(at)
+
+
+def test_a_run_stops_at_the_step_counters_limit_with_a_message():
+    """A reopened run near 2^31 - 1 steps raised OverflowError on Step (the
+    limit is an int32): it trains up to the limit, then says so."""
+    import jax.numpy as jnp
+
+    import core
+    from ui.live import MAX_STEP, LiveRun
+
+    run = LiveRun(core.get_preset("single-neuron"))
+    state = run.exp.state._replace(step=jnp.int32(MAX_STEP - 15))
+    run.exp = run.exp._replace(state=state)
+    assert not run.stopped
+    assert run.advance(40) == 15 and run.step == MAX_STEP
+    assert run.stopped and not run.diverged and "the most a run can count" in run.message
+    assert run.advance(40) == 0 and run.step == MAX_STEP
+    assert np.all(np.isfinite(run.history.loss[-15:]))

@@ -396,6 +396,7 @@ def test_import_validates_bundles(tmp_path):
          "histories.recovery.*1 rows for 2"),
         (bundle_of({**doc, "metrics": {"final_loss": "low"}}), "metrics.final_loss"),
         (bundle_of({**doc, "metrics": {"steps": -3}}), "metrics.steps"),
+        (bundle_of({**doc, "metrics": {"steps": 2**31 - 1}}), "metrics.steps"),   # int32 counter
         (bundle_of({**doc, "metrics": {"diverged": "no"}}), "metrics.diverged"),
         (bundle_of({**doc, "metrics": {"recovery": ["x"]}}), "metrics.recovery"),
         (bundle_of({**doc, "metrics": {"recovery": [{"weights": {"corr": "x"}}]}}),
