@@ -26,15 +26,18 @@ g1, g2, g3 = st.columns(3)
 with g1.container(border=True):
     st.markdown("**Figure 1 of the seed report**  \n20 inputs → 2 hidden → 1 output RF. Press "
                 "Play and watch the weights miss the teacher's dashed lines.")
-    st.page_link(label="Open Figure 1", icon=":material/school:", **widgets.gallery_link("figure1"))
+    st.page_link(label="Open Figure 1", icon=":material/school:",
+                 **widgets.gallery_link("figure1"))
 with g2.container(border=True):
     st.markdown("**Single neuron**  \n20 Poisson inputs → 1 RF neuron: here surrogate "
                 "gradients do recover every weight.")
-    st.page_link(label="Open single neuron", icon=":material/school:", **widgets.gallery_link("single-neuron"))
+    st.page_link(label="Open single neuron", icon=":material/school:",
+                 **widgets.gallery_link("single-neuron"))
 with g3.container(border=True):
     st.markdown("**Resonance**  \nTwo kicks, each below threshold: one period apart they add up "
                 "to a spike; half a period apart they cancel. Move the ISI and the frequency.")
-    st.page_link(label="Open the resonance demo", icon=":material/graphic_eq:", **widgets.gallery_link("resonance"))
+    st.page_link(label="Open the resonance demo", icon=":material/graphic_eq:",
+                 **widgets.gallery_link("resonance"))
 
 st.page_link("pages/gradients.py", label="How faithful is each surrogate gradient? → Gradients",
              icon=":material/functions:")

@@ -53,24 +53,25 @@ def live_panels():
                      f"tick ({s.steps_per_tick}): {run.tick_steps(s.steps_per_tick)}.")
     c[2].metric("Rules", len(run.rules))
     steps = r["steps"]
+    rev = f"run{run.epoch}"      # a restart resets the charts' view (ranges, zoom)
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["loss"], run.rules, "Loss (mean of 10 steps)",
-                                       "loss", log=True, smooth=10), key="rl_loss", height=300)
+                                       "loss", log=True, smooth=10), key="rl_loss", height=300, revision=rev)
     with b:
         live_plot(figures.rules_figure(steps, r["alignment"], run.rules,
                                        "∠(Wᵀ, B), output layer", "degrees"),
-                  key="rl_align", height=300)
+                  key="rl_align", height=300, revision=rev)
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["update_angle"], run.rules,
                                        "Update vs backprop ∠(Δh, Δh_BP)",
-                                       "degrees", smooth=10), key="rl_update", height=300)
+                                       "degrees", smooth=10), key="rl_update", height=300, revision=rev)
     with b:
         live_plot(figures.rules_figure(r["recovery_steps"], r["recovery"][:, :, 0],
                                        run.rules,
                                        "Hidden weights: rel. error", "rel. error"),
-                  key="rl_recovery", height=300)
+                  key="rl_recovery", height=300, revision=rev)
     st.dataframe(pd.DataFrame(run.table()), hide_index=True, width="stretch")
 
 

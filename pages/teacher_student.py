@@ -111,7 +111,7 @@ def live_panels():
             slots.update((f"{group}{i}", cols[i % len(cols)]) for i in range(n_layers))
     for key, fig, height in run.panels(snap):   # each figure is built as it is drawn
         with slots.get(key, nullcontext()):       # the raster: below the rows
-            live_plot(fig, key=key, height=height)
+            live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"], "corr": v["corr"],
              "signed ε": v["signed"]}
             for i, layer in enumerate(snap["recovery"])

@@ -11,6 +11,7 @@ running student at the next tick).
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import threading
 import time
@@ -88,6 +89,9 @@ def _stored_history(info: dict) -> tuple[int, list, list]:
 
 
 MAX_STEP = 2**31 - 1      # a run's step counter (TrainState.step) is an int32
+# a new number for each (re)started run: its charts' uirevision, so a restart or Reset
+# resets their view (the loss chart kept the old run's x range, empty)
+_EPOCHS = itertools.count(1)
 
 
 def restart_key(cfg: Config) -> tuple:
@@ -246,6 +250,7 @@ class LiveRun:
         self.exp = exp if exp is not None else self._setup(cfg)
         self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg))
         self.key = restart_key(cfg)
+        self.epoch = next(_EPOCHS)
         self.history = History()
         self.message = ""
         self.diverged_loss = math.nan   # the loss of the step refused as diverged
@@ -568,6 +573,7 @@ class RulesRun:
         self.state = core.stack([state] * k)
         self.hp = core.stack([hyperparams(cfg.replace(feedback=r)) for r in self.rules])
         self.meter = RateMeter()      # in student-steps (steps x rules)
+        self.epoch = next(_EPOCHS)
         n_layers = len(self.struct.student_layers) - 1
         self.steps = Rows((), np.int64)     # the step of each row of the three below
         self.loss = Rows((k,))              # per step: (k,)

@@ -535,3 +535,22 @@ def test_a_run_stops_at_the_step_counters_limit_with_a_message():
     assert run.stopped and not run.diverged and "the most a run can count" in run.message
     assert run.advance(40) == 0 and run.step == MAX_STEP
     assert np.all(np.isfinite(run.history.loss[-15:]))
+
+
+def test_a_reset_or_restart_resets_the_charts_view():
+    """The charts' uirevision is the run's: kept while it trains (a zoom
+    survives), new on Reset or a restart (the loss chart kept the old run's
+    x range [0, 970], empty)."""
+    at = _page()
+    _press_step(at)
+    rev = {k: _spec(at, k)["layout"]["uirevision"] for k in ("ts_loss", "ts_membrane", "ts_w0")}
+    assert len(set(rev.values())) == 1
+    _press_step(at)
+    assert _spec(at, "ts_loss")["layout"]["uirevision"] == rev["ts_loss"]
+    at.button(key="ts_reset").click().run()
+    _assert_clean(at)
+    after_reset = _spec(at, "ts_loss")["layout"]["uirevision"]
+    assert after_reset != rev["ts_loss"]
+    at.number_input(key="ts").set_value(5).run()             # a new teacher: a restart
+    _assert_clean(at)
+    assert _spec(at, "ts_loss")["layout"]["uirevision"] not in (rev["ts_loss"], after_reset)
