@@ -99,8 +99,9 @@ def job_summary(job: R.SweepJob) -> None:
         st.error(f"Sweep failed — {job.error}")
     elif job.result is not None:
         r = job.result
-        msg = (f"Sweep `{r.sweep_id}`: {R.points_summary(r.rows)} in {r.seconds:.1f} s "
-               f"({r.student_steps_per_s:.0f} student-steps/s).")
+        msg = (f"Sweep `{r.sweep_id}`: {R.points_summary(r.rows)} in {r.seconds:.1f} s; "
+               f"{r.student_steps:,} student-steps trained in {r.train_seconds:.1f} s of it "
+               f"({r.student_steps_per_s:.0f}/s; the rest compiled, evaluated and stored).")
         (st.warning if r.stopped else st.success)(
             ("Stopped. Finished groups are stored; the group in training is stored as "
              "`stopped` (left out of the heatmap unless included). " if r.stopped else "")
@@ -179,15 +180,23 @@ def sweeps_ui(store, sweeps) -> None:
 def _delete(ids: list) -> None:
     """Confirmed delete (a callback: runs before the next script run)."""
     st.session_state["rs_confirm"] = None
+    gone = []          # deleted meanwhile by another visitor or the command line
     try:
         with RunStore(default_path(), create=False) as s:
             for run_id in ids:
-                s.delete(run_id)
+                try:
+                    s.delete(run_id)
+                except StoreError as e:
+                    if e.field != "run_id":
+                        raise
+                    gone.append(run_id)
     except StoreError as e:
         st.session_state["rs_flash_error"] = f"Delete failed — {e}"
         return
     st.session_state["rs_sel"] = [i for i in st.session_state.get("rs_sel", []) if i not in ids]
-    st.session_state["rs_flash"] = f"Deleted {len(ids)} run(s)."
+    st.session_state["rs_flash"] = f"Deleted {len(ids) - len(gone)} run(s)." + (
+        f" {len(gone)} had already been deleted (by another visitor or the command line)."
+        if gone else "")
 
 
 def actions_ui(store, selected: list) -> None:
@@ -303,7 +312,10 @@ try:
     st.dataframe(shown, hide_index=True, width="stretch", key="rs_table")
     chosen = [i for i in st.session_state.get("rs_sel", []) if i in set(frame["id"])]
     if "rs_sel" in st.session_state and chosen != st.session_state["rs_sel"]:
+        n = len(st.session_state["rs_sel"]) - len(chosen)
         st.session_state["rs_sel"] = chosen      # runs deleted meanwhile
+        st.info(f"{n} selected run(s) no longer exist: deleted by another visitor or the "
+                "command line.", icon=":material/info:")
     options = list(shown["id"]) + [i for i in chosen if i not in set(shown["id"])]
     names = dict(zip(frame["id"], frame["name"]))
     selected = st.multiselect("Selected runs", options, key="rs_sel", bind="query-params",

@@ -509,3 +509,30 @@ def test_a_sweep_whose_process_is_gone_says_stopped(monkeypatch, populated, tmp_
     caption = next(c.value for c in at.caption if c.value.startswith("2 points"))
     assert "stopped: its process ended before the sweep finished" in caption
     assert "0 of 2 points stored" in caption and "running" not in caption
+
+
+def test_runs_deleted_by_another_visitor_are_said_not_errors(monkeypatch, populated, tmp_path):
+    """Two visitors select the same runs; one deletes them.  The other's
+    confirmed delete said "Delete failed — run_id: no run … in /server/path;
+    python -m core runs list …", and its Open did nothing, silently."""
+    path = _copy(populated[0], tmp_path)
+    at = _page(monkeypatch, path)
+    a, b = list(_runs(at)["id"][:2])
+    at.multiselect(key="rs_sel").set_value([a, b]).run()
+    at.button(key="rs_delete").click().run()
+    with RunStore(path) as store:                 # the other visitor is faster with one of them
+        store.delete(a)
+    at.button(key="rs_delete_yes").click().run()
+    _clean(at)
+    (done,) = [s.value for s in at.success if "Deleted" in s.value]
+    assert done.startswith("Deleted 1 run(s).") and "1 had already been deleted" in done
+    assert str(path) not in done and {a, b}.isdisjoint(set(_runs(at)["id"]))
+
+    c = _runs(at)["id"][0]
+    at.multiselect(key="rs_sel").set_value([c]).run()
+    with RunStore(path) as store:
+        store.delete(c)
+    at.button(key="rs_open").click().run()
+    _clean(at)
+    assert any("1 selected run(s) no longer exist" in i.value for i in at.info)
+    assert at.multiselect(key="rs_sel").value == []
