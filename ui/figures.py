@@ -242,8 +242,8 @@ def trace_figure(t, x, y, spikes, kicks, theta: float, model: str = "rf") -> dic
     shape, notes = _hline(float(theta), label="θ")
     grid = _grid(2, 1, shared_xaxes=True, row_heights=(0.78, 0.22), vertical_spacing=0.05)
     return _spec("(a) Membrane traces", 380, data, grid,
-                 {"xaxis2": _title("time (ms)"), "yaxis": _title("state"),
-                  "yaxis2": _title("input")}, [shape], notes)
+                 {"xaxis2": _title("time (ms)"), "yaxis": _title("state (a.u.)"),
+                  "yaxis2": _title("input (a.u.)")}, [shape], notes)
 
 
 def phase_figure(x, y, spikes, theta: float, model: str = "rf") -> dict:

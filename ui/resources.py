@@ -65,11 +65,23 @@ def neuron_input(s: NeuronSettings) -> np.ndarray:
     return k
 
 
+# core's field -> the Neuron page's control (its errors name what the visitor can move)
+NEURON_FIELDS = {"reset[0]": "Reset x_r", "reset[1]": "Reset y_r", "reset": "Reset",
+                 "threshold": "Threshold θ", "freq_range": "Frequency f",
+                 "damping_range": "Damping b"}
+
+
 def check_neuron(s: NeuronSettings) -> None:
-    """Validate the neuron through core's rules; raises core.ConfigError."""
-    core.validate(core.Config(model=s.model, dt=DT, freq_range=(s.freq_hz, s.freq_hz),
-                              damping_range=(s.damping, s.damping), threshold=s.threshold,
-                              reset=(s.reset_x, s.reset_y)))
+    """Validate the neuron through core's rules; raises core.ConfigError
+    naming the page's control (``reset[1]`` is "Reset y_r")."""
+    try:
+        core.validate(core.Config(model=s.model, dt=DT, freq_range=(s.freq_hz, s.freq_hz),
+                                  damping_range=(s.damping, s.damping), threshold=s.threshold,
+                                  reset=(s.reset_x, s.reset_y)))
+    except core.ConfigError as e:
+        field = e.field if e.field in NEURON_FIELDS else e.field.split("[")[0]
+        raise core.ConfigError(NEURON_FIELDS.get(field, e.field),
+                               str(e)[len(e.field) + 2:]) from None
 
 
 def isi_grid(model: str, freq_hz: float, damping: float) -> np.ndarray:

@@ -411,3 +411,13 @@ def test_a_fraction_for_a_whole_number_control_is_reported_as_rounded():
     assert not at.exception and at.number_input(key="ts").value == 1
     assert [t.value for t in at.toast if t.value.startswith("URL")] == [
         "URL parameter `ts=1.5` read as 1: “Teacher seed” takes whole numbers."]
+
+
+def test_an_invalid_neuron_names_the_control():
+    """θ = 0.1 with y_r = 0.9: the error named core's field "reset[1]"."""
+    at = _neuron_page()
+    at.slider(key="theta").set_value(0.1).run()
+    at.slider(key="yr").set_value(0.9).run()
+    assert not at.exception
+    (err,) = [e.value for e in at.error]
+    assert err.startswith("Invalid setting — Reset y_r: y_r must be below the threshold 0.1")
