@@ -399,8 +399,8 @@ def test_neuron_panels_match_plotlys_own_api():
     ref.add_trace(go.Scatter(x=[0], y=[0]), 1, 1)
     ref.add_hline(y=1.0, row=1, col=1, annotation_text="θ", **theta)
     ref.update_xaxes(title_text="time (ms)", row=2, col=1)
-    ref.update_yaxes(title_text="state", row=1, col=1)
-    ref.update_yaxes(title_text="input", row=2, col=1)
+    ref.update_yaxes(title_text="state (a.u.)", row=1, col=1)
+    ref.update_yaxes(title_text="input (a.u.)", row=2, col=1)
     assert _layout_without_template(CASES["n_trace"]) == look(ref, "(a) Membrane traces", 380)
 
     ref = go.Figure()
