@@ -18,7 +18,8 @@ if not shapes:
     st.info("Choose at least one shape.")
 else:
     v, curves, rows = resources.surrogate_table(shapes, scale, norm)
-    left, right = st.columns([3, 2])
+    # poster mode stacks them: side by side on a laptop the table lost its area columns
+    left, right = (st.container(), st.container()) if demo else st.columns([3, 2])
     left.plotly_chart(figures.surrogate_shapes_figure(v, curves, norm), key="gs_curves")
     right.dataframe(pd.DataFrame(rows)[["name", "raw_peak", "raw_area", "peak", "area"]],
                     hide_index=True, width="stretch")

@@ -109,6 +109,8 @@ def live_panels():
         if shown:                         # a row of weight panels, then of f/b panels
             cols = st.columns(min(n_layers, 3))
             slots.update((f"{group}{i}", cols[i % len(cols)]) for i in range(n_layers))
+    st.caption("Weights, f and b: solid lines are the student's (its hidden units matched to "
+               "the teacher's), dashed lines the teacher's values.")
     for key, fig, height in run.panels(snap):   # each figure is built as it is drawn
         with slots.get(key, nullcontext()):       # the raster: below the rows
             live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")

@@ -486,7 +486,7 @@ def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
     for axis, key in (("", "f"), ("2", "b")):
         data.append(_teacher_marks(0, nt[f"{key}_target"], axis))
     axes = {}
-    title = f"Neurons of {layer_name} (dashed: teacher)"
+    title = f"Neurons of {layer_name}"       # (short: a poster's narrow column cut it)
     if bands is None:
         grid = _grid(1, 2, subplot_titles=("f (Hz)", "b (1/s)"))
         axes.update(xaxis=_title("step"), xaxis2=_title("step"))
@@ -510,9 +510,12 @@ def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
         tt, yy = decimate(t, np.asarray(y))
         data.append(_line(tt, yy, name, color, width=1.3))
     shape, notes = _hline(float(theta), label="θ")
-    return _spec("Output neuron: teacher vs student", 300, data,
-                 axes={"xaxis": _title("time (ms)"), "yaxis": _title("y (held-out input)")},
-                 shapes=[shape], annotations=notes)
+    # the legend below the plot: beside the title they overlapped in a narrow column
+    spec = _spec("Output neuron, held-out input", 300, data,
+                 axes={"xaxis": _title("time (ms)"), "yaxis": _title("voltage y")},
+                 shapes=[shape], annotations=notes, margin=dict(l=55, r=15, t=45, b=75))
+    spec["layout"]["legend"] = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
+    return spec
 
 
 def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:

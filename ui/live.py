@@ -526,7 +526,7 @@ class LiveRun:
                                                      cfg.threshold), 300
         for i in range(n):
             yield (f"ts_w{i}", figures.trajectories_figure(
-                self.matched_trajectories(i), f"Weights into {names[i]} (dashed: teacher)"),
+                self.matched_trajectories(i), f"Weights into {names[i]}"),
                 300 if cfg.layers[i] * cfg.layers[i + 1] <= 40 else 420)
         if self.shows_neuron_panels():
             for i in range(n):

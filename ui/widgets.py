@@ -551,7 +551,17 @@ DEMO_CSS = """
 <style>
 html, body, [data-testid="stAppViewContainer"] { font-size: 20px; }
 h1 { font-size: 3rem !important; }
-[data-testid="stMetricValue"] { font-size: 2.6rem !important; }
+[data-testid="stMetricValue"] { font-size: clamp(1.4rem, 2.4vw, 2.6rem) !important; }
+/* labels wrap between words ("Normalis|e by" broke inside one), metric labels are not cut */
+[data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p {
+  overflow-wrap: normal !important; word-break: normal !important; }
+[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+/* a laptop's screen (1024-1366 px): the sidebar takes 300 of it */
+@media (max-width: 1400px) {
+  html, body, [data-testid="stAppViewContainer"] { font-size: 17px; }
+  h1 { font-size: 2.4rem !important; }
+}
 </style>
 """
 

@@ -326,8 +326,10 @@ def test_layouts_match_plotlys_own_api():
     ref.add_hline(y=1.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1),
                   annotation_text="θ", annotation_position="top left")
     ref.update_xaxes(title_text="time (ms)")
-    ref.update_yaxes(title_text="y (held-out input)")
-    look(ref, "Output neuron: teacher vs student", 300)
+    ref.update_yaxes(title_text="voltage y")
+    look(ref, "Output neuron, held-out input", 300)
+    ref.update_layout(margin=dict(b=75), legend=dict(orientation="h", y=-0.28, x=0,
+                                                     xanchor="left", yanchor="top"))
     assert _layout_without_template(CASES["membrane"]) == _layout_without_template(ref)
 
     ref = make_subplots(rows=1, cols=2, subplot_titles=("f (Hz)", "b (1/s)"))
@@ -338,7 +340,7 @@ def test_layouts_match_plotlys_own_api():
                           y1=NT[f"{key}_target"][j], line=dict(color=F.PALETTE[j], dash="dash",
                                                                width=1), row=1, col=col)
     ref.update_xaxes(title_text="step")
-    look(ref, "Neurons of hidden 1 (dashed: teacher)", 280)
+    look(ref, "Neurons of hidden 1", 280)
     ref.update_layout(margin=dict(t=70))
     assert _layout_without_template(CASES["neurons"]) == _layout_without_template(ref)
 
@@ -355,7 +357,7 @@ def test_layouts_match_plotlys_own_api():
         ref.add_trace(go.Scatter(x=[0], y=[0]), 2, col)   # add_hline skips a subplot without data
         ref.add_hline(y=0.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1), row=2, col=col)
         ref.update_xaxes(title_text="step", row=2, col=col)
-    look(ref, "Neurons of hidden 1 (dashed: teacher); 4 of 30 units shown", 420)
+    look(ref, "Neurons of hidden 1; 4 of 30 units shown", 420)
     ref.update_layout(margin=dict(t=70))
     assert _layout_without_template(CASES["neurons_bands"]) == _layout_without_template(ref)
 
