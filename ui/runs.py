@@ -286,7 +286,7 @@ def heatmap_figure(df: pd.DataFrame, x: str, y: str, metric: str,
     fig = go.Figure(go.Heatmap(
         z=z, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale="Viridis",
         customdata=custom, text=text, texttemplate="%{text}",
-        colorbar=dict(title=dict(text=metric)),
+        colorbar=dict(title=dict(text=metric, side="right")),   # upright, it took the cells' width
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z:.4g}}<br>"
                       f"n=%{{customdata[0]}}{status}<extra></extra>"))
     fig.update_xaxes(title_text=x, type="category")
@@ -298,8 +298,8 @@ def heatmap_figure(df: pd.DataFrame, x: str, y: str, metric: str,
         note = ("<br><sup>* includes stopped points</sup>" if include_stopped else
                 f"<br><sup>{partial} stopped point(s) left out</sup>")
     fig = _layout(fig, f"{metric}: {axes}{over}{note}", height=380)
-    if note:
-        fig.update_layout(margin=dict(t=70))
+    if note:          # the title's two lines from the top, clear of the plot
+        fig.update_layout(margin=dict(t=70), title=dict(y=0.98, yanchor="top"))
     if not np.isfinite(z).any():
         _empty_note(fig, not include_stopped and not finished_mask(df).any())
     return fig
@@ -359,7 +359,9 @@ def parcoords_figure(df: pd.DataFrame, axes: Sequence[str], metric: str,
     fig = _layout(fig, f"Every swept setting, coloured by {metric}{note}", height=400)
     if not ok.any():
         _empty_note(fig, not include_stopped and not fin.any())
-    return fig.update_layout(margin=dict(l=80, r=60, t=95, b=30))
+    # the title from the top: centred in the margin, its second line ran into the axis labels
+    return fig.update_layout(margin=dict(l=80, r=60, t=95, b=30),
+                             title=dict(y=0.98, yanchor="top"))
 
 
 def points_summary(rows: Sequence[Mapping]) -> str:
