@@ -119,9 +119,12 @@ def live_panels():
             for i, layer in enumerate(snap["recovery"])
             for grp, v in layer.items() if isinstance(v, dict)]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    n_res, n_units = run.teacher_resonance()
     st.caption(f"Held-out: spike precision {snap['precision']:.3f}, recall {snap['recall']:.3f}, "
                f"output-rate error {snap['rate_error']:+.2f}. Hidden units matched to the teacher's "
-               "(Hungarian assignment on incoming weights).")
+               "(Hungarian assignment on incoming weights)."
+               + (f" Teacher: {n_res} of {n_units} RF units resonate (ω > |b|: a peak at "
+                  "√(ω² − b²)); the others are over-damped, low-pass." if n_units else ""))
 
 
 live_panels()

@@ -475,6 +475,19 @@ class LiveRun:
                 "f_target": tf[units], "b_target": tb[units], "units": units, "bands": bands,
                 "n_total": int(tf.size)}
 
+    def teacher_resonance(self) -> tuple[int, int]:
+        """``(resonating, all)`` of the teacher's RF units: a unit resonates
+        when ω > |b| (its frequency response peaks, at √(ω² − b²)); the others
+        are over-damped, low-pass (``core.neurons.resonance_hz``).  (0, 0) for LIF."""
+        if self.cfg.model != "rf":
+            return 0, 0
+        dt, n, total = float(self.cfg.dt), 0, 0
+        for lp in self.exp.task.teacher:
+            omega = np.asarray(omega_of(np.asarray(lp.phi), dt))
+            b = np.asarray(damping_of(np.asarray(lp.rho)))
+            n, total = n + int((omega > np.abs(b)).sum()), total + omega.size
+        return n, total
+
     def heldout(self, index: int = 0):
         """Student and teacher traces of every layer on held-out input."""
         ev = core.make_evaluate(self.exp.struct)

@@ -554,3 +554,31 @@ def test_a_reset_or_restart_resets_the_charts_view():
     at.number_input(key="ts").set_value(5).run()             # a new teacher: a restart
     _assert_clean(at)
     assert _spec(at, "ts_loss")["layout"]["uirevision"] not in (rev["ts_loss"], after_reset)
+
+
+def test_the_teachers_resonating_units_are_counted_against_their_responses():
+    """A unit resonates when its simulated response to sinusoids peaks above
+    the lowest frequency (an interior maximum); over-damped ones only fall."""
+    import core
+    from core.neurons import damping_of, omega_of
+    from ui.live import LiveRun
+
+    cfg = core.get_preset("figure1").replace(damping_range=(-120.0, -20.0),
+                                             freq_range=(2.0, 25.0), teacher_seed=3)
+    run = LiveRun(cfg)
+    n, total = run.teacher_resonance()
+    dt, T = 1e-4, 30000
+    probe = np.geomspace(1.0, 40.0, 50)
+    t = np.arange(T)[:, None] * dt
+    drive = (dt * np.sin(2 * np.pi * probe[None, :] * t)).astype(np.float32)
+    peaks = []
+    for lp in run.exp.task.teacher:
+        omega = np.asarray(omega_of(np.asarray(lp.phi), float(cfg.dt)))
+        b = np.asarray(damping_of(np.asarray(lp.rho)))
+        for w, d in zip(omega, b):
+            y = np.asarray(core.simulate_neuron(drive, freq_hz=w / (2 * np.pi), damping=d, dt=dt,
+                                                threshold=1e9).y)
+            gain = np.abs(y[T // 2:]).max(axis=0)
+            peaks.append(gain.max() > gain[0] * 1.001)
+    assert total == len(peaks) == 3 and n == sum(peaks)
+    assert LiveRun(cfg.replace(model="lif")).teacher_resonance() == (0, 0)
