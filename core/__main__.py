@@ -116,7 +116,9 @@ def _cmd_train(args) -> int:
     loss = hist["loss"]
     # the first step's loss is the initial parameters' loss, applied or refused as diverged
     initial = float(loss[0]) if loss.size else _finite(hist["diverged_loss"])
-    final = float(loss[-max(1, min(50, loss.size // 10)):].mean()) if loss.size else None
+    from .metrics import final_loss_window
+
+    final = float(loss[-final_loss_window(loss.size):].mean()) if loss.size else None
     ev = evaluate_experiment(exp)
     align, angles = hist["alignment_deg"], hist["update_angle_deg"]
     result = {

@@ -182,3 +182,10 @@ def rate_error(student_spikes, teacher_spikes) -> float:
 
 def finite_or_none(x):
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def final_loss_window(steps: int) -> int:
+    """How many of a run's last training steps its final loss is the mean of:
+    min(50, steps / 10), at least 1.  One definition for every run (the
+    command line, sweeps, the pages' saved runs and the rules table)."""
+    return max(1, min(50, int(steps) // 10))

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from .config import Config, ConfigError, check_student_seed, from_dict, structure, validate
+from .metrics import final_loss_window
 
 MAX_POINTS = 4096
 MAX_SEEDS = 1024
@@ -457,7 +458,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 is_div = bool(exp.state.diverged)
                 status = ("diverged" if is_div else
                           "stopped" if int(exp.state.step) < steps else "done")
-                tail = loss_i[-max(1, min(50, loss_i.size // 10)):]
+                tail = loss_i[-final_loss_window(loss_i.size):]
                 metrics = {"sweep_point": p.index, "steps": int(exp.state.step),
                            "initial_loss": float(loss_i[0]) if loss_i.size else None,
                            "final_loss": float(tail.mean()) if loss_i.size else None,

@@ -73,6 +73,8 @@ def live_panels():
                                        "Hidden weights: rel. error", "rel. error"),
                   key="rl_recovery", height=300, revision=rev)
     st.dataframe(pd.DataFrame(run.table()), hide_index=True, width="stretch")
+    st.caption("Final loss: the mean of the last min(50, steps/10) steps, as every run's; "
+               "update angle: the mean of the last 50; spikes: held-out input.")
 
 
 live_panels()

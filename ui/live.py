@@ -24,7 +24,7 @@ import numpy as np
 import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
-from core.metrics import match, rate_error, recovery, spike_precision
+from core.metrics import final_loss_window, match, rate_error, recovery, spike_precision
 from core.neurons import (B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of, raw_damping,
                           raw_omega)
 from core.sweep import SHARED
@@ -376,8 +376,7 @@ class LiveRun:
                     "recovery": np.asarray(rec, np.float64)}
             final = None                 # the mean of the last min(50, steps / 10) steps
             if loss.size:
-                window = max(1, min(50, int(steps[-1]) // 10))
-                final = float(window_mean(steps, loss, window)[0][-1])
+                final = float(window_mean(steps, loss, final_loss_window(steps[-1]))[0][-1])
             metrics = {"steps": self.step, "diverged": self.diverged,
                        "initial_loss": float(loss[0]) if loss.size else None,
                        "final_loss": final,      # over steps, not rows (halved)
@@ -672,55 +671,68 @@ class RulesRun:
     def save(self, store, name: str = "", tags=()) -> list[str]:
         """Store every rule's student as a run (tag ``rules`` plus ``tags``,
         named ``name · rule``); returns the run ids."""
-        with self.lock:   # one consistent state; the store's I/O happens after releasing it
-            table = self.table()
-            k = len(self.rules)
-            loss, align = self.loss.values, self.alignment.values
-            angle, rec = self.update_angle.values, self.recovery.values
-            records = []
-            for i, rule in enumerate(self.rules):
-                state = core.unstack(self.state, i)
-                # a rule that diverged stopped at its own step; its rows after it only repeat
-                n = int(np.searchsorted(self.steps.values, int(state.step), "right"))
-                if rule in ("bp", "sign"):   # their runs carry no feedback matrices
-                    state = state._replace(feedback=())
-                cfg = self.cfg.replace(feedback=rule)
-                exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
-                                        hp=hyperparams(cfg))
-                hist = {"loss": loss[:n, i], "loss_step": self.steps.values[:n],
-                        "recovery_step": self.recovery_steps.values,
-                        "recovery": rec[:, i, :], "alignment_deg": align[:n, i],
-                        "update_angle_deg": angle[:n, i]}
-                metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
-                           "final_loss": table[i]["loss (last 50)"],
-                           "spike_precision": table[i]["spike precision"],
-                           "spike_recall": table[i]["spike recall"],
-                           "rate_error": table[i]["rate error"],
-                           "recovery": [{"rel_error": float(e)} for e in rec[-1][i]],
-                           "rule": rule}
-                records.append((exp, hist, rule, metrics))
+        with self.lock:   # one consistent state, copied; evaluation and I/O after releasing it
+            view = self._view()
+            states = [core.unstack(jax.device_get(self.state), i) for i in range(len(self.rules))]
+        table = self._table_of(view)
+        r = view["rows"]
+        records = []
+        for i, rule in enumerate(self.rules):
+            state = states[i]
+            # a rule that diverged stopped at its own step; its rows after it only repeat
+            n = int(np.searchsorted(r["steps"], int(state.step), "right"))
+            if rule in ("bp", "sign"):   # their runs carry no feedback matrices
+                state = state._replace(feedback=())
+            cfg = self.cfg.replace(feedback=rule)
+            exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
+                                    hp=hyperparams(cfg))
+            hist = {"loss": r["loss"][:n, i], "loss_step": r["steps"][:n],
+                    "recovery_step": r["recovery_steps"],
+                    "recovery": r["recovery"][:, i, :], "alignment_deg": r["alignment"][:n, i],
+                    "update_angle_deg": r["update_angle"][:n, i]}
+            metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
+                       "final_loss": table[i]["final loss"],
+                       "spike_precision": table[i]["spike precision"],
+                       "spike_recall": table[i]["spike recall"],
+                       "rate_error": table[i]["rate error"],
+                       "recovery": [{"rel_error": float(e)} for e in r["recovery"][-1][i]],
+                       "rule": rule}
+            records.append((exp, hist, rule, metrics))
         return [store.save(exp, hist, name=f"{name or 'rules'} · {rule}", tags=["rules", *tags],
                            status="diverged" if metrics["diverged"] else "done", metrics=metrics)
                 for exp, hist, rule, metrics in records]
 
-    def table(self) -> list[dict]:
-        """Final per-rule summary: loss, angles, recovery and spike precision
-        (under the lock: the students and rows of one state)."""
+    def _view(self) -> dict:
+        """The rows, every rule's parameters (numpy) and hyperparameters of
+        one state: read under the lock (the caller's or taken here)."""
         with self.lock:
-            ev = core.make_evaluate(self.exp.struct)
-            hp = jax.device_get(self.hp)
-            r, params = self.rows(), self._host_params()
-        last = lambda key, i, **kw: float(window_mean(r["steps"], r[key][:, i], 50, **kw)[0][-1])
+            return {"rows": self.rows(), "params": self._host_params(),
+                    "hp": jax.device_get(self.hp)}
+
+    def table(self) -> list[dict]:
+        """Final per-rule summary: loss, angles, recovery and spike precision,
+        of one state read under the lock; the held-out evaluation after
+        releasing it (a tick waited for k evaluations)."""
+        return self._table_of(self._view())
+
+    def _table_of(self, view: dict) -> list[dict]:
+        r, params, hp = view["rows"], view["params"], view["hp"]
+        ev = core.make_evaluate(self.exp.struct)
+        # every run's final loss: the mean of its last min(50, steps / 10) steps (not rows:
+        # a halved history keeps every other one)
+        window = final_loss_window(r["step"])
+        last = lambda key, i, n=window, **kw: float(window_mean(r["steps"], r[key][:, i], n,
+                                                              **kw)[0][-1])
         table = []
         for i, rule in enumerate(self.rules):
             student, teacher, _ = ev(params[i], self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
             s_out, t_out = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
             prec = spike_precision(s_out, t_out)
-            row = {"rule": rule,        # means over the last 50 steps, not rows (halved)
-                   "loss (last 50)": last("loss", i) if len(r["steps"]) else float("nan"),
+            row = {"rule": rule,
+                   "final loss": last("loss", i) if len(r["steps"]) else float("nan"),
                    "∠(Wᵀ,B) °": float(r["alignment"][-1, i]) if len(r["steps"]) else None,
-                   "∠(Δh, Δh_BP) °": last("update_angle", i, skipna=True)
+                   "∠(Δh, Δh_BP) °": last("update_angle", i, 50, skipna=True)
                    if len(r["steps"]) else None,
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}
