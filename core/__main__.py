@@ -302,7 +302,8 @@ def _reach_coordinator(coord: str, process_id: int, timeout: float) -> None:
     host, port = host.strip("[]"), int(port)
     if process_id == 0:
         try:
-            with socket.socket() as s:
+            with socket.socket() as s:    # (a port in TIME_WAIT after a last run is free)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("", port))
         except OSError as e:
             _fail("coordinator", f"process 0 serves the coordinator on port {port} of this "

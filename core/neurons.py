@@ -103,8 +103,10 @@ def resonance_hz(freq_hz: float, damping: float) -> float | None:
     as y, has gain :math:`\omega/|(i\Omega - b)^2 + \omega^2|`, which peaks at
     :math:`\Omega = \sqrt{\omega^2 - b^2}`: in Hz :math:`\sqrt{f^2 -
     (b/2\pi)^2}`, below the natural frequency f and close to it when the
-    damping is weak.  With :math:`|b| \ge \omega` the neuron is over-damped:
-    the gain only falls with the frequency (low-pass) and there is no peak."""
+    damping is weak.  With :math:`|b| \ge \omega` (a damping ratio of at least
+    :math:`1/\sqrt{2}`) the gain has no peak: it only falls with the frequency.
+    The neuron still rings at f (its poles are :math:`b \pm i\omega`: never
+    over-damped in the strict sense); it just prefers no input frequency."""
     f_b = float(damping) / (2 * math.pi)
     f2 = float(freq_hz) ** 2 - f_b ** 2
     return math.sqrt(f2) if f2 > 0 else None

@@ -222,7 +222,7 @@ def _number(x: Any) -> bool:
 
 
 def _count(x: Any) -> bool:    # steps: the training step counter is an int32
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 - 1
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 2**31 - 1
 
 
 def _numeric_tree(x: Any) -> bool:
@@ -240,7 +240,8 @@ def _check_histories(h: dict, label: str) -> None:
             raise StoreError(f"{label}.{k}", "must be a list of numbers (null for a gap).")
     for k in _STEP_SERIES:
         if h.get(k) is not None and not all(_count(x) for x in h[k]):
-            raise StoreError(f"{label}.{k}", "must be a list of step numbers (integers >= 0).")
+            raise StoreError(f"{label}.{k}", "must be a list of step numbers (integers in "
+                                             "[0, 2^31 - 1]).")
     for k in _TABLES:
         rows = h.get(k)
         if rows is not None and k in _ONE_MATRIX and all(_number(x) for x in rows):
@@ -262,7 +263,8 @@ def _check_metrics(m: dict, label: str) -> None:
             raise StoreError(f"{label}.{k}", f"must be a number (or null), got {m[k]!r:.60}.")
     for k in _METRIC_COUNTS:
         if m.get(k) is not None and not _count(m[k]):
-            raise StoreError(f"{label}.{k}", f"must be an integer >= 0, got {m[k]!r:.60}.")
+            raise StoreError(f"{label}.{k}", f"must be an integer in [0, 2^31 - 1], got "
+                                             f"{m[k]!r:.60}.")
     if m.get("diverged") is not None and not isinstance(m["diverged"], bool):
         raise StoreError(f"{label}.diverged", "must be true or false.")
     if m.get("recovery") is not None and not (
@@ -366,7 +368,9 @@ def _process_state(owner: str) -> str:
     except OSError:
         pass                     # there, another user's
     now = _start_time(pid)
-    return "gone" if start is not None and now is not None and now != start else "alive"
+    if start is None or now is None:     # no /proc (not Linux): a reused pid cannot be told
+        return "unknown"
+    return "gone" if now != start else "alive"
 
 
 def _check_status(status: Any, field: str = "status") -> str:
@@ -615,6 +619,7 @@ class RunStore:
         self.index = self.path / INDEX_NAME
         self.arrays_dir = self.path / ARRAYS_DIR
         self._timeout = timeout
+        self._owner_column = True     # False: an older, read-only index (no sweep owners)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -690,9 +695,14 @@ class RunStore:
                 with self._write() as c:
                     c.execute(_SWEEPS)
             elif "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(sweeps)")}:
-                with self._write() as c:      # an index from before the owner column
-                    if "owner" not in {r[1] for r in c.execute("PRAGMA table_info(sweeps)")}:
-                        c.execute(_SWEEP_OWNER)
+                try:                          # an index from before the owner column
+                    with self._write() as c:
+                        if "owner" not in {r[1] for r in c.execute("PRAGMA table_info(sweeps)")}:
+                            c.execute(_SWEEP_OWNER)
+                except sqlite3.OperationalError as e:
+                    if "readonly" not in str(e).replace("-", "").replace(" ", "").lower():
+                        raise
+                    self._owner_column = False    # read-only: read it as it is
             cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
         except sqlite3.OperationalError as e:
             if _busy(e):
@@ -853,12 +863,14 @@ class RunStore:
     def sweeps(self) -> list[dict]:
         """Every sweep (id, created, name, status, n_points, spec), newest first.
 
-        ``process`` says whether the process that trains a ``running`` sweep
+        ``recorded`` is the status the index holds.  ``process`` says whether
+        the process that trains a ``running`` sweep
         is ``alive`` on this host, ``gone`` or ``unknown`` (another host, an
         older index) (:func:`_process_state`); one that is gone (killed, its
         machine restarted) reads as ``stopped`` with ``ended`` saying so.
         Reading writes nothing."""
-        rows = self._conn().execute("SELECT id, created, name, status, n_points, spec, owner "
+        owner = "owner" if self._owner_column else "'' AS owner"
+        rows = self._conn().execute(f"SELECT id, created, name, status, n_points, spec, {owner} "
                                     "FROM sweeps ORDER BY created DESC, id").fetchall()
         out = []
         for r in rows:
@@ -870,7 +882,7 @@ class RunStore:
                                                 "(killed?); the points it stored are kept")
             out.append({"id": r[0], "created": r[1], "name": r[2], "status": status,
                         "n_points": r[4], "spec": _loads(r[5], "spec"), "ended": ended,
-                        "process": process})
+                        "process": process, "recorded": r[3]})   # the index's own status
         return out
 
     def sweep_runs(self, sweep_id: str) -> list[dict]:

@@ -45,11 +45,12 @@ with bottom_right:
               key="neuron_doublet", height=340, revision=s.model)
 if s.model == "rf":
     st.caption("(c) A damped oscillator answers most strongly at √(f² − (b/2π)²), just below "
-               "its natural frequency f when the damping is weak; with |b| ≥ 2πf it is "
-               "over-damped: low-pass, no peak. (d) A second kick one period (1/f) after the "
-               "first adds in phase (a local peak, lower than two kicks at once by the decay "
-               "over one period, e^(b/f)); half a period later it cancels — RF neurons select "
-               "input timing, not only input rate.")
+               "its natural frequency f when the damping is weak; with |b| ≥ 2πf it is strongly "
+               "damped: it still rings at f but has no peak (its gain only falls). (d) A second "
+               "kick one period (1/f) after the first adds in phase: a local peak, (1 + e^(b/f))/2 "
+               "of two kicks at once, since the first has decayed by e^(b/f) over that period; "
+               "half a period later it cancels — RF neurons select input timing, not only input "
+               "rate.")
 else:
     st.caption("LIF (control): f is ignored and b = −1/τ_m. The response is low-pass and the "
                "doublet peak only decays with the interval — no preferred timing.")

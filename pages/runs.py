@@ -100,8 +100,9 @@ def job_summary(job: R.SweepJob) -> None:
     elif job.result is not None:
         r = job.result
         msg = (f"Sweep `{r.sweep_id}`: {R.points_summary(r.rows)} in {r.seconds:.1f} s; "
-               f"{r.student_steps:,} student-steps trained in {r.train_seconds:.1f} s of it "
-               f"({r.student_steps_per_s:.0f}/s; the rest compiled, evaluated and stored).")
+               f"{r.student_steps:,} student-steps in {r.train_seconds:.1f} s of training "
+               f"calls, their compiling included ({r.student_steps_per_s:.0f}/s); the rest "
+               "sampled teachers, evaluated and stored.")
         (st.warning if r.stopped else st.success)(
             ("Stopped. Finished groups are stored; the group in training is stored as "
              "`stopped` (left out of the heatmap unless included). " if r.stopped else "")

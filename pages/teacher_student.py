@@ -124,7 +124,8 @@ def live_panels():
                f"output-rate error {snap['rate_error']:+.2f}. Hidden units matched to the teacher's "
                "(Hungarian assignment on incoming weights)."
                + (f" Teacher: {n_res} of {n_units} RF units resonate (ω > |b|: a peak at "
-                  "√(ω² − b²)); the others are over-damped, low-pass." if n_units else ""))
+                  "√(ω² − b²)); the others, strongly damped, have no peak: they still ring at "
+                  "f, but answer slower inputs more." if n_units else ""))
 
 
 live_panels()

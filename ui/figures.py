@@ -171,8 +171,14 @@ def log_ticks(*arrays, most: int = 6) -> dict:
         mag = 10.0 ** np.floor(np.log10(raw))
         step = mag * next(m for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
         ticks = np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
-    ticks = [float(f"{t:.6g}") for t in ticks]
-    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+    ticks = sorted(set(float(f"{t:.12g}") for t in ticks))
+    if len(ticks) < 2:
+        return {}
+    for digits in range(3, 13):        # as few digits as keep the labels apart
+        text = [f"{t:.{digits}g}" for t in ticks]
+        if len(set(text)) == len(text):
+            break
+    return {"tickvals": ticks, "ticktext": text}
 
 
 def _spec(title: str, height: int, data: list, grid: dict | None = None, axes: dict | None = None,
@@ -269,7 +275,7 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
     """Peak sub-threshold |y| against the frequency of a sinusoidal input; for
     RF the natural frequency f (dotted, labelled at the top) and, given the
     damping, the predicted peak √(f² − (b/2π)²) (dashed, "peak … Hz" at the
-    bottom; the caption gives the formula) or a note that the neuron is over-damped (no peak)."""
+    bottom; the caption gives the formula) or a note that its gain has no peak (strongly damped)."""
     freqs, peak = np.asarray(freqs, np.float64), np.asarray(peak, np.float64)
     data, notes = [_line(freqs, peak, "peak |y|", Y_COLOR, 2)], []
     if model == "rf":  # traces, not shapes: shapes on a log axis take log10(x)
@@ -291,15 +297,20 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
         data.append(marker(freq_hz, f"f = {freq_hz:g} Hz", "dot", SPIKE_COLOR, True))
         if damping is not None:
             f_r = core_resonance_hz(freq_hz, damping)
-            if f_r is not None:
+            if f_r is not None and np.size(freqs) and f_r < np.min(freqs):   # off the axis
+                notes.append({"text": f"peak at {f_r:.2g} Hz, below this axis",
+                              "showarrow": False, "xref": "paper", "x": 0.02, "xanchor": "left",
+                              "yref": "paper", "y": 0.02, "yanchor": "bottom",
+                              "font": {"color": THETA_COLOR}})
+            elif f_r is not None:
                 # up to the curve (it points at the peak, below f's label)
                 at_curve = (float(np.interp(np.log(f_r), np.log(freqs), peak))
                             if np.size(freqs) else top)
                 data.append(marker(f_r, f"peak {f_r:.3g} Hz", "dash", THETA_COLOR, False,
                                    at_curve))
             else:
-                notes.append({"text": f"over-damped (|b| ≥ 2πf = {2 * np.pi * freq_hz:.3g}/s): "
-                                      "no resonance peak", "showarrow": False, "xref": "paper",
+                notes.append({"text": f"no resonance peak: |b| ≥ 2πf = {2 * np.pi * freq_hz:.3g}/s "
+                                      "(strongly damped)", "showarrow": False, "xref": "paper",
                               "x": 0.98, "xanchor": "right", "yref": "paper", "y": 0.02,
                               "yanchor": "bottom", "font": {"color": THETA_COLOR}})
     shape, hnotes = _hline(float(theta), label="θ")
@@ -437,7 +448,7 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
         shapes.append({"type": "line", "xref": "x", "x0": 0, "x1": last, "yref": "y",
                        "y0": float(target_i), "y1": float(target_i),
                        "line": {"color": color, "dash": "dash", "width": 1}})
-    data.append(_teacher_marks(0, target))
+    data.append(_teacher_marks(last / 2, target))   # mid-run: at 0 they padded x below 0
     axes = {"yaxis": _title("weight")}
     if bands is None:
         grid = _grid(1, 1)
@@ -484,7 +495,7 @@ def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
                            "yref": f"y{axis}", "y0": target, "y1": target,
                            "line": {"color": color, "dash": "dash", "width": 1}})
     for axis, key in (("", "f"), ("2", "b")):
-        data.append(_teacher_marks(0, nt[f"{key}_target"], axis))
+        data.append(_teacher_marks(last / 2, nt[f"{key}_target"], axis))
     axes = {}
     title = f"Neurons of {layer_name}"       # (short: a poster's narrow column cut it)
     if bands is None:

@@ -76,8 +76,8 @@ def _stored_history(info: dict) -> tuple[int, list, list]:
     loss = [float(x) for x in loss if x is not None]
     if steps is None:
         steps = len(loss)
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps < 2**31 - 1:
-        raise StoreError("metrics.steps", f"must be an integer in [0, 2^31 - 1), got {steps!r}.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_STEP:
+        raise StoreError("metrics.steps", f"must be an integer in [0, 2^31 - 1], got {steps!r}.")
     loss_steps = info["histories"].get("loss_step")
     if loss_steps is None:
         loss_steps = list(range(steps - len(loss) + 1, steps + 1))
@@ -477,7 +477,8 @@ class LiveRun:
     def teacher_resonance(self) -> tuple[int, int]:
         """``(resonating, all)`` of the teacher's RF units: a unit resonates
         when ω > |b| (its frequency response peaks, at √(ω² − b²)); the others
-        are over-damped, low-pass (``core.neurons.resonance_hz``).  (0, 0) for LIF."""
+        have no resonance peak: strongly damped, they still ring at f but their gain only
+        falls with the input frequency (``core.neurons.resonance_hz``).  (0, 0) for LIF."""
         if self.cfg.model != "rf":
             return 0, 0
         dt, n, total = float(self.cfg.dt), 0, 0
@@ -624,10 +625,16 @@ class RulesRun:
                 if done == 0:
                     break
                 first = int(np.max(before)) + 1
+                # a rule that diverged (or was further behind) applied fewer of these steps:
+                # its later rows are NaN, so its lines end where it stopped (a refused
+                # step's own loss, or the last one repeated, drew a spike or a flat tail)
+                applied = np.asarray(self.state.step) - before
+                idle = np.arange(done)[:, None] >= applied[None, :]
+                mask = lambda rows: np.where(idle, np.nan, rows)
                 self.steps.extend(np.arange(first, first + done))
-                self.loss.extend(np.asarray(out.loss).T[:done])
-                self.alignment.extend(np.asarray(out.alignment)[:, :done, 0].T)
-                self.update_angle.extend(np.asarray(out.update_angle).T[:done])
+                self.loss.extend(mask(np.asarray(out.loss).T[:done]))
+                self.alignment.extend(mask(np.asarray(out.alignment)[:, :done, 0].T))
+                self.update_angle.extend(mask(np.asarray(out.update_angle).T[:done]))
                 if len(self.steps) > RULES_MAX_ROWS:    # a demo left playing stays bounded
                     for rows in (self.steps, self.loss, self.alignment, self.update_angle):
                         rows.halve()
@@ -707,7 +714,7 @@ class RulesRun:
         one state: read under the lock (the caller's or taken here)."""
         with self.lock:
             return {"rows": self.rows(), "params": self._host_params(),
-                    "hp": jax.device_get(self.hp)}
+                    "hp": jax.device_get(self.hp), "steps": np.asarray(self.state.step)}
 
     def table(self) -> list[dict]:
         """Final per-rule summary: loss, angles, recovery and spike precision,
@@ -718,22 +725,26 @@ class RulesRun:
     def _table_of(self, view: dict) -> list[dict]:
         r, params, hp = view["rows"], view["params"], view["hp"]
         ev = core.make_evaluate(self.exp.struct)
-        # every run's final loss: the mean of its last min(50, steps / 10) steps (not rows:
-        # a halved history keeps every other one)
-        window = final_loss_window(r["step"])
-        last = lambda key, i, n=window, **kw: float(window_mean(r["steps"], r[key][:, i], n,
-                                                              **kw)[0][-1])
         table = []
         for i, rule in enumerate(self.rules):
+            # each rule's own rows: one that diverged stopped at its own step
+            step = int(view["steps"][i])
+            n = int(np.searchsorted(r["steps"], step, "right"))
+
+            def last(key, window, **kw):   # over steps, not rows (a halved history)
+                if n == 0:
+                    return None
+                return float(window_mean(r["steps"][:n], r[key][:n, i], window, **kw)[0][-1])
+
             student, teacher, _ = ev(params[i], self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
             s_out, t_out = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
             prec = spike_precision(s_out, t_out)
             row = {"rule": rule,
-                   "final loss": last("loss", i) if len(r["steps"]) else float("nan"),
-                   "∠(Wᵀ,B) °": float(r["alignment"][-1, i]) if len(r["steps"]) else None,
-                   "∠(Δh, Δh_BP) °": last("update_angle", i, 50, skipna=True)
-                   if len(r["steps"]) else None,
+                   # every run's final loss: the mean of its last min(50, steps / 10) steps
+                   "final loss": last("loss", final_loss_window(step)),
+                   "∠(Wᵀ,B) °": float(r["alignment"][n - 1, i]) if n else None,
+                   "∠(Δh, Δh_BP) °": last("update_angle", 50, skipna=True),
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}
             for l, err in enumerate(r["recovery"][-1, i]):

@@ -646,8 +646,8 @@ class SweepJob:
             if store is None:
                 return
             with store:
-                if any(s["id"] == self.sweep_id and s["status"] == "running"
-                       for s in store.sweeps()):
+                if any(s["id"] == self.sweep_id and s["recorded"] == "running"   # (not the
+                       for s in store.sweeps()):          # status read from a gone process)
                     store.set_sweep_status(self.sweep_id, "stopped")
         except (StoreError, OSError):
             pass

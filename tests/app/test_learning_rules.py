@@ -317,3 +317,37 @@ def test_save_and_table_evaluate_without_holding_the_run(monkeypatch):
 
     assert run.save(Store()) == ["id", "id"]
     assert seen == [True] * 4 and [r["rule"] for r in table] == ["bp", "fa"]
+
+
+def test_a_rule_that_diverges_stops_its_lines_and_its_final_loss():
+    """A rule refused at its first step showed "final loss 0.0" (the idle
+    steps' placeholder) and, later, a spike at its refused step's own loss:
+    its rows after its own step are NaN, its table row and saved run use
+    only the steps it applied."""
+    import jax.numpy as jnp
+
+    import core
+    from ui.live import RulesRun
+
+    run = RulesRun(core.get_preset("figure1"), ("bp", "fa"))
+    run.hp = run.hp._replace(lr=jnp.array([float(run.hp.lr[0]), 1e6], jnp.float32))
+    run.advance(30)
+    steps = np.asarray(run.state.step)
+    assert steps[0] == 30 and steps[1] == 0 and bool(run.state.diverged[1])
+    loss = run.loss.values
+    assert np.isfinite(loss[:, 0]).all() and np.isnan(loss[:, 1]).all()
+    assert np.isnan(run.update_angle.values[:, 1]).all()
+    bp, fa = run.table()
+    assert bp["final loss"] == pytest.approx(float(np.mean(loss[-3:, 0])))   # min(50, 30/10)
+    assert fa["final loss"] is None and fa["∠(Δh, Δh_BP) °"] is None
+
+    saved = []
+
+    class Store:
+        def save(self, exp, hist, **kw):
+            saved.append((hist, kw["metrics"]))
+            return "id"
+
+    run.save(Store())
+    assert saved[1][1]["final_loss"] is None and saved[1][1]["steps"] == 0
+    assert len(saved[1][0]["loss"]) == 0 and len(saved[0][0]["loss"]) == 30

@@ -649,7 +649,7 @@ def test_raster_spans_the_whole_trial_and_a_lone_point_is_marked():
     assert {d["mode"] for d in _drawn(spec["data"])} == {"lines+markers"}
 
 
-def test_the_resonance_figure_marks_the_predicted_peak_or_says_over_damped():
+def test_the_resonance_figure_marks_the_predicted_peak_or_says_there_is_none():
     """f (dotted) and the peak sqrt(f^2 - (b/2pi)^2) (dashed) where the
     neuron resonates; with |b| >= 2 pi f a note instead of a peak."""
     freqs, peak = np.geomspace(0.5, 100, 60), np.linspace(0, 1, 60)
@@ -660,11 +660,14 @@ def test_the_resonance_figure_marks_the_predicted_peak_or_says_over_damped():
     assert list(peak_line["x"]) == pytest.approx([want, want]) and peak_line["line"]["dash"] == "dash"
     assert "16.1 Hz" in peak_line["text"][0]
     notes = spec["layout"]["annotations"]
-    assert not any("over-damped" in a["text"] for a in notes)
+    assert not any("no resonance peak" in a["text"] for a in notes)
     spec = F.resonance_figure(freqs, peak, 10.0, 1.0, "rf", -120.0)      # 2 pi 10 = 62.8 < 120
     assert len(spec["data"]) == 2
-    assert any("over-damped" in a["text"] for a in spec["layout"]["annotations"])
+    assert any("no resonance peak" in a["text"] for a in spec["layout"]["annotations"])
     assert len(F.resonance_figure(freqs, peak, 10.0, 1.0, "lif", -120.0)["data"]) == 1
+    low = F.resonance_figure(freqs, peak, 1.0, 1.0, "rf", -6.0)          # peak at 0.30 Hz
+    assert len(low["data"]) == 2 and any("0.3 Hz, below this axis" in a["text"]
+                                          for a in low["layout"]["annotations"])
 
 
 def test_the_resonance_marker_label_stays_inside_the_axis():
@@ -691,6 +694,8 @@ def test_log_axis_ticks_of_a_short_span_do_not_crowd():
             assert 2 <= ticks.size <= 6 and ticks.min() >= lo and ticks.max() <= lo * ratio * (1 + 1e-9)
             # neighbours at least an eighth of the axis apart in log space (Plotly's: 0.085)
             assert np.diff(np.log10(ticks)).min() >= np.log10(ratio) / 8
+    tiny = F.log_ticks([1e-7, 1.0000004e-7])          # labels stay apart (not "1e-07" x 4)
+    assert len(set(tiny["ticktext"])) == len(tiny["ticktext"]) >= 2
     spec = F.ts_loss_figure(np.arange(1, 401), 0.8 + 3 * np.exp(-np.arange(1, 401) / 60))
     assert spec["layout"]["yaxis"]["tickvals"] == [1.0, 1.5, 2.0, 3.0]
     wide = F.ts_loss_figure(np.arange(1, 401), 0.01 + 5 * np.exp(-np.arange(1, 401) / 50))
@@ -706,7 +711,7 @@ def test_the_teachers_lines_are_kept_inside_the_autorange():
     tr = {"steps": steps, "traj": traj, "target": np.array([1.0, -1.0]),   # the extremes
           "labels": ["a", "b"], "bands": None, "n_total": 2}
     (marks,) = [t for t in F.trajectories_figure(tr, "t")["data"] if _invisible(t)]
-    assert list(marks["y"]) == [1.0, -1.0] and list(marks["x"]) == [0.0, 0.0]
+    assert list(marks["y"]) == [1.0, -1.0] and list(marks["x"]) == [50.0, 50.0]   # mid-run
     assert marks["mode"] == "markers" and marks["marker"]["size"] > 0
     assert marks["hoverinfo"] == "skip" and marks["showlegend"] is False
     spec = CASES["neurons_bands"]

@@ -287,7 +287,7 @@ def test_damping_zero_on_the_page_shows_error():
         default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
-    assert len(at.error) == 1 and "damping" in at.error[0].value
+    assert len(at.error) == 1 and "Damping b" in at.error[0].value   # the control, not the field
 
 
 def test_figures_module_does_not_import_streamlit():

@@ -125,6 +125,10 @@ def test_a_killed_child_is_reported_and_its_sweep_marked_stopped(tmp_path):
     assert job.error == "the sweep process was ended by signal 9, perhaps for lack of memory."
     with RunStore(tmp_path) as store:
         assert store.sweeps()[0]["status"] == "stopped"
+    import sqlite3                                # marked in the index, not only read so
+
+    with sqlite3.connect(tmp_path / "index.sqlite") as conn:
+        assert conn.execute("SELECT status FROM sweeps").fetchall() == [("stopped",)]
 
 
 def test_the_childs_refusal_is_the_pages_one_line_error(tmp_path, monkeypatch):

@@ -397,8 +397,11 @@ def test_live_run_divergence_keeps_finite_parameters():
     # it names the refused step (one past the kept parameters) and that step's loss
     assert f"diverged at step {run.step + 1} (" in run.message
     assert f"parameters after step {run.step} are kept" in run.message
-    assert (f"loss {run.diverged_loss:.4g};" in run.message if np.isfinite(run.diverged_loss)
-            else "a non-finite loss" in run.message)
+    assert f"loss {run.diverged_loss:.4g};" in run.message
+    if run.step == 0:     # refused at once: its loss is the initial parameters' (lr acts after)
+        sound = LiveRun(core.get_preset("figure1").replace(lr=1e-3))
+        sound.advance(10)
+        assert run.diverged_loss == pytest.approx(sound.history.loss[0], rel=1e-6)
     leaves = jax.tree_util.tree_leaves(run.exp.state.params)
     assert leaves and all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
     assert all(np.all(np.abs(np.asarray(lp.w)) <= 1e3) for lp in run.exp.state.params)
@@ -535,6 +538,9 @@ def test_a_run_stops_at_the_step_counters_limit_with_a_message():
     assert run.stopped and not run.diverged and "the most a run can count" in run.message
     assert run.advance(40) == 0 and run.step == MAX_STEP
     assert np.all(np.isfinite(run.history.loss[-15:]))
+    from ui.live import _stored_history               # and saved there, it opens again
+    assert _stored_history({"metrics": {"steps": MAX_STEP}, "histories": {"loss": [1.0]}}) == (
+        MAX_STEP, [1.0], [MAX_STEP])
 
 
 def test_a_reset_or_restart_resets_the_charts_view():
@@ -558,7 +564,7 @@ def test_a_reset_or_restart_resets_the_charts_view():
 
 def test_the_teachers_resonating_units_are_counted_against_their_responses():
     """A unit resonates when its simulated response to sinusoids peaks above
-    the lowest frequency (an interior maximum); over-damped ones only fall."""
+    the lowest frequency (an interior maximum); the others' only falls."""
     import core
     from core.neurons import damping_of, omega_of
     from ui.live import LiveRun

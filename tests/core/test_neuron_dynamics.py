@@ -366,7 +366,7 @@ def test_the_resonance_peak_is_where_the_simulated_neuron_answers_most(f, b):
     assert abs(want - f) / f > 0.01 or b == -10.0     # the peak is not f (but near it when weak)
 
 
-def test_an_over_damped_neuron_has_no_resonance_peak():
+def test_a_strongly_damped_neuron_has_no_resonance_peak():
     from core.neurons import resonance_hz
 
     assert resonance_hz(10.0, -2 * math.pi * 10.0) is None and resonance_hz(10.0, -120.0) is None
@@ -377,3 +377,18 @@ def test_an_over_damped_neuron_has_no_resonance_peak():
     y = np.asarray(simulate_neuron(drive, freq_hz=10.0, damping=-120.0, dt=dt, threshold=1e9).y)
     gain = np.abs(y[T // 2:]).max(axis=0)
     assert np.all(np.diff(gain) < 0)          # low-pass: it only falls with the frequency
+
+
+@pytest.mark.parametrize("f, b", [(10.0, -5.0), (5.0, -20.0), (20.0, -30.0)])
+def test_a_doublet_one_period_apart_peaks_at_the_decayed_sum(f, b):
+    """The Neuron page's caption: kicks one period apart peak at
+    (1 + e^(b/f))/2 of two kicks at once (the first decayed by e^(b/f))."""
+    dt, T = 1e-4, 30000
+    period = int(round(1 / (f * dt)))
+    kicks = np.zeros((T, 2), np.float32)
+    kicks[100, :] = 1.0
+    kicks[100 + period, 0] += 1.0             # column 0: one period apart
+    kicks[100, 1] += 1.0                      # column 1: both at once
+    y = np.asarray(simulate_neuron(kicks, freq_hz=f, damping=b, dt=dt, threshold=1e9).y)
+    apart, together = y[100 + period:, 0].max(), y[100:, 1].max()
+    assert apart / together == pytest.approx((1 + math.exp(b / f)) / 2, rel=2e-3)

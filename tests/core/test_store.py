@@ -396,7 +396,7 @@ def test_import_validates_bundles(tmp_path):
          "histories.recovery.*1 rows for 2"),
         (bundle_of({**doc, "metrics": {"final_loss": "low"}}), "metrics.final_loss"),
         (bundle_of({**doc, "metrics": {"steps": -3}}), "metrics.steps"),
-        (bundle_of({**doc, "metrics": {"steps": 2**31 - 1}}), "metrics.steps"),   # int32 counter
+        (bundle_of({**doc, "metrics": {"steps": 2**31}}), "metrics.steps"),   # int32 counter
         (bundle_of({**doc, "metrics": {"diverged": "no"}}), "metrics.diverged"),
         (bundle_of({**doc, "metrics": {"recovery": ["x"]}}), "metrics.recovery"),
         (bundle_of({**doc, "metrics": {"recovery": [{"weights": {"corr": "x"}}]}}),
@@ -497,6 +497,8 @@ def test_a_sweep_whose_process_is_gone_reads_stopped(tmp_path, monkeypatch):
     if me["start"] is not None:                    # Linux: the same pid, started at another time
         assert S._process_state(json.dumps({**me, "start": str(int(me["start"]) + 1)})) == "gone"
     assert S._process_state(json.dumps({**me, "host": me["host"] + "-elsewhere"})) == "unknown"
+    # without a start time (no /proc) a live pid may be another process: not judged
+    assert S._process_state(json.dumps({**me, "start": None})) == "unknown"
     assert S._process_state("") == "unknown" and S._process_state("{}") == "unknown"
     with RunStore(tmp_path) as store:
         store.save_sweep("alive", {"x": 1}, n_points=3)
@@ -528,3 +530,29 @@ def test_an_index_from_before_sweep_owners_gets_the_column(tmp_path):
         store.save_sweep("new", {"x": 1}, n_points=2)
         assert {s["id"]: s["process"] for s in store.sweeps()} == {"old": "unknown",
                                                                     "new": "alive"}
+
+
+def test_an_older_read_only_index_still_lists_its_sweeps(tmp_path, monkeypatch):
+    """Adding the owner column is a write: on a read-only index (a copy on
+    read-only media) the store opens as before, its sweeps not judged."""
+    import sqlite3
+
+    with RunStore(tmp_path) as store:
+        store.save_sweep("old", {"x": 1}, n_points=2)
+    with sqlite3.connect(tmp_path / "index.sqlite") as conn:
+        conn.execute("ALTER TABLE sweeps DROP COLUMN owner")
+
+    class ReadOnly:
+        def __init__(self, conn):
+            pass
+
+        def __enter__(self):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(RunStore, "_Tx", ReadOnly)
+    with RunStore(tmp_path, create=False) as store:
+        (old,) = store.sweeps()
+    assert (old["id"], old["status"], old["process"]) == ("old", "running", "unknown")

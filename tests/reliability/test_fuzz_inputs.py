@@ -359,7 +359,11 @@ def _edited_doc(doc: dict, edits) -> dict:
            st.sampled_from(["run.json", "arrays.npz", "x.py", "../run.json"]), st.binary(max_size=300)),
            max_size=3))
 def test_bundle_import_is_a_run_or_a_named_error(files, kind, edits, arr_edits, raw, members):
-    doc, arrays = files.doc, files.arrays
+    import uuid
+
+    # a new run id each example: the store refuses a run it already holds, and the
+    # successful imports must keep being exercised
+    doc, arrays = {**files.doc, "id": uuid.uuid4().hex}, files.arrays
     if kind == "doc":
         data = _zip_bytes([("run.json", json.dumps(_edited_doc(doc, edits), allow_nan=True)),
                            ("arrays.npz", arrays)], False)
@@ -383,6 +387,7 @@ def test_bundle_import_is_a_run_or_a_named_error(files, kind, edits, arr_edits, 
 
 
 def test_fuzzed_imports_left_a_consistent_store(files):
+    assert files.store.list(), "no fuzzed bundle was imported: the success branch went untested"
     report = files.store.check(deep=True)
     assert report["ok"] and not report["orphan_files"] and not report["temp_files"], report
 
