@@ -168,7 +168,8 @@ def test_live_run_reports_divergence_and_stops():
     assert run.configure(cfg.replace(lr=1e7, clip_norm=1e6))[0] == "updated"
     done = run.advance(20)
     assert run.diverged and done == 0 and run.step == 10
-    assert "diverged" in run.message and "last finite parameters" in run.message
+    assert "diverged at step 11 (" in run.message
+    assert "parameters after step 10 are kept" in run.message
     assert _finite_tree(run.exp.state.params)
     assert all(np.all(np.isfinite(w)) for snap in run.history.weights for w in snap)
     assert run.advance(10) == 0
