@@ -351,3 +351,17 @@ def test_a_rule_that_diverges_stops_its_lines_and_its_final_loss():
     run.save(Store())
     assert saved[1][1]["final_loss"] is None and saved[1][1]["steps"] == 0
     assert len(saved[1][0]["loss"]) == 0 and len(saved[0][0]["loss"]) == 30
+
+
+def test_a_restart_resets_the_rules_charts_view():
+    """The charts' uirevision is the run's: a new rule set (a new run) resets them."""
+    from tests.app.test_teacher_student import _spec
+
+    at = _page()
+    at.button(key="rl_step").click().run()
+    before = _spec(at, "rl_loss")["layout"]["uirevision"]
+    at.button(key="rl_step").click().run()
+    assert _spec(at, "rl_loss")["layout"]["uirevision"] == before      # the same run: kept
+    at.multiselect(key="rl_rules").set_value(["bp", "kp"]).run()
+    _clean(at)
+    assert _spec(at, "rl_loss")["layout"]["uirevision"] != before
