@@ -221,8 +221,8 @@ def _runs_action(store, args) -> int:
         if args.json:
             print(json.dumps(rows, allow_nan=False))
         for r in rows if not args.json else ():
-            print(f"{r['id']}  {r['created'][:19]}  {r['status']:8s} "
-                  f"{r['points_stored']:>4d}/{r['n_points']:<4d} points  {r['name']}"
+            points = f"{r['points_stored']}/{r['n_points']} points"
+            print(f"{r['id']}  {r['created'][:19]}  {r['status']:8s} {points:>16s}  {r['name']}"
                   + (f"  ({r['ended']})" if r["ended"] else ""))
     elif act == "show":
         run = store.get(args.run_id)
