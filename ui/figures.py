@@ -358,23 +358,29 @@ def window_mean(steps, values, window: int, skipna: bool = False):
     v = np.asarray(values, np.float64)
     if steps.size == 0:
         return v.copy(), np.zeros(0, bool)
+    n = steps.size
+    shape = (-1,) + (1,) * (v.ndim - 1)
     ok = np.isfinite(v)
-    span = np.diff(steps, prepend=steps[0] - 1).reshape((-1,) + (1,) * (v.ndim - 1))
-    w = np.where(ok, span, 0.0) if skipna else np.broadcast_to(span, v.shape)
-    # running totals at each row's step, from 0 at the step before the first;
-    # linear in between (a row's value stands for every step of its span)
-    zero = np.zeros((1,) + v.shape[1:])
-    knots = np.concatenate([[steps[0] - 1], steps])
-    totals = [np.concatenate([zero, np.cumsum(x, 0)])
-              for x in (w, w * np.where(ok, v, 0.0), np.where(ok, 0.0, span))]
-    start = np.maximum(steps - window, knots[0])
-    j = np.clip(np.searchsorted(knots, start, side="right") - 1, 0, steps.size - 1)
-    frac = ((start - knots[j]) / (knots[j + 1] - knots[j])).reshape(span.shape)
-    weight, total, bad = (c[1:] - (c[j] + frac * (c[j + 1] - c[j])) for c in totals)
+    vz = np.where(ok, v, 0.0)
+    knots = np.concatenate([[steps[0] - 1], steps])    # row r stands for (knots[r], steps[r]]
+    lo = steps - window                                # row i's window: (lo[i], steps[i]]
+    weight, total = np.zeros(v.shape), np.zeros(v.shape)
+    bad = np.zeros(v.shape, bool)
+    # each row holds at least one step: a window reaches back at most `window` rows.  Summed
+    # row by row (not as differences of running totals, which lost 4 % of a 1e-7 mean after
+    # losses of 1e6 earlier in the history)
+    for k in range(min(int(np.ceil(window)), n)):
+        i, j = slice(k, n), slice(0, n - k)          # row i's window holds row j = i - k
+        overlap = np.clip(steps[j] - np.maximum(knots[j], lo[i]), 0.0, None).reshape(shape)
+        w = np.where(ok[j], overlap, 0.0) if skipna else overlap
+        weight[i] += w
+        total[i] += w * vz[j]
+        if not skipna:
+            bad[i] |= (overlap > 0) & ~ok[j]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / weight
     if not skipna:
-        mean = np.where(bad > 0.5, np.nan, mean)      # bad: a count of whole steps
+        mean = np.where(bad, np.nan, mean)
     return mean, steps - window >= knots[0]
 
 
