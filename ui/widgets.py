@@ -37,6 +37,7 @@ class NeuronSettings:
 
 URL_BEFORE = "_url_before"    # session-state key: the URL's parameters as the page started
 URL_PAGE = "_url_page"        # the page this session ran last (its file)
+PAGE_URLS = "_page_urls"      # page file -> (URL parameters, control values) when it last ran
 
 
 def require_app_navigation() -> None:
@@ -59,10 +60,24 @@ def require_app_navigation() -> None:
     here = sys._getframe(1).f_globals.get("__file__", "")
     entering = st.session_state.get(URL_PAGE) != here
     st.session_state[URL_PAGE] = here
+    left = st.session_state.setdefault(PAGE_URLS, {})
     if entering:
+        if not st.query_params and left.get(here):
+            # the browser's Back returns to a page without its parameters and without its
+            # controls' values (Streamlit's history entry): they fell back to their defaults
+            # and the run restarted.  The page comes back as the visitor left it.
+            url, values = left[here]
+            st.query_params.from_dict({k: v if len(v) > 1 else v[0] for k, v in url.items()})
+            _set_initial_query_params(url)
+            for key, value in values.items():
+                st.session_state[key] = value
         open_gallery_entry(here)
         canonical_url_numbers()
-    st.session_state[URL_BEFORE] = url_snapshot() if entering else {}
+    # the page's settings as this run starts: its URL (the controls off their defaults)
+    # and those controls' values
+    url = url_snapshot()
+    left[here] = (url, {k: st.session_state[k] for k in url if k in st.session_state})
+    st.session_state[URL_BEFORE] = url if entering else {}
     try:
         from streamlit import config
         from streamlit.runtime.pages_manager import PagesManager
@@ -677,6 +692,19 @@ def _as_option(raw: str, options) -> str:
         if not isinstance(o, str) and math.isclose(float(o), x, rel_tol=1e-9, abs_tol=1e-15):
             return str(o)
     return raw
+
+
+def _set_initial_query_params(url: dict) -> None:
+    """Make bound controls read ``url`` on this run: Streamlit 1.67 gives them
+    the URL as the run started (a private field), not ``st.query_params``."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    with ctx.session_state.query_params() as qp:
+        if isinstance(getattr(qp, "_initial_query_params", None), dict):
+            qp._initial_query_params.update({k: list(v) for k, v in url.items()})
 
 
 def canonical_url_numbers() -> None:

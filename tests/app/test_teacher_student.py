@@ -588,3 +588,4 @@ def test_the_teachers_resonating_units_are_counted_against_their_responses():
             peaks.append(gain.max() > gain[0] * 1.001)
     assert total == len(peaks) == 3 and n == sum(peaks)
     assert LiveRun(cfg.replace(model="lif")).teacher_resonance() == (0, 0)
+

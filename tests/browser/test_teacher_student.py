@@ -172,6 +172,29 @@ def test_restart_knob_resets_and_url_reproduces_state(page: Page, app_url: str):
     other.close()
 
 
+def test_back_returns_to_the_page_as_it_was_left(page: Page, app_url: str):
+    """The browser's Back to Teacher–Student came without its URL parameters
+    and its controls' values: T and batch fell back to their defaults and the
+    run restarted (a toast said so).  Now the page comes back as it was left."""
+    page.goto(f"{app_url}/teacher_student?B=16&T=500&lr=0.005")
+    wait_idle(page, settle_ms=800)
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_idle(page, settle_ms=800)
+    step = _step(page)
+    assert step > 0
+    page.locator("[data-testid=stSidebarNav] a", has_text="Gradients").click()
+    page.wait_for_url(re.compile(r"/gradients"))
+    wait_idle(page, settle_ms=800)
+    page.go_back()
+    page.wait_for_url(re.compile(r"/teacher_student"))
+    wait_idle(page, settle_ms=1500)
+    expect(page.get_by_label("Time steps T")).to_have_value("500", timeout=30_000)
+    assert _step(page) == step, "the run restarted"
+    assert all(p in page.url for p in ("B=16", "T=500", "lr=0.005")), page.url
+    assert page.locator("[data-testid=stToast]").count() == 0
+    assert_no_exception(page)
+
+
 def test_bad_layers_show_error_not_traceback(page: Page, app_url: str):
     page.goto(f"{app_url}/teacher_student")
     wait_idle(page, settle_ms=800)
