@@ -25,7 +25,11 @@ except core.ConfigError as e:
     st.stop()
 
 controls = widgets.run_controls_ui(prefix="rl")
-rebuilt = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
+status, changed = resources.configure_rules(slot, cfg, s.rules, reset=controls["reset"])
+rebuilt = status == "restarted"
+if rebuilt and changed:
+    st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher, shape or rule set).",
+             icon="🔄")
 run = slot.run
 widgets.save_ui("rl", "rules", lambda n, t: resources.save_live(run, n, t, "rules"),
                 lambda ids: f"Saved {len(ids)} runs, one per rule (tag 'rules'; Runs & sweeps page).")

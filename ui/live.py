@@ -596,6 +596,25 @@ class RulesRun:
         self.recovery = Rows((k, n_layers))  # per tick: (k, n_layers) weight rel. error
         self._record_recovery()
 
+    def configure(self, cfg: Config) -> tuple[str, list[str]]:
+        """Apply ``cfg`` to the running comparison when only traced values
+        change (learning rate, surrogate, scale, decay, loss, ...): every
+        rule continues.  Returns ("updated" | "unchanged" | "restart", the
+        changed fields); "restart" (a restart knob: a new teacher, shape or
+        seed) changes nothing here: the caller builds a new comparison."""
+        with self.lock:
+            changed = [f for f in Config.__dataclass_fields__
+                       if getattr(cfg, f) != getattr(self.cfg, f)]
+            if restart_key(cfg) != restart_key(self.cfg):
+                return "restart", [f for f in changed if f in RESTART_FIELDS]
+            if not changed:
+                return "unchanged", []
+            self.cfg = cfg
+            self.exp = self.exp._replace(cfg=cfg, struct=structure(cfg), hp=hyperparams(cfg))
+            self.struct = structure(cfg)._replace(feedback="mixed")   # (reset_grad is static)
+            self.hp = core.stack([hyperparams(cfg.replace(feedback=r)) for r in self.rules])
+            return "updated", changed
+
     @property
     def step(self) -> int:
         return int(np.max(np.asarray(self.state.step)))

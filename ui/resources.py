@@ -288,12 +288,24 @@ def rules_slot() -> RulesSlot:
     return RulesSlot()
 
 
-def configure_rules(slot: RulesSlot, cfg: core.Config, rules: tuple, reset: bool = False) -> bool:
-    """(Re)build the comparison when the settings change; True if rebuilt."""
+def configure_rules(slot: RulesSlot, cfg: core.Config, rules: tuple,
+                    reset: bool = False) -> tuple[str, list[str]]:
+    """Build the comparison, or apply ``cfg`` to the running one: a continue
+    knob (learning rate, surrogate, decay, ...) keeps every rule training
+    (it rebuilt the comparison, silently); other rules or a restart knob
+    build a new one.  Returns ("restarted" | "updated" | "unchanged", the
+    changed settings: "rules" and config fields)."""
     from ui.live import RulesRun
 
-    key = (cfg, rules)
-    if slot.run is None or reset or slot.key != key:
-        slot.run, slot.key = RulesRun(cfg, rules, setup=_private_setup), key
-        return True
-    return False
+    changed: list[str] = []
+    if slot.run is not None and not reset:
+        if slot.key != rules:
+            changed = ["rules"]
+        else:
+            status, changed = slot.run.configure(cfg)
+            if status != "restart":
+                return status, changed
+    if slot.run is None or reset or changed:
+        slot.run, slot.key = RulesRun(cfg, rules, setup=_private_setup), rules
+        return "restarted", changed
+    return "unchanged", []

@@ -365,3 +365,43 @@ def test_a_restart_resets_the_rules_charts_view():
     at.multiselect(key="rl_rules").set_value(["bp", "kp"]).run()
     _clean(at)
     assert _spec(at, "rl_loss")["layout"]["uirevision"] != before
+
+
+
+def test_a_continue_knob_keeps_the_comparison_training():
+    """Moving the learning rate while playing wiped the run silently (every
+    setting rebuilt it): a continue knob now applies to every rule in place;
+    a restart knob rebuilds with a toast naming it."""
+    at = _page()
+    at.button(key="rl_step").click().run()
+    at.button(key="rl_play").click().run()
+    assert int(_metric(at, "Step")) == 20
+    at.select_slider(key="rl_lr").set_value(0.002).run()
+    _clean(at)
+    assert int(_metric(at, "Step")) == 20 and not at.toast       # continued, not restarted
+    assert at.session_state["rl_playing"]
+    at.text_input(key="rl_sh").set_value("10").run()               # a new student: restart
+    _clean(at)
+    assert int(_metric(at, "Step")) == 0
+    assert any("Restarted: student_hidden changed" in t.value for t in at.toast)
+    assert not at.session_state["rl_playing"]
+
+
+def test_configure_applies_traced_values_to_every_rule():
+    import core
+    from ui.live import RulesRun
+
+    cfg = core.get_preset("figure1")
+    run = RulesRun(cfg, ("bp", "fa", "kp"))
+    run.advance(10)
+    params = [np.asarray(lp.w).copy() for lp in run._host_params()[0]]
+    assert run.configure(cfg.replace(lr=0.002, scale=5.0)) == ("updated", ["scale", "lr"])
+    np.testing.assert_allclose(np.asarray(run.hp.lr), 0.002)
+    np.testing.assert_allclose(np.asarray(run.hp.sg_scale), 5.0)
+    assert run.step == 10 and all(np.array_equal(a, np.asarray(lp.w))
+                                  for a, lp in zip(params, run._host_params()[0]))
+    assert run.configure(cfg.replace(lr=0.002, scale=5.0)) == ("unchanged", [])
+    status, changed = run.configure(cfg.replace(teacher_seed=9))
+    assert status == "restart" and changed == ["teacher_seed"] and run.cfg.teacher_seed == 0
+    run.advance(10)
+    assert run.step == 20
