@@ -746,6 +746,15 @@ def report_ignored_url_params() -> None:
                 label = URL_CONTROLS.get(key, (key, None))[0]
                 st.toast(f"URL parameter `{key}={raws[0]}` read as {value}: “{label}” takes "
                          "whole numbers.", icon="⚠️")
+            kept = st.query_params.get_all(key)
+            dropped = [r for r in raws if r not in kept]
+            if isinstance(value, (list, tuple)) and dropped:   # a multi-choice lost some
+                label, accepts = URL_CONTROLS.get(key, (key, None))
+                accepts = accepts() if callable(accepts) else accepts
+                shown = "&".join(f"{key}={r}" for r in dropped)
+                st.toast(f"URL parameter `{shown}` ignored: “{label}” accepts "
+                         f"{accepts or 'other values'}. The page uses {list(value)!r}.",
+                         icon="⚠️")
             continue
         if key not in st.session_state:
             continue              # not a control of this page (yet)

@@ -421,3 +421,17 @@ def test_an_invalid_neuron_names_the_control():
     assert not at.exception
     (err,) = [e.value for e in at.error]
     assert err.startswith("Invalid setting — Reset y_r: y_r must be below the threshold 0.1")
+
+
+@pytest.mark.parametrize("page, key, good, bad", [
+    ("pages/learning_rules.py", "rl_rules", "bp", "dfa"),
+    ("pages/gradients.py", "gs_shapes", "sigmoid", "foo")])
+def test_a_multi_choice_url_parameter_losing_a_value_says_so(page, key, good, bad):
+    """?rl_rules=bp&rl_rules=dfa ran bp alone and rewrote the URL, silently."""
+    at = _app()
+    at.query_params[key] = [good, bad]
+    at.switch_page(page).run()
+    assert not at.exception
+    toasts = [t.value for t in at.toast]
+    assert any(f"`{key}={bad}` ignored" in t and good in t for t in toasts), toasts
+    assert not any(f"{key}={good}" in t for t in toasts)
