@@ -878,6 +878,24 @@ class RulesSettings:
 FB_DECAYS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
+RULES_HIDDEN = 20     # the rules page's student: this wide, room for the feedback to align
+
+
+def rules_hidden_default(preset: str) -> str:
+    """The rules page's student hidden widths for ``preset``: 20 where the
+    teacher's hidden layers are no wider (figure1's 2), else blank, the
+    teacher's own ("20" was refused for medium's 256 at once)."""
+    import core
+
+    hidden = core.get_preset(preset).layers[1:-1]
+    return str(RULES_HIDDEN) if hidden and max(hidden) <= RULES_HIDDEN else ""
+
+
+def _rules_preset_changed():
+    st.session_state["rl_sh"] = rules_hidden_default(st.session_state.get("rl_p",
+                                                                          DEFAULT_PRESET))
+
+
 def rules_ui(demo: bool = False) -> RulesSettings:
     """Rules to compare and the shared teacher/student settings (sidebar)."""
     import core
@@ -885,13 +903,16 @@ def rules_ui(demo: bool = False) -> RulesSettings:
 
     names = list(core.presets())
     sb = st.sidebar
+    current = st.session_state.get("rl_p", st.query_params.get("rl_p", DEFAULT_PRESET))
     preset = sb.selectbox("Preset", names, index=names.index(DEFAULT_PRESET), key="rl_p",
-                          bind="query-params")
+                          bind="query-params", on_change=_rules_preset_changed)
     rules = sb.multiselect("Rules side by side", list(MIXABLE), ["bp", "fa", "sign", "kp", "wm"],
                            key="rl_rules", bind="query-params",
                            help="bp: backprop (Wᵀ); fa: fixed random B; sign: sign(W); kp: "
                                 "Kolen–Pollack; wm: weight mirror. dfa runs from the CLI.")
-    hidden = sb.text_input("Student hidden widths", "20", key="rl_sh", bind="query-params",
+    hidden = sb.text_input("Student hidden widths",
+                           rules_hidden_default(current if current in names else DEFAULT_PRESET),
+                           key="rl_sh", bind="query-params",
                            help="Wider than the teacher's so the feedback matrices have room "
                                 "to align (blank = teacher's).")
     decay = sb.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, 0.05, key="rl_decay",

@@ -405,3 +405,17 @@ def test_configure_applies_traced_values_to_every_rule():
     assert status == "restart" and changed == ["teacher_seed"] and run.cfg.teacher_seed == 0
     run.advance(10)
     assert run.step == 20
+
+
+def test_the_student_width_follows_the_preset():
+    """?rl_p=medium said at once "student_hidden[0]: must be ≥ the teacher's
+    width 256, got 20" (the width was 20 whatever the preset)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.query_params["rl_p"] = "medium"
+    at.switch_page("pages/learning_rules.py").run()
+    assert not at.exception
+    assert not any("student_hidden" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.text_input(key="rl_sh").value == ""              # the teacher's widths
+    at.selectbox(key="rl_p").set_value("figure1").run()
+    assert at.text_input(key="rl_sh").value == "20"            # room to align for figure1's 2
+    _clean(at)
