@@ -307,7 +307,10 @@ def open_config(cfg):
     for k, v in values.items():
         st.session_state[k] = v
     shown = to_config(TSSettings(name, _raw_of(values), 20))
-    differ = [f for f in cfg.__dataclass_fields__ if f not in ("steps", "description")
+    # settings the run does not use are no difference (a rule run's decay with bp, fa, sign)
+    unused = {"steps", "description"} | (
+        set() if cfg.feedback in ("kp", "wm") else {"feedback_decay"})
+    differ = [f for f in cfg.__dataclass_fields__ if f not in unused
               and getattr(shown, f) != getattr(cfg, f)]
     return shown, differ
 

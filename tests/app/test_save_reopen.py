@@ -114,6 +114,9 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
     st.cache_resource.clear()
     at = _page("pages/teacher_student.py", run=fa["id"])
     assert not at.error
+    # its decay (λ = 0.05 on the rules page) does not act on fa: no "not on this page's menus"
+    assert fa["feedback"] in ("fa", "sign", "bp")
+    assert not any("feedback_decay" in i.value for i in at.info), [i.value for i in at.info]
     assert _metric(at, "Step") == str(store.get(fa["id"])["metrics"]["steps"])
 
 
