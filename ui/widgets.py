@@ -74,9 +74,11 @@ def require_app_navigation() -> None:
         open_gallery_entry(here)
         canonical_url_numbers()
     # the page's settings as this run starts: its URL (the controls off their defaults)
-    # and those controls' values
+    # and those controls' values; not poster mode (the session's: ?demo=0 must stick) nor
+    # a key no control can have ("" or private)
     url = url_snapshot()
-    left[here] = (url, {k: st.session_state[k] for k in url if k in st.session_state})
+    own = {k: v for k, v in url.items() if k and not k.startswith("_") and k != "demo"}
+    left[here] = (own, {k: st.session_state[k] for k in own if k in st.session_state})
     st.session_state[URL_BEFORE] = url if entering else {}
     try:
         from streamlit import config
