@@ -718,21 +718,19 @@ def canonical_url_numbers() -> None:
     is accepted); a value that is no option is left for the control to refuse."""
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
+    if get_script_run_ctx() is None:
+        return
     for key, options in url_numeric_options().items():
         raws = st.query_params.get_all(key)
         fixed = [_as_option(r, options) for r in raws]
-        if fixed == raws or ctx is None:
+        if fixed == raws:
             continue
         try:
             st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
         except st.errors.StreamlitAPIException:     # bound already: leave it to the control
             continue
-        # a bound control reads the URL as the run started (Streamlit 1.67 keeps it
-        # apart); without that private field the control refuses it, with a toast
-        with ctx.session_state.query_params() as qp:
-            if isinstance(getattr(qp, "_initial_query_params", None), dict):
-                qp._initial_query_params[key] = fixed
+        # without the URL as the run started the control refuses it, with a toast
+        _set_initial_query_params({key: fixed})
 
 
 def report_ignored_url_params() -> None:
