@@ -19,8 +19,8 @@ if not shapes:
 else:
     v, curves, rows = resources.surrogate_table(shapes, scale, norm)
     # poster mode stacks them: side by side on a laptop the table lost its area columns
-    left, right = (st.container(), st.container()) if demo else st.columns([3, 2])
-    left.plotly_chart(figures.surrogate_shapes_figure(v, curves, norm), key="gs_curves")
+    left, right = widgets.side_by_side(demo, [3, 2])
+    widgets.plotly_chart(left, figures.surrogate_shapes_figure(v, curves, norm), key="gs_curves")
     right.dataframe(pd.DataFrame(rows)[["name", "raw_peak", "raw_area", "peak", "area"]],
                     hide_index=True, width="stretch")
 
@@ -58,10 +58,11 @@ if st.button("Compute fidelity", key="gf_run", type="primary"):
 rows = st.session_state.get("gf_rows")
 if rows:
     a, b = st.columns(2)
-    a.plotly_chart(figures.fidelity_figure(rows, "cos_smoothed", "(a) vs smoothed-loss gradient",
-                                           "cos_smoothed_se"), key="gf_smoothed")
-    b.plotly_chart(figures.fidelity_figure(rows, "cos_teacher", "(b) descent vs direction to teacher"),
-                   key="gf_teacher")
+    smoothed = figures.fidelity_figure(rows, "cos_smoothed", "(a) vs smoothed-loss gradient",
+                                       "cos_smoothed_se")
+    teacher = figures.fidelity_figure(rows, "cos_teacher", "(b) descent vs direction to teacher")
+    widgets.plotly_chart(a, smoothed, key="gf_smoothed")
+    widgets.plotly_chart(b, teacher, key="gf_teacher")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 else:
     st.caption("Press **Compute fidelity** (about 5 s for 10 shapes × 6 scales × 256 samples).")

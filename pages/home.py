@@ -75,7 +75,7 @@ cols[4].metric("Spike precision", f"{m['precision']:.3f}",
 if live.diverged:
     st.warning("Training diverged: the last finite parameters are kept. Press Reset.")
 left, right = st.columns(2)
-left.plotly_chart(figures.loss_figure(m["loss"]), key="home_loss")
-right.plotly_chart(figures.weights_figure(m["weights"], m["teacher_w"]), key="home_weights")
+widgets.plotly_chart(left, figures.loss_figure(m["loss"]), key="home_loss")
+widgets.plotly_chart(right, figures.weights_figure(m["weights"], m["teacher_w"]), key="home_weights")
 if not m["loss"].size:
     st.info(f"Press **Run {RUN_STEPS} steps** to train; press it again to continue.")

@@ -159,9 +159,9 @@ def sweeps_ui(store, sweeps) -> None:
                                   "are marked *)", key="sw_stopped", bind="query-params")
         figs["heatmap"] = R.heatmap_figure(table, x, y, metric, order, others, include)
         figs["parcoords"] = R.parcoords_figure(table, axes, metric, order, include)
-        a, b = st.columns(2)
-        a.plotly_chart(figs["heatmap"], key="sw_heatmap")
-        b.plotly_chart(figs["parcoords"], key="sw_parcoords")
+        a, b = widgets.side_by_side(demo)
+        widgets.plotly_chart(a, figs["heatmap"], key="sw_heatmap")
+        widgets.plotly_chart(b, figs["parcoords"], key="sw_parcoords")
     st.dataframe(table, hide_index=True, width="stretch")
     doc = {"sweep": {k: info[k] for k in ("id", "name", "created", "status", "n_points")},
            "spec": spec.to_dict(), "points": json.loads(table.to_json(orient="records"))}
@@ -339,9 +339,9 @@ try:
             st.error(f"Cannot read a selected run — {e}")
         else:
             loss_fig, rec_fig = R.overlay_figures(records)
-            a, b = st.columns(2)
-            a.plotly_chart(loss_fig, key="rs_loss")
-            b.plotly_chart(rec_fig, key="rs_recovery")
+            a, b = widgets.side_by_side(demo)
+            widgets.plotly_chart(a, loss_fig, key="rs_loss")
+            widgets.plotly_chart(b, rec_fig, key="rs_recovery")
             with st.container(horizontal=True):
                 for label, fig in (("Loss", loss_fig), ("Recovery", rec_fig)):
                     st.download_button(f"{label} HTML", lambda fig=fig: R.figure_html(fig),

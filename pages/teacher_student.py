@@ -68,7 +68,9 @@ if controls["step"]:
 playing = st.session_state.get("ts_playing", False) and not run.stopped
 
 v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrogate_norm)
-st.sidebar.plotly_chart(figures.surrogate_figure(v, g, cfg.surrogate, peak, area), key="ts_sg")
+# the sidebar's chart keeps its size in poster mode (its title did not fit the sidebar)
+widgets.plotly_chart(st.sidebar, figures.surrogate_figure(v, g, cfg.surrogate, peak, area),
+                     key="ts_sg", poster=False)
 
 
 ticks.mark_full_run(st.session_state, "ts")       # this run draws; the ticks train

@@ -34,6 +34,55 @@ def _look(title: str, height: int) -> dict:
                 legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
 
 
+POSTER_FONT = 16   # poster mode: chart text in px (Plotly's default is 12, small from 1.5 m)
+_PLOTLY_FONT = 12  # Plotly's default layout.font.size, which unsized text inherits
+
+
+def poster_spec(spec: dict, size: int = POSTER_FONT) -> dict:
+    """A figure dict (``{"data", "layout"}``) with its text enlarged for poster
+    mode: the layout's base font becomes ``size`` px (tick labels, axis titles,
+    legends, unsized annotations inherit it) and every explicit font size
+    (titles, subplot titles, text traces, parcoords labels, colour bars) grows
+    by the same factor, as does the top margin that holds the title.  The
+    figure itself is not changed."""
+    scale = size / _PLOTLY_FONT
+
+    def grow(node, in_font: bool = False):
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                if in_font and k == "size" and isinstance(v, (int, float)) \
+                        and not isinstance(v, bool):
+                    out[k] = round(v * scale, 1)
+                else:
+                    out[k] = grow(v, k.endswith("font"))
+            return out
+        if isinstance(node, list):
+            return [grow(v) for v in node]
+        return node
+
+    layout = grow(spec.get("layout", {}))
+    layout["font"] = {**layout.get("font", {}), "size": size}
+    margin = layout.get("margin")
+    if isinstance(margin, dict) and isinstance(margin.get("t"), (int, float)):
+        top = margin["t"] * scale
+        legend = layout.get("legend", {})
+        if layout.get("title", {}).get("text") and legend.get("orientation") == "h" \
+                and legend.get("y", 0) >= 1:
+            # the title on its own line at the top, the legend's row below it (at the
+            # larger size the two ran into each other)
+            layout["title"] = {**layout["title"], "yref": "container", "y": 1,
+                               "yanchor": "top", "pad": {"t": 6}}
+            top += size
+        layout["margin"] = {**margin, "t": round(top)}
+        if legend.get("y", 0) < 0 and isinstance(margin.get("b"), (int, float)):
+            # a legend below the plot sat a fraction of the plot's height under it,
+            # where the larger tick labels and axis title now reach: the figure's foot
+            layout["legend"] = {**legend, "yref": "container", "y": 0, "yanchor": "bottom"}
+            layout["margin"]["b"] = round(margin["b"] * scale + size)
+    return {**spec, "data": grow(list(spec.get("data", []))), "layout": layout}
+
+
 def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:
     fig.update_layout(template="plotly_white", **_look(title, height), **kw)
     return fig
@@ -65,7 +114,7 @@ def weights_figure(weights, teacher_w) -> go.Figure:
                                  name=f"teacher w{i}", legendgroup=str(i), hoverinfo="name+y",
                                  line=dict(color=color, dash="dash", width=1)))
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="weight (PSP-peak units)")
+    fig.update_yaxes(title_text="weight (× PSP peak)")
     return _layout(fig, "Weights (dashed: teacher)", showlegend=False)
 
 
@@ -249,7 +298,7 @@ def trace_figure(t, x, y, spikes, kicks, theta: float, model: str = "rf") -> dic
     grid = _grid(2, 1, shared_xaxes=True, row_heights=(0.78, 0.22), vertical_spacing=0.05)
     return _spec("(a) Membrane traces", 380, data, grid,
                  {"xaxis2": _title("time (ms)"), "yaxis": _title("state (a.u.)"),
-                  "yaxis2": _title("input (a.u.)")}, [shape], notes)
+                  "yaxis2": {**_title("input"), "nticks": 3}}, [shape], notes)
 
 
 def phase_figure(x, y, spikes, theta: float, model: str = "rf") -> dict:

@@ -31,6 +31,8 @@ import plotly
 import plotly.graph_objects as go
 import streamlit.components.v1 as components
 
+from ui.figures import poster_spec
+
 _FRONTEND = Path(__file__).parent / "live_plot_frontend"
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -100,10 +102,13 @@ def _finite(x):
     return x
 
 
-def to_json(fig, revision: str = "keep") -> str:
+def to_json(fig, revision: str = "keep", poster: bool = False) -> str:
     """The figure (a ``go.Figure`` or a figure dict, arrays as numpy) as the
-    JSON Plotly.js reads, with ``layout.uirevision = revision``."""
+    JSON Plotly.js reads, with ``layout.uirevision = revision``; ``poster``:
+    its text enlarged (:func:`ui.figures.poster_spec`)."""
     spec = fig.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig)
+    if poster:
+        spec = poster_spec(spec)
     spec["layout"] = {**spec.get("layout", {}), "uirevision": revision}
     try:
         return json.dumps(spec, default=_json_value, allow_nan=False)
@@ -111,9 +116,13 @@ def to_json(fig, revision: str = "keep") -> str:
         return json.dumps(_finite(spec), default=_json_value, allow_nan=False)
 
 
-def live_plot(fig, *, key: str, height: int = 320, revision: str = "keep"):
+def live_plot(fig, *, key: str, height: int = 320, revision: str = "keep",
+              poster: bool | None = None):
     """Draw ``fig`` (a figure dict of ``ui.figures``' live builders, or a
     ``go.Figure``) in a persistent element identified by ``key``.
+
+    ``poster``: text enlarged for poster mode; by default, whether the
+    visitor is in poster mode (``?demo=1``).
 
     ``revision`` becomes ``layout.uirevision``: keep it constant to keep the
     user's zoom while data change; change it to reset the view.  Only the
@@ -125,4 +134,9 @@ def live_plot(fig, *, key: str, height: int = 320, revision: str = "keep"):
     other -= CARTESIAN_TRACES
     if other:
         raise ValueError(f"live_plot draws Plotly's cartesian trace types; not {sorted(other)}")
-    return _component(spec=to_json(fig, revision), height=int(height), key=key, default=None)
+    if poster is None:
+        from ui.widgets import demo_mode_active
+
+        poster = demo_mode_active()
+    return _component(spec=to_json(fig, revision, poster), height=int(height), key=key,
+                      default=None)

@@ -797,6 +797,28 @@ def demo_mode() -> bool:
     return demo
 
 
+def plotly_chart(where, fig, *, key: str, poster: bool | None = None, **kw):
+    """``where.plotly_chart(fig)`` (``where``: ``st``, a column, the sidebar),
+    its text enlarged in poster mode as the live charts' is (``poster``: by
+    default, whether the visitor is in poster mode)."""
+    if demo_mode_active() if poster is None else poster:
+        import plotly.graph_objects as go
+
+        from ui.figures import poster_spec
+
+        spec = fig.to_plotly_json() if isinstance(fig, go.Figure) else fig
+        fig = go.Figure(poster_spec(spec))
+    # theme=None: the figure's own look (plotly_white, its font sizes), as the live
+    # charts draw; Streamlit's theme replaced the fonts (poster mode's too) and titles
+    return where.plotly_chart(fig, key=key, theme=None, **kw)
+
+
+def side_by_side(demo: bool, spec=2) -> tuple:
+    """Two places for charts: columns, or in poster mode one above the other
+    (at the poster's font a half-width chart cut its title off)."""
+    return (st.container(), st.container()) if demo else tuple(st.columns(spec))
+
+
 STEADY_CSS = """
 <style>
 /* Live panels: an element being recomputed by the training fragment keeps full

@@ -101,6 +101,43 @@ def test_live_figure_is_valid_plotly_json(name):
                 np.testing.assert_array_equal(_array(a[key]).astype(float), _array(b[key]).astype(float))
 
 
+
+def _font_sizes(node, in_font=False, path=""):
+    """path -> every explicit font size in a figure dict."""
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if in_font and k == "size" and isinstance(v, (int, float)):
+                out[path] = v
+            else:
+                out.update(_font_sizes(v, k.endswith("font"), f"{path}/{k}"))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out.update(_font_sizes(v, False, f"{path}/{i}"))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_poster_spec_enlarges_every_text_and_nothing_else(name):
+    """Poster mode: the base font is POSTER_FONT and every explicit size grows
+    by POSTER_FONT / 12 (Plotly's default), the result is valid Plotly, and
+    the data and the figure built for the normal page are unchanged."""
+    spec = CASES[name]
+    before = to_json(spec)
+    poster = json.loads(to_json(spec, poster=True))
+    assert to_json(spec) == before                      # the figure itself untouched
+    go.Figure(poster)                                   # valid
+    plain = json.loads(before)
+    assert poster["layout"]["font"]["size"] == F.POSTER_FONT
+    grown, sizes = _font_sizes(poster), _font_sizes(plain)
+    assert sizes, "every figure has at least its title's size"
+    for path, size in sizes.items():
+        assert grown[path] == pytest.approx(size * F.POSTER_FONT / 12, abs=0.05), path
+    for a, b in zip(plain["data"], poster["data"]):      # the data as sent
+        assert {k: v for k, v in a.items() if "font" not in k} == \
+            {k: v for k, v in b.items() if "font" not in k}
+    assert poster["layout"]["margin"]["t"] > plain["layout"]["margin"]["t"]
+
 def test_typed_arrays_give_back_the_values():
     """Every dtype the builders produce round-trips exactly; int64 steps are
     narrowed as plotly narrows them; NaN inside an array stays NaN (a gap);
@@ -402,7 +439,7 @@ def test_neuron_panels_match_plotlys_own_api():
     ref.add_hline(y=1.0, row=1, col=1, annotation_text="θ", **theta)
     ref.update_xaxes(title_text="time (ms)", row=2, col=1)
     ref.update_yaxes(title_text="state (a.u.)", row=1, col=1)
-    ref.update_yaxes(title_text="input (a.u.)", row=2, col=1)
+    ref.update_yaxes(title_text="input", nticks=3, row=2, col=1)
     assert _layout_without_template(CASES["n_trace"]) == look(ref, "(a) Membrane traces", 380)
 
     ref = go.Figure()

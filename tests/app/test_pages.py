@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from ui import widgets
+from ui import figures, widgets
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -189,6 +189,26 @@ def test_poster_mode_stays_on_across_pages_until_demo_0():
     _visit(at, "pages/home.py")
     assert not poster(at) and "demo" not in at.query_params
 
+
+
+def test_poster_mode_enlarges_every_charts_text():
+    """Poster mode's CSS enlarged the page's text, not Plotly's (12 px in an
+    iframe or SVG, small from 1.5 m): every chart, live or static, now draws
+    with the poster font, and the same page without poster mode does not."""
+    def fonts(at) -> list:
+        static = [json.loads(e.proto.spec)["layout"] for e in at.get("plotly_chart")]
+        live = [c["layout"] for c in _neuron_charts(at)]
+        return [lay.get("font", {}).get("size") for lay in static + live]
+
+    at = _app()
+    _visit(at, "pages/home.py", demo="1")
+    assert fonts(at) == [figures.POSTER_FONT] * 2
+    _visit(at, "pages/neuron.py")
+    assert fonts(at) == [figures.POSTER_FONT] * 4
+    title = _neuron_charts(at)[0]["layout"]["title"]["font"]["size"]
+    _visit(at, "pages/neuron.py", demo="0")
+    assert fonts(at) == [None] * 4
+    assert _neuron_charts(at)[0]["layout"]["title"]["font"]["size"] < title
 
 # ---- Neuron ---------------------------------------------------------------
 def test_neuron_page_draws_four_panels_and_timing():
