@@ -25,8 +25,7 @@ import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
 from core.metrics import final_loss_window, match, rate_error, recovery, spike_precision
-from core.neurons import (B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of, raw_damping,
-                          raw_omega)
+from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 from core.sweep import SHARED
 from ui.figures import window_mean
 from ui.ticks import tick_steps
@@ -50,6 +49,9 @@ BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at mos
 RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (halved beyond; as the
                                    # Teacher-Student loss), so a day of play stays ~2 MB, O(1) a tick
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
+SAVED_SNAPSHOTS = 200              # parameter snapshots stored with a saved run, at most ...
+SAVED_SNAPSHOT_BYTES = 8 * 2**20   # ... and within this many bytes (medium: 39 of 217 kB)
+NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
                   "damping_range", "reset", "psp_norm", "tau_syn", "input_rate", "target_rate",
@@ -106,14 +108,49 @@ class History:
     weights: list = field(default_factory=list)    # per snapshot: list of (n_in, n_out) per layer
     omega: list = field(default_factory=list)      # per snapshot: list of (n,) rad/s
     b: list = field(default_factory=list)
+    neurons: list = field(default_factory=list)    # per snapshot: per layer NEURON_FIELDS (raw)
 
     max_snapshots: int = MAX_HISTORY                # set from a snapshot's size (snapshot_budget)
+    dt: float = 1e-3                                # the run's time step (omega from phi)
+
+    def append(self, step: int, params) -> None:
+        """A snapshot of ``params`` (per layer ``LayerParams`` of numpy arrays) at ``step``."""
+        self.steps.append(int(step))
+        self.weights.append([np.asarray(lp.w) for lp in params])
+        self.neurons.append([tuple(np.asarray(getattr(lp, f)) for f in NEURON_FIELDS)
+                             for lp in params])
+        self.omega.append([_omega_np(n[0], self.dt) for n in self.neurons[-1]])
+        self.b.append([_damping_np(n[1]) for n in self.neurons[-1]])
+
+    def snapshot_bytes(self, i: int = 0) -> int:
+        return sum(a.nbytes for name in ("weights", "omega", "b") for a in getattr(self, name)[i]) \
+            + sum(a.nbytes for layer in self.neurons[i] for a in layer)
+
+    def stored(self, upto: int | None = None):
+        """The snapshots a saved run keeps: ``(steps (S,), per layer
+        ``LayerParams`` of (S, ...) arrays)``, at most SAVED_SNAPSHOTS evenly
+        spread and within SAVED_SNAPSHOT_BYTES (the first and the last always),
+        of the snapshots at steps <= ``upto``; None without any."""
+        from core.network import LayerParams
+
+        n = len(self.steps) if upto is None else int(np.searchsorted(self.steps, upto, "right"))
+        if n == 0:
+            return None
+        most = max(2, min(SAVED_SNAPSHOTS, SAVED_SNAPSHOT_BYTES // max(self.snapshot_bytes(), 1)))
+        pick = np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int))
+        layers = []
+        for l in range(len(self.weights[0])):
+            fields = [np.stack([self.weights[i][l] for i in pick])]
+            fields += [np.stack([self.neurons[i][l][f] for i in pick])
+                       for f in range(len(NEURON_FIELDS))]
+            layers.append(LayerParams(*fields))
+        return np.asarray(self.steps, np.int64)[pick], tuple(layers)
 
     def thin(self):
         """Every other snapshot (the latest kept) once there are more than
         ``max_snapshots``; every other loss beyond 4 x MAX_HISTORY."""
         if len(self.steps) > self.max_snapshots:
-            for name in ("steps", "weights", "omega", "b"):
+            for name in ("steps", "weights", "omega", "b", "neurons"):
                 setattr(self, name, _halve(getattr(self, name)))
         if len(self.loss) > 4 * MAX_HISTORY:
             self.loss, self.loss_steps = _halve(self.loss), _halve(self.loss_steps)
@@ -251,7 +288,7 @@ class LiveRun:
         self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg))
         self.key = restart_key(cfg)
         self.epoch = next(_EPOCHS)
-        self.history = History()
+        self.history = History(dt=float(cfg.dt))
         self.message = ""
         self.diverged_loss = math.nan   # the loss of the step refused as diverged
         self.meter = RateMeter()
@@ -342,21 +379,16 @@ class LiveRun:
             return done_total
 
     def _record(self, params, step: int) -> None:
-        dt = float(self.cfg.dt)
-        self.history.steps.append(step)
-        self.history.weights.append([np.asarray(lp.w) for lp in params])
-        self.history.omega.append([_omega_np(np.asarray(lp.phi), dt) for lp in params])
-        self.history.b.append([_damping_np(np.asarray(lp.rho)) for lp in params])
+        self.history.append(step, params)
         if len(self.history.steps) == 1:            # the first: every snapshot is this size
-            size = sum(a.nbytes for name in ("weights", "omega", "b")
-                       for a in getattr(self.history, name)[0])
-            self.history.max_snapshots = snapshot_budget(size)
+            self.history.max_snapshots = snapshot_budget(self.history.snapshot_bytes())
 
     # ---- run store ------------------------------------------------------
     def save(self, store, name: str = "", tags=()) -> str:
         """Store the run (``core.store.RunStore``): final parameters and
-        feedback, the loss history, a weight-recovery history from the
-        snapshots and the held-out metrics; returns the run id."""
+        feedback, the loss history, parameter snapshots (:meth:`History.stored`),
+        a weight-recovery history from the snapshots and the held-out
+        metrics; returns the run id."""
         with self.lock:   # one consistent state; the store's I/O happens after releasing it
             snap = self.snapshot()
             h = self.history
@@ -365,11 +397,12 @@ class LiveRun:
                              .astype(int))
             dt, last = float(self.cfg.dt), self.exp.state.params
             rec = []
-            for i in pick:   # snapshots hold w, omega, b; resets from the current student
-                params = [type(lp)(w, raw_omega(om, dt), raw_damping(b), lp.reset_x, lp.reset_y)
-                          for lp, w, om, b in zip(last, h.weights[i], h.omega[i], h.b[i])]
+            for i in pick:
+                params = [type(lp)(w, *neurons) for lp, w, neurons in
+                          zip(last, h.weights[i], h.neurons[i])]
                 rec.append([layer["rel_error"] for layer in
                             recovery(params, self.exp.task.teacher, dt, self.cfg.model)])
+            snapshots = h.stored()
             steps = np.asarray(h.loss_steps, np.int64)
             hist = {"loss": loss, "loss_step": steps,
                     "recovery_step": np.asarray(h.steps, np.int64)[pick],
@@ -383,7 +416,8 @@ class LiveRun:
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
             exp, status = self.exp, "diverged" if self.diverged else "done"
-        return store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics)
+        return store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics,
+                          snapshots=snapshots)
 
     @classmethod
     def from_store(cls, store, run_id: str, setup=core.setup) -> "LiveRun":
@@ -407,8 +441,30 @@ class LiveRun:
         run = cls(cfg, exp._replace(state=state), setup=setup)
         run.history.steps[-1] = steps
         run.history.loss, run.history.loss_steps = loss, loss_steps
+        run._load_snapshots(store.load_snapshots(run_id), steps)
         run.stored_id = run_id
         return run
+
+    def _load_snapshots(self, stored, steps: int) -> None:
+        """The stored run's parameter snapshots (``(steps, params)`` or None)
+        before its final parameters, so a reopened run's trajectories start
+        where it started (they began at the reopening: one point).  Snapshots
+        out of order or past the run's step are not used."""
+        if stored is None:
+            return
+        snap_steps, params = stored
+        snap_steps = np.asarray(snap_steps, np.int64)
+        if snap_steps.size == 0 or np.any(np.diff(snap_steps) <= 0) or snap_steps[0] < 0 \
+                or snap_steps[-1] > steps:
+            return
+        final = self.history
+        self.history = History(dt=final.dt, max_snapshots=final.max_snapshots,
+                               loss=final.loss, loss_steps=final.loss_steps)
+        for i, step in enumerate(snap_steps):
+            if step < steps:       # the final parameters are the run's own, not a snapshot's
+                self.history.append(step, [type(lp)(*(a[i] for a in lp)) for lp in params])
+        for name in ("steps", "weights", "omega", "b", "neurons"):
+            getattr(self.history, name).append(getattr(final, name)[-1])
 
     # ---- views ----------------------------------------------------------
     def matched_trajectories(self, layer: int, max_lines: int = 40) -> dict:
@@ -594,6 +650,9 @@ class RulesRun:
         self.update_angle = Rows((k,))      # per step: (k,) degrees
         self.recovery_steps = Rows((), np.int64)
         self.recovery = Rows((k, n_layers))  # per tick: (k, n_layers) weight rel. error
+        # per rule: its parameters once a tick (saved with its run: a reopened rule run's
+        # weight panels start where it started)
+        self.snapshots = [History(dt=float(cfg.dt)) for _ in self.rules]
         self._record_recovery()
 
     def configure(self, cfg: Config) -> tuple[str, list[str]]:
@@ -685,9 +744,16 @@ class RulesRun:
 
     def _record_recovery(self) -> None:
         rows = []
-        for params in self._host_params():
+        steps = np.asarray(self.state.step)
+        for i, params in enumerate(self._host_params()):
             rec = recovery(params, self.exp.task.teacher, float(self.cfg.dt), self.cfg.model)
             rows.append([layer["rel_error"] for layer in rec])
+            h = self.snapshots[i]
+            if not h.steps or int(steps[i]) > h.steps[-1]:    # a diverged rule's stay as they were
+                h.append(int(steps[i]), params)
+                if len(h.steps) == 1:     # k rules' snapshots share one visitor's budget
+                    h.max_snapshots = snapshot_budget(h.snapshot_bytes() * len(self.rules))
+                h.thin()
         self.recovery_steps.append(self.step)
         self.recovery.append(rows)
         if len(self.recovery_steps) > RULES_MAX_ROWS:
@@ -700,6 +766,7 @@ class RulesRun:
         with self.lock:   # one consistent state, copied; evaluation and I/O after releasing it
             view = self._view()
             states = [core.unstack(jax.device_get(self.state), i) for i in range(len(self.rules))]
+            snapshots = [h.stored(int(st.step)) for h, st in zip(self.snapshots, states)]
         table = self._table_of(view)
         r = view["rows"]
         records = []
@@ -723,10 +790,11 @@ class RulesRun:
                        "rate_error": table[i]["rate error"],
                        "recovery": [{"rel_error": float(e)} for e in r["recovery"][-1][i]],
                        "rule": rule}
-            records.append((exp, hist, rule, metrics))
+            records.append((exp, hist, rule, metrics, snapshots[i]))
         return [store.save(exp, hist, name=f"{name or 'rules'} · {rule}", tags=["rules", *tags],
-                           status="diverged" if metrics["diverged"] else "done", metrics=metrics)
-                for exp, hist, rule, metrics in records]
+                           status="diverged" if metrics["diverged"] else "done", metrics=metrics,
+                           snapshots=snaps)
+                for exp, hist, rule, metrics, snaps in records]
 
     def _view(self) -> dict:
         """The rows, every rule's parameters (numpy) and hyperparameters of

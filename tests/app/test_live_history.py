@@ -12,15 +12,17 @@ from ui.live import LiveRun, _halve, snapshot_budget
 
 def _snapshot_bytes(run: LiveRun) -> int:
     h = run.history
-    return sum(a.nbytes for name in ("weights", "omega", "b") for a in getattr(h, name)[-1])
+    return sum(a.nbytes for name in ("weights", "omega", "b") for a in getattr(h, name)[-1]) + \
+        sum(a.nbytes for layer in h.neurons[-1] for a in layer)
 
 
 def test_the_budget_is_bytes_over_a_snapshots_size_within_bounds():
     medium = LiveRun(core.get_preset("medium"))
-    # 200x256 + 256x10 weights, f and b of 266 units, all float32
-    size = (200 * 256 + 256 * 10 + 2 * (256 + 10)) * 4
+    # 200x256 + 256x10 weights; f and b (shown), phi, rho, x_r, y_r (raw, saved) of 266
+    # units; all float32
+    size = (200 * 256 + 256 * 10 + 6 * (256 + 10)) * 4
     assert _snapshot_bytes(medium) == size
-    assert medium.history.max_snapshots == live.HISTORY_BYTES // size == 309
+    assert medium.history.max_snapshots == live.HISTORY_BYTES // size == 303
     assert snapshot_budget(100) == live.MAX_HISTORY                     # small nets: as before
     assert snapshot_budget(4096 * 4096 * 4) == live.MIN_SNAPSHOTS       # never none
 
@@ -175,3 +177,103 @@ def test_a_saved_runs_final_loss_is_the_mean_of_its_last_steps(monkeypatch):
     run.save(Store())
     loss = np.asarray(run.history.loss)
     assert saved["final_loss"] == pytest.approx(_per_step_mean(steps, loss, 20)[-1], rel=1e-9)
+
+
+# ---- snapshots saved with a run ------------------------------------------------
+def _params_equal(a, b, **kw):
+    for la, lb in zip(a, b):
+        for x, y in zip(la, lb):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
+
+
+def _at(stored_params, i):
+    return [type(lp)(*(np.asarray(a)[i] for a in lp)) for lp in stored_params]
+
+
+def test_a_saved_run_keeps_its_snapshots_and_reopens_with_them(tmp_path, monkeypatch):
+    """A Teacher-Student run's parameter snapshots are stored with it (a
+    reopened run's weight panels had one point: the reopening).  Checked
+    against an independent retraining: a fresh run trained to a kept
+    snapshot's step has that snapshot's parameters; the first is the
+    initial student, the last the run's final parameters."""
+    from core.store import RunStore
+
+    monkeypatch.setattr(live, "SAVED_SNAPSHOTS", 7)
+    cfg = core.get_preset("figure1-neurons")       # omega, b and resets train too
+    run = LiveRun(cfg)
+    run.advance(120)
+    store = RunStore(tmp_path / "runs")
+    rid = run.save(store)
+    steps, params = store.load_snapshots(rid)
+    assert list(steps) == [0, 20, 40, 60, 80, 100, 120]
+    _params_equal(_at(params, 0), core.setup(cfg).state.params, rtol=0, atol=0)
+    _params_equal(_at(params, -1), run.exp.state.params, rtol=0, atol=0)
+    again = LiveRun(cfg)
+    again.advance(60)
+    _params_equal(_at(params, 3), again.exp.state.params, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(np.asarray(params[0].phi)[3], np.asarray(params[0].phi)[0])
+
+    reopened = LiveRun.from_store(store, rid)
+    h = reopened.history
+    assert h.steps == [0, 20, 40, 60, 80, 100, 120]
+    for name in ("weights", "omega", "b", "neurons"):
+        assert len(getattr(h, name)) == 7, name
+    for i, step in enumerate(h.steps):             # what the panels draw, at each step
+        for l, (w, om, b) in enumerate(zip(h.weights[i], h.omega[i], h.b[i])):
+            np.testing.assert_array_equal(w, run.history.weights[step][l])
+            np.testing.assert_allclose(om, run.history.omega[step][l], rtol=1e-6)
+            np.testing.assert_allclose(b, run.history.b[step][l], rtol=1e-6)
+    traj = reopened.matched_trajectories(1)
+    assert list(traj["steps"]) == h.steps
+    reopened.advance(10)                           # and it continues from there
+    assert reopened.history.steps[-1] == 130 and reopened.history.steps[:7] == h.steps[:7]
+
+
+def test_stored_snapshots_are_spread_and_within_their_bytes(monkeypatch):
+    run = LiveRun(core.get_preset("figure1"))
+    run.advance(100)
+    size = run.history.snapshot_bytes()
+    monkeypatch.setattr(live, "SAVED_SNAPSHOT_BYTES", 5 * size)
+    steps, params = run.history.stored()
+    assert list(steps) == [0, 25, 50, 75, 100]
+    assert sum(np.asarray(a).nbytes for lp in params for a in lp) <= 5 * size
+    steps, _ = run.history.stored(upto=42)          # a rule that stopped at step 42
+    assert steps[0] == 0 and steps[-1] == 42 and len(steps) == 5
+
+
+def test_reopening_ignores_snapshots_out_of_order():
+    run = LiveRun(core.get_preset("figure1"))
+    run.advance(20)
+    steps, params = run.history.stored()
+    final = list(run.history.steps)
+    for bad in (steps[::-1].copy(), steps + 1000):
+        run2 = LiveRun(core.get_preset("figure1"), run.exp)
+        run2.history.steps[-1] = 20
+        run2._load_snapshots((bad, params), 20)
+        assert run2.history.steps == [20] and final[-1] == 20
+
+
+def test_a_rules_comparison_saves_each_rules_snapshots(tmp_path):
+    """Every rule's run holds its own parameters once a tick, from the
+    shared initial student to its final parameters; reopened, its panels
+    start at step 0."""
+    from core.store import RunStore
+    from ui.live import RulesRun
+
+    cfg = core.get_preset("figure1")
+    rules = RulesRun(cfg, ("bp", "fa"))
+    for _ in range(3):
+        rules.advance(20)
+    store = RunStore(tmp_path / "runs")
+    ids = rules.save(store)
+    initial = core.setup(cfg).state.params
+    finals = []
+    for i, rid in enumerate(ids):
+        steps, params = store.load_snapshots(rid)
+        assert list(steps) == [0, 20, 40, 60]
+        _params_equal(_at(params, 0), initial, rtol=0, atol=0)
+        final = store.load_params(rid)[1]
+        _params_equal(_at(params, -1), final, rtol=0, atol=0)
+        finals.append(final)
+        assert LiveRun.from_store(store, rid).history.steps == [0, 20, 40, 60]
+    assert not np.allclose(finals[0][0].w, finals[1][0].w)     # two rules, two students
