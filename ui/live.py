@@ -50,7 +50,7 @@ RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (halved 
                                    # Teacher-Student loss), so a day of play stays ~2 MB, O(1) a tick
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
 SAVED_SNAPSHOTS = 200              # parameter snapshots stored with a saved run, at most ...
-SAVED_SNAPSHOT_BYTES = 8 * 2**20   # ... and within this many bytes (medium: 39 of 217 kB)
+SAVED_SNAPSHOT_BYTES = 8 * 2**20   # ... and within this many bytes (medium: 37 of 221 kB)
 NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
