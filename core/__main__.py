@@ -107,11 +107,21 @@ def _cmd_train(args) -> int:
 
     exp = setup(cfg)
     initial = float("nan")
+    snapshots = ([], [])    # --save: the parameters once a chunk (steps, params), saved with it
+
+    def keep(e):
+        step = int(e.state.step)
+        if args.save and (not snapshots[0] or step > snapshots[0][-1]):
+            snapshots[0].append(step)    # a copy: the next chunk reuses (donates) the buffers
+            snapshots[1].append(jax.tree_util.tree_map(lambda a: np.array(a, copy=True),
+                                                       e.state.params))
 
     def progress(e, out):
+        keep(e)
         if not args.json and not args.quiet:
             print(f"step {int(e.state.step):6d}  loss {float(e.state.loss):.5f}", file=sys.stderr)
 
+    keep(exp)
     exp, hist = train(exp, cfg.steps, chunk=min(args.chunk, cfg.steps), callback=progress)
     loss = hist["loss"]
     # the first step's loss is the initial parameters' loss, applied or refused as diverged
@@ -145,7 +155,7 @@ def _cmd_train(args) -> int:
         **ev,
     }
     if args.save:
-        result["run_id"] = _save_run(args, exp, hist, result)
+        result["run_id"] = _save_run(args, exp, hist, result, snapshots)
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_none_for_nan))
     else:
@@ -175,14 +185,15 @@ def _open_store(args, create=True):
     return RunStore(args.store, create=create)
 
 
-def _save_run(args, exp, hist, result) -> str:
+def _save_run(args, exp, hist, result, snapshots=((), ())) -> str:
     from .config import ConfigError
+    from .store import saved_snapshots
 
     metrics = {k: v for k, v in result.items() if k not in ("config", "preset")}
     try:
         with _open_store(args) as store:
             return store.save(exp, hist, name=args.name or args.preset, tags=_tags(args.tags),
-                              metrics=metrics)
+                              metrics=metrics, snapshots=saved_snapshots(*snapshots))
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
     except OSError as e:

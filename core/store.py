@@ -74,7 +74,9 @@ DEFAULT_DIR = "runs"
 SCHEMA_VERSION = 1
 BUNDLE_FORMAT = "resonance-run"
 
-MAX_SNAPSHOT_BYTES = 512 * 2**20   # all snapshot arrays of one run together
+MAX_SNAPSHOT_BYTES = 512 * 2**20   # all snapshot arrays of one run together (a bundle read)
+SAVED_SNAPSHOTS = 200              # snapshots the app and the CLI save with a run, at most ...
+SAVED_SNAPSHOT_BYTES = 8 * 2**20   # ... and within this many bytes (medium: 38 of 219 kB)
 MAX_JSON_BYTES = 64 * 2**20        # run.json / config files
 MAX_HEADER_BYTES = 10_000          # one .npy header (numpy's own default)
 MAX_NAME = 200
@@ -422,6 +424,32 @@ def _snapshot_arrays(cfg: Config) -> dict[str, tuple[tuple[int, ...], np.dtype]]
     """Snapshot arrays, shapes without their leading (S,) axis."""
     params = expected_arrays(cfg, feedback=False)
     return {"snap_step": ((), _I64), **{f"snap_{k}": v for k, v in params.items()}}
+
+
+def pick_snapshots(n: int, snapshot_bytes: int) -> np.ndarray:
+    """Which of ``n`` snapshots (in step order, ``snapshot_bytes`` each) a
+    saved run keeps: at most SAVED_SNAPSHOTS, within SAVED_SNAPSHOT_BYTES,
+    evenly spread, the first and the last always."""
+    most = max(2, min(SAVED_SNAPSHOTS, SAVED_SNAPSHOT_BYTES // max(int(snapshot_bytes), 1)))
+    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int)) if n else \
+        np.zeros(0, int)
+
+
+def saved_snapshots(steps, params) -> tuple | None:
+    """The snapshots a saved run keeps (:func:`pick_snapshots`) of ``steps``
+    (increasing) and ``params`` (for each, per layer ``LayerParams`` of
+    arrays): ``(steps (S,), per layer LayerParams of (S, ...) arrays)`` as
+    :meth:`RunStore.save` takes them; None without any."""
+    from .network import LayerParams   # imports JAX; only when snapshots are saved
+
+    if not len(steps):
+        return None
+    size = sum(np.asarray(a).nbytes for lp in params[0] for a in lp)
+    pick = pick_snapshots(len(steps), size)
+    layers = tuple(LayerParams(*(np.stack([np.asarray(params[i][l][f]) for i in pick])
+                                 for f in range(len(PARAM_FIELDS))))
+                   for l in range(len(params[0])))
+    return np.asarray(steps, np.int64)[pick], layers
 
 
 def _nbytes(shape, dtype) -> int:

@@ -49,8 +49,6 @@ BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at mos
 RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (halved beyond; as the
                                    # Teacher-Student loss), so a day of play stays ~2 MB, O(1) a tick
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
-SAVED_SNAPSHOTS = 200              # parameter snapshots stored with a saved run, at most ...
-SAVED_SNAPSHOT_BYTES = 8 * 2**20   # ... and within this many bytes (medium: 37 of 221 kB)
 NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
@@ -127,24 +125,15 @@ class History:
             + sum(a.nbytes for layer in self.neurons[i] for a in layer)
 
     def stored(self, upto: int | None = None):
-        """The snapshots a saved run keeps: ``(steps (S,), per layer
-        ``LayerParams`` of (S, ...) arrays)``, at most SAVED_SNAPSHOTS evenly
-        spread and within SAVED_SNAPSHOT_BYTES (the first and the last always),
-        of the snapshots at steps <= ``upto``; None without any."""
+        """The snapshots a saved run keeps (``core.store.saved_snapshots``) of
+        those at steps <= ``upto``; None without any."""
         from core.network import LayerParams
+        from core.store import saved_snapshots
 
         n = len(self.steps) if upto is None else int(np.searchsorted(self.steps, upto, "right"))
-        if n == 0:
-            return None
-        most = max(2, min(SAVED_SNAPSHOTS, SAVED_SNAPSHOT_BYTES // max(self.snapshot_bytes(), 1)))
-        pick = np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int))
-        layers = []
-        for l in range(len(self.weights[0])):
-            fields = [np.stack([self.weights[i][l] for i in pick])]
-            fields += [np.stack([self.neurons[i][l][f] for i in pick])
-                       for f in range(len(NEURON_FIELDS))]
-            layers.append(LayerParams(*fields))
-        return np.asarray(self.steps, np.int64)[pick], tuple(layers)
+        return saved_snapshots(self.steps[:n], [[LayerParams(w, *neurons) for w, neurons in
+                                                 zip(self.weights[i], self.neurons[i])]
+                                                for i in range(n)])
 
     def thin(self):
         """Every other snapshot (the latest kept) once there are more than

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import core
+import core.store as store_module
 from ui import live
 from ui.live import LiveRun, _halve, snapshot_budget
 
@@ -198,7 +199,7 @@ def test_a_saved_run_keeps_its_snapshots_and_reopens_with_them(tmp_path, monkeyp
     initial student, the last the run's final parameters."""
     from core.store import RunStore
 
-    monkeypatch.setattr(live, "SAVED_SNAPSHOTS", 7)
+    monkeypatch.setattr(store_module, "SAVED_SNAPSHOTS", 7)
     cfg = core.get_preset("figure1-neurons")       # omega, b and resets train too
     run = LiveRun(cfg)
     run.advance(120)
@@ -232,8 +233,9 @@ def test_a_saved_run_keeps_its_snapshots_and_reopens_with_them(tmp_path, monkeyp
 def test_stored_snapshots_are_spread_and_within_their_bytes(monkeypatch):
     run = LiveRun(core.get_preset("figure1"))
     run.advance(100)
-    size = run.history.snapshot_bytes()
-    monkeypatch.setattr(live, "SAVED_SNAPSHOT_BYTES", 5 * size)
+    h = run.history                  # a saved snapshot: w and the raw neuron fields
+    size = sum(w.nbytes for w in h.weights[0]) + sum(a.nbytes for n in h.neurons[0] for a in n)
+    monkeypatch.setattr(store_module, "SAVED_SNAPSHOT_BYTES", 5 * size + size // 2)
     steps, params = run.history.stored()
     assert list(steps) == [0, 25, 50, 75, 100]
     assert sum(np.asarray(a).nbytes for lp in params for a in lp) <= 5 * size

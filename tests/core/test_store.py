@@ -419,6 +419,38 @@ def _cli(*args, env):
                           capture_output=True, text=True, timeout=200)
 
 
+def test_cli_train_saves_the_parameters_once_a_chunk(tmp_path):
+    """``train --save`` stores a snapshot of the parameters after each chunk
+    (a run reopened on Teacher-Student drew its weight history as one
+    point): the first the initial student, each one what training to its
+    step gives here (core.train, independently), the last the saved run."""
+    import jax
+
+    from core.train import setup, train
+
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    store = str(tmp_path / "runs")
+    r = _cli("train", "--preset", "figure1", "--steps", "60", "--chunk", "20", "--json",
+             "--save", "--store", store, env=env)
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    with RunStore(store) as s:
+        steps, snaps = s.load_snapshots(run_id)
+        final = s.load_params(run_id)[1]
+    assert list(steps) == [0, 20, 40, 60]
+    exp = setup(core.get_preset("figure1"))
+    for i, step in enumerate(steps):
+        if step:
+            exp, _ = train(exp, int(step) - int(exp.state.step), chunk=20)
+        want = jax.device_get(exp.state.params)
+        for lp, ref in zip(snaps, want):
+            for a, b in zip(lp, ref):
+                np.testing.assert_allclose(np.asarray(a)[i], b, rtol=1e-5, atol=1e-6)
+    for lp, ref in zip(snaps, final):
+        for a, b in zip(lp, ref):
+            np.testing.assert_array_equal(np.asarray(a)[-1], b)
+
+
 def test_cli_round_trip(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
                RESONANCE_RUNS_DIR=str(tmp_path / "env-store"))
