@@ -50,6 +50,9 @@ TEACHER_FIELDS = ("layers", "model", "T", "batch", "dt", "freq_range", "damping_
                   "teacher_seed")
 STUDENT_FIELDS = TEACHER_FIELDS[:-1] + ("student_hidden", "student_seed")
 RECOVERY_POINTS = 25      # at most this many recovery records per run
+SNAPSHOT_GROUP_BYTES = 256 * 2**20   # a group's parameter snapshots (taken with the recovery
+                                     # records, saved with each run) in memory at most; beyond
+                                     # it the group's runs keep none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +360,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
 
     from .config import hyperparams
     from .evaluate import summarize
+    from .store import saved_snapshots
     from .train import Experiment, make_evaluate, make_train_chunk, unstack
 
     t_start = time.perf_counter()
@@ -410,13 +414,20 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             losses = [[] for _ in range(n)]
             rec_steps = [[] for _ in range(n)]
             recs = [[] for _ in range(n)]
+            snaps = [([], []) for _ in range(n)]     # per run: (steps, parameters)
+            one = sum(a.nbytes // n_pad for a in jax.tree_util.tree_leaves(state.params))
+            keep = n * one * (min(n_chunks, RECOVERY_POINTS) + 2) <= SNAPSHOT_GROUP_BYTES
 
             def record_recovery(state):
                 params, teacher = jax.device_get(state.params), jax.device_get(task.teacher)
                 st = np.asarray(jax.device_get(state.step))
                 for i, p in enumerate(pts):
                     rec_steps[i].append(int(st[i]))
-                    recs[i].append(_recovery_row(unstack(params, i), teacher, p.cfg))
+                    own = unstack(params, i)
+                    recs[i].append(_recovery_row(own, teacher, p.cfg))
+                    if keep and (not snaps[i][0] or int(st[i]) > snaps[i][0][-1]):
+                        snaps[i][0].append(int(st[i]))    # a copy: the chunk donates the state
+                        snaps[i][1].append(jax.tree_util.tree_map(np.array, own))
 
             record_recovery(state)
             before = np.zeros(n_pad, np.int64)
@@ -469,7 +480,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 if store is not None:
                     name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
                     run_id = store.save(exp, hist, name=name, tags=tags, status=status,
-                                        metrics=metrics)
+                                        metrics=metrics, snapshots=saved_snapshots(*snaps[i]))
                 rows.append({"index": p.index, "settings": p.settings, "status": status,
                              "metrics": metrics, "run_id": run_id})
     except BaseException:

@@ -91,6 +91,16 @@ def test_sweep_points_equal_separate_runs_and_are_stored(tmp_path):
         rec = np.asarray(stored["histories"]["recovery"])
         assert rec.shape[1] == 2 and stored["histories"]["recovery_step"][-1] == STEPS
         assert rec[-1, 0] == pytest.approx(want, rel=1e-4)
+        # its parameters with each recovery record (a reopened sweep run drew one point):
+        # the first the initial student, the last the stored run, between them a plain run's
+        steps, snaps = store.load_snapshots(row["run_id"])
+        assert list(steps) == list(stored["histories"]["recovery_step"]) and steps[0] == 0
+        for k, step in enumerate(steps):
+            ref = core.train(core.setup(pts[i].cfg), int(step), chunk=10)[0] if step else \
+                core.setup(pts[i].cfg)
+            for a, b in zip(snaps, ref.state.params):
+                np.testing.assert_allclose(np.asarray(a.w)[k], b.w, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(np.asarray(a.phi)[k], b.phi, rtol=1e-5, atol=1e-6)
     table = sweep.summary_table(spec, res.rows)
     assert [r["point"] for r in table] == list(range(8))
     assert {"batch", "lr", "seed", "final_loss", "weight_error_L0"} <= set(table[0])
@@ -295,3 +305,14 @@ def test_a_sweep_id_in_use_is_refused(tmp_path):
         sweep.run_sweep(_spec(["scale=1,5"], steps=5), store=store, chunk=5, sweep_id="mine")
     assert e.value.field == "sweep_id"
     assert len(store.sweep_runs("mine")) == 1 and len(store.sweeps()) == 1
+
+
+def test_a_group_too_large_for_its_snapshots_saves_none(tmp_path, monkeypatch):
+    """Snapshots are held in memory until the group ends: beyond
+    SNAPSHOT_GROUP_BYTES the group's runs keep none (and are stored)."""
+    monkeypatch.setattr(sweep, "SNAPSHOT_GROUP_BYTES", 1)
+    store = RunStore(tmp_path)
+    res = sweep.run_sweep(_spec(["lr=0.01,0.03"]), store=store, chunk=10)
+    ids = [r["run_id"] for r in res.rows]
+    assert len(ids) == 2 and all(store.load_snapshots(i) is None for i in ids)
+    assert all(len(store.get(i)["histories"]["loss"]) == STEPS for i in ids)
