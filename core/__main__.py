@@ -107,14 +107,22 @@ def _cmd_train(args) -> int:
 
     exp = setup(cfg)
     initial = float("nan")
+    from .store import snapshot_limit, spread
+
     snapshots = ([], [])    # --save: the parameters once a chunk (steps, params), saved with it
+    size = sum(a.nbytes for a in jax.tree_util.tree_leaves(exp.state.params))
+    most = snapshot_limit(size) if args.save else 0
 
     def keep(e):
         step = int(e.state.step)
-        if args.save and (not snapshots[0] or step > snapshots[0][-1]):
+        if most and (not snapshots[0] or step > snapshots[0][-1]):
             snapshots[0].append(step)    # a copy: the next chunk reuses (donates) the buffers
             snapshots[1].append(jax.tree_util.tree_map(lambda a: np.array(a, copy=True),
                                                        e.state.params))
+            if len(snapshots[0]) > 2 * most:     # held in memory: within twice what is saved
+                idx = spread(snapshots[0], most)
+                for rows in snapshots:
+                    rows[:] = [rows[i] for i in idx]
 
     def progress(e, out):
         keep(e)

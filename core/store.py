@@ -426,26 +426,45 @@ def _snapshot_arrays(cfg: Config) -> dict[str, tuple[tuple[int, ...], np.dtype]]
     return {"snap_step": ((), _I64), **{f"snap_{k}": v for k, v in params.items()}}
 
 
-def pick_snapshots(n: int, snapshot_bytes: int) -> np.ndarray:
-    """Which of ``n`` snapshots (in step order, ``snapshot_bytes`` each) a
-    saved run keeps: at most SAVED_SNAPSHOTS, within SAVED_SNAPSHOT_BYTES,
-    evenly spread, the first and the last always."""
-    most = max(2, min(SAVED_SNAPSHOTS, SAVED_SNAPSHOT_BYTES // max(int(snapshot_bytes), 1)))
-    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int)) if n else \
-        np.zeros(0, int)
+def snapshot_limit(snapshot_bytes: int) -> int:
+    """How many snapshots of ``snapshot_bytes`` each a saved run keeps at
+    most: SAVED_SNAPSHOTS within SAVED_SNAPSHOT_BYTES; 0 (none) when fewer
+    than two would fit (a 4096-wide network's snapshot is ~270 MB)."""
+    most = min(SAVED_SNAPSHOTS, SAVED_SNAPSHOT_BYTES // max(int(snapshot_bytes), 1))
+    return most if most >= 2 else 0
+
+
+def spread(steps, most: int) -> np.ndarray:
+    """Indices of at most ``most`` of ``steps`` (increasing) spread evenly
+    over the steps, not over their positions (a history recorded every step
+    and halved by position holds most of its entries near its end): the
+    nearest to each of ``most`` evenly spaced steps, the first and the last
+    always."""
+    steps = np.asarray(steps, np.float64)
+    n = steps.size
+    if n <= most:
+        return np.arange(n)
+    if most < 2:
+        return np.arange(0) if most <= 0 else np.array([n - 1])
+    targets = np.linspace(steps[0], steps[-1], most)
+    right = np.clip(np.searchsorted(steps, targets), 1, n - 1)
+    nearer_left = targets - steps[right - 1] <= steps[right] - targets
+    return np.unique(np.concatenate([[0, n - 1], np.where(nearer_left, right - 1, right)]))
 
 
 def saved_snapshots(steps, params) -> tuple | None:
-    """The snapshots a saved run keeps (:func:`pick_snapshots`) of ``steps``
-    (increasing) and ``params`` (for each, per layer ``LayerParams`` of
-    arrays): ``(steps (S,), per layer LayerParams of (S, ...) arrays)`` as
-    :meth:`RunStore.save` takes them; None without any."""
+    """The snapshots a saved run keeps of ``steps`` (increasing) and
+    ``params`` (for each, per layer ``LayerParams`` of arrays):
+    :func:`snapshot_limit` of them, :func:`spread` over the steps, as
+    ``(steps (S,), per layer LayerParams of (S, ...) arrays)``
+    (:meth:`RunStore.save`'s ``snapshots``); None without any."""
     from .network import LayerParams   # imports JAX; only when snapshots are saved
 
     if not len(steps):
         return None
-    size = sum(np.asarray(a).nbytes for lp in params[0] for a in lp)
-    pick = pick_snapshots(len(steps), size)
+    pick = spread(steps, snapshot_limit(sum(np.asarray(a).nbytes for lp in params[0] for a in lp)))
+    if not pick.size:
+        return None
     layers = tuple(LayerParams(*(np.stack([np.asarray(params[i][l][f]) for i in pick])
                                  for f in range(len(PARAM_FIELDS))))
                    for l in range(len(params[0])))
@@ -834,6 +853,10 @@ class RunStore:
     @staticmethod
     def _check_arrays(cfg: Config, arrays: Mapping[str, np.ndarray]) -> None:
         want, snaps = expected_arrays(cfg), _snapshot_arrays(cfg)
+        total = sum(a.nbytes for k, a in arrays.items() if k in snaps)
+        if total > MAX_SNAPSHOT_BYTES:      # every later read would refuse the run
+            raise StoreError("snapshots", f"take {total} bytes, more than the "
+                                          f"{MAX_SNAPSHOT_BYTES} a run may hold.")
         for k, a in arrays.items():
             if k in want:
                 shape = want[k][0]

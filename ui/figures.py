@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import numbers
 import struct
 import zlib
 
@@ -47,40 +48,49 @@ def poster_spec(spec: dict, size: int = POSTER_FONT) -> dict:
     figure itself is not changed."""
     scale = size / _PLOTLY_FONT
 
+    def grown(v):
+        if isinstance(v, numbers.Real) and not isinstance(v, bool):
+            return round(float(v) * scale, 1)
+        if isinstance(v, (list, tuple, np.ndarray)):       # a size per point
+            return [grown(x) for x in v]
+        return v
+
     def grow(node, in_font: bool = False):
         if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                if in_font and k == "size" and isinstance(v, (int, float)) \
-                        and not isinstance(v, bool):
-                    out[k] = round(v * scale, 1)
-                else:
-                    out[k] = grow(v, k.endswith("font"))
-            return out
+            return {k: grown(v) if in_font and k == "size" else grow(v, k.endswith("font"))
+                    for k, v in node.items()}
         if isinstance(node, list):
             return [grow(v) for v in node]
         return node
 
-    layout = grow(spec.get("layout", {}))
-    layout["font"] = {**layout.get("font", {}), "size": size}
-    margin = layout.get("margin")
-    if isinstance(margin, dict) and isinstance(margin.get("t"), (int, float)):
-        top = margin["t"] * scale
-        legend = layout.get("legend", {})
-        if layout.get("title", {}).get("text") and legend.get("orientation") == "h" \
-                and legend.get("y", 0) >= 1:
+    layout = grow(spec.get("layout") or {})
+    layout["font"] = {**(layout.get("font") or {}), "size": size}
+    title = layout.get("title")
+    if isinstance(title, str):
+        title = layout["title"] = {"text": title}
+    legend = layout.get("legend") or {}
+    margin = layout.get("margin") or {}
+    t, b = margin.get("t"), margin.get("b")
+    if isinstance(t, numbers.Real):
+        top = t * scale
+        if (title or {}).get("text") and layout.get("showlegend") is not False \
+                and legend.get("orientation") == "h" and legend.get("y", 0) >= 1:
             # the title on its own line at the top, the legend's row below it (at the
             # larger size the two ran into each other)
-            layout["title"] = {**layout["title"], "yref": "container", "y": 1,
-                               "yanchor": "top", "pad": {"t": 6}}
+            layout["title"] = {**title, "yref": "container", "y": 1, "yanchor": "top",
+                               "pad": {"t": 6}}
             top += size
         layout["margin"] = {**margin, "t": round(top)}
-        if legend.get("y", 0) < 0 and isinstance(margin.get("b"), (int, float)):
-            # a legend below the plot sat a fraction of the plot's height under it,
-            # where the larger tick labels and axis title now reach: the figure's foot
-            layout["legend"] = {**legend, "yref": "container", "y": 0, "yanchor": "bottom"}
-            layout["margin"]["b"] = round(margin["b"] * scale + size)
-    return {**spec, "data": grow(list(spec.get("data", []))), "layout": layout}
+        height = layout.get("height")
+        y = legend.get("y", 0)
+        if y < 0 and legend.get("yref", "paper") == "paper" and isinstance(b, numbers.Real) \
+                and isinstance(height, numbers.Real):
+            # a legend below the plot, a fraction of the plot's height under it: as many
+            # pixels more as the tick labels and axis title grew (they reached it)
+            plot, now = height - t - b, height - top - b
+            if plot > 0 and now > 0:
+                layout["legend"] = {**legend, "y": y * plot * scale / now}
+    return {**spec, "data": grow(list(spec.get("data") or [])), "layout": layout}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:

@@ -112,10 +112,12 @@ class History:
     dt: float = 1e-3                                # the run's time step (omega from phi)
 
     def append(self, step: int, params) -> None:
-        """A snapshot of ``params`` (per layer ``LayerParams`` of numpy arrays) at ``step``."""
+        """A snapshot of ``params`` (per layer ``LayerParams`` of arrays) at
+        ``step``: copies (a view of a chunk's output kept the whole chunk's
+        arrays alive, up to 4x the budget)."""
         self.steps.append(int(step))
-        self.weights.append([np.asarray(lp.w) for lp in params])
-        self.neurons.append([tuple(np.asarray(getattr(lp, f)) for f in NEURON_FIELDS)
+        self.weights.append([np.array(lp.w) for lp in params])
+        self.neurons.append([tuple(np.array(getattr(lp, f)) for f in NEURON_FIELDS)
                              for lp in params])
         self.omega.append([_omega_np(n[0], self.dt) for n in self.neurons[-1]])
         self.b.append([_damping_np(n[1]) for n in self.neurons[-1]])
@@ -135,12 +137,22 @@ class History:
                                                  zip(self.weights[i], self.neurons[i])]
                                                 for i in range(n)])
 
+    def keep(self, idx) -> None:
+        """Only the snapshots at positions ``idx``."""
+        for name in ("steps", "weights", "omega", "b", "neurons"):
+            rows = getattr(self, name)
+            setattr(self, name, [rows[i] for i in idx])
+
     def thin(self):
-        """Every other snapshot (the latest kept) once there are more than
-        ``max_snapshots``; every other loss beyond 4 x MAX_HISTORY."""
+        """Half of ``max_snapshots``, spread evenly over the steps (the first
+        and the latest kept: ``core.store.spread``), once there are more than
+        ``max_snapshots``; every other loss beyond 4 x MAX_HISTORY.  (Halving
+        by position, with a snapshot every step, left most of them near the
+        end: a saved run's snapshots came from its last few percent.)"""
+        from core.store import spread
+
         if len(self.steps) > self.max_snapshots:
-            for name in ("steps", "weights", "omega", "b", "neurons"):
-                setattr(self, name, _halve(getattr(self, name)))
+            self.keep(spread(self.steps, max(self.max_snapshots // 2, 2)))
         if len(self.loss) > 4 * MAX_HISTORY:
             self.loss, self.loss_steps = _halve(self.loss), _halve(self.loss_steps)
 
@@ -446,12 +458,15 @@ class LiveRun:
         if snap_steps.size == 0 or np.any(np.diff(snap_steps) <= 0) or snap_steps[0] < 0 \
                 or snap_steps[-1] > steps:
             return
+        from core.store import spread
+
         final = self.history
         self.history = History(dt=final.dt, max_snapshots=final.max_snapshots,
                                loss=final.loss, loss_steps=final.loss_steps)
-        for i, step in enumerate(snap_steps):
-            if step < steps:       # the final parameters are the run's own, not a snapshot's
-                self.history.append(step, [type(lp)(*(a[i] for a in lp)) for lp in params])
+        before = np.flatnonzero(snap_steps < steps)  # the final parameters are the run's own
+        # within the visitor's budget (an imported bundle may hold many more)
+        for i in before[spread(snap_steps[before], max(final.max_snapshots // 2, 2))]:
+            self.history.append(snap_steps[i], [type(lp)(*(a[i] for a in lp)) for lp in params])
         for name in ("steps", "weights", "omega", "b", "neurons"):
             getattr(self.history, name).append(getattr(final, name)[-1])
 

@@ -133,10 +133,41 @@ def test_poster_spec_enlarges_every_text_and_nothing_else(name):
     assert sizes, "every figure has at least its title's size"
     for path, size in sizes.items():
         assert grown[path] == pytest.approx(size * F.POSTER_FONT / 12, abs=0.05), path
+    assert len(poster["data"]) == len(plain["data"])
     for a, b in zip(plain["data"], poster["data"]):      # the data as sent
         assert {k: v for k, v in a.items() if "font" not in k} == \
             {k: v for k, v in b.items() if "font" not in k}
-    assert poster["layout"]["margin"]["t"] > plain["layout"]["margin"]["t"]
+    lay, was = poster["layout"], plain["layout"]
+    top = was["margin"]["t"] * F.POSTER_FONT / 12
+    legend = was.get("legend", {})
+    if was.get("showlegend") is not False and legend.get("y", 0) >= 1:
+        # a title and a legend above the plot: one row each, the margin holds both
+        assert lay["title"]["yref"] == "container" and lay["title"]["yanchor"] == "top"
+        assert lay["margin"]["t"] == round(top + F.POSTER_FONT)
+    else:
+        assert "yref" not in lay["title"] and lay["margin"]["t"] == round(top)
+    if legend.get("y", 0) < 0:     # below the plot: lower by as much as its text grew
+        h, t, b = was["height"], was["margin"]["t"], was["margin"]["b"]
+        below = -lay["legend"]["y"] * (h - lay["margin"]["t"] - b)
+        assert below == pytest.approx(-legend["y"] * (h - t - b) * F.POSTER_FONT / 12)
+
+
+def test_poster_spec_takes_any_valid_figure():
+    """Plotly also accepts a title as a string, a null legend, sizes per
+    point (a list) and numpy numbers; none of them broke or escaped it."""
+    spec = {"data": [{"type": "scatter", "x": [1, 2], "mode": "text", "text": ["a", "b"],
+                      "textfont": {"size": [10, np.int64(12)]}}],
+            "layout": {"title": "Loss", "legend": None, "margin": {"t": np.int64(30)},
+                       "annotations": [{"text": "x", "font": {"size": np.float32(9)}},
+                                       {"text": "y", "font": {"color": "red"}}]}}
+    out = json.loads(to_json(spec, poster=True))
+    go.Figure(out)
+    k = F.POSTER_FONT / 12
+    assert out["data"][0]["textfont"]["size"] == [round(10 * k, 1), round(12 * k, 1)]
+    assert out["layout"]["title"] == {"text": "Loss"}
+    assert out["layout"]["annotations"][0]["font"]["size"] == round(9 * k, 1)
+    assert out["layout"]["annotations"][1]["font"] == {"color": "red"}    # inherits 16 px
+    assert out["layout"]["margin"]["t"] == 40
 
 def test_typed_arrays_give_back_the_values():
     """Every dtype the builders produce round-trips exactly; int64 steps are

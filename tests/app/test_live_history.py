@@ -247,12 +247,73 @@ def test_reopening_ignores_snapshots_out_of_order():
     run = LiveRun(core.get_preset("figure1"))
     run.advance(20)
     steps, params = run.history.stored()
-    final = list(run.history.steps)
-    for bad in (steps[::-1].copy(), steps + 1000):
+    dup = steps.copy()
+    dup[2] = dup[1]
+    for bad in (steps[::-1].copy(), steps + 1000, steps - 5, dup):
         run2 = LiveRun(core.get_preset("figure1"), run.exp)
         run2.history.steps[-1] = 20
         run2._load_snapshots((bad, params), 20)
-        assert run2.history.steps == [20] and final[-1] == 20
+        assert run2.history.steps == [20]
+    run2._load_snapshots((steps, params), 20)        # one at the final step: the run's own
+    assert run2.history.steps == list(steps)
+    np.testing.assert_array_equal(run2.history.weights[-1][0], run.exp.state.params[0].w)
+
+
+def test_a_long_runs_snapshots_are_spread_over_its_steps(monkeypatch):
+    """Halving by position while a snapshot is taken every step left most
+    of a long run's history (and so of its saved snapshots) in its last few
+    percent (steps 0, 1912, 1932, ... of 2000): thinned by step they stay
+    evenly spread, live and saved."""
+    monkeypatch.setattr(store_module, "SAVED_SNAPSHOTS", 10)
+    run = LiveRun(core.get_preset("figure1"))
+    run.history.max_snapshots = 40
+    run.advance(2000)
+    live_steps = np.asarray(run.history.steps)
+    older = live_steps[live_steps <= 1000]         # the run's first half keeps its share
+    assert len(older) >= 8, live_steps
+    steps, _ = run.history.stored()
+    assert steps[0] == 0 and steps[-1] == 2000 and len(steps) == 10
+    gaps = np.diff(steps)
+    assert gaps.max() <= 2 * 2000 / 9, steps      # evenly: every gap near 222 steps
+
+
+def test_a_reopened_run_saved_again_keeps_its_whole_history(tmp_path):
+    from core.store import RunStore
+
+    cfg = core.get_preset("figure1")
+    store = RunStore(tmp_path / "runs")
+    run = LiveRun(cfg)
+    run.advance(40)
+    first = run.save(store)
+    again = LiveRun.from_store(store, first)
+    again.advance(40)
+    second = again.save(store)
+    steps, params = store.load_snapshots(second)
+    assert steps[0] == 0 and steps[-1] == 80 and np.all(np.diff(steps) > 0)
+    assert {0, 20, 40} <= set(steps.tolist()) and np.any((steps > 40) & (steps < 80))
+    _params_equal(_at(params, 0), core.setup(cfg).state.params, rtol=0, atol=0)
+    _params_equal(_at(params, -1), again.exp.state.params, rtol=0, atol=0)
+
+
+def test_a_network_too_wide_for_two_snapshots_saves_none(tmp_path, monkeypatch):
+    """Two snapshots of 4 x 4096-wide layers pass the 512 MiB a stored run
+    may hold, and every later read refused the run: fewer than two fit the
+    budget, none are saved; the store refuses more than a run may hold."""
+    from core.store import RunStore, StoreError
+
+    run = LiveRun(core.get_preset("figure1"))
+    run.advance(10)
+    h = run.history
+    size = sum(w.nbytes for w in h.weights[0]) + sum(a.nbytes for n in h.neurons[0] for a in n)
+    monkeypatch.setattr(store_module, "SAVED_SNAPSHOT_BYTES", size + size // 2)
+    assert h.stored() is None
+    store = RunStore(tmp_path / "runs")
+    rid = run.save(store)
+    assert store.load_snapshots(rid) is None and store.load_params(rid)
+    monkeypatch.setattr(store_module, "SAVED_SNAPSHOT_BYTES", 100 * size)
+    monkeypatch.setattr(store_module, "MAX_SNAPSHOT_BYTES", 3 * size)
+    with pytest.raises(StoreError, match="snapshots"):
+        run.save(store)
 
 
 def test_a_rules_comparison_saves_each_rules_snapshots(tmp_path):
@@ -279,3 +340,25 @@ def test_a_rules_comparison_saves_each_rules_snapshots(tmp_path):
         finals.append(final)
         assert LiveRun.from_store(store, rid).history.steps == [0, 20, 40, 60]
     assert not np.allclose(finals[0][0].w, finals[1][0].w)     # two rules, two students
+
+
+def test_a_rule_that_diverged_saves_its_snapshots_up_to_its_own_step(tmp_path):
+    """One rule diverges (its own learning rate is far too high), the other
+    trains on: each run's snapshots end at its own step, with its own
+    parameters there."""
+    from core.store import RunStore
+    from ui.live import RulesRun
+
+    cfg = core.get_preset("figure1")
+    rules = RulesRun(cfg, ("bp", "fa"))
+    rules.hp = rules.hp._replace(lr=rules.hp.lr.at[1].set(1e6))    # fa only
+    for _ in range(3):
+        rules.advance(20)
+    own = np.asarray(rules.state.step)
+    assert own[0] == 60 and own[1] < 60, own
+    ids = rules.save(RunStore(tmp_path / "runs"))
+    store = RunStore(tmp_path / "runs")
+    for i, rid in enumerate(ids):
+        steps, params = store.load_snapshots(rid)
+        assert steps[0] == 0 and steps[-1] == own[i] and np.all(np.diff(steps) > 0)
+        _params_equal(_at(params, -1), store.load_params(rid)[1], rtol=0, atol=0)
