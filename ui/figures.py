@@ -105,7 +105,7 @@ def loss_figure(loss) -> go.Figure:
     fig = go.Figure(go.Scatter(x=steps, y=np.where(loss > 0, loss, np.nan), mode="lines",
                                name="loss", line=dict(color=Y_COLOR, width=1.5)))
     fig.update_xaxes(title_text="step", rangemode="tozero")
-    fig.update_yaxes(title_text="loss", type="log")
+    fig.update_yaxes(title_text="loss", type="log", **LOG_MINOR)
     return _layout(fig, "Loss", showlegend=False)
 
 
@@ -203,6 +203,9 @@ def _grid_json(rows: int, cols: int, **kw) -> str:
     return json.dumps(layout)
 
 
+LOG_MINOR = {"minorloglabels": "complete"}   # a log axis's labels between decades: 0.5, not 5
+
+
 def log_ticks(*arrays, most: int = 6) -> dict:
     """Axis properties with explicit ticks for a log axis whose data (the
     positive finite values of ``arrays``) span less than a decade, else {}.
@@ -210,14 +213,15 @@ def log_ticks(*arrays, most: int = 6) -> dict:
     where the log axis is compressed; these are the sparsest of 1-2-5, then
     1-1.5-2-3-5-7, with at least 3 ticks, or, within a factor of ~3, at most
     ``most`` round linear steps.  Wider spans keep Plotly's decade ticks,
-    which also follow a zoom."""
+    which also follow a zoom, with the ticks between decades labelled in full
+    (:data:`LOG_MINOR`: Plotly's bare digits read "5 2 1 5 2", 0.5 and 5 alike)."""
     v = np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays] or [np.zeros(0)])
     v = v[np.isfinite(v) & (v > 0)]
     if v.size == 0:
-        return {}
+        return dict(LOG_MINOR)
     lo, hi = float(v.min()), float(v.max())
     if hi >= 10 * lo or hi <= lo:
-        return {}
+        return dict(LOG_MINOR)
     decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
     ticks = []
     for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
@@ -232,7 +236,7 @@ def log_ticks(*arrays, most: int = 6) -> dict:
         ticks = np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
     ticks = sorted(set(float(f"{t:.12g}") for t in ticks))
     if len(ticks) < 2:
-        return {}
+        return dict(LOG_MINOR)
     for digits in range(3, 13):        # as few digits as keep the labels apart
         text = [f"{t:.{digits}g}" for t in ticks]
         if len(set(text)) == len(text):
@@ -613,7 +617,10 @@ def raster_figure(dt: float, teacher_layers, student_layers, names) -> dict:
         ytext.append(name)
         offset += 2 * n + 1
     data = []
-    yaxis = {"tickvals": yticks, "ticktext": ytext, "autorange": "reversed", "showgrid": False}
+    # every row, fixed (top to bottom): fitted to the spikes, a silent layer's row and its
+    # label went off the chart and the rows moved from tick to tick
+    yaxis = {"tickvals": yticks, "ticktext": ytext, "range": [offset - 1.5, -0.5],
+             "autorange": False, "showgrid": False}
     steps = max(max(st_.shape[0], ss.shape[0]) for _, st_, ss in blocks)
     # the whole trial, as the membrane chart: not autoranged to the spikes (it jumped each tick)
     xaxis = {**_title("time (ms)"), "range": [0, steps * dt * 1e3]}
@@ -713,7 +720,7 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
                                  error_y=err, mode="lines+markers", name=name,
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=1.8)))
     fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dot", width=1))
-    fig.update_xaxes(title_text="scale β", type="log")
+    fig.update_xaxes(title_text="scale β", type="log", **LOG_MINOR)
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05])
     return _side_legend(_layout(fig, title, height=380))
 

@@ -25,6 +25,7 @@ import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
 from core.metrics import final_loss_window, match, rate_error, recovery, spike_precision
+from core.store import spread
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 from core.sweep import SHARED
 from ui.figures import window_mean
@@ -149,12 +150,12 @@ class History:
         ``max_snapshots``; every other loss beyond 4 x MAX_HISTORY.  (Halving
         by position, with a snapshot every step, left most of them near the
         end: a saved run's snapshots came from its last few percent.)"""
-        from core.store import spread
-
         if len(self.steps) > self.max_snapshots:
             self.keep(spread(self.steps, max(self.max_snapshots // 2, 2)))
-        if len(self.loss) > 4 * MAX_HISTORY:
-            self.loss, self.loss_steps = _halve(self.loss), _halve(self.loss_steps)
+        if len(self.loss) > 4 * MAX_HISTORY:   # spread over the steps too (halving by
+            idx = spread(self.loss_steps, 2 * MAX_HISTORY)   # position: a 72k-step run's
+            self.loss = [self.loss[i] for i in idx]          # first 40k were a zig-zag)
+            self.loss_steps = [self.loss_steps[i] for i in idx]
 
 
 def _every_other(n: int) -> np.ndarray:
@@ -217,9 +218,13 @@ class Rows:
         self.extend(np.asarray(row)[None])
 
     def halve(self) -> None:
-        """Keep every other row from the first, and the last (in a new buffer:
-        views handed out before stay as they were)."""
-        keep = _every_other(self._n)
+        """Keep every other row from the first, and the last."""
+        self.keep(_every_other(self._n))
+
+    def keep(self, keep) -> None:
+        """Keep the rows at positions ``keep`` (in a new buffer: views handed
+        out before stay as they were)."""
+        keep = np.asarray(keep, int)
         grown = np.empty_like(self._buf)
         grown[:keep.size] = self._buf[keep]
         self._buf, self._n = grown, keep.size
@@ -458,8 +463,6 @@ class LiveRun:
         if snap_steps.size == 0 or np.any(np.diff(snap_steps) <= 0) or snap_steps[0] < 0 \
                 or snap_steps[-1] > steps:
             return
-        from core.store import spread
-
         final = self.history
         self.history = History(dt=final.dt, max_snapshots=final.max_snapshots,
                                loss=final.loss, loss_steps=final.loss_steps)
@@ -717,9 +720,10 @@ class RulesRun:
                 self.loss.extend(mask(np.asarray(out.loss).T[:done]))
                 self.alignment.extend(mask(np.asarray(out.alignment)[:, :done, 0].T))
                 self.update_angle.extend(mask(np.asarray(out.update_angle).T[:done]))
-                if len(self.steps) > RULES_MAX_ROWS:    # a demo left playing stays bounded
+                if len(self.steps) > RULES_MAX_ROWS:    # a demo left playing stays bounded,
+                    idx = spread(self.steps.values, RULES_MAX_ROWS // 2)   # spread over steps
                     for rows in (self.steps, self.loss, self.alignment, self.update_angle):
-                        rows.halve()
+                        rows.keep(idx)
             k = len(self.rules)
             self.meter.add(t0, start * k, time.perf_counter(), self.step * k)
             self._record_recovery()
@@ -761,8 +765,9 @@ class RulesRun:
         self.recovery_steps.append(self.step)
         self.recovery.append(rows)
         if len(self.recovery_steps) > RULES_MAX_ROWS:
-            self.recovery_steps.halve()
-            self.recovery.halve()
+            idx = spread(self.recovery_steps.values, RULES_MAX_ROWS // 2)
+            self.recovery_steps.keep(idx)
+            self.recovery.keep(idx)
 
     def save(self, store, name: str = "", tags=()) -> list[str]:
         """Store every rule's student as a run (tag ``rules`` plus ``tags``,

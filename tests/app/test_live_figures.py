@@ -753,7 +753,7 @@ def test_log_axis_ticks_of_a_short_span_do_not_crowd():
     """Under a decade Plotly labelled linear steps (4, 3.5, 3, 2.5, ...) that
     crowd where the log axis is compressed: explicit ticks, spread in log
     space, only there (wider spans keep Plotly's zoom-following decades)."""
-    assert F.log_ticks([0.01, 5.0]) == {} and F.log_ticks([np.nan, -1.0, 0.0]) == {}
+    assert F.log_ticks([0.01, 5.0]) == F.LOG_MINOR and F.log_ticks([np.nan, -1.0, 0.0]) == F.LOG_MINOR
     assert F.log_ticks([0.8, 3.8])["tickvals"] == [1.0, 1.5, 2.0, 3.0]
     assert F.log_ticks([3.006, 3.9])["tickvals"] == [3.2, 3.4, 3.6, 3.8]
     for lo in np.geomspace(1e-4, 1e3, 29):
@@ -801,3 +801,15 @@ def test_window_mean_keeps_a_small_late_mean_after_huge_early_values():
     halved = steps[::2]                      # rows two steps apart, as after a halving
     np.testing.assert_allclose(F.window_mean(halved, v[::2], 50)[0],
                                _per_step_mean(halved, v[::2], 50), rtol=1e-12)
+
+
+def test_a_raster_keeps_every_row_even_a_silent_layers():
+    """The raster's rows are fixed: fitted to the spikes, a silent output
+    layer's rows and label went off the chart (seen in poster mode)."""
+    teacher = [np.zeros((100, 2)), np.zeros((100, 1))]
+    teacher[0][10, 0] = 1                                # only hidden unit 0 fires
+    student = [np.zeros((100, 2)), np.zeros((100, 1))]
+    y = F.raster_figure(1e-3, teacher, student, ["hidden 1", "output"])["layout"]["yaxis"]
+    # rows: hidden 1 teacher 0-1, student 2-3, a gap, output teacher 5, student 6
+    assert y["autorange"] is False and y["range"] == [6.5, -0.5]     # top to bottom
+    assert all(-0.5 < t < 6.5 for t in y["tickvals"]) and y["ticktext"] == ["hidden 1", "output"]
