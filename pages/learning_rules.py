@@ -38,7 +38,8 @@ if controls["play"]:
 if controls["pause"] or rebuilt:
     st.session_state["rl_playing"] = bool(controls["play"]) and not controls["reset"]
 if controls["step"]:
-    run.advance(run.tick_steps(s.steps_per_tick, playing=False))
+    with widgets.first_compile(run):
+        run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("rl_playing", False)
 ticks.mark_full_run(st.session_state, "rl")       # this run draws; the ticks train
 
@@ -46,7 +47,8 @@ ticks.mark_full_run(st.session_state, "rl")       # this run draws; the ticks tr
 @st.fragment(run_every=ticks.TICK_S if playing else None)
 def live_panels():
     if ticks.is_tick(st.session_state, "rl") and st.session_state.get("rl_playing", False):
-        run.advance(run.tick_steps(s.steps_per_tick))
+        with widgets.first_compile(run):
+            run.advance(run.tick_steps(s.steps_per_tick))
     r = run.rows()                   # one consistent state (a tick may still be appending)
     c = st.columns(3)
     c[0].metric("Step", r["step"])

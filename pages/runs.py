@@ -207,7 +207,9 @@ def actions_ui(store, selected: list) -> None:
         if st.button("Open in Teacher–Student", key="rs_open", icon=":material/school:",
                      disabled=not one, help="Reopen the selected run (select exactly one)."):
             st.switch_page("pages/teacher_student.py", query_params={"run": selected[0]})
-        if st.button(f"Delete {len(selected)} run(s)", key="rs_delete", icon=":material/delete:"):
+        # poster mode: any visitor's phone could delete the presenter's runs
+        if not demo and st.button(f"Delete {len(selected)} run(s)", key="rs_delete",
+                                  icon=":material/delete:"):
             st.session_state["rs_confirm"] = list(selected)
         if one:
             try:
@@ -218,7 +220,9 @@ def actions_ui(store, selected: list) -> None:
                 st.download_button("Export bundle (.zip)", bundle, f"run-{selected[0]}.zip",
                                    "application/zip", key="rs_export", on_click="ignore",
                                    icon=":material/archive:")
-    if st.session_state.get("rs_confirm") == list(selected):   # asked for these very runs
+    if demo:
+        st.caption("Deleting and importing runs are off in poster mode (`?demo=0` turns them on).")
+    elif st.session_state.get("rs_confirm") == list(selected):   # asked for these very runs
         st.warning(f"Delete {len(selected)} run(s) and their arrays? This cannot be undone.")
         with st.container(horizontal=True):
             st.button("Yes, delete", key="rs_delete_yes", type="primary", on_click=_delete,
@@ -352,8 +356,9 @@ try:
         st.info("No runs yet: launch a sweep above, save a run from the Teacher–Student page, "
                 "or import a bundle below.")
 
-    with st.expander("Import a run bundle"):
-        import_ui()
+    if not demo:
+        with st.expander("Import a run bundle"):
+            import_ui()
 finally:
     if store is not None:
         store.close()

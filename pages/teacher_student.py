@@ -64,7 +64,8 @@ if controls["play"]:
 if controls["pause"] or controls["reset"] or (status == "restarted" and changed):
     st.session_state["ts_playing"] = False
 if controls["step"]:
-    run.advance(run.tick_steps(s.steps_per_tick, playing=False))
+    with widgets.first_compile(run):
+        run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("ts_playing", False) and not run.stopped
 
 v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrogate_norm)
@@ -80,7 +81,8 @@ ticks.mark_full_run(st.session_state, "ts")       # this run draws; the ticks tr
 def live_panels():
     if ticks.is_tick(st.session_state, "ts") and st.session_state.get("ts_playing", False) \
             and not run.stopped:
-        run.advance(run.tick_steps(s.steps_per_tick))
+        with widgets.first_compile(run):
+            run.advance(run.tick_steps(s.steps_per_tick))
         if run.stopped:
             st.session_state["ts_playing"] = False
             st.rerun(scope="app")
@@ -126,8 +128,10 @@ def live_panels():
                f"output-rate error {snap['rate_error']:+.2f}. Hidden units matched to the teacher's "
                "(Hungarian assignment on incoming weights)."
                + (f" Teacher: {n_res} of {n_units} RF units resonate (ω > |b|: a peak at "
-                  "√(ω² − b²)); the others, strongly damped, have no peak: they still ring at "
-                  "f, but answer slower inputs more." if n_units else ""))
+                  "√(ω² − b²))" + ("." if n_res == n_units else
+                                   "; the others, strongly damped, have no peak: they still "
+                                   "ring at f, but answer slower inputs more.")
+                  if n_units else ""))
 
 
 live_panels()

@@ -58,6 +58,9 @@ RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq
                   "feedback")
 
 
+_WARM: set = set()   # the training programs this server has run once (a first run compiles)
+
+
 def jax_tree_shapes(tree) -> list:
     import jax
 
@@ -306,6 +309,12 @@ class LiveRun:
         """Wall-clock training steps per second (:class:`RateMeter`)."""
         return self.meter.rate
 
+    @property
+    def warm(self) -> bool:
+        """Whether this server has trained this network shape (else the next
+        step compiles first: ~10 s on a laptop without the compilation cache)."""
+        return ("ts", self.exp.struct) in _WARM
+
     def tick_steps(self, choice, playing: bool = True) -> int:
         """Steps of the next tick (:func:`tick_steps`)."""
         return tick_steps(choice, self.meter.train_rate, playing)
@@ -357,6 +366,7 @@ class LiveRun:
             while int(state.step) < start + n_steps and not bool(state.diverged):
                 before = int(state.step)
                 state, out = fn(state, self.exp.task, self.exp.hp, limit)
+                _WARM.add(("ts", self.exp.struct))
                 done = int(state.step) - before
                 losses = np.asarray(out.loss)[:done]
                 self.history.loss.extend(losses.tolist())
@@ -690,6 +700,11 @@ class RulesRun:
         """Wall-clock student-steps per second (:class:`RateMeter`)."""
         return self.meter.rate
 
+    @property
+    def warm(self) -> bool:
+        """Whether this server has trained this comparison's shape (see LiveRun.warm)."""
+        return ("rules", self.struct, len(self.rules)) in _WARM
+
     def tick_steps(self, choice, playing: bool = True) -> int:
         """Steps of the next tick (:func:`tick_steps`; the meter counts student-steps)."""
         return tick_steps(choice, self.meter.train_rate / len(self.rules), playing)
@@ -706,6 +721,7 @@ class RulesRun:
             while self.step < start + n_steps and not bool(np.all(np.asarray(self.state.diverged))):
                 before = np.asarray(self.state.step)
                 self.state, out = fn(self.state, self.exp.task, hp, limit)
+                _WARM.add(("rules", self.struct, len(self.rules)))
                 done = int(np.max(np.asarray(self.state.step) - before))
                 if done == 0:
                     break

@@ -6,6 +6,7 @@ bound parameter while it equals the default, and ignores invalid values).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -813,6 +814,15 @@ def plotly_chart(where, fig, *, key: str, poster: bool | None = None, **kw):
     return where.plotly_chart(fig, key=key, theme=None, **kw)
 
 
+def first_compile(run):
+    """A spinner while ``run``'s first steps compile its training program (a
+    first Play waited 10-14 s with nothing said), else nothing."""
+    if getattr(run, "warm", True):
+        return contextlib.nullcontext()
+    return st.spinner("Compiling the training step for this network shape (its first run on "
+                      "this server: about 10 s on a laptop; then it starts at once)…")
+
+
 def side_by_side(demo: bool, spec=2) -> tuple:
     """Two places for charts: columns, or in poster mode one above the other
     (at the poster's font a half-width chart cut its title off)."""
@@ -824,6 +834,9 @@ STEADY_CSS = """
 /* Live panels: an element being recomputed by the training fragment keeps full
    opacity (Streamlit fades stale elements), so charts never blink. */
 [data-testid="stElementContainer"][data-stale="true"] { opacity: 1 !important; transition: none !important; }
+/* and no "Running… Stop" in the header: a playing run's ticks are script runs, so it
+   showed for good, and its Stop stopped a tick, not the run (the page's Pause does) */
+[data-testid="stStatusWidget"] { display: none !important; }
 </style>
 """
 
@@ -935,18 +948,20 @@ def rules_ui(demo: bool = False) -> RulesSettings:
                            key="rl_rules", bind="query-params",
                            help="bp: backprop (Wᵀ); fa: fixed random B; sign: sign(W); kp: "
                                 "Kolen–Pollack; wm: weight mirror. dfa runs from the CLI.")
-    hidden = sb.text_input("Student hidden widths",
+    # poster mode: the settings a visitor rarely needs folded away (the sidebar was full)
+    more = sb.expander("More settings", expanded=False) if demo else sb
+    hidden = more.text_input("Student hidden widths",
                            rules_hidden_default(current if current in names else DEFAULT_PRESET),
                            key="rl_sh", bind="query-params",
                            help="Wider than the teacher's so the feedback matrices have room "
                                 "to align (blank = teacher's).")
-    decay = sb.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, 0.05, key="rl_decay",
-                             bind="query-params")
+    decay = more.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, 0.05, key="rl_decay",
+                               bind="query-params")
     lr = sb.select_slider("Learning rate", LRS, 1e-2, key="rl_lr", bind="query-params")
     sg = sb.selectbox("Surrogate", list(core.SURROGATES), key="rl_sg", bind="query-params")
     scale = sb.select_slider("Scale β", SCALES, 10.0, key="rl_beta", bind="query-params")
-    spt = sb.select_slider("Steps per tick", STEPS_PER_TICK, AUTO, key="rl_spt",
-                           bind="query-params", help=SPT_HELP)
+    spt = more.select_slider("Steps per tick", STEPS_PER_TICK, AUTO, key="rl_spt",
+                             bind="query-params", help=SPT_HELP)
     return RulesSettings(preset, tuple(rules), hidden, float(decay), float(lr), sg, float(scale),
                          spt)
 
