@@ -362,3 +362,17 @@ def test_a_rule_that_diverged_saves_its_snapshots_up_to_its_own_step(tmp_path):
         steps, params = store.load_snapshots(rid)
         assert steps[0] == 0 and steps[-1] == own[i] and np.all(np.diff(steps) > 0)
         _params_equal(_at(params, -1), store.load_params(rid)[1], rtol=0, atol=0)
+
+
+def test_a_run_knows_whether_its_shape_has_compiled():
+    """The page says "compiling" on a first Play (it waited 10-14 s with
+    nothing said): a run is warm once its shape has trained on this server."""
+    from ui.live import _WARM
+
+    cfg = core.get_preset("figure1").replace(batch=3)      # a shape no other test trains
+    _WARM.discard(("ts", core.structure(cfg)))
+    run = LiveRun(cfg)
+    assert not run.warm
+    run.advance(10)
+    assert run.warm and LiveRun(cfg.replace(lr=0.02)).warm          # same shape: compiled
+    assert not LiveRun(cfg.replace(batch=5)).warm

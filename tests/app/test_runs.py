@@ -156,6 +156,25 @@ def test_open_in_teacher_student_switches_page(monkeypatch, populated):
     assert calls == [("pages/teacher_student.py", {"query_params": {"run": run_id}})]
 
 
+def test_poster_mode_offers_no_delete_or_import(monkeypatch, populated, tmp_path):
+    """At a poster session any visitor's phone reaches the page: no Delete
+    and no Import there (Open and Export stay); ?demo=0 brings them back."""
+    path = _copy(populated[0], tmp_path)
+    monkeypatch.setenv(ENV_VAR, str(path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["demo"] = "1"
+    at.switch_page("pages/runs.py").run()
+    run_id = _runs(at)["id"][0]
+    at.multiselect(key="rs_sel").set_value([run_id]).run()
+    _clean(at)
+    keys = {b.key for b in at.button}
+    assert "rs_open" in keys and "rs_delete" not in keys
+    assert not at.get("file_uploader") and any("poster mode" in c.value for c in at.caption)
+    at.query_params["demo"] = "0"
+    at.run()
+    assert "rs_delete" in {b.key for b in at.button} and at.get("file_uploader")
+
+
 def test_delete_asks_first(monkeypatch, populated, tmp_path):
     path = _copy(populated[0], tmp_path)
     at = _page(monkeypatch, path)
