@@ -228,8 +228,8 @@ def _runs_action(store, args) -> int:
         if args.json:
             print(json.dumps(rows, allow_nan=False))
         for r in rows if not args.json else ():
-            loss = r["metrics"].get("final_loss")
-            loss = "n/a" if loss is None else f"{loss:.4f}"
+            loss = r["metrics"].get("final_loss") if isinstance(r["metrics"], dict) else None
+            loss = f"{loss:.4f}" if _finite(loss) is not None else "n/a"   # (a hand-edited index)
             print(f"{r['id']}  {r['created'][:19]}  {r['status']:8s} "
                   f"{'->'.join(map(str, r['layers']))} {r['feedback']:4s} loss {loss}  "
                   f"{r['name']}  [{','.join(r['tags'])}]")

@@ -190,9 +190,24 @@ def _refuse_constant(name):
     raise ValueError(f"{name} is not allowed (use null)")
 
 
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):     # 1e999 parses to inf, which no store or page can hold
+        raise ValueError(f"number {text[:40]} is beyond a double's range")
+    return x
+
+
+def _bounded_int(text: str) -> int:
+    x = int(text)
+    if abs(x) > 2**63:           # a 400-digit integer broke every later `runs list`
+        raise ValueError(f"integer {text[:40]}… is beyond 2^63")
+    return x
+
+
 def _loads(text: str | bytes, field: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_bounded_int)
     except (ValueError, UnicodeDecodeError) as e:
         raise StoreError(field, f"is not valid JSON ({e}).") from None
     except RecursionError:   # e.g. "[[[[...]]]]": a few kB nested beyond the parser's depth
@@ -670,10 +685,17 @@ class RunStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        if not self.index.exists():
+        # an emptied (0-byte) index is as good as missing: SQLite would make it a new, empty
+        # store, and a `runs list` did so over three runs' array files
+        # (a store just created keeps its first pages in the -wal file: not empty)
+        wal = self.index.with_name(INDEX_NAME + "-wal")
+        empty = (self.index.is_file() and self.index.stat().st_size == 0
+                 and not (wal.is_file() and wal.stat().st_size > 0))
+        if not self.index.exists() or empty:
             orphans = list(self.arrays_dir.glob("*.npz")) if self.arrays_dir.is_dir() else []
             if orphans:
-                raise StoreError(str(self.index), f"is missing but {len(orphans)} array files exist "
+                raise StoreError(str(self.index), f"is {'empty' if empty else 'missing'} but "
+                                 f"{len(orphans)} array files exist "
                                  f"in {self.arrays_dir}; restore index.sqlite from a backup (the "
                                  "store was not modified), or move the folder aside to start anew.")
             if not create:
@@ -693,9 +715,11 @@ class RunStore:
             try:
                 self._open_schema()
                 break
-            except sqlite3.OperationalError as e:
-                if not _busy(e):
-                    raise self._corrupt(e) from None
+            except (sqlite3.OperationalError, StoreError) as e:
+                busy = getattr(e, "busy", False) or (isinstance(e, sqlite3.OperationalError)
+                                                     and _busy(e))
+                if not busy:
+                    raise (e if isinstance(e, StoreError) else self._corrupt(e)) from None
                 if time.monotonic() > deadline:
                     raise StoreError(str(self.index), f"stayed locked by another process for "
                                      f"{timeout:.0f} s; try again when it is done.") from None
@@ -703,6 +727,24 @@ class RunStore:
 
     # ---- connections ----------------------------------------------------
     def _corrupt(self, e: Exception) -> StoreError:
+        """SQLite's error ``e`` as the store's: what is wrong and what to do.  A
+        read-only or full store is not a corrupt one (it was reported as one,
+        with advice to move a healthy index aside)."""
+        text = str(e).replace("-", "").replace(" ", "").lower()
+        if "readonly" in text or "unabletoopen" in text or "permission" in text:
+            err = StoreError(str(self.path), f"cannot be written by this user ({e}); nothing was "
+                             "changed. Run as the store's owner, or copy the folder and pass "
+                             "--store COPY (or set RESONANCE_RUNS_DIR).")
+            err.readonly = True
+            return err
+        if "full" in text or "diskio" in text:
+            return StoreError(str(self.path), f"has no room or its disk is failing ({e}); "
+                              "nothing was changed. Free some space and try again.")
+        if _busy(e):
+            err = StoreError(str(self.index), f"stayed locked by another process for "
+                             f"{self._timeout:.0f} s; try again when it is done.")
+            err.busy = True
+            return err
         return StoreError(str(self.index), f"is not a readable run index ({e}); it was left "
                           "untouched. Restore it from a backup, or move it aside and re-import "
                           "exported runs with `python -m core runs import`.")
@@ -746,8 +788,8 @@ class RunStore:
                     with self._write() as c:
                         if "owner" not in {r[1] for r in c.execute("PRAGMA table_info(sweeps)")}:
                             c.execute(_SWEEP_OWNER)
-                except sqlite3.OperationalError as e:
-                    if "readonly" not in str(e).replace("-", "").replace(" ", "").lower():
+                except StoreError as e:
+                    if not getattr(e, "readonly", False):
                         raise
                     self._owner_column = False    # read-only: read it as it is
             cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
@@ -762,22 +804,39 @@ class RunStore:
                              "it was written by another version. Export runs with that version.")
 
     class _Tx:
-        def __init__(self, conn):
-            self.conn = conn
+        """One write transaction; SQLite's operational errors (read-only,
+        full, locked past the timeout) leave it as the store's one-line
+        :class:`StoreError` (they were tracebacks), the transaction rolled back."""
+
+        def __init__(self, store, conn):
+            self.store, self.conn = store, conn
 
         def __enter__(self):
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise self.store._corrupt(e) from None
             return self.conn
 
         def __exit__(self, exc_type, exc, tb):
-            if exc_type is None:
-                self.conn.execute("COMMIT")
-            else:
+            try:
+                if exc_type is None:
+                    self.conn.execute("COMMIT")
+                    return False
                 self.conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as e:
+                if exc_type is None:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    raise self.store._corrupt(e) from None
+            if exc_type is not None and issubclass(exc_type, sqlite3.OperationalError):
+                raise self.store._corrupt(exc) from None
             return False
 
     def _write(self) -> "RunStore._Tx":
-        return RunStore._Tx(self._conn())
+        return RunStore._Tx(self, self._conn())
 
     def close(self) -> None:
         """Close every thread's connection."""

@@ -402,6 +402,19 @@ def test_import_validates_bundles(tmp_path):
         (bundle_of({**doc, "metrics": {"recovery": [{"weights": {"corr": "x"}}]}}),
          "metrics.recovery"),
     ]
+    def bundle_text(d, old, new):       # a number json.dumps cannot write
+        path = tmp_path / f"bad{len(list(tmp_path.glob('bad*.zip')))}.zip"
+        _zip(path, {"run.json": json.dumps(d).replace(old, new), "arrays.npz": arrays})
+        return path
+
+    cases += [   # an import crashed on 1e999 (inf); a 401-digit integer broke `runs list`
+        (bundle_text({**doc, "metrics": {"final_loss": 123.456}}, "123.456", "1e999"),
+         "run.json.*beyond a double"),
+        (bundle_text({**doc, "histories": {"loss": [123.456]}}, "123.456", "-1e999"),
+         "run.json.*beyond a double"),
+        (bundle_text({**doc, "metrics": {"final_loss": 424242}}, "424242", "1" + "0" * 400),
+         "run.json.*beyond 2\\^63"),
+    ]
     before = {r["id"] for r in dst.list()}
     for path, message in cases:
         with pytest.raises(StoreError, match=message):
@@ -410,6 +423,46 @@ def test_import_validates_bundles(tmp_path):
     assert dst.check()["orphan_files"] == [] and dst.check()["temp_files"] == []
     src.close()
     dst.close()
+
+
+def test_a_read_only_store_says_so_not_that_it_is_corrupt(tmp_path):
+    """SQLite's read-only error on a write was a traceback (delete, import,
+    train --save) or "not a readable run index ... move it aside" (open):
+    one line saying the store cannot be written, nothing changed."""
+    import sqlite3
+
+    cfg = from_dict(SMALL)
+    store = RunStore(tmp_path / "runs")
+    run_id = store.save(_fake_exp(cfg), {"loss": [1.0]})
+    store.close()
+    ro = RunStore(tmp_path / "runs")
+    ro._local.conn = sqlite3.connect(f"file:{ro.index}?mode=ro", uri=True, isolation_level=None)
+    with pytest.raises(StoreError, match="cannot be written by this user.*nothing was changed"):
+        ro.delete(run_id)
+    with pytest.raises(StoreError, match="cannot be written"):
+        ro.save(_fake_exp(cfg), {"loss": [2.0]})
+    assert [r["id"] for r in ro.list()] == [run_id]          # reads still work
+    ro._local.conn.close()
+    with RunStore(tmp_path / "runs") as again:
+        assert [r["id"] for r in again.list()] == [run_id]
+        assert again.check()["orphan_files"] == []             # the refused save left no file
+
+
+def test_an_emptied_index_is_not_replaced_by_a_new_store(tmp_path):
+    """A 0-byte index.sqlite beside array files: SQLite would make it a new,
+    empty store (a `runs list` did, over three runs); refused as a missing
+    one is, the files untouched."""
+    cfg = from_dict(SMALL)
+    with RunStore(tmp_path / "runs") as store:
+        store.save(_fake_exp(cfg), {"loss": [1.0]})
+    index = tmp_path / "runs" / "index.sqlite"
+    for extra in ("-wal", "-shm"):
+        index.with_name(index.name + extra).unlink(missing_ok=True)
+    index.write_bytes(b"")
+    for create in (False, True):
+        with pytest.raises(StoreError, match="is empty but 1 array files exist"):
+            RunStore(tmp_path / "runs", create=create)
+    assert index.stat().st_size == 0
 
 
 # --------------------------------------------------------------------------
@@ -574,12 +627,13 @@ def test_an_older_read_only_index_still_lists_its_sweeps(tmp_path, monkeypatch):
     with sqlite3.connect(tmp_path / "index.sqlite") as conn:
         conn.execute("ALTER TABLE sweeps DROP COLUMN owner")
 
-    class ReadOnly:
-        def __init__(self, conn):
-            pass
+    class ReadOnly:      # as RunStore._Tx meets SQLite's read-only error
+        def __init__(self, store, conn):
+            self.store = store
 
         def __enter__(self):
-            raise sqlite3.OperationalError("attempt to write a readonly database")
+            raise self.store._corrupt(
+                sqlite3.OperationalError("attempt to write a readonly database"))
 
         def __exit__(self, *exc):
             return False
