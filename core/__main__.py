@@ -77,10 +77,16 @@ def _config_from_args(args):
         changes["teacher_seed"] = args.teacher_seed
     if args.learn is not None:
         changes["learn"] = tuple(g.strip() for g in args.learn.split(",") if g.strip())
-    for k, v in changes.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(k, f"must be a finite number, got {v}.")
-    return cfg.replace(**changes)
+    try:                 # the configuration's own checks: the field, its range (nan, inf)
+        return cfg.replace(**changes)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:     # (a check a non-finite value slips past)
+        bad = next((k for k, v in changes.items()
+                    if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is None:
+            raise
+        raise ConfigError(bad, f"must be a finite number, got {changes[bad]} ({e}).") from None
 
 
 def _cmd_train(args) -> int:
@@ -355,9 +361,10 @@ def _cmd_sweep(args) -> int:
             _event("ready")
         try:
             return _sweep(args, stop)
-        except KeyboardInterrupt:     # the second signal
-            _fail("interrupted", "aborted on a second signal; the group in training was not "
-                                 "stored, the sweep is marked stopped.")
+        except KeyboardInterrupt:     # the second signal: an interruption (130), not bad input
+            print("error: interrupted: aborted on a second signal; the group in training was "
+                  "not stored, the sweep is marked stopped.", file=sys.stderr)
+            raise SystemExit(130) from None
 
 
 def _sweep(args, stop) -> int:
@@ -619,8 +626,11 @@ def _cmd_fidelity(args) -> int:
         if not 0 <= args.train_steps <= MAX_FIDELITY_TRAIN:
             raise ConfigError("train-steps", f"must be in [0, {MAX_FIDELITY_TRAIN}], got "
                                              f"{args.train_steps}.")
-        from .fidelity import fidelity_table
+        from .fidelity import check_fidelity_args, fidelity_table
         from .train import setup, train
+
+        # before training (a bad --samples was refused after --train-steps' 20 s)
+        check_fidelity_args(shapes, scales, args.samples, args.sigma)
 
         exp = setup(cfg)
         if args.train_steps:
@@ -631,8 +641,9 @@ def _cmd_fidelity(args) -> int:
         rows = fidelity_table(exp, shapes, scales, n_samples=args.samples, sigma=args.sigma,
                               norm=args.norm)
         seconds = time.perf_counter() - t0
-    except ConfigError as e:
-        _fail(e.field, str(e).split(": ", 1)[1])
+    except ConfigError as e:        # this command's flags: --shapes, --scales
+        _fail({"surrogate": "shapes", "scale": "scales"}.get(e.field, e.field),
+              str(e).split(": ", 1)[1])
     if args.json:
         print(json.dumps({"preset": args.preset, "samples": args.samples, "sigma": args.sigma,
                           "norm": args.norm or cfg.surrogate_norm, "train_steps": args.train_steps,

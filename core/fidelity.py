@@ -182,13 +182,10 @@ def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: in
     return jax.jit(table, static_argnums=(3,))
 
 
-def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_samples: int = 256,
-                   sigma: float = 0.05, seed: int = 0, norm: str | None = None) -> list[FidelityRow]:
-    """Fidelity of every (shape, scale) pair at the experiment's current student.
-
-    ``norm`` ("peak"/"area") defaults to the experiment's normalisation.
-    Returns one :class:`FidelityRow` per pair, shapes outer, scales inner.
-    """
+def check_fidelity_args(shapes: Sequence[str], scales: Sequence[float], n_samples: int,
+                        sigma: float) -> None:
+    """:func:`fidelity_table`'s arguments, checked before any work (the CLI
+    trained first and refused after); raises ConfigError."""
     from .config import ConfigError
 
     if n_samples < 2 or n_samples > 100_000:
@@ -205,6 +202,16 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     for s in scales:
         if not (np.isfinite(s) and 0.01 <= s <= 1000):
             raise ConfigError("scale", f"must be in [0.01, 1000], got {s}.")
+
+
+def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_samples: int = 256,
+                   sigma: float = 0.05, seed: int = 0, norm: str | None = None) -> list[FidelityRow]:
+    """Fidelity of every (shape, scale) pair at the experiment's current student.
+
+    ``norm`` ("peak"/"area") defaults to the experiment's normalisation.
+    Returns one :class:`FidelityRow` per pair, shapes outer, scales inner.
+    """
+    check_fidelity_args(shapes, scales, n_samples, sigma)
     cfg, struct, hp = exp.cfg, exp.struct, exp.hp
     if norm is not None:
         hp = hp._replace(sg_area=np.float32(norm == "area"))

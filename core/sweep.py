@@ -133,6 +133,8 @@ def _example(name: str) -> str:
         return f"{name}=20-2-1,20-4-1"
     if kind is tuple:
         return f"{name}=5:15,10:10"
+    if kind is bool:
+        return f"{name}=true,false"
     return f"{name}=a,b"
 
 
@@ -171,6 +173,14 @@ def make_spec(base: Config, grid=(), seeds: int = 1, steps: int | None = None, n
     # as parse_grid: a setting once, each value once (1 and 1.0 are one value)
     grid = tuple((ALIASES.get(k, k), tuple(dict.fromkeys(v))) for k, v in grid)
     names = [k for k, _ in grid]
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for k in names:     # as parse_grid (a --spec file skipped it: steps swept, untrained)
+        if not isinstance(k, str) or k not in fields or k in NOT_SWEPT:
+            allowed = ", ".join(sorted(n for n in fields if n not in NOT_SWEPT))
+            raise ConfigError(f"grid.{k}", f"is not a sweepable setting; choose from {allowed}.")
+    if not isinstance(name, str) or not isinstance(preset, str):
+        raise ConfigError("sweep.name" if not isinstance(name, str) else "sweep.preset",
+                          "must be a string.")
     twice = next((k for k in names if names.count(k) > 1), None)
     if twice is not None:
         raise ConfigError("grid", f"{twice} is given twice; list all its values in one axis.")

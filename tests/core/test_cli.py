@@ -26,6 +26,14 @@ BAD_INPUTS = {
                              "1", "--shapes", "superspike", "--train-steps", "99999999999"],
                             "train-steps"),
     # valid values, but one step would need ~44 GiB (of 16): refused before sampling anything
+    # fidelity's own flags named (it said "surrogate", "scale") and checked before training
+    "fidelity-bad-shape": (["fidelity", "--preset", "figure1", "--shapes", "foo",
+                            "--train-steps", "50"], "error: shapes:"),
+    "fidelity-nan-scale": (["fidelity", "--preset", "figure1", "--scales", "nan"],
+                           "error: scales:"),
+    # a non-finite value gets the field's range, as any other out-of-range value
+    "inf-scale-range": (["train", "--preset", "single-neuron", "--scale", "inf"],
+                        "scale: must be a finite number in [0.01, 1000]"),
     "too-big-for-memory": (["train", "--preset", "medium", "--T", "5000", "--batch", "1024"],
                            "batch"),
 }

@@ -14,6 +14,7 @@ import pytest
 
 import core
 from core import sweep
+from core.config import ConfigError
 from core.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,7 @@ import json, sys
 import jax, numpy as np
 import core
 from core import sweep
+from core.config import ConfigError
 assert len(jax.devices()) == 4, jax.devices()
 spec = sweep.make_spec(core.get_preset("figure1"), sweep.parse_grid(["scale=1,5,25"]),
                        seeds=2, steps=20)
@@ -316,3 +318,15 @@ def test_a_group_too_large_for_its_snapshots_saves_none(tmp_path, monkeypatch):
     ids = [r["run_id"] for r in res.rows]
     assert len(ids) == 2 and all(store.load_snapshots(i) is None for i in ids)
     assert all(len(store.get(i)["histories"]["loss"]) == STEPS for i in ids)
+
+
+@pytest.mark.parametrize("axis, field", [(("steps", (4, 9)), "grid.steps"),
+                                         (("description", ("a", "b")), "grid.description"),
+                                         (("5", (1, 2)), "grid.5")])
+def test_a_spec_cannot_sweep_what_the_grid_flags_refuse(axis, field):
+    """A --spec file skipped parse_grid's names: `steps` swept (a point said
+    9 steps, trained 4, marked done) and an unknown name was a TypeError."""
+    base = core.get_preset("figure1")
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        sweep.spec_from_dict({"base": base.to_dict(), "grid": [[axis[0], list(axis[1])]],
+                              "steps": 4})
