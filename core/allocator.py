@@ -91,7 +91,10 @@ def reexec() -> None:
     env[_GUARD_ENV] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError:    # the interpreter cannot be re-executed (e.g. another user's venv
+        return         # path): go on with the system allocator, as without mimalloc
 
 
 def main(argv: list[str]) -> int:
