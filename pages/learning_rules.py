@@ -71,7 +71,7 @@ def live_panels():
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["update_angle"], run.rules,
-                                       "Update vs backprop ∠(Δh, Δh_BP)",
+                                       "Update ∠(Δh, Δh_BP) to bp",
                                        "degrees", smooth=10), key="rl_update", height=300, revision=rev)
     with b:
         live_plot(figures.rules_figure(r["recovery_steps"], r["recovery"][:, :, 0],

@@ -36,6 +36,8 @@ def _look(title: str, height: int) -> dict:
 
 
 POSTER_FONT = 16   # poster mode: chart text in px (Plotly's default is 12, small from 1.5 m)
+LEGEND_GAP = 4.4   # poster mode: a legend moved below the plot, this many font sizes under it
+                   # (the x tick labels and the axis title)
 _PLOTLY_FONT = 12  # Plotly's default layout.font.size, which unsized text inherits
 
 
@@ -44,8 +46,9 @@ def poster_spec(spec: dict, size: int = POSTER_FONT) -> dict:
     mode: the layout's base font becomes ``size`` px (tick labels, axis titles,
     legends, unsized annotations inherit it) and every explicit font size
     (titles, subplot titles, text traces, parcoords labels, colour bars) grows
-    by the same factor, as does the top margin that holds the title.  The
-    figure itself is not changed."""
+    by the same factor, as does the top margin that holds the title; a
+    legend above the plot moves below it, one below moves down as far as the
+    axis text grew.  The figure itself is not changed."""
     scale = size / _PLOTLY_FONT
 
     def grown(v):
@@ -71,25 +74,24 @@ def poster_spec(spec: dict, size: int = POSTER_FONT) -> dict:
     legend = layout.get("legend") or {}
     margin = layout.get("margin") or {}
     t, b = margin.get("t"), margin.get("b")
+    height = layout.get("height")
     if isinstance(t, numbers.Real):
+        layout["margin"] = {**margin, "t": round(t * scale)}
+    if isinstance(t, numbers.Real) and isinstance(b, numbers.Real) \
+            and isinstance(height, numbers.Real):
         top = t * scale
-        if (title or {}).get("text") and layout.get("showlegend") is not False \
-                and legend.get("orientation") == "h" and legend.get("y", 0) >= 1:
-            # the title on its own line at the top, the legend's row below it (at the
-            # larger size the two ran into each other)
-            layout["title"] = {**title, "yref": "container", "y": 1, "yanchor": "top",
-                               "pad": {"t": 6}}
-            top += size
-        layout["margin"] = {**margin, "t": round(top)}
-        height = layout.get("height")
+        plot, now = height - t - b, height - top - b
         y = legend.get("y", 0)
-        if y < 0 and legend.get("yref", "paper") == "paper" and isinstance(b, numbers.Real) \
-                and isinstance(height, numbers.Real):
+        if layout.get("showlegend") is not False and legend.get("orientation") == "h" \
+                and y >= 1 and now > 0:
+            # a legend above the plot goes below it: at the larger size it wrapped into
+            # rows that grew up into the title (a legend below pushes the margin down)
+            layout["legend"] = {**legend, "y": -LEGEND_GAP * size / now, "yanchor": "top",
+                                "x": 0, "xanchor": "left"}
+        elif y < 0 and legend.get("yref", "paper") == "paper" and plot > 0 and now > 0:
             # a legend below the plot, a fraction of the plot's height under it: as many
             # pixels more as the tick labels and axis title grew (they reached it)
-            plot, now = height - t - b, height - top - b
-            if plot > 0 and now > 0:
-                layout["legend"] = {**legend, "y": y * plot * scale / now}
+            layout["legend"] = {**legend, "y": y * plot * scale / now}
     return {**spec, "data": grow(list(spec.get("data") or [])), "layout": layout}
 
 

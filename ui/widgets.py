@@ -576,8 +576,10 @@ h1 { font-size: 3rem !important; }
 /* labels wrap between words ("Normalis|e by" broke inside one), metric labels are not cut */
 [data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p {
   overflow-wrap: normal !important; word-break: normal !important; }
-[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] * {
+[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *,
+[data-testid="stPageLink"] *, [data-testid="stPageLink-NavLink"] * {
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+[data-testid="stPageLink-NavLink"] { height: auto !important; }   /* Home's card links */
 /* a laptop's screen (1024-1366 px): the sidebar takes 300 of it */
 @media (max-width: 1400px) {
   html, body, [data-testid="stAppViewContainer"] { font-size: 17px; }

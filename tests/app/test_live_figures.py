@@ -140,13 +140,14 @@ def test_poster_spec_enlarges_every_text_and_nothing_else(name):
     lay, was = poster["layout"], plain["layout"]
     top = was["margin"]["t"] * F.POSTER_FONT / 12
     legend = was.get("legend", {})
+    assert lay["margin"]["t"] == round(top) and lay["title"] == {
+        **was["title"], "font": {**was["title"]["font"], "size": lay["title"]["font"]["size"]}}
     if was.get("showlegend") is not False and legend.get("y", 0) >= 1:
-        # a title and a legend above the plot: one row each, the margin holds both
-        assert lay["title"]["yref"] == "container" and lay["title"]["yanchor"] == "top"
-        assert lay["margin"]["t"] == round(top + F.POSTER_FONT)
-    else:
-        assert "yref" not in lay["title"] and lay["margin"]["t"] == round(top)
-    if legend.get("y", 0) < 0:     # below the plot: lower by as much as its text grew
+        # a legend above the plot goes below it (its rows grew up into the title)
+        h, b = was["height"], was["margin"]["b"]
+        assert lay["legend"]["yanchor"] == "top" and lay["legend"]["y"] == pytest.approx(
+            -F.LEGEND_GAP * F.POSTER_FONT / (h - top - b))
+    elif legend.get("y", 0) < 0:     # below the plot: lower by as much as its text grew
         h, t, b = was["height"], was["margin"]["t"], was["margin"]["b"]
         below = -lay["legend"]["y"] * (h - lay["margin"]["t"] - b)
         assert below == pytest.approx(-legend["y"] * (h - t - b) * F.POSTER_FONT / 12)
