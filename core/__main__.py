@@ -217,7 +217,13 @@ def _save_run(args, exp, hist, result, snapshots=((), ())) -> str:
 def _cmd_runs(args) -> int:
     from .config import ConfigError
 
+    from pathlib import Path
+
     try:
+        if args.action == "import" and not Path(args.path).is_file():
+            # before the store is opened: a failed import made an empty store folder
+            raise ConfigError("path", f"{args.path} is not a file; give a bundle from "
+                                      "`python -m core runs export`.")
         with _open_store(args, create=args.action == "import") as store:
             out = _runs_action(store, args)
     except ConfigError as e:
@@ -295,6 +301,8 @@ def _distributed(args):
     except ValueError:
         _fail("num-processes", "with --coordinator give --num-processes N and --process-id I "
                                "(or RESONANCE_NUM_PROCESSES / RESONANCE_PROCESS_ID).")
+    if not 0 < args.timeout <= 86400:
+        _fail("timeout", f"must be a number of seconds in (0, 86400], got {args.timeout}.")
     if not 1 <= n <= 4096 or not 0 <= i < n:
         _fail("process-id", f"need 1 <= num-processes <= 4096 and 0 <= process-id < "
                             f"num-processes, got {n} and {i}.")

@@ -1215,7 +1215,8 @@ class RunStore:
         missing = sorted(keys - set(doc))
         if missing:
             raise StoreError(f"{label}:{missing[0]}", "is missing.")
-        if doc["format"] != BUNDLE_FORMAT or doc["version"] != SCHEMA_VERSION:
+        if doc["format"] != BUNDLE_FORMAT or doc["version"] != SCHEMA_VERSION \
+                or isinstance(doc["version"], bool):        # (true == 1)
             raise StoreError(f"{label}:format", f"expected {BUNDLE_FORMAT} version {SCHEMA_VERSION}, "
                                                 f"got {doc['format']!r} version {doc['version']!r}.")
         cfg = _config_of(doc["config"], f"{label}:config")

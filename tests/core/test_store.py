@@ -642,3 +642,11 @@ def test_an_older_read_only_index_still_lists_its_sweeps(tmp_path, monkeypatch):
     with RunStore(tmp_path, create=False) as store:
         (old,) = store.sweeps()
     assert (old["id"], old["status"], old["process"]) == ("old", "running", "unknown")
+
+
+def test_cli_import_of_no_file_creates_no_store(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    store = tmp_path / "new-store"
+    r = _cli("runs", "import", str(tmp_path / "missing.zip"), "--store", str(store), env=env)
+    assert r.returncode == 2 and r.stderr.startswith("error: path:") and "Traceback" not in r.stderr
+    assert not store.exists()
