@@ -411,7 +411,11 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     stopped = False
     try:   # an error (out of memory, a full disk) must not leave the sweep "running"
         for g, pts in enumerate(grouped):
-            if stopped:
+            # a request between groups stops before the next one is set up and compiled
+            # (it set up, compiled and trained a chunk first); one process only: several
+            # stay in step at the chunks
+            if stopped or (g > 0 and stop is not None and p_cnt == 1 and stop()):
+                stopped = True
                 break
             n = len(pts)
             n_pad = sizes[g]

@@ -330,3 +330,18 @@ def test_a_spec_cannot_sweep_what_the_grid_flags_refuse(axis, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         sweep.spec_from_dict({"base": base.to_dict(), "grid": [[axis[0], list(axis[1])]],
                               "steps": 4})
+
+
+def test_a_stop_between_groups_sets_up_no_next_group(tmp_path):
+    """A request that arrives after a group's last chunk (while it is being
+    stored) stops the sweep before the next group is set up and compiled."""
+    calls = []
+
+    def stop():                     # asked after each chunk, then before each next group
+        calls.append(1)
+        return len(calls) > 2       # group 0 (2 chunks) ran whole; asked again before group 1
+
+    res = sweep.run_sweep(_spec(["batch=4,8"], steps=20), store=RunStore(tmp_path), chunk=10,
+                          stop=stop)
+    assert res.stopped and [r["index"] for r in res.rows] == [0]
+    assert res.rows[0]["status"] == "done" and res.student_steps == 20
