@@ -41,12 +41,15 @@ if controls["step"]:
     with widgets.first_compile(run):
         run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("rl_playing", False)
+widgets.idle_note("rl")
 ticks.mark_full_run(st.session_state, "rl")       # this run draws; the ticks train
 
 
 @st.fragment(run_every=ticks.TICK_S if playing else None)
 def live_panels():
     if ticks.is_tick(st.session_state, "rl") and st.session_state.get("rl_playing", False):
+        if widgets.idle_paused("rl"):
+            st.rerun(scope="app")
         with widgets.first_compile(run):
             run.advance(run.tick_steps(s.steps_per_tick))
     r = run.rows()                   # one consistent state (a tick may still be appending)

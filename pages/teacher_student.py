@@ -67,6 +67,7 @@ if controls["step"]:
     with widgets.first_compile(run):
         run.advance(run.tick_steps(s.steps_per_tick, playing=False))
 playing = st.session_state.get("ts_playing", False) and not run.stopped
+widgets.idle_note("ts")
 
 v, g, peak, area = resources.surrogate_info(cfg.surrogate, cfg.scale, cfg.surrogate_norm)
 # the sidebar's chart keeps its size in poster mode (its title did not fit the sidebar)
@@ -81,6 +82,8 @@ ticks.mark_full_run(st.session_state, "ts")       # this run draws; the ticks tr
 def live_panels():
     if ticks.is_tick(st.session_state, "ts") and st.session_state.get("ts_playing", False) \
             and not run.stopped:
+        if widgets.idle_paused("ts"):
+            st.rerun(scope="app")
         with widgets.first_compile(run):
             run.advance(run.tick_steps(s.steps_per_tick))
         if run.stopped:

@@ -1,7 +1,10 @@
 """The live pages' tick: its timer (:data:`TICK_S`) and how many training
-steps one tick of play trains (no imports: the pages, the controls in
+steps one tick of play trains (no project imports: the pages, the controls in
 ``ui.widgets`` and the runs in ``ui.live`` share it)."""
 from __future__ import annotations
+
+import threading
+import time
 
 TICK_S = 0.3         # the live fragments' timer (st.fragment(run_every=...)) while playing
 TICK_SIZES = (10, 20, 50, 100, 200)   # steps per tick a visitor may choose
@@ -10,6 +13,8 @@ AUTO_TRAIN_S = 0.2    # training time per tick "auto" aims at (the rest: drawing
 AUTO_STEP = 20        # steps of a Step press, and of the first tick, under "auto"
 AUTO_QUANTUM = 10     # auto trains whole compiled chunks (ui.live.CHUNK steps each) ...
 AUTO_MAX = 1000       # ... and at most this many steps per tick
+IDLE_PAUSE_S = 20 * 60   # a run playing this long without a touch of its page pauses ...
+PLAYING_SEEN_S = 5.0     # ... if another visitor's run ticked within this many seconds
 
 
 def tick_steps(choice, step_rate: float, playing: bool = True) -> int:
@@ -39,10 +44,43 @@ def tick_steps(choice, step_rate: float, playing: bool = True) -> int:
 # new elements: a remount (lost zoom, a flicker).  Seen in 5 of 9 Plays on a fresh
 # server, when Play's full run trained (~1.4 s, 2-5 ticks queued); a full run that
 # only draws ends before the first tick (TICK_S after its timer starts) is sent.
-def mark_full_run(state, page: str) -> None:
+def mark_full_run(state, page: str, now: float | None = None) -> None:
     """In a live page's body (only full-app runs execute it), just before its
-    fragment: the coming fragment call is part of this full run."""
+    fragment: the coming fragment call is part of this full run.  A full run
+    is the visitor's touch (a click, a control moved): it is timed."""
     state[f"{page}_full_run"] = True
+    state[f"{page}_touched"] = time.monotonic() if now is None else now
+
+
+class Players:
+    """The visitors whose runs are playing, server-wide: one forgotten phone
+    playing all afternoon slowed every other visitor (figure1: ~250 steps/s
+    alone, 8-30 with four playing)."""
+
+    def __init__(self):
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def tick(self, visitor: str, now: float | None = None) -> int:
+        """``visitor``'s run ticked; returns how many others ticked within
+        PLAYING_SEEN_S."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._seen[visitor] = now
+            for v in [v for v, t in self._seen.items() if now - t > PLAYING_SEEN_S]:
+                del self._seen[v]
+            return len(self._seen) - 1
+
+
+PLAYERS = Players()
+
+
+def idle_pause(state, page: str, others: int, now: float | None = None) -> bool:
+    """Whether a tick should pause the run: nobody touched the page for
+    IDLE_PAUSE_S and ``others`` visitors' runs are playing too (a presenter's
+    one run plays on for as long as it is left)."""
+    now = time.monotonic() if now is None else now
+    return others > 0 and now - state.get(f"{page}_touched", now) > IDLE_PAUSE_S
 
 
 def is_tick(state, page: str) -> bool:

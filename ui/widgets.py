@@ -816,6 +816,36 @@ def plotly_chart(where, fig, *, key: str, poster: bool | None = None, **kw):
     return where.plotly_chart(fig, key=key, theme=None, **kw)
 
 
+def visitor_id() -> str:
+    """This visitor's (browser tab's) session id."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "?"
+
+
+def idle_paused(page: str) -> bool:
+    """In a live page's tick: whether to pause the visitor's run for idling
+    while others play (:func:`ui.ticks.idle_pause`); then a note waits for
+    the page (:func:`idle_note`)."""
+    from ui.ticks import PLAYERS, idle_pause
+
+    if idle_pause(st.session_state, page, PLAYERS.tick(visitor_id())):
+        st.session_state[f"{page}_playing"] = False
+        st.session_state[f"{page}_idle_note"] = True
+        return True
+    return False
+
+
+def idle_note(page: str) -> None:
+    if st.session_state.pop(f"{page}_idle_note", False):
+        from ui.ticks import IDLE_PAUSE_S
+
+        st.info(f"Paused after {IDLE_PAUSE_S // 60} minutes without a touch while other "
+                "visitors were training (every run shares this computer). Press Play to go on.",
+                icon=":material/pause_circle:")
+
+
 def first_compile(run):
     """A spinner while ``run``'s first steps compile its training program (a
     first Play waited 10-14 s with nothing said), else nothing."""

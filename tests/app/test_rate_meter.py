@@ -106,4 +106,28 @@ def test_only_the_fragments_own_runs_train():
     assert not is_tick(state, "ts")                   # ... whose call draws only
     assert is_tick(state, "ts") and is_tick(state, "ts")     # then the ticks train
     mark_full_run(state, "rl")
-    assert is_tick(state, "ts") and not is_tick(state, "rl") and state == {}   # per page
+    assert is_tick(state, "ts") and not is_tick(state, "rl")          # per page
+    assert set(state) == {"ts_touched", "rl_touched"}               # (the last touches)
+
+
+# ---- the idle pause ------------------------------------------------------------
+def test_a_run_idle_while_others_play_pauses_and_a_lone_one_plays_on():
+    """A forgotten phone's run slowed every visitor (~250 steps/s alone, 8-30
+    with four playing): after IDLE_PAUSE_S without a touch it pauses, but
+    only while another visitor's run plays (a presenter's lone run plays on)."""
+    from ui import ticks
+
+    players = ticks.Players()
+    state = {}
+    ticks.mark_full_run(state, "ts", now=0.0)                   # the last click
+    later = ticks.IDLE_PAUSE_S + 1.0
+    assert players.tick("a", now=later) == 0                     # alone
+    assert not ticks.idle_pause(state, "ts", 0, now=later)
+    assert players.tick("b", now=later + 0.3) == 1               # another visitor plays
+    assert players.tick("a", now=later + 0.6) == 1
+    assert ticks.idle_pause(state, "ts", 1, now=later + 0.6)
+    assert not ticks.idle_pause(state, "ts", 1, now=ticks.IDLE_PAUSE_S - 1.0)   # touched lately
+    ticks.mark_full_run(state, "ts", now=later + 1.0)            # a click: the clock restarts
+    assert not ticks.idle_pause(state, "ts", 1, now=later + 2.0)
+    # a visitor whose run stopped ticking (paused, tab closed) stops counting
+    assert players.tick("a", now=later + 0.6 + ticks.PLAYING_SEEN_S + 1) == 0
