@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 # configuration fields whose flag is spelled otherwise: errors name the flag
 _FLAGS = {"student_seed": "seed", "teacher_seed": "teacher-seed",
-          "feedback_decay": "feedback-decay"}
+          "feedback_decay": "feedback-decay", "sweep_id": "sweep-id"}
 
 
 def _fail(field: str, message: str):
@@ -405,6 +405,10 @@ def _sweep(args, stop) -> int:
             _fail("devices", f"{args.devices} asked, {len(devices)} local devices available.")
         devices = devices[:args.devices]
     sweep_id = args.sweep_id
+    if sweep_id is not None:      # checked with --no-store too (its JSON and tags carry it)
+        from .store import _check_sweep_id
+
+        _check_sweep_id(sweep_id)
     if client is not None and sweep_id is None:   # one id for every process of the sweep
         import uuid
 

@@ -99,6 +99,8 @@ def parse_value(name: str, text: str):
     """
     kind, text = _field_type(name), text.strip()
     try:
+        if "_" in text and kind is not str:   # Python reads 1_0 as 10: a typo, not a number
+            raise ValueError(text)
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(text)

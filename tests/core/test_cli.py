@@ -34,6 +34,10 @@ BAD_INPUTS = {
     # a non-finite value gets the field's range, as any other out-of-range value
     "inf-scale-range": (["train", "--preset", "single-neuron", "--scale", "inf"],
                         "scale: must be a finite number in [0.01, 1000]"),
+    "bad-sweep-id": (["sweep", "--preset", "figure1", "--steps", "2", "--no-store",
+                      "--sweep-id", "bad id"], "error: sweep-id:"),
+    "grid-underscore": (["sweep", "--preset", "figure1", "--steps", "2", "--no-store",
+                         "--grid", "scale=1_0"], "error: grid.scale: cannot read '1_0'"),
     "too-big-for-memory": (["train", "--preset", "medium", "--T", "5000", "--batch", "1024"],
                            "batch"),
 }
