@@ -499,7 +499,8 @@ class LiveRun:
         with self.lock:                  # one history: advance() thins it in place
             teacher = self.exp.task.teacher
             perms = match(self.exp.state.params, teacher)
-            weights, steps = self.history.weights, np.asarray(self.history.steps)
+            # copies of the lists: a tick appends to them after the lock is released
+            weights, steps = list(self.history.weights), np.asarray(self.history.steps)
         target = np.asarray(teacher[layer].w)
         n_in, n_out = target.shape
         rows = np.arange(n_in) if layer == 0 else np.asarray(perms[layer - 1])
@@ -531,7 +532,8 @@ class LiveRun:
         with self.lock:                  # one history: advance() thins it in place
             teacher = self.exp.task.teacher
             cols = match(self.exp.state.params, teacher)[layer]
-            omega, damping, steps = self.history.omega, self.history.b, self.history.steps
+            omega, damping = list(self.history.omega), list(self.history.b)
+            steps = list(self.history.steps)     # (copies: a tick appends after the lock)
         dt = float(self.cfg.dt)
         f = np.stack([o[layer][cols] for o in omega]) / (2 * np.pi)
         b = np.stack([x[layer][cols] for x in damping])
