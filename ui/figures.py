@@ -397,13 +397,16 @@ def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf"
     shapes, notes = [], []
     if model == "rf":
         period = 1e3 / freq_hz
-        for at, label, dash in ((period, "1/f", "dot"), (period / 2, "1/(2f)", "dash")):
+        # 1/f's label right of its line, 1/(2f)'s left of its own: side by side they ran
+        # together on a narrow chart ("1/(2f)1/f")
+        for at, label, dash, side in ((period, "1/f", "dot", "left"),
+                                      (period / 2, "1/(2f)", "dash", "right")):
             if at <= isi_ms.max():
                 shapes.append({"type": "line", "xref": "x", "x0": at, "x1": at,
                                "yref": "y domain", "y0": 0, "y1": 1,
                                "line": {"color": SPIKE_COLOR, "dash": dash}})
                 notes.append({"text": label, "showarrow": False, "xref": "x", "x": at,
-                              "xanchor": "left", "yref": "y domain", "y": 1, "yanchor": "top"})
+                              "xanchor": side, "yref": "y domain", "y": 1, "yanchor": "top"})
     shape, note = _hline(float(theta), label="θ")
     return _spec("(d) Doublet selectivity", 340, data, None,
                  {"xaxis": _title("doublet ISI (ms)"), "yaxis": _title("peak y (sub-threshold)")},

@@ -491,10 +491,11 @@ def test_neuron_panels_match_plotlys_own_api():
 
     for name, f in (("n_doublet", 12.5), ("n_doublet_slow", 2.0)):
         ref = go.Figure()
-        for at, label, dash in ((1e3 / f, "1/f", "dot"), (500 / f, "1/(2f)", "dash")):
+        for at, label, dash, side in ((1e3 / f, "1/f", "dot", "top right"),
+                                      (500 / f, "1/(2f)", "dash", "top left")):
             if at <= 200:
                 ref.add_vline(x=at, line=dict(color=F.SPIKE_COLOR, dash=dash),
-                              annotation_text=label, annotation_position="top right")
+                              annotation_text=label, annotation_position=side)
         ref.add_hline(y=1.0, annotation_text="θ", **theta)
         ref.update_xaxes(title_text="doublet ISI (ms)")
         ref.update_yaxes(title_text="peak y (sub-threshold)")
