@@ -155,6 +155,7 @@ def _cmd_train(args) -> int:
         "diverged_at_step": hist["steps"] + 1 if hist["diverged"] else None,
         "diverged_loss": _finite(hist["diverged_loss"]),
         "steps_per_s": hist["steps_per_s"],
+        "steps_per_s_with_compile": hist["steps_per_s_with_compile"],
         "first_chunk_seconds": hist["first_chunk_s"],
         "seconds": hist["seconds"],
         "backend": jax.default_backend(),
@@ -175,7 +176,9 @@ def _cmd_train(args) -> int:
     else:
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         print(f"preset {args.preset}: {hist['steps']} steps in {hist['seconds']:.1f} s "
-              f"({result['steps_per_s']:.0f} steps/s), loss {fmt(initial)} -> {fmt(final)}"
+              f"({result['steps_per_s']:.0f} steps/s"
+              + (", compilation included: one chunk" if result["steps_per_s_with_compile"]
+                 else "") + f"), loss {fmt(initial)} -> {fmt(final)}"
               + (_diverged_text(hist) if hist["diverged"] else ""))
         for i, layer in enumerate(ev["recovery"]):
             print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")

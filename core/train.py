@@ -537,6 +537,8 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
         steps_done / seconds if seconds > 0 else 0.0)
     return exp, {"loss": loss, "seconds": seconds, "steps": int(state.step),
                  "first_chunk_s": first_s or 0.0, "steps_per_s": rate,
+                 # one chunk only: the rate is over the compiling chunk
+                 "steps_per_s_with_compile": not (warm_steps > 0 and warm_s > 0),
                  "diverged": bool(state.diverged), "diverged_loss": diverged_loss,
                  "alignment_deg": (np.concatenate(aligns) if aligns
                                    else np.zeros((steps_done, 0), np.float32)),

@@ -90,6 +90,7 @@ def test_train_json(runs):
     assert result["steps"] == 60 and result["diverged"] is False
     assert math.isfinite(result["initial_loss"]) and math.isfinite(result["final_loss"])
     assert result["steps_per_s"] > 0 and result["seconds"] > 0
+    assert result["steps_per_s_with_compile"] is False       # 60 steps: two chunks of 50
     assert 0.0 <= result["spike_precision"] <= 1.0
     assert isinstance(result["recovery"], list) and len(result["recovery"]) == 1
     for layer in result["recovery"]:
