@@ -100,7 +100,7 @@ def _cmd_train(args) -> int:
 
             _check_name(args.name or args.preset)
             _check_tags(_tags(args.tags))
-            _open_store(args).close()   # a damaged store fails now, not after training
+            _check_store_before(args)   # a damaged store fails now, not after training
         elif args.name is not None or args.tags is not None or args.store is not None:
             raise ConfigError("save", "--name, --tags and --store need --save.")
     except ConfigError as e:
@@ -194,6 +194,28 @@ def _cmd_train(args) -> int:
 
 def _tags(text):
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def _check_store_before(args) -> None:
+    """Before training: an existing store opens (a damaged one fails now); a
+    missing one is not created yet (an interrupted run left an empty store),
+    but its nearest existing folder must be one this user can write."""
+    import os
+    from pathlib import Path
+
+    from .store import INDEX_NAME, StoreError, default_path
+
+    path = Path(args.store) if args.store is not None else default_path()
+    if (path / INDEX_NAME).exists():
+        _open_store(args).close()
+        return
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(str(path), f"cannot hold a run store ({parent} is not a folder this "
+                                    "user can write); pass --store (or set RESONANCE_RUNS_DIR "
+                                    "to) a folder you can write.")
 
 
 def _open_store(args, create=True):

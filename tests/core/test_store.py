@@ -650,3 +650,23 @@ def test_cli_import_of_no_file_creates_no_store(tmp_path):
     r = _cli("runs", "import", str(tmp_path / "missing.zip"), "--store", str(store), env=env)
     assert r.returncode == 2 and r.stderr.startswith("error: path:") and "Traceback" not in r.stderr
     assert not store.exists()
+
+
+def test_cli_train_save_checks_the_store_first_but_creates_it_last(tmp_path):
+    """A store that cannot be made fails before training; a missing one is
+    created only when the run is saved (an interrupted run left an empty one)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    (tmp_path / "afile").write_text("x")
+    r = _cli("train", "--preset", "single-neuron", "--steps", "100000", "--save", "--store",
+             str(tmp_path / "afile" / "runs"), env=env)
+    assert r.returncode == 2 and "cannot hold a run store" in r.stderr
+    assert "step " not in r.stderr                                # refused before training
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--preset", "single-neuron",
+                             "--steps", "1000000", "--chunk", "10", "--save", "--store",
+                             str(tmp_path / "new")], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr.readline().startswith("step ")             # training
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130 and not (tmp_path / "new").exists()
