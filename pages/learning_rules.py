@@ -45,6 +45,9 @@ widgets.idle_note("rl")
 ticks.mark_full_run(st.session_state, "rl")       # this run draws; the ticks train
 
 
+POSTER_COLUMNS = ("rule", "final loss", "∠(Wᵀ,B) °", "∠(Δh, Δh_BP) °", "spike precision")
+
+
 @st.fragment(run_every=ticks.TICK_S if playing else None)
 def live_panels():
     if ticks.is_tick(st.session_state, "rl") and st.session_state.get("rl_playing", False):
@@ -81,7 +84,10 @@ def live_panels():
                                        run.rules,
                                        "Hidden weights: rel. error", "rel. error"),
                   key="rl_recovery", height=300, revision=rev)
-    st.dataframe(pd.DataFrame(run.table()), hide_index=True, width="stretch")
+    table = pd.DataFrame(run.table())
+    if demo:      # a laptop's width: the columns a visitor reads (the rest scrolled off)
+        table = table[[c for c in table.columns if c in POSTER_COLUMNS]]
+    st.dataframe(table, hide_index=True, width="stretch")
     st.caption("Final loss: the mean of the last min(50, steps/10) steps, as every run's; "
                "update angle: the mean of the last 50; spikes: held-out input.")
 

@@ -419,3 +419,21 @@ def test_the_student_width_follows_the_preset():
     at.selectbox(key="rl_p").set_value("figure1").run()
     assert at.text_input(key="rl_sh").value == "20"            # room to align for figure1's 2
     _clean(at)
+
+
+def test_poster_mode_shows_the_tables_main_columns_and_folds_settings():
+    """At 1024 px the rules table hid everything from "rate error" on, and
+    the sidebar showed every setting: poster mode keeps the columns a visitor
+    reads and folds hidden widths, decay and steps per tick."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.query_params["demo"] = "1"
+    at.switch_page("pages/learning_rules.py").run()
+    _clean(at)
+    (table,) = at.dataframe
+    assert list(table.value.columns) == ["rule", "final loss", "∠(Wᵀ,B) °", "∠(Δh, Δh_BP) °",
+                                         "spike precision"]
+    assert any(e.label == "More settings" for e in at.expander)
+    at.query_params["demo"] = "0"
+    at.run()
+    assert "rate error" in at.dataframe[0].value.columns
+    assert not any(e.label == "More settings" for e in at.expander)
