@@ -77,16 +77,8 @@ def _config_from_args(args):
         changes["teacher_seed"] = args.teacher_seed
     if args.learn is not None:
         changes["learn"] = tuple(g.strip() for g in args.learn.split(",") if g.strip())
-    try:                 # the configuration's own checks: the field, its range (nan, inf)
-        return cfg.replace(**changes)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:     # (a check a non-finite value slips past)
-        bad = next((k for k, v in changes.items()
-                    if isinstance(v, float) and not math.isfinite(v)), None)
-        if bad is None:
-            raise
-        raise ConfigError(bad, f"must be a finite number, got {changes[bad]} ({e}).") from None
+    # the configuration's own checks: the field and its range (nan and inf included)
+    return cfg.replace(**changes)
 
 
 def _cmd_train(args) -> int:
@@ -113,29 +105,18 @@ def _cmd_train(args) -> int:
 
     exp = setup(cfg)
     initial = float("nan")
-    from .store import snapshot_limit, spread
+    from .store import SnapshotLog, snapshot_limit
 
-    snapshots = ([], [])    # --save: the parameters once a chunk (steps, params), saved with it
+    # --save: the parameters once a chunk, saved with the run
     size = sum(a.nbytes for a in jax.tree_util.tree_leaves(exp.state.params))
-    most = snapshot_limit(size) if args.save else 0
-
-    def keep(e):
-        step = int(e.state.step)
-        if most and (not snapshots[0] or step > snapshots[0][-1]):
-            snapshots[0].append(step)    # a copy: the next chunk reuses (donates) the buffers
-            snapshots[1].append(jax.tree_util.tree_map(lambda a: np.array(a, copy=True),
-                                                       e.state.params))
-            if len(snapshots[0]) > 2 * most:     # held in memory: within twice what is saved
-                idx = spread(snapshots[0], most)
-                for rows in snapshots:
-                    rows[:] = [rows[i] for i in idx]
+    snapshots = SnapshotLog(snapshot_limit(size) if args.save else 0)
 
     def progress(e, out):
-        keep(e)
+        snapshots.add(e.state.step, e.state.params)
         if not args.json and not args.quiet:
             print(f"step {int(e.state.step):6d}  loss {float(e.state.loss):.5f}", file=sys.stderr)
 
-    keep(exp)
+    snapshots.add(0, exp.state.params)
     exp, hist = train(exp, cfg.steps, chunk=min(args.chunk, cfg.steps), callback=progress)
     loss = hist["loss"]
     # the first step's loss is the initial parameters' loss, applied or refused as diverged
@@ -224,15 +205,15 @@ def _open_store(args, create=True):
     return RunStore(args.store, create=create)
 
 
-def _save_run(args, exp, hist, result, snapshots=((), ())) -> str:
+def _save_run(args, exp, hist, result, snapshots=None) -> str:
     from .config import ConfigError
-    from .store import saved_snapshots
 
     metrics = {k: v for k, v in result.items() if k not in ("config", "preset")}
     try:
         with _open_store(args) as store:
             return store.save(exp, hist, name=args.name or args.preset, tags=_tags(args.tags),
-                              metrics=metrics, snapshots=saved_snapshots(*snapshots))
+                              metrics=metrics,
+                              snapshots=snapshots.saved() if snapshots is not None else None)
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
     except OSError as e:

@@ -467,6 +467,31 @@ def spread(steps, most: int) -> np.ndarray:
     return np.unique(np.concatenate([[0, n - 1], np.where(nearer_left, right - 1, right)]))
 
 
+class SnapshotLog:
+    """Parameter snapshots taken while training, for :meth:`RunStore.save`:
+    copies (a training chunk reuses its donated buffers), at increasing
+    steps (a diverged run's stay as they were), at most twice ``limit``
+    held (thinned over the steps); ``limit`` 0 keeps none."""
+
+    def __init__(self, limit: int):
+        self.limit, self.steps, self.params = limit, [], []
+
+    def add(self, step: int, params) -> None:
+        step = int(step)
+        if not self.limit or (self.steps and step <= self.steps[-1]):
+            return
+        self.steps.append(step)
+        self.params.append([type(lp)(*(np.array(a, copy=True) for a in lp)) for lp in params])
+        if len(self.steps) > 2 * self.limit:
+            idx = spread(self.steps, self.limit)
+            self.steps = [self.steps[i] for i in idx]
+            self.params = [self.params[i] for i in idx]
+
+    def saved(self) -> tuple | None:
+        """What a saved run keeps of them (:func:`saved_snapshots`)."""
+        return saved_snapshots(self.steps, self.params)
+
+
 def saved_snapshots(steps, params) -> tuple | None:
     """The snapshots a saved run keeps of ``steps`` (increasing) and
     ``params`` (for each, per layer ``LayerParams`` of arrays):

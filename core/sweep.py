@@ -372,7 +372,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
 
     from .config import hyperparams
     from .evaluate import summarize
-    from .store import saved_snapshots
+    from .store import SnapshotLog, snapshot_limit
     from .train import Experiment, make_evaluate, make_train_chunk, unstack
 
     t_start = time.perf_counter()
@@ -430,9 +430,9 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             losses = [[] for _ in range(n)]
             rec_steps = [[] for _ in range(n)]
             recs = [[] for _ in range(n)]
-            snaps = [([], []) for _ in range(n)]     # per run: (steps, parameters)
             one = sum(a.nbytes // n_pad for a in jax.tree_util.tree_leaves(state.params))
             keep = n * one * (min(n_chunks, RECOVERY_POINTS) + 2) <= SNAPSHOT_GROUP_BYTES
+            snaps = [SnapshotLog(snapshot_limit(one) if keep else 0) for _ in range(n)]
 
             def record_recovery(state):
                 params, teacher = jax.device_get(state.params), jax.device_get(task.teacher)
@@ -441,9 +441,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                     rec_steps[i].append(int(st[i]))
                     own = unstack(params, i)
                     recs[i].append(_recovery_row(own, teacher, p.cfg))
-                    if keep and (not snaps[i][0] or int(st[i]) > snaps[i][0][-1]):
-                        snaps[i][0].append(int(st[i]))    # a copy: the chunk donates the state
-                        snaps[i][1].append(jax.tree_util.tree_map(np.array, own))
+                    snaps[i].add(st[i], own)
 
             record_recovery(state)
             before = np.zeros(n_pad, np.int64)
@@ -496,7 +494,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 if store is not None:
                     name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
                     run_id = store.save(exp, hist, name=name, tags=tags, status=status,
-                                        metrics=metrics, snapshots=saved_snapshots(*snaps[i]))
+                                        metrics=metrics, snapshots=snaps[i].saved())
                 rows.append({"index": p.index, "settings": p.settings, "status": status,
                              "metrics": metrics, "run_id": run_id})
     except BaseException:
