@@ -7,6 +7,7 @@ import streamlit as st
 import core
 from core.store import STATUSES, RunStore, StoreError, default_path
 from core.sweep import make_spec, parse_grid
+from ui import resources
 from ui import runs as R
 from ui import widgets
 
@@ -15,11 +16,10 @@ demo = widgets.demo_mode()
 widgets.steady_live_css()
 
 
-@st.cache_resource(scope="session", max_entries=1, on_release=lambda slot: slot.release(),
-                   show_spinner=False)
 def sweep_slot() -> R.SweepSlot:
-    """This visitor's background sweep; stopped when the tab closes."""
-    return R.SweepSlot()
+    """This visitor's background sweep: a reload comes back to it; stopped
+    :data:`ui.tabs.PARK_S` after the tab closed."""
+    return resources.tab().slot("sweep", R.SweepSlot)
 
 
 def damaged_store_ui(path, error: StoreError) -> None:

@@ -14,14 +14,18 @@ widgets.steady_live_css()
 
 st.title("Teacher–Student")
 slot = resources.run_slot()
+if resources.came_back(slot) and slot.run is not None:   # a reload, a reconnect
+    st.session_state["ts_playing"] = False
+    st.toast(f"Your run is back, at step {slot.run.step} (paused: Play goes on).",
+             icon="↩️")
 opened = st.query_params.get("run")
-if opened and st.session_state.get("ts_opened") != opened:   # ?run=<id>: reopen a stored run
-    st.session_state["ts_opened"] = opened
+if opened and slot.opened != opened:   # ?run=<id>: reopen a stored run (once: not on a reload)
+    slot.opened = opened
     try:
         stored = resources.open_stored_run(opened)
         shown, differ = widgets.open_config(stored.cfg)
         slot.run = stored
-        st.session_state["ts_open_shown"] = shown
+        slot.open_shown = shown
         st.session_state["ts_playing"] = False
         st.toast(f"Opened run {opened[:8]} at step {slot.run.step}.", icon="📂")
         if differ:
@@ -46,10 +50,9 @@ except core.ConfigError as e:
     cfg = slot.run.cfg
 
 controls = widgets.run_controls_ui(disabled=invalid is not None)
-if st.session_state.get("ts_open_shown") is not None and (
-        controls["reset"] or st.session_state["ts_open_shown"] != cfg):
-    st.session_state["ts_open_shown"] = None   # a setting moved: the page's values apply
-if invalid or st.session_state.get("ts_open_shown") is not None:
+if slot.open_shown is not None and (controls["reset"] or slot.open_shown != cfg):
+    slot.open_shown = None   # a setting moved: the page's values apply
+if invalid or slot.open_shown is not None:
     status, changed = "unchanged", []
 else:
     status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])

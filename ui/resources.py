@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 
 import core
+from ui import tabs
 from ui.widgets import NeuronSettings
 
 # ---- neuron page -----------------------------------------------------------
@@ -165,21 +166,66 @@ def _private_setup(cfg: core.Config) -> core.Experiment:
     return exp._replace(state=jax.tree_util.tree_map(jnp.copy, exp.state))
 
 
+# ---- the visitor's tab: its runs outlive a reload (ui.tabs) --------------------
+class _Lease:
+    """This session's hold on its tab; released (the tab parked) when the
+    session goes: Streamlit drops session resources at the disconnect."""
+
+    def __init__(self, tab, session_id: str):
+        self.tab, self.session_id = tab, session_id
+
+    def release(self):
+        tabs.TABS.park(self.tab, self.session_id)
+
+
+@st.cache_resource(scope="session", max_entries=1, on_release=lambda lease: lease.release(),
+                   show_spinner=False)
+def _lease() -> _Lease:
+    """Claim the tab the session names (a reconnect: its own token) or the
+    URL names (a reload); a new one if it is held by a connected session."""
+    from ui.widgets import visitor_id
+
+    sid = visitor_id()
+    token = st.session_state.get(tabs.STATE_KEY) or st.query_params.get(tabs.PARAM)
+    tab, _ = tabs.TABS.claim(token, sid)
+    return _Lease(tab, sid)
+
+
+def tab() -> tabs.Tab:
+    """This visitor's tab, its token kept in the URL (``?tab=``): a reload
+    of the page comes back to it (:mod:`ui.tabs`)."""
+    t = _lease().tab
+    st.session_state[tabs.STATE_KEY] = t.token
+    if st.query_params.get(tabs.PARAM) != t.token:
+        st.query_params[tabs.PARAM] = t.token
+    return t
+
+
+def came_back(slot) -> bool:
+    """True once, on the first run after a new session took ``slot``'s tab
+    back (a reload, a reconnect): the page says so."""
+    resumed = tab().resumed
+    seen, slot.seen_resumes = getattr(slot, "seen_resumes", 0), resumed
+    return resumed != seen
+
+
 class RunSlot:
-    """Holds one visitor's LiveRun (replaced on Reset)."""
+    """Holds one visitor's LiveRun (replaced on Reset), and the stored run
+    the page opened into it (``?run=``) with the settings it showed."""
 
     def __init__(self):
         self.run = None
+        self.opened = None       # the ?run= id opened (a reload must not reopen it)
+        self.open_shown = None   # the configuration the page showed for it
 
     def release(self):
-        self.run = None
+        self.run = self.opened = self.open_shown = None
 
 
-@st.cache_resource(scope="session", max_entries=1, on_release=lambda slot: slot.release(),
-                   show_spinner=False)
 def run_slot() -> RunSlot:
-    """This visitor's run; released when the tab closes."""
-    return RunSlot()
+    """This visitor's run: it outlives a reload, and is released
+    :data:`ui.tabs.PARK_S` after the tab closed."""
+    return tab().slot("run", RunSlot)
 
 
 def configure_run(slot: RunSlot, cfg: core.Config, reset: bool = False) -> tuple[str, list]:
@@ -281,11 +327,9 @@ class RulesSlot:
         self.run, self.key = None, None
 
 
-@st.cache_resource(scope="session", max_entries=1, on_release=lambda slot: slot.release(),
-                   show_spinner=False)
 def rules_slot() -> RulesSlot:
-    """This visitor's rules comparison; released when the tab closes."""
-    return RulesSlot()
+    """This visitor's rules comparison (kept as :func:`run_slot`'s run)."""
+    return tab().slot("rules", RulesSlot)
 
 
 def configure_rules(slot: RulesSlot, cfg: core.Config, rules: tuple,

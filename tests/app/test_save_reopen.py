@@ -15,7 +15,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import core
-from core.store import RunStore
+from core.store import RunStore, default_path
+from ui import tabs
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180
@@ -177,3 +178,49 @@ def test_a_blank_name_saves_with_the_step_of_the_save(tmp_path):
     _click(at, "rl_save")
     rules = sorted(r["name"] for r in RunStore(tmp_path / "runs").list() if "rules" in r["tags"])
     assert rules == [f"rules step {step} · bp", f"rules step {step} · fa"], rules
+
+
+def _reload(at: AppTest, path: str) -> AppTest:
+    """The browser reloads ``at``'s page: Streamlit drops the old session's
+    resources (it parks the visitor's tab, ui.tabs) and a new session runs
+    the page from the same URL."""
+    url = {k: at.query_params[k] for k in at.query_params}
+    st.cache_resource.clear()
+    return _page(path, **url)
+
+
+def test_a_reload_comes_back_to_the_run_and_does_not_reopen_the_link(monkeypatch):
+    monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
+    at = _page("pages/teacher_student.py")
+    _click(at, "ts_step")
+    _click(at, "ts_save")
+    run_id = RunStore(default_path()).list()[0]["id"]
+    st.cache_resource.clear()
+    at = _page("pages/teacher_student.py", run=run_id)     # opened from the Runs page
+    _click(at, "ts_step")
+    _click(at, "ts_play")
+    assert _metric(at, "Step") == "40" and at.session_state["ts_playing"]
+    before = at.session_state["ts_playing"], at.query_params["tab"]
+    at = _reload(at, "pages/teacher_student.py")
+    # the same student at step 40, not the stored one at step 20 (?run= is still in the URL)
+    assert _metric(at, "Step") == "40" and at.query_params["tab"] == before[1]
+    assert [t.value for t in at.toast] == ["Your run is back, at step 40 (paused: Play goes on)."]
+    assert not at.session_state["ts_playing"]
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "60"
+    # a new visitor with the same link but no tab gets the stored run
+    st.cache_resource.clear()
+    at = _page("pages/teacher_student.py", run=run_id)
+    assert _metric(at, "Step") == "20" and at.query_params["tab"] != before[1]
+
+
+def test_a_reload_comes_back_to_the_rules_comparison(monkeypatch):
+    monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
+    at = _page("pages/learning_rules.py")
+    _click(at, "rl_step")
+    step = _metric(at, "Step")
+    assert int(step) > 0
+    at = _reload(at, "pages/learning_rules.py")
+    assert _metric(at, "Step") == step
+    assert [t.value for t in at.toast] == [f"Your comparison is back, at step {step} "
+                                           "(paused: Play goes on)."]

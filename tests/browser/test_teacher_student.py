@@ -263,3 +263,36 @@ def test_learning_rules_page_plays_live(page: Page, app_url: str):
     page.wait_for_timeout(1500)
     assert _step(page) == paused, "training continued after Pause"
     assert len(_live_frames(page)) == 4
+
+
+def test_a_reload_comes_back_to_the_run_and_a_copied_link_does_not_take_it(
+        page: Page, app_url: str, browser):
+    """A reload (a phone that discarded the tab, F5 at the poster) is a new
+    Streamlit session, which had lost the visitor's run: it comes back
+    (ui.tabs, ``?tab=`` in the URL), paused, with a toast.  The same URL in
+    another browser while this one is connected starts its own run."""
+    page.goto(f"{app_url}/teacher_student?B=16&T=500")
+    wait_idle(page, settle_ms=800)
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_idle(page, settle_ms=800)
+    step = _step(page)
+    assert step > 0
+    token = re.search(r"[?&]tab=([\w-]+)", page.url).group(1)
+    page.reload()
+    wait_idle(page, settle_ms=1500)
+    assert _step(page) == step, "the reload lost the run"
+    assert f"tab={token}" in page.url and "B=16" in page.url
+    expect(page.locator("[data-testid=stToast]").filter(has_text="Your run is back")).to_have_count(1)
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_idle(page, settle_ms=800)
+    assert _step(page) > step, "the run that came back does not train"
+    other = browser.new_context().new_page()
+    try:
+        other.goto(page.url)
+        wait_idle(other, settle_ms=1500)
+        assert _step(other) == 0, "a copied link took the owner's run"
+        assert f"tab={token}" not in other.url and "tab=" in other.url
+        assert_no_exception(other)
+    finally:
+        other.context.close()
+    assert_no_exception(page)

@@ -4,7 +4,9 @@ Even sessions use the Teacher--Student page (a preset, random traced
 settings and seeds from the menus, one Step of training); odd ones the
 Neuron page (random neuron and input).  After each session its
 session-scoped caches are released exactly as the server does when a tab
-closes (``clear_session_resource_cache``); the shared, bounded caches stay.
+closes (``clear_session_resource_cache``): the visitor's tab is parked for a
+reload, as on the server (``ui.tabs``, at most ``MAX_PARKED``, the oldest
+released first); the shared, bounded caches stay.
 Structures (which compile) come from a fixed pair of presets, both used in
 the first five sessions, so later sessions compile nothing new: memory after
 session 50 must be within a fixed margin of memory after session 5.
@@ -26,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.reliability.test_concurrency import rss_mb  # noqa: E402
-from ui import widgets  # noqa: E402
+from ui import tabs, widgets  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +75,9 @@ def _neuron(at: AppTest, rnd: random.Random) -> None:
     at.selectbox(key="input").set_value(rnd.choice(widgets.INPUT_KINDS)).run()
 
 
-def test_fifty_sessions_do_not_accumulate_memory():
-    st.cache_resource.clear()
+def test_fifty_sessions_do_not_accumulate_memory(monkeypatch):
+    st.cache_resource.clear()           # (earlier tests' tabs released: park_s is 0 here)
+    monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)      # as the server keeps them
     rnd = random.Random(2024)
     rss = {}
     for i in range(N_SESSIONS):
@@ -89,9 +92,12 @@ def test_fifty_sessions_do_not_accumulate_memory():
         del at
         clear_session_resource_cache(SESSION_ID)   # the tab closes
         clear_session_data_cache(SESSION_ID)
+        assert tabs.TABS.counts() == {"held": 0, "parked": min((i + 2) // 2, tabs.MAX_PARKED)}
         if i + 1 in (WARM, N_SESSIONS):
             gc.collect()
             rss[i + 1] = rss_mb()
     growth = rss[N_SESSIONS] - rss[WARM]
     assert growth < RSS_GROWTH_MB, f"RSS grew {growth:.0f} MB from session {WARM} to {N_SESSIONS}"
     st.cache_resource.clear()
+    tabs.TABS.park_s = 0.0
+    assert tabs.TABS.expire() == tabs.MAX_PARKED

@@ -1,0 +1,167 @@
+"""A visitor's runs outlive the Streamlit session that made them: a reload.
+
+Streamlit gives every page load a new session and drops a session's
+``st.cache_resource(scope="session")`` values the moment its websocket goes:
+a reload, a phone that locked its screen or discarded the tab in the
+background, a Wi-Fi blip.  The visitor's live run, rules comparison and
+background sweep went with it.
+
+Here they belong to a *tab*, named by a random token in the URL
+(``?tab=...``, :data:`PARAM`).  A session holds its tab while it is
+connected (:class:`Tabs.claim`); when the session goes, the tab is parked
+for :data:`PARK_S`, and a session that comes with the same token takes it
+back (the reload, the reconnect).  A parked tab that nobody takes back is
+released then: its slots' ``release()`` runs (a sweep stops).  A token held
+by a connected session (a copied link) gets its own new tab.
+
+The registry is plain Python; ``ui.resources`` ties it to the sessions.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Callable
+
+PARAM = "tab"          # the URL parameter naming the visitor's tab
+STATE_KEY = "_tab"     # the session-state key of the token a session holds (a reconnect)
+PARK_S = 10 * 60       # a tab whose session went is kept this long for its visitor
+MAX_PARKED = 16        # ... and at most this many parked tabs (the oldest is released)
+TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def valid_token(token) -> bool:
+    """A token this module could have made (a URL's other text is not looked up)."""
+    return isinstance(token, str) and 8 <= len(token) <= 32 and set(token) <= TOKEN_CHARS
+
+
+class Tab:
+    """One visitor's slots (``name -> object with release()``), made on demand."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.holder: str | None = None      # the session holding it; None: parked
+        self.parked_at = 0.0
+        self.resumed = 0                    # times a new session took it back
+        self._slots: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def slot(self, name: str, make: Callable[[], object]):
+        """The tab's slot ``name`` (made by ``make()`` the first time)."""
+        with self._lock:
+            if name not in self._slots:
+                self._slots[name] = make()
+            return self._slots[name]
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._slots
+
+    def release(self) -> None:
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+        for s in slots:
+            s.release()
+
+
+class Tabs:
+    """The server's tabs, by token.  ``connected(session_id)`` says whether a
+    session still has its websocket (a holder that lost it without its
+    release having run yet loses the tab to the new session)."""
+
+    def __init__(self, park_s: float = PARK_S, max_parked: int = MAX_PARKED,
+                 connected: Callable[[str], bool] = lambda sid: True,
+                 clock: Callable[[], float] = time.monotonic):
+        self.park_s, self.max_parked = park_s, max_parked
+        self._connected, self._clock = connected, clock
+        self._tabs: dict[str, Tab] = {}
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def claim(self, token, session_id: str) -> tuple[Tab, bool]:
+        """The tab for ``session_id``, asked for by ``token`` (the URL's, or
+        None): that tab if it is parked or its holder is gone (returns it and
+        True: resumed), else a new tab with a new token (False)."""
+        expired = []
+        with self._lock:
+            expired = self._expire()
+            tab = self._tabs.get(token) if valid_token(token) else None
+            if tab is not None and tab.holder not in (None, session_id) \
+                    and self._connected(tab.holder):
+                tab = None                    # a copied link: its owner is here
+            resumed = tab is not None and tab.holder != session_id
+            if tab is None:
+                # an unknown token (its tab expired, the server restarted) stays in the URL
+                while not valid_token(token) or token in self._tabs:
+                    token = secrets.token_urlsafe(8)
+                tab = self._tabs[token] = Tab(token)
+            elif resumed:
+                tab.resumed += 1
+            tab.holder = session_id
+        for t in expired:
+            t.release()
+        return tab, resumed
+
+    def park(self, tab: Tab, session_id: str) -> None:
+        """``session_id`` went (its session resources were released): keep its
+        tab for :attr:`park_s`, unless another session took it already."""
+        with self._lock:
+            if self._tabs.get(tab.token) is not tab or tab.holder != session_id:
+                return
+            tab.holder, tab.parked_at = None, self._clock()
+            if tab.empty():              # nothing to keep (a visit to Home or Neuron)
+                del self._tabs[tab.token]
+        self.expire()
+
+    def expire(self) -> int:
+        """Release the tabs parked longer than :attr:`park_s` (and the oldest
+        beyond :attr:`max_parked`); returns how many.  While tabs stay parked
+        a timer calls it again when the next one is due (a sweep left in a
+        closed tab stops even if no visitor comes)."""
+        with self._lock:
+            expired = self._expire()
+            due = [t.parked_at + self.park_s for t in self._tabs.values() if t.holder is None]
+            if due and self._timer is None:
+                self._timer = threading.Timer(max(min(due) - self._clock(), 0.0) + 0.5,
+                                              self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+        for t in expired:
+            t.release()
+        return len(expired)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.expire()
+
+    def _expire(self) -> list[Tab]:
+        now = self._clock()
+        parked = sorted((t for t in self._tabs.values() if t.holder is None),
+                        key=lambda t: t.parked_at)
+        old = [t for t in parked if now - t.parked_at >= self.park_s]
+        young = [t for t in parked if now - t.parked_at < self.park_s]
+        old += young[:max(0, len(young) - self.max_parked)]
+        for t in old:
+            del self._tabs[t.token]
+        return old
+
+    def counts(self) -> dict:
+        """``{"held": n, "parked": m}``."""
+        with self._lock:
+            parked = sum(t.holder is None for t in self._tabs.values())
+            return {"held": len(self._tabs) - parked, "parked": parked}
+
+
+def session_connected(session_id: str) -> bool:
+    """Whether Streamlit's runtime still has ``session_id`` connected (True
+    where it cannot say: the tab then stays with its holder)."""
+    try:
+        from streamlit.runtime import Runtime
+
+        return Runtime.instance().is_active_session(session_id)
+    except Exception:      # no runtime (AppTest, scripts) or its API moved
+        return True
+
+
+TABS = Tabs(connected=session_connected)
