@@ -47,7 +47,7 @@ MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this ..
 HISTORY_BYTES = 64 * 2**20   # ... or beyond this many bytes of them (one visitor's run) ...
 MIN_SNAPSHOTS = 32   # ... but never fewer (a very wide network: 32 x its parameters)
 BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at most
-RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (halved beyond; as the
+RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (thinned by step beyond; as the
                                    # Teacher-Student loss), so a day of play stays ~2 MB, O(1) a tick
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
 NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
@@ -161,16 +161,6 @@ class History:
             self.loss_steps = [self.loss_steps[i] for i in idx]
 
 
-def _every_other(n: int) -> np.ndarray:
-    """Indices of every other of ``n`` rows from the first, and the last (the
-    current step's): how the live histories are halved."""
-    return np.unique(np.append(np.arange(0, n, 2), n - 1)) if n else np.arange(0)
-
-
-def _halve(rows: list) -> list:
-    return [rows[i] for i in _every_other(len(rows))]
-
-
 def band_sample(n_in: int, n_out: int) -> np.ndarray:
     """Flat indices (row-major) of the weights a (n_in, n_out) layer's bands
     are taken over: all of them up to BAND_SAMPLE, else a grid of evenly
@@ -219,10 +209,6 @@ class Rows:
 
     def append(self, row) -> None:
         self.extend(np.asarray(row)[None])
-
-    def halve(self) -> None:
-        """Keep every other row from the first, and the last."""
-        self.keep(_every_other(self._n))
 
     def keep(self, keep) -> None:
         """Keep the rows at positions ``keep`` (in a new buffer: views handed
@@ -428,7 +414,7 @@ class LiveRun:
                 final = float(window_mean(steps, loss, final_loss_window(steps[-1]))[0][-1])
             metrics = {"steps": self.step, "diverged": self.diverged,
                        "initial_loss": float(loss[0]) if loss.size else None,
-                       "final_loss": final,      # over steps, not rows (halved)
+                       "final_loss": final,      # over steps, not rows (thinned)
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
             exp, status = self.exp, "diverged" if self.diverged else "done"
@@ -845,7 +831,7 @@ class RulesRun:
             step = int(view["steps"][i])
             n = int(np.searchsorted(r["steps"], step, "right"))
 
-            def last(key, window, **kw):   # over steps, not rows (a halved history)
+            def last(key, window, **kw):   # over steps, not rows (a thinned history)
                 if n == 0:
                     return None
                 return float(window_mean(r["steps"][:n], r[key][:n, i], window, **kw)[0][-1])

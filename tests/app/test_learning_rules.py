@@ -155,7 +155,7 @@ def test_rules_history_is_the_same_in_ticks_or_at_once():
         assert row["spike recall"] == pytest.approx(m["spike_recall"])
 
 
-def test_rows_halve_keeps_every_other_and_the_last():
+def test_rows_keep_the_rows_asked_for_and_leave_earlier_views_alone():
     from ui.live import Rows
 
     for n in (7, 8):
@@ -163,17 +163,15 @@ def test_rows_halve_keeps_every_other_and_the_last():
         data = np.arange(2.0 * n).reshape(n, 2)
         rows.extend(data)
         before = rows.values
-        rows.halve()
-        keep = list(range(0, n, 2)) + ([] if n % 2 else [n - 1])
+        keep = [0, 3, n - 1]
+        rows.keep(keep)
         np.testing.assert_array_equal(rows.values, data[keep])
         np.testing.assert_array_equal(before, data)          # an earlier view is untouched
         rows.append([-1.0, -2.0])
-        np.testing.assert_array_equal(rows.values[-1], [-1.0, -2.0])
-    for n in (0, 1, 2):                                      # nothing to drop: as it was
-        rows = Rows((2,))
-        rows.extend(np.ones((n, 2)))
-        rows.halve()
-        np.testing.assert_array_equal(rows.values, np.ones((n, 2)))
+        np.testing.assert_array_equal(rows.values, np.vstack([data[keep], [[-1.0, -2.0]]]))
+    rows = Rows((2,))
+    rows.keep([])                                            # nothing kept of nothing
+    assert rows.values.shape == (0, 2)
 
 
 def test_a_long_rules_run_keeps_bounded_rows_of_their_steps(monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 import core
 import core.store as store_module
 from ui import live
-from ui.live import LiveRun, _halve, snapshot_budget
+from ui.live import LiveRun, snapshot_budget
 
 
 def _snapshot_bytes(run: LiveRun) -> int:
@@ -26,11 +26,6 @@ def test_the_budget_is_bytes_over_a_snapshots_size_within_bounds():
     assert medium.history.max_snapshots == live.HISTORY_BYTES // size == 303
     assert snapshot_budget(100) == live.MAX_HISTORY                     # small nets: as before
     assert snapshot_budget(4096 * 4096 * 4) == live.MIN_SNAPSHOTS       # never none
-
-
-def test_halving_keeps_the_first_and_the_last():
-    assert _halve(list(range(7))) == [0, 2, 4, 6]
-    assert _halve(list(range(8))) == [0, 2, 4, 6, 7]
 
 
 def test_a_thinned_history_holds_the_snapshots_of_its_steps(monkeypatch):
