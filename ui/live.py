@@ -47,8 +47,9 @@ MAX_HISTORY = 4000   # snapshots kept; older ones are thinned 2:1 beyond this ..
 HISTORY_BYTES = 64 * 2**20   # ... or beyond this many bytes of them (one visitor's run) ...
 MIN_SNAPSHOTS = 32   # ... but never fewer (a very wide network: 32 x its parameters)
 BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at most
-RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (thinned by step beyond; as the
-                                   # Teacher-Student loss), so a day of play stays ~2 MB, O(1) a tick
+RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (thinned by step
+                                   # beyond, as the Teacher-Student loss): a day of play stays
+                                   # ~2 MB, O(1) a tick
 RECOVERY_POINTS = 50  # recovery records stored with a saved run
 NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
 
