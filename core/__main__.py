@@ -252,8 +252,9 @@ def _runs_action(store, args) -> int:
                   f"{'->'.join(map(str, r['layers']))} {r['feedback']:4s} loss {loss}  "
                   f"{r['name']}  [{','.join(r['tags'])}]")
     elif act == "sweeps":
+        stored = store.sweep_points()
         rows = [{**{k: v for k, v in sw.items() if k != "spec"},
-                 "points_stored": len(store.sweep_runs(sw["id"])), "spec": sw["spec"]}
+                 "points_stored": stored.get(sw["id"], 0), "spec": sw["spec"]}
                 for sw in store.sweeps()]
         if args.json:
             print(json.dumps(rows, allow_nan=False))

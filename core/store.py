@@ -1020,6 +1020,19 @@ class RunStore:
                         "process": process, "recorded": r[3]})   # the index's own status
         return out
 
+    def sweep_points(self) -> dict[str, int]:
+        """Runs stored of each sweep (``sweep id -> count``), in one read of
+        the index (``runs sweeps`` read the runs table once per sweep)."""
+        counts: dict[str, int] = {}
+        rows = self._conn().execute("SELECT tags FROM runs WHERE instr(tags, ?) > 0",
+                                    ('"sweep:',)).fetchall()
+        for (tags,) in rows:
+            tags = _loads(tags, "tags")
+            for t in set(tags) if isinstance(tags, list) else ():
+                if isinstance(t, str) and t.startswith("sweep:"):
+                    counts[t[6:]] = counts.get(t[6:], 0) + 1
+        return counts
+
     def sweep_runs(self, sweep_id: str) -> list[dict]:
         """Summaries of the runs of a sweep (oldest first)."""
         return self.list(tags=[f"sweep:{_check_sweep_id(sweep_id)}"])

@@ -125,6 +125,19 @@ def test_tag_filter_is_exact(tmp_path):
         assert store.list(tags=["sweep:a"]) == [] and len(store.list()) == 3
 
 
+def test_points_of_every_sweep_in_one_read_equal_each_sweeps_runs(tmp_path):
+    cfg = from_dict(SMALL)
+    with RunStore(tmp_path) as store:
+        ids = [store.save_sweep(n, {"x": 1}, n_points=4) for n in ("one", "two", "empty")]
+        for tags in ([f"sweep:{ids[0]}"], [f"sweep:{ids[0]}", "x"], [f"sweep:{ids[1]}"],
+                     [f"sweep:{ids[0]}", f"sweep:{ids[1]}"], ["sweep"], ['"sweep:'], []):
+            store.save(_fake_exp(cfg), {}, tags=tags, name="sweep:" + ids[2])
+        points = store.sweep_points()
+        assert points == {sid: len(store.sweep_runs(sid)) for sid in ids
+                          if store.sweep_runs(sid)}
+        assert points == {ids[0]: 3, ids[1]: 2}
+
+
 def test_weights_and_config_files(tmp_path):
     cfg = from_dict({**SMALL, "student_hidden": [6]})
     exp = core.setup(cfg)
