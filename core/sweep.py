@@ -140,22 +140,29 @@ def _example(name: str) -> str:
     return f"{name}=a,b"
 
 
+def _sweepable(key) -> str:
+    """``key`` (an alias resolved) if a sweep may vary that setting, else a
+    ConfigError listing the ones it may."""
+    key = ALIASES.get(key, key) if isinstance(key, str) else key
+    fields = {f.name for f in dataclasses.fields(Config)}
+    if not isinstance(key, str) or key not in fields or key in NOT_SWEPT:
+        allowed = ", ".join(sorted(n for n in fields if n not in NOT_SWEPT))
+        raise ConfigError(f"grid.{key}", f"is not a sweepable setting; choose from {allowed}.")
+    return key
+
+
 def parse_grid(items: Iterable[str]) -> tuple[tuple[str, tuple], ...]:
     """``["surrogate=superspike,sigmoid", "scale=1,5"]`` -> ordered axes.
 
     A value repeated within one setting (``scale=5,5``, ``scale=1,1.0``) is
     kept once, at its first place: a repeat would only train identical
     duplicate points."""
-    names = {f.name for f in dataclasses.fields(Config)}
     axes, seen = [], set()
     for item in items:
         key, sep, values = str(item).partition("=")
-        key = ALIASES.get(key.strip(), key.strip())
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError("grid", f"write NAME=v1,v2,..., got {item!r}.")
-        if key not in names or key in NOT_SWEPT:
-            allowed = ", ".join(sorted(n for n in names if n not in NOT_SWEPT))
-            raise ConfigError(f"grid.{key}", f"is not a sweepable setting; choose from {allowed}.")
+        key = _sweepable(key.strip())
         if key in seen:
             raise ConfigError(f"grid.{key}", "is given twice; list all its values in one --grid.")
         vals = tuple(dict.fromkeys(   # equal parsed values once, first-occurrence order
@@ -173,13 +180,9 @@ def make_spec(base: Config, grid=(), seeds: int = 1, steps: int | None = None, n
     if isinstance(grid, Mapping):
         grid = tuple(grid.items())
     # as parse_grid: a setting once, each value once (1 and 1.0 are one value)
-    grid = tuple((ALIASES.get(k, k), tuple(dict.fromkeys(v))) for k, v in grid)
+    # (a --spec file skipped parse_grid's name check: steps swept, untrained)
+    grid = tuple((_sweepable(k), tuple(dict.fromkeys(v))) for k, v in grid)
     names = [k for k, _ in grid]
-    fields = {f.name for f in dataclasses.fields(Config)}
-    for k in names:     # as parse_grid (a --spec file skipped it: steps swept, untrained)
-        if not isinstance(k, str) or k not in fields or k in NOT_SWEPT:
-            allowed = ", ".join(sorted(n for n in fields if n not in NOT_SWEPT))
-            raise ConfigError(f"grid.{k}", f"is not a sweepable setting; choose from {allowed}.")
     if not isinstance(name, str) or not isinstance(preset, str):
         raise ConfigError("sweep.name" if not isinstance(name, str) else "sweep.preset",
                           "must be a string.")
