@@ -92,7 +92,15 @@ def poster_spec(spec: dict, size: int = POSTER_FONT) -> dict:
             # a legend below the plot, a fraction of the plot's height under it: as many
             # pixels more as the tick labels and axis title grew (they reached it)
             layout["legend"] = {**legend, "y": y * plot * scale / now}
-    return {**spec, "data": grow(list(spec.get("data") or [])), "layout": layout}
+    data = grow(list(spec.get("data") or []))
+    for trace in data:
+        if isinstance(trace, dict) and trace.get("type") == "parcoords":
+            # Plotly draws a parcoords' axis names and ticks at the base font / 1.2 (13 px)
+            for key in ("labelfont", "tickfont"):
+                font = trace.get(key) or {}
+                if "size" not in font:
+                    trace[key] = {**font, "size": size}
+    return {**spec, "data": data, "layout": layout}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:

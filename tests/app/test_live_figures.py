@@ -170,6 +170,25 @@ def test_poster_spec_takes_any_valid_figure():
     assert out["layout"]["annotations"][1]["font"] == {"color": "red"}    # inherits 16 px
     assert out["layout"]["margin"]["t"] == 40
 
+def test_poster_spec_sets_a_parcoords_names_and_ticks_to_the_poster_size():
+    """Plotly draws a parcoords' axis names and tick labels at the base font
+    / 1.2 (13 px at 16): they get the poster size; an explicit size grows."""
+    import pandas as pd
+
+    from ui.runs import parcoords_figure
+
+    df = pd.DataFrame({"surrogate": ["a", "b"], "scale": [1.0, 5.0], "m": [0.5, 0.7]})
+    spec = parcoords_figure(df, ["surrogate", "scale"], "m").to_plotly_json()
+    out = json.loads(to_json(spec, poster=True))
+    go.Figure(out)
+    (par,) = out["data"]
+    assert par["labelfont"] == {"size": F.POSTER_FONT} == par["tickfont"]
+    assert "rangefont" not in par
+    spec["data"][0]["labelfont"] = {"size": 9, "color": "red"}
+    (par,) = json.loads(to_json(spec, poster=True))["data"]
+    assert par["labelfont"] == {"size": round(9 * F.POSTER_FONT / 12, 1), "color": "red"}
+
+
 def test_typed_arrays_give_back_the_values():
     """Every dtype the builders produce round-trips exactly; int64 steps are
     narrowed as plotly narrows them; NaN inside an array stays NaN (a gap);
