@@ -16,8 +16,7 @@ st.title("Teacher–Student")
 slot = resources.run_slot()
 if resources.came_back(slot) and slot.run is not None:   # a reload, a reconnect
     st.session_state["ts_playing"] = False
-    st.toast(f"Your run is back, at step {slot.run.step} (paused: Play goes on).",
-             icon="↩️")
+    st.toast("Your run is back, paused where it was (Play goes on).", icon="↩️")
 opened = st.query_params.get("run")
 if opened and slot.opened != opened:   # ?run=<id>: reopen a stored run (once: not on a reload)
     slot.opened = opened

@@ -178,26 +178,31 @@ class _Lease:
         tabs.TABS.park(self.tab, self.session_id)
 
 
+def _browser() -> str | None:
+    """This visitor's browser (:func:`ui.tabs.browser_key` of the XSRF cookie
+    its websocket came with); None where there is none (AppTest, XSRF off)."""
+    try:
+        return tabs.browser_key(st.context.cookies.get("_streamlit_xsrf"))
+    except Exception:       # no client context (scripts)
+        return None
+
+
 @st.cache_resource(scope="session", max_entries=1, on_release=lambda lease: lease.release(),
                    show_spinner=False)
 def _lease() -> _Lease:
-    """Claim the tab the session names (a reconnect: its own token) or the
-    URL names (a reload); a new one if it is held by a connected session."""
+    """Claim this session's tab: the one it held (a reconnect keeps its
+    session state), else its browser's parked one (a reload), else a new one."""
     from ui.widgets import visitor_id
 
     sid = visitor_id()
-    token = st.session_state.get(tabs.STATE_KEY) or st.query_params.get(tabs.PARAM)
-    tab, _ = tabs.TABS.claim(token, sid)
+    tab, _ = tabs.TABS.claim(sid, _browser(), st.session_state.get(tabs.STATE_KEY))
     return _Lease(tab, sid)
 
 
 def tab() -> tabs.Tab:
-    """This visitor's tab, its token kept in the URL (``?tab=``): a reload
-    of the page comes back to it (:mod:`ui.tabs`)."""
+    """This visitor's tab (:mod:`ui.tabs`): its runs outlive a reload."""
     t = _lease().tab
     st.session_state[tabs.STATE_KEY] = t.token
-    if st.query_params.get(tabs.PARAM) != t.token:
-        st.query_params[tabs.PARAM] = t.token
     return t
 
 

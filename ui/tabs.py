@@ -6,40 +6,60 @@ a reload, a phone that locked its screen or discarded the tab in the
 background, a Wi-Fi blip.  The visitor's live run, rules comparison and
 background sweep went with it.
 
-Here they belong to a *tab*, named by a random token in the URL
-(``?tab=...``, :data:`PARAM`).  A session holds its tab while it is
-connected (:class:`Tabs.claim`); when the session goes, the tab is parked
-for :data:`PARK_S`, and a session that comes with the same token takes it
-back (the reload, the reconnect).  A parked tab that nobody takes back is
-released then: its slots' ``release()`` runs (a sweep stops).  A token held
-by a connected session (a copied link) gets its own new tab.
+Here they belong to a *tab*: a session holds its tab while it is connected
+(:meth:`Tabs.claim`); when the session goes, the tab is parked for
+:data:`PARK_S`, and the next session *of the same browser* that asks for a
+tab takes it back (the reload, the reconnect), the most recently parked
+first.  A parked tab that nobody takes back is released then: its slots'
+``release()`` runs (a sweep stops).  The browser is known by
+:func:`browser_key`: a digest of the XSRF token of the cookie Streamlit sets
+once per browser.  Nothing goes in the URL: a token there (an earlier
+version) made two history entries of one page switch, and travelled with
+every link the visitor shared.  Without the cookie (XSRF protection off)
+nothing is taken back.
 
 The registry is plain Python; ``ui.resources`` ties it to the sessions.
 """
 from __future__ import annotations
 
+import binascii
+import hashlib
 import secrets
 import threading
 import time
 from typing import Callable
 
-PARAM = "tab"          # the URL parameter naming the visitor's tab
-STATE_KEY = "_tab"     # the session-state key of the token a session holds (a reconnect)
+STATE_KEY = "_tab"     # the session-state key of the token of the tab a session holds
 PARK_S = 10 * 60       # a tab whose session went is kept this long for its visitor
 MAX_PARKED = 16        # ... and at most this many parked tabs (the oldest is released)
-TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
-def valid_token(token) -> bool:
-    """A token this module could have made (a URL's other text is not looked up)."""
-    return isinstance(token, str) and 8 <= len(token) <= 32 and set(token) <= TOKEN_CHARS
+def browser_key(xsrf_cookie) -> str | None:
+    """A digest of the browser's XSRF token (Streamlit's ``_streamlit_xsrf``
+    cookie, ``2|mask|masked token|time``: re-masked on every page load, the
+    token itself kept for the browser's life); None without one (XSRF
+    protection off, AppTest)."""
+    if not isinstance(xsrf_cookie, str) or not xsrf_cookie.strip("\"'"):
+        return None
+    value = xsrf_cookie.strip("\"'")
+    token = value.encode()
+    if value.startswith("2|"):
+        try:
+            _, mask, masked, _ = value.split("|")
+            mask, masked = binascii.a2b_hex(mask), binascii.a2b_hex(masked)
+        except (ValueError, binascii.Error):
+            return None
+        if not mask:
+            return None
+        token = bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked))
+    return hashlib.sha256(b"resonance-lab tab\0" + token).hexdigest()
 
 
 class Tab:
     """One visitor's slots (``name -> object with release()``), made on demand."""
 
-    def __init__(self, token: str):
-        self.token = token
+    def __init__(self, token: str, browser: str | None = None):
+        self.token, self.browser = token, browser
         self.holder: str | None = None      # the session holding it; None: parked
         self.parked_at = 0.0
         self.resumed = 0                    # times a new session took it back
@@ -78,23 +98,31 @@ class Tabs:
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
-    def claim(self, token, session_id: str) -> tuple[Tab, bool]:
-        """The tab for ``session_id``, asked for by ``token`` (the URL's, or
-        None): that tab if it is parked or its holder is gone (returns it and
-        True: resumed), else a new tab with a new token (False)."""
+    def claim(self, session_id: str, browser: str | None,
+              token: str | None = None) -> tuple[Tab, bool]:
+        """The tab for ``session_id`` of ``browser`` (:func:`browser_key`):
+        the one ``token`` names (the session's own, after a reconnect) or
+        else the browser's most recently parked one, if it is that browser's
+        and parked or its holder gone (returns it and True: resumed); else a
+        new tab (False).  ``browser`` None takes nothing back."""
         expired = []
         with self._lock:
             expired = self._expire()
-            tab = self._tabs.get(token) if valid_token(token) else None
-            if tab is not None and tab.holder not in (None, session_id) \
-                    and self._connected(tab.holder):
-                tab = None                    # a copied link: its owner is here
+
+            def free(t):
+                return t.browser == browser and (
+                    t.holder in (None, session_id) or not self._connected(t.holder))
+
+            tab = self._tabs.get(token) if isinstance(token, str) else None
+            if tab is None or not free(tab):
+                parked = [t for t in self._tabs.values()
+                          if browser is not None and t.holder is None and free(t)]
+                tab = max(parked, key=lambda t: t.parked_at, default=None)
             resumed = tab is not None and tab.holder != session_id
             if tab is None:
-                # an unknown token (its tab expired, the server restarted) stays in the URL
-                while not valid_token(token) or token in self._tabs:
-                    token = secrets.token_urlsafe(8)
-                tab = self._tabs[token] = Tab(token)
+                while (token := secrets.token_urlsafe(8)) in self._tabs:
+                    pass
+                tab = self._tabs[token] = Tab(token, browser)
             elif resumed:
                 tab.resumed += 1
             tab.holder = session_id
@@ -137,6 +165,11 @@ class Tabs:
 
     def _expire(self) -> list[Tab]:
         now = self._clock()
+        for t in self._tabs.values():
+            if t.holder is not None and not self._connected(t.holder):
+                # a session that went without its release (it claimed the tab again
+                # while Streamlit disconnected it): parked from now
+                t.holder, t.parked_at = None, now
         parked = sorted((t for t in self._tabs.values() if t.holder is None),
                         key=lambda t: t.parked_at)
         old = [t for t in parked if now - t.parked_at >= self.park_s]

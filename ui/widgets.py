@@ -14,8 +14,6 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
-from ui.tabs import PARAM as TAB_PARAM
-from ui.tabs import STATE_KEY as TAB_KEY
 from ui.ticks import AUTO, AUTO_MAX, AUTO_STEP, AUTO_TRAIN_S, TICK_SIZES
 
 INPUT_KINDS = ("single pulse", "doublet", "step current", "Poisson", "sinusoid", "chirp")
@@ -65,7 +63,7 @@ def require_app_navigation() -> None:
     st.session_state[URL_PAGE] = here
     left = st.session_state.setdefault(PAGE_URLS, {})
     if entering:
-        if not set(st.query_params) - {TAB_PARAM} and left.get(here):
+        if not st.query_params and left.get(here):
             # the browser's Back returns to a page without its parameters and without its
             # controls' values (Streamlit's history entry): they fell back to their defaults
             # and the run restarted.  The page comes back as the visitor left it.
@@ -76,16 +74,11 @@ def require_app_navigation() -> None:
                 st.session_state[key] = value
         open_gallery_entry(here)
         canonical_url_numbers()
-    if TAB_KEY in st.session_state or TAB_PARAM in st.query_params:
-        from ui.resources import tab
-
-        tab()      # the visitor's runs (once it has some) keep their tab in the URL: a reload
     # the page's settings as this run starts: its URL (the controls off their defaults)
     # and those controls' values; not poster mode (the session's: ?demo=0 must stick) nor
     # a key no control can have ("" or private)
     url = url_snapshot()
-    own = {k: v for k, v in url.items()
-           if k and not k.startswith("_") and k not in ("demo", TAB_PARAM)}
+    own = {k: v for k, v in url.items() if k and not k.startswith("_") and k != "demo"}
     left[here] = (own, {k: st.session_state[k] for k in own if k in st.session_state})
     st.session_state[URL_BEFORE] = url if entering else {}
     try:

@@ -19,8 +19,8 @@ from core.store import ENV_VAR, RunStore, StoreError
 from core.sweep import make_spec, parse_grid, run_sweep
 from tests.app.conftest import ROOT
 from tests.app.test_teacher_student import _array
+from ui import resources, tabs
 from ui import runs as R
-from ui import tabs
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -237,6 +237,7 @@ def test_repeated_scales_count_once(monkeypatch, tmp_path):
 
 def test_launch_then_stop_a_sweep(monkeypatch, populated, tmp_path):
     monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)       # a reload comes back to it
+    monkeypatch.setattr(resources, "_browser", lambda: tabs.browser_key("0123abcd"))
     at = _page(monkeypatch, tmp_path)
     at.text_input(key="sw_scales").set_value("1,5").run()
     at.number_input(key="sw_steps").set_value(2000).run()     # 40 chunks: time to stop it
@@ -249,9 +250,8 @@ def test_launch_then_stop_a_sweep(monkeypatch, populated, tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.3)
         at.run()
-    # the visitor reloads the page: a new session, the same URL (?tab=): the sweep is still theirs
+    # the visitor reloads the page: a new session of the same browser: the sweep is still theirs
     url = {k: at.query_params[k] for k in at.query_params}
-    assert "tab" in url
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.query_params.update(url)

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 import core
 from core.store import RunStore, default_path
-from ui import tabs
+from ui import resources, tabs
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180
@@ -189,38 +189,55 @@ def _reload(at: AppTest, path: str) -> AppTest:
     return _page(path, **url)
 
 
+def _browser(monkeypatch, name: str) -> None:
+    """The sessions that follow come from browser ``name`` (AppTest sends no cookie)."""
+    monkeypatch.setattr(resources, "_browser", lambda: tabs.browser_key(name.encode().hex()))
+
+
 def test_a_reload_comes_back_to_the_run_and_does_not_reopen_the_link(monkeypatch):
     monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
+    _browser(monkeypatch, "mine")
     at = _page("pages/teacher_student.py")
     _click(at, "ts_step")
     _click(at, "ts_save")
     run_id = RunStore(default_path()).list()[0]["id"]
-    st.cache_resource.clear()
     at = _page("pages/teacher_student.py", run=run_id)     # opened from the Runs page
     _click(at, "ts_step")
     _click(at, "ts_play")
     assert _metric(at, "Step") == "40" and at.session_state["ts_playing"]
-    before = at.session_state["ts_playing"], at.query_params["tab"]
     at = _reload(at, "pages/teacher_student.py")
     # the same student at step 40, not the stored one at step 20 (?run= is still in the URL)
-    assert _metric(at, "Step") == "40" and at.query_params["tab"] == before[1]
-    assert [t.value for t in at.toast] == ["Your run is back, at step 40 (paused: Play goes on)."]
+    assert at.query_params["run"] == run_id and _metric(at, "Step") == "40"
+    assert [t.value for t in at.toast] == ["Your run is back, paused where it was (Play goes on)."]
     assert not at.session_state["ts_playing"]
     _click(at, "ts_step")
     assert _metric(at, "Step") == "60"
-    # a new visitor with the same link but no tab gets the stored run
+    # the same link in another browser (shared), once this one is gone, gets the stored run
     st.cache_resource.clear()
+    _browser(monkeypatch, "theirs")
     at = _page("pages/teacher_student.py", run=run_id)
-    assert _metric(at, "Step") == "20" and at.query_params["tab"] != before[1]
+    assert _metric(at, "Step") == "20" and not any("is back" in t.value for t in at.toast)
+    # ... and without a browser to know (no XSRF cookie) nothing is taken back
+    st.cache_resource.clear()
+    monkeypatch.setattr(resources, "_browser", lambda: None)
+    at = _page("pages/teacher_student.py")
+    assert _metric(at, "Step") == "0" and not at.toast
+    # the first browser, back within PARK_S, still finds its run
+    st.cache_resource.clear()
+    _browser(monkeypatch, "mine")
+    at = _page("pages/teacher_student.py", run=run_id)
+    assert _metric(at, "Step") == "60" and [t.value for t in at.toast] == [
+        "Your run is back, paused where it was (Play goes on)."]
 
 
 def test_a_reload_comes_back_to_the_rules_comparison(monkeypatch):
     monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
+    _browser(monkeypatch, "mine")
     at = _page("pages/learning_rules.py")
     _click(at, "rl_step")
     step = _metric(at, "Step")
     assert int(step) > 0
     at = _reload(at, "pages/learning_rules.py")
     assert _metric(at, "Step") == step
-    assert [t.value for t in at.toast] == [f"Your comparison is back, at step {step} "
-                                           "(paused: Play goes on)."]
+    assert [t.value for t in at.toast] == ["Your comparison is back, paused where it was "
+                                           "(Play goes on)."]
