@@ -19,7 +19,8 @@ widgets.report_ignored_url_params()
 slot = resources.rules_slot()
 if resources.came_back(slot) and slot.run is not None:   # a reload, a reconnect
     st.session_state["rl_playing"] = False
-    st.toast("Your comparison is back, paused where it was (Play goes on).", icon="↩️")
+    st.toast("Your comparison is back, paused where it was (Play goes on).", icon="↩️",
+             duration="long")
 try:
     cfg = widgets.rules_config(s)
 except core.ConfigError as e:

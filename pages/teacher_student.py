@@ -16,7 +16,10 @@ st.title("Teacher–Student")
 slot = resources.run_slot()
 if resources.came_back(slot) and slot.run is not None:   # a reload, a reconnect
     st.session_state["ts_playing"] = False
-    st.toast("Your run is back, paused where it was (Play goes on).", icon="↩️")
+    # the controls show the run's own settings: those of a run opened from the store were in
+    # the old session only, and the new one's defaults restarted it
+    slot.open_shown, _ = widgets.open_config(slot.run.cfg)
+    st.toast("Your run is back, paused where it was (Play goes on).", icon="↩️", duration="long")
 opened = st.query_params.get("run")
 if opened and slot.opened != opened:   # ?run=<id>: reopen a stored run (once: not on a reload)
     slot.opened = opened

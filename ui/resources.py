@@ -200,7 +200,13 @@ def _lease() -> _Lease:
 
 
 def tab() -> tabs.Tab:
-    """This visitor's tab (:mod:`ui.tabs`): its runs outlive a reload."""
+    """This visitor's tab (:mod:`ui.tabs`): its runs outlive a reload.  A
+    session that lost its connection claims none: its script ends here (its
+    release has run already, a claim now would hold the tab with no end)."""
+    from ui.widgets import visitor_id
+
+    if not tabs.session_connected(visitor_id()):
+        st.stop()
     t = _lease().tab
     st.session_state[tabs.STATE_KEY] = t.token
     return t

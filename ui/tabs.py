@@ -116,7 +116,8 @@ class Tabs:
             tab = self._tabs.get(token) if isinstance(token, str) else None
             if tab is None or not free(tab):
                 parked = [t for t in self._tabs.values()
-                          if browser is not None and t.holder is None and free(t)]
+                          if browser is not None and t.holder is None and free(t)
+                          and not t.empty()]
                 tab = max(parked, key=lambda t: t.parked_at, default=None)
             resumed = tab is not None and tab.holder != session_id
             if tab is None:
@@ -165,11 +166,13 @@ class Tabs:
 
     def _expire(self) -> list[Tab]:
         now = self._clock()
-        for t in self._tabs.values():
+        for t in list(self._tabs.values()):
             if t.holder is not None and not self._connected(t.holder):
                 # a session that went without its release (it claimed the tab again
-                # while Streamlit disconnected it): parked from now
+                # while Streamlit disconnected it): parked from now, if there is anything
                 t.holder, t.parked_at = None, now
+                if t.empty():
+                    del self._tabs[t.token]
         parked = sorted((t for t in self._tabs.values() if t.holder is None),
                         key=lambda t: t.parked_at)
         old = [t for t in parked if now - t.parked_at >= self.park_s]

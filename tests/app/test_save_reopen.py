@@ -197,19 +197,24 @@ def _browser(monkeypatch, name: str) -> None:
 def test_a_reload_comes_back_to_the_run_and_does_not_reopen_the_link(monkeypatch):
     monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
     _browser(monkeypatch, "mine")
-    at = _page("pages/teacher_student.py")
+    at = _page("pages/teacher_student.py", p="lif-control")
+    at.number_input(key="ss").set_value(5).run()
     _click(at, "ts_step")
     _click(at, "ts_save")
     run_id = RunStore(default_path()).list()[0]["id"]
+    st.cache_resource.clear()
+    _browser(monkeypatch, "opener")
     at = _page("pages/teacher_student.py", run=run_id)     # opened from the Runs page
     _click(at, "ts_step")
     _click(at, "ts_play")
     assert _metric(at, "Step") == "40" and at.session_state["ts_playing"]
     at = _reload(at, "pages/teacher_student.py")
-    # the same student at step 40, not the stored one at step 20 (?run= is still in the URL)
-    assert at.query_params["run"] == run_id and _metric(at, "Step") == "40"
+    # the same student at step 40, not the stored one at step 20 (?run= is still in the URL),
+    # nor a restart with the page's defaults (the run's settings were in the old session only)
+    assert at.query_params == {"run": run_id} and _metric(at, "Step") == "40"
     assert [t.value for t in at.toast] == ["Your run is back, paused where it was (Play goes on)."]
     assert not at.session_state["ts_playing"]
+    assert at.selectbox(key="p").value == "lif-control" and at.number_input(key="ss").value == 5
     _click(at, "ts_step")
     assert _metric(at, "Step") == "60"
     # the same link in another browser (shared), once this one is gone, gets the stored run
@@ -222,9 +227,9 @@ def test_a_reload_comes_back_to_the_run_and_does_not_reopen_the_link(monkeypatch
     monkeypatch.setattr(resources, "_browser", lambda: None)
     at = _page("pages/teacher_student.py")
     assert _metric(at, "Step") == "0" and not at.toast
-    # the first browser, back within PARK_S, still finds its run
+    # the opener's browser, back within PARK_S, still finds its run
     st.cache_resource.clear()
-    _browser(monkeypatch, "mine")
+    _browser(monkeypatch, "opener")
     at = _page("pages/teacher_student.py", run=run_id)
     assert _metric(at, "Step") == "60" and [t.value for t in at.toast] == [
         "Your run is back, paused where it was (Play goes on)."]

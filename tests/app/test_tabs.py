@@ -211,3 +211,17 @@ def test_claims_from_many_threads_give_one_holder(reg):
         t.join()
     assert sum(r for _, r in got) == 1                       # one took it back ...
     assert len({t.token for t, _ in got}) == 8               # ... the others got their own
+
+
+def test_an_empty_tab_claimed_by_a_dying_session_never_hides_the_run(reg):
+    tab, _ = _visit(reg, "s1")
+    slot = tab.slot("run", Slot)
+    _leave(reg, tab, "s1")                          # the reload: parked
+    mine, _ = _visit(reg, "s2")                     # the new page takes it back ...
+    assert mine is tab
+    dead, _ = reg.claim("s1", ME)                   # ... while the old script claims again
+    assert dead is not tab and dead.empty()
+    _leave(reg, mine, "s2")                         # later the page goes too
+    reg.expire()                                    # s1 is not connected: its empty tab goes
+    assert reg.counts() == {"held": 0, "parked": 1}
+    assert _visit(reg, "s3") == (tab, True) and slot.released == 0

@@ -279,10 +279,11 @@ def test_a_reload_comes_back_to_the_run_and_another_browser_does_not_take_it(
     step, url, length = _step(page), page.url, page.evaluate("history.length")
     assert step > 0
     page.reload()
+    expect(page.locator("[data-testid=stToast]").filter(has_text="Your run is back")).to_have_count(
+        1, timeout=60_000)
     wait_idle(page, settle_ms=1500)
     assert _step(page) == step, "the reload lost the run"
     assert page.url == url and page.evaluate("history.length") == length
-    expect(page.locator("[data-testid=stToast]").filter(has_text="Your run is back")).to_have_count(1)
     page.get_by_role("button", name="Step", exact=True).click()
     wait_idle(page, settle_ms=800)
     assert _step(page) > step, "the run that came back does not train"
