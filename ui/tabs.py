@@ -32,6 +32,7 @@ from typing import Callable
 STATE_KEY = "_tab"     # the session-state key of the token of the tab a session holds
 PARK_S = 10 * 60       # a tab whose session went is kept this long for its visitor
 MAX_PARKED = 16        # ... and at most this many parked tabs (the oldest is released)
+CHECK_S = 60.0         # while tabs are held, whether their sessions are still there (s)
 
 
 def browser_key(xsrf_cookie) -> str | None:
@@ -96,6 +97,7 @@ class Tabs:
         self._connected, self._clock = connected, clock
         self._tabs: dict[str, Tab] = {}
         self._timer: threading.Timer | None = None
+        self._timer_at = 0.0
         self._lock = threading.Lock()
 
     def claim(self, session_id: str, browser: str | None,
@@ -127,6 +129,7 @@ class Tabs:
             elif resumed:
                 tab.resumed += 1
             tab.holder = session_id
+            self._schedule()
         for t in expired:
             t.release()
         return tab, resumed
@@ -144,24 +147,38 @@ class Tabs:
 
     def expire(self) -> int:
         """Release the tabs parked longer than :attr:`park_s` (and the oldest
-        beyond :attr:`max_parked`); returns how many.  While tabs stay parked
-        a timer calls it again when the next one is due (a sweep left in a
-        closed tab stops even if no visitor comes)."""
+        beyond :attr:`max_parked`); returns how many.  While there are tabs a
+        timer calls it again: when the next parked one is due, and every
+        :data:`CHECK_S` while some are held (a holder that went without its
+        release is parked then), so a sweep left in a closed tab stops even
+        if no visitor comes."""
         with self._lock:
             expired = self._expire()
-            due = [t.parked_at + self.park_s for t in self._tabs.values() if t.holder is None]
-            if due and self._timer is None:
-                self._timer = threading.Timer(max(min(due) - self._clock(), 0.0) + 0.5,
-                                              self._fire)
-                self._timer.daemon = True
-                self._timer.start()
+            self._schedule()
         for t in expired:
             t.release()
         return len(expired)
 
+    def _schedule(self) -> None:
+        """(Under the lock.)  The timer for the earliest thing due, unless
+        one is set for sooner."""
+        if not self._tabs:
+            return
+        now = self._clock()
+        wait = max(min(t.parked_at + self.park_s - now if t.holder is None else CHECK_S
+                       for t in self._tabs.values()), 0.0) + 0.5
+        if self._timer is not None:
+            if self._timer_at <= now + wait:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = threading.Timer(wait, self._fire), now + wait
+        self._timer.daemon = True
+        self._timer.start()
+
     def _fire(self) -> None:
         with self._lock:
-            self._timer = None
+            if self._timer is threading.current_thread():   # (not one replaced meanwhile)
+                self._timer = None
         self.expire()
 
     def _expire(self) -> list[Tab]:

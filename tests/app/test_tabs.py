@@ -225,3 +225,24 @@ def test_an_empty_tab_claimed_by_a_dying_session_never_hides_the_run(reg):
     reg.expire()                                    # s1 is not connected: its empty tab goes
     assert reg.counts() == {"held": 0, "parked": 1}
     assert _visit(reg, "s3") == (tab, True) and slot.released == 0
+
+
+def test_the_timer_parks_and_releases_a_tab_whose_session_went_without_a_visitor(monkeypatch):
+    """No release came and no visitor claims or parks: the timer's check
+    (every CHECK_S while tabs are held) parks the tab, and then releases it."""
+    monkeypatch.setattr(tabs, "CHECK_S", 0.1)
+    done = threading.Event()
+
+    class Sweep(Slot):
+        def release(self):
+            super().release()
+            done.set()
+
+    connected = {"s1"}
+    reg = tabs.Tabs(park_s=0.3, connected=lambda sid: sid in connected)
+    tab, _ = reg.claim("s1", ME)
+    sweep = tab.slot("sweep", Sweep)
+    assert not done.wait(0.5) and reg.counts() == {"held": 1, "parked": 0}   # still there
+    connected.discard("s1")                      # gone, its release never came
+    assert done.wait(5.0) and sweep.released == 1
+    assert reg.counts() == {"held": 0, "parked": 0}
