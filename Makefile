@@ -43,7 +43,7 @@ bench: $(VENV)/.deps
 	JAX_PLATFORMS=cpu $(PY) -m core bench
 
 # Side by side with PyTorch / snnTorch / plain JAX references, one process per
-# measurement (benchmarks/compare.py; ~15 min on 2 cores). Installs the pinned
+# measurement (benchmarks/compare.py; ~7 min on 2 cores, 2026-12-05). Installs the pinned
 # CPU torch and snntorch of requirements-bench.txt into .venv.
 .PHONY: bench-compare
 $(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.deps
