@@ -107,7 +107,6 @@ class Tabs:
         else the browser's most recently parked one, if it is that browser's
         and parked or its holder gone (returns it and True: resumed); else a
         new tab (False).  ``browser`` None takes nothing back."""
-        expired = []
         with self._lock:
             expired = self._expire()
 
@@ -118,8 +117,7 @@ class Tabs:
             tab = self._tabs.get(token) if isinstance(token, str) else None
             if tab is None or not free(tab):
                 parked = [t for t in self._tabs.values()
-                          if browser is not None and t.holder is None and free(t)
-                          and not t.empty()]
+                          if browser is not None and t.holder is None and free(t)]
                 tab = max(parked, key=lambda t: t.parked_at, default=None)
             resumed = tab is not None and tab.holder != session_id
             if tab is None:
@@ -141,8 +139,6 @@ class Tabs:
             if self._tabs.get(tab.token) is not tab or tab.holder != session_id:
                 return
             tab.holder, tab.parked_at = None, self._clock()
-            if tab.empty():              # nothing to keep (a visit to Home or Neuron)
-                del self._tabs[tab.token]
         self.expire()
 
     def expire(self) -> int:
@@ -186,10 +182,10 @@ class Tabs:
         for t in list(self._tabs.values()):
             if t.holder is not None and not self._connected(t.holder):
                 # a session that went without its release (it claimed the tab again
-                # while Streamlit disconnected it): parked from now, if there is anything
+                # while Streamlit disconnected it): parked from now
                 t.holder, t.parked_at = None, now
-                if t.empty():
-                    del self._tabs[t.token]
+            if t.holder is None and t.empty():    # nothing to keep: never taken back
+                del self._tabs[t.token]
         parked = sorted((t for t in self._tabs.values() if t.holder is None),
                         key=lambda t: t.parked_at)
         old = [t for t in parked if now - t.parked_at >= self.park_s]
