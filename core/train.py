@@ -187,28 +187,113 @@ def residual_bytes(struct: Structure, n_students: int | None = None) -> int:
     return 4 * struct.T * struct.batch * per_step * (n_students or 1)
 
 
-def memory_budget() -> int:
-    """Bytes of the default device's memory (GPU: XLA's limit; CPU: the
-    machine's physical memory); ``RESONANCE_MEMORY_GIB`` sets a lower figure
-    (a server sharing its machine)."""
+def _env_memory() -> int | None:
+    """``RESONANCE_MEMORY_GIB`` in bytes, or None when unset, malformed or not
+    a positive finite number."""
     import os
 
     try:
         env = float(os.environ.get("RESONANCE_MEMORY_GIB", "nan"))
     except ValueError:
-        env = float("nan")
-    if env > 0 and math.isfinite(env):    # NaN (unset or malformed) or inf: the device's
-        return int(env * 2**30)
+        return None
+    return int(env * 2**30) if env > 0 and math.isfinite(env) else None
+
+
+def _cgroup_memory(proc: str = "/proc/self/cgroup",
+                   root: str = "/sys/fs/cgroup") -> tuple[int | None, int | None]:
+    """(limit, free) bytes of this process's memory cgroup (a container's
+    limit; v2 ``memory.max``/``memory.current`` or v1
+    ``memory.limit_in_bytes``/``memory.usage_in_bytes``, inactive file cache
+    counted as free), or None where there is no limit or no such file."""
+    import os
+
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    lines = (read(proc) or "").splitlines()
+    dirs = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":                                          # v2
+            dirs += [(os.path.join(root, path.lstrip("/")), "memory.max", "memory.current",
+                      "inactive_file"), (root, "memory.max", "memory.current", "inactive_file")]
+        elif "memory" in controllers.split(","):                        # v1
+            base = os.path.join(root, "memory")
+            dirs += [(os.path.join(base, path.lstrip("/")), "memory.limit_in_bytes",
+                      "memory.usage_in_bytes", "total_inactive_file"),
+                     (base, "memory.limit_in_bytes", "memory.usage_in_bytes",
+                      "total_inactive_file")]
+    for d, lim_name, use_name, inactive_name in dirs:
+        lim, use = read(os.path.join(d, lim_name)), read(os.path.join(d, use_name))
+        if lim is None or use is None:
+            continue
+        if not lim.isdigit() or int(lim) >= 2**60:      # "max" or v1's "no limit" (~2^63)
+            return None, None
+        inactive = 0
+        for stat in (read(os.path.join(d, "memory.stat")) or "").splitlines():
+            key, _, value = stat.partition(" ")
+            if key == inactive_name and value.strip().isdigit():
+                inactive = int(value)
+        used = max(0, int(use) - inactive) if use.isdigit() else 0
+        return int(lim), max(0, int(lim) - used)
+    return None, None
+
+
+def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
+    """Linux's MemAvailable in bytes, or None (another system)."""
     try:
-        stats = jax.devices()[0].memory_stats() or {}
-        if stats.get("bytes_limit"):
-            return int(stats["bytes_limit"])
-    except Exception:  # noqa: BLE001 - not every backend reports it
+        with open(path) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _device_stats() -> dict:
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return {}
+
+
+def memory_budget() -> int:
+    """Bytes of the default device's memory (GPU: XLA's limit; CPU: the
+    machine's physical memory, or its container's limit where lower);
+    ``RESONANCE_MEMORY_GIB`` sets a figure (a server sharing its machine)."""
+    import os
+
+    env = _env_memory()
+    if env is not None:
+        return env
+    stats = _device_stats()
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
+        total = 8 * 2**30
+    limit, _ = _cgroup_memory()
+    return min(total, limit) if limit else total
+
+
+def memory_free() -> int | None:
+    """Bytes the device can still give a new step now (GPU: XLA's limit less
+    what this process holds; CPU: Linux's MemAvailable, or the container's
+    limit less its usage where lower), or None where unknown or where
+    ``RESONANCE_MEMORY_GIB`` sets the figure to assume."""
+    if _env_memory() is not None:
+        return None
+    stats = _device_stats()
+    if stats.get("bytes_limit"):
+        return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    frees = [m for m in (_meminfo_available(), _cgroup_memory()[1]) if m is not None]
+    return min(frees) if frees else None
 
 
 def remat_segments(struct: Structure, n_students: int | None = None) -> int | None:
@@ -468,17 +553,25 @@ WORKING_FRACTION = 0.9    # of the device's memory a training step may need
 
 def check_memory(struct: Structure, n_students: int | None = None) -> None:
     """Refuse (``ConfigError`` naming ``batch``) a step whose working memory
-    (:func:`working_bytes`) cannot fit in the device's memory: the process
-    would be killed or XLA would fail mid-run instead."""
+    (:func:`working_bytes`) cannot fit in the device's memory
+    (:func:`memory_budget`), or not in what is free now (:func:`memory_free`:
+    other runs and programs hold the rest): the process would be killed or
+    XLA would fail mid-run instead."""
     from .config import ConfigError
 
-    need, have = working_bytes(struct, n_students), memory_budget()
+    need, have, free = working_bytes(struct, n_students), memory_budget(), memory_free()
+    step = (f"one training step of {struct.T} steps x batch {struct.batch}"
+            f"{f' x {n_students} students' if n_students else ''} needs about "
+            f"{need / 2**30:.1f} GiB")
     if need > WORKING_FRACTION * have:
         raise ConfigError(
-            "batch", f"one training step of {struct.T} steps x batch {struct.batch}"
-            f"{f' x {n_students} students' if n_students else ''} needs about "
-            f"{need / 2**30:.1f} GiB, more than the {WORKING_FRACTION:.0%} of this machine's "
+            "batch", f"{step}, more than the {WORKING_FRACTION:.0%} of this machine's "
             f"{have / 2**30:.1f} GiB a step may use; lower the batch or T.")
+    if free is not None and need > WORKING_FRACTION * free:
+        raise ConfigError(
+            "batch", f"{step}, more than the {WORKING_FRACTION:.0%} of the "
+            f"{free / 2**30:.1f} GiB free now (of {have / 2**30:.1f} GiB; other runs and "
+            f"programs hold the rest); lower the batch or T, or try again when they are done.")
 
 
 def setup(cfg: Config) -> Experiment:
