@@ -121,8 +121,11 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=Non
       kicks: (T, ..., n) input current per step (already weighted).
       omega, b, reset_x, reset_y: (n,) physical neuron parameters.
       dt, threshold: scalars (traced).
-      syn_decay: exp(-dt/tau_syn) (traced), or None for no synaptic filter
-        (static: the filter's state is then not carried at all).
+      syn_decay: a = exp(-dt/tau_syn) (traced), or None for no synaptic filter
+        (static: the filter's state is then not carried at all).  The filter
+        is the exact discretisation of tau_syn di/dt = -i + k delta(t): a
+        spike's kick k reaches the neuron as (1 - a) k a^n over the steps n
+        after it, a total charge of k whatever dt and tau_syn are.
       reset_through: static; False detaches the spike in the reset so no
         gradient flows through it.
       sg: surrogate parameters for the spike function.
@@ -137,6 +140,8 @@ def run_layer(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_decay=Non
     """
     synapse = syn_decay is not None
     a = jnp.asarray(syn_decay if synapse else 0.0, kicks.dtype)
+    if synapse:
+        kicks = kicks * (1 - a)    # unit charge: a spike delivers k in all, whatever dt
     r, c, s = jnp.exp(b * dt), jnp.cos(omega * dt), jnp.sin(omega * dt)
     args = (kicks, r, c, s, reset_x, reset_y, jnp.asarray(threshold, kicks.dtype), a, sg)
     seg = segment_length()
@@ -163,7 +168,8 @@ def forward_step(model, synapse, params, carry, k):
 
 def dynamics(model, synapse, params, state, k):
     """The pre-reset state (x', y', i) of a step from the post-reset state
-    (x, y, i) of the step before and the kick ``k``."""
+    (x, y, i) of the step before and the kick ``k`` (with synapse, already
+    scaled by 1 - a: :func:`run_layer`)."""
     r, c, s, _, _, _, a = params
     x, y, i_syn = state
     i_syn = a * i_syn + k if synapse else k
@@ -591,6 +597,8 @@ def run_layer_autodiff(kicks, omega, b, reset_x, reset_y, *, dt, threshold, syn_
     c, s = bc(jnp.cos(omega * dt)), bc(jnp.sin(omega * dt))
     reset_x, reset_y = bc(reset_x), bc(reset_y)
     zero = jnp.zeros(shape, kicks.dtype)
+    if syn_decay is not None:
+        kicks = kicks * (1 - syn_decay)
 
     def step(carry, k):
         x, y, i_syn = carry

@@ -423,7 +423,11 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
             adv["th"] = st.slider("Threshold θ", 0.2, 5.0, float(d["th"]), 0.1, key="th", bind="query-params")
             adv["psp"] = st.toggle("PSP normalisation κ", bool(d["psp"]), key="psp", bind="query-params")
             adv["tsyn"] = st.slider("Synaptic τ (ms, 0 = none)", 0.0, 50.0, float(d["tsyn"]), 0.5,
-                                    key="tsyn", bind="query-params")
+                                    key="tsyn", bind="query-params",
+                                    help="An exponential synaptic current between spikes and "
+                                         "kicks: a spike of weight w delivers a charge w in "
+                                         "all, spread as e^(−t/τ)/τ, whatever dt is (so its PSP "
+                                         "peaks a little below w).")
             adv["vrt"] = st.slider("van Rossum τ (ms)", 1.0, 100.0, float(d["vrt"]), 1.0, key="vrt",
                                    bind="query-params")
             adv["np"] = st.number_input("Fixed input batches (0 = fresh every step)", 0, 10000,

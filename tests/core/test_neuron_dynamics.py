@@ -162,6 +162,38 @@ def test_doublet_amplitude_factors(x64, fraction, amp, expected, formula):
         assert np.abs(both).max() > 1.2 * np.abs(first).max()
 
 
+@pytest.mark.parametrize("model", ["rf", "lif"])
+@pytest.mark.parametrize("f_hz,b,tau", [(10.0, -30.0, 5e-3), (10.0, -30.0, 20e-3),
+                                        (4.0, -10.0, 50e-3)])
+def test_synaptic_current_delivers_unit_charge_whatever_dt(x64, model, f_hz, b, tau):
+    """With the synapse tau di/dt = -i + k delta(t), one unit kick is a
+    current e^{-t/tau}/tau of total charge 1: the RF membrane is
+    y(t) = Im[(e^{beta t} - e^{-t/tau}) / (tau (beta + 1/tau))], beta = b + i omega,
+    (LIF: (e^{bt} - e^{-t/tau}) / (tau (b + 1/tau))) whatever dt is; the
+    simulated trace must follow it at dt = 1 ms and 0.1 ms (a filter that adds
+    the whole kick every step would grow with tau/dt)."""
+    beta = complex(b, 2 * np.pi * f_hz) if model == "rf" else complex(b, 0.0)
+    peaks = []
+    for dt in (1e-3, 1e-4):
+        n = int(0.5 / dt)
+        t = np.arange(n) * dt
+        z = (np.exp(beta * t) - np.exp(-t / tau)) / (tau * (beta + 1 / tau))
+        want = z.imag if model == "rf" else z.real
+        kicks = jnp.asarray(_impulse(n)[:, None])
+        one = lambda v: jnp.full((1,), v, jnp.float64)
+        tr = run_layer(kicks, one(2 * np.pi * f_hz), one(b), one(0.0), one(0.0),
+                       dt=jnp.float64(dt), threshold=jnp.float64(NO_SPIKE),
+                       syn_decay=jnp.float64(np.exp(-dt / tau)), sg=params_for("superspike", 10.0),
+                       model=model)
+        y = np.asarray(tr.y)[:, 0]
+        # each step's share of the charge enters at the step's start: at most one step early
+        tol = dt * np.abs(np.gradient(want, dt)).max() + 0.005 * np.abs(want).max()
+        np.testing.assert_array_less(np.abs(y - want), tol)
+        peaks.append(np.abs(y).max())
+    assert peaks[0] == pytest.approx(peaks[1], rel=0.03)
+    assert peaks[1] == pytest.approx(np.abs(want).max(), rel=0.01)
+
+
 # --------------------------------------------------------------------------
 # 3. frequency and decay of the simulated sub-threshold oscillation
 def _zero_crossing_freq(y, dt):
