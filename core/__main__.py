@@ -164,7 +164,10 @@ def _cmd_train(args) -> int:
         for i, layer in enumerate(ev["recovery"]):
             print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")
         print(f"  spike precision {ev['spike_precision']:.3f}, rate error {ev['rate_error']:+.3f}")
-        if cfg.feedback != "bp":
+        if cfg.feedback != "bp" and len(cfg.student_layers) < 3:
+            print(f"  feedback {cfg.feedback}: no hidden layer, so no feedback matrix: "
+                  f"every rule is backprop here")
+        elif cfg.feedback != "bp":
             angs = ", ".join(fmt(v) for v in result["alignment_deg"])
             print(f"  feedback {cfg.feedback}: angle(W^T, B) [{angs}] deg, "
                   f"update angle to backprop {fmt(result['update_angle_deg'])} deg")

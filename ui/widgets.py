@@ -1009,6 +1009,11 @@ def rules_config(s: RulesSettings):
     if not s.rules:
         raise core.ConfigError("rules", "choose at least one rule to train.")
     base = core.get_preset(s.preset)
+    if len(base.layers) < 3:
+        raise core.ConfigError(
+            "preset", f"{s.preset} has no hidden layer, so every rule is backprop there (the "
+            f"output layer's error needs no feedback matrix); pick a preset with a hidden layer "
+            f"(e.g. {DEFAULT_PRESET}).")
     hidden = parse_layers(s.hidden, "student_hidden") if str(s.hidden).strip() else ()
     cfg = base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
                        surrogate=s.surrogate, scale=s.scale)

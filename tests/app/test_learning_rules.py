@@ -435,3 +435,27 @@ def test_poster_mode_shows_the_tables_main_columns_and_folds_settings():
     at.run()
     assert "rate error" in at.dataframe[0].value.columns
     assert not any(e.label == "More settings" for e in at.expander)
+
+
+@pytest.mark.parametrize("how", ["url", "menu"])
+def test_a_preset_without_a_hidden_layer_is_refused_by_name(how):
+    """single-neuron (20 -> 1) has no hidden layer, hence no feedback matrix:
+    Step crashed the page on the empty alignment columns (IndexError in
+    ui/live.py), and a reload brought the broken comparison back.  The page
+    now says why and trains nothing; another preset trains again."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    if how == "url":
+        at.query_params["rl_p"] = "single-neuron"
+        at.switch_page("pages/learning_rules.py").run()
+    else:
+        at.switch_page("pages/learning_rules.py").run()
+        at.selectbox(key="rl_p").set_value("single-neuron").run()
+    assert not at.exception, [e.value for e in at.exception]
+    (err,) = at.error
+    assert "single-neuron has no hidden layer" in err.value and "figure1" in err.value
+    assert not at.metric                                      # nothing trains
+    assert not [b for b in at.button if b.key == "rl_step"]   # no Step to press
+    at.selectbox(key="rl_p").set_value("figure1").run()
+    at.button(key="rl_step").click().run()
+    _clean(at)
+    assert _metric(at, "Step") == "20"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -46,6 +47,8 @@ COMMANDS = {
     "train": ["train", "--preset", "single-neuron", "--steps", "60", "--json"],
     "diverge-json": ["train", "--preset", "single-neuron", "--steps", "5", "--lr", "1e6", "--json"],
     "diverge-text": ["train", "--preset", "single-neuron", "--steps", "5", "--lr", "1e6", "--quiet"],
+    "fa-no-hidden": ["train", "--preset", "single-neuron", "--steps", "60", "--feedback", "fa",
+                     "--quiet"],
     "fidelity": ["fidelity", "--preset", "figure1", "--samples", "32", "--scales", "1,10",
                  "--shapes", "superspike,none", "--json"],
     **{k: v[0] for k, v in BAD_INPUTS.items()},
@@ -124,6 +127,17 @@ def test_forced_divergence_json(runs):
     assert result["initial_loss"] == pytest.approx(sound["initial_loss"], rel=1e-6)
     assert result["diverged_loss"] == result["initial_loss"]
     assert "Traceback" not in stderr
+
+
+def test_a_rule_without_a_hidden_layer_says_it_is_backprop(runs):
+    """single-neuron has no hidden layer: fa has no feedback matrix and trains
+    exactly as backprop (the same losses); the text said "angle [] deg"."""
+    rc, stdout, stderr = runs["fa-no-hidden"]
+    assert rc == 0, stderr
+    assert "feedback fa: no hidden layer, so no feedback matrix: every rule is backprop" in stdout
+    final = float(re.search(r"loss \S+ -> (\S+)", stdout).group(1))
+    bp = json.loads(runs["train"][1].strip().splitlines()[-1])
+    assert final == pytest.approx(bp["final_loss"], abs=1e-4)
 
 
 def test_forced_divergence_text(runs):
