@@ -46,7 +46,9 @@ with bottom_right:
 if s.model == "rf":
     st.caption("(c) A damped oscillator answers most strongly at √(f² − (b/2π)²), just below "
                "its natural frequency f when the damping is weak; with |b| ≥ 2πf it is strongly "
-               "damped: it still rings at f but has no peak (its gain only falls). (d) A second "
+               "damped: it still rings at f but has no peak (its gain only falls); the curve is the "
+               "largest |y| over 1 s of drive from rest, so a weakly damped neuron (|b| of a few "
+               "per second) has not yet reached its steady amplitude. (d) A second "
                "kick one period (1/f) after the first adds in phase: a local peak, (1 + e^(b/f))/2 "
                "of two kicks at once, since the first has decayed by e^(b/f) over that period; "
                "half a period later it cancels — RF neurons select input timing, not only input "

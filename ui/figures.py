@@ -393,7 +393,7 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
     return _spec("(c) Resonance curve", 340, data, None,
                  {"xaxis": {**_title("input frequency (Hz)"), "type": "log", "tickvals": ticks,
                             "ticktext": [f"{t:g}" for t in ticks]},
-                  "yaxis": _title("peak |y| (sub-threshold)")},
+                  "yaxis": _title("peak |y| in 1 s from rest")},
                  [shape], hnotes + notes, showlegend=False)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 
 import core
+from core.neurons import resonance_hz
 from ui import tabs
 from ui.widgets import NeuronSettings
 
@@ -27,6 +28,21 @@ CURRENT_GAIN = 50.0    # 1/s: a current of amplitude A adds A * 50/s * dt per st
 POISSON_RATE = 40.0    # Hz
 SUBTHRESHOLD = 1e9     # threshold that is never reached (linear response)
 RES_FREQS = np.geomspace(0.5, 100.0, 120)   # Hz, resonance-curve probe frequencies
+N_RES_DENSE = 48       # more probes around the predicted peak (fixed: one compiled shape)
+
+
+def resonance_probes(model: str, freq_hz: float, damping: float) -> np.ndarray:
+    """The resonance curve's probe frequencies (Hz, sorted): :data:`RES_FREQS`
+    (4.5 % apart) and :data:`N_RES_DENSE` more, evenly spaced within 4 widths
+    of the predicted peak (:func:`core.neurons.resonance_hz`, else f), a width being
+    the larger of |b|/2π and the 1 Hz a 1-s drive resolves: weakly damped,
+    the peak is narrower than RES_FREQS' spacing (f = 50 Hz, b = −1/s drew
+    13.3 between neighbours at 31.2)."""
+    center = (resonance_hz(freq_hz, damping) if model == "rf" else None) or freq_hz
+    half = 4.0 * max(abs(damping) / (2 * np.pi), 1.0 / (T_STEPS * DT))
+    lo, hi = max(RES_FREQS[0], center - half), min(RES_FREQS[-1], center + half)
+    dense = np.linspace(lo, hi, N_RES_DENSE) if hi > lo else np.full(N_RES_DENSE, center)
+    return np.sort(np.concatenate([RES_FREQS, dense]))
 N_ISI = 300            # doublet-curve columns (fixed: one compiled shape)
 
 
@@ -96,11 +112,13 @@ def isi_grid(model: str, freq_hz: float, damping: float) -> np.ndarray:
 def neuron_curves(model: str, freq_hz: float, damping: float, amplitude: float):
     """Resonance curve and doublet selectivity, each in ONE simulate_neuron call.
 
-    Sub-threshold (linear) responses: peak |y| under a sinusoidal current of
-    each probe frequency, and peak y after a doublet of each ISI.
+    Sub-threshold (linear) responses: peak |y| over 1 s of a sinusoidal
+    current from rest at each probe frequency (:func:`resonance_probes`), and
+    peak y after a doublet of each ISI.
     """
     t = np.arange(T_STEPS)[:, None] * DT
-    sines = (amplitude * CURRENT_GAIN * DT * np.sin(2 * np.pi * RES_FREQS[None, :] * t))
+    freqs = resonance_probes(model, freq_hz, damping)
+    sines = (amplitude * CURRENT_GAIN * DT * np.sin(2 * np.pi * freqs[None, :] * t))
     res = core.simulate_neuron(sines.astype(np.float32), freq_hz=freq_hz, damping=damping,
                                dt=DT, threshold=SUBTHRESHOLD, model=model)
     isi = isi_grid(model, freq_hz, damping)
@@ -111,7 +129,7 @@ def neuron_curves(model: str, freq_hz: float, damping: float, amplitude: float):
                                threshold=SUBTHRESHOLD, model=model)
     after = np.arange(T_STEPS)[:, None] >= (T_FIRST + isi)[None, :]
     peak = np.where(after, dbl.y, -np.inf).max(axis=0)
-    return RES_FREQS.copy(), np.abs(res.y).max(axis=0), isi, peak
+    return freqs, np.abs(res.y).max(axis=0), isi, peak
 
 
 def neuron_response(s: NeuronSettings) -> NeuronResponse:
