@@ -19,10 +19,14 @@ if not shapes:
 else:
     v, curves, rows = resources.surrogate_table(shapes, scale, norm)
     # poster mode stacks them: side by side on a laptop the table lost its area columns
-    left, right = widgets.side_by_side(demo, [3, 2])
+    # and on a laptop (1280 px) the last column was cut off: narrow number columns
+    left, right = widgets.side_by_side(demo, [1, 1])
     widgets.plotly_chart(left, figures.surrogate_shapes_figure(v, curves, norm), key="gs_curves")
     right.dataframe(pd.DataFrame(rows)[["name", "raw_peak", "raw_area", "peak", "area"]],
-                    hide_index=True, width="stretch")
+                    hide_index=True, width="stretch",
+                    column_config={"name": st.column_config.TextColumn(width=118),
+                                   **{c: st.column_config.NumberColumn(width=66, format="%.4g")
+                                      for c in ("raw_peak", "raw_area", "peak", "area")}})
 
 st.subheader("Gradient fidelity")
 st.markdown("Cosine between each surrogate gradient and **(a)** the gradient of the "
@@ -51,12 +55,21 @@ if st.button("Compute fidelity", key="gf_run", type="primary"):
             bar.progress(0.4, text=f"{len(fs.shapes) * len(fs.scales)} surrogate gradients and "
                                    f"{fs.n_samples} perturbation pairs…")
             st.session_state["gf_rows"] = resources.fidelity_rows(*fs.__dict__.values())
+            st.session_state["gf_for"] = fs          # what they were computed for
             bar.progress(1.0, text="Done.")
         except core.ConfigError as e:     # over budget: nothing is invalid, it is too big
             st.error(f"Too big for this page — {str(e).split(': ', 1)[-1]}"
                      if e.field in widgets.FIDELITY_FIX else f"Invalid setting — {e}")
 rows = st.session_state.get("gf_rows")
 if rows:
+    made = st.session_state.get("gf_for")
+    if made is not None:
+        st.caption(widgets.fidelity_label(made))
+        changed = widgets.fidelity_changed(made, fs)
+        if changed:
+            st.warning(f"These results are for the settings above, not the current ones "
+                       f"({', '.join(changed)} changed): press **Compute fidelity** to update.",
+                       icon=":material/history:")
     a, b = st.columns(2)
     smoothed = figures.fidelity_figure(rows, "cos_smoothed", "(a) vs smoothed-loss gradient",
                                        "cos_smoothed_se")

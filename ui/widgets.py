@@ -899,6 +899,24 @@ class FidelitySettings:
     norm: str
 
 
+FIDELITY_LABELS = {"preset": "Preset", "shapes": "Shapes", "scales": "Scales β",
+                   "n_samples": "Perturbations N", "sigma": "σ", "seed": "Seed",
+                   "train_steps": "Train first", "norm": "Normalise"}
+
+
+def fidelity_label(fs: FidelitySettings) -> str:
+    """What a fidelity table was computed for, in the controls' words."""
+    return (f"Computed for {fs.preset}: N = {fs.n_samples} perturbation pairs, σ = {fs.sigma:g}, "
+            f"seed {fs.seed}, after {fs.train_steps} training steps; shapes "
+            f"{', '.join(fs.shapes)} at β = {', '.join(f'{b:g}' for b in fs.scales)} "
+            f"({fs.norm}-normalised).")
+
+
+def fidelity_changed(made: FidelitySettings, now: FidelitySettings) -> list[str]:
+    """The controls whose value differs from what a table was computed for."""
+    return [FIDELITY_LABELS[f] for f in FIDELITY_LABELS if getattr(made, f) != getattr(now, f)]
+
+
 def surrogate_view_ui() -> tuple[tuple, float, str]:
     """Shapes to draw, scale and normalisation for the surrogate panel."""
     import core

@@ -112,3 +112,27 @@ def test_a_table_too_big_for_the_page_is_refused_before_computing(monkeypatch):
     assert not at.exception and computed == []
     (err,) = [e.value for e in at.error]
     assert "the perturbations (“Perturbations N”)" in err and "Use fewer perturbations N" in err
+
+
+def test_a_table_says_what_it_was_computed_for_and_when_the_settings_moved_on():
+    """The table and its panels stayed on screen under another preset (or N,
+    σ, ...) with nothing saying they were figure1's: they now carry what they
+    were computed for, and a warning names the controls changed since."""
+    at = _page()
+    at.multiselect(key="gf_shapes").set_value(["superspike", "none"]).run()
+    at.multiselect(key="gf_scales").set_value([10.0]).run()
+    at.select_slider(key="gf_n").set_value(64).run()
+    at.button(key="gf_run").click().run()
+    _clean(at)
+    assert not at.warning
+    (label,) = [c.value for c in at.caption if c.value.startswith("Computed for")]
+    assert "figure1" in label and "N = 64" in label and "superspike, none" in label
+    at.selectbox(key="gf_p").set_value("lif-control").run()
+    at.select_slider(key="gf_n").set_value(128).run()
+    assert not at.exception
+    (warn,) = at.warning
+    assert "Preset, Perturbations N changed" in warn.value and "Compute fidelity" in warn.value
+    assert any(c.value.startswith("Computed for figure1") for c in at.caption)
+    at.selectbox(key="gf_p").set_value("figure1").run()
+    at.select_slider(key="gf_n").set_value(64).run()
+    assert not at.warning                                     # the same settings again
