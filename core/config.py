@@ -272,6 +272,9 @@ def validate(cfg: Config) -> Config:
     if not learn:
         raise ConfigError("learn", f"choose at least one of {', '.join(GROUPS)}.")
     c["learn"] = tuple(g for g in GROUPS if g in learn)
+    if c["learn"] == ("omega",) and c.get("model", cfg.model) == "lif":
+        raise ConfigError("learn", "an LIF neuron has no frequency, so learning omega alone "
+                                   "trains nothing; add weights, b or reset.")
     c["steps"] = _int("steps", cfg.steps, 1, 10_000_000)
     c["feedback"] = _choice("feedback", cfg.feedback, FEEDBACKS)
     c["feedback_decay"] = _finite("feedback_decay", cfg.feedback_decay, 0.0, 1.0)

@@ -164,7 +164,9 @@ def neuron_ui(where=None) -> NeuronSettings:
                       "For LIF, b = -1/tau_m.")
         theta = st.slider("Threshold θ", 0.1, 5.0, d.threshold, 0.05, key="theta",
                           bind="query-params")
-        xr = st.slider("Reset x_r", -2.0, 2.0, d.reset_x, 0.05, key="xr", bind="query-params")
+        xr = st.slider("Reset x_r", -2.0, 2.0, d.reset_x, 0.05, key="xr", bind="query-params",
+                       disabled=model == "lif",
+                       help="The reset of x = Re z. Ignored by LIF (its x is the input current).")
         yr = st.slider("Reset y_r", -2.0, 0.99, d.reset_y, 0.01, key="yr", bind="query-params",
                        help="Must stay below the threshold.")
         st.subheader("Input")
@@ -369,8 +371,10 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
     current = st.session_state.get("p", st.query_params.get("p", DEFAULT_PRESET))
     d = preset_values(current if current in names else DEFAULT_PRESET)
     sb = st.sidebar
+    live = demo_presets() if demo else names     # poster mode says which ones it cannot train
     preset = sb.selectbox("Preset", names, index=names.index(DEFAULT_PRESET), key="p",
                           bind="query-params", on_change=_apply_preset,
+                          format_func=lambda n: n if n in live else f"{n} (too big for poster mode)",
                           help="Loads a complete configuration (teacher, student, training).")
     with sb.expander("Teacher", expanded=not demo):
         layers = st.text_input("Layers (inputs-hidden-…-outputs)", d["L"], key="L", bind="query-params")
@@ -457,6 +461,13 @@ def live_cost(cfg, students: int = 1) -> float:
     return float(cfg.T * cfg.batch * (_macs(cfg.layers) + students * 3 * _macs(cfg.student_layers)))
 
 
+def demo_presets() -> list[str]:
+    """The presets poster mode trains live (one student)."""
+    import core
+
+    return [n for n, c in core.presets().items() if live_cost(c) <= DEMO_MAX_STEP_COST]
+
+
 def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
     """Refuse (core.ConfigError naming ``layers``) a configuration too big to
     train live for one visitor."""
@@ -470,6 +481,11 @@ def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
         cap = MAX_STEP_COST
     cap = DEMO_MAX_STEP_COST if demo else cap
     cost = live_cost(cfg, students)
+    if cost > cap and demo:      # a visitor's words: what to pick instead
+        raise core.ConfigError(
+            "layers", f"this network is too big to train live in poster mode (one step is "
+            f"{cost:.2g} multiply-adds, at most {cap:.2g} here); pick another preset "
+            f"({', '.join(demo_presets())}) or fewer units, time steps or samples.")
     if cost > cap:
         raise core.ConfigError(
             "layers", f"one training step of this network (layers x T x batch"

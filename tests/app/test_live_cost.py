@@ -38,7 +38,29 @@ def test_presets_against_the_caps(preset, demo, ok):
     else:
         with pytest.raises(core.ConfigError) as e:
             widgets.check_live_cost(cfg, demo)
-        assert e.value.field == "layers" and "python -m core train" in str(e.value)
+        assert e.value.field == "layers"
+        if demo:       # a visitor's words: the presets that fit instead
+            assert "too big to train live in poster mode" in str(e.value)
+            assert "figure1" in str(e.value) and "medium" not in str(e.value).split("preset")[1]
+        else:
+            assert "python -m core train" in str(e.value)
+
+
+def test_poster_mode_labels_the_presets_it_cannot_train():
+    """In poster mode a visitor picked medium and got a long error: the menu
+    says beforehand which presets are too big, by their step cost."""
+    assert "figure1" in widgets.demo_presets() and "medium" not in widgets.demo_presets()
+    assert all(widgets.live_cost(core.get_preset(n)) <= widgets.DEMO_MAX_STEP_COST
+               for n in widgets.demo_presets())
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["demo"] = "1"
+    at.switch_page("pages/teacher_student.py").run()
+    assert not at.exception
+    box = at.selectbox(key="p")
+    assert "medium (too big for poster mode)" in box.options and "figure1" in box.options
+    at.query_params["demo"] = "0"
+    at.run()
+    assert "medium" in at.selectbox(key="p").options
 
 
 def test_huge_network_from_the_url_is_refused_on_the_page():

@@ -266,6 +266,17 @@ def test_lif_model_runs():
     _assert_clean(at)
     assert at.slider(key="f").disabled
     assert len(_neuron_charts(at)) == 4
+    # its x is the input current: x_r changes nothing, so its slider is off (y_r is not)
+    assert at.slider(key="xr").disabled and not at.slider(key="yr").disabled
+    import dataclasses
+
+    from ui import resources
+    from ui.widgets import NeuronSettings
+
+    s = NeuronSettings(model="lif", kind="step current", amplitude=5.0, threshold=0.5)
+    ys = [resources.neuron_response(dataclasses.replace(s, reset_x=v)).y for v in (-2.0, 0.0, 2.0)]
+    assert resources.neuron_response(s).spikes.sum() > 2
+    assert all(np.array_equal(ys[0], y) for y in ys[1:])
 
 
 def test_bad_setting_shows_error_not_traceback():

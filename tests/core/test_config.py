@@ -41,6 +41,7 @@ BAD = [
     (dict(steps=0), "steps"),
     (dict(learn=()), "learn"),
     (dict(learn=("weights", "gain")), "learn"),
+    (dict(model="lif", learn=("omega",)), "learn"),        # LIF has no frequency to learn
     (dict(vr_tau=1e-4), "vr_tau"),
     (dict(teacher_seed=-1), "teacher_seed"),
 ]
