@@ -88,10 +88,10 @@ def _cmd_train(args) -> int:
     try:
         cfg = _config_from_args(args)
         if args.save:   # refuse a bad name or tag before training, not after
-            from .store import _check_name, _check_tags
+            from .store import _check_name, check_user_tags
 
             _check_name(args.name or args.preset)
-            _check_tags(_tags(args.tags))
+            check_user_tags(_tags(args.tags))
             _check_store_before(args)   # a damaged store fails now, not after training
         elif args.name is not None or args.tags is not None or args.store is not None:
             raise ConfigError("save", "--name, --tags and --store need --save.")
@@ -397,9 +397,11 @@ def _sweep(args, stop) -> int:
             raise ConfigError("steps", f"must be >= 1, got {args.steps}.")
         if args.devices is not None and args.devices < 1:
             raise ConfigError("devices", f"must be >= 1, got {args.devices}.")
-        from .store import _check_tags
+        from .store import _check_sweep_id, check_user_tags
 
-        tags = _check_tags(_tags(args.tags))
+        tags = check_user_tags(_tags(args.tags), sweep=True)
+        if args.sweep_id is not None:   # before any training: its runs' tag must fit
+            _check_sweep_id(args.sweep_id)
         spec = _sweep_spec(args)
         n_points = len(sweep.expand(spec))
     except ConfigError as e:
@@ -414,11 +416,7 @@ def _sweep(args, stop) -> int:
         if args.devices > len(devices):
             _fail("devices", f"{args.devices} asked, {len(devices)} local devices available.")
         devices = devices[:args.devices]
-    sweep_id = args.sweep_id
-    if sweep_id is not None:      # checked with --no-store too (its JSON and tags carry it)
-        from .store import _check_sweep_id
-
-        _check_sweep_id(sweep_id)
+    sweep_id = args.sweep_id      # checked above, with --no-store too (its JSON and tags carry it)
     if client is not None and sweep_id is None:   # one id for every process of the sweep
         import uuid
 

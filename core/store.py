@@ -119,7 +119,9 @@ CREATE TABLE IF NOT EXISTS sweeps (
 # a sweep still "running" whose process has gone reads as stopped.  Added on open.
 _SWEEP_OWNER = "ALTER TABLE sweeps ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
 SWEEP_STATUSES = ("running", "done", "stopped")
-_SWEEP_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+SWEEP_TAG = "sweep:"           # + the sweep's id: the tag of its runs (at most MAX_TAG characters)
+MAX_SWEEP_ID = MAX_TAG - len(SWEEP_TAG)
+_SWEEP_ID = re.compile(rf"^[0-9a-zA-Z_-]{{1,{MAX_SWEEP_ID}}}$")
 _COLUMNS = ("id", "created", "name", "tags", "status", "config", "histories", "metrics",
             "arrays")
 
@@ -337,6 +339,22 @@ def _check_tags(tags: Any, field: str = "tags") -> list[str]:
     return out
 
 
+def check_user_tags(tags: Any, field: str = "tags", sweep: bool = False) -> list[str]:
+    """Tags a user gives a run (:func:`_check_tags`), without the prefix
+    ``sweep:`` that only a sweep's own runs carry (a run tagged with another
+    sweep's id joined its results); ``sweep``: room for the sweep's tag."""
+    out = _check_tags(tags, field)
+    if sweep and len(out) > MAX_TAGS - 1:
+        raise StoreError(field, f"at most {MAX_TAGS - 1} tags on a sweep (its runs also carry "
+                                f"{SWEEP_TAG}<id>), got {len(out)}.")
+    for i, t in enumerate(out):
+        if t.lower().startswith(SWEEP_TAG):
+            raise StoreError(f"{field}[{i}]", f"{t!r}: tags starting with {SWEEP_TAG!r} are the "
+                                              "sweeps' own (a run tagged so would join that "
+                                              "sweep's results); choose another tag.")
+    return out
+
+
 def _busy(e: Exception) -> bool:
     """SQLite's "database is locked/busy": another connection holds a lock."""
     return "locked" in str(e) or "busy" in str(e)
@@ -344,7 +362,7 @@ def _busy(e: Exception) -> bool:
 
 def _check_sweep_id(sweep_id: Any) -> str:
     if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
-        raise StoreError("sweep_id", "must be 1-64 letters, digits, '-' or '_'.")
+        raise StoreError("sweep_id", f"must be 1-{MAX_SWEEP_ID} letters, digits, '-' or '_'.")
     return sweep_id
 
 

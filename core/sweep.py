@@ -381,7 +381,10 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     t_start = time.perf_counter()
     p_idx = jax.process_index() if process_index is None else process_index
     p_cnt = jax.process_count() if process_count is None else process_count
-    sweep_id = sweep_id or uuid.uuid4().hex[:12]
+    from .store import SWEEP_TAG, _check_sweep_id, check_user_tags
+
+    sweep_id = _check_sweep_id(sweep_id) if sweep_id is not None else uuid.uuid4().hex[:12]
+    tags = [f"{SWEEP_TAG}{sweep_id}", *check_user_tags(list(tags), sweep=True)]   # before training
     points = expand(spec)
     mine = points[p_idx::p_cnt]
     put, n_dev = _mesh(devices)
@@ -389,7 +392,6 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     k = max(1, min(chunk, steps))
     n_chunks = math.ceil(steps / k)
     rec_every = max(1, math.ceil(n_chunks / RECOVERY_POINTS))
-    tags = [f"sweep:{sweep_id}", *tags]
     if block == 0:
         block = block_size(n_dev, jax.default_backend())
     if block:

@@ -299,9 +299,9 @@ def save_live(run, name: str | None, tags_text: str, stem: str = "run"):
     """Store a LiveRun or RulesRun; returns its run id (or ids).  Without a
     name: "``stem`` step N", N the step stored (under the run's lock: a tick
     of an older script run may still be training)."""
-    from core.store import RunStore, _check_name, _check_tags, default_path
+    from core.store import RunStore, _check_name, check_user_tags, default_path
 
-    tags = _check_tags([t.strip() for t in str(tags_text).split(",") if t.strip()])
+    tags = check_user_tags([t.strip() for t in str(tags_text).split(",") if t.strip()])
     with run.lock, RunStore(default_path()) as store:
         name = _check_name(name.strip() if name else f"{stem} step {run.step}")
         return run.save(store, name=name, tags=tags)

@@ -37,6 +37,16 @@ BAD_INPUTS = {
                         "scale: must be a finite number in [0.01, 1000]"),
     "bad-sweep-id": (["sweep", "--preset", "figure1", "--steps", "2", "--no-store",
                       "--sweep-id", "bad id"], "error: sweep-id:"),
+    # the sweep's own tag (sweep:<id>) must fit a tag's 64 characters, and the tags' count:
+    # checked before training (all the training was lost at the first save)
+    "long-sweep-id": (["sweep", "--preset", "figure1", "--steps", "2", "--no-store",
+                       "--sweep-id", "a" * 59], "error: sweep-id: must be 1-58"),
+    "sweep-32-tags": (["sweep", "--preset", "figure1", "--steps", "2", "--no-store",
+                       "--tags", ",".join(f"t{i}" for i in range(32))],
+                      "error: tags: at most 31 tags on a sweep"),
+    # a run tagged with another sweep's id joined that sweep's results
+    "reserved-tag": (["train", "--preset", "figure1", "--steps", "2", "--save",
+                      "--tags", "ok,sweep:race2"], "error: tags[1]: 'sweep:race2'"),
     "grid-underscore": (["sweep", "--preset", "figure1", "--steps", "2", "--no-store",
                          "--grid", "scale=1_0"], "error: grid.scale: cannot read '1_0'"),
     "too-big-for-memory": (["train", "--preset", "medium", "--T", "5000", "--batch", "1024"],
