@@ -146,10 +146,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(target: Path, write) -> None:
-    """``write(fileobj)`` into a temp file beside ``target``, fsync, rename, fsync folder."""
+def _umask() -> int:
+    mask = os.umask(0o022)     # (reading it sets it: put it back at once)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(target: Path, write, mode: int | None = None) -> None:
+    """``write(fileobj)`` into a temp file beside ``target``, fsync, rename, fsync
+    folder; ``mode``: the file's permissions (mkstemp's are 0600)."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -1177,6 +1186,10 @@ class RunStore:
         path = Path(path)
         if path.is_dir():
             raise StoreError(str(path), "is a folder; give the bundle's file name (.zip).")
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            # the rename would replace the link, device or socket itself (/dev/null as root)
+            raise StoreError(str(path), "is not a regular file (a link, device or socket); give "
+                                        "a new file name for the bundle.")
         if not path.parent.is_dir():
             raise StoreError(str(path), f"cannot be written: no folder {path.parent}; create it "
                                         "first.")
@@ -1191,7 +1204,7 @@ class RunStore:
                 z.writestr("run.json", _dumps(doc))
                 z.write(self._array_path(run_id), "arrays.npz")
 
-        _atomic_write(path, write)
+        _atomic_write(path, write, mode=0o644 & ~_umask())   # as any new file of the user's
         return path
 
     def import_(self, path: str | os.PathLike) -> str:

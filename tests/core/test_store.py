@@ -564,6 +564,37 @@ def test_export_refuses_the_stores_own_files_and_a_missing_folder(tmp_path):
     assert store.export(a, tmp_path / "a.zip").is_file()
 
 
+def test_export_refuses_a_link_or_device_and_writes_a_readable_file(tmp_path):
+    """The rename replaced whatever was at the path: a symlink itself, and a
+    device (/dev/null as root became a 0600 regular file).  A regular file is
+    replaced (a re-export), with the permissions of any new file, not 0600."""
+    import os
+    import stat
+
+    cfg = from_dict(SMALL)
+    store = RunStore(tmp_path / "s")
+    a = store.save(_fake_exp(cfg), {"loss": [1.0]}, name="a")
+    (tmp_path / "target.txt").write_text("keep")
+    link = tmp_path / "l.zip"
+    link.symlink_to(tmp_path / "target.txt")
+    fifo = tmp_path / "p.zip"
+    os.mkfifo(fifo)
+    for path in (link, fifo):
+        with pytest.raises(StoreError, match="is not a regular file"):
+            store.export(a, path)
+    assert link.is_symlink() and (tmp_path / "target.txt").read_text() == "keep"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    old = os.umask(0o022)
+    try:
+        out = store.export(a, tmp_path / "a.zip")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        out.write_bytes(b"old")
+        assert store.export(a, out).stat().st_size > 3        # re-exported over it
+    finally:
+        os.umask(old)
+    assert RunStore(tmp_path / "t").import_(out) == a         # a bundle that imports
+
+
 @pytest.mark.parametrize("name", ["a\nb", "tab\there", "bell\x07", "del\x7f"])
 def test_names_and_tags_refuse_control_characters(tmp_path, name):
     """A newline in a name or tag split `runs list`'s rows."""
