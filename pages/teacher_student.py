@@ -60,6 +60,10 @@ else:
     status, changed = resources.configure_run(slot, cfg, reset=controls["reset"])
 run = slot.run
 cfg = run.cfg
+if status == "restarted" and "run" in st.query_params:
+    # the page no longer shows the stored run: a shared link would reopen it, not this one
+    del st.query_params["run"]
+    slot.opened = None
 widgets.save_ui("ts", s.preset, lambda n, t: resources.save_live(run, n, t, s.preset),
                 lambda rid: f"Saved as run {rid[:8]} (Runs & sweeps page; reopen it here from there).")
 if status == "restarted" and changed:

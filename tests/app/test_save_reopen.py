@@ -84,6 +84,17 @@ def test_save_then_reopen_continues_the_same_student(tmp_path):
     assert at.selectbox(key="p").value == "figure1"
     _click(at, "ts_step")
     assert _metric(at, "Step") == "40"           # continued, not restarted
+    at.select_slider(key="lr").set_value(0.02).run()           # a continue knob: the same run
+    assert _metric(at, "Step") == "40" and at.query_params["run"] == summary["id"]
+    _click(at, "ts_reset")                       # a fresh student: the link no longer shows it
+    assert _metric(at, "Step") == "0" and "run" not in at.query_params
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "20"           # (and the next run does not reopen it)
+    at.query_params["run"] = summary["id"]       # the link opened again in this tab: reopens
+    at.run()
+    assert _metric(at, "Step") == "20"
+    at.number_input(key="ss").set_value(6).run()  # a restart knob: a new run, the link goes
+    assert _metric(at, "Step") == "0" and "run" not in at.query_params
 
 
 def test_reopen_unknown_or_damaged_run_says_so(tmp_path):
