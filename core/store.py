@@ -53,6 +53,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 import zipfile
 import zlib
@@ -362,6 +363,14 @@ def check_user_tags(tags: Any, field: str = "tags", sweep: bool = False) -> list
                                               "sweeps' own (a run tagged so would join that "
                                               "sweep's results); choose another tag.")
     return out
+
+
+def _read_only_fs(path: Path) -> bool:
+    """Whether ``path`` is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _busy(e: Exception) -> bool:
@@ -734,6 +743,7 @@ class RunStore:
         self.arrays_dir = self.path / ARRAYS_DIR
         self._timeout = timeout
         self._owner_column = True     # False: an older, read-only index (no sweep owners)
+        self._immutable = False       # True: on a read-only file system, read as it is
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -767,7 +777,17 @@ class RunStore:
             try:
                 self._open_schema()
                 break
-            except (sqlite3.OperationalError, StoreError) as e:
+            except StoreError as e:
+                # a read-only medium (an archive, a ro mount): SQLite's WAL cannot even read
+                # without writing its -shm file; nothing can change the file, so read it as
+                # immutable (a folder only this user cannot write keeps the error: another
+                # user may be writing it)
+                if not (getattr(e, "readonly", False) and not self._immutable
+                        and _read_only_fs(self.path) and self.index.is_file()):
+                    raise
+                self.close()
+                self._immutable = True
+            except sqlite3.OperationalError as e:
                 busy = getattr(e, "busy", False) or (isinstance(e, sqlite3.OperationalError)
                                                      and _busy(e))
                 if not busy:
@@ -784,9 +804,14 @@ class RunStore:
         with advice to move a healthy index aside)."""
         text = str(e).replace("-", "").replace(" ", "").lower()
         if "readonly" in text or "unabletoopen" in text or "permission" in text:
-            err = StoreError(str(self.path), f"cannot be written by this user ({e}); nothing was "
-                             "changed. Run as the store's owner, or copy the folder and pass "
-                             "--store COPY (or set RESONANCE_RUNS_DIR).")
+            if self._immutable:
+                why = ("is on a read-only file system: its runs can be read, listed and "
+                       "exported, not changed; nothing was changed. Copy the folder")
+            else:
+                why = (f"cannot be written by this user ({e}); nothing was changed. Run as "
+                       "the store's owner, or copy the folder")
+            err = StoreError(str(self.path), f"{why} and pass --store COPY (or set "
+                                             "RESONANCE_RUNS_DIR).")
             err.readonly = True
             return err
         if "full" in text or "diskio" in text:
@@ -805,8 +830,13 @@ class RunStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.index, timeout=self._timeout, isolation_level=None,
-                                       check_same_thread=False)
+                where = self.index
+                if self._immutable:   # with a -wal beside it, its -shm must be there too
+                    wal = self.index.with_name(INDEX_NAME + "-wal")
+                    how = "mode=ro" if wal.is_file() and wal.stat().st_size else "immutable=1"
+                    where = f"file:{urllib.parse.quote(str(self.index.resolve()))}?{how}"
+                conn = sqlite3.connect(where, timeout=self._timeout, isolation_level=None,
+                                       check_same_thread=False, uri=self._immutable)
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             except sqlite3.DatabaseError as e:
@@ -824,7 +854,8 @@ class RunStore:
             if tables and "runs" not in tables:
                 raise StoreError(str(self.index), "is an SQLite file but not a run index (no "
                                  "`runs` table); point --store at a run folder.")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            if (not self._immutable
+                    and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal"):
                 conn.execute("PRAGMA journal_mode=WAL")
             if "runs" not in tables:
                 with self._write() as c:

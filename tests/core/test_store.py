@@ -714,3 +714,49 @@ def test_cli_train_save_checks_the_store_first_but_creates_it_last(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130 and not (tmp_path / "new").exists()
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A read-only bind mount of ``tmp_path / "src"`` (needs root, as CI runs)."""
+    import subprocess
+
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+
+    def mount():
+        for args in (["mount", "--bind", str(src), str(ro)],
+                     ["mount", "-o", "remount,bind,ro", str(ro)]):
+            r = subprocess.run(args, capture_output=True, text=True)
+            if r.returncode:
+                subprocess.run(["umount", str(ro)], capture_output=True)
+                pytest.skip(f"no read-only bind mount here ({r.stderr.strip()})")
+        return ro
+
+    yield src, mount
+    subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_a_store_on_read_only_media_is_read_and_says_it_cannot_change(read_only_mount, tmp_path):
+    """SQLite's WAL cannot even read without creating its -shm file, so a
+    store on a read-only file system (an archive, a ro mount) failed every
+    `runs list` as "cannot be written by this user": it now opens as an
+    immutable file, lists, shows and exports its runs, and a write says the
+    file system is read-only, changing nothing."""
+    src, mount = read_only_mount
+    cfg = from_dict(SMALL)
+    with RunStore(src) as store:
+        a = store.save(_fake_exp(cfg), {"loss": [1.0, 0.5]}, name="a", tags=["x"])
+        store.save_sweep("s1", {"x": 1}, n_points=1, status="done")
+    ro = mount()
+    with RunStore(ro, create=False) as store:
+        assert [r["name"] for r in store.list()] == ["a"]
+        assert store.get(a)["histories"]["loss"] == [1.0, 0.5]
+        assert [s["id"] for s in store.sweeps()] == ["s1"]
+        assert store.export(a, tmp_path / "a.zip").is_file()
+        with pytest.raises(StoreError, match="read-only file system.*nothing was changed") as e:
+            store.delete(a)
+        assert getattr(e.value, "readonly", False)
+    assert RunStore(tmp_path / "copy").import_(tmp_path / "a.zip") == a
+    assert not (ro / "index.sqlite-shm").exists()
