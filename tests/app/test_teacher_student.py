@@ -589,3 +589,31 @@ def test_the_teachers_resonating_units_are_counted_against_their_responses():
     assert total == len(peaks) == 3 and n == sum(peaks)
     assert LiveRun(cfg.replace(model="lif")).teacher_resonance() == (0, 0)
 
+
+
+def test_the_recovery_table_leaves_a_meaningless_correlation_blank():
+    """figure1-neurons (20 -> 2 -> 1): the output unit's f and b showed corr
+    0 and the hidden pair's exactly +-1, whatever the values (Pearson's of one
+    or two values); those cells are blank now, the weights' (a cosine when
+    short) and the reset's of two units (four values) are kept and agree
+    with core's own evaluation."""
+    import math
+
+    at = _page()
+    at.selectbox(key="p").set_value("figure1-neurons").run()
+    _press_step(at)
+    _assert_clean(at)
+    table = at.dataframe[0].value
+    assert set(table["group"]) == {"weights", "omega", "b", "reset"}
+    blank = table[table["corr"].isna()]
+    assert sorted(zip(blank["layer"], blank["group"])) == sorted(
+        [(table["layer"].iloc[0], "omega"), (table["layer"].iloc[0], "b"),
+         (table["layer"].iloc[-1], "omega"), (table["layer"].iloc[-1], "b"),
+         (table["layer"].iloc[-1], "reset")])
+    kept = table[~table["corr"].isna()]
+    assert all(math.isfinite(c) and -1 <= c <= 1 for c in kept["corr"])
+    assert not table["rel. error"].isna().any()
+    from ui import widgets
+
+    assert widgets.corr_defined("weights", 1) and widgets.corr_defined("reset", 2)
+    assert not widgets.corr_defined("omega", 2) and widgets.corr_defined("b", 3)
