@@ -401,7 +401,7 @@ def _sweep(args, stop) -> int:
 
         tags = check_user_tags(_tags(args.tags), sweep=True)
         if args.sweep_id is not None:   # before any training: its runs' tag must fit
-            _check_sweep_id(args.sweep_id)
+            _check_sweep_id(args.sweep_id, new=True)
         spec = _sweep_spec(args)
         n_points = len(sweep.expand(spec))
     except ConfigError as e:

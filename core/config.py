@@ -272,9 +272,6 @@ def validate(cfg: Config) -> Config:
     if not learn:
         raise ConfigError("learn", f"choose at least one of {', '.join(GROUPS)}.")
     c["learn"] = tuple(g for g in GROUPS if g in learn)
-    if c["learn"] == ("omega",) and c.get("model", cfg.model) == "lif":
-        raise ConfigError("learn", "an LIF neuron has no frequency, so learning omega alone "
-                                   "trains nothing; add weights, b or reset.")
     c["steps"] = _int("steps", cfg.steps, 1, 10_000_000)
     c["feedback"] = _choice("feedback", cfg.feedback, FEEDBACKS)
     c["feedback_decay"] = _finite("feedback_decay", cfg.feedback_decay, 0.0, 1.0)
@@ -293,6 +290,18 @@ def check_student_seed(cfg: Config) -> None:
                                           f"(teacher seed {cfg.teacher_seed} = student seed + "
                                           f"{STUDENT_SEED_OFFSET:,}): the student would start at "
                                           "or next to the answer. Choose another student seed.")
+
+
+def check_new_student(cfg: Config) -> None:
+    """What a new student must not be, beyond :func:`validate`: drawn from
+    the teacher's key (:func:`check_student_seed`), or an LIF one learning
+    omega alone (LIF has no frequency: it trained nothing).  Checked where a
+    student is drawn (``setup``, sweep points, the pages), not in
+    :func:`validate`, so stored runs still load."""
+    check_student_seed(cfg)
+    if cfg.learn == ("omega",) and cfg.model == "lif":
+        raise ConfigError("learn", "an LIF neuron has no frequency, so learning omega alone "
+                                   "trains nothing; add weights, b or reset.")
 
 
 def from_dict(d: Mapping[str, Any], base: Config | None = None) -> Config:

@@ -121,8 +121,8 @@ CREATE TABLE IF NOT EXISTS sweeps (
 _SWEEP_OWNER = "ALTER TABLE sweeps ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
 SWEEP_STATUSES = ("running", "done", "stopped")
 SWEEP_TAG = "sweep:"           # + the sweep's id: the tag of its runs (at most MAX_TAG characters)
-MAX_SWEEP_ID = MAX_TAG - len(SWEEP_TAG)
-_SWEEP_ID = re.compile(rf"^[0-9a-zA-Z_-]{{1,{MAX_SWEEP_ID}}}$")
+MAX_SWEEP_ID = MAX_TAG - len(SWEEP_TAG)       # a new sweep's; stores may hold older ones of 64
+_SWEEP_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 _COLUMNS = ("id", "created", "name", "tags", "status", "config", "histories", "metrics",
             "arrays")
 
@@ -378,9 +378,14 @@ def _busy(e: Exception) -> bool:
     return "locked" in str(e) or "busy" in str(e)
 
 
-def _check_sweep_id(sweep_id: Any) -> str:
-    if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
-        raise StoreError("sweep_id", f"must be 1-{MAX_SWEEP_ID} letters, digits, '-' or '_'.")
+def _check_sweep_id(sweep_id: Any, new: bool = False) -> str:
+    """A sweep id; ``new``: one for a sweep about to train, whose runs' tag
+    ``sweep:<id>`` must fit :data:`MAX_TAG` (an older store may hold ids of up
+    to 64 characters, from sweeps whose first save failed: still readable)."""
+    longest = MAX_SWEEP_ID if new else 64
+    if (not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id)
+            or len(sweep_id) > longest):
+        raise StoreError("sweep_id", f"must be 1-{longest} letters, digits, '-' or '_'.")
     return sweep_id
 
 
@@ -772,22 +777,28 @@ class RunStore:
                    else f"cannot hold a run store ({e.strerror or e})")
             raise StoreError(str(self.path), f"{why}; pass --store (or set RESONANCE_RUNS_DIR "
                              "to) a folder you can write.") from None
+        try:
+            self._open(timeout)
+        except BaseException:
+            self.close()      # (an open connection kept the index busy: umount failed)
+            raise
+
+    def _open(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:   # another process may be creating the same store right now
             try:
                 self._open_schema()
                 break
-            except StoreError as e:
+            except (sqlite3.OperationalError, StoreError) as e:
                 # a read-only medium (an archive, a ro mount): SQLite's WAL cannot even read
-                # without writing its -shm file; nothing can change the file, so read it as
-                # immutable (a folder only this user cannot write keeps the error: another
-                # user may be writing it)
-                if not (getattr(e, "readonly", False) and not self._immutable
+                # without writing its -shm file, so read it read-only or as immutable
+                # (:meth:`_ro_mode`; a folder only this user cannot write keeps the error:
+                # another user may be writing it)
+                if (getattr(e, "readonly", False) and not self._immutable
                         and _read_only_fs(self.path) and self.index.is_file()):
-                    raise
-                self.close()
-                self._immutable = True
-            except sqlite3.OperationalError as e:
+                    self.close()
+                    self._immutable = True
+                    continue
                 busy = getattr(e, "busy", False) or (isinstance(e, sqlite3.OperationalError)
                                                      and _busy(e))
                 if not busy:
@@ -831,10 +842,8 @@ class RunStore:
         if conn is None:
             try:
                 where = self.index
-                if self._immutable:   # with a -wal beside it, its -shm must be there too
-                    wal = self.index.with_name(INDEX_NAME + "-wal")
-                    how = "mode=ro" if wal.is_file() and wal.stat().st_size else "immutable=1"
-                    where = f"file:{urllib.parse.quote(str(self.index.resolve()))}?{how}"
+                if self._immutable:
+                    where = f"file:{urllib.parse.quote(str(self.index.resolve()))}?{self._ro_mode()}"
                 conn = sqlite3.connect(where, timeout=self._timeout, isolation_level=None,
                                        check_same_thread=False, uri=self._immutable)
                 conn.execute("PRAGMA synchronous=FULL")
@@ -845,6 +854,21 @@ class RunStore:
             with self._lock:
                 self._conns.append(conn)
         return conn
+
+    def _ro_mode(self) -> str:
+        """How SQLite reads an index on a read-only file system: beside a
+        -shm (a writer elsewhere has it open: a live read) read-only; with
+        neither -shm nor unmerged -wal content, as an immutable file; a
+        -wal with content but no -shm (copied mid-write) cannot be read."""
+        wal, shm = (self.index.with_name(INDEX_NAME + x) for x in ("-wal", "-shm"))
+        if shm.is_file():
+            return "mode=ro"
+        if wal.is_file() and wal.stat().st_size:
+            raise StoreError(str(self.index), "has changes not yet merged (its -wal file) that "
+                             "SQLite cannot read on a read-only file system; copy the folder "
+                             "to a writable disk and pass --store COPY (or set "
+                             "RESONANCE_RUNS_DIR).")
+        return "immutable=1"
 
     def _open_schema(self) -> None:
         conn = self._conn()
@@ -1036,7 +1060,7 @@ class RunStore:
                    status: str = "running", n_points: int = 0) -> str:
         """Record a sweep (``core.sweep.SweepSpec.to_dict``); a second call
         with the same id (another process of the sweep) changes nothing."""
-        sweep_id = _check_sweep_id(sweep_id)
+        sweep_id = _check_sweep_id(sweep_id, new=True)
         if status not in SWEEP_STATUSES:
             raise StoreError("status", f"must be one of {', '.join(SWEEP_STATUSES)}.")
         with self._write() as c:
@@ -1093,7 +1117,8 @@ class RunStore:
 
     def sweep_runs(self, sweep_id: str) -> list[dict]:
         """Summaries of the runs of a sweep (oldest first)."""
-        return self.list(tags=[f"sweep:{_check_sweep_id(sweep_id)}"])
+        tag = f"{SWEEP_TAG}{_check_sweep_id(sweep_id)}"
+        return self.list(tags=[tag]) if len(tag) <= MAX_TAG else []   # (no run holds a longer tag)
 
     # ---- reading --------------------------------------------------------
     def _unknown(self, run_id: str) -> StoreError:

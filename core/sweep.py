@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from .config import Config, ConfigError, check_student_seed, from_dict, structure, validate
+from .config import Config, ConfigError, check_new_student, from_dict, structure, validate
 from .metrics import final_loss_window
 
 MAX_POINTS = 4096
@@ -230,7 +230,7 @@ def expand(spec: SweepSpec) -> list[Point]:
         changes["student_seed"] = changes.get("student_seed", spec.base.student_seed) + seed
         try:
             cfg = validate(dataclasses.replace(spec.base, **changes))
-            check_student_seed(cfg)
+            check_new_student(cfg)
         except ConfigError as e:
             raise ConfigError(f"grid.{e.field}", str(e).split(": ", 1)[-1]) from None
         except (TypeError, ValueError) as e:
@@ -383,7 +383,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     p_cnt = jax.process_count() if process_count is None else process_count
     from .store import SWEEP_TAG, _check_sweep_id, check_user_tags
 
-    sweep_id = _check_sweep_id(sweep_id) if sweep_id is not None else uuid.uuid4().hex[:12]
+    sweep_id = _check_sweep_id(sweep_id, new=True) if sweep_id is not None else uuid.uuid4().hex[:12]
     tags = [f"{SWEEP_TAG}{sweep_id}", *check_user_tags(list(tags), sweep=True)]   # before training
     points = expand(spec)
     mine = points[p_idx::p_cnt]

@@ -33,7 +33,7 @@ import optax
 
 from . import feedback as fbk
 
-from .config import (Config, HParams, Structure, check_student_seed, hyperparams,
+from .config import (Config, HParams, Structure, check_new_student, hyperparams,
                      structure)
 from .losses import combined
 from .network import group_mask, simulate, simulate_struct, simulate_students
@@ -231,8 +231,8 @@ def _cgroup_memory(proc: str = "/proc/self/cgroup",
         lim, use = read(os.path.join(d, lim_name)), read(os.path.join(d, use_name))
         if lim is None or use is None:
             continue
-        if not lim.isdigit() or int(lim) >= 2**60:      # "max" or v1's "no limit" (~2^63)
-            return None, None
+        if not lim.isdigit() or int(lim) >= 2**60:      # "max" or v1's "no limit" (~2^63):
+            continue                                     # a parent (the container's root) may set one
         inactive = 0
         for stat in (read(os.path.join(d, "memory.stat")) or "").splitlines():
             key, _, value = stat.partition(" ")
@@ -578,7 +578,7 @@ def setup(cfg: Config) -> Experiment:
     """Teacher, student and optimizer state for ``cfg``; refuses a step that
     cannot fit in memory (:func:`check_memory`)."""
     struct = structure(cfg)
-    check_student_seed(cfg)
+    check_new_student(cfg)
     check_memory(struct)
     task = make_task(cfg)
     state = init_state(struct, init_student(cfg), seed=cfg.student_seed)

@@ -380,11 +380,13 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
     current = st.session_state.get("p", st.query_params.get("p", DEFAULT_PRESET))
     d = preset_values(current if current in names else DEFAULT_PRESET)
     sb = st.sidebar
-    live = demo_presets() if demo else names     # poster mode says which ones it cannot train
     preset = sb.selectbox("Preset", names, index=names.index(DEFAULT_PRESET), key="p",
                           bind="query-params", on_change=_apply_preset,
-                          format_func=lambda n: n if n in live else f"{n} (too big for poster mode)",
                           help="Loads a complete configuration (teacher, student, training).")
+    if demo:    # which ones it cannot train (not in the labels: the URL carries a label)
+        big = [n for n in names if n not in demo_presets()]
+        if big:
+            sb.caption(f"Too big to train live in poster mode: {', '.join(big)}.")
     with sb.expander("Teacher", expanded=not demo):
         layers = st.text_input("Layers (inputs-hidden-…-outputs)", d["L"], key="L", bind="query-params")
         fr = st.slider("Frequency range f (Hz)", 0.5, 100.0, d["fr"], 0.5, key="fr", bind="query-params",
@@ -578,9 +580,9 @@ def to_config(s: TSSettings, demo: bool = False):
     base = core.get_preset(s.preset)
     cfg = core.from_dict({k: v for k, v in raw.items()}, base=base)
     check_live_cost(cfg, demo)
-    from core.config import check_student_seed
+    from core.config import check_new_student
 
-    check_student_seed(cfg)        # (core.setup would refuse it too, past the page's handling)
+    check_new_student(cfg)         # (core.setup would refuse it too, past the page's handling)
     return cfg
 
 

@@ -46,9 +46,10 @@ def test_presets_against_the_caps(preset, demo, ok):
             assert "python -m core train" in str(e.value)
 
 
-def test_poster_mode_labels_the_presets_it_cannot_train():
-    """In poster mode a visitor picked medium and got a long error: the menu
-    says beforehand which presets are too big, by their step cost."""
+def test_poster_mode_names_the_presets_it_cannot_train():
+    """In poster mode a visitor picked medium and got a long error: the
+    sidebar says beforehand which presets are too big, by their step cost
+    (under the menu, not in its labels, which the URL carries)."""
     assert "figure1" in widgets.demo_presets() and "medium" not in widgets.demo_presets()
     assert all(widgets.live_cost(core.get_preset(n)) <= widgets.DEMO_MAX_STEP_COST
                for n in widgets.demo_presets())
@@ -56,11 +57,19 @@ def test_poster_mode_labels_the_presets_it_cannot_train():
     at.query_params["demo"] = "1"
     at.switch_page("pages/teacher_student.py").run()
     assert not at.exception
-    box = at.selectbox(key="p")
-    assert "medium (too big for poster mode)" in box.options and "figure1" in box.options
+    (note,) = [c.value for c in at.sidebar.caption if c.value.startswith("Too big")]
+    assert "medium" in note and "figure1" not in note
+    # the menu's labels are the presets' names (the URL carries a label): a shared link works
+    assert at.selectbox(key="p").options == list(core.presets())
     at.query_params["demo"] = "0"
     at.run()
-    assert "medium" in at.selectbox(key="p").options
+    assert not [c for c in at.sidebar.caption if c.value.startswith("Too big")]
+    link = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)   # ?p=medium in poster mode
+    link.query_params.update({"demo": "1", "p": "medium"})
+    link.switch_page("pages/teacher_student.py").run()
+    assert not link.exception
+    assert link.selectbox(key="p").value == "medium" and link.text_input(key="L").value == "200-256-10"
+    assert any("too big to train live in poster mode" in e.value for e in link.error)
 
 
 def test_huge_network_from_the_url_is_refused_on_the_page():

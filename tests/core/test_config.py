@@ -41,7 +41,6 @@ BAD = [
     (dict(steps=0), "steps"),
     (dict(learn=()), "learn"),
     (dict(learn=("weights", "gain")), "learn"),
-    (dict(model="lif", learn=("omega",)), "learn"),        # LIF has no frequency to learn
     (dict(vr_tau=1e-4), "vr_tau"),
     (dict(teacher_seed=-1), "teacher_seed"),
 ]
@@ -154,3 +153,24 @@ def test_layer_text_is_read_with_spaces_around_its_dashes(text, widths):
     from ui.widgets import parse_layers
 
     assert parse_layers(text, "layers") == widths
+
+
+def test_an_lif_student_learning_omega_alone_is_refused_where_it_is_drawn():
+    """LIF has no frequency: learning omega alone trained nothing, silently.
+    A new student is refused naming learn (setup, sweep points); validate
+    still accepts the config, so a run stored so still loads and exports."""
+    import core
+    from core.config import check_new_student
+    from core.sweep import SweepSpec, expand
+
+    cfg = validate(Config(model="lif", learn=("omega",)))
+    assert cfg.learn == ("omega",)
+    for refuse in (lambda: check_new_student(cfg), lambda: core.setup(cfg)):
+        with pytest.raises(ConfigError) as e:
+            refuse()
+        assert e.value.field == "learn" and "no frequency" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        expand(SweepSpec(base=cfg, grid=(("lr", (0.01,)),), steps=10))
+    assert e.value.field == "grid.learn"
+    check_new_student(cfg.replace(learn=("weights", "omega")))   # omega beside others is inert
+    check_new_student(cfg.replace(model="rf"))

@@ -735,7 +735,8 @@ def read_only_mount(tmp_path):
         return ro
 
     yield src, mount
-    subprocess.run(["umount", str(ro)], capture_output=True)
+    if subprocess.run(["umount", str(ro)], capture_output=True).returncode:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
 
 def test_a_store_on_read_only_media_is_read_and_says_it_cannot_change(read_only_mount, tmp_path):
@@ -760,3 +761,64 @@ def test_a_store_on_read_only_media_is_read_and_says_it_cannot_change(read_only_
         assert getattr(e.value, "readonly", False)
     assert RunStore(tmp_path / "copy").import_(tmp_path / "a.zip") == a
     assert not (ro / "index.sqlite-shm").exists()
+
+
+def test_a_new_sweep_id_fits_its_tag_and_an_older_long_one_still_reads(tmp_path):
+    """A new sweep's id is at most 58 characters (its runs' tag sweep:<id> must
+    fit 64); a store may hold a 64-character one from before (its first save
+    failed): it still lists, reads and closes, so the Runs page opens."""
+    import sqlite3
+
+    store = RunStore(tmp_path)
+    with pytest.raises(StoreError, match="sweep_id: must be 1-58"):
+        store.save_sweep("a" * 59, {"x": 1}, n_points=1)
+    assert store.save_sweep("b" * 58, {"x": 1}, n_points=1) == "b" * 58
+    old = "c" * 64
+    with sqlite3.connect(tmp_path / "index.sqlite") as conn:
+        conn.execute("INSERT INTO sweeps (id, created, name, status, n_points, spec, owner) "
+                     "VALUES (?, '2026-01-01T00:00:00', '', 'stopped', 2, '{}', '')", (old,))
+    assert old in [s["id"] for s in store.sweeps()]
+    assert store.sweep_runs(old) == []
+    store.set_sweep_status(old, "done")
+    assert {s["id"]: s["status"] for s in store.sweeps()}[old] == "done"
+    store.close()
+
+
+def test_a_read_only_store_beside_a_writer_reads_live_and_a_torn_copy_says_so(read_only_mount):
+    """With a writer elsewhere holding the index open (its -shm there), the
+    read-only view sees its new runs; a copy with unmerged -wal content but
+    no -shm cannot be read on read-only media, and says to copy the folder
+    (it claimed its runs could be read)."""
+    import shutil
+
+    src, mount = read_only_mount
+    cfg = from_dict(SMALL)
+    writer = RunStore(src)
+    writer.save(_fake_exp(cfg), {"loss": [1.0]}, name="a")
+    assert (src / "index.sqlite-shm").exists()
+    ro = mount()
+    with RunStore(ro, create=False) as store:
+        assert [r["name"] for r in store.list()] == ["a"]
+        writer.save(_fake_exp(cfg), {"loss": [1.0]}, name="b")
+        assert sorted(r["name"] for r in store.list()) == ["a", "b"]
+    writer.close()
+
+
+def test_a_read_only_copy_with_unmerged_changes_says_to_copy_it(read_only_mount):
+    """Index and -wal copied while a writer had them open, without the -shm:
+    SQLite cannot read that on read-only media; the error says so (it said
+    the runs could be read) and what to do."""
+    import shutil
+
+    src, mount = read_only_mount
+    live = src.parent / "live"
+    writer = RunStore(live)
+    writer.save(_fake_exp(from_dict(SMALL)), {"loss": [1.0]}, name="a")
+    assert (live / "index.sqlite-wal").stat().st_size > 0
+    for name in ("index.sqlite", "index.sqlite-wal"):
+        shutil.copy(live / name, src / name)
+    shutil.copytree(live / "arrays", src / "arrays")
+    writer.close()
+    ro = mount()
+    with pytest.raises(StoreError, match="changes not yet merged.*copy the folder to a writable"):
+        RunStore(ro, create=False)

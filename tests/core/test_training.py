@@ -89,6 +89,9 @@ def test_memory_is_read_from_the_container_and_what_is_free_now(monkeypatch, tmp
     assert tr._cgroup_memory(str(tmp_path / "cg2"), str(v2)) == (4 * gib, 4 * gib - 3 * gib + gib // 2)
     (v2 / "box" / "memory.max").write_text("max\n")
     assert tr._cgroup_memory(str(tmp_path / "cg2"), str(v2)) == (None, None)
+    (v2 / "memory.max").write_text(f"{6 * gib}\n")       # the limit set on a parent (the root)
+    (v2 / "memory.current").write_text(f"{gib}\n")
+    assert tr._cgroup_memory(str(tmp_path / "cg2"), str(v2)) == (6 * gib, 5 * gib)
 
     v1 = tmp_path / "v1"
     (v1 / "memory" / "job").mkdir(parents=True)
