@@ -29,6 +29,7 @@ POISSON_RATE = 40.0    # Hz
 SUBTHRESHOLD = 1e9     # threshold that is never reached (linear response)
 RES_FREQS = np.geomspace(0.5, 100.0, 120)   # Hz, resonance-curve probe frequencies
 N_RES_DENSE = 48       # more probes around the predicted peak (fixed: one compiled shape)
+N_ISI = 300            # doublet-curve columns (fixed: one compiled shape)
 
 
 def resonance_probes(model: str, freq_hz: float, damping: float) -> np.ndarray:
@@ -43,7 +44,6 @@ def resonance_probes(model: str, freq_hz: float, damping: float) -> np.ndarray:
     lo, hi = max(RES_FREQS[0], center - half), min(RES_FREQS[-1], center + half)
     dense = np.linspace(lo, hi, N_RES_DENSE) if hi > lo else np.full(N_RES_DENSE, center)
     return np.sort(np.concatenate([RES_FREQS, dense]))
-N_ISI = 300            # doublet-curve columns (fixed: one compiled shape)
 
 
 class NeuronResponse(NamedTuple):

@@ -926,9 +926,9 @@ class FidelitySettings:
     norm: str
 
 
-FIDELITY_LABELS = {"preset": "Preset", "shapes": "Shapes", "scales": "Scales β",
-                   "n_samples": "Perturbations N", "sigma": "σ", "seed": "Seed",
-                   "train_steps": "Train first", "norm": "Normalise"}
+FIDELITY_KEYS = {"preset": "gf_p", "shapes": "gf_shapes", "scales": "gf_scales",   # -> control
+                 "n_samples": "gf_n", "sigma": "gf_sigma", "seed": "gf_seed",
+                 "train_steps": "gf_train", "norm": "gf_norm"}
 
 
 def fidelity_label(fs: FidelitySettings) -> str:
@@ -941,7 +941,8 @@ def fidelity_label(fs: FidelitySettings) -> str:
 
 def fidelity_changed(made: FidelitySettings, now: FidelitySettings) -> list[str]:
     """The controls whose value differs from what a table was computed for."""
-    return [FIDELITY_LABELS[f] for f in FIDELITY_LABELS if getattr(made, f) != getattr(now, f)]
+    return [URL_CONTROLS[key][0] for f, key in FIDELITY_KEYS.items()
+            if getattr(made, f) != getattr(now, f)]
 
 
 def surrogate_view_ui() -> tuple[tuple, float, str]:
