@@ -76,6 +76,6 @@ if rows:
     teacher = figures.fidelity_figure(rows, "cos_teacher", "(b) descent vs direction to teacher")
     widgets.plotly_chart(a, smoothed, key="gf_smoothed")
     widgets.plotly_chart(b, teacher, key="gf_teacher")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="—")
 else:
     st.caption("Press **Compute fidelity** (about 5 s for 10 shapes × 6 scales × 256 samples).")

@@ -91,7 +91,7 @@ def live_panels():
     table = pd.DataFrame(run.table())
     if demo:      # a laptop's width: the columns a visitor reads (the rest scrolled off)
         table = table[[c for c in table.columns if c in POSTER_COLUMNS]]
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", placeholder="—")
     st.caption("Final loss: the mean of the last min(50, steps/10) steps, as every run's; "
                "update angle: the mean of the last 50; spikes: held-out input.")
 

@@ -162,7 +162,7 @@ def sweeps_ui(store, sweeps) -> None:
         a, b = widgets.side_by_side(demo)
         widgets.plotly_chart(a, figs["heatmap"], key="sw_heatmap")
         widgets.plotly_chart(b, figs["parcoords"], key="sw_parcoords")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", placeholder="—")
     doc = {"sweep": {k: info[k] for k in ("id", "name", "created", "status", "n_points")},
            "spec": spec.to_dict(), "points": json.loads(table.to_json(orient="records"))}
     with st.container(horizontal=True):
@@ -314,7 +314,7 @@ try:
     statuses = c[2].multiselect("Status", list(STATUSES), key="rs_status", bind="query-params")
     frame = R.runs_frame(summaries)
     shown = R.filter_runs(frame, tags, name, statuses)
-    st.dataframe(shown, hide_index=True, width="stretch", key="rs_table")
+    st.dataframe(shown, hide_index=True, width="stretch", key="rs_table", placeholder="—")
     chosen = [i for i in st.session_state.get("rs_sel", []) if i in set(frame["id"])]
     if "rs_sel" in st.session_state and chosen != st.session_state["rs_sel"]:
         n = len(st.session_state["rs_sel"]) - len(chosen)

@@ -135,9 +135,10 @@ def live_panels():
              "signed ε": v["signed"]}
             for i, layer in enumerate(snap["recovery"])
             for grp, v in layer.items() if isinstance(v, dict)]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    # an undefined corr as a dash (Streamlit writes "None" in the cell by default)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="—")
     st.caption("corr: Pearson's over the layer's values (weights: their cosine when fewer than "
-               "three); blank where f, b or the reset have fewer than three values, as it is "
+               "three); a dash where f, b or the reset have fewer than three values, as it is "
                "then ±1 or undefined whatever they are.")
     n_res, n_units = run.teacher_resonance()
     st.caption(f"Held-out: spike precision {snap['precision']:.3f}, recall {snap['recall']:.3f}, "

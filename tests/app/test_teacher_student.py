@@ -594,7 +594,7 @@ def test_the_teachers_resonating_units_are_counted_against_their_responses():
 def test_the_recovery_table_leaves_a_meaningless_correlation_blank():
     """figure1-neurons (20 -> 2 -> 1): the output unit's f and b showed corr
     0 and the hidden pair's exactly +-1, whatever the values (Pearson's of one
-    or two values); those cells are blank now, the weights' (a cosine when
+    or two values); those cells are empty now (a dash on the page), the weights' (a cosine when
     short) and the reset's of two units (four values) are kept and agree
     with core's own evaluation."""
     import math
@@ -604,6 +604,7 @@ def test_the_recovery_table_leaves_a_meaningless_correlation_blank():
     _press_step(at)
     _assert_clean(at)
     table = at.dataframe[0].value
+    assert at.dataframe[0].proto.placeholder == "—"   # the browser showed "None" in the cell
     assert set(table["group"]) == {"weights", "omega", "b", "reset"}
     blank = table[table["corr"].isna()]
     assert sorted(zip(blank["layer"], blank["group"])) == sorted(

@@ -160,3 +160,52 @@ def test_home_loads_and_trains(page: Page, app_url: str):
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
     page.screenshot(path=str(SHOTS / "home_trained.png"), full_page=True)
     assert elsewhere == []
+
+
+# the legend's and the title's boxes in a live_plot frame, and where main.js put the legend
+LEGEND_BOXES_JS = """() => {
+  const el = document.getElementById('plot');
+  const box = s => { const n = el.querySelector(s); if (!n) return null;
+                     const r = n.getBoundingClientRect();
+                     return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+  const plot = el._fullLayout._size;
+  return {legend: box('.infolayer .legend'), title: box('.infolayer .gtitle'),
+          frame: box('.main-svg'), placed: el.dataset.legend,
+          plotBottom: plot.t + plot.h, y: el._fullLayout.legend.y};
+}"""
+
+
+def _apart(a: dict, b: dict) -> bool:
+    return a["right"] <= b["left"] or b["right"] <= a["left"] or \
+        a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
+
+
+def test_a_legend_in_a_narrow_chart_moves_below_the_plot(browser, app_url: str):
+    """At phone width (390 px) the membrane-trace chart's legend, a row above
+    the plot at the right, wrapped into two rows over the title "(a) Membrane
+    traces".  main.js now measures it after drawing and, where it overlaps the
+    title or leaves the frame, moves it under the x axis; a desktop-wide chart
+    keeps it above, and widening the window puts it back."""
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(f"{app_url}/neuron")
+        wait_idle(page)
+        assert_no_exception(page)
+        frame = chart_frame(page, "neuron_traces")
+        frame.wait_for_function("() => document.getElementById('plot').dataset.legend === 'below'",
+                                timeout=30_000)
+        narrow = frame.evaluate(LEGEND_BOXES_JS)
+        assert _apart(narrow["legend"], narrow["title"]), narrow
+        assert narrow["legend"]["top"] >= narrow["frame"]["top"] + narrow["plotBottom"], narrow
+        assert narrow["legend"]["bottom"] <= narrow["frame"]["bottom"] + 1, narrow
+        page.screenshot(path=str(SHOTS / "neuron_phone.png"), full_page=True)
+
+        page.set_viewport_size({"width": 1500, "height": 1000})
+        frame.wait_for_function("() => document.getElementById('plot').dataset.legend === 'above'",
+                                timeout=30_000)
+        wide = frame.evaluate(LEGEND_BOXES_JS)
+        assert wide["y"] >= 1 and _apart(wide["legend"], wide["title"]), wide
+    finally:
+        context.close()

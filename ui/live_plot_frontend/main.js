@@ -10,6 +10,75 @@
     window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type: type }, extra || {}), "*");
   }
 
+  const CONFIG = {
+    displaylogo: false,
+    responsive: true,
+    toImageButtonOptions: { format: "png", scale: 2 },
+  };
+  const LEGEND_GAP = 4.4;   // a legend moved below the plot: this many font sizes under it
+                            // (the x tick labels and the axis title; ui/figures.py's LEGEND_GAP)
+  let last = null;          // {spec, height}: the latest render, redrawn on a resize
+  let placed = { key: null, below: false };
+
+  // A horizontal legend above the plot (the figures' default, top right): in a
+  // narrow frame (a phone) it wraps and runs into the title.  It is drawn there
+  // first; where it overlaps the title or leaves the frame it moves below the
+  // plot, and stays there while the frame's width, title and legend entries
+  // are unchanged (one measured redraw per width, not one per tick).
+  function legendAbove(layout) {
+    const legend = layout.legend || {};
+    return layout.showlegend !== false && legend.orientation === "h" &&
+      Number(legend.y) >= 1 && (legend.yref || "paper") === "paper";
+  }
+
+  function legendBelow(layout, height) {
+    const margin = layout.margin || {};
+    const font = Number((layout.font || {}).size) || 12;
+    const plot = height - (Number(margin.t) || 0) - (Number(margin.b) || 0);
+    if (!(plot > 0)) return layout.legend;
+    return Object.assign({}, layout.legend, {
+      y: -LEGEND_GAP * font / plot, yanchor: "top", x: 0, xanchor: "left",
+    });
+  }
+
+  function overlapping() {
+    const legend = el.querySelector(".infolayer .legend");
+    if (!legend) return false;
+    const l = legend.getBoundingClientRect();
+    const frame = el.getBoundingClientRect();
+    if (l.top < frame.top - 1 || l.left < frame.left - 1) return true;
+    const title = el.querySelector(".infolayer .gtitle");
+    if (!title) return false;
+    const t = title.getBoundingClientRect();
+    return t.width > 0 && l.left < t.right && t.left < l.right && l.top < t.bottom && t.top < l.bottom;
+  }
+
+  function legendKey(spec, layout) {
+    const title = layout.title && typeof layout.title === "object" ? layout.title.text : layout.title;
+    const names = (spec.data || []).filter(function (t) { return t && t.showlegend !== false; })
+      .map(function (t) { return t.name; });
+    return [el.clientWidth, title, JSON.stringify(names), JSON.stringify(layout.legend)].join("|");
+  }
+
+  function draw(spec, height) {
+    const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
+    const data = spec.data || [];
+    const movable = legendAbove(layout);
+    const key = movable ? legendKey(spec, layout) : null;
+    const known = movable && placed.key === key;
+    if (known && placed.below) layout.legend = legendBelow(layout, height);
+    Plotly.react(el, data, layout, CONFIG);
+    if (movable && !known) {
+      const below = overlapping();
+      placed = { key: key, below: below };
+      if (below) {
+        layout.legend = legendBelow(layout, height);
+        Plotly.react(el, data, layout, CONFIG);
+      }
+    }
+    el.dataset.legend = movable ? (placed.below ? "below" : "above") : "fixed";
+  }
+
   window.addEventListener("message", function (event) {
     const msg = event.data;
     if (!msg || msg.type !== "streamlit:render") return;
@@ -22,24 +91,32 @@
       return;
     }
     const height = Number(args.height) || 320;
-    const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
     el.style.height = height + "px";
     if (typeof Plotly === "undefined") {
       el.textContent = "Plotly.js could not be loaded; reload the page.";
       send("streamlit:setFrameHeight", { height: 40 });
       return;
     }
-    Plotly.react(el, spec.data || [], layout, {
-      displaylogo: false,
-      responsive: true,
-      toImageButtonOptions: { format: "png", scale: 2 },
-    });
+    last = { spec: spec, height: height };
+    draw(spec, height);
     renders += 1;
     el.dataset.renders = String(renders);
     if (height !== lastHeight) {
       lastHeight = height;
       send("streamlit:setFrameHeight", { height: height });
     }
+  });
+
+  // a new width (a phone turned, a window resized): place the legend again
+  let resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () {
+      if (last && typeof Plotly !== "undefined" && placed.key !== null &&
+          !placed.key.startsWith(el.clientWidth + "|")) {
+        draw(last.spec, last.height);
+      }
+    }, 150);
   });
 
   // Plotly.js is fetched once per page, not once per chart: one frame fetches
