@@ -52,17 +52,18 @@ st.subheader(f"Try it: train the `{PRESET}` student")
 st.caption("20 Poisson inputs drive one RF neuron; the student starts from its own random "
            "weights and is trained with the SuperSpike surrogate on the van Rossum distance.")
 run, reset = widgets.train_buttons_ui()
+slot = resources.home_slot()          # the visitor's: a reload comes back to it
 try:
-    if reset or "home_live" not in st.session_state:
-        st.session_state["home_live"] = resources.new_live_run(PRESET)
+    if reset or slot.run is None:
+        slot.run = resources.new_live_run(PRESET)
     if run:
         with st.spinner(f"Training {RUN_STEPS} steps…"):
-            st.session_state["home_live"].advance(RUN_STEPS)
+            slot.run.advance(RUN_STEPS)
 except core.ConfigError as e:
     st.error(f"Could not train: {e}")
     st.stop()
 
-live = st.session_state["home_live"]
+live = slot.run
 m = resources.home_view(live)
 cols = st.columns(5)
 cols[0].metric("Step", live.step)

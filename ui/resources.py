@@ -159,6 +159,21 @@ def new_live_run(preset: str):
     return LiveRun(core.get_preset(preset), setup=_private_setup)
 
 
+class HomeSlot:
+    """Holds the Home page's small live run of one visitor (replaced on Reset)."""
+
+    def __init__(self):
+        self.run = None
+
+    def release(self):
+        self.run = None
+
+
+def home_slot() -> HomeSlot:
+    """This visitor's Home example: it outlives a reload, as :func:`run_slot`'s run."""
+    return tab().slot("home", HomeSlot)
+
+
 def home_view(run) -> dict:
     """What the Home page draws of ``run``: loss, output-layer weight
     trajectories with the teacher's values, and the recovery summary."""

@@ -108,7 +108,9 @@ def test_home_run_advances_steps_and_lowers_loss():
     at.button(key="train_run").click().run()
     _assert_clean(at)
     assert [m.value for m in at.metric if m.label == "Step"] == ["200"]
-    live = at.session_state["home_live"]
+    from ui import resources, tabs
+
+    live = tabs.TABS._tabs[at.session_state[tabs.STATE_KEY]].slot("home", resources.HomeSlot).run
     loss = np.asarray(live.history.loss)
     assert live.step == 200 and loss.shape == (200,)
     assert len(live.history.weights) == 201 and live.history.weights[-1][-1].shape == (20, 1)
