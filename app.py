@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.runtime import compute_summary, enable_compilation_cache, use_all_cores
+from core.runtime import (compute_summary, enable_compilation_cache, environment_problems,
+                          use_all_cores)
 
 use_all_cores()   # before JAX starts: one device per core (sweeps launched here inherit it)
 enable_compilation_cache()
@@ -32,4 +33,7 @@ page = st.navigation([
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")
 st.sidebar.caption(f"Compute: {compute_summary()}")
+for name, problem in environment_problems():   # the server runs on with the default
+    st.sidebar.warning(f"`{name}` {problem} Until then the default is used.",
+                       icon=":material/settings_alert:")
 page.run()

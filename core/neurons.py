@@ -235,13 +235,16 @@ def recurrence_impl() -> str:
     passed its self-check (:func:`kernel_self_check`; otherwise the scan path
     runs and :func:`recurrence_note` says why).
     ``RESONANCE_RECURRENCE`` = scan | pallas | interpret (the kernel in
-    Pallas' interpreter, for tests on CPU) overrides, without the check."""
+    Pallas' interpreter, for tests on CPU) overrides, without the check;
+    ``pallas`` off a GPU runs the scan path."""
     import os
 
     forced = getattr(_FORCED, "impl", None)
     if forced is not None:
         return forced
     env = os.environ.get("RESONANCE_RECURRENCE", "auto")
+    if env == "pallas" and jax.default_backend() != "gpu":
+        return "scan"      # Pallas compiles for GPUs only (core.runtime.environment_problems)
     if env in RECURRENCE_IMPLS:
         return env
     if jax.default_backend() == "gpu" and _triton_available() and _kernels_checked()[0]:

@@ -82,3 +82,66 @@ def compute_summary() -> str:
         what.append(dev.device_kind)
     return (f"JAX {jax.__version__} · {dev.platform} ({', '.join(what)}) · "
             f"recurrence: {recurrence} · matmuls: {matmul_mode()} · malloc: {active()}")
+
+
+def _positive_int(v: str) -> bool:
+    return v.strip().isdigit() and int(v) >= 1
+
+
+def _positive_number(v: str) -> bool:
+    import math
+
+    try:
+        x = float(v)
+    except ValueError:
+        return False
+    return x > 0 and math.isfinite(x)
+
+
+def env_positive(name: str, default: float) -> float:
+    """The positive finite number in ``$name``, else ``default`` (unset or
+    malformed: :func:`environment_problems` names it)."""
+    value = os.environ.get(name, "")
+    return float(value) if _positive_number(value) else default
+
+
+def environment_problems() -> list[tuple[str, str]]:
+    """The ``RESONANCE_*`` settings this process cannot use, as ``(name,
+    what is wrong and what to do)``.  Each reader falls back to its default
+    for such a value (a page never breaks on one: the sidebar names it), and
+    the CLI refuses to start with it.  ``RESONANCE_RECURRENCE=pallas`` off a
+    GPU is one: Pallas compiles for GPUs only (the scan path runs)."""
+    from .feedback import MATMUL_MODES
+    from .neurons import RECURRENCE_IMPLS
+    from .train import STUDENTS_MODES
+
+    def choice(options):
+        return lambda v: v in options, f"one of {', '.join(options)}"
+
+    rules = {
+        "RESONANCE_RECURRENCE": choice(("auto",) + RECURRENCE_IMPLS),
+        "RESONANCE_MATMUL": choice(MATMUL_MODES),
+        "RESONANCE_STUDENTS": choice(STUDENTS_MODES),
+        "RESONANCE_REMAT": (lambda v: v.strip().lower() in ("auto", "off", "on")
+                            or _positive_int(v), "auto, off, on or a number of steps ≥ 1"),
+        "RESONANCE_SCAN_UNROLL": (_positive_int, "a whole number ≥ 1"),
+        "RESONANCE_CPU_BLOCK": (_positive_int, "a whole number ≥ 1"),
+        "RESONANCE_MEMORY_GIB": (_positive_number, "a number of GiB > 0"),
+        "RESONANCE_MAX_STEP_COST": (_positive_number, "a number of multiply-adds > 0"),
+        "RESONANCE_MAX_FIDELITY_COST": (_positive_number, "a number of multiply-adds > 0"),
+        "RESONANCE_SWEEP_NICE": (lambda v: v.strip().isdigit() and int(v) <= 19,
+                                 "a whole number 0-19"),
+        "RESONANCE_ALLOCATOR": (lambda v: v.strip().lower() in ("", "mimalloc", "system"),
+                                "system (glibc's malloc) or unset (mimalloc)"),
+    }
+    out = []
+    for name, (ok, accepts) in rules.items():
+        value = os.environ.get(name)
+        if value is not None and value != "" and not ok(value):
+            out.append((name, f"is {value!r}; it must be {accepts}: unset it or change it."))
+    if os.environ.get("RESONANCE_RECURRENCE") == "pallas" and jax.default_backend() != "gpu":
+        out.append(("RESONANCE_RECURRENCE",
+                    f"is 'pallas', which compiles for GPUs only (this backend is "
+                    f"{jax.default_backend()}): unset it, or use 'interpret' to run the "
+                    f"kernels in Pallas' interpreter."))
+    return out

@@ -351,7 +351,14 @@ def block_size(n_devices: int, backend: str) -> int | None:
     return CPU_BLOCK * n_devices if backend == "cpu" else None
 
 
-CPU_BLOCK = int(os.environ.get("RESONANCE_CPU_BLOCK", "4") or 4)   # students per CPU device
+def _cpu_block() -> int:
+    """Students per CPU device: ``RESONANCE_CPU_BLOCK``, 4 by default (also for a
+    malformed value, which the CLI and the sidebar name)."""
+    value = os.environ.get("RESONANCE_CPU_BLOCK", "").strip()
+    return int(value) if value.isdigit() and int(value) >= 1 else 4
+
+
+CPU_BLOCK = _cpu_block()
 
 
 def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,

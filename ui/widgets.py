@@ -482,14 +482,11 @@ def demo_presets() -> list[str]:
 def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
     """Refuse (core.ConfigError naming ``layers``) a configuration too big to
     train live for one visitor."""
-    import os
-
     import core
+    from core.runtime import env_positive
 
-    try:
-        cap = float(os.environ.get("RESONANCE_MAX_STEP_COST", MAX_STEP_COST))
-    except ValueError:   # a malformed setting must not break the page: the default applies
-        cap = MAX_STEP_COST
+    # a malformed setting must not break the page: the default applies (the sidebar says so)
+    cap = env_positive("RESONANCE_MAX_STEP_COST", MAX_STEP_COST)
     cap = DEMO_MAX_STEP_COST if demo else cap
     cost = live_cost(cfg, students)
     if cost > cap and demo:      # a visitor's words: what to pick instead
@@ -536,14 +533,10 @@ def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_st
     """Refuse (core.ConfigError naming the setting that costs most:
     ``train_steps``, ``scales`` or ``samples``) a fidelity table too big to
     compute for one visitor (``RESONANCE_MAX_FIDELITY_COST`` overrides)."""
-    import os
-
     import core
+    from core.runtime import env_positive
 
-    try:
-        cap = float(os.environ.get("RESONANCE_MAX_FIDELITY_COST", FIDELITY_MAX_COST))
-    except ValueError:
-        cap = FIDELITY_MAX_COST
+    cap = env_positive("RESONANCE_MAX_FIDELITY_COST", FIDELITY_MAX_COST)
     cap = DEMO_FIDELITY_MAX_COST if demo else cap
     parts = fidelity_costs(cfg, n_samples, n_pairs, train_steps)
     cost = sum(parts.values())

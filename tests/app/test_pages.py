@@ -88,6 +88,20 @@ def test_sidebar_says_what_computes(monkeypatch):
     from core.allocator import active
 
     assert f"malloc: {active()}" in line[0]
+    assert not at.sidebar.warning
+
+
+def test_sidebar_names_a_malformed_setting_and_the_page_runs_on(monkeypatch):
+    """A malformed ``RESONANCE_*`` setting: the server runs on with the
+    default (the CLI refuses it), and the sidebar says which and what it
+    accepts (``RESONANCE_MATMUL=bf17`` was silently the default)."""
+    monkeypatch.setenv("RESONANCE_MATMUL", "bf17")
+    at = _app().run()
+    _assert_clean(at)
+    warned = [w.value for w in at.sidebar.warning]
+    assert len(warned) == 1 and warned[0].startswith("`RESONANCE_MATMUL` is 'bf17'"), warned
+    assert "one of default, fp32, bf16" in warned[0] and "default is used" in warned[0]
+    assert any("matmuls: default" in c.value for c in at.sidebar.caption)
 
 
 # ---- Home -----------------------------------------------------------------

@@ -51,7 +51,17 @@ BAD_INPUTS = {
                          "--grid", "scale=1_0"], "error: grid.scale: cannot read '1_0'"),
     "too-big-for-memory": (["train", "--preset", "medium", "--T", "5000", "--batch", "1024"],
                            "batch"),
+    # settings from the environment (ENVS): refused before anything runs; "pallas" on a CPU
+    # was a 47-line traceback ("Only interpret mode is supported on CPU backend")
+    "pallas-on-cpu": (["train", "--preset", "single-neuron", "--steps", "2"],
+                      "error: RESONANCE_RECURRENCE: is 'pallas', which compiles for GPUs only"),
+    "bad-matmul": (["train", "--preset", "single-neuron", "--steps", "2"],
+                   "error: RESONANCE_MATMUL: is 'bf17'; it must be one of default, fp32, bf16"),
+    "nan-step-cost": (["runs", "list"], "error: RESONANCE_MAX_STEP_COST: is 'nan'"),
 }
+ENVS = {"pallas-on-cpu": {"RESONANCE_RECURRENCE": "pallas"},
+        "bad-matmul": {"RESONANCE_MATMUL": "bf17"},
+        "nan-step-cost": {"RESONANCE_MAX_STEP_COST": "nan"}}
 COMMANDS = {
     "presets": ["presets"],
     "train": ["train", "--preset", "single-neuron", "--steps", "60", "--json"],
@@ -70,7 +80,8 @@ def runs():
     """Start every command at once (the slow part is importing JAX), then collect."""
     # 16 GiB of memory whatever the machine, so the too-big case is too big everywhere
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", RESONANCE_MEMORY_GIB="16")
-    procs = {name: subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=env,
+    procs = {name: subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT,
+                                    env={**env, **ENVS.get(name, {})},
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, args in COMMANDS.items()}
     out = {}

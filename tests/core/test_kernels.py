@@ -139,6 +139,26 @@ def test_auto_choice_and_summary(monkeypatch):
     assert recurrence_impl() in ("scan", "pallas")
 
 
+def test_pallas_off_a_gpu_runs_the_scan_path_and_is_named(monkeypatch):
+    """``RESONANCE_RECURRENCE=pallas`` on a CPU was a traceback at the first
+    step (Pallas compiles for GPUs only): the scan path runs, and the
+    setting is named (the CLI refuses it, the sidebar warns)."""
+    from core.runtime import compute_summary, environment_problems
+
+    if jax.default_backend() == "gpu":
+        pytest.skip("on a GPU pallas is a valid choice")
+    monkeypatch.setenv("RESONANCE_RECURRENCE", "pallas")
+    assert recurrence_impl() == "scan"
+    assert "recurrence: lax.scan" in compute_summary()
+    assert [n for n, _ in environment_problems()] == ["RESONANCE_RECURRENCE"]
+    kicks = jnp.ones((20, 2, 3), jnp.float32)
+    tr = run_layer(kicks, jnp.full(3, 60.0), jnp.full(3, -5.0), jnp.zeros(3), jnp.zeros(3),
+                   dt=1e-3, threshold=jnp.float32(1.0), syn_decay=None, reset_through=False,
+                   sg=SurrogateParams(jnp.int32(0), jnp.float32(5.0), jnp.float32(0.0)),
+                   model="rf")
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(tr))
+
+
 def test_self_check_passes_on_the_kernels():
     """The start-up self-check (core.neurons.kernel_self_check) accepts the
     kernels as they are (interpreted on CPU; compiled with
