@@ -62,6 +62,7 @@ def require_app_navigation() -> None:
     entering = st.session_state.get(URL_PAGE) != here
     st.session_state[URL_PAGE] = here
     left = st.session_state.setdefault(PAGE_URLS, {})
+    removed = {}
     if entering:
         if not st.query_params and left.get(here):
             # the browser's Back returns to a page without its parameters and without its
@@ -73,14 +74,14 @@ def require_app_navigation() -> None:
             for key, value in values.items():
                 st.session_state[key] = value
         open_gallery_entry(here)
-        canonical_url_numbers()
+        removed = canonical_url_numbers()
     # the page's settings as this run starts: its URL (the controls off their defaults)
     # and those controls' values; not poster mode (the session's: ?demo=0 must stick) nor
     # a key no control can have ("" or private)
     url = url_snapshot()
     own = {k: v for k, v in url.items() if k and not k.startswith("_") and k != "demo"}
     left[here] = (own, {k: st.session_state[k] for k in own if k in st.session_state})
-    st.session_state[URL_BEFORE] = url if entering else {}
+    st.session_state[URL_BEFORE] = {**url, **removed} if entering else {}
     try:
         from streamlit import config
         from streamlit.runtime.pages_manager import PagesManager
@@ -739,14 +740,36 @@ def _set_initial_query_params(url: dict) -> None:
             qp._initial_query_params.update({k: list(v) for k, v in url.items()})
 
 
-def canonical_url_numbers() -> None:
+def _infinite(raw: str) -> bool:
+    try:
+        return math.isinf(float(raw))      # "inf", "-1e400"
+    except ValueError:
+        return False
+
+
+def canonical_url_numbers() -> dict:
     """Rewrite a numeric control's URL value to its option's own text before
     the control reads it (``?beta=20`` was refused while the toast said 20.0
-    is accepted); a value that is no option is left for the control to refuse."""
+    is accepted); a value that is no option is left for the control to refuse.
+    A control's infinite value (``?T=inf``, ``1e400``) is taken out of the URL
+    first: Streamlit's whole-number input raised OverflowError reading it, on
+    every later visit of the page.  Returns those taken out, ``{key: raws}``,
+    for :func:`report_ignored_url_params` to name."""
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-    if get_script_run_ctx() is None:
-        return
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return {}
+    removed = {}
+    for key in [k for k in st.query_params if k in URL_CONTROLS]:
+        raws = st.query_params.get_all(key)
+        if any(_infinite(r) for r in raws):
+            removed[key] = raws
+            del st.query_params[key]
+            with ctx.session_state.query_params() as qp:
+                initial = getattr(qp, "_initial_query_params", None)
+                if isinstance(initial, dict):
+                    initial.pop(key, None)
     for key, options in url_numeric_options().items():
         raws = st.query_params.get_all(key)
         fixed = [_as_option(r, options) for r in raws]
@@ -758,6 +781,7 @@ def canonical_url_numbers() -> None:
             continue
         # without the URL as the run started the control refuses it, with a toast
         _set_initial_query_params({key: fixed})
+    return removed
 
 
 def report_ignored_url_params() -> None:

@@ -352,6 +352,11 @@ def test_figures_module_does_not_import_streamlit():
     ("pages/teacher_student.py", {"fr": ["5", "200"]}, "Frequency range f (Hz)", "two values",
      "(10.0, 10.0)"),
     ("pages/teacher_student.py", {"T": "abc"}, "Time steps T", "a whole number", "300"),
+    # an infinite number in a whole-number input: Streamlit's int(inf) raised OverflowError
+    ("pages/teacher_student.py", {"T": "inf"}, "Time steps T", "a whole number", "300"),
+    ("pages/teacher_student.py", {"ss": "-1e400"}, "Student seed", "0 to 2147483647", "1"),
+    ("pages/gradients.py", {"gf_seed": "1e400"}, "Seed", "0 to 10000", "0"),
+    ("pages/runs.py", {"sw_steps": "inf"}, "Steps", "whole tens", "300"),
     ("pages/teacher_student.py", {"beta": "19"}, "Scale β", "20.0", "10.0"),
     ("pages/teacher_student.py", {"p": "nope"}, "Preset", "figure1, ", "'figure1'"),
     ("pages/teacher_student.py", {"sg": "bogus"}, "Shape", "superspike, sigmoid", "'superspike'"),
