@@ -326,6 +326,9 @@ try:
     selected = st.multiselect("Selected runs", options, key="rs_sel", bind="query-params",
                               format_func=lambda i: f"{names.get(i) or 'run'} · {i[:8]}",
                               placeholder="Choose runs to overlay, open, export or delete")
+    # the sweep view's, the filters' and the selection's URL values (the launcher's are
+    # named above): Streamlit dropped a refused one silently
+    widgets.report_ignored_url_params()
     with st.container(horizontal=True):
         st.download_button("Table CSV", shown.to_csv(index=False), "runs.csv", "text/csv",
                            key="rs_csv", on_click="ignore", icon=":material/download:")

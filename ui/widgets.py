@@ -793,6 +793,8 @@ def report_ignored_url_params() -> None:
     each parameter is judged once."""
     before = st.session_state.get(URL_BEFORE, {})
     for key in list(before):
+        if key not in st.session_state:
+            continue              # not a control of this page (yet): judged when it is
         if key in st.query_params:
             raws, value = before.pop(key), st.session_state.get(key)
             if (isinstance(value, int) and not isinstance(value, bool) and len(raws) == 1
@@ -810,8 +812,6 @@ def report_ignored_url_params() -> None:
                          f"{accepts or 'other values'}. The page uses {list(value)!r}.",
                          icon="⚠️")
             continue
-        if key not in st.session_state:
-            continue              # not a control of this page (yet)
         raws = before.pop(key)
         value = st.session_state[key]
         if not _same_value(value, raws):

@@ -566,3 +566,21 @@ def test_runs_deleted_by_another_visitor_are_said_not_errors(monkeypatch, popula
     _clean(at)
     assert any("1 selected run(s) no longer exist" in i.value for i in at.info)
     assert at.multiselect(key="rs_sel").value == []
+
+
+def test_refused_url_values_of_the_filters_and_the_sweep_view_are_named(monkeypatch, populated):
+    """The page judged the URL once, inside the launcher, before the sweep view,
+    the filters and the selection existed: their refused values went silently."""
+    path, _ = populated
+    monkeypatch.setenv(ENV_VAR, str(path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["rs_status"] = "bogus"
+    at.query_params["rs_tags"] = "nosuchtag"
+    at.query_params["sw_metric"] = "nosuchmetric"
+    at.switch_page("pages/runs.py").run()
+    _clean(at)
+    toasts = [t.value for t in at.toast]
+    for shown, label in (("rs_status=bogus", "Status"), ("rs_tags=nosuchtag", "Tags"),
+                         ("sw_metric=nosuchmetric", "Metric")):
+        assert sum(f"`{shown}`" in t and f"“{label}”" in t for t in toasts) == 1, toasts
+    assert len(toasts) == 3
