@@ -323,6 +323,7 @@ def _distributed(args):
     import jax
     from jax._src.distributed import global_state
 
+    _native_stdout_to_stderr()
     try:
         jax.distributed.initialize(coord, num_processes=n, process_id=i,
                                    initialization_timeout=args.timeout)
@@ -577,13 +578,33 @@ def _event(kind: str, **fields) -> None:
         _detach_output()
 
 
+_STDOUT_FD: int | None = None    # the real stdout, once native output went to stderr
+
+
+def _native_stdout_to_stderr() -> None:
+    """From here on, what native libraries print on stdout goes to stderr
+    (Gloo's "[Gloo] Rank 0 is connected to 1 peer ranks…" came before a
+    ``--json`` result, which no longer parsed); Python's ``sys.stdout``
+    keeps the real stdout."""
+    import os
+
+    global _STDOUT_FD
+    if _STDOUT_FD is not None:
+        return
+    sys.stdout.flush()
+    _STDOUT_FD = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = open(_STDOUT_FD, "w", buffering=1, encoding=sys.stdout.encoding or "utf-8",
+                      errors=sys.stdout.errors or "strict", closefd=False)
+
+
 def _detach_output() -> None:
     """Point stdout and stderr at /dev/null (their reader has gone: a write
     must not fail the sweep before it stores what it trained)."""
     import os
 
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
+    for fd in (1, 2) if _STDOUT_FD is None else (1, 2, _STDOUT_FD):
         os.dup2(devnull, fd)
     os.close(devnull)
 
