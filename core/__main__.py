@@ -191,8 +191,15 @@ def _check_store_before(args) -> None:
 
     path = Path(args.store) if args.store is not None else default_path()
     if (path / INDEX_NAME).exists():
-        _open_store(args).close()
+        with _open_store(args) as store:
+            store.check_writable()      # a read-only store failed after the training
         return
+    if path.is_dir():                   # no index: array files without one are refused now
+        try:
+            _open_store(args, create=False).close()
+        except StoreError as e:
+            if not getattr(e, "missing", False):
+                raise
     parent = path
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -766,8 +766,10 @@ class RunStore:
                                  f"in {self.arrays_dir}; restore index.sqlite from a backup (the "
                                  "store was not modified), or move the folder aside to start anew.")
             if not create:
-                raise StoreError(str(self.index), "no run index here; save a run first "
+                err = StoreError(str(self.index), "no run index here; save a run first "
                                  "(`python -m core train ... --save`) or pass --store DIR.")
+                err.missing = True
+                raise err
         try:
             if not self.index.exists():
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -944,6 +946,28 @@ class RunStore:
 
     def _write(self) -> "RunStore._Tx":
         return RunStore._Tx(self, self._conn())
+
+    def check_writable(self) -> None:
+        """Raise the :class:`StoreError` a save would raise, before anything is
+        trained: a store on a read-only file system, or one whose index or
+        array folder this user cannot write (``train --save`` trained all its
+        steps, then failed at the save).  Changes nothing."""
+        if self._immutable:
+            raise self._corrupt(sqlite3.OperationalError("attempt to write a readonly database"))
+        with self._write() as c:       # a write lock: refused on a read-only index
+            c.execute("SELECT 1")
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.arrays_dir, prefix=".tmp-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            ro = e.errno == 30      # EROFS
+            why = ("is on a read-only file system" if ro
+                   else f"cannot be written by this user ({e.strerror or e})")
+            err = StoreError(str(self.arrays_dir), f"{why}; nothing was changed. Copy the "
+                             "folder and pass --store COPY (or set RESONANCE_RUNS_DIR).")
+            err.readonly = True
+            raise err from None
 
     def close(self) -> None:
         """Close every thread's connection."""
@@ -1269,6 +1293,7 @@ class RunStore:
         field and array is validated; errors name the field or file."""
         path = Path(path)
         label = str(path)
+        self.check_writable()     # (a read-only store said "….npz: Read-only file system.")
         try:
             zf = zipfile.ZipFile(path)
         except _ZIP_ERRORS + (ValueError,) as e:   # ValueError: e.g. a non-UTF-8 name

@@ -763,6 +763,67 @@ def test_a_store_on_read_only_media_is_read_and_says_it_cannot_change(read_only_
     assert not (ro / "index.sqlite-shm").exists()
 
 
+def _refused_before_training(monkeypatch, capsys, argv) -> str:
+    """``main(argv)``'s one-line error; fails if it got as far as training."""
+    import importlib
+
+    from core.__main__ import main
+
+    monkeypatch.setattr(importlib.import_module("core.train"), "setup",
+                        lambda cfg: pytest.fail("trained before the store was checked"))
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_train_save_refuses_a_read_only_store_before_training(read_only_mount, tmp_path,
+                                                             monkeypatch, capsys):
+    """``train --save`` into a store on read-only media trained every step,
+    then failed at the save; ``runs import`` said "….npz: Read-only file
+    system.".  Both now say what is wrong first, changing nothing."""
+    src, mount = read_only_mount
+    cfg = from_dict(SMALL)
+    with RunStore(src) as store:
+        a = store.save(_fake_exp(cfg), {"loss": [1.0, 0.5]}, name="a")
+        bundle = store.export(a, tmp_path / "a.zip")
+    ro = mount()
+    err = _refused_before_training(monkeypatch, capsys, [
+        "train", "--preset", "single-neuron", "--steps", "5", "--save", "--store", str(ro)])
+    assert "read-only file system" in err and "nothing was changed" in err
+    with RunStore(ro, create=False) as store:
+        with pytest.raises(StoreError, match="read-only file system") as e:
+            store.check_writable()
+        assert getattr(e.value, "readonly", False)
+        with pytest.raises(StoreError, match="read-only file system.*nothing was changed"):
+            store.import_(bundle)
+        assert [r["name"] for r in store.list()] == ["a"]
+
+
+def test_train_save_refuses_array_files_without_an_index_before_training(tmp_path, monkeypatch,
+                                                                         capsys):
+    """A store folder whose index is gone but whose array files are there is
+    refused by ``sweep`` at once; ``train --save`` trained first."""
+    bad = tmp_path / "bad"
+    (bad / "arrays").mkdir(parents=True)
+    (bad / "arrays" / "0123.npz").write_bytes(b"PK")
+    err = _refused_before_training(monkeypatch, capsys, [
+        "train", "--preset", "single-neuron", "--steps", "5", "--save", "--store", str(bad)])
+    assert "index.sqlite: is missing but 1 array files exist" in err
+    assert sorted(p.name for p in bad.rglob("*")) == ["0123.npz", "arrays"]   # untouched
+    # a writable store passes the check, an empty folder too (the store is made at the save)
+    with RunStore(tmp_path / "ok") as store:
+        store.check_writable()
+    (tmp_path / "empty").mkdir()
+    from core.__main__ import _check_store_before
+    import argparse
+
+    _check_store_before(argparse.Namespace(store=str(tmp_path / "empty")))
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 def test_a_new_sweep_id_fits_its_tag_and_an_older_long_one_still_reads(tmp_path):
     """A new sweep's id is at most 58 characters (its runs' tag sweep:<id> must
     fit 64); a store may hold a 64-character one from before (its first save
