@@ -124,7 +124,21 @@ def matched(student, teacher, dt):
     return out, perms
 
 
+def corr_defined(theta, target, weights: bool = False) -> bool:
+    """Whether :func:`_corr` of these values says anything: Pearson's over at
+    least three values neither of which is constant (the teachers' resets
+    are all zero: Pearson's is undefined whatever the student learns, and
+    ``_corr`` reports 1 or 0), or the weights' cosine (fewer than three)."""
+    a, b = np.ravel(theta).astype(np.float64), np.ravel(target).astype(np.float64)
+    if weights and a.size < 3:
+        return bool(np.linalg.norm(a) > 1e-12 and np.linalg.norm(b) > 1e-12)
+    return bool(a.size >= 3 and np.std(a) >= 1e-12 and np.std(b) >= 1e-12)
+
+
 def group_stats(theta, target, weights: bool = False) -> dict:
+    """``rel_error`` (norm of the difference over the teacher's, floored),
+    ``corr`` (:func:`_corr`; :func:`corr_defined` says whether it means
+    anything) and ``signed`` (the summed difference over the same norm)."""
     theta, target = np.asarray(theta, np.float64), np.asarray(target, np.float64)
     denom = max(float(np.linalg.norm(target)), FLOOR)
     return {
@@ -132,6 +146,18 @@ def group_stats(theta, target, weights: bool = False) -> dict:
         "corr": _corr(theta, target, cosine_if_short=weights),
         "signed": float(np.sum(theta - target) / denom),
     }
+
+
+def corr_defined_groups(student, teacher, dt, model="rf") -> list[dict]:
+    """Per layer, per group of :func:`recovery`: whether its ``corr`` means
+    anything (:func:`corr_defined`; the spread of values does not depend on
+    the matching, so none is made)."""
+    groups = ("weights", "omega", "b", "reset") if model == "rf" else ("weights", "b", "reset")
+    out = []
+    for s, t in zip(student, teacher):
+        ps, pt = _physical(s, dt), _physical(t, dt)
+        out.append({g: corr_defined(ps[g], pt[g], weights=g == "weights") for g in groups})
+    return out
 
 
 def recovery(student, teacher, dt, model="rf") -> list[dict]:

@@ -131,15 +131,16 @@ def live_panels():
         with slots.get(key, nullcontext()):       # the raster: below the rows
             live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"],
-             "corr": v["corr"] if widgets.corr_defined(grp, cfg.layers[i + 1]) else None,
+             "corr": v["corr"] if snap["corr_defined"][i].get(grp, True) else None,
              "signed ε": v["signed"]}
             for i, layer in enumerate(snap["recovery"])
             for grp, v in layer.items() if isinstance(v, dict)]
     # an undefined corr as a dash (Streamlit writes "None" in the cell by default)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="—")
     st.caption("corr: Pearson's over the layer's values (weights: their cosine when fewer than "
-               "three); a dash where f, b or the reset have fewer than three values, as it is "
-               "then ±1 or undefined whatever they are.")
+               "three); a dash where there are fewer than three values, or the teacher's or the "
+               "student's are all equal (a fixed f or b, the teachers' zero resets): it is then "
+               "±1 or undefined whatever they are.")
     n_res, n_units = run.teacher_resonance()
     st.caption(f"Held-out: spike precision {snap['precision']:.3f}, recall {snap['recall']:.3f}, "
                f"output-rate error {snap['rate_error']:+.2f}. Hidden units matched to the teacher's "

@@ -215,15 +215,6 @@ class TSSettings:
     steps_per_tick: int | str      # a number of steps, or ui.ticks.AUTO
 
 
-def corr_defined(group: str, n_units: int) -> bool:
-    """Whether a recovery group's correlation says anything: weights always
-    (core uses their cosine when short), f and b with at least three units,
-    the reset (x_r and y_r of each unit) with at least two; with fewer values
-    Pearson's is +-1 or undefined (a figure1 output unit showed corr 0)."""
-    values = n_units * (2 if group == "reset" else 1)
-    return group == "weights" or values >= 3
-
-
 def silent_teacher_text(cfg, teacher_out) -> str | None:
     """A warning when the teacher's output units fired no spike on the
     held-out batch ``teacher_out`` (T, batch, outputs): the student then has

@@ -594,9 +594,10 @@ def test_the_teachers_resonating_units_are_counted_against_their_responses():
 def test_the_recovery_table_leaves_a_meaningless_correlation_blank():
     """figure1-neurons (20 -> 2 -> 1): the output unit's f and b showed corr
     0 and the hidden pair's exactly +-1, whatever the values (Pearson's of one
-    or two values); those cells are empty now (a dash on the page), the weights' (a cosine when
-    short) and the reset's of two units (four values) are kept and agree
-    with core's own evaluation."""
+    or two values); the resets, all zero in the teacher, showed 1 (Pearson's
+    undefined: core reports 1 for equal constant vectors).  Those cells are
+    empty now (a dash on the page); the weights' (a cosine when short) are
+    kept and agree with core's own evaluation."""
     import math
 
     at = _page()
@@ -607,14 +608,23 @@ def test_the_recovery_table_leaves_a_meaningless_correlation_blank():
     assert at.dataframe[0].proto.placeholder == "—"   # the browser showed "None" in the cell
     assert set(table["group"]) == {"weights", "omega", "b", "reset"}
     blank = table[table["corr"].isna()]
+    hidden, output = table["layer"].iloc[0], table["layer"].iloc[-1]
     assert sorted(zip(blank["layer"], blank["group"])) == sorted(
-        [(table["layer"].iloc[0], "omega"), (table["layer"].iloc[0], "b"),
-         (table["layer"].iloc[-1], "omega"), (table["layer"].iloc[-1], "b"),
-         (table["layer"].iloc[-1], "reset")])
+        [(layer, g) for layer in (hidden, output) for g in ("omega", "b", "reset")])
     kept = table[~table["corr"].isna()]
+    assert list(kept["group"]) == ["weights", "weights"]
     assert all(math.isfinite(c) and -1 <= c <= 1 for c in kept["corr"])
     assert not table["rel. error"].isna().any()
-    from ui import widgets
 
-    assert widgets.corr_defined("weights", 1) and widgets.corr_defined("reset", 2)
-    assert not widgets.corr_defined("omega", 2) and widgets.corr_defined("b", 3)
+
+def test_corr_is_defined_only_for_three_varying_values():
+    """core.metrics.corr_defined against Pearson's own definition: at least
+    three values, neither side constant; the weights' cosine when short."""
+    from core.metrics import corr_defined
+
+    assert corr_defined([1.0, 2.0, 4.0], [0.5, 0.1, 3.0])
+    assert not corr_defined([1.0, 2.0], [0.5, 0.1])                  # two values: +-1
+    assert not corr_defined([0.0, 0.0, 0.0, 0.0], [0.1, -0.2, 0.3, 0.0])   # a constant side
+    assert not corr_defined([0.1, -0.2, 0.3, 0.0], [0.0] * 4)
+    assert corr_defined([1.0, 2.0], [0.5, 0.1], weights=True)        # the cosine
+    assert not corr_defined([0.0, 0.0], [0.5, 0.1], weights=True)
