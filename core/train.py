@@ -551,6 +551,11 @@ def working_bytes(struct: Structure, n_students: int | None = None) -> int:
 WORKING_FRACTION = 0.9    # of the device's memory a training step may need
 
 
+def _gib(n: float) -> str:
+    """Bytes as GiB to 2 significant digits at least ("0.001", "1.5", "23")."""
+    return f"{n / 2**30:.2g}" if n < 2**30 else f"{n / 2**30:.1f}"
+
+
 def check_memory(struct: Structure, n_students: int | None = None) -> None:
     """Refuse (``ConfigError`` naming ``batch``) a step whose working memory
     (:func:`working_bytes`) cannot fit in the device's memory
@@ -562,15 +567,17 @@ def check_memory(struct: Structure, n_students: int | None = None) -> None:
     need, have, free = working_bytes(struct, n_students), memory_budget(), memory_free()
     step = (f"one training step of {struct.T} steps x batch {struct.batch}"
             f"{f' x {n_students} students' if n_students else ''} needs about "
-            f"{need / 2**30:.1f} GiB")
+            f"{_gib(need)} GiB")
     if need > WORKING_FRACTION * have:
+        whose = ("of the RESONANCE_MEMORY_GIB setting's" if _env_memory() is not None
+                 else "of this machine's")
         raise ConfigError(
-            "batch", f"{step}, more than the {WORKING_FRACTION:.0%} of this machine's "
-            f"{have / 2**30:.1f} GiB a step may use; lower the batch or T.")
+            "batch", f"{step}, more than the {WORKING_FRACTION:.0%} {whose} "
+            f"{_gib(have)} GiB a step may use; lower the batch or T.")
     if free is not None and need > WORKING_FRACTION * free:
         raise ConfigError(
             "batch", f"{step}, more than the {WORKING_FRACTION:.0%} of the "
-            f"{free / 2**30:.1f} GiB free now (of {have / 2**30:.1f} GiB; other runs and "
+            f"{_gib(free)} GiB free now (of {_gib(have)} GiB; other runs and "
             f"programs hold the rest); lower the batch or T, or try again when they are done.")
 
 

@@ -63,7 +63,13 @@ def test_a_step_too_big_for_memory_is_refused_before_setup(monkeypatch):
     with pytest.raises(core.ConfigError) as e:
         core.setup(cfg.replace(T=2000))                      # ~1.2 GB: over 0.9 GiB
     assert e.value.field == "batch" and "GiB" in str(e.value)
+    # the figure is the setting's, not "this machine's"
+    assert "of the RESONANCE_MEMORY_GIB setting's 1.0 GiB" in str(e.value)
     assert sampled == []                                     # refused before sampling
+    monkeypatch.setenv("RESONANCE_MEMORY_GIB", "0.001")      # it said "this machine's 0.0 GiB"
+    with pytest.raises(core.ConfigError, match="setting's 0.001 GiB"):
+        check_memory(structure(cfg))
+    monkeypatch.setenv("RESONANCE_MEMORY_GIB", "1")
     check_memory(structure(cfg))                            # ~0.6 GB fits
     with pytest.raises(core.ConfigError):
         check_memory(structure(cfg), n_students=4)
