@@ -457,6 +457,8 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
 
             record_recovery(state)
             before = np.zeros(n_pad, np.int64)
+            was_div = np.zeros(n, bool)
+            refused = [None] * n          # the loss of the step refused as diverged (train's)
             for c in range(n_chunks):
                 t0 = time.perf_counter()
                 state, out = fn(state, task, hp, limit)
@@ -466,8 +468,11 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 for i in range(n):
                     losses[i].append(loss[i, :step_now[i] - before[i]])
                 total_steps += int((step_now - before)[:n].sum())
-                before = step_now
                 div = np.asarray(jax.device_get(state.diverged))[:n]
+                for i in np.flatnonzero(div & ~was_div):       # refused in this chunk
+                    refused[i] = float(loss[i, step_now[i] - before[i]])
+                was_div = div
+                before = step_now
                 if (c + 1) % rec_every == 0 or c == n_chunks - 1:
                     record_recovery(state)
                 last = c == n_chunks - 1
@@ -496,10 +501,15 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 status = ("diverged" if is_div else
                           "stopped" if int(exp.state.step) < steps else "done")
                 tail = loss_i[-final_loss_window(loss_i.size):]
+                bad = refused[i] if refused[i] is not None and math.isfinite(refused[i]) \
+                    else None
                 metrics = {"sweep_point": p.index, "steps": int(exp.state.step),
-                           "initial_loss": float(loss_i[0]) if loss_i.size else None,
+                           # as `train --save`: a point refused at its first step began there
+                           "initial_loss": float(loss_i[0]) if loss_i.size else bad,
                            "final_loss": float(tail.mean()) if loss_i.size else None,
-                           "diverged": is_div, **ev}
+                           "diverged": is_div,
+                           "diverged_at_step": int(exp.state.step) + 1 if is_div else None,
+                           "diverged_loss": bad if is_div else None, **ev}
                 hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),
                         "recovery": np.asarray(recs[i], np.float64)}
                 run_id = None

@@ -414,8 +414,12 @@ class LiveRun:
             final = None                 # the mean of the last min(50, steps / 10) steps
             if loss.size:
                 final = float(window_mean(steps, loss, final_loss_window(steps[-1]))[0][-1])
+            refused = self.diverged_loss if math.isfinite(self.diverged_loss) else None
             metrics = {"steps": self.step, "diverged": self.diverged,
-                       "initial_loss": float(loss[0]) if loss.size else None,
+                       # as `train --save`: a run refused at its first step began at that loss
+                       "initial_loss": float(loss[0]) if loss.size else refused,
+                       "diverged_at_step": self.step + 1 if self.diverged else None,
+                       "diverged_loss": refused if self.diverged else None,
                        "final_loss": final,      # over steps, not rows (thinned)
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
@@ -802,6 +806,7 @@ class RulesRun:
                     "recovery": r["recovery"][:, i, :], "alignment_deg": r["alignment"][:n, i],
                     "update_angle_deg": r["update_angle"][:n, i]}
             metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
+                       "diverged_at_step": int(state.step) + 1 if bool(state.diverged) else None,
                        "final_loss": table[i]["final loss"],
                        "spike_precision": table[i]["spike precision"],
                        "spike_recall": table[i]["spike recall"],

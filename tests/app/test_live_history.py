@@ -225,6 +225,26 @@ def test_a_saved_run_keeps_its_snapshots_and_reopens_with_them(tmp_path, monkeyp
     assert reopened.history.steps[-1] == 130 and reopened.history.steps[:7] == h.steps[:7]
 
 
+def test_a_diverged_live_run_saves_where_and_at_what_loss_as_train_does(tmp_path):
+    """A run saved from the page after it diverged lacked diverged_at_step and
+    diverged_loss (``train --save`` stores both); the reference is
+    ``core.train`` of the same configuration."""
+    from core.store import RunStore
+
+    cfg = core.get_preset("figure1").replace(lr=1e6)
+    _, ref = core.train(core.setup(cfg), 30, chunk=10)
+    assert ref["diverged"]
+    run = LiveRun(cfg)
+    run.advance(30)
+    assert run.diverged
+    with RunStore(tmp_path / "runs") as store:
+        m = store.get(run.save(store))["metrics"]
+    assert m["diverged_at_step"] == ref["steps"] + 1
+    assert m["diverged_loss"] == pytest.approx(ref["diverged_loss"], rel=1e-5)
+    first = ref["loss"][0] if ref["loss"].size else ref["diverged_loss"]
+    assert m["initial_loss"] == pytest.approx(first, rel=1e-5)
+
+
 def test_stored_snapshots_are_spread_and_within_their_bytes(monkeypatch):
     run = LiveRun(core.get_preset("figure1"))
     run.advance(100)

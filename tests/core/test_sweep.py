@@ -122,6 +122,25 @@ def test_progress_reaches_the_total_when_a_point_diverges():
     assert totals == sorted(totals, reverse=True) and totals[0] <= 2 * 40
 
 
+def test_a_diverged_point_records_where_and_at_what_loss_as_train_does():
+    """A sweep point refused as diverged stored initial_loss, diverged_at_step
+    and diverged_loss as null; ``core.train`` of the same setting says where
+    it diverged and the refused step's loss (the reference)."""
+    spec = _spec(["lr=1e6,1e7"], steps=20)
+    res = sweep.run_sweep(spec, chunk=10)
+    pts = sweep.expand(spec)
+    for row, p in zip(sorted(res.rows, key=lambda r: r["index"]), pts):
+        m = row["metrics"]
+        exp, hist = core.train(core.setup(p.cfg), 20, chunk=10)
+        assert hist["diverged"] and row["status"] == "diverged"
+        assert m["diverged_at_step"] == hist["steps"] + 1 == m["steps"] + 1
+        assert m["diverged_loss"] == pytest.approx(hist["diverged_loss"], rel=1e-5)
+        first = hist["loss"][0] if hist["loss"].size else hist["diverged_loss"]
+        assert m["initial_loss"] == pytest.approx(first, rel=1e-5)
+    done = sweep.run_sweep(_spec(["lr=0.01"], steps=10), chunk=10).rows[0]["metrics"]
+    assert done["diverged_at_step"] is None and done["diverged_loss"] is None
+
+
 def test_stop_stores_the_group_as_stopped_and_skips_the_rest(tmp_path):
     spec = _spec(["batch=4,8"], steps=40)
     store = RunStore(tmp_path)
