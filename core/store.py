@@ -290,6 +290,10 @@ def _check_metrics(m: dict, label: str) -> None:
     for k in _METRIC_NUMBERS:
         if not _number(m.get(k)):
             raise StoreError(f"{label}.{k}", f"must be a number (or null), got {m[k]!r:.60}.")
+    for k in ("spike_precision", "spike_recall"):     # shares of spikes
+        if m.get(k) is not None and not 0.0 <= m[k] <= 1.0:
+            raise StoreError(f"{label}.{k}", f"is a share of spikes: must be in [0, 1], got "
+                                             f"{m[k]!r:.60}.")
     for k in _METRIC_COUNTS:
         if m.get(k) is not None and not _count(m[k]):
             raise StoreError(f"{label}.{k}", f"must be an integer in [0, 2^31 - 1], got "

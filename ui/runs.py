@@ -235,8 +235,8 @@ def heatmap_grid(df: pd.DataFrame, x: str, y: str, metric: str,
             v = vals[cells(i, j) & use]
             v = v[np.isfinite(v)]
             n[i, j] = v.size
-            if v.size:
-                z[i, j] = v.mean()
+            if v.size:       # (each over the count first: two 1e308s averaged to inf)
+                z[i, j] = (v / v.size).sum()
     return xs, ys, z, n
 
 

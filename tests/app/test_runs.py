@@ -294,6 +294,10 @@ def test_heatmap_grid_means_over_other_axes_and_skips_nan():
     np.testing.assert_allclose(z, [[2.5, 5.0]])
     fig = R.heatmap_figure(_table().iloc[:4], "scale", "surrogate", "m")
     assert np.isnan(np.asarray(fig.data[0].z, float)).sum() == 0
+    # two huge finite values average to themselves (numpy's mean overflowed to inf: a blank cell)
+    huge = pd.DataFrame({"scale": [1.0, 1.0], "surrogate": ["a", "a"], "m": [1.7e308, 1.7e308]})
+    _, _, z, n = R.heatmap_grid(huge, "scale", "surrogate", "m")
+    assert z[0, 0] == pytest.approx(1.7e308) and n[0, 0] == 2
 
 
 def test_axis_codes_and_parcoords():
@@ -371,6 +375,20 @@ def test_bundle_roundtrip_and_garbage(populated, tmp_path):
         with pytest.raises(StoreError) as e:
             R.import_bundle(b, b"not a zip", "mine.zip")
         assert e.value.field == "mine.zip" and str(e.value).startswith("mine.zip: is not a run")
+        # a bundle edited to a spike precision outside [0, 1] is refused, naming the field
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            doc, arrays = json.loads(z.read("run.json")), z.read("arrays.npz")
+        doc["id"], doc["metrics"]["spike_precision"] = "f" * 32, 1.7e308
+        edited = io.BytesIO()
+        with zipfile.ZipFile(edited, "w") as z:
+            z.writestr("run.json", json.dumps(doc))
+            z.writestr("arrays.npz", arrays)
+        with pytest.raises(StoreError, match=r"spike_precision: is a share of spikes: must be in "
+                                             r"\[0, 1\], got 1\.7e\+308"):
+            R.import_bundle(b, edited.getvalue(), "edited.zip")
         fig_loss, fig_rec = R.overlay_figures([b.get(run_id)])
         assert len(fig_loss.data) == 1 and len(fig_rec.data) == 2
         assert "<script" in R.figure_html(fig_rec)
