@@ -285,12 +285,14 @@ def main(configs=None, rounds: int = 5, as_json: bool = False) -> int:
     import jax
 
     # with --json, stdout is the JSON alone (the table goes to stderr)
+    from core.allocator import active
+
     with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
         mach = machine_info()
         cache_dir = jax.config.jax_compilation_cache_dir
         print(f"machine: {mach['nproc']} usable cores (cpu_count {mach['cpu_count']}), "
               f"{mach['cpu_model']}, loadavg {mach['loadavg']}; jax {jax.__version__} "
-              f"backend {jax.default_backend()}; persistent compile cache "
+              f"backend {jax.default_backend()}; malloc {active()}; persistent compile cache "
               f"{cache_dir or 'off'}; rounds {rounds}", flush=True)
 
         t_start = time.perf_counter()
@@ -318,8 +320,6 @@ def main(configs=None, rounds: int = 5, as_json: bool = False) -> int:
 
     checks_ok = all(r.get("check", {}).get("ok", True) for r in results)
     if as_json:
-        from core.allocator import active
-
         out = {"machine": mach, "jax": jax.__version__, "backend": jax.default_backend(),
                "allocator": active(),
                "rounds": rounds, "results": results,

@@ -447,7 +447,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
 
 # A live page trains in the server process for every visitor: a per-visitor cap
 # on the work of one training step (see live_cost).  The default admits the
-# `medium` preset (1.0e10); demo mode (a poster laptop) admits `small` (2.5e7)
+# `medium` preset (1.38e10); demo mode (a poster laptop) admits `small` (3.4e7)
 # with room.  RESONANCE_MAX_STEP_COST overrides the normal cap.
 MAX_STEP_COST = 2e10
 DEMO_MAX_STEP_COST = 2e8
