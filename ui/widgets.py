@@ -134,18 +134,22 @@ def open_gallery_entry(here: str) -> None:
     name = st.query_params.get(OPEN)
     if name is None:
         return
-    del st.query_params[OPEN]
     entry = GALLERY.get(name)
     if entry is None or not here.endswith(entry[0]):
+        del st.query_params[OPEN]
         st.toast(f"URL parameter `{OPEN}={name}` is not a view of this page; it keeps its "
                  "settings.", icon="⚠️")
         return
-    for key, value in entry[1]().items():
+    values = entry[1]()
+    for key, value in values.items():
         st.session_state[key] = value
-        if key in st.query_params:       # the link's view, not a stale parameter
-            del st.query_params[key]
-    # the view in the URL, to copy (controls set here are not written there by themselves)
-    st.query_params.update(entry[2])
+    # the URL rewritten once (each change is a browser-history entry, and Back stepped
+    # through them): `open` out, the link's stale parameters out, the view in (to copy:
+    # controls set here are not written there by themselves)
+    url = {k: st.query_params.get_all(k) for k in st.query_params
+           if k != OPEN and k not in values}
+    st.query_params.from_dict({**{k: v if len(v) > 1 else v[0] for k, v in url.items()},
+                               **entry[2]})
 
 
 def neuron_ui(where=None) -> NeuronSettings:

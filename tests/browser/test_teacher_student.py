@@ -39,6 +39,27 @@ def _open_figure1(page: Page, app_url: str) -> None:
     wait_idle(page, settle_ms=800)
 
 
+def test_a_gallery_link_makes_two_history_entries_not_three(page: Page, app_url: str):
+    """Home's "Open Figure 1" (?open=figure1): the page rewrote the URL twice
+    (``open`` out, then the view in), three history entries, and Back stayed
+    on Teacher–Student twice.  One rewrite now: the link's entry and the
+    view's; the second Back is Home."""
+    page.goto(app_url)
+    wait_idle(page)
+    before = page.evaluate("history.length")
+    page.get_by_role("link", name="Open Figure 1").click()
+    page.wait_for_url(re.compile(r"/teacher_student\?p=figure1$"))
+    wait_idle(page, settle_ms=800)
+    assert page.evaluate("history.length") - before == 2
+    page.go_back()
+    wait_idle(page)
+    page.go_back()
+    page.wait_for_url(re.compile(r"/$"))
+    wait_idle(page)
+    expect(page.get_by_role("heading", name="Resonance Lab").first).to_be_visible()
+    assert_no_exception(page)
+
+
 def _live_frames(page: Page) -> list:
     return [f for f in page.frames if "live_plot/index.html" in f.url]
 
