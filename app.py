@@ -4,6 +4,7 @@ Page config, navigation over pages/ and the sidebar chrome shared by every page.
 """
 from pathlib import Path
 
+import jax
 import streamlit as st
 
 from core.runtime import (compute_summary, enable_compilation_cache, environment_problems,
@@ -33,7 +34,8 @@ page = st.navigation([
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")
 st.sidebar.caption(f"Compute: {compute_summary()}")
-for name, problem in environment_problems():   # the server runs on with the default
+# the server runs on with the default (compute_summary started the backend: pallas is judged)
+for name, problem in environment_problems(backend=jax.default_backend()):
     st.sidebar.warning(f"`{name}` {problem} Until then the default is used.",
                        icon=":material/settings_alert:")
 page.run()

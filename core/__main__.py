@@ -800,10 +800,12 @@ def main(argv=None) -> int:
     acts.add_parser("sweeps", parents=[common],
                     help="list sweeps: status, points stored of all (runs list --tags sweep:ID)")
     args = p.parse_args(argv)
-    from .runtime import enable_compilation_cache, environment_problems, use_all_cores
+    from .runtime import (CORE_SETTINGS, enable_compilation_cache, environment_problems,
+                          use_all_cores)
 
-    for name, message in environment_problems()[:1]:   # (a page uses the default instead)
-        _fail(name, message)
+    problems = environment_problems(CORE_SETTINGS)    # (a page uses the default instead)
+    if problems:
+        _fail(*problems[0])
 
     if args.cmd == "sweep":
         use_all_cores()   # one device per core: sweeps shard their students over them

@@ -125,14 +125,16 @@ def matched(student, teacher, dt):
 
 
 def corr_defined(theta, target, weights: bool = False) -> bool:
-    """Whether :func:`_corr` of these values says anything: Pearson's over at
-    least three values neither of which is constant (the teachers' resets
-    are all zero: Pearson's is undefined whatever the student learns, and
-    ``_corr`` reports 1 or 0), or the weights' cosine (fewer than three)."""
+    """Whether :func:`_corr` of the student's ``theta`` and the teacher's
+    ``target`` says anything: Pearson's over at least three values (counted
+    on the teacher's side: the student's are matched to them) with neither
+    side constant (the teachers' resets are all zero: Pearson's is undefined
+    whatever the student learns, and ``_corr`` reports 1 or 0), or the
+    weights' cosine (fewer than three)."""
     a, b = np.ravel(theta).astype(np.float64), np.ravel(target).astype(np.float64)
-    if weights and a.size < 3:
+    if weights and b.size < 3:
         return bool(np.linalg.norm(a) > 1e-12 and np.linalg.norm(b) > 1e-12)
-    return bool(a.size >= 3 and np.std(a) >= 1e-12 and np.std(b) >= 1e-12)
+    return bool(b.size >= 3 and np.std(a) >= 1e-12 and np.std(b) >= 1e-12)
 
 
 def group_stats(theta, target, weights: bool = False) -> dict:
@@ -150,8 +152,9 @@ def group_stats(theta, target, weights: bool = False) -> dict:
 
 def corr_defined_groups(student, teacher, dt, model="rf") -> list[dict]:
     """Per layer, per group of :func:`recovery`: whether its ``corr`` means
-    anything (:func:`corr_defined`; the spread of values does not depend on
-    the matching, so none is made)."""
+    anything (:func:`corr_defined`: counted on the teacher's units, which
+    the student's are matched to; whether a side is constant is judged on
+    all its units, so no matching is made)."""
     groups = ("weights", "omega", "b", "reset") if model == "rf" else ("weights", "b", "reset")
     out = []
     for s, t in zip(student, teacher):

@@ -351,12 +351,9 @@ def scan_unroll() -> int:
     trace time: 1 on CPU (unrolling measured slower there), 8 on accelerators
     (fewer loop-iteration launches).  ``RESONANCE_SCAN_UNROLL`` overrides.
     Numerics are unchanged: only the loop's shape differs."""
-    import os
+    from .runtime import env_int
 
-    env = os.environ.get("RESONANCE_SCAN_UNROLL", "")
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
-    return 1 if jax.default_backend() == "cpu" else 8
+    return env_int("RESONANCE_SCAN_UNROLL", 1 if jax.default_backend() == "cpu" else 8)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

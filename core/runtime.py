@@ -84,8 +84,11 @@ def compute_summary() -> str:
             f"recurrence: {recurrence} · matmuls: {matmul_mode()} · malloc: {active()}")
 
 
-def _positive_int(v: str) -> bool:
-    return v.strip().isdigit() and int(v) >= 1
+def _whole(v: str, lo: int = 1, hi: int | None = None) -> bool:
+    """``v`` (spaces around allowed) is a whole number in [lo, hi] (ASCII digits:
+    ``"²".isdigit()`` is true, ``int("²")`` raises)."""
+    v = v.strip()
+    return v.isascii() and v.isdigit() and int(v) >= lo and (hi is None or int(v) <= hi)
 
 
 def _positive_number(v: str) -> bool:
@@ -98,6 +101,13 @@ def _positive_number(v: str) -> bool:
     return x > 0 and math.isfinite(x)
 
 
+def env_int(name: str, default: int, lo: int = 1, hi: int | None = None) -> int:
+    """The whole number in ``$name`` within [lo, hi], else ``default`` (unset or
+    malformed: :func:`environment_problems` names it)."""
+    value = os.environ.get(name, "")
+    return int(value) if _whole(value, lo, hi) else default
+
+
 def env_positive(name: str, default: float) -> float:
     """The positive finite number in ``$name``, else ``default`` (unset or
     malformed: :func:`environment_problems` names it)."""
@@ -105,12 +115,22 @@ def env_positive(name: str, default: float) -> float:
     return float(value) if _positive_number(value) else default
 
 
-def environment_problems() -> list[tuple[str, str]]:
-    """The ``RESONANCE_*`` settings this process cannot use, as ``(name,
-    what is wrong and what to do)``.  Each reader falls back to its default
-    for such a value (a page never breaks on one: the sidebar names it), and
-    the CLI refuses to start with it.  ``RESONANCE_RECURRENCE=pallas`` off a
-    GPU is one: Pallas compiles for GPUs only (the scan path runs)."""
+# the settings the compute core reads (the CLI refuses a malformed one); the others are the
+# server's own (its pages' caps, the nice level of the sweeps it launches)
+CORE_SETTINGS = ("RESONANCE_RECURRENCE", "RESONANCE_MATMUL", "RESONANCE_STUDENTS",
+                 "RESONANCE_REMAT", "RESONANCE_SCAN_UNROLL", "RESONANCE_CPU_BLOCK",
+                 "RESONANCE_MEMORY_GIB", "RESONANCE_ALLOCATOR")
+
+
+def environment_problems(names=None, backend: str | None = None) -> list[tuple[str, str]]:
+    """The ``RESONANCE_*`` settings (of ``names``; all by default) this process
+    cannot use, as ``(name, what is wrong and what to do)``.  Each reader
+    parses as its rule here does and falls back to its default for such a
+    value: a page never breaks on one (the sidebar names it, and the sweeps
+    it launches do not get it), and the CLI refuses the core's
+    (:data:`CORE_SETTINGS`).  With ``backend`` (a started one: asking would
+    start it, before ``jax.distributed`` may), ``RESONANCE_RECURRENCE=pallas``
+    off a GPU is one too: Pallas compiles for GPUs only (the scan path runs)."""
     from .feedback import MATMUL_MODES
     from .neurons import RECURRENCE_IMPLS
     from .train import STUDENTS_MODES
@@ -122,26 +142,27 @@ def environment_problems() -> list[tuple[str, str]]:
         "RESONANCE_RECURRENCE": choice(("auto",) + RECURRENCE_IMPLS),
         "RESONANCE_MATMUL": choice(MATMUL_MODES),
         "RESONANCE_STUDENTS": choice(STUDENTS_MODES),
-        "RESONANCE_REMAT": (lambda v: v.strip().lower() in ("auto", "off", "on")
-                            or _positive_int(v), "auto, off, on or a number of steps ≥ 1"),
-        "RESONANCE_SCAN_UNROLL": (_positive_int, "a whole number ≥ 1"),
-        "RESONANCE_CPU_BLOCK": (_positive_int, "a whole number ≥ 1"),
+        "RESONANCE_REMAT": (lambda v: v.strip().lower() in ("auto", "off", "on") or _whole(v),
+                            "auto, off, on or a number of steps ≥ 1"),
+        "RESONANCE_SCAN_UNROLL": (_whole, "a whole number ≥ 1"),
+        "RESONANCE_CPU_BLOCK": (_whole, "a whole number ≥ 1"),
         "RESONANCE_MEMORY_GIB": (_positive_number, "a number of GiB > 0"),
         "RESONANCE_MAX_STEP_COST": (_positive_number, "a number of multiply-adds > 0"),
         "RESONANCE_MAX_FIDELITY_COST": (_positive_number, "a number of multiply-adds > 0"),
-        "RESONANCE_SWEEP_NICE": (lambda v: v.strip().isdigit() and int(v) <= 19,
-                                 "a whole number 0-19"),
-        "RESONANCE_ALLOCATOR": (lambda v: v.strip().lower() in ("", "mimalloc", "system"),
-                                "system (glibc's malloc) or unset (mimalloc)"),
+        "RESONANCE_SWEEP_NICE": (lambda v: _whole(v, 0, 19), "a whole number 0-19"),
+        # core.allocator: "system" (any case) keeps glibc's malloc, anything else preloads
+        "RESONANCE_ALLOCATOR": (lambda v: v.lower() in ("mimalloc", "system"),
+                                "system (glibc's malloc) or mimalloc"),
     }
     out = []
     for name, (ok, accepts) in rules.items():
         value = os.environ.get(name)
-        if value is not None and value != "" and not ok(value):
+        if (names is None or name in names) and value and not ok(value):
             out.append((name, f"is {value!r}; it must be {accepts}: unset it or change it."))
-    if os.environ.get("RESONANCE_RECURRENCE") == "pallas" and jax.default_backend() != "gpu":
+    if (backend is not None and backend != "gpu" and (names is None or "RESONANCE_RECURRENCE"
+                                                      in names)
+            and os.environ.get("RESONANCE_RECURRENCE") == "pallas"):
         out.append(("RESONANCE_RECURRENCE",
-                    f"is 'pallas', which compiles for GPUs only (this backend is "
-                    f"{jax.default_backend()}): unset it, or use 'interpret' to run the "
-                    f"kernels in Pallas' interpreter."))
+                    f"is 'pallas', which compiles for GPUs only (this backend is {backend}): "
+                    f"unset it, or use 'interpret' to run the kernels in Pallas' interpreter."))
     return out

@@ -44,6 +44,7 @@ This module imports no JAX at import time (``load_params`` builds
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import io
 import json
 import math
@@ -965,7 +966,7 @@ class RunStore:
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            ro = e.errno == 30      # EROFS
+            ro = e.errno == errno.EROFS
             why = ("is on a read-only file system" if ro
                    else f"cannot be written by this user ({e.strerror or e})")
             err = StoreError(str(self.arrays_dir), f"{why}; nothing was changed. Copy the "

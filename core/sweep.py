@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 import time
 import uuid
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -354,8 +353,9 @@ def block_size(n_devices: int, backend: str) -> int | None:
 def _cpu_block() -> int:
     """Students per CPU device: ``RESONANCE_CPU_BLOCK``, 4 by default (also for a
     malformed value, which the CLI and the sidebar name)."""
-    value = os.environ.get("RESONANCE_CPU_BLOCK", "").strip()
-    return int(value) if value.isdigit() and int(value) >= 1 else 4
+    from .runtime import env_int
+
+    return env_int("RESONANCE_CPU_BLOCK", 4)
 
 
 CPU_BLOCK = _cpu_block()

@@ -21,7 +21,6 @@ and the angle of each feedback matrix to its forward reference.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any, NamedTuple
 
@@ -190,13 +189,10 @@ def residual_bytes(struct: Structure, n_students: int | None = None) -> int:
 def _env_memory() -> int | None:
     """``RESONANCE_MEMORY_GIB`` in bytes, or None when unset, malformed or not
     a positive finite number."""
-    import os
+    from .runtime import env_positive
 
-    try:
-        env = float(os.environ.get("RESONANCE_MEMORY_GIB", "nan"))
-    except ValueError:
-        return None
-    return int(env * 2**30) if env > 0 and math.isfinite(env) else None
+    gib = env_positive("RESONANCE_MEMORY_GIB", 0.0)
+    return int(gib * 2**30) if gib else None
 
 
 def _cgroup_memory(proc: str = "/proc/self/cgroup",
@@ -305,13 +301,15 @@ def remat_segments(struct: Structure, n_students: int | None = None) -> int | No
     overrides."""
     import os
 
+    from .runtime import _whole
+
     env = os.environ.get("RESONANCE_REMAT", "auto").strip().lower()
     default = max(2, int(round(struct.T ** 0.5)))
     if env == "off":
         return None
     if env == "on":
         return default
-    if env.isdigit() and int(env) >= 1:
+    if _whole(env):
         return int(env)
     over = residual_bytes(struct, n_students) > RESIDUAL_FRACTION * memory_budget()
     return default if over else None
@@ -552,7 +550,8 @@ WORKING_FRACTION = 0.9    # of the device's memory a training step may need
 
 
 def _gib(n: float) -> str:
-    """Bytes as GiB to 2 significant digits at least ("0.001", "1.5", "23")."""
+    """Bytes as GiB: two significant digits below 1 GiB ("0.001", "0.56"), one
+    decimal from there ("1.5", "23.5")."""
     return f"{n / 2**30:.2g}" if n < 2**30 else f"{n / 2**30:.1f}"
 
 

@@ -52,18 +52,22 @@ st.subheader(f"Try it: train the `{PRESET}` student")
 st.caption("20 Poisson inputs drive one RF neuron; the student starts from its own random "
            "weights and is trained with the SuperSpike surrogate on the van Rossum distance.")
 run, reset = widgets.train_buttons_ui()
-slot = resources.home_slot()          # the visitor's: a reload comes back to it
+# the visitor's own run once they train (a reload comes back to it); until then, or after
+# Reset, the untrained example every visitor shares
+slot = resources.home_slot(create=run)
 try:
-    if reset or slot.run is None:
-        slot.run = resources.new_live_run(PRESET)
+    if reset and slot is not None:
+        slot.run = None
     if run:
+        if slot.run is None:
+            slot.run = resources.new_live_run(PRESET)
         with st.spinner(f"Training {RUN_STEPS} steps…"):
             slot.run.advance(RUN_STEPS)
+    live = slot.run if slot is not None and slot.run is not None else resources.home_start(PRESET)
 except core.ConfigError as e:
     st.error(f"Could not train: {e}")
     st.stop()
 
-live = slot.run
 m = resources.home_view(live)
 cols = st.columns(5)
 cols[0].metric("Step", live.step)

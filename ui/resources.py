@@ -169,9 +169,20 @@ class HomeSlot:
         self.run = None
 
 
-def home_slot() -> HomeSlot:
-    """This visitor's Home example: it outlives a reload, as :func:`run_slot`'s run."""
-    return tab().slot("home", HomeSlot)
+def home_slot(create: bool = True) -> HomeSlot | None:
+    """This visitor's Home example: it outlives a reload, as :func:`run_slot`'s
+    run.  ``create=False``: None until the visitor trained it (every visitor
+    lands on Home: a tab holding only the untrained example would be parked
+    for nothing, and push other visitors' parked runs out first)."""
+    t = tab()
+    return t.slot("home", HomeSlot) if create else t.get("home")
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def home_start(preset: str):
+    """The Home example before any training, shared by every visitor (it is
+    never advanced: the visitor's own copy is made when they train)."""
+    return new_live_run(preset)
 
 
 def home_view(run) -> dict:

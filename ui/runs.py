@@ -27,7 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.config import ConfigError
-from core.runtime import ROOT
+from core.runtime import ROOT, env_int, environment_problems
 from core.store import ARRAYS_DIR, INDEX_NAME, STATUSES, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
@@ -470,11 +470,20 @@ def check_launch(spec: SweepSpec, demo: bool) -> None:
         raise ConfigError("steps", f"demo mode trains at most {DEMO_MAX_STEPS} steps.")
 
 
+def child_env() -> dict:
+    """The environment of a sweep launched from the page: the server's, less a
+    setting it ignored (its sidebar says the default is used; the child would
+    refuse it), with the project importable and no device preallocation (the
+    server holds its own device memory: the child allocates as it goes)."""
+    rejected = {name for name, _ in environment_problems()}
+    return {**{k: v for k, v in os.environ.items() if k not in rejected},
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
 def _nice_level() -> int:
-    try:
-        return min(19, max(0, int(os.environ.get("RESONANCE_SWEEP_NICE", "19"))))
-    except ValueError:
-        return 19
+    return env_int("RESONANCE_SWEEP_NICE", 19, 0, 19)
 
 
 class SweepJob:
@@ -576,10 +585,7 @@ class SweepJob:
     def _run(self) -> None:
         proc = None
         try:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-                # the server holds its own device memory: the child allocates as it goes
-                "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+            env = child_env()
             with self._lock:
                 proc = self._proc = subprocess.Popen(
                     self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,

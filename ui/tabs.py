@@ -74,6 +74,11 @@ class Tab:
                 self._slots[name] = make()
             return self._slots[name]
 
+    def get(self, name: str):
+        """The tab's slot ``name``, or None where it was never made."""
+        with self._lock:
+            return self._slots.get(name)
+
     def empty(self) -> bool:
         with self._lock:
             return not self._slots

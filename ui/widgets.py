@@ -735,6 +735,11 @@ def _set_initial_query_params(url: dict) -> None:
             qp._initial_query_params.update({k: list(v) for k, v in url.items()})
 
 
+# the URL-bound whole-number inputs (st.number_input), whose reading of an infinite value
+# raised; a text control's "inf" (a tag, a sweep id such as 123e45678901) is its own value
+NUMBER_INPUTS = frozenset({"T", "ts", "ss", "np", "gf_train", "gf_seed", "sw_steps"})
+
+
 def _infinite(raw: str) -> bool:
     try:
         return math.isinf(float(raw))      # "inf", "-1e400"
@@ -746,9 +751,9 @@ def canonical_url_numbers() -> dict:
     """Rewrite a numeric control's URL value to its option's own text before
     the control reads it (``?beta=20`` was refused while the toast said 20.0
     is accepted); a value that is no option is left for the control to refuse.
-    A control's infinite value (``?T=inf``, ``1e400``) is taken out of the URL
-    first: Streamlit's whole-number input raised OverflowError reading it, on
-    every later visit of the page.  Returns those taken out, ``{key: raws}``,
+    A whole-number input's infinite value (``?T=inf``, ``1e400``) is taken out
+    of the URL first: Streamlit raised OverflowError reading it, on every
+    later visit of the page.  Returns those taken out, ``{key: raws}``,
     for :func:`report_ignored_url_params` to name."""
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
@@ -756,7 +761,7 @@ def canonical_url_numbers() -> dict:
     if ctx is None:
         return {}
     removed = {}
-    for key in [k for k in st.query_params if k in URL_CONTROLS]:
+    for key in [k for k in st.query_params if k in NUMBER_INPUTS]:
         raws = st.query_params.get_all(key)
         if any(_infinite(r) for r in raws):
             removed[key] = raws

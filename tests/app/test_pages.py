@@ -115,6 +115,11 @@ def test_home_runs_and_lists_presets():
     for name in core.presets():
         assert f"**{name}**" in text
     assert [m.value for m in at.metric if m.label == "Step"] == ["0"]
+    # nothing of the visitor's is kept until they train (every visitor lands here: a parked
+    # tab holding the untrained example pushed other visitors' runs out first)
+    from ui import tabs
+
+    assert tabs.TABS._tabs[at.session_state[tabs.STATE_KEY]].empty()
 
 
 def test_home_run_advances_steps_and_lowers_loss():
@@ -435,7 +440,9 @@ def test_every_url_bound_control_that_can_refuse_is_named_in_its_toast():
 
     from ui.widgets import URL_CONTROLS
 
-    bound = {}
+    from ui.widgets import NUMBER_INPUTS
+
+    bound, numbers = {}, set()
     for path in [*(ROOT / "ui").glob("*.py"), *(ROOT / "pages").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and any(k.arg == "bind" for k in node.keywords):
@@ -443,7 +450,12 @@ def test_every_url_bound_control_that_can_refuse_is_named_in_its_toast():
                 func = ast.unparse(node.func).rsplit(".", 1)[-1]
                 if func != "text_input":
                     bound[kw["key"].value] = node.args[0].value
+                if func == "number_input":
+                    numbers.add(kw["key"].value)
     assert len(bound) > 50, sorted(bound)
+    # the inputs whose infinite URL value is taken out first (canonical_url_numbers): all of
+    # them, and none of the text or choice controls (a tag or sweep id may read as "inf")
+    assert numbers == NUMBER_INPUTS
     missing = sorted(set(bound) - set(URL_CONTROLS))
     assert not missing, missing
     for key, label in bound.items():

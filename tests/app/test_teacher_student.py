@@ -628,3 +628,5 @@ def test_corr_is_defined_only_for_three_varying_values():
     assert not corr_defined([0.1, -0.2, 0.3, 0.0], [0.0] * 4)
     assert corr_defined([1.0, 2.0], [0.5, 0.1], weights=True)        # the cosine
     assert not corr_defined([0.0, 0.0], [0.5, 0.1], weights=True)
+    # a wider student (4 hidden units matched to the teacher's 2): two values correlated
+    assert not corr_defined([1.0, 2.0, 4.0, 3.0], [0.5, 0.1])

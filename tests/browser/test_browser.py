@@ -159,8 +159,8 @@ def test_home_loads_and_trains(page: Page, app_url: str):
     assert_no_exception(page)
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
     page.screenshot(path=str(SHOTS / "home_trained.png"), full_page=True)
-    # a reload (a new Streamlit session) comes back to the visitor's example (ui.tabs);
-    # it began again at step 0
+    # a reload (a new Streamlit session) comes back to the visitor's example (ui.tabs;
+    # it used to begin again at step 0)
     page.reload()
     wait_idle(page)
     expect(metric_value(page, "Step")).to_have_text("200")

@@ -67,16 +67,22 @@
     const key = movable ? legendKey(spec, layout) : null;
     const known = movable && placed.key === key;
     if (known && placed.below) layout.legend = legendBelow(layout, height);
-    Plotly.react(el, data, layout, CONFIG);
-    if (movable && !known) {
-      const below = overlapping();
-      placed = { key: key, below: below };
-      if (below) {
-        layout.legend = legendBelow(layout, height);
-        Plotly.react(el, data, layout, CONFIG);
-      }
+    const drawn = Plotly.react(el, data, layout, CONFIG);
+    if (!movable) {
+      el.dataset.legend = "fixed";
+    } else if (known) {
+      el.dataset.legend = placed.below ? "below" : "above";
+    } else {
+      placed = { key: key, below: false };     // measured once this drawing has settled
+      Promise.resolve(drawn).then(function () {
+        if (placed.key !== key || !overlapping()) {
+          el.dataset.legend = placed.key === key ? "above" : el.dataset.legend;
+          return;
+        }
+        placed.below = true;
+        draw(last.spec, last.height);         // the latest data (a render may have come since)
+      });
     }
-    el.dataset.legend = movable ? (placed.below ? "below" : "above") : "fixed";
   }
 
   window.addEventListener("message", function (event) {
