@@ -159,9 +159,9 @@ def environment_problems(names=None, backend: str | None = None) -> list[tuple[s
         value = os.environ.get(name)
         if (names is None or name in names) and value and not ok(value):
             out.append((name, f"is {value!r}; it must be {accepts}: unset it or change it."))
-    if (backend is not None and backend != "gpu" and (names is None or "RESONANCE_RECURRENCE"
-                                                      in names)
-            and os.environ.get("RESONANCE_RECURRENCE") == "pallas"):
+    pallas = os.environ.get("RESONANCE_RECURRENCE") == "pallas"
+    if pallas and backend not in (None, "gpu") and (names is None or
+                                                    "RESONANCE_RECURRENCE" in names):
         out.append(("RESONANCE_RECURRENCE",
                     f"is 'pallas', which compiles for GPUs only (this backend is {backend}): "
                     f"unset it, or use 'interpret' to run the kernels in Pallas' interpreter."))

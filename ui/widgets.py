@@ -722,9 +722,10 @@ def _as_option(raw: str, options) -> str:
     return raw
 
 
-def _set_initial_query_params(url: dict) -> None:
-    """Make bound controls read ``url`` on this run: Streamlit 1.67 gives them
-    the URL as the run started (a private field), not ``st.query_params``."""
+def _set_initial_query_params(url: dict, drop=()) -> None:
+    """Make bound controls read ``url`` (and not the keys of ``drop``) on this
+    run: Streamlit 1.67 gives them the URL as the run started (a private
+    field), not ``st.query_params``."""
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
     ctx = get_script_run_ctx()
@@ -733,6 +734,8 @@ def _set_initial_query_params(url: dict) -> None:
     with ctx.session_state.query_params() as qp:
         if isinstance(getattr(qp, "_initial_query_params", None), dict):
             qp._initial_query_params.update({k: list(v) for k, v in url.items()})
+            for key in drop:
+                qp._initial_query_params.pop(key, None)
 
 
 # the URL-bound whole-number inputs (st.number_input), whose reading of an infinite value
@@ -757,8 +760,7 @@ def canonical_url_numbers() -> dict:
     for :func:`report_ignored_url_params` to name."""
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    if ctx is None:
+    if get_script_run_ctx() is None:
         return {}
     removed = {}
     for key in [k for k in st.query_params if k in NUMBER_INPUTS]:
@@ -766,10 +768,7 @@ def canonical_url_numbers() -> dict:
         if any(_infinite(r) for r in raws):
             removed[key] = raws
             del st.query_params[key]
-            with ctx.session_state.query_params() as qp:
-                initial = getattr(qp, "_initial_query_params", None)
-                if isinstance(initial, dict):
-                    initial.pop(key, None)
+    _set_initial_query_params({}, drop=removed)
     for key, options in url_numeric_options().items():
         raws = st.query_params.get_all(key)
         fixed = [_as_option(r, options) for r in raws]

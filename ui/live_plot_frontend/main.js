@@ -75,8 +75,9 @@
     } else {
       placed = { key: key, below: false };     // measured once this drawing has settled
       Promise.resolve(drawn).then(function () {
-        if (placed.key !== key || !overlapping()) {
-          el.dataset.legend = placed.key === key ? "above" : el.dataset.legend;
+        if (placed.key !== key) return;        // a newer width or legend is being placed
+        if (!overlapping()) {
+          el.dataset.legend = "above";
           return;
         }
         placed.below = true;
