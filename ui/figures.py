@@ -36,6 +36,7 @@ def _look(title: str, height: int) -> dict:
 
 
 POSTER_FONT = 16   # poster mode: chart text in px (Plotly's default is 12, small from 1.5 m)
+LEGEND_BELOW = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
 LEGEND_GAP = 4.4   # poster mode: a legend moved below the plot, this many font sizes under it
                    # (the x tick labels and the axis title)
 _PLOTLY_FONT = 12  # Plotly's default layout.font.size, which unsized text inherits
@@ -607,7 +608,7 @@ def membrane_figure(dt: float, y_teacher, y_student, theta: float) -> dict:
     spec = _spec("Output neuron, held-out input", 300, data,
                  axes={"xaxis": _title("time (ms)"), "yaxis": _title("voltage y")},
                  shapes=[shape], annotations=notes, margin=dict(l=55, r=15, t=45, b=75))
-    spec["layout"]["legend"] = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
+    spec["layout"]["legend"] = dict(LEGEND_BELOW)
     return spec
 
 
@@ -711,13 +712,13 @@ def surrogate_shapes_figure(v, curves: dict, norm: str) -> go.Figure:
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2)))
     fig.update_xaxes(title_text="v = y − θ")
     fig.update_yaxes(title_text="g(v)")
-    return _side_legend(_layout(fig, f"Surrogate shapes (normalised by {norm})", height=360))
+    return _legend_below(_layout(fig, f"Surrogate shapes (normalised by {norm})", height=360))
 
 
-def _side_legend(fig: go.Figure) -> go.Figure:
-    """Legend in a column right of the plot (many traces would cover the title)."""
-    fig.update_layout(legend=dict(orientation="v", x=1.02, y=1.0, xanchor="left", yanchor="top"),
-                      margin=dict(r=130))
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """Legend in rows under the x axis: a column right of the plot squeezed the
+    plot to a sliver at phone width, and many traces above it covered the title."""
+    fig.update_layout(legend=LEGEND_BELOW, margin=dict(b=75))
     return fig
 
 
@@ -735,7 +736,7 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
     fig.add_hline(y=0.0, line=dict(color=THETA_COLOR, dash="dot", width=1))
     fig.update_xaxes(title_text="scale β", type="log", **LOG_MINOR)
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05])
-    return _side_legend(_layout(fig, title, height=380))
+    return _legend_below(_layout(fig, title, height=380))
 
 
 # ---- Learning rules page ---------------------------------------------------------
@@ -763,5 +764,5 @@ def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = Fals
                        "yaxis": {**_title(ytitle), "type": "log" if log else "linear",
                                  **(log_ticks(*(d["y"] for d in data)) if log else {})}},
                  margin=dict(l=55, r=15, t=45, b=75))
-    spec["layout"]["legend"] = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
+    spec["layout"]["legend"] = dict(LEGEND_BELOW)
     return spec

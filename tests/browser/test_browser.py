@@ -214,3 +214,36 @@ def test_a_legend_in_a_narrow_chart_moves_below_the_plot(browser, app_url: str):
         assert wide["y"] >= 1 and _apart(wide["legend"], wide["title"]), wide
     finally:
         context.close()
+
+
+STATIC_CHART_JS = """el => {
+  const size = el._fullLayout._size, box = n => n.getBoundingClientRect();
+  const legend = box(el.querySelector('.infolayer .legend')), svg = box(el.querySelector('.main-svg'));
+  return {plotWidth: size.w, width: el._fullLayout.width, plotBottom: svg.top + size.t + size.h,
+          legend: {left: legend.left, right: legend.right, top: legend.top, bottom: legend.bottom},
+          frame: {left: svg.left, right: svg.right, top: svg.top, bottom: svg.bottom}};
+}"""
+
+
+def test_a_static_chart_keeps_its_plot_wide_at_phone_width(browser, app_url: str):
+    """The Gradients page's surrogate shapes (nine traces) had their legend in a
+    column right of the plot, which at 390 px squeezed the plot to a sliver; the
+    legend now sits in rows under the x axis, inside the chart."""
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(f"{app_url}/gradients")
+        wait_idle(page)
+        assert_no_exception(page)
+        chart = page.locator(".js-plotly-plot").first
+        chart.locator(".infolayer .legend").wait_for()
+        got = chart.evaluate(STATIC_CHART_JS)
+        assert got["plotWidth"] >= 0.75 * got["width"], got
+        assert got["legend"]["top"] >= got["plotBottom"], got
+        frame = got["frame"]
+        assert frame["left"] - 1 <= got["legend"]["left"] and got["legend"]["right"] <= frame["right"] + 1, got
+        assert got["legend"]["bottom"] <= frame["bottom"] + 1, got
+        page.screenshot(path=str(SHOTS / "gradients_phone.png"), full_page=True)
+    finally:
+        context.close()
