@@ -641,6 +641,17 @@ def _diverged_text(hist) -> str:
             "lower --lr or --scale")
 
 
+def _resolved_text(rows, n: int) -> str:
+    """How much of the smoothed-loss gradient's estimate is signal, and what
+    an unresolved (—) cosine asks for."""
+    resolved = rows[0].resolved if rows else math.nan
+    share = f"{100 * resolved:.0f}%" if math.isfinite(resolved) and resolved > 0 else "none"
+    text = f"signal in the smoothed-loss estimate: {share}"
+    if any(math.isnan(r.cos_smoothed) for r in rows):
+        text += f"; — = not resolved from the sampling noise: raise --samples (now {n})"
+    return text
+
+
 def _none_for_nan(o):
     return None
 
@@ -695,14 +706,19 @@ def _cmd_fidelity(args) -> int:
     if args.json:
         print(json.dumps({"preset": args.preset, "samples": args.samples, "sigma": args.sigma,
                           "norm": args.norm or cfg.surrogate_norm, "train_steps": args.train_steps,
-                          "seconds": seconds, "rows": [r._asdict() for r in rows]},
+                          "seconds": seconds,   # (an unresolved cosine: null)
+                          "rows": [{k: _finite(v) if isinstance(v, float) else v
+                                    for k, v in r._asdict().items()} for r in rows]},
                          allow_nan=False, default=_none_for_nan))
     else:
-        print(f"{'shape':18s} {'scale':>7s} {'cos_smoothed':>13s} {'± se':>7s} {'cos_teacher':>12s}")
+        num = lambda v, w: f"{v:{w}.3f}" if math.isfinite(v) else f"{'—':>{w}s}"
+        print(f"{'shape':18s} {'scale':>7s} {'cos_smoothed':>13s} {'± se':>7s} {'raw':>7s} "
+              f"{'cos_teacher':>12s}")
         for r in rows:
-            print(f"{r.shape:18s} {r.scale:7g} {r.cos_smoothed:13.3f} {r.cos_smoothed_se:7.3f} "
-                  f"{r.cos_teacher:12.3f}")
-        print(f"({len(rows)} pairs, {args.samples} perturbation pairs, sigma {args.sigma}: {seconds:.1f} s)")
+            print(f"{r.shape:18s} {r.scale:7g} {num(r.cos_smoothed, 13)} {num(r.cos_smoothed_se, 7)} "
+                  f"{num(r.cos_smoothed_raw, 7)} {num(r.cos_teacher, 12)}")
+        print(f"({len(rows)} pairs, {args.samples} perturbation pairs, sigma {args.sigma}: "
+              f"{seconds:.1f} s; {_resolved_text(rows, args.samples)})")
     return 0
 
 

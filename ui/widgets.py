@@ -955,6 +955,23 @@ def fidelity_label(fs: FidelitySettings) -> str:
             f"({fs.norm}-normalised).")
 
 
+def fidelity_resolution_note(rows: list[dict], n_samples: int) -> None:
+    """Under a fidelity table: how much of the smoothed-loss estimate is
+    signal, and (a warning) which cosines it does not resolve, and the fix."""
+    resolved = rows[0]["resolved"] if rows else math.nan
+    share = f"{resolved:.0%}" if math.isfinite(resolved) and resolved > 0 else "none"
+    missing = sum(math.isnan(r["cos_smoothed"]) for r in rows)
+    if missing:
+        st.warning(f"(a): {missing} of {len(rows)} cosines are not resolved (—): with N = "
+                   f"{n_samples} perturbation pairs the smoothed-loss gradient is not above twice "
+                   f"its standard error ({share} of its estimate's squared norm is signal). Raise "
+                   "**Perturbations N** (4× the pairs halves the noise); cos_smoothed_raw shows "
+                   "the uncorrected cosine.", icon=":material/blur_on:")
+    else:
+        st.caption(f"(a) is corrected for sampling noise: {share} of the smoothed-loss "
+                   f"estimate's squared norm is signal at N = {n_samples}.")
+
+
 def fidelity_changed(made: FidelitySettings, now: FidelitySettings) -> list[str]:
     """The controls whose value differs from what a table was computed for."""
     return [URL_CONTROLS[key][0] for f, key in FIDELITY_KEYS.items()

@@ -63,9 +63,23 @@ def test_fidelity_table_is_computed_on_demand():
     rows = at.dataframe[1].value
     assert len(rows) == 6
     assert set(rows["shape"]) == {"superspike", "arctan", "none"}
-    assert np.isfinite(rows[["cos_smoothed", "cos_smoothed_se", "cos_teacher"]].to_numpy()).all()
+    assert list(rows.columns) == ["shape", "scale", "cos_smoothed", "cos_smoothed_se",
+                                  "cos_smoothed_raw", "resolved", "cos_teacher"]
+    assert np.isfinite(rows[["cos_smoothed_raw", "resolved", "cos_teacher"]].to_numpy()).all()
     none = rows[rows["shape"] == "none"]
     assert (none["cos_smoothed"] == 0).all()          # the true derivative is zero
+    assert rows["cos_smoothed"].between(-1, 1).all() and not at.warning
+    assert any("is corrected for sampling noise" in c.value for c in at.caption)
+    # 32 pairs leave figure1's smoothed-loss gradient unresolved: the corrected cosines
+    # are blank (the plain ones are not), and a warning names the control that fixes it
+    at.select_slider(key="gf_n").set_value(32).run()
+    at.button(key="gf_run").click().run()
+    _clean(at)
+    rows = at.dataframe[1].value
+    assert rows[rows["shape"] != "none"]["cos_smoothed"].isna().all()
+    assert rows["cos_smoothed_raw"].notna().all()
+    (warning,) = [w.value for w in at.warning]
+    assert "4 of 6 cosines are not resolved" in warning and "Perturbations N" in warning
     assert len(at.get("plotly_chart")) == 3           # shapes + two fidelity panels
 
 
