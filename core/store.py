@@ -306,6 +306,14 @@ def _check_metrics(m: dict, label: str) -> None:
             and all(isinstance(r, dict) and _numeric_tree(r) for r in m["recovery"])):
         raise StoreError(f"{label}.recovery", "must be a list of one object of numbers per "
                                               "layer (rel_error, corr, ...).")
+    changes = m.get("settings_changes")
+    if changes is not None and not (
+            isinstance(changes, list)
+            and all(isinstance(c, dict) and _count(c.get("step")) and isinstance(c.get("changed"), dict)
+                    and all(isinstance(k, str) and isinstance(v, list) and len(v) == 2
+                            for k, v in c["changed"].items()) for c in changes)):
+        raise StoreError(f"{label}.settings_changes", "must be a list of {\"step\": a step "
+                                                      "number, \"changed\": {field: [old, new]}}.")
     if m.get("alignment_deg") is not None and not (
             isinstance(m["alignment_deg"], list) and all(_number(x) for x in m["alignment_deg"])):
         raise StoreError(f"{label}.alignment_deg", "must be a list of numbers.")

@@ -100,6 +100,16 @@ MAX_STEP = 2**31 - 1      # a run's step counter (TrainState.step) is an int32
 _EPOCHS = itertools.count(1)
 
 
+def settings_change(step: int, old: Config, new: Config) -> dict | None:
+    """A mid-run change of traced settings, as stored with the run
+    (``metrics["settings_changes"]``): ``{"step": the steps trained before it,
+    "changed": {field: [old, new]}}``; None before the first step (the run's
+    configuration then says it all) or when nothing changed."""
+    a, b = old.to_dict(), new.to_dict()
+    changed = {f: [a[f], b[f]] for f in a if a[f] != b[f]}
+    return {"step": int(step), "changed": changed} if step > 0 and changed else None
+
+
 def restart_key(cfg: Config) -> tuple:
     return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
 
@@ -288,6 +298,7 @@ class LiveRun:
         self.history = History(dt=float(cfg.dt))
         self.message = ""
         self.diverged_loss = math.nan   # the loss of the step refused as diverged
+        self.changes = []               # settings changed mid-run (settings_change), saved with it
         self.meter = RateMeter()
         self._snap = None            # (experiment, index, snapshot) of the last snapshot()
         self._record(self.exp.state.params, 0)
@@ -319,6 +330,8 @@ class LiveRun:
                 return "restarted", [f for f in changed if f in RESTART_FIELDS]
             if not changed:
                 return "unchanged", []
+            if (change := settings_change(self.step, self.cfg, cfg)) is not None:
+                self.changes.append(change)
             self.cfg = cfg
             # reset_grad is static: a new structure, same state (continues the run)
             self.exp = self.exp._replace(cfg=cfg, hp=hyperparams(cfg), struct=structure(cfg))
@@ -423,6 +436,8 @@ class LiveRun:
                        "final_loss": final,      # over steps, not rows (thinned)
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
+            if self.changes:    # the configuration holds the last values only
+                metrics["settings_changes"] = list(self.changes)
             exp, status = self.exp, "diverged" if self.diverged else "done"
         return store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics,
                           snapshots=snapshots)
@@ -450,6 +465,7 @@ class LiveRun:
         run.history.steps[-1] = steps
         run.history.loss, run.history.loss_steps = loss, loss_steps
         run._load_snapshots(store.load_snapshots(run_id), steps)
+        run.changes = list(info["metrics"].get("settings_changes") or [])
         run.stored_id = run_id
         return run
 
@@ -667,6 +683,7 @@ class RulesRun:
         # per rule: its parameters once a tick (saved with its run: a reopened rule run's
         # weight panels start where it started)
         self.snapshots = [History(dt=float(cfg.dt)) for _ in self.rules]
+        self.changes = []             # settings changed mid-run (settings_change), saved with it
         self._record_recovery()
 
     def configure(self, cfg: Config) -> tuple[str, list[str]]:
@@ -682,6 +699,8 @@ class RulesRun:
                 return "restart", [f for f in changed if f in RESTART_FIELDS]
             if not changed:
                 return "unchanged", []
+            if (change := settings_change(self.step, self.cfg, cfg)) is not None:
+                self.changes.append(change)
             self.cfg = cfg
             self.exp = self.exp._replace(cfg=cfg, struct=structure(cfg), hp=hyperparams(cfg))
             self.struct = structure(cfg)._replace(feedback="mixed")   # (reset_grad is static)
@@ -789,6 +808,7 @@ class RulesRun:
             view = self._view()
             states = [core.unstack(jax.device_get(self.state), i) for i in range(len(self.rules))]
             snapshots = [h.stored(int(st.step)) for h, st in zip(self.snapshots, states)]
+            changes = list(self.changes)
         table = self._table_of(view)
         r = view["rows"]
         records = []
@@ -813,6 +833,8 @@ class RulesRun:
                        "rate_error": table[i]["rate error"],
                        "recovery": [{"rel_error": float(e)} for e in r["recovery"][-1][i]],
                        "rule": rule}
+            if changes:    # the configuration holds the last values only
+                metrics["settings_changes"] = changes
             records.append((exp, hist, rule, metrics, snapshots[i]))
         return [store.save(exp, hist, name=f"{name or 'rules'} · {rule}", tags=["rules", *tags],
                            status="diverged" if metrics["diverged"] else "done", metrics=metrics,

@@ -131,6 +131,22 @@ def runs_frame(summaries: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def settings_changes_text(metrics: Mapping) -> str | None:
+    """A run's mid-run setting changes (``metrics["settings_changes"]``, saved
+    by the pages), e.g. "lr 0.01 → 0.02 after step 40"; None when there were none."""
+    parts = []
+    for c in metrics.get("settings_changes") or []:
+        what = ", ".join(f"{k} {_value(a)} → {_value(b)}" for k, (a, b) in c["changed"].items())
+        parts.append(f"{what} after step {c['step']:,}")
+    return "; ".join(parts) or None
+
+
+def _value(v) -> str:
+    if isinstance(v, list):
+        return "(" + ", ".join(_value(x) for x in v) + ")"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def all_tags(summaries: Sequence[Mapping]) -> list[str]:
     return sorted({t for s in summaries for t in s.get("tags") or []})
 

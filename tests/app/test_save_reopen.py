@@ -97,6 +97,54 @@ def test_save_then_reopen_continues_the_same_student(tmp_path):
     assert _metric(at, "Step") == "0" and "run" not in at.query_params
 
 
+def test_settings_changed_mid_run_are_saved_and_reproduce_it(tmp_path):
+    """A learning rate changed after 20 of 60 steps (a continue knob: the run
+    goes on) was lost: the stored configuration held the last value only, and
+    training it from there gave another run.  The save now records the change
+    with its step; training the stored configuration with that record
+    reproduces the stored student, the Runs page says so, and a reopened run
+    saved again keeps the record."""
+    from core.config import hyperparams
+
+    at = _page("pages/teacher_student.py")
+    _click(at, "ts_step")                        # 20 steps (steps per tick)
+    lr0 = at.select_slider(key="lr").value
+    assert lr0 != 0.02
+    at.select_slider(key="lr").set_value(0.02).run()
+    _click(at, "ts_step")
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "60"
+    _click(at, "ts_save")
+    store = RunStore(tmp_path / "runs")
+    (summary,) = store.list()
+    run = store.get(summary["id"])
+    assert run["metrics"]["settings_changes"] == [{"step": 20, "changed": {"lr": [lr0, 0.02]}}]
+
+    cfg, params, _ = store.load_params(summary["id"])
+    assert cfg.lr == 0.02
+    exp, first = core.train(core.setup(cfg.replace(lr=lr0)), 20, chunk=10)
+    exp, then = core.train(exp._replace(cfg=cfg, hp=hyperparams(cfg)), 40, chunk=10)
+    np.testing.assert_allclose(run["histories"]["loss"],
+                               np.concatenate([first["loss"], then["loss"]]), rtol=1e-5)
+    for a, b in zip(params, exp.state.params):
+        np.testing.assert_allclose(a.w, b.w, rtol=1e-5, atol=1e-6)
+    _, last_only = core.train(core.setup(cfg), 60, chunk=10)     # what the config alone gives
+    assert not np.allclose(run["histories"]["loss"], last_only["loss"], rtol=1e-5)
+
+    runs = _page("pages/runs.py")
+    runs.multiselect(key="rs_sel").set_value([summary["id"]]).run()
+    (note,) = [c.value for c in runs.caption if "settings changed while it trained" in c.value]
+    assert f"lr {lr0:g} → 0.02 after step 20" in note
+
+    st.cache_resource.clear()                    # reopened, trained on, saved again
+    at = _page("pages/teacher_student.py", run=summary["id"])
+    _click(at, "ts_step")
+    _click(at, "ts_save")
+    again = [r for r in store.list() if r["id"] != summary["id"]]
+    assert [store.get(r["id"])["metrics"]["settings_changes"] for r in again] == \
+        [run["metrics"]["settings_changes"]]
+
+
 def test_reopen_unknown_or_damaged_run_says_so(tmp_path):
     RunStore(tmp_path / "runs")                  # an empty store
     at = _page("pages/teacher_student.py", run="0" * 32)
@@ -110,12 +158,17 @@ def test_reopen_unknown_or_damaged_run_says_so(tmp_path):
 def test_learning_rules_save_one_run_per_rule(tmp_path):
     at = _page("pages/learning_rules.py")
     _click(at, "rl_step")
+    step = int(_metric(at, "Step"))
+    at.select_slider(key="rl_lr").set_value(0.02).run()     # mid-run: every rule goes on
     _click(at, "rl_save")
     assert any("Saved" in s.value for s in at.success)
     store = RunStore(tmp_path / "runs")
     runs = store.list(tags=["rules"])
     rules = sorted(store.get(r["id"])["metrics"]["rule"] for r in runs)
     assert len(rules) >= 2 and rules == sorted(r["feedback"] for r in runs)
+    for r in runs:   # each rule's run records the change its configuration does not show
+        assert store.get(r["id"])["metrics"]["settings_changes"] == \
+            [{"step": step, "changed": {"lr": [0.01, 0.02]}}]
     # every saved rule run travels: export, then import into another store (the
     # import's checks of histories and metrics accept what the page writes)
     other = RunStore(tmp_path / "other")

@@ -414,6 +414,11 @@ def test_import_validates_bundles(tmp_path):
         (bundle_of({**doc, "metrics": {"recovery": ["x"]}}), "metrics.recovery"),
         (bundle_of({**doc, "metrics": {"recovery": [{"weights": {"corr": "x"}}]}}),
          "metrics.recovery"),
+        # the Runs page formats each change as "field old → new after step N"
+        (bundle_of({**doc, "metrics": {"settings_changes": [{"step": 20, "changed": {"lr": 0.1}}]}}),
+         "metrics.settings_changes"),
+        (bundle_of({**doc, "metrics": {"settings_changes": [{"step": -1, "changed": {}}]}}),
+         "metrics.settings_changes"),
     ]
     def bundle_text(d, old, new):       # a number json.dumps cannot write
         path = tmp_path / f"bad{len(list(tmp_path.glob('bad*.zip')))}.zip"
