@@ -162,7 +162,8 @@ def _cmd_train(args) -> int:
                  else "") + f"), loss {fmt(initial)} -> {fmt(final)}"
               + (_diverged_text(hist) if hist["diverged"] else ""))
         for i, layer in enumerate(ev["recovery"]):
-            print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {layer['corr']:.3f}")
+            corr = "—" if layer["corr"] is None else f"{layer['corr']:.3f}"
+            print(f"  layer {i}: weights rel_error {layer['rel_error']:.3f} corr {corr}")
         print(f"  spike precision {ev['spike_precision']:.3f}, rate error {ev['rate_error']:+.3f}")
         if cfg.feedback != "bp" and len(cfg.student_layers) < 3:
             print(f"  feedback {cfg.feedback}: no hidden layer, so no feedback matrix: "

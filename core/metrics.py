@@ -31,18 +31,17 @@ from .neurons import damping_of, omega_of
 FLOOR = 0.075
 
 
-def _corr(a, b, cosine_if_short: bool = False) -> float:
-    """Pearson correlation.  ``cosine_if_short`` (weights): the cosine for fewer
-    than three values, where Pearson's is +-1 for any two distinct pairs
-    (Figure 1's output layer has two weights); frequencies and dampings all
-    share a sign, so their cosine would say nothing and they keep Pearson's."""
+def _corr(a, b, cosine_if_short: bool = False) -> float | None:
+    """Pearson correlation; None where it says nothing (:func:`corr_defined`).
+    ``cosine_if_short`` (weights): the cosine for fewer than three values,
+    where Pearson's is +-1 for any two distinct pairs (Figure 1's output layer
+    has two weights); frequencies and dampings all share a sign, so their
+    cosine would say nothing and they keep Pearson's."""
+    if not corr_defined(a, b, weights=cosine_if_short):
+        return None
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    if (cosine_if_short and a.size < 3 and np.linalg.norm(a) > 1e-12
-            and np.linalg.norm(b) > 1e-12):
+    if cosine_if_short and b.size < 3:
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    if a.size < 2 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
-        # constant vectors: correlation undefined; report 1 if equal, else 0
-        return 1.0 if np.allclose(a, b, rtol=1e-4, atol=1e-6) else 0.0
     return float(np.corrcoef(a, b)[0, 1])
 
 
@@ -129,8 +128,8 @@ def corr_defined(theta, target, weights: bool = False) -> bool:
     ``target`` says anything: Pearson's over at least three values (counted
     on the teacher's side: the student's are matched to them) with neither
     side constant (the teachers' resets are all zero: Pearson's is undefined
-    whatever the student learns, and ``_corr`` reports 1 or 0), or the
-    weights' cosine (fewer than three)."""
+    whatever the student learns), or the weights' cosine (fewer than three,
+    neither side zero)."""
     a, b = np.ravel(theta).astype(np.float64), np.ravel(target).astype(np.float64)
     if weights and b.size < 3:
         return bool(np.linalg.norm(a) > 1e-12 and np.linalg.norm(b) > 1e-12)
@@ -139,8 +138,9 @@ def corr_defined(theta, target, weights: bool = False) -> bool:
 
 def group_stats(theta, target, weights: bool = False) -> dict:
     """``rel_error`` (norm of the difference over the teacher's, floored),
-    ``corr`` (:func:`_corr`; :func:`corr_defined` says whether it means
-    anything) and ``signed`` (the summed difference over the same norm)."""
+    ``corr`` (:func:`_corr`; None where it means nothing: a constant side,
+    fewer than three values) and ``signed`` (the summed difference over the
+    same norm)."""
     theta, target = np.asarray(theta, np.float64), np.asarray(target, np.float64)
     denom = max(float(np.linalg.norm(target)), FLOOR)
     return {
@@ -148,19 +148,6 @@ def group_stats(theta, target, weights: bool = False) -> dict:
         "corr": _corr(theta, target, cosine_if_short=weights),
         "signed": float(np.sum(theta - target) / denom),
     }
-
-
-def corr_defined_groups(student, teacher, dt, model="rf") -> list[dict]:
-    """Per layer, per group of :func:`recovery`: whether its ``corr`` means
-    anything (:func:`corr_defined`: counted on the teacher's units, which
-    the student's are matched to; whether a side is constant is judged on
-    all its units, so no matching is made)."""
-    groups = ("weights", "omega", "b", "reset") if model == "rf" else ("weights", "b", "reset")
-    out = []
-    for s, t in zip(student, teacher):
-        ps, pt = _physical(s, dt), _physical(t, dt)
-        out.append({g: corr_defined(ps[g], pt[g], weights=g == "weights") for g in groups})
-    return out
 
 
 def recovery(student, teacher, dt, model="rf") -> list[dict]:

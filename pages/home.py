@@ -73,7 +73,7 @@ cols = st.columns(5)
 cols[0].metric("Step", live.step)
 cols[1].metric("Loss", f"{float(np.mean(m['loss'][-25:])):.3g}" if m["loss"].size else "–",
                help="Mean over the last 25 steps (one step's loss is one random batch: noisy).")
-cols[2].metric("Weight corr", f"{m['corr']:.3f}")
+cols[2].metric("Weight corr", "—" if m["corr"] is None else f"{m['corr']:.3f}")
 cols[3].metric("Weight rel. error", f"{m['rel_error']:.3f}")
 cols[4].metric("Spike precision", f"{m['precision']:.3f}",
                help="Share of student spikes within ±1 ms of a teacher spike (held-out input).")

@@ -111,7 +111,8 @@ def live_panels():
     c[2].metric("Loss", f"{hist.loss[-1]:.3g}" if hist.loss else "–")
     c[3].metric("Spike precision", f"{snap['precision']:.3f}",
                 help="Share of student output spikes within ±1 bin of a teacher spike (held-out).")
-    c[4].metric("Input-layer weights corr", f"{snap['recovery'][0]['corr']:.3f}",
+    corr = snap["recovery"][0]["corr"]
+    c[4].metric("Input-layer weights corr", "—" if corr is None else f"{corr:.3f}",
                 help="Correlation of the matched student weights of the first layer with the teacher's.")
     if run.stopped:
         st.error(run.message)
@@ -131,7 +132,7 @@ def live_panels():
         with slots.get(key, nullcontext()):       # the raster: below the rows
             live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"],
-             "corr": v["corr"] if snap["corr_defined"][i].get(grp, True) else None,
+             "corr": v["corr"],           # None where undefined (core.metrics.corr_defined)
              "signed ε": v["signed"]}
             for i, layer in enumerate(snap["recovery"])
             for grp, v in layer.items() if isinstance(v, dict)]

@@ -24,7 +24,7 @@ import numpy as np
 import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
-from core.metrics import (corr_defined_groups, final_loss_window, match, rate_error, recovery,
+from core.metrics import (final_loss_window, match, rate_error, recovery,
                           spike_precision)
 from core.store import spread
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
@@ -596,10 +596,8 @@ class LiveRun:
                                  for tr in trs]
             out_s, out_t = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
             m = summarize(exp, out_s, out_t)
-            defined = corr_defined_groups(exp.state.params, exp.task.teacher,
-                                          float(self.cfg.dt), self.cfg.model)
             snap = {"student": first(student), "teacher": first(teacher), "teacher_out": out_t,
-                    "recovery": m["recovery"], "corr_defined": defined,
+                    "recovery": m["recovery"],
                     "precision": m["spike_precision"],
                     "recall": m["spike_recall"], "rate_error": m["rate_error"]}
             self._snap = (exp, index, snap)

@@ -120,6 +120,8 @@ def test_train_json(runs):
     assert isinstance(result["recovery"], list) and len(result["recovery"]) == 1
     for layer in result["recovery"]:
         assert math.isfinite(layer["rel_error"]) and -1.0 <= layer["corr"] <= 1.0
+        # single-neuron shares one f and b: their Pearson's is undefined, null (it said 1.0)
+        assert layer["omega"]["corr"] is None and layer["b"]["corr"] is None
     assert "Traceback" not in stderr
 
 
