@@ -164,7 +164,7 @@ def sweeps_ui(store, sweeps) -> None:
         widgets.plotly_chart(b, figs["parcoords"], key="sw_parcoords")
     st.dataframe(table, hide_index=True, width="stretch", placeholder="—")
     doc = {"sweep": {k: info[k] for k in ("id", "name", "created", "status", "n_points")},
-           "spec": spec.to_dict(), "points": json.loads(table.to_json(orient="records"))}
+           "spec": spec.to_dict(), "points": json.loads(table.to_json(orient="records", double_precision=15))}
     with st.container(horizontal=True):
         st.download_button("Metrics CSV", table.to_csv(index=False), f"sweep-{sid}.csv",
                            "text/csv", key="sw_csv", on_click="ignore",
@@ -310,7 +310,8 @@ try:
     c = st.columns([3, 3, 2])
     tags = c[0].multiselect("Tags (all of)", R.all_tags(summaries), key="rs_tags",
                             bind="query-params")
-    name = c[1].text_input("Name or preset contains", "", key="rs_name", bind="query-params")
+    name = c[1].text_input("Name, tag or id contains", "", key="rs_name", bind="query-params",
+                         help="Runs store no preset name: a sweep's runs are named after theirs.")
     statuses = c[2].multiselect("Status", list(STATUSES), key="rs_status", bind="query-params")
     frame = R.runs_frame(summaries)
     shown = R.filter_runs(frame, tags, name, statuses)
@@ -332,7 +333,7 @@ try:
     with st.container(horizontal=True):
         st.download_button("Table CSV", shown.to_csv(index=False), "runs.csv", "text/csv",
                            key="rs_csv", on_click="ignore", icon=":material/download:")
-        st.download_button("Table JSON", shown.to_json(orient="records", indent=1), "runs.json",
+        st.download_button("Table JSON", shown.to_json(orient="records", indent=1, double_precision=15), "runs.json",
                            "application/json", key="rs_json", on_click="ignore",
                            icon=":material/download:")
     if selected:

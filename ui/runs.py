@@ -153,14 +153,16 @@ def all_tags(summaries: Sequence[Mapping]) -> list[str]:
 
 def filter_runs(df: pd.DataFrame, tags: Sequence[str] = (), name: str = "",
                 statuses: Sequence[str] = ()) -> pd.DataFrame:
-    """Rows having every tag in ``tags``, ``name`` in their name (any case)
-    and a status in ``statuses`` (empty filters keep everything)."""
+    """Rows having every tag in ``tags``, ``name`` in their name, tags or id
+    (any case) and a status in ``statuses`` (empty filters keep everything).
+    Runs store no preset name: a sweep's runs are named after theirs."""
     keep = np.ones(len(df), bool)
     if tags:
         have = df["tags"].map(lambda t: set(x for x in t.split(", ") if x))
         keep &= have.map(lambda h: set(tags) <= h).to_numpy(bool)
     if name.strip():
-        keep &= df["name"].str.contains(name.strip(), case=False, regex=False).to_numpy(bool)
+        text = df["name"].fillna("") + "\n" + df["tags"] + "\n" + df["id"]
+        keep &= text.str.contains(name.strip(), case=False, regex=False).to_numpy(bool)
     if statuses:
         keep &= df["status"].isin(list(statuses)).to_numpy(bool)
     return df[keep]

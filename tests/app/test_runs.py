@@ -128,6 +128,12 @@ def test_filters_and_overlay(monkeypatch, populated):
     at.text_input(key="rs_name").set_value("#3").run()
     _clean(at)
     assert list(table()["name"]) == ["figure1 sweep #3"]
+    one = table()["id"].iloc[0]
+    at.text_input(key="rs_name").set_value(one[:8].upper()).run()      # an id, any case
+    assert list(table()["id"]) == [one]
+    tag = table()["tags"].iloc[0].split(", ")[0]
+    at.text_input(key="rs_name").set_value(tag).run()                  # a tag: every point
+    assert len(table()) == 8
     at.text_input(key="rs_name").set_value("").run()
     at.multiselect(key="rs_status").set_value(["diverged"]).run()
     assert table().empty
@@ -318,11 +324,13 @@ def test_axis_codes_and_parcoords():
 def test_filter_runs():
     df = pd.DataFrame({"name": ["figure1 sweep #0", "Single run", "x"],
                        "tags": ["sweep:a, keep", "keep", ""],
-                       "status": ["done", "stopped", "done"]})
+                       "status": ["done", "stopped", "done"], "id": ["a1", "b2", "c3"]})
     assert list(R.filter_runs(df)["name"]) == list(df["name"])
     assert list(R.filter_runs(df, tags=["keep"])["name"]) == ["figure1 sweep #0", "Single run"]
     assert list(R.filter_runs(df, tags=["keep", "sweep:a"])["name"]) == ["figure1 sweep #0"]
     assert list(R.filter_runs(df, name="SINGLE")["name"]) == ["Single run"]
+    assert list(R.filter_runs(df, name="C3")["name"]) == ["x"]
+    assert list(R.filter_runs(df, name="keep")["name"]) == ["figure1 sweep #0", "Single run"]
     assert list(R.filter_runs(df, statuses=["done"])["name"]) == ["figure1 sweep #0", "x"]
 
 
