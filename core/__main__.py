@@ -216,15 +216,42 @@ def _open_store(args, create=True):
     return RunStore(args.store, create=create)
 
 
+RECOVERY_POINTS = 50   # recovery records a saved run keeps (as a page's save)
+
+
+def _recovery_history(exp, snapshots) -> dict:
+    """The weight recovery (rel. error per layer) at up to
+    :data:`RECOVERY_POINTS` of the saved snapshots, as the pages and the
+    sweeps store it (the Runs page's recovery overlay drew nothing for a
+    ``train --save`` run)."""
+    import numpy as np
+
+    from .metrics import recovery
+    from .network import LayerParams
+    from .store import spread
+
+    steps, layers = snapshots
+    rows = []
+    pick = spread(steps, RECOVERY_POINTS)
+    for i in pick:
+        params = tuple(LayerParams(*(np.asarray(a)[i] for a in lp)) for lp in layers)
+        rows.append([layer["rel_error"] for layer in
+                     recovery(params, exp.task.teacher, float(exp.cfg.dt), exp.cfg.model)])
+    return {"recovery_step": np.asarray(steps, np.int64)[pick],
+            "recovery": np.asarray(rows, np.float64)}
+
+
 def _save_run(args, exp, hist, result, snapshots=None) -> str:
     from .config import ConfigError
 
     metrics = {k: v for k, v in result.items() if k not in ("config", "preset")}
+    saved = snapshots.saved() if snapshots is not None else None
+    if saved is not None:
+        hist = {**hist, **_recovery_history(exp, saved)}
     try:
         with _open_store(args) as store:
             return store.save(exp, hist, name=args.name or args.preset, tags=_tags(args.tags),
-                              metrics=metrics,
-                              snapshots=snapshots.saved() if snapshots is not None else None)
+                              metrics=metrics, snapshots=saved)
     except ConfigError as e:
         _fail(e.field, str(e).split(": ", 1)[1])
     except OSError as e:

@@ -497,6 +497,7 @@ def test_cli_train_saves_the_parameters_once_a_chunk(tmp_path):
     step gives here (core.train, independently), the last the saved run."""
     import jax
 
+    from core.metrics import recovery
     from core.train import setup, train
 
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
@@ -520,6 +521,17 @@ def test_cli_train_saves_the_parameters_once_a_chunk(tmp_path):
     for lp, ref in zip(snaps, final):
         for a, b in zip(lp, ref):
             np.testing.assert_array_equal(np.asarray(a)[-1], b)
+    # and the weight recovery at each of them (the Runs page's overlay drew nothing):
+    # the first row the initial student's, the last the final metrics'
+    with RunStore(store) as s:
+        run = s.get(run_id)
+    assert run["histories"]["recovery_step"] == [0, 20, 40, 60]
+    first = recovery(setup(core.get_preset("figure1")).state.params, exp.task.teacher,
+                     float(exp.cfg.dt))
+    np.testing.assert_allclose(run["histories"]["recovery"][0], [l["rel_error"] for l in first],
+                               rtol=1e-6)
+    np.testing.assert_allclose(run["histories"]["recovery"][-1],
+                               [l["rel_error"] for l in run["metrics"]["recovery"]], rtol=1e-6)
 
 
 def test_cli_round_trip(tmp_path):
