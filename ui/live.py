@@ -823,8 +823,15 @@ class RulesRun:
                     "recovery_step": r["recovery_steps"],
                     "recovery": r["recovery"][:, i, :], "alignment_deg": r["alignment"][:n, i],
                     "update_angle_deg": r["update_angle"][:n, i]}
+            angle = table[i]["∠(Wᵀ,B) °"]
             metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                        "diverged_at_step": int(state.step) + 1 if bool(state.diverged) else None,
+                       # as `train --save`: the first step's loss, the final angles (the
+                       # page follows the first feedback matrix only), the update angle
+                       "initial_loss": float(r["loss"][0, i]) if n else None,
+                       "alignment_deg": ([] if rule == "bp" or angle is None
+                                         or not math.isfinite(angle) else [angle]),
+                       "update_angle_deg": None if rule == "bp" else table[i]["∠(Δh, Δh_BP) °"],
                        "final_loss": table[i]["final loss"],
                        "spike_precision": table[i]["spike precision"],
                        "spike_recall": table[i]["spike recall"],

@@ -167,8 +167,15 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
     rules = sorted(store.get(r["id"])["metrics"]["rule"] for r in runs)
     assert len(rules) >= 2 and rules == sorted(r["feedback"] for r in runs)
     for r in runs:   # each rule's run records the change its configuration does not show
-        assert store.get(r["id"])["metrics"]["settings_changes"] == \
-            [{"step": step, "changed": {"lr": [0.01, 0.02]}}]
+        m, h = store.get(r["id"])["metrics"], store.get(r["id"])["histories"]
+        assert m["settings_changes"] == [{"step": step, "changed": {"lr": [0.01, 0.02]}}]
+        # and the fields `train --save` stores: the first loss, the angles
+        assert m["initial_loss"] == h["loss"][0]
+        if m["rule"] == "bp":          # no feedback matrix, no update angle (as the CLI)
+            assert m["alignment_deg"] == [] and m["update_angle_deg"] is None
+        else:
+            assert m["alignment_deg"] == [h["alignment_deg"][-1]]
+            assert 0 <= m["update_angle_deg"] <= 180
     # every saved rule run travels: export, then import into another store (the
     # import's checks of histories and metrics accept what the page writes)
     other = RunStore(tmp_path / "other")
