@@ -312,6 +312,10 @@ def _runs_action(store, args) -> int:
             print("histories  " + ", ".join(f"{k} ({len(v) if v else 0})"
                                             for k, v in run["histories"].items()))
     elif act == "export":
+        from pathlib import Path
+
+        if Path(args.path).is_file() and not args.force:   # (a bundle is not asked for twice)
+            _fail("path", f"{args.path} exists; give a new file name, or --force to replace it.")
         path = store.export(args.run_id, args.path)
         print(json.dumps({"run_id": args.run_id, "path": str(path)}) if args.json else str(path))
     elif act == "import":
@@ -838,6 +842,7 @@ def main(argv=None) -> int:
     a = acts.add_parser("export", parents=[common], help="write a .zip bundle")
     a.add_argument("run_id")
     a.add_argument("path")
+    a.add_argument("--force", action="store_true", help="replace an existing file at PATH")
     acts.add_parser("import", parents=[common], help="add a run from a bundle").add_argument("path")
     acts.add_parser("delete", parents=[common], help="remove a run").add_argument("run_id")
     acts.add_parser("check", parents=[common], help="integrity and file checks")

@@ -12,6 +12,7 @@ import sys
 import threading
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -550,6 +551,13 @@ def test_cli_round_trip(tmp_path):
     assert len(shown["histories"]["loss"]) == 20 and shown["metrics"]["steps"] == 20
     bundle = str(tmp_path / "run.zip")
     assert _cli("runs", "export", run_id, bundle, "--store", store, env=env).returncode == 0
+    first = Path(bundle).read_bytes()
+    # a second export to the same file is refused (it replaced it silently), --force replaces
+    r = _cli("runs", "export", run_id, bundle, "--store", store, env=env)
+    assert r.returncode == 2 and "exists" in r.stderr and "--force" in r.stderr
+    assert r.stderr.count("\n") == 1 and Path(bundle).read_bytes() == first
+    assert _cli("runs", "export", run_id, bundle, "--store", store, "--force",
+                env=env).returncode == 0
     r = _cli("runs", "import", bundle, "--json", env=env)   # into $RESONANCE_RUNS_DIR
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["run_id"] == run_id
