@@ -64,11 +64,14 @@ def require_app_navigation() -> None:
     left = st.session_state.setdefault(PAGE_URLS, {})
     removed = {}
     if entering:
-        if not st.query_params and left.get(here):
+        # (poster mode's ?demo=1 is no page setting: its Back entries carry it alone)
+        if not any(k != "demo" for k in st.query_params) and left.get(here):
             # the browser's Back returns to a page without its parameters and without its
             # controls' values (Streamlit's history entry): they fell back to their defaults
             # and the run restarted.  The page comes back as the visitor left it.
             url, values = left[here]
+            url = {**url, **({"demo": st.query_params.get_all("demo")}
+                             if "demo" in st.query_params else {})}
             st.query_params.from_dict({k: v if len(v) > 1 else v[0] for k, v in url.items()})
             _set_initial_query_params(url)
             for key, value in values.items():
