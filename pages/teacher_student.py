@@ -16,10 +16,18 @@ st.title("Teacher–Student")
 slot = resources.run_slot()
 if resources.came_back(slot) and slot.run is not None:   # a reload, a reconnect
     st.session_state["ts_playing"] = False
-    # the controls show the run's own settings: those of a run opened from the store were in
-    # the old session only, and the new one's defaults restarted it
-    slot.open_shown, _ = widgets.open_config(slot.run.cfg)
-    st.toast("Your run is back, paused where it was (Play goes on).", icon="↩️", duration="long")
+    if resources.link_asks_otherwise(slot):
+        # a new tab opened with another link: the link's settings apply (the menus showed
+        # the old run's while the URL kept the link's, and a toast called them refused)
+        slot.open_shown = None
+        st.toast("This link's settings apply: your earlier run in this browser goes on only "
+                 "where they leave it (a new teacher or shape starts a new run).", icon="🔗")
+    else:
+        # the controls show the run's own settings: those of a run opened from the store
+        # were in the old session only, and the new one's defaults restarted it
+        slot.open_shown, _ = widgets.open_config(slot.run.cfg)
+        st.toast("Your run is back, paused where it was (Play goes on).", icon="↩️",
+                 duration="long")
 opened = st.query_params.get("run")
 if opened and slot.opened != opened:   # ?run=<id>: reopen a stored run (once: not on a reload)
     slot.opened = opened
@@ -39,6 +47,7 @@ if opened and slot.opened != opened:   # ?run=<id>: reopen a stored run (once: n
         st.error(f"Cannot open run {opened}: {why}")
 s = widgets.teacher_student_ui(demo)
 widgets.report_ignored_url_params()
+slot.url = resources.url_view()     # what a reload of this page asks for
 try:
     cfg, invalid = widgets.to_config(s, demo), None
 except core.ConfigError as e:

@@ -272,9 +272,24 @@ class RunSlot:
         self.run = None
         self.opened = None       # the ?run= id opened (a reload must not reopen it)
         self.open_shown = None   # the configuration the page showed for it
+        self.url = None          # the page's settings in the URL as last shown (url_view)
 
     def release(self):
-        self.run = self.opened = self.open_shown = None
+        self.run = self.opened = self.open_shown = self.url = None
+
+
+def url_view() -> dict:
+    """The page's settings in the URL now (poster mode's ``demo`` aside)."""
+    return {k: tuple(st.query_params.get_all(k)) for k in st.query_params if k != "demo"}
+
+
+def link_asks_otherwise(slot) -> bool:
+    """On a tab taken back: whether the URL asks for other settings than the
+    page showed when the tab was left: a new tab opened with another link
+    (a gallery entry, a shared URL), not a reload, which comes back to the
+    same URL.  A bare URL asks nothing: the run comes back."""
+    asked = url_view()
+    return bool(asked) and slot.url is not None and asked != slot.url
 
 
 def run_slot() -> RunSlot:

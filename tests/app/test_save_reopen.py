@@ -306,6 +306,33 @@ def test_a_reload_comes_back_to_the_run_and_does_not_reopen_the_link(monkeypatch
         "Your run is back, paused where it was (Play goes on)."]
 
 
+def test_a_new_tab_with_another_link_gets_the_link_not_the_parked_run(monkeypatch):
+    """A tab closed, then a new one in the same browser opened with another
+    link (a gallery entry, ?p=single-neuron): it took the parked figure1 run
+    back, its menus showed figure1 while the URL said single-neuron, and a
+    toast called the link's value refused.  A reload (the same URL) still
+    comes back to the run, and so does a bare URL (it asks nothing)."""
+    monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
+    _browser(monkeypatch, "mine")
+    at = _page("pages/teacher_student.py", lr="0.005")
+    _click(at, "ts_step")
+    assert _metric(at, "Step") == "20"
+    at = _reload(at, "pages/teacher_student.py")               # the same URL: the run is back
+    assert _metric(at, "Step") == "20" and any("is back" in t.value for t in at.toast)
+    st.cache_resource.clear()                                  # a bare URL: the run is back
+    at = _page("pages/teacher_student.py")
+    assert _metric(at, "Step") == "20" and at.select_slider(key="lr").value == 0.005
+    st.cache_resource.clear()                                  # another link: it applies
+    at = _page("pages/teacher_student.py", open="single-neuron")
+    assert at.selectbox(key="p").value == "single-neuron"
+    assert at.query_params["p"] == "single-neuron"
+    assert _metric(at, "Step") == "0"
+    assert at.text_input(key="L").value == "20-1"
+    toasts = [t.value for t in at.toast]
+    assert any("This link's settings apply" in t for t in toasts), toasts
+    assert not any("ignored" in t or "is back" in t for t in toasts), toasts
+
+
 def test_a_reload_comes_back_to_the_rules_comparison(monkeypatch):
     monkeypatch.setattr(tabs.TABS, "park_s", tabs.PARK_S)
     _browser(monkeypatch, "mine")
