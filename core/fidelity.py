@@ -14,8 +14,8 @@ surrogate gradient :math:`g_{sg}` of the loss with two references:
     (Salimans et al. 2017).  Its sampling noise would shrink a plain cosine
     toward 0 by about :math:`1/\sqrt{1 + \mathrm{tr}\,C/(N\|g_\sigma\|^2)}`
     (C: the per-sample covariance), so the same state read 0.16 at N = 32
-    and 0.66 at N = 2048.  The reported cosine divides instead by an
-    unbiased estimate of :math:`\|g_\sigma\|` (the pairs' U-statistic
+    and 0.66 at N = 2048.  The reported cosine divides instead by the root
+    of an unbiased estimate of :math:`\|g_\sigma\|^2` (the pairs' U-statistic
     :math:`\frac{1}{N(N-1)}\sum_{i\ne k} g_i\cdot g_k`); ``resolved`` is
     the share of :math:`\|\hat g\|^2` that is signal, not noise.  Its
     standard error is the jackknife's over the N per-sample estimates, and
@@ -107,6 +107,9 @@ def noise_corrected_cos(g_sg: np.ndarray, per: np.ndarray) -> tuple[np.ndarray, 
       of the estimate's squared norm that is signal).
     """
     n = per.shape[0]
+    if n < 3:     # (the pair statistic needs 2 samples, its jackknife 3)
+        nan = np.full(len(g_sg), np.nan)
+        return nan, nan, np.nan
     total, sq = per.sum(0), np.einsum("nd,nd->n", per, per)
     total2, sum_sq = float(total @ total), float(sq.sum())
     signal = (total2 - sum_sq) / (n * (n - 1))
@@ -114,14 +117,12 @@ def noise_corrected_cos(g_sg: np.ndarray, per: np.ndarray) -> tuple[np.ndarray, 
     dots = g_sg @ per.T                                             # (P, N)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.clip(dots.sum(1, keepdims=True) / n / (norms * np.sqrt(signal)), -1, 1)[:, 0]
-        if n > 2:   # leave sample i out
-            loo = (total2 - 2 * per @ total + sq - (sum_sq - sq)) / ((n - 1) * (n - 2))
-            cos_i = np.clip((dots.sum(1, keepdims=True) - dots) / (n - 1)
-                            / (norms * np.sqrt(loo)), -1, 1)
-            jack = lambda v: np.sqrt((n - 1) / n * np.sum((v - v.mean(-1, keepdims=True)) ** 2, -1))
-            se, s_se = jack(cos_i), float(jack(loo))
-        else:
-            se, s_se = np.full(len(g_sg), np.nan), np.nan
+        # leave sample i out
+        loo = (total2 - 2 * per @ total + sq - (sum_sq - sq)) / ((n - 1) * (n - 2))
+        cos_i = np.clip((dots.sum(1, keepdims=True) - dots) / (n - 1)
+                        / (norms * np.sqrt(loo)), -1, 1)
+        jack = lambda v: np.sqrt((n - 1) / n * np.sum((v - v.mean(-1, keepdims=True)) ** 2, -1))
+        se, s_se = jack(cos_i), float(jack(loo))
     resolved = signal > 2 * s_se
     zero = norms[:, 0] == 0
     cos = np.where(zero, 0.0, np.where(resolved, cos, np.nan))
@@ -228,8 +229,8 @@ def check_fidelity_args(shapes: Sequence[str], scales: Sequence[float], n_sample
     trained first and refused after); raises ConfigError."""
     from .config import ConfigError
 
-    if n_samples < 2 or n_samples > 100_000:
-        raise ConfigError("samples", f"must be an integer in [2, 100000], got {n_samples}.")
+    if n_samples < 3 or n_samples > 100_000:   # (the noise correction's jackknife needs 3)
+        raise ConfigError("samples", f"must be an integer in [3, 100000], got {n_samples}.")
     if not (np.isfinite(sigma) and 0 < sigma <= 10):
         raise ConfigError("sigma", f"must be in (0, 10], got {sigma}.")
     if not len(shapes):

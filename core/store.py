@@ -310,6 +310,7 @@ def _check_metrics(m: dict, label: str) -> None:
     if changes is not None and not (
             isinstance(changes, list)
             and all(isinstance(c, dict) and _count(c.get("step")) and isinstance(c.get("changed"), dict)
+                    and isinstance(c.get("reopened", False), bool)
                     and all(isinstance(k, str) and isinstance(v, list) and len(v) == 2
                             for k, v in c["changed"].items()) for c in changes)):
         raise StoreError(f"{label}.settings_changes", "must be a list of {\"step\": a step "

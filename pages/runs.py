@@ -348,9 +348,10 @@ try:
         else:
             for r in records:   # its configuration holds the last values only
                 if text := R.settings_changes_text(r["metrics"]):
-                    st.caption(f"⚠️ **{r['name'] or 'run'}** · {r['id'][:8]}: settings changed "
-                               f"while it trained — {text}. Its configuration shows the last "
-                               "values.")
+                    code = lambda t: "`" + str(t).replace("`", "'") + "`"   # (no Markdown)
+                    st.caption(f"⚠️ {code(r['name'] or 'run')} · {r['id'][:8]}: settings "
+                               f"changed while it trained — {code(text)}. Its configuration "
+                               "shows the last values.")
             loss_fig, rec_fig = R.overlay_figures(records)
             a, b = widgets.side_by_side(demo)
             widgets.plotly_chart(a, loss_fig, key="rs_loss")

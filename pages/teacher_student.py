@@ -20,6 +20,8 @@ if resources.came_back(slot) and slot.run is not None:   # a reload, a reconnect
         # a new tab opened with another link: the link's settings apply (the menus showed
         # the old run's while the URL kept the link's, and a toast called them refused)
         slot.open_shown = None
+        if st.query_params.get("run") != slot.opened:    # a later ?run=<that id> reopens it
+            slot.opened = None
         st.toast("This link's settings apply: your earlier run in this browser goes on only "
                  "where they leave it (a new teacher or shape starts a new run).", icon="🔗")
     else:
@@ -47,7 +49,7 @@ if opened and slot.opened != opened:   # ?run=<id>: reopen a stored run (once: n
         st.error(f"Cannot open run {opened}: {why}")
 s = widgets.teacher_student_ui(demo)
 widgets.report_ignored_url_params()
-slot.url = resources.url_view()     # what a reload of this page asks for
+slot.shown = widgets.ts_shown()     # what a reload of this page asks for (its URL)
 try:
     cfg, invalid = widgets.to_config(s, demo), None
 except core.ConfigError as e:

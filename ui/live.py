@@ -100,13 +100,20 @@ MAX_STEP = 2**31 - 1      # a run's step counter (TrainState.step) is an int32
 _EPOCHS = itertools.count(1)
 
 
-def settings_change(step: int, old: Config, new: Config) -> dict | None:
+NOT_TRAINING = ("steps", "description")   # fields a mid-run change of which changes nothing
+
+
+def settings_change(step: int, old: Config, new: Config, rules: tuple = ()) -> dict | None:
     """A mid-run change of traced settings, as stored with the run
     (``metrics["settings_changes"]``): ``{"step": the steps trained before it,
     "changed": {field: [old, new]}}``; None before the first step (the run's
-    configuration then says it all) or when nothing changed."""
+    configuration then says it all) or when nothing that acts on training
+    changed (the planned steps, the description, the decay under a rule
+    without one: ``rules``, the rules trained, default the run's own)."""
     a, b = old.to_dict(), new.to_dict()
-    changed = {f: [a[f], b[f]] for f in a if a[f] != b[f]}
+    unused = set(NOT_TRAINING) | (set() if {"kp", "wm"} & set(rules or (new.feedback,))
+                                  else {"feedback_decay"})
+    changed = {f: [a[f], b[f]] for f in a if f not in unused and a[f] != b[f]}
     return {"step": int(step), "changed": changed} if step > 0 and changed else None
 
 
@@ -465,7 +472,9 @@ class LiveRun:
         run.history.steps[-1] = steps
         run.history.loss, run.history.loss_steps = loss, loss_steps
         run._load_snapshots(store.load_snapshots(run_id), steps)
-        run.changes = list(info["metrics"].get("settings_changes") or [])
+        # reopened: Adam's moments restart from zero here (a record of its own)
+        run.changes = [*(info["metrics"].get("settings_changes") or []),
+                       {"step": int(steps), "changed": {}, "reopened": True}]
         run.stored_id = run_id
         return run
 
@@ -697,7 +706,7 @@ class RulesRun:
                 return "restart", [f for f in changed if f in RESTART_FIELDS]
             if not changed:
                 return "unchanged", []
-            if (change := settings_change(self.step, self.cfg, cfg)) is not None:
+            if (change := settings_change(self.step, self.cfg, cfg, self.rules)) is not None:
                 self.changes.append(change)
             self.cfg = cfg
             self.exp = self.exp._replace(cfg=cfg, struct=structure(cfg), hp=hyperparams(cfg))

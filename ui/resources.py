@@ -272,24 +272,26 @@ class RunSlot:
         self.run = None
         self.opened = None       # the ?run= id opened (a reload must not reopen it)
         self.open_shown = None   # the configuration the page showed for it
-        self.url = None          # the page's settings in the URL as last shown (url_view)
+        self.shown = None        # the page's control values as last shown (by key)
 
     def release(self):
-        self.run = self.opened = self.open_shown = self.url = None
-
-
-def url_view() -> dict:
-    """The page's settings in the URL now (poster mode's ``demo`` aside)."""
-    return {k: tuple(st.query_params.get_all(k)) for k in st.query_params if k != "demo"}
+        self.run = self.opened = self.open_shown = self.shown = None
 
 
 def link_asks_otherwise(slot) -> bool:
     """On a tab taken back: whether the URL asks for other settings than the
-    page showed when the tab was left: a new tab opened with another link
-    (a gallery entry, a shared URL), not a reload, which comes back to the
-    same URL.  A bare URL asks nothing: the run comes back."""
-    asked = url_view()
-    return bool(asked) and slot.url is not None and asked != slot.url
+    page's controls showed when the tab was left (``slot.shown``): a new tab
+    opened with another link (a gallery entry, a shared URL), not a reload,
+    whose URL is what the controls showed.  Judged on the controls' values,
+    not on the server's copy of the URL, which a control's move in the
+    browser may not have reached; a parameter no control has (``demo``,
+    ``run``, an unknown one) asks nothing, nor does a bare URL."""
+    from ui.widgets import _same_value
+
+    shown = slot.shown or {}
+    return any(k in shown and shown[k] is not None
+               and not _same_value(shown[k], st.query_params.get_all(k))
+               for k in st.query_params)
 
 
 def run_slot() -> RunSlot:

@@ -137,7 +137,10 @@ def settings_changes_text(metrics: Mapping) -> str | None:
     parts = []
     for c in metrics.get("settings_changes") or []:
         what = ", ".join(f"{k} {_value(a)} → {_value(b)}" for k, (a, b) in c["changed"].items())
-        parts.append(f"{what} after step {c['step']:,}")
+        if c.get("reopened"):
+            what = ", ".join(filter(None, ["reopened (the optimizer's moments restart)", what]))
+        if what:
+            parts.append(f"{what} after step {c['step']:,}")
     return "; ".join(parts) or None
 
 
@@ -153,16 +156,19 @@ def all_tags(summaries: Sequence[Mapping]) -> list[str]:
 
 def filter_runs(df: pd.DataFrame, tags: Sequence[str] = (), name: str = "",
                 statuses: Sequence[str] = ()) -> pd.DataFrame:
-    """Rows having every tag in ``tags``, ``name`` in their name, tags or id
-    (any case) and a status in ``statuses`` (empty filters keep everything).
+    """Rows having every tag in ``tags``, ``name`` in their name or tags, or
+    beginning their id (any case), and a status in ``statuses`` (empty
+    filters keep everything).
     Runs store no preset name: a sweep's runs are named after theirs."""
     keep = np.ones(len(df), bool)
     if tags:
         have = df["tags"].map(lambda t: set(x for x in t.split(", ") if x))
         keep &= have.map(lambda h: set(tags) <= h).to_numpy(bool)
     if name.strip():
-        text = df["name"].fillna("") + "\n" + df["tags"] + "\n" + df["id"]
-        keep &= text.str.contains(name.strip(), case=False, regex=False).to_numpy(bool)
+        q = name.strip()
+        text = df["name"].fillna("") + "\n" + df["tags"]
+        keep &= (text.str.contains(q, case=False, regex=False)
+                 | df["id"].str.lower().str.startswith(q.lower())).to_numpy(bool)
     if statuses:
         keep &= df["status"].isin(list(statuses)).to_numpy(bool)
     return df[keep]

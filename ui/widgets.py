@@ -297,6 +297,14 @@ def config_values(c) -> dict:
     return {k: _clamp(k, x) if k in WIDGET_RANGES else x for k, x in v.items()}
 
 
+def ts_shown() -> dict:
+    """The Teacher--Student controls' values now, by key (what its URL says)."""
+    import core
+
+    keys = ("p", "spt", *config_values(core.get_preset(DEFAULT_PRESET)).keys())
+    return {k: st.session_state.get(k) for k in keys}
+
+
 def closest_preset(cfg) -> str:
     """The preset sharing most settings with ``cfg`` (the base of the page's
     configuration when a stored run is reopened)."""

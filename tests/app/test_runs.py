@@ -329,7 +329,8 @@ def test_filter_runs():
     assert list(R.filter_runs(df, tags=["keep"])["name"]) == ["figure1 sweep #0", "Single run"]
     assert list(R.filter_runs(df, tags=["keep", "sweep:a"])["name"]) == ["figure1 sweep #0"]
     assert list(R.filter_runs(df, name="SINGLE")["name"]) == ["Single run"]
-    assert list(R.filter_runs(df, name="C3")["name"]) == ["x"]
+    assert list(R.filter_runs(df, name="C3")["name"]) == ["x"]       # an id's beginning
+    assert list(R.filter_runs(df, name="3")["name"]) == []           # not anywhere in it
     assert list(R.filter_runs(df, name="keep")["name"]) == ["figure1 sweep #0", "Single run"]
     assert list(R.filter_runs(df, statuses=["done"])["name"]) == ["figure1 sweep #0", "x"]
 

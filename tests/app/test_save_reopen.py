@@ -142,7 +142,27 @@ def test_settings_changed_mid_run_are_saved_and_reproduce_it(tmp_path):
     _click(at, "ts_save")
     again = [r for r in store.list() if r["id"] != summary["id"]]
     assert [store.get(r["id"])["metrics"]["settings_changes"] for r in again] == \
-        [run["metrics"]["settings_changes"]]
+        [[*run["metrics"]["settings_changes"], {"step": 60, "changed": {}, "reopened": True}]]
+
+
+def test_a_settings_change_records_only_what_acts_on_training():
+    """The planned steps and the description act on no step; the decay only
+    under kp or wm (the run's own rule, or one of the rules compared); and
+    nothing is a change before the first step."""
+    from ui.live import settings_change
+
+    cfg = core.get_preset("figure1")
+    assert cfg.feedback == "bp"
+    assert settings_change(10, cfg, cfg.replace(steps=5, description="x")) is None
+    assert settings_change(10, cfg, cfg.replace(feedback_decay=0.1)) is None
+    kp = cfg.replace(feedback="kp")
+    assert settings_change(10, kp, kp.replace(feedback_decay=0.1)) == \
+        {"step": 10, "changed": {"feedback_decay": [kp.feedback_decay, 0.1]}}
+    assert settings_change(10, cfg, cfg.replace(feedback_decay=0.1), rules=("bp", "wm")) == \
+        {"step": 10, "changed": {"feedback_decay": [cfg.feedback_decay, 0.1]}}
+    assert settings_change(0, cfg, cfg.replace(lr=0.02)) is None
+    assert settings_change(3, cfg, cfg.replace(learn=("weights", "omega"))) == \
+        {"step": 3, "changed": {"learn": [list(cfg.learn), ["weights", "omega"]]}}
 
 
 def test_reopen_unknown_or_damaged_run_says_so(tmp_path):
@@ -322,6 +342,9 @@ def test_a_new_tab_with_another_link_gets_the_link_not_the_parked_run(monkeypatc
     st.cache_resource.clear()                                  # a bare URL: the run is back
     at = _page("pages/teacher_student.py")
     assert _metric(at, "Step") == "20" and at.select_slider(key="lr").value == 0.005
+    st.cache_resource.clear()     # the URL the controls showed, written otherwise: a reload
+    at = _page("pages/teacher_student.py", p="figure1", lr="5e-3", demo="0")
+    assert _metric(at, "Step") == "20" and any("is back" in t.value for t in at.toast)
     st.cache_resource.clear()                                  # another link: it applies
     at = _page("pages/teacher_student.py", open="single-neuron")
     assert at.selectbox(key="p").value == "single-neuron"

@@ -23,7 +23,7 @@ BAD_INPUTS = {
     "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
     "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
     # past int32 (an OverflowError traceback from the training loop's step counter)
-    "fidelity-huge-train": (["fidelity", "--preset", "single-neuron", "--samples", "2", "--scales",
+    "fidelity-huge-train": (["fidelity", "--preset", "single-neuron", "--samples", "3", "--scales",
                              "1", "--shapes", "superspike", "--train-steps", "99999999999"],
                             "train-steps"),
     # valid values, but one step would need ~44 GiB (of 16): refused before sampling anything
