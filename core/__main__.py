@@ -216,23 +216,20 @@ def _open_store(args, create=True):
     return RunStore(args.store, create=create)
 
 
-RECOVERY_POINTS = 50   # recovery records a saved run keeps (as a page's save)
-
-
 def _recovery_history(exp, snapshots) -> dict:
     """The weight recovery (rel. error per layer) at up to
-    :data:`RECOVERY_POINTS` of the saved snapshots, as the pages and the
+    :data:`~core.store.SAVED_RECOVERY_POINTS` of the saved snapshots, as the pages and the
     sweeps store it (the Runs page's recovery overlay drew nothing for a
     ``train --save`` run)."""
     import numpy as np
 
     from .metrics import recovery
     from .network import LayerParams
-    from .store import spread
+    from .store import SAVED_RECOVERY_POINTS, spread
 
     steps, layers = snapshots
     rows = []
-    pick = spread(steps, RECOVERY_POINTS)
+    pick = spread(steps, SAVED_RECOVERY_POINTS)
     for i in pick:
         params = tuple(LayerParams(*(np.asarray(a)[i] for a in lp)) for lp in layers)
         rows.append([layer["rel_error"] for layer in

@@ -504,6 +504,9 @@ def snapshot_limit(snapshot_bytes: int) -> int:
     return most if most >= 2 else 0
 
 
+SAVED_RECOVERY_POINTS = 50   # recovery records a saved run keeps (pages, train --save)
+
+
 def spread(steps, most: int) -> np.ndarray:
     """Indices of at most ``most`` of ``steps`` (increasing) spread evenly
     over the steps, not over their positions (a history recorded every step

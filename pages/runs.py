@@ -164,7 +164,8 @@ def sweeps_ui(store, sweeps) -> None:
         widgets.plotly_chart(b, figs["parcoords"], key="sw_parcoords")
     st.dataframe(table, hide_index=True, width="stretch", placeholder="—")
     doc = {"sweep": {k: info[k] for k in ("id", "name", "created", "status", "n_points")},
-           "spec": spec.to_dict(), "points": json.loads(table.to_json(orient="records", double_precision=15))}
+           "spec": spec.to_dict(),
+           "points": json.loads(table.to_json(orient="records", double_precision=15))}
     with st.container(horizontal=True):
         st.download_button("Metrics CSV", table.to_csv(index=False), f"sweep-{sid}.csv",
                            "text/csv", key="sw_csv", on_click="ignore",
@@ -333,7 +334,9 @@ try:
     with st.container(horizontal=True):
         st.download_button("Table CSV", shown.to_csv(index=False), "runs.csv", "text/csv",
                            key="rs_csv", on_click="ignore", icon=":material/download:")
-        st.download_button("Table JSON", shown.to_json(orient="records", indent=1, double_precision=15), "runs.json",
+        st.download_button("Table JSON",
+                           shown.to_json(orient="records", indent=1, double_precision=15),
+                           "runs.json",
                            "application/json", key="rs_json", on_click="ignore",
                            icon=":material/download:")
     if selected:

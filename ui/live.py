@@ -26,7 +26,7 @@ from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
 from core.metrics import (final_loss_window, match, rate_error, recovery,
                           spike_precision)
-from core.store import spread
+from core.store import SAVED_RECOVERY_POINTS, spread
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 from core.sweep import SHARED
 from ui.figures import window_mean
@@ -51,7 +51,6 @@ BAND_SAMPLE = 4096   # weights a layer's percentile bands are taken over, at mos
 RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (thinned by step
                                    # beyond, as the Teacher-Student loss): a day of play stays
                                    # ~2 MB, O(1) a tick
-RECOVERY_POINTS = 50  # recovery records stored with a saved run
 NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
@@ -417,8 +416,8 @@ class LiveRun:
             snap = self.snapshot()
             h = self.history
             loss = np.asarray(h.loss, np.float64)
-            pick = np.unique(np.linspace(0, len(h.steps) - 1, min(len(h.steps), RECOVERY_POINTS))
-                             .astype(int))
+            most = min(len(h.steps), SAVED_RECOVERY_POINTS)
+            pick = np.unique(np.linspace(0, len(h.steps) - 1, most).astype(int))
             dt, last = float(self.cfg.dt), self.exp.state.params
             rec = []
             for i in pick:

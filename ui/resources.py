@@ -286,11 +286,11 @@ def link_asks_otherwise(slot) -> bool:
     not on the server's copy of the URL, which a control's move in the
     browser may not have reached; a parameter no control has (``demo``,
     ``run``, an unknown one) asks nothing, nor does a bare URL."""
-    from ui.widgets import _same_value
+    from ui.widgets import same_value
 
     shown = slot.shown or {}
     return any(k in shown and shown[k] is not None
-               and not _same_value(shown[k], st.query_params.get_all(k))
+               and not same_value(shown[k], st.query_params.get_all(k))
                for k in st.query_params)
 
 

@@ -625,7 +625,7 @@ def url_snapshot() -> dict[str, list[str]]:
     return {k: st.query_params.get_all(k) for k in st.query_params}
 
 
-def _same_value(value, raws: Sequence[str]) -> bool:
+def same_value(value, raws: Sequence[str]) -> bool:
     """Whether a widget's value is what the URL said (numbers compared as numbers)."""
     vals = list(value) if isinstance(value, (list, tuple)) else [value]
     if len(vals) != len(raws):
@@ -808,7 +808,7 @@ def report_ignored_url_params() -> None:
         if key in st.query_params:
             raws, value = before.pop(key), st.session_state.get(key)
             if (isinstance(value, int) and not isinstance(value, bool) and len(raws) == 1
-                    and not _same_value(value, raws)):      # kept, but rounded ("1.5" -> 1)
+                    and not same_value(value, raws)):      # kept, but rounded ("1.5" -> 1)
                 label = URL_CONTROLS.get(key, (key, None))[0]
                 st.toast(f"URL parameter `{key}={raws[0]}` read as {value}: “{label}” takes "
                          "whole numbers.", icon="⚠️")
@@ -824,7 +824,7 @@ def report_ignored_url_params() -> None:
             continue
         raws = before.pop(key)
         value = st.session_state[key]
-        if not _same_value(value, raws):
+        if not same_value(value, raws):
             shown = "=".join((key, "&".join(raws)))
             label, accepts = URL_CONTROLS.get(key, (key, None))
             accepts = accepts() if callable(accepts) else accepts

@@ -5,6 +5,8 @@ Screenshots go to artifacts/screenshots/.
 """
 from __future__ import annotations
 
+import contextlib
+
 import re
 from pathlib import Path
 
@@ -185,16 +187,25 @@ def _apart(a: dict, b: dict) -> bool:
         a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
 
 
+@contextlib.contextmanager
+def _phone_page(browser):
+    """A page in a fresh 390 px wide browser context (a phone), closed after."""
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 def test_a_legend_in_a_narrow_chart_moves_below_the_plot(browser, app_url: str):
     """At phone width (390 px) the membrane-trace chart's legend, a row above
     the plot at the right, wrapped into two rows over the title "(a) Membrane
     traces".  main.js now measures it after drawing and, where it overlaps the
     title or leaves the frame, moves it under the x axis; a desktop-wide chart
     keeps it above, and widening the window puts it back."""
-    context = browser.new_context(viewport={"width": 390, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    try:
+    with _phone_page(browser) as page:
         page.goto(f"{app_url}/neuron")
         wait_idle(page)
         assert_no_exception(page)
@@ -212,8 +223,6 @@ def test_a_legend_in_a_narrow_chart_moves_below_the_plot(browser, app_url: str):
                                 timeout=30_000)
         wide = frame.evaluate(LEGEND_BOXES_JS)
         assert wide["y"] >= 1 and _apart(wide["legend"], wide["title"]), wide
-    finally:
-        context.close()
 
 
 STATIC_CHART_JS = """el => {
@@ -229,10 +238,7 @@ def test_a_static_chart_keeps_its_plot_wide_at_phone_width(browser, app_url: str
     """The Gradients page's surrogate shapes (nine traces) had their legend in a
     column right of the plot, which at 390 px squeezed the plot to a sliver; the
     legend now sits in rows under the x axis, inside the chart."""
-    context = browser.new_context(viewport={"width": 390, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    try:
+    with _phone_page(browser) as page:
         page.goto(f"{app_url}/gradients")
         wait_idle(page)
         assert_no_exception(page)
@@ -242,8 +248,8 @@ def test_a_static_chart_keeps_its_plot_wide_at_phone_width(browser, app_url: str
         assert got["plotWidth"] >= 0.75 * got["width"], got
         assert got["legend"]["top"] >= got["plotBottom"], got
         frame = got["frame"]
-        assert frame["left"] - 1 <= got["legend"]["left"] and got["legend"]["right"] <= frame["right"] + 1, got
+        assert frame["left"] - 1 <= got["legend"]["left"], got
+        assert got["legend"]["right"] <= frame["right"] + 1, got
         assert got["legend"]["bottom"] <= frame["bottom"] + 1, got
         page.screenshot(path=str(SHOTS / "gradients_phone.png"), full_page=True)
-    finally:
-        context.close()
+
