@@ -62,3 +62,20 @@ def test_requirements_are_pinned_and_streamlit_is_recent():
     assert pins["streamlit"] >= (1, 54)
     for name in ("jax", "jaxlib", "optax", "numpy", "scipy", "pandas", "plotly"):
         assert name in pins
+
+
+def test_no_full_garbage_collection_after_every_script_run(monkeypatch):
+    """Streamlit's ``runner.postScriptGC`` (on by default) ran gc.collect(2) after
+    every run, every live tick included: 85 % of the GIL's samples with four
+    visitors playing (benchmarks/visitors.py: players 45 -> 110 steps/s off).
+    Read back through Streamlit's own loader, so a misspelt key fails here."""
+    from streamlit import config
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("STREAMLIT_RUNNER_POST_SCRIPT_GC", raising=False)
+    try:
+        config.get_config_options(force_reparse=True)
+        assert config.get_option("runner.postScriptGC") is False
+        assert config.get_option("runner.magicEnabled") is False
+    finally:
+        config.get_config_options(force_reparse=True)
