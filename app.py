@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.runtime import (compute_summary, enable_compilation_cache, environment_problems,
                           use_all_cores)
+from ui.widgets import sidebar_nav
 
 use_all_cores()   # before JAX starts: one device per core (sweeps launched here inherit it)
 enable_compilation_cache()
@@ -18,7 +19,7 @@ enable_compilation_cache()
 st.set_page_config(page_title="Resonance Lab",
                    page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide")
 
-page = st.navigation([
+PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/neuron.py", title="Neuron", icon=":material/graphic_eq:", url_path="neuron"),
     # url paths equal the file stems: on a fresh server the very first request
@@ -30,7 +31,11 @@ page = st.navigation([
     st.Page("pages/learning_rules.py", title="Learning rules", icon=":material/alt_route:",
             url_path="learning_rules"),
     st.Page("pages/runs.py", title="Runs & sweeps", icon=":material/table_chart:", url_path="runs"),
-])
+]
+# the sidebar's links are the app's own: each carries its page's settings as the visitor
+# left them (and poster mode), so a switch is one history entry and Back one press
+page = st.navigation(PAGES, position="hidden")
+sidebar_nav(PAGES)
 st.sidebar.caption("Resonance Lab · resonate-and-fire networks trained with surrogate "
                    "gradients against a known teacher.")
 st.sidebar.caption(f"Compute: {compute_summary()}")

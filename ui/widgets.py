@@ -97,6 +97,23 @@ def require_app_navigation() -> None:
         st.rerun()
 
 
+def sidebar_nav(pages) -> None:
+    """The sidebar's page links (``st.navigation`` hidden): each carries its
+    page's settings as the visitor left them (:data:`PAGE_URLS`) and poster
+    mode.  Streamlit's own links carry no parameters: the page then wrote its
+    settings (and ``demo=1``) back into the URL, a second and third history
+    entry per switch, so Back took two or three presses per page and could
+    land on a page with another page's parameters."""
+    left = st.session_state.get(PAGE_URLS, {})
+    demo = demo_mode_active()
+    for page in pages:
+        url = dict(left.get(str(getattr(page, "_page", "")), ({}, {}))[0])
+        if demo:
+            url["demo"] = ["1"]
+        st.sidebar.page_link(page, query_params={k: v if len(v) > 1 else v[0]
+                                                 for k, v in url.items()} or None)
+
+
 # ---- the Home gallery's links ----------------------------------------------
 OPEN = "open"     # ?open=NAME: a gallery entry (GALLERY) sets every control of its view
 

@@ -80,7 +80,8 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
     # through app.py's st.navigation (not Streamlit's pages/ auto-discovery).
     page.goto(f"{app_url}/neuron")
     wait_idle(page)
-    expect(page.get_by_test_id("stSidebarNavLink")).to_have_text(  # icon name + title
+    # the app's own sidebar links (ui.widgets.sidebar_nav): icon name + title
+    expect(page.locator("[data-testid=stSidebar] [data-testid=stPageLink-NavLink]")).to_have_text(
         [re.compile(r"Home$"), re.compile(r"Neuron$"), re.compile(r"Teacher–Student$"),
          re.compile(r"Gradients$"), re.compile(r"Learning rules$"), re.compile(r"Runs & sweeps$")])
     expect(page.locator("[class*='st-key-neuron_'] iframe")).to_have_count(4)
