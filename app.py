@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.runtime import (compute_summary, enable_compilation_cache, environment_problems,
                           use_all_cores)
-from ui.widgets import sidebar_nav
+from ui.widgets import remember_page, sidebar_nav
 
 use_all_cores()   # before JAX starts: one device per core (sweeps launched here inherit it)
 enable_compilation_cache()
@@ -43,4 +43,7 @@ st.sidebar.caption(f"Compute: {compute_summary()}")
 for name, problem in environment_problems(backend=jax.default_backend()):
     st.sidebar.warning(f"`{name}` {problem} Until then the default is used.",
                        icon=":material/settings_alert:")
-page.run()
+try:
+    page.run()
+finally:
+    remember_page()      # the page's settings as its run leaves them, for the sidebar's links

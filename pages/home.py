@@ -39,10 +39,12 @@ with g3.container(border=True):
     st.page_link(label="Open the resonance demo", icon=":material/graphic_eq:",
                  **widgets.gallery_link("resonance"))
 
+# as the sidebar's links: the page's settings as left, and poster mode (ui.widgets.page_params)
 st.page_link("pages/gradients.py", label="How faithful is each surrogate gradient? → Gradients",
-             icon=":material/functions:")
+             icon=":material/functions:", query_params=widgets.page_params("pages/gradients.py"))
 st.page_link("pages/learning_rules.py", label="Learning without weight transport → Learning rules",
-             icon=":material/alt_route:")
+             icon=":material/alt_route:",
+             query_params=widgets.page_params("pages/learning_rules.py"))
 
 st.subheader("Presets")
 st.markdown("\n".join(f"- **{r['name']}** ({r['layers']} {r['model'].upper()}, learns "

@@ -207,7 +207,8 @@ def actions_ui(store, selected: list) -> None:
     with st.container(horizontal=True):
         if st.button("Open in Teacher–Student", key="rs_open", icon=":material/school:",
                      disabled=not one, help="Reopen the selected run (select exactly one)."):
-            st.switch_page("pages/teacher_student.py", query_params={"run": selected[0]})
+            st.switch_page("pages/teacher_student.py",       # poster mode kept in the link
+                           query_params={"run": selected[0], **({"demo": "1"} if demo else {})})
         # poster mode: any visitor's phone could delete the presenter's runs
         if not demo and st.button(f"Delete {len(selected)} run(s)", key="rs_delete",
                                   icon=":material/delete:"):

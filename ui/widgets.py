@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -78,12 +79,8 @@ def require_app_navigation() -> None:
                 st.session_state[key] = value
         open_gallery_entry(here)
         removed = canonical_url_numbers()
-    # the page's settings as this run starts: its URL (the controls off their defaults)
-    # and those controls' values; not poster mode (the session's: ?demo=0 must stick) nor
-    # a key no control can have ("" or private)
     url = url_snapshot()
-    own = {k: v for k, v in url.items() if k and not k.startswith("_") and k != "demo"}
-    left[here] = (own, {k: st.session_state[k] for k in own if k in st.session_state})
+    remember_page(url)
     st.session_state[URL_BEFORE] = {**url, **removed} if entering else {}
     try:
         from streamlit import config
@@ -97,21 +94,70 @@ def require_app_navigation() -> None:
         st.rerun()
 
 
+def remember_page(url: dict | None = None) -> None:
+    """Keep the page's settings (:data:`PAGE_URLS`): its URL (the controls off
+    their defaults) and those controls' values; not poster mode (the
+    session's: ?demo=0 must stick) nor a key no control can have ("" or
+    private).  As the page's run starts (:func:`require_app_navigation`) and
+    again as it ends (app.py): what the run itself took out of the URL (a
+    restarted run's ``run=<id>``, a value a control refused) must not come
+    back with the sidebar's link."""
+    here = st.session_state.get(URL_PAGE)
+    if here is None:
+        return
+    url = url_snapshot() if url is None else url
+    own = {k: v for k, v in url.items() if k and not k.startswith("_") and k != "demo"}
+    st.session_state.setdefault(PAGE_URLS, {})[here] = (
+        own, {k: st.session_state[k] for k in own if k in st.session_state})
+
+
+def page_params(path: str) -> dict | None:
+    """``st.page_link`` query parameters for the page file ``path``: its
+    settings as the visitor left them (:data:`PAGE_URLS`) and poster mode."""
+    key = str((Path(__file__).resolve().parents[1] / path).resolve())
+    url = dict(st.session_state.get(PAGE_URLS, {}).get(key, ({}, {}))[0])
+    if demo_mode_active():
+        url["demo"] = ["1"]
+    return {k: v if len(v) > 1 else v[0] for k, v in url.items()} or None
+
+
+# Streamlit's own sidebar menu closes the sidebar after a tap on a phone (its user agent
+# says mobile); st.page_link does not, so on a phone the sidebar stayed over the page
+# after every switch.  Same origin (a srcdoc frame): it listens on the app's document.
+_CLOSE_ON_PHONE = """<script>
+const app = window.parent;
+if (!app.__rlCloseSidebarOnPhone) {
+  app.__rlCloseSidebarOnPhone = true;
+  app.document.addEventListener("click", (e) => {
+    const link = e.target.closest && e.target.closest(
+      "[data-testid=stSidebar] [data-testid=stPageLink-NavLink]");
+    if (!link || !/Mobi|iPhone|Android.*Mobile/i.test(app.navigator.userAgent)) return;
+    app.setTimeout(() => {
+      const close = app.document.querySelector("[data-testid=stSidebarCollapseButton] button");
+      if (close) close.click();
+    }, 0);
+  }, true);
+}
+</script>"""
+
+
 def sidebar_nav(pages) -> None:
     """The sidebar's page links (``st.navigation`` hidden): each carries its
-    page's settings as the visitor left them (:data:`PAGE_URLS`) and poster
+    page's settings as the visitor left them (:func:`page_params`) and poster
     mode.  Streamlit's own links carry no parameters: the page then wrote its
     settings (and ``demo=1``) back into the URL, a second and third history
     entry per switch, so Back took two or three presses per page and could
-    land on a page with another page's parameters."""
-    left = st.session_state.get(PAGE_URLS, {})
-    demo = demo_mode_active()
+    land on a page with another page's parameters.  On a phone a tap closes
+    the sidebar, as Streamlit's menu does."""
+    import streamlit.components.v1 as components
+
+    root = Path(__file__).resolve().parents[1]
     for page in pages:
-        url = dict(left.get(str(getattr(page, "_page", "")), ({}, {}))[0])
-        if demo:
-            url["demo"] = ["1"]
-        st.sidebar.page_link(page, query_params={k: v if len(v) > 1 else v[0]
-                                                 for k, v in url.items()} or None)
+        path = getattr(page, "_page", None)
+        rel = str(Path(path).relative_to(root)) if isinstance(path, Path) else ""
+        st.sidebar.page_link(page, query_params=page_params(rel) if rel else None)
+    with st.sidebar:
+        components.html(_CLOSE_ON_PHONE, height=0)
 
 
 # ---- the Home gallery's links ----------------------------------------------

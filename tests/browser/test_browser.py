@@ -254,3 +254,35 @@ def test_a_static_chart_keeps_its_plot_wide_at_phone_width(browser, app_url: str
         assert got["legend"]["bottom"] <= frame["bottom"] + 1, got
         page.screenshot(path=str(SHOTS / "gradients_phone.png"), full_page=True)
 
+
+
+PHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1")
+
+
+def test_a_tap_on_a_sidebar_link_closes_the_sidebar_on_a_phone(browser, app_url: str):
+    """Streamlit's own menu closes the sidebar after a tap on a phone (its user
+    agent says mobile); the app's page links (ui.widgets.sidebar_nav) left it
+    over the page after every switch.  A desktop browser keeps it open."""
+    for ua, closes in ((PHONE_UA, True), (None, False)):
+        context = browser.new_context(viewport={"width": 390, "height": 844}, user_agent=ua)
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        try:
+            page.goto(f"{app_url}/?demo=1")
+            wait_idle(page)
+            page.get_by_test_id("stExpandSidebarButton").click()
+            link = page.locator("[data-testid=stSidebar] [data-testid=stPageLink-NavLink]",
+                                has_text="Neuron")
+            expect(link).to_be_in_viewport()
+            link.click()
+            page.wait_for_url(re.compile(r"/neuron\?demo=1$"))
+            wait_idle(page, settle_ms=800)
+            if closes:
+                expect(link).not_to_be_in_viewport()
+                expect(page.get_by_test_id("stExpandSidebarButton")).to_be_visible()
+            else:
+                expect(link).to_be_in_viewport()
+            assert_no_exception(page)
+        finally:
+            context.close()

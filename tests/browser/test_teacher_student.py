@@ -223,6 +223,23 @@ def test_back_returns_to_the_page_as_it_was_left(page: Page, app_url: str):
     assert _step(page) == step, "the run restarted"
     assert all(p in page.url for p in ("B=16", "T=500", "lr=0.005")), page.url
     assert page.locator("[data-testid=stToast]").count() == 0
+    assert_no_exception(page)
+
+
+def test_a_sidebar_link_carries_the_page_as_its_run_left_it(page: Page, app_url: str):
+    """The sidebar's link back to a page carries that page's settings as its
+    last run ended, not as it began: a value the page refused (``lr=7``, a
+    toast) or a stored run's ``run=<id>`` it dropped on a restart came back with
+    the link (the stored run reopened over the visitor's new one)."""
+    page.goto(f"{app_url}/teacher_student?B=16&lr=7")
+    wait_idle(page, settle_ms=800)
+    assert "lr=" not in page.url and "B=16" in page.url, page.url     # dropped, with a toast
+    _sidebar_link(page, "Neuron").click()
+    page.wait_for_url(re.compile(r"/neuron"))
+    wait_idle(page, settle_ms=800)
+    href = _sidebar_link(page, "Teacher–Student").get_attribute("href")
+    assert "B=16" in href and "lr=" not in href, href
+    assert_no_exception(page)
 
 
 def test_poster_mode_sidebar_switches_and_back(page: Page, app_url: str):
