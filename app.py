@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.runtime import (compute_summary, enable_compilation_cache, environment_problems,
                           use_all_cores)
+from ui.ticks import GARBAGE
 from ui.widgets import remember_page, sidebar_nav
 
 use_all_cores()   # before JAX starts: one device per core (sweeps launched here inherit it)
@@ -47,3 +48,4 @@ try:
     page.run()
 finally:
     remember_page()      # the page's settings as its run leaves them, for the sidebar's links
+    GARBAGE.maybe_collect()   # a full collection a minute (postScriptGC is off: ui.ticks)

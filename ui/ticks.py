@@ -87,3 +87,38 @@ def is_tick(state, page: str) -> bool:
     """In the live fragment: True in a fragment run of its own (a tick, which
     trains), False in the full run that drew it (consumes the mark)."""
     return not state.pop(f"{page}_full_run", False)
+
+
+# ---- garbage: one full collection a minute, not one a tick ------------------------------
+# Streamlit's runner.postScriptGC (off in .streamlit/config.toml) ran gc.collect(2) after
+# every script run, each tick included: with JAX, Plotly and pandas loaded that held the GIL
+# for most of the server's time with four visitors playing.  Python's generational collection
+# still runs, but each full run executes its page in a new module whose namespace is a cycle
+# (its functions refer back to it) that lives long enough to reach the oldest generation,
+# which Python scans rarely with millions of long-lived objects.  So a full collection still
+# follows a visitor's full run, at most every GC_EVERY_S: bounded garbage, a negligible cost.
+GC_EVERY_S = 60.0
+
+
+class Collector:
+    """A full ``gc.collect()`` at most every ``every_s`` seconds, server-wide."""
+
+    def __init__(self, every_s: float = GC_EVERY_S):
+        self.every_s = every_s
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def maybe_collect(self, now: float | None = None) -> bool:
+        """Collect if ``every_s`` has passed since the last collection; True if it did."""
+        import gc
+
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if now - self._last < self.every_s:
+                return False
+            self._last = now
+        gc.collect()
+        return True
+
+
+GARBAGE = Collector()

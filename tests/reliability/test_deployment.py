@@ -79,3 +79,35 @@ def test_no_full_garbage_collection_after_every_script_run(monkeypatch):
         assert config.get_option("runner.magicEnabled") is False
     finally:
         config.get_config_options(force_reparse=True)
+
+
+def test_a_full_collection_follows_full_runs_at_most_once_a_minute():
+    """With postScriptGC off, app.py still collects after a visitor's full run,
+    at most every GC_EVERY_S (ui.ticks.GARBAGE): a page module's namespace is
+    a reference cycle that outlives the young generations."""
+    import gc
+    import weakref
+
+    from ui.ticks import GC_EVERY_S, Collector
+
+    class Node:
+        pass
+
+    def cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    c = Collector(every_s=60.0)
+    t0 = c._last
+    assert GC_EVERY_S == 60.0
+    gc.disable()                       # only the collector may collect in this test
+    try:
+        ref = cycle()
+        assert not c.maybe_collect(now=t0 + 30.0) and ref() is not None   # too soon
+        assert c.maybe_collect(now=t0 + 61.0) and ref() is None           # collected
+        ref = cycle()
+        assert not c.maybe_collect(now=t0 + 100.0) and ref() is not None  # 39 s after
+        assert c.maybe_collect(now=t0 + 122.0) and ref() is None
+    finally:
+        gc.enable()
