@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 from core.runtime import (compute_summary, enable_compilation_cache, environment_problems,
                           use_all_cores)
@@ -44,8 +45,15 @@ st.sidebar.caption(f"Compute: {compute_summary()}")
 for name, problem in environment_problems(backend=jax.default_backend()):
     st.sidebar.warning(f"`{name}` {problem} Until then the default is used.",
                        icon=":material/settings_alert:")
+# the page's settings as its run leaves them, for the sidebar's links: after the page or its
+# st.stop(), not after st.switch_page or a rerun (a RerunException: the URL may be the next
+# page's already, and the next run records its own)
 try:
     page.run()
+except StopException:
+    remember_page()
+    raise
+else:
+    remember_page()
 finally:
-    remember_page()      # the page's settings as its run leaves them, for the sidebar's links
     GARBAGE.maybe_collect()   # a full collection a minute (postScriptGC is off: ui.ticks)

@@ -4,6 +4,7 @@ and the finished sweep is drawn as a Plotly heatmap."""
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -62,3 +63,35 @@ def test_launch_a_sweep_and_see_its_heatmap(page: Page, app_url: str):
     assert "<html>" in html[:100] and "Plotly.newPlot" in html
     assert not re.search(r"<script[^>]*\bsrc=", html)       # nothing fetched from a CDN
     assert len(html) > 1_000_000                   # plotly.js embedded: works offline
+
+
+def test_open_in_teacher_student_keeps_the_runs_page_link(page: Page, app_url: str):
+    """"Open in Teacher–Student" (st.switch_page with ``run=<id>``) leaves the
+    Runs page's sidebar link as the Runs page was, its selection in it: app.py
+    records a page's settings after its run, and after a switch the URL is
+    already the next page's (the Runs link carried ``run=<id>``)."""
+    page.goto(f"{app_url}/teacher_student?B=16&T=500")
+    wait_idle(page, settle_ms=800)
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_idle(page, settle_ms=800)
+    page.get_by_role("button", name="Save run").click()
+    wait_idle(page, settle_ms=800)
+    saved = page.get_by_text(re.compile(r"Saved as run [0-9a-f]{8}"))
+    expect(saved).to_be_visible()
+    short = re.search(r"Saved as run ([0-9a-f]{8})", saved.inner_text()).group(1)
+    page.locator("[data-testid=stSidebar] a", has_text=re.compile(r"Runs & sweeps$")).first.click()
+    page.wait_for_url(re.compile(r"/runs"))
+    wait_idle(page, settle_ms=800)
+    page.get_by_label("Selected runs").click()
+    page.get_by_role("option", name=re.compile(short)).click()
+    page.keyboard.press("Escape")
+    wait_idle(page, settle_ms=800)
+    assert "rs_sel=" in page.url and short in page.url, page.url   # (the option's label)
+    page.get_by_role("button", name="Open in Teacher–Student").click()
+    page.wait_for_url(re.compile(r"/teacher_student\?run=" + short))
+    wait_idle(page, settle_ms=1000)
+    href = page.locator("[data-testid=stSidebar] a",
+                        has_text=re.compile(r"Runs & sweeps$")).first.get_attribute("href")
+    query = parse_qs(urlsplit(href).query)
+    assert "run" not in query and short in query["rs_sel"][0], href
+    assert page.locator("[data-testid=stException]").count() == 0
