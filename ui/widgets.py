@@ -99,7 +99,8 @@ def remember_page(url: dict | None = None) -> None:
     their defaults) and those controls' values; not poster mode (the
     session's: ?demo=0 must stick) nor a key no control can have ("" or
     private).  As the page's run starts (:func:`require_app_navigation`) and
-    again as it ends (app.py): what the run itself took out of the URL (a
+    again as it ends (app.py: after the page or its ``st.stop()``, not after
+    ``st.switch_page``, whose URL is the next page's): what the run took out of the URL (a
     restarted run's ``run=<id>``, a value a control refused) must not come
     back with the sidebar's link."""
     here = st.session_state.get(URL_PAGE)
