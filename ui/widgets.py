@@ -112,9 +112,10 @@ def remember_page(url: dict | None = None) -> None:
         own, {k: st.session_state[k] for k in own if k in st.session_state})
 
 
-def page_params(path: str) -> dict | None:
-    """``st.page_link`` query parameters for the page file ``path``: its
-    settings as the visitor left them (:data:`PAGE_URLS`) and poster mode."""
+def page_params(path) -> dict | None:
+    """``st.page_link`` query parameters for the page file ``path`` (from the
+    app's folder, or absolute): its settings as the visitor left them
+    (:data:`PAGE_URLS`) and poster mode."""
     key = str((Path(__file__).resolve().parents[1] / path).resolve())
     url = dict(st.session_state.get(PAGE_URLS, {}).get(key, ({}, {}))[0])
     if demo_mode_active():
@@ -152,11 +153,10 @@ def sidebar_nav(pages) -> None:
     the sidebar, as Streamlit's menu does."""
     import streamlit.components.v1 as components
 
-    root = Path(__file__).resolve().parents[1]
-    for page in pages:
+    for page in pages:      # st.Page keeps its file's resolved path, the pages' __file__
         path = getattr(page, "_page", None)
-        rel = str(Path(path).relative_to(root)) if isinstance(path, Path) else ""
-        st.sidebar.page_link(page, query_params=page_params(rel) if rel else None)
+        st.sidebar.page_link(page, query_params=page_params(path) if isinstance(path, Path)
+                             else None)
     with st.sidebar:
         components.html(_CLOSE_ON_PHONE, height=0)
 

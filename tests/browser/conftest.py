@@ -4,6 +4,7 @@ Skipped cleanly when Debian's Chromium (/usr/bin/chromium) is not installed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -90,12 +91,20 @@ def browser(app_url):
             b.close()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1500, "height": 1400})
-    pg = context.new_page()
+@contextlib.contextmanager
+def new_page(browser, **context):
+    """A page in a fresh browser context (``context``: ``new_context``'s
+    arguments: a viewport, a user agent), closed after."""
+    ctx = browser.new_context(**context)
+    pg = ctx.new_page()
     pg.set_default_timeout(90_000)
     try:
         yield pg
     finally:
-        context.close()
+        ctx.close()
+
+
+@pytest.fixture
+def page(browser):
+    with new_page(browser, viewport={"width": 1500, "height": 1400}) as pg:
+        yield pg

@@ -5,13 +5,13 @@ Screenshots go to artifacts/screenshots/.
 """
 from __future__ import annotations
 
-import contextlib
-
 import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from .conftest import new_page
 
 pytestmark = pytest.mark.browser
 
@@ -188,16 +188,9 @@ def _apart(a: dict, b: dict) -> bool:
         a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
 
 
-@contextlib.contextmanager
 def _phone_page(browser):
     """A page in a fresh 390 px wide browser context (a phone), closed after."""
-    context = browser.new_context(viewport={"width": 390, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    try:
-        yield page
-    finally:
-        context.close()
+    return new_page(browser, viewport={"width": 390, "height": 900})
 
 
 def test_a_legend_in_a_narrow_chart_moves_below_the_plot(browser, app_url: str):
@@ -265,10 +258,7 @@ def test_a_tap_on_a_sidebar_link_closes_the_sidebar_on_a_phone(browser, app_url:
     agent says mobile); the app's page links (ui.widgets.sidebar_nav) left it
     over the page after every switch.  A desktop browser keeps it open."""
     for ua, closes in ((PHONE_UA, True), (None, False)):
-        context = browser.new_context(viewport={"width": 390, "height": 844}, user_agent=ua)
-        page = context.new_page()
-        page.set_default_timeout(90_000)
-        try:
+        with new_page(browser, viewport={"width": 390, "height": 844}, user_agent=ua) as page:
             page.goto(f"{app_url}/?demo=1")
             wait_idle(page)
             page.get_by_test_id("stExpandSidebarButton").click()
@@ -284,5 +274,3 @@ def test_a_tap_on_a_sidebar_link_closes_the_sidebar_on_a_phone(browser, app_url:
             else:
                 expect(link).to_be_in_viewport()
             assert_no_exception(page)
-        finally:
-            context.close()
