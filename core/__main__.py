@@ -61,7 +61,6 @@ def _cmd_presets(args) -> int:
 
 
 def _config_from_args(args):
-    from .config import ConfigError
     from .presets import get_preset
 
     cfg = get_preset(args.preset)

@@ -59,8 +59,6 @@ transport").
 """
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import jax.random as jr

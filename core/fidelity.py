@@ -253,7 +253,7 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     Returns one :class:`FidelityRow` per pair, shapes outer, scales inner.
     """
     check_fidelity_args(shapes, scales, n_samples, sigma)
-    cfg, struct, hp = exp.cfg, exp.struct, exp.hp
+    struct, hp = exp.struct, exp.hp
     if norm is not None:
         hp = hp._replace(sg_area=np.float32(norm == "area"))
     params = exp.state.params

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import io
 import json
 import math
 import os

@@ -23,7 +23,7 @@ import jax.random as jr
 import numpy as np
 
 from .config import STUDENT_SEED_OFFSET, Config, HParams, hyperparams
-from .network import LayerParams, init_layer, simulate
+from .network import init_layer, simulate
 
 HELDOUT_STREAM = 2**30   # fold_in index of the held-out input stream
 PROBE_STREAM = 2**30 + 1

@@ -1,7 +1,6 @@
 """Runs & sweeps: saved runs, overlays, sweeps with progress, heatmaps, export."""
 import json
 
-import pandas as pd
 import streamlit as st
 
 import core

@@ -120,6 +120,9 @@ def restart_key(cfg: Config) -> tuple:
     return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
 
 
+_HISTORIES = itertools.count(1)
+
+
 @dataclass
 class History:
     steps: list = field(default_factory=list)      # step index of each snapshot
@@ -132,6 +135,8 @@ class History:
 
     max_snapshots: int = MAX_HISTORY                # set from a snapshot's size (snapshot_budget)
     dt: float = 1e-3                                # the run's time step (omega from phi)
+    # which history this is (``StepRows`` keys on it: a snapshot, once taken, never changes)
+    serial: int = field(default_factory=lambda: next(_HISTORIES))
 
     def append(self, step: int, params) -> None:
         """A snapshot of ``params`` (per layer ``LayerParams`` of arrays) at
@@ -248,6 +253,41 @@ class Rows:
         return self._n
 
 
+class StepRows:
+    """Rows a view derives from each snapshot of a history (the matched
+    weights of a chart's lines, their percentile bands), kept by the
+    snapshot's step: a tick computes only the snapshots taken since the last
+    one, or all of them again when ``key`` changes (another history, a new
+    matching).  A live chart read every one of up to 4000 snapshots each
+    tick: on ``medium`` 0.2 s of a tick's server time, growing with play."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key, self._steps, self._rows = None, np.empty(0, np.int64), None
+
+    def rows(self, key, steps, compute) -> np.ndarray:
+        """(S, ...) rows for the snapshots at ``steps`` (S,), ascending;
+        ``compute(positions)`` gives the rows of the snapshots at those
+        positions of ``steps`` ((n, ...), also for n = 0)."""
+        steps = np.asarray(steps, np.int64)
+        with self._lock:
+            same = key == self._key and self._rows is not None
+            known, rows = (self._steps, self._rows) if same else (np.empty(0, np.int64), None)
+        hit = np.zeros(steps.size, bool)
+        pos = np.searchsorted(known, steps)
+        if known.size:
+            hit = known[np.minimum(pos, known.size - 1)] == steps
+        new = np.flatnonzero(~hit)
+        fresh = np.asarray(compute(new))
+        out = np.empty((steps.size, *fresh.shape[1:]), fresh.dtype)
+        if hit.any():
+            out[hit] = rows[pos[hit]]
+        out[new] = fresh
+        with self._lock:
+            self._key, self._steps, self._rows = key, steps, out
+        return out
+
+
 class RateMeter:
     """Training speed as a visitor sees it: steps per second of wall-clock
     time over the last ``WINDOW`` seconds of play (training, drawing the
@@ -307,6 +347,8 @@ class LiveRun:
         self.changes = []               # settings changed mid-run (settings_change), saved with it
         self.meter = RateMeter()
         self._snap = None            # (experiment, index, snapshot) of the last snapshot()
+        self._match = None           # (experiment, its matching) of the last matching()
+        self._views = collections.defaultdict(StepRows)   # (view, layer) -> its rows by step
         self._record(self.exp.state.params, 0)
 
     @property
@@ -500,6 +542,16 @@ class LiveRun:
             getattr(self.history, name).append(getattr(final, name)[-1])
 
     # ---- views ----------------------------------------------------------
+    def matching(self) -> list[np.ndarray]:
+        """The student's units matched to the teacher's (``core.metrics.match``),
+        once per experiment: every weight and neuron chart of a tick asks (on
+        ``medium`` 17 ms each, four times a tick)."""
+        with self.lock:
+            exp, cached = self.exp, self._match
+            if cached is None or cached[0] is not exp:
+                cached = self._match = (exp, match(exp.state.params, exp.task.teacher))
+            return cached[1]
+
     def matched_trajectories(self, layer: int, max_lines: int = 40) -> dict:
         """Weight trajectories of ``layer`` with student units matched to the
         teacher's (current matching), and the teacher's values.
@@ -508,34 +560,40 @@ class LiveRun:
         layers the 10/50/90 percentile bands of (student - teacher): over
         every weight, or over BAND_SAMPLE of them evenly spread through the
         matrix when it has more (``band_of``: how many).  Only the drawn
-        weights are read from each snapshot (medium's 51,200-weight layer,
-        309 snapshots: stacking them all and taking percentiles over all
-        cost 0.5-2 s a tick).
+        weights are read from a snapshot, and only from the snapshots taken
+        since the last call while the matching holds (:class:`StepRows`).
         """
         with self.lock:                  # one history: advance() thins it in place
             teacher = self.exp.task.teacher
-            perms = match(self.exp.state.params, teacher)
+            perms = self.matching()
             # copies of the lists: a tick appends to them after the lock is released
             weights, steps = list(self.history.weights), np.asarray(self.history.steps)
+            serial = self.history.serial
         target = np.asarray(teacher[layer].w)
         n_in, n_out = target.shape
         rows = np.arange(n_in) if layer == 0 else np.asarray(perms[layer - 1])
         cols = np.asarray(perms[layer])
         tflat = target.reshape(-1)
+        key = (serial, rows.tobytes(), cols.tobytes())
 
-        def gather(flat_idx):           # (S, len(flat_idx)) of the matched weights
+        def gather(flat_idx, snaps):     # (len(snaps), len(flat_idx)) of the matched weights
             r, c = rows[flat_idx // n_out], cols[flat_idx % n_out]
-            return np.stack([w[layer][r, c] for w in weights])
+            return np.array([weights[k][layer][r, c] for k in snaps],
+                            weights[0][layer].dtype).reshape(len(snaps), flat_idx.size)
 
         idx = np.arange(tflat.size)
         if tflat.size > max_lines:
             idx = np.linspace(0, tflat.size - 1, max_lines).astype(int)
         labels = [f"w{layer}[{i // n_out}→{i % n_out}]" for i in idx]
+        traj = self._views["w", layer, max_lines].rows((*key, idx.tobytes()), steps,
+                                                      lambda new: gather(idx, new))
         bands, pick = None, None
         if tflat.size > max_lines:
             pick = band_sample(n_in, n_out)
-            bands = np.percentile(gather(pick) - tflat[pick], [10, 50, 90], axis=1)
-        return {"steps": steps, "traj": gather(idx), "target": tflat[idx], "labels": labels,
+            bands = self._views["w bands", layer].rows(
+                (*key, pick.tobytes()), steps,
+                lambda new: np.percentile(gather(pick, new) - tflat[pick], [10, 50, 90], axis=1).T).T
+        return {"steps": steps, "traj": traj, "target": tflat[idx], "labels": labels,
                 "bands": bands, "band_pick": pick,
                 "band_of": None if pick is None else int(pick.size), "n_total": int(tflat.size)}
 
@@ -544,26 +602,40 @@ class LiveRun:
         the teacher's: steps (S,), f and b (S, k), f_target and b_target (k,),
         units (their indices); for a layer wider than ``max_units``, k of
         them evenly chosen plus ``bands``: the 10/50/90 percentiles of f - f*
-        and b - b* over all units at each step."""
+        and b - b* over all units at each step (:class:`StepRows`, as the
+        weights)."""
         with self.lock:                  # one history: advance() thins it in place
             teacher = self.exp.task.teacher
-            cols = match(self.exp.state.params, teacher)[layer]
-            omega, damping = list(self.history.omega), list(self.history.b)
-            steps = list(self.history.steps)     # (copies: a tick appends after the lock)
+            cols = self.matching()[layer]
+            history = {"f": list(self.history.omega), "b": list(self.history.b)}
+            steps = np.asarray(self.history.steps)   # (copies: a tick appends after the lock)
+            serial = self.history.serial
         dt = float(self.cfg.dt)
-        f = np.stack([o[layer][cols] for o in omega]) / (2 * np.pi)
-        b = np.stack([x[layer][cols] for x in damping])
-        tf = np.asarray(omega_of(np.asarray(teacher[layer].phi), dt)) / (2 * np.pi)
-        tb = np.asarray(damping_of(np.asarray(teacher[layer].rho)))
-        units = np.arange(tf.size)
-        bands = None
-        if tf.size > max_units:
-            units = np.linspace(0, tf.size - 1, max_units).astype(int)
-            bands = {"f": np.percentile(f - tf, [10, 50, 90], axis=1),
-                     "b": np.percentile(b - tb, [10, 50, 90], axis=1)}
-        return {"steps": np.asarray(steps), "f": f[:, units], "b": b[:, units],
-                "f_target": tf[units], "b_target": tb[units], "units": units, "bands": bands,
-                "n_total": int(tf.size)}
+        target = {"f": np.asarray(omega_of(np.asarray(teacher[layer].phi), dt)) / (2 * np.pi),
+                  "b": np.asarray(damping_of(np.asarray(teacher[layer].rho)))}
+        n = target["f"].size
+        units = np.arange(n)
+        if n > max_units:
+            units = np.linspace(0, n - 1, max_units).astype(int)
+        per = {"f": 2 * np.pi, "b": 1.0}     # omega (rad/s) -> f (Hz)
+
+        def compute(name, snaps):        # per snapshot: the shown units, then the bands
+            x = np.array([history[name][k][layer][cols] for k in snaps],
+                         history[name][0][layer].dtype).reshape(len(snaps), n)
+            x = x / per[name]
+            if n <= max_units:
+                return x
+            return np.concatenate([x[:, units], np.percentile(x - target[name], [10, 50, 90],
+                                                              axis=1).T], axis=1)
+
+        key = (serial, cols.tobytes())
+        out = {name: self._views[name, layer, max_units].rows(
+            key, steps, lambda new, name=name: compute(name, new)) for name in ("f", "b")}
+        k = units.size
+        bands = None if n <= max_units else {name: out[name][:, k:].T for name in out}
+        return {"steps": steps, "f": out["f"][:, :k], "b": out["b"][:, :k],
+                "f_target": target["f"][units], "b_target": target["b"][units], "units": units,
+                "bands": bands, "n_total": int(n)}
 
     def teacher_resonance(self) -> tuple[int, int]:
         """``(resonating, all)`` of the teacher's RF units: a unit resonates

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 
 from core.config import ConfigError
 from core.runtime import ROOT, env_int, environment_problems
-from core.store import ARRAYS_DIR, INDEX_NAME, STATUSES, RunStore, StoreError
+from core.store import ARRAYS_DIR, INDEX_NAME, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
 from ui.figures import PALETTE, _layout, log_ticks

@@ -96,6 +96,74 @@ def test_matched_trajectories_read_the_matched_weights(monkeypatch):
     assert says == ["w − w* (all)", f"w − w* ({pick.size} spread over all)"] and pick.size == 112
 
 
+def test_trajectories_read_each_snapshot_once_while_the_matching_holds(monkeypatch):
+    """The weight and neuron charts' rows are computed once per snapshot
+    (``StepRows``): a tick reads only the snapshots taken since the last one,
+    and after more training, thinning and a new matching every row still
+    equals the one read afresh from the whole history (w[layer][rows][:, cols],
+    omega[layer][cols] / 2 pi per snapshot, their percentiles)."""
+    import dataclasses
+
+    cfg = dataclasses.replace(core.get_preset("figure1-neurons"), layers=(20, 12, 3),
+                              student_hidden=(14,))
+    monkeypatch.setattr(live, "HISTORY_BYTES", 60 * _snapshot_bytes(LiveRun(cfg)))
+    run = LiveRun(cfg)
+    assert run.history.max_snapshots == 60
+    read = []
+    rows = live.StepRows.rows
+    monkeypatch.setattr(live.StepRows, "rows", lambda self, key, steps, compute: rows(
+        self, key, steps, lambda new: (read.append(len(new)), compute(new))[1]))
+    teacher = run.exp.task.teacher
+
+    def check(perms):
+        h = run.history
+        for layer in (0, 1):
+            sel = slice(None) if layer == 0 else perms[layer - 1]
+            whole = np.stack([w[layer][sel][:, perms[layer]].reshape(-1) for w in h.weights])
+            err = whole - np.asarray(teacher[layer].w).reshape(-1)
+            tr = run.matched_trajectories(layer)
+            np.testing.assert_array_equal(tr["steps"], h.steps)
+            idx = np.linspace(0, whole.shape[1] - 1, 40).astype(int) if whole.shape[1] > 40 \
+                else np.arange(whole.shape[1])
+            np.testing.assert_array_equal(tr["traj"], whole[:, idx])
+            if layer == 0:
+                np.testing.assert_allclose(tr["bands"], np.percentile(err, [10, 50, 90], axis=1))
+        nt = run.neuron_trajectories(0, max_units=5)
+        f = np.stack([o[0][perms[0]] for o in h.omega]) / (2 * np.pi)
+        np.testing.assert_allclose(nt["f"], f[:, nt["units"]])
+        np.testing.assert_allclose(nt["bands"]["f"],
+                                   np.percentile(f - _teacher_f(run), [10, 50, 90], axis=1))
+
+    run.advance(20)
+    fixed = run.matching()        # held (early in training the matching may change by a step)
+    monkeypatch.setattr(live, "match", lambda student, teacher: fixed)
+    check(run.matching())
+    first = list(read)
+    assert first and all(n == 21 for n in first)        # every snapshot, once per view
+    read.clear()
+    check(run.matching())                              # nothing new: nothing read
+    assert read and all(n == 0 for n in read)
+    read.clear()
+    run.advance(10)
+    check(run.matching())
+    assert all(n == 10 for n in read)                  # only the 10 new snapshots
+    run.advance(60)                                    # thinned: 91 snapshots to 30, then on
+    assert len(run.history.steps) <= 60
+    check(run.matching())
+    perms = run.matching()
+    swapped = [perms[0][::-1].copy(), perms[1]]        # another matching: all rows again
+    run._match = (run.exp, swapped)
+    read.clear()
+    check(swapped)
+    assert all(n == len(run.history.steps) for n in read)
+
+
+def _teacher_f(run) -> np.ndarray:
+    from core.neurons import omega_of
+
+    return np.asarray(omega_of(np.asarray(run.exp.task.teacher[0].phi), float(run.cfg.dt))) / (2 * np.pi)
+
+
 def test_a_band_sample_is_a_grid_over_rows_and_columns(monkeypatch):
     """Large layers' bands are taken over a grid of evenly spread rows and
     columns (an even spread of flat indices fell on 10 of 504 columns of a

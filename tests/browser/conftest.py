@@ -5,7 +5,6 @@ Skipped cleanly when Debian's Chromium (/usr/bin/chromium) is not installed.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys

@@ -875,8 +875,6 @@ def test_a_read_only_store_beside_a_writer_reads_live_and_a_torn_copy_says_so(re
     read-only view sees its new runs; a copy with unmerged -wal content but
     no -shm cannot be read on read-only media, and says to copy the folder
     (it claimed its runs could be read)."""
-    import shutil
-
     src, mount = read_only_mount
     cfg = from_dict(SMALL)
     writer = RunStore(src)
