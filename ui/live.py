@@ -283,6 +283,7 @@ class StepRows:
         if hit.any():
             out[hit] = rows[pos[hit]]
         out[new] = fresh
+        out.flags.writeable = False      # the cache itself: later ticks reuse its rows
         with self._lock:
             self._key, self._steps, self._rows = key, steps, out
         return out
@@ -511,6 +512,7 @@ class LiveRun:
         state = state._replace(step=jnp.int32(steps), feedback=fb)
         run = cls(cfg, exp._replace(state=state), setup=setup)
         run.history.steps[-1] = steps
+        run.history.serial = next(_HISTORIES)       # another snapshot's step: new rows
         run.history.loss, run.history.loss_steps = loss, loss_steps
         run._load_snapshots(store.load_snapshots(run_id), steps)
         # reopened: Adam's moments restart from zero here (a record of its own)
@@ -609,8 +611,7 @@ class LiveRun:
             cols = self.matching()[layer]
             history = {"f": list(self.history.omega), "b": list(self.history.b)}
             steps = np.asarray(self.history.steps)   # (copies: a tick appends after the lock)
-            serial = self.history.serial
-        dt = float(self.cfg.dt)
+            serial, dt = self.history.serial, self.history.dt
         target = {"f": np.asarray(omega_of(np.asarray(teacher[layer].phi), dt)) / (2 * np.pi),
                   "b": np.asarray(damping_of(np.asarray(teacher[layer].rho)))}
         n = target["f"].size
@@ -619,21 +620,21 @@ class LiveRun:
             units = np.linspace(0, n - 1, max_units).astype(int)
         per = {"f": 2 * np.pi, "b": 1.0}     # omega (rad/s) -> f (Hz)
 
-        def compute(name, snaps):        # per snapshot: the shown units, then the bands
+        def matched(name, snaps):        # (len(snaps), n): every unit, matched
             x = np.array([history[name][k][layer][cols] for k in snaps],
                          history[name][0][layer].dtype).reshape(len(snaps), n)
-            x = x / per[name]
-            if n <= max_units:
-                return x
-            return np.concatenate([x[:, units], np.percentile(x - target[name], [10, 50, 90],
-                                                              axis=1).T], axis=1)
+            return x / per[name]
 
         key = (serial, cols.tobytes())
-        out = {name: self._views[name, layer, max_units].rows(
-            key, steps, lambda new, name=name: compute(name, new)) for name in ("f", "b")}
-        k = units.size
-        bands = None if n <= max_units else {name: out[name][:, k:].T for name in out}
-        return {"steps": steps, "f": out["f"][:, :k], "b": out["b"][:, :k],
+        out, bands = {}, None if n <= max_units else {}
+        for name in ("f", "b"):
+            out[name] = self._views[name, layer, max_units].rows(
+                (*key, units.tobytes()), steps, lambda new, name=name: matched(name, new)[:, units])
+            if bands is not None:        # (float64: the lines stay float32, half the bytes sent)
+                bands[name] = self._views[f"{name} bands", layer].rows(
+                    key, steps, lambda new, name=name: np.percentile(
+                        matched(name, new) - target[name], [10, 50, 90], axis=1).T).T
+        return {"steps": steps, "f": out["f"], "b": out["b"],
                 "f_target": target["f"][units], "b_target": target["b"][units], "units": units,
                 "bands": bands, "n_total": int(n)}
 

@@ -113,10 +113,8 @@ def test_trajectories_read_each_snapshot_once_while_the_matching_holds(monkeypat
     rows = live.StepRows.rows
     monkeypatch.setattr(live.StepRows, "rows", lambda self, key, steps, compute: rows(
         self, key, steps, lambda new: (read.append(len(new)), compute(new))[1]))
-    teacher = run.exp.task.teacher
-
     def check(perms):
-        h = run.history
+        h, teacher = run.history, run.exp.task.teacher
         for layer in (0, 1):
             sel = slice(None) if layer == 0 else perms[layer - 1]
             whole = np.stack([w[layer][sel][:, perms[layer]].reshape(-1) for w in h.weights])
@@ -147,9 +145,17 @@ def test_trajectories_read_each_snapshot_once_while_the_matching_holds(monkeypat
     run.advance(10)
     check(run.matching())
     assert all(n == 10 for n in read)                  # only the 10 new snapshots
+    read.clear()
     run.advance(60)                                    # thinned: 91 snapshots to 30, then on
     assert len(run.history.steps) <= 60
+    check(run.matching())                              # only those after step 30 read
+    assert all(n == np.sum(np.asarray(run.history.steps) > 30) > 0 for n in read)
+    read.clear()                                       # a restart (another student), the same
+    assert run.configure(dataclasses.replace(cfg, student_seed=cfg.student_seed + 1))[0] \
+        == "restarted"                                 # matching: the new run's rows, not the old
+    run.advance(5)
     check(run.matching())
+    assert all(n == 6 for n in read)
     perms = run.matching()
     swapped = [perms[0][::-1].copy(), perms[1]]        # another matching: all rows again
     run._match = (run.exp, swapped)
