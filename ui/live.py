@@ -258,8 +258,8 @@ class StepRows:
     weights of a chart's lines, their percentile bands), kept by the
     snapshot's step: a tick computes only the snapshots taken since the last
     one, or all of them again when ``key`` changes (another history, a new
-    matching).  A live chart read every one of up to 4000 snapshots each
-    tick: on ``medium`` 0.2 s of a tick's server time, growing with play."""
+    matching).  The charts read every one of up to 4000 snapshots each tick:
+    figure1's figures took 19 ms a tick after 4000 steps, 7.7 ms now."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -546,8 +546,8 @@ class LiveRun:
     # ---- views ----------------------------------------------------------
     def matching(self) -> list[np.ndarray]:
         """The student's units matched to the teacher's (``core.metrics.match``),
-        once per experiment: every weight and neuron chart of a tick asks (on
-        ``medium`` 17 ms each, four times a tick)."""
+        once per experiment: every weight and neuron chart of a tick asks
+        (four times a tick on ``medium``: its Hungarian matching of 256 units)."""
         with self.lock:
             exp, cached = self.exp, self._match
             if cached is None or cached[0] is not exp:
