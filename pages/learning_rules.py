@@ -36,7 +36,7 @@ if rebuilt and changed:
              icon="🔄")
 run = slot.run
 widgets.save_ui("rl", "rules", lambda n, t: resources.save_live(run, n, t, "rules"),
-                lambda ids: f"Saved {len(ids)} runs, one per rule (tag 'rules'; Runs & sweeps page).")
+                lambda ids: f"Saved {len(ids)} runs, one per rule (tag 'rules').")
 if controls["play"]:
     st.session_state["rl_playing"] = True
 if controls["pause"] or rebuilt:

@@ -272,7 +272,13 @@ st.caption(f"Store `{path}` · {len(summaries)} run(s) · {len(sweeps)} sweep(s)
 try:
     # open where a link sets launch settings (an invalid one's error would be hidden)
     linked = any(k in st.query_params for k in LAUNCH_KEYS)
-    with st.expander("Launch a sweep", expanded=not sweeps or slot.job is not None or linked):
+    # open on an empty store, but closed for a link to a selection (the selected runs below
+    # are what it shows); decided as the page is entered: Streamlit applies a changed
+    # `expanded`, so deciding on each run closed it when the visitor chose a run
+    if widgets.entering_page() or "_rs_launcher_open" not in st.session_state:
+        st.session_state["_rs_launcher_open"] = not sweeps and "rs_sel" not in st.query_params
+    opened = st.session_state["_rs_launcher_open"] or slot.job is not None or linked
+    with st.expander("Launch a sweep", expanded=opened):
         spec, launch = launcher_ui()
         widgets.report_ignored_url_params()
         if launch and spec is not None:
@@ -317,16 +323,19 @@ try:
     frame = R.runs_frame(summaries)
     shown = R.filter_runs(frame, tags, name, statuses)
     st.dataframe(shown, hide_index=True, width="stretch", key="rs_table", placeholder="—")
+    labels = {i: R.run_label(n, i) for i, n in zip(frame["id"], frame["name"])}
+    # a link's selection (a run id, or a renamed run's label, names it too) wins over the
+    # last visit's: "Show in Runs & sweeps" after a save
+    widgets.url_choices("rs_sel", lambda raw: R.resolve_run(raw, labels), labels.__getitem__)
     chosen = [i for i in st.session_state.get("rs_sel", []) if i in set(frame["id"])]
     if "rs_sel" in st.session_state and chosen != st.session_state["rs_sel"]:
         n = len(st.session_state["rs_sel"]) - len(chosen)
         st.session_state["rs_sel"] = chosen      # runs deleted meanwhile
         st.info(f"{n} selected run(s) no longer exist: deleted by another visitor or the "
                 "command line.", icon=":material/info:")
-    options = list(shown["id"]) + [i for i in chosen if i not in set(shown["id"])]
-    names = dict(zip(frame["id"], frame["name"]))
+    options = list(dict.fromkeys([*shown["id"], *chosen]))   # the filters hide no chosen run
     selected = st.multiselect("Selected runs", options, key="rs_sel", bind="query-params",
-                              format_func=lambda i: f"{names.get(i) or 'run'} · {i[:8]}",
+                              format_func=labels.__getitem__,
                               placeholder="Choose runs to overlay, open, export or delete")
     # the sweep view's, the filters' and the selection's URL values (the launcher's are
     # named above): Streamlit dropped a refused one silently

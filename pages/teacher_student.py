@@ -76,7 +76,7 @@ if status == "restarted" and "run" in st.query_params:
     del st.query_params["run"]
     slot.opened = None
 widgets.save_ui("ts", s.preset, lambda n, t: resources.save_live(run, n, t, s.preset),
-                lambda rid: f"Saved as run {rid[:8]} (Runs & sweeps page; reopen it here from there).")
+                lambda rid: f"Saved as run {rid[:8]}; the Runs & sweeps page reopens it here.")
 if status == "restarted" and changed:
     st.toast(f"Restarted: {', '.join(changed)} changed (a new teacher, shape or rule).", icon="🔄")
 if controls["play"]:

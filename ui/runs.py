@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,33 @@ def runs_frame(summaries: Sequence[Mapping]) -> pd.DataFrame:
     cols = ["name", "created", "status", "tags", "layers", "feedback", "steps", "final_loss",
             "spike_precision", "rate_error", "weight_error", "id"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def run_label(name: str | None, run_id: str) -> str:
+    """A run's label in the selection (and so in its URL): its name and the
+    first 8 characters of its id."""
+    return f"{name or 'run'} · {run_id[:8]}"
+
+
+_ID_PREFIX = re.compile(r"[0-9a-f]{4,}")
+
+
+def resolve_run(raw: str, labels: Mapping[str, str]) -> str | None:
+    """The id of the run a URL's selection value names, or None.
+
+    ``labels`` maps run id -> label (:func:`run_label`).  The value may be a
+    label as the page wrote it, a label whose run was renamed since (the id
+    after the last "·" names it), a whole run id (as ``python -m core``
+    prints it), or an id's first characters (at least 4) that only one run
+    has."""
+    for run_id, label in labels.items():
+        if label == raw:
+            return run_id
+    token = raw.rsplit("·", 1)[-1].strip().lower()
+    if not _ID_PREFIX.fullmatch(token):
+        return None
+    hits = [i for i in labels if i.lower().startswith(token)]
+    return hits[0] if len(hits) == 1 else None
 
 
 def settings_changes_text(metrics: Mapping) -> str | None:

@@ -40,6 +40,7 @@ class NeuronSettings:
 URL_BEFORE = "_url_before"    # session-state key: the URL's parameters as the page started
 URL_PAGE = "_url_page"        # the page this session ran last (its file)
 PAGE_URLS = "_page_urls"      # page file -> (URL parameters, control values) when it last ran
+ENTERING = "_entering"        # whether this run entered its page (came from another, or a load)
 
 
 def require_app_navigation() -> None:
@@ -62,6 +63,7 @@ def require_app_navigation() -> None:
     here = sys._getframe(1).f_globals.get("__file__", "")
     entering = st.session_state.get(URL_PAGE) != here
     st.session_state[URL_PAGE] = here
+    st.session_state[ENTERING] = entering
     left = st.session_state.setdefault(PAGE_URLS, {})
     removed = {}
     if entering:
@@ -92,6 +94,12 @@ def require_app_navigation() -> None:
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def entering_page() -> bool:
+    """Whether this run entered its page (from another page, or a fresh load),
+    as :func:`require_app_navigation` found it; False on its reruns."""
+    return bool(st.session_state.get(ENTERING, False))
 
 
 def remember_page(url: dict | None = None) -> None:
@@ -402,8 +410,9 @@ def open_config(cfg):
 
 def save_ui(prefix: str, stem: str, save, saved_text) -> None:
     """A one-click "Save run" button and a popover to set the name and tags.
-    On click calls ``save(name, tags_text)`` and shows ``saved_text(result)``,
-    or the error naming the field.  A blank name is None: ``save`` names the
+    On click calls ``save(name, tags_text)`` and shows ``saved_text(result)``
+    with a link to the Runs & sweeps page, the saved run(s) selected there
+    (``result``: a run id or a list of them), or the error naming the field.  A blank name is None: ``save`` names the
     run "``stem`` step N" with the step it stores (the name had been the text
     input's default, which keeps its first value: the step at which the page
     was opened)."""
@@ -419,9 +428,15 @@ def save_ui(prefix: str, stem: str, save, saved_text) -> None:
             tags = st.text_input("Tags (comma separated)", "", key=f"{prefix}_save_tags")
     if clicked:
         try:
-            st.success(saved_text(save(name.strip() or None, tags)))
+            saved = save(name.strip() or None, tags)
         except core.ConfigError as e:
             st.error(f"Not saved — {e}")
+            return
+        st.success(saved_text(saved))
+        ids = [saved] if isinstance(saved, str) else list(saved)
+        st.page_link("pages/runs.py", label="Show in Runs & sweeps", icon=":material/table_chart:",
+                     query_params={"rs_sel": ids if len(ids) > 1 else ids[0],
+                                   **({"demo": "1"} if demo_mode_active() else {})})
 
 
 def _raw_of(v: dict) -> dict:
@@ -858,16 +873,60 @@ def canonical_url_numbers() -> dict:
     return removed
 
 
+def url_choices(key: str, resolve, label) -> list:
+    """A multi-choice control's URL values as its options, on the run that
+    enters the page with them; ``[]`` on other runs or when none resolves.
+
+    Streamlit writes an option's *label* into the URL and refuses any other
+    text, and a control's value from an earlier visit wins over the URL.  So
+    a link naming a run by its id, or one whose run was renamed since,
+    selected nothing, and "Show in Runs & sweeps" showed the last visit's
+    selection.  ``resolve(raw)`` gives the option a URL value names (None:
+    left for the control to refuse, with :func:`report_ignored_url_params`'s
+    toast), ``label(option)`` its label; the URL is rewritten to the labels
+    and the control takes the options named (call this before creating it)."""
+    before = st.session_state.get(URL_BEFORE, {})
+    if key not in before or key not in st.query_params:
+        return []
+    raws = st.query_params.get_all(key)
+    options = [resolve(r) for r in raws]
+    found = list(dict.fromkeys(o for o in options if o is not None))
+    if not found:
+        return []
+    fixed = [r if o is None else label(o) for r, o in zip(raws, options)]
+    if fixed != raws:
+        try:
+            st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
+        except st.errors.StreamlitAPIException:   # bound already: leave it to the control
+            return []
+        _set_initial_query_params({key: fixed})
+        before[key] = fixed
+    st.session_state[key] = found
+    return found
+
+
+def _created_this_run(key: str) -> bool:
+    """Whether the control ``key`` was created so far in this script run.  (Its
+    value in the session state is no sign: controls keep their values across
+    pages, so a control of the page not created yet, still holding the last
+    visit's value, had its URL parameter judged, and dropped, too early.)"""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    keys = getattr(getattr(get_script_run_ctx(), "shared", None), "widget_user_keys_this_run",
+                   None)
+    return key in st.session_state if keys is None else key in keys
+
+
 def report_ignored_url_params() -> None:
     """A toast for every URL parameter a control refused.  Streamlit drops a
     bound parameter whose value is out of the control's range or not one of
     its options, silently (a parameter equal to the default is dropped too,
     but then the control shows it).  Compares the URL as it was when the page
-    started (:func:`require_app_navigation`) with the controls created so far;
-    each parameter is judged once."""
+    started (:func:`require_app_navigation`) with the controls created so far
+    in this run; each parameter is judged once."""
     before = st.session_state.get(URL_BEFORE, {})
     for key in list(before):
-        if key not in st.session_state:
+        if not _created_this_run(key):
             continue              # not a control of this page (yet): judged when it is
         if key in st.query_params:
             raws, value = before.pop(key), st.session_state.get(key)

@@ -151,6 +151,47 @@ def test_filters_and_overlay(monkeypatch, populated):
     assert at.button(key="rs_open").disabled                  # open needs exactly one run
 
 
+def test_resolve_run_by_label_id_or_prefix():
+    labels = {"3f2a9c01aa": R.run_label("a", "3f2a9c01aa"),
+              "3f2a0000bb": R.run_label("", "3f2a0000bb"),
+              "77aa0000cc": R.run_label("b · c", "77aa0000cc")}
+    assert labels["3f2a0000bb"] == "run · 3f2a0000"
+    assert R.resolve_run("a · 3f2a9c01", labels) == "3f2a9c01aa"          # as the page wrote it
+    assert R.resolve_run("b · c · 77aa0000", labels) == "77aa0000cc"      # a "·" in the name
+    assert R.resolve_run("renamed · 3f2a0000", labels) == "3f2a0000bb"    # the name changed
+    assert R.resolve_run("77AA0000CC", labels) == "77aa0000cc"            # a whole id, any case
+    assert R.resolve_run("3f2a9", labels) == "3f2a9c01aa"                 # a unique prefix
+    assert R.resolve_run("3f2", labels) is None                           # too short
+    assert R.resolve_run("3f2a", labels) is None                          # two runs have it
+    assert R.resolve_run("a · ffffffff", labels) is None                  # no such run
+    assert R.resolve_run("a", labels) is None
+
+
+def test_url_selection_by_run_id_wins_over_the_last_visit(monkeypatch, populated):
+    """``?rs_sel=<run id>`` (as "Show in Runs & sweeps" writes it) selects that
+    run, its URL value rewritten to the label Streamlit accepts; entering the
+    page again with another run's id selects that one, though the control
+    still holds the first (controls keep their values across pages)."""
+    path, _ = populated
+    monkeypatch.setenv(ENV_VAR, str(path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    with RunStore(path) as store:
+        ids = [s["id"] for s in store.list()]
+        names = {s["id"]: s["name"] for s in store.list()}
+    at.query_params["rs_sel"] = ids[0]
+    at.switch_page("pages/runs.py").run()
+    _clean(at)
+    assert at.multiselect(key="rs_sel").value == [ids[0]]
+    assert at.query_params["rs_sel"] == R.run_label(names[ids[0]], ids[0])
+    assert not any("ignored" in t.value for t in at.toast)
+    at.switch_page("pages/neuron.py").run()
+    at.query_params["rs_sel"] = [f"old name · {ids[1][:8]}", ids[2][:6]]
+    at.switch_page("pages/runs.py").run()
+    _clean(at)
+    assert at.multiselect(key="rs_sel").value == [ids[1], ids[2]]
+    assert not any("ignored" in t.value for t in at.toast)
+
+
 def test_open_in_teacher_student_switches_page(monkeypatch, populated):
     path, _ = populated
     calls = []

@@ -8,6 +8,7 @@ that step, show its settings in the widgets and continue training from there.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -186,6 +187,10 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
     runs = store.list(tags=["rules"])
     rules = sorted(store.get(r["id"])["metrics"]["rule"] for r in runs)
     assert len(rules) >= 2 and rules == sorted(r["feedback"] for r in runs)
+    # the message's link opens the Runs page with every saved rule run selected
+    links = [e.proto for e in at.get("page_link") if e.proto.label == "Show in Runs & sweeps"]
+    assert len(links) == 1 and links[0].page.endswith("runs")
+    assert sorted(parse_qs(links[0].query_string)["rs_sel"]) == sorted(r["id"] for r in runs)
     for r in runs:   # each rule's run records the change its configuration does not show
         m, h = store.get(r["id"])["metrics"], store.get(r["id"])["histories"]
         assert m["settings_changes"] == [{"step": step, "changed": {"lr": [0.01, 0.02]}}]
