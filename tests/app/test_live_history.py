@@ -134,7 +134,7 @@ def test_trajectories_read_each_snapshot_once_while_the_matching_holds(monkeypat
 
     run.advance(20)
     fixed = run.matching()        # held (early in training the matching may change by a step)
-    monkeypatch.setattr(live, "match", lambda student, teacher: fixed)
+    monkeypatch.setattr(live, "match", lambda student, teacher, **kw: fixed)
     check(run.matching())
     first = list(read)
     assert first and all(n == 21 for n in first)        # every snapshot, once per view
@@ -158,10 +158,49 @@ def test_trajectories_read_each_snapshot_once_while_the_matching_holds(monkeypat
     assert all(n == 6 for n in read)
     perms = run.matching()
     swapped = [perms[0][::-1].copy(), perms[1]]        # another matching: all rows again
-    run._match = (run.exp, swapped)
+    run._match = (run.exp, swapped, run.history.serial)
     read.clear()
     check(swapped)
     assert all(n == len(run.history.steps) for n in read)
+
+
+def test_charts_hold_their_matching_for_the_history_and_drop_it_on_a_restart(monkeypatch):
+    """The charts' matching is the best one with a bonus SHOWN_KEEP for every
+    pair the last one shown for this history had (``core.metrics.match``'s
+    ``prefer``); a restart (new history) starts from the best one again."""
+    import dataclasses
+
+    from core.metrics import match
+
+    cfg = dataclasses.replace(core.get_preset("small"), student_hidden=(30,))
+    run = LiveRun(cfg)
+    shown, plain_moved, held_moved = run.matching(), 0, 0
+    for _ in range(8):
+        run.advance(10)
+        params, teacher = run.exp.state.params, run.exp.task.teacher
+        expected = match(params, teacher, prefer=shown, keep=live.SHOWN_KEEP)
+        got = run.matching()
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(g, e)
+        plain_moved += int((match(params, teacher)[0] != shown[0]).sum())
+        held_moved += int((got[0] != shown[0]).sum())
+        shown = got
+    assert held_moved < plain_moved          # it did hold (the best one moved more)
+    tr = run.matched_trajectories(0)         # and the weight lines are drawn with it
+    np.testing.assert_allclose(tr["traj"][-1], np.asarray(run.exp.state.params[0].w)[
+        :, shown[0]].reshape(-1)[np.linspace(0, 50 * 20 - 1, 40).astype(int)])
+    assert run.configure(dataclasses.replace(cfg, student_seed=cfg.student_seed + 1))[0] \
+        == "restarted"
+    run.advance(10)
+    preferred = []
+    monkeypatch.setattr(live, "match", lambda *a, prefer=None, **kw: (
+        preferred.append(prefer), match(*a, prefer=prefer, **kw))[1])
+    for g, e in zip(run.matching(), match(run.exp.state.params, run.exp.task.teacher)):
+        np.testing.assert_array_equal(g, e)
+    assert preferred == [None]               # another student: nothing to hold to
+    run.advance(10)
+    run.matching()
+    assert preferred[1] is not None          # its own matching from then on
 
 
 def _teacher_f(run) -> np.ndarray:

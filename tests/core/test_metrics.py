@@ -233,3 +233,60 @@ def test_corr_of_two_values_is_their_cosine():
     assert group_stats([0.0, 0.0], [0.5, 0.1], weights=True)["corr"] is None
     r = group_stats([1.0, 2.0, 4.0], [0.5, 0.1, 3.0])["corr"]
     assert r == pytest.approx(np.corrcoef([1.0, 2.0, 4.0], [0.5, 0.1, 3.0])[0, 1])
+
+
+def _layer0_cost(student, teacher):
+    """The matching's cost of layer 0 (teacher unit x student unit), as
+    ``match`` defines it: minus the weights' correlation plus the tie-break."""
+    from core.metrics import TIE_BREAK, _corr_matrix, _unit_distance
+
+    sim = _corr_matrix(np.asarray(teacher[0].w, np.float64), np.asarray(student[0].w, np.float64))
+    return -sim + TIE_BREAK * _unit_distance(student[0], teacher[0])
+
+
+@pytest.mark.parametrize("keep", [0.02, 0.1, 0.5])
+def test_held_matching_is_the_best_with_its_bonus_brute_force(keep):
+    """With ``prefer`` and ``keep`` the matching is the assignment of least
+    cost − keep × (pairs kept), found here by trying all 720 of 6 units; its
+    plain cost is within keep × 6 of the best's.  Without a bonus it is the
+    plain best."""
+    import itertools
+
+    teacher = _random_net(3, (15, 6, 2))
+    for seed in range(6):
+        student = _random_net(100 + seed, (15, 6, 2))
+        cost = _layer0_cost(student, teacher)
+        prefer = [np.random.default_rng(seed).permutation(6), np.arange(2)]
+        perms = [np.array(p) for p in itertools.permutations(range(6))]
+        plain = np.array([cost[np.arange(6), p].sum() for p in perms])
+        kept = np.array([(p == prefer[0]).sum() for p in perms])
+        got = match(student, teacher, prefer=prefer, keep=keep)[0]
+        np.testing.assert_array_equal(got, perms[np.argmin(plain - keep * kept)])
+        assert cost[np.arange(6), got].sum() <= plain.min() + keep * 6 + 1e-12
+        np.testing.assert_array_equal(match(student, teacher, prefer=prefer)[0],
+                                      perms[np.argmin(plain)])
+        np.testing.assert_array_equal(match(student, teacher)[0], perms[np.argmin(plain)])
+
+
+def test_held_matching_holds_through_small_changes_and_leaves_a_wrong_one():
+    """A student whose weights move a little keeps the matching it was shown,
+    though the plain best one changes; a held matching that is plainly wrong
+    (a permuted copy of the teacher, the held pairs shifted by one) is left
+    for the true permutation."""
+    teacher = _random_net(5, (20, 40, 3))
+    student = _random_net(6, (20, 40, 3))
+    shown = match(student, teacher)
+    rng = np.random.default_rng(0)
+    w0 = np.asarray(student[0].w)
+    changed = 0
+    for _ in range(10):
+        w = w0 + 0.05 * np.std(w0) * rng.normal(size=w0.shape)
+        moved = (student[0]._replace(w=jnp.asarray(w, jnp.float32)), student[1])
+        changed += int((match(moved, teacher)[0] != shown[0]).sum())
+        np.testing.assert_array_equal(match(moved, teacher, prefer=shown, keep=0.05)[0],
+                                      shown[0])
+    assert changed > 0            # the plain best did move: the test means something
+    perms = [np.random.default_rng(1).permutation(40)]
+    copy = _permute(teacher, perms)
+    wrong = [np.roll(perms[0], 1), np.arange(3)]
+    np.testing.assert_array_equal(match(copy, teacher, prefer=wrong, keep=0.05)[0], perms[0])
