@@ -172,7 +172,9 @@ def _cmd_train(args) -> int:
             print(f"  feedback {cfg.feedback}: angle(W^T, B) [{angs}] deg, "
                   f"update angle to backprop {fmt(result['update_angle_deg'])} deg")
         if args.save:
-            print(f"  saved as run {result['run_id']}")
+            rid = result["run_id"]
+            print(f"  saved as run {rid}; in the app: /runs?rs_sel={rid} (selected there), "
+                  f"/teacher_student?run={rid} (reopened)")
     return 0
 
 

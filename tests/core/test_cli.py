@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -57,6 +58,7 @@ BAD_INPUTS = {
     # "²".isdigit() is true but int("²") raises: importing core.sweep broke
     "superscript-cpu-block": (["runs", "list"], "error: RESONANCE_CPU_BLOCK: is '²'"),
 }
+STORE = tempfile.mkdtemp(prefix="cli-store-")     # "save-text"'s run store
 ENVS = {"bad-matmul": {"RESONANCE_MATMUL": "bf17"},
         "superscript-cpu-block": {"RESONANCE_CPU_BLOCK": "²"},
         # "pallas" on a CPU was a 47-line traceback ("Only interpret mode is supported on CPU
@@ -72,6 +74,8 @@ COMMANDS = {
     "pallas-on-cpu": ["train", "--preset", "single-neuron", "--steps", "3", "--json"],
     "fidelity": ["fidelity", "--preset", "figure1", "--samples", "32", "--scales", "1,10",
                  "--shapes", "superspike,none", "--json"],
+    "save-text": ["train", "--preset", "single-neuron", "--steps", "3", "--quiet", "--save",
+                  "--store", STORE],
     **{k: v[0] for k, v in BAD_INPUTS.items()},
 }
 
@@ -123,6 +127,19 @@ def test_train_json(runs):
         # single-neuron shares one f and b: their Pearson's is undefined, null (it said 1.0)
         assert layer["omega"]["corr"] is None and layer["b"]["corr"] is None
     assert "Traceback" not in stderr
+
+
+def test_train_save_names_the_run_and_its_links(runs):
+    """``train --save`` (text) prints the stored run's id and the app's links to it."""
+    from core.store import RunStore
+
+    rc, stdout, stderr = runs["save-text"]
+    assert rc == 0, stderr
+    (line,) = [x for x in stdout.splitlines() if "saved as run" in x]
+    run_id = re.search(r"saved as run ([0-9a-f]{32});", line).group(1)
+    assert f"/runs?rs_sel={run_id}" in line and f"/teacher_student?run={run_id}" in line
+    with RunStore(STORE, create=False) as store:
+        assert [r["id"] for r in store.list()] == [run_id]
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
