@@ -268,6 +268,12 @@ except StoreError as e:
     damaged_store_ui(path, e)
     st.stop()
 st.caption(f"Store `{path}` · {len(summaries)} run(s) · {len(sweeps)} sweep(s)")
+frame = R.runs_frame(summaries)
+labels = {i: R.run_label(n, i) for i, n in zip(frame["id"], frame["name"])}
+# a link's selection (a run id names it too) wins over the last visit's: "Show in Runs &
+# sweeps" after a save, or `train --save`'s link
+linked_runs, unknown_runs = widgets.url_choices(
+    "rs_sel", lambda raw: R.resolve_run(raw, labels), labels.__getitem__)
 
 try:
     # open where a link sets launch settings (an invalid one's error would be hidden)
@@ -276,7 +282,7 @@ try:
     # are what it shows); decided as the page is entered: Streamlit applies a changed
     # `expanded`, so deciding on each run closed it when the visitor chose a run
     if widgets.entering_page() or "_rs_launcher_open" not in st.session_state:
-        st.session_state["_rs_launcher_open"] = not sweeps and "rs_sel" not in st.query_params
+        st.session_state["_rs_launcher_open"] = not sweeps and not linked_runs
     opened = st.session_state["_rs_launcher_open"] or slot.job is not None or linked
     with st.expander("Launch a sweep", expanded=opened):
         spec, launch = launcher_ui()
@@ -320,13 +326,13 @@ try:
     name = c[1].text_input("Name, tag or id contains", "", key="rs_name", bind="query-params",
                          help="Runs store no preset name: a sweep's runs are named after theirs.")
     statuses = c[2].multiselect("Status", list(STATUSES), key="rs_status", bind="query-params")
-    frame = R.runs_frame(summaries)
     shown = R.filter_runs(frame, tags, name, statuses)
     st.dataframe(shown, hide_index=True, width="stretch", key="rs_table", placeholder="—")
-    labels = {i: R.run_label(n, i) for i, n in zip(frame["id"], frame["name"])}
-    # a link's selection (a run id, or a renamed run's label, names it too) wins over the
-    # last visit's: "Show in Runs & sweeps" after a save
-    widgets.url_choices("rs_sel", lambda raw: R.resolve_run(raw, labels), labels.__getitem__)
+    if unknown_runs:        # the others were selected: the control reads them, not the URL
+        st.info(f"{len(unknown_runs)} run(s) the link names are not in the store (deleted by "
+                "another visitor or the command line, or a wrong id): "
+                + ", ".join("`{}`".format(r.replace("`", "'")) for r in unknown_runs),
+                icon=":material/info:")
     chosen = [i for i in st.session_state.get("rs_sel", []) if i in set(frame["id"])]
     if "rs_sel" in st.session_state and chosen != st.session_state["rs_sel"]:
         n = len(st.session_state["rs_sel"]) - len(chosen)

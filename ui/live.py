@@ -349,7 +349,7 @@ class LiveRun:
         self.changes = []               # settings changed mid-run (settings_change), saved with it
         self.meter = RateMeter()
         self._snap = None            # (experiment, index, snapshot) of the last snapshot()
-        self._match = None           # (experiment, its matching, history serial) of matching()
+        self._match = None           # (experiment, its matching) of the last matching()
         self._views = collections.defaultdict(StepRows)   # (view, layer) -> its rows by step
         self._record(self.exp.state.params, 0)
 
@@ -550,20 +550,18 @@ class LiveRun:
         (``core.metrics.match``), once per experiment: every weight and neuron
         chart of a tick asks (four times a tick on ``medium``: its Hungarian
         matching of 256 units).  It holds to the matching it gave last for
-        this history unless another gains more than :data:`SHOWN_KEEP` a
-        changed pair: ``medium``'s best matching changed 48 of its 256 hidden
-        units every 20 steps (a tick), 7.3 of the 40 weight lines drawn; the
-        held one 7.7 units and 1.25 lines, its mean matched correlation at
-        most 0.0045 below the best's (0.20), the bound 0.02.  The recovery
-        metrics use the best matching."""
+        this run (a restart forgets it) unless another gains more than
+        :data:`SHOWN_KEEP` a changed pair: ``medium``'s best matching changed
+        48 of its 256 hidden units every 20 steps (a tick), 7.3 of the 40
+        weight lines drawn; the held one 7.7 units and 1.25 lines, its mean
+        matched correlation at most 0.0045 below the best's (0.20), the bound
+        0.02.  The recovery metrics use the best matching."""
         with self.lock:
             exp, cached = self.exp, self._match
-            if cached is None or cached[0] is not exp:
-                prefer = (cached[1] if cached is not None and cached[2] == self.history.serial
-                          else None)
-                cached = self._match = (
-                    exp, match(exp.state.params, exp.task.teacher, prefer=prefer,
-                               keep=SHOWN_KEEP), self.history.serial)
+            if cached is None or cached[0] is not exp:      # (build() forgets it: a restart)
+                prefer = None if cached is None else cached[1]
+                cached = self._match = (exp, match(exp.state.params, exp.task.teacher,
+                                                   prefer=prefer, keep=SHOWN_KEEP))
             return cached[1]
 
     def matched_trajectories(self, layer: int, max_lines: int = 40) -> dict:

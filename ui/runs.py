@@ -139,21 +139,23 @@ def run_label(name: str | None, run_id: str) -> str:
 
 
 _ID_PREFIX = re.compile(r"[0-9a-f]{4,}")
+_LABEL_ID = re.compile(r"[0-9a-f]{8}")
 
 
 def resolve_run(raw: str, labels: Mapping[str, str]) -> str | None:
     """The id of the run a URL's selection value names, or None.
 
     ``labels`` maps run id -> label (:func:`run_label`).  The value may be a
-    label as the page wrote it, a label whose run was renamed since (the id
-    after the last "·" names it), a whole run id (as ``python -m core``
-    prints it), or an id's first characters (at least 4) that only one run
-    has."""
+    label (the run is the one whose id starts with the 8 characters after
+    the last "·", whatever the name says), a whole run id (as ``python -m
+    core`` prints it), or an id's first characters (at least 4, no "·") that
+    only one run has."""
     for run_id, label in labels.items():
         if label == raw:
             return run_id
-    token = raw.rsplit("·", 1)[-1].strip().lower()
-    if not _ID_PREFIX.fullmatch(token):
+    head, dot, token = raw.rpartition("·")
+    token = token.strip().lower()
+    if not (_LABEL_ID if dot else _ID_PREFIX).fullmatch(token):
         return None
     hits = [i for i in labels if i.lower().startswith(token)]
     return hits[0] if len(hits) == 1 else None

@@ -93,6 +93,9 @@ def require_app_navigation() -> None:
         return
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
+        # the rerun enters the page again: its URL is judged there (a fresh server's first
+        # request, e.g. a link to a run, had its parameters judged on this discarded run)
+        st.session_state.pop(URL_PAGE, None)
         st.rerun()
 
 
@@ -873,36 +876,39 @@ def canonical_url_numbers() -> dict:
     return removed
 
 
-def url_choices(key: str, resolve, label) -> list:
+def url_choices(key: str, resolve, label) -> tuple[list, list]:
     """A multi-choice control's URL values as its options, on the run that
-    enters the page with them; ``[]`` on other runs or when none resolves.
+    enters the page with them: ``(found, unresolved)``, the options named and
+    the values naming none; ``([], [])`` on other runs.
 
     Streamlit writes an option's *label* into the URL and refuses any other
     text, and a control's value from an earlier visit wins over the URL.  So
-    a link naming a run by its id, or one whose run was renamed since,
-    selected nothing, and "Show in Runs & sweeps" showed the last visit's
-    selection.  ``resolve(raw)`` gives the option a URL value names (None:
-    left for the control to refuse, with :func:`report_ignored_url_params`'s
-    toast), ``label(option)`` its label; the URL is rewritten to the labels
-    and the control takes the options named (call this before creating it)."""
+    a link naming a run by its id selected nothing, and "Show in Runs &
+    sweeps" showed the last visit's selection.  ``resolve(raw)`` gives the
+    option a URL value names (None: none), ``label(option)`` its label; when
+    some resolve, the URL is rewritten to their labels and the control takes
+    them (call this before creating it), and the caller reports the others
+    (the control does not: it reads the session's value).  When none does,
+    the control refuses them with :func:`report_ignored_url_params`'s toast."""
     before = st.session_state.get(URL_BEFORE, {})
     if key not in before or key not in st.query_params:
-        return []
+        return [], []
     raws = st.query_params.get_all(key)
     options = [resolve(r) for r in raws]
     found = list(dict.fromkeys(o for o in options if o is not None))
     if not found:
-        return []
-    fixed = [r if o is None else label(o) for r, o in zip(raws, options)]
+        return [], []
+    unresolved = [r for r, o in zip(raws, options) if o is None]
+    fixed = [label(o) for o in found]
     if fixed != raws:
         try:
             st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
         except st.errors.StreamlitAPIException:   # bound already: leave it to the control
-            return []
+            return [], []
         _set_initial_query_params({key: fixed})
-        before[key] = fixed
+    before[key] = fixed
     st.session_state[key] = found
-    return found
+    return found, unresolved
 
 
 def _created_this_run(key: str) -> bool:

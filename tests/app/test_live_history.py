@@ -158,7 +158,7 @@ def test_trajectories_read_each_snapshot_once_while_the_matching_holds(monkeypat
     assert all(n == 6 for n in read)
     perms = run.matching()
     swapped = [perms[0][::-1].copy(), perms[1]]        # another matching: all rows again
-    run._match = (run.exp, swapped, run.history.serial)
+    run._match = (run.exp, swapped)
     read.clear()
     check(swapped)
     assert all(n == len(run.history.steps) for n in read)

@@ -165,6 +165,8 @@ def test_resolve_run_by_label_id_or_prefix():
     assert R.resolve_run("3f2a", labels) is None                          # two runs have it
     assert R.resolve_run("a · ffffffff", labels) is None                  # no such run
     assert R.resolve_run("a", labels) is None
+    assert R.resolve_run("beta · 3f2a9", labels) is None      # a label's id has 8 characters
+    assert R.resolve_run("3f2a9c01", labels) == "3f2a9c01aa"  # (a bare prefix, 4 or more)
 
 
 def test_url_selection_by_run_id_wins_over_the_last_visit(monkeypatch, populated):
@@ -190,6 +192,17 @@ def test_url_selection_by_run_id_wins_over_the_last_visit(monkeypatch, populated
     _clean(at)
     assert at.multiselect(key="rs_sel").value == [ids[1], ids[2]]
     assert not any("ignored" in t.value for t in at.toast)
+    assert not any("not in the store" in i.value for i in at.info)
+    # a link naming a stored run and one that is not (deleted meanwhile): the first is
+    # selected, the other named (the control reads the session's value: it says nothing)
+    at.switch_page("pages/neuron.py").run()
+    at.query_params["rs_sel"] = [ids[3], "0" * 32]
+    at.switch_page("pages/runs.py").run()
+    _clean(at)
+    assert at.multiselect(key="rs_sel").value == [ids[3]]
+    assert [i.value for i in at.info if "not in the store" in i.value] == [
+        "1 run(s) the link names are not in the store (deleted by another visitor or the "
+        f"command line, or a wrong id): `{'0' * 32}`"]
 
 
 def test_open_in_teacher_student_switches_page(monkeypatch, populated):

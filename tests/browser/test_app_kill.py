@@ -127,10 +127,17 @@ def test_server_killed_mid_sweep_restarts_on_an_intact_store(browser, tmp_path):
     proc, url, log = _start(store, "streamlit-kill-2.log")
     page = browser.new_page()
     try:
-        page.goto(f"{url}/runs")
+        # the new server's first request is a link to a stored run by its id (as `train
+        # --save` prints it): the server's switch to st.navigation reruns the page, and that
+        # rerun had judged the URL as already read, selecting nothing
+        page.goto(f"{url}/runs?rs_sel={runs[0]['id']}")
         wait_idle(page)
         assert_no_exception(page)
         expect(page.get_by_text(re.compile(rf"{len(runs)} run\(s\) · 1 sweep\(s\)"))).to_be_visible()
+        chips = page.locator("[data-testid=stMultiSelect]").filter(has_text="Selected runs") \
+            .locator(".react-aria-ComboBox [data-tag]")
+        assert chips.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))") == [
+            f"{runs[0]['name']} · {runs[0]['id'][:8]}"]
     finally:
         page.close()
         proc.terminate()
