@@ -68,7 +68,7 @@ def require_app_navigation() -> None:
     removed = {}
     if entering:
         # (poster mode's ?demo=1 is no page setting: its Back entries carry it alone)
-        if not any(k != "demo" for k in st.query_params) and left.get(here):
+        if not any(k != "demo" for k in st.query_params) and any(left.get(here) or ()):
             # the browser's Back returns to a page without its parameters and without its
             # controls' values (Streamlit's history entry): they fell back to their defaults
             # and the run restarted.  The page comes back as the visitor left it.
