@@ -119,6 +119,11 @@ def main(argv=None) -> int:
     p.add_argument("--remat-config", default="medium")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    if a.chunk < 1 or a.steps < 2 * a.chunk:
+        p.error(f"--steps ({a.steps}) must be at least twice --chunk ({a.chunk}): the first "
+                "chunk compiles, the others are timed")
+    if a.students < 1:
+        p.error("--students must be at least 1")
     import jax
 
     res = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind)}

@@ -274,3 +274,18 @@ def test_errors_name_the_flag_not_the_config_field(argv, flag, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {flag}: ") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["precision", "--steps", "5"], "--steps (5) must be at least twice --chunk (20)"),
+    (["remat", "--students", "0"], "--students must be at least 1"),
+])
+def test_gpu_extras_refuses_settings_it_cannot_time(argv, message, capsys):
+    """`benchmarks.gpu_extras` (run by `make bench-gpu` on a lent GPU, where a crash
+    costs device minutes) refuses, before importing JAX, a step count that leaves no
+    chunk to time (it ended in `statistics.median` of nothing)."""
+    from benchmarks import gpu_extras
+
+    with pytest.raises(SystemExit) as e:
+        gpu_extras.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
