@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import core
-from ui import figures, resources, ticks, widgets
+from ui import figures, live, resources, ticks, widgets
 from ui.live_plot import live_plot
 
 widgets.require_app_navigation()
@@ -138,7 +138,10 @@ def live_panels():
             cols = st.columns(min(n_layers, 3))
             slots.update((f"{group}{i}", cols[i % len(cols)]) for i in range(n_layers))
     st.caption("Weights, f and b: solid lines are the student's (its hidden units matched to "
-               "the teacher's), dashed lines the teacher's values.")
+               "the teacher's), dashed lines the teacher's values. The charts keep their "
+               "matching until another is better by more than "
+               f"{live.SHOWN_KEEP:g} correlation a unit (lines would otherwise trade units while "
+               "near-equal matchings alternate); the table uses the best one.")
     for key, fig, height in run.panels(snap):   # each figure is built as it is drawn
         with slots.get(key, nullcontext()):       # the raster: below the rows
             live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")
