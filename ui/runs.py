@@ -153,7 +153,7 @@ def resolve_run(raw: str, labels: Mapping[str, str]) -> str | None:
     for run_id, label in labels.items():
         if label == raw:
             return run_id
-    head, dot, token = raw.rpartition("·")
+    _, dot, token = raw.rpartition("·")
     token = token.strip().lower()
     if not (_LABEL_ID if dot else _ID_PREFIX).fullmatch(token):
         return None

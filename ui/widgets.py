@@ -415,10 +415,10 @@ def save_ui(prefix: str, stem: str, save, saved_text) -> None:
     """A one-click "Save run" button and a popover to set the name and tags.
     On click calls ``save(name, tags_text)`` and shows ``saved_text(result)``
     with a link to the Runs & sweeps page, the saved run(s) selected there
-    (``result``: a run id or a list of them), or the error naming the field.  A blank name is None: ``save`` names the
-    run "``stem`` step N" with the step it stores (the name had been the text
-    input's default, which keeps its first value: the step at which the page
-    was opened)."""
+    (``result``: a run id or a list of them), or the error naming the field.
+    A blank name is None: ``save`` names the run "``stem`` step N" with the
+    step it stores (the name had been the text input's default, which keeps
+    its first value: the step at which the page was opened)."""
     import core
 
     with st.container(horizontal=True):
