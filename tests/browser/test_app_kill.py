@@ -20,6 +20,7 @@ from core.store import RunStore, StoreError
 
 from .conftest import CHROMIUM, ROOT, STARTUP_S, _free_port, _healthy
 from .test_browser import assert_no_exception, wait_idle
+from .test_runs import _selected
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -134,10 +135,7 @@ def test_server_killed_mid_sweep_restarts_on_an_intact_store(browser, tmp_path):
         wait_idle(page)
         assert_no_exception(page)
         expect(page.get_by_text(re.compile(rf"{len(runs)} run\(s\) · 1 sweep\(s\)"))).to_be_visible()
-        chips = page.locator("[data-testid=stMultiSelect]").filter(has_text="Selected runs") \
-            .locator(".react-aria-ComboBox [data-tag]")
-        assert chips.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))") == [
-            f"{runs[0]['name']} · {runs[0]['id'][:8]}"]
+        assert _selected(page) == [f"{runs[0]['name']} · {runs[0]['id'][:8]}"]
     finally:
         page.close()
         proc.terminate()

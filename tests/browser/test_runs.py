@@ -36,6 +36,16 @@ def _save_run(page: Page) -> str:
     return re.search(r"Saved as run ([0-9a-f]{8})", saved.inner_text()).group(1)
 
 
+def _choose(page: Page, short: str) -> None:
+    """Add the run whose id starts with ``short`` to the Runs page's selection."""
+    box = page.get_by_label("Selected runs")
+    box.click()
+    box.fill(short)       # the menu lists only some of a full store's runs: filter by the id
+    page.get_by_role("option", name=re.compile(short)).click()
+    page.keyboard.press("Escape")
+    wait_idle(page, settle_ms=800)
+
+
 def _selected(page: Page) -> list[str]:
     """The labels of the Runs page's selected runs (the multiselect's chips)."""
     box = page.locator("[data-testid=stMultiSelect]").filter(has_text="Selected runs")
@@ -92,12 +102,7 @@ def test_saved_run_link_selects_it_and_an_id_in_the_url_does_too(page: Page, app
     else:
         page.get_by_text("Launch a sweep").click()
         expect(launch).to_be_visible()
-    box = page.get_by_label("Selected runs")
-    box.click()
-    box.fill(second)
-    page.get_by_role("option", name=re.compile(second)).click()
-    page.keyboard.press("Escape")
-    wait_idle(page, settle_ms=800)
+    _choose(page, second)
     assert [s[-8:] for s in _selected(page)] == [second] and launch.is_visible()
 
 
@@ -150,22 +155,11 @@ def test_open_in_teacher_student_keeps_the_runs_page_link(page: Page, app_url: s
     already the next page's (the Runs link carried ``run=<id>``)."""
     page.goto(f"{app_url}/teacher_student?B=16&T=500")
     wait_idle(page, settle_ms=800)
-    page.get_by_role("button", name="Step", exact=True).click()
-    wait_idle(page, settle_ms=800)
-    page.get_by_role("button", name="Save run").click()
-    wait_idle(page, settle_ms=800)
-    saved = page.get_by_text(re.compile(r"Saved as run [0-9a-f]{8}"))
-    expect(saved).to_be_visible()
-    short = re.search(r"Saved as run ([0-9a-f]{8})", saved.inner_text()).group(1)
+    short = _save_run(page)
     page.locator("[data-testid=stSidebar] a", has_text=re.compile(r"Runs & sweeps$")).first.click()
     page.wait_for_url(re.compile(r"/runs"))
     wait_idle(page, settle_ms=800)
-    box = page.get_by_label("Selected runs")
-    box.click()
-    box.fill(short)       # the menu lists only some of a full store's runs: filter by the id
-    page.get_by_role("option", name=re.compile(short)).click()
-    page.keyboard.press("Escape")
-    wait_idle(page, settle_ms=800)
+    _choose(page, short)
     assert "rs_sel=" in page.url and short in page.url, page.url   # (the option's label)
     page.get_by_role("button", name="Open in Teacher–Student").click()
     page.wait_for_url(re.compile(r"/teacher_student\?run=" + short))
