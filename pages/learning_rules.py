@@ -70,13 +70,21 @@ def live_panels():
     c[2].metric("Rules", len(run.rules))
     steps = r["steps"]
     rev = f"run{run.epoch}"      # a restart resets the charts' view (ranges, zoom)
+    # a deeper network: the hidden layer whose error (its feedback matrix) and incoming
+    # weights the right-hand charts follow
+    names = run.hidden_names()
+    j = widgets.layer_choice("Hidden layer", names, "rl_layer",
+                             help="The charts on the right follow this layer: the angle of the "
+                                  "feedback matrix that carries its error, and the recovery of "
+                                  "the weights into it. hidden 1 is nearest the inputs. The "
+                                  "table lists every layer.")
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["loss"], run.rules, "Loss (mean of 10 steps)",
                                        "loss", log=True, smooth=10), key="rl_loss", height=300, revision=rev)
     with b:
-        live_plot(figures.rules_figure(steps, r["alignment"], run.rules,
-                                       "∠(Wᵀ, B), output layer", "degrees"),
+        live_plot(figures.rules_figure(steps, r["alignment"][:, :, j], run.rules,
+                                       f"∠(Wᵀ, B): the error to {names[j]}", "degrees"),
                   key="rl_align", height=300, revision=rev)
     a, b = st.columns(2)
     with a:
@@ -84,16 +92,20 @@ def live_panels():
                                        "Update ∠(Δh, Δh_BP) to bp",
                                        "degrees", smooth=10), key="rl_update", height=300, revision=rev)
     with b:
-        live_plot(figures.rules_figure(r["recovery_steps"], r["recovery"][:, :, 0],
+        live_plot(figures.rules_figure(r["recovery_steps"], r["recovery"][:, :, j],
                                        run.rules,
-                                       "Hidden weights: rel. error", "rel. error"),
+                                       f"Weights to {names[j]}: rel. error", "rel. error"),
                   key="rl_recovery", height=300, revision=rev)
     table = pd.DataFrame(run.table())
     if demo:      # a laptop's width: the columns a visitor reads (the rest scrolled off)
-        table = table[[c for c in table.columns if c in POSTER_COLUMNS]]
+        table = table[[c for c in table.columns
+                       if c in POSTER_COLUMNS or c.startswith("∠(Wᵀ,B) hidden")]]
     st.dataframe(table, hide_index=True, width="stretch", placeholder="—")
     st.caption("Final loss: the mean of the last min(50, steps/10) steps, as every run's; "
-               "update angle: the mean of the last 50; spikes: held-out input.")
+               "∠(Wᵀ,B): the feedback matrix carrying the error to hidden 1"
+               + (", or the layer named" if len(names) > 1 else "")
+               + "; update angle: the mean of the last 50, every hidden layer together; "
+               "spikes: held-out input.")
 
 
 live_panels()

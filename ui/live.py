@@ -737,6 +737,10 @@ class LiveRun:
         return [f"hidden {i + 1}" for i in range(n - 1)] + ["output"]
 
 
+def _float(x) -> float | None:
+    return None if x is None else float(x)
+
+
 class RulesRun:
     """Several credit-assignment rules trained side by side on one teacher.
 
@@ -765,7 +769,8 @@ class RulesRun:
         n_layers = len(self.struct.student_layers) - 1
         self.steps = Rows((), np.int64)     # the step of each row of the three below
         self.loss = Rows((k,))              # per step: (k,)
-        self.alignment = Rows((k,))         # per step: (k,) first feedback matrix, degrees
+        self.n_fb = n_layers - 1            # feedback matrices: one per layer after the first
+        self.alignment = Rows((k, self.n_fb))   # per step: (k, n_fb) degrees, every matrix
         self.update_angle = Rows((k,))      # per step: (k,) degrees
         self.recovery_steps = Rows((), np.int64)
         self.recovery = Rows((k, n_layers))  # per tick: (k, n_layers) weight rel. error
@@ -836,10 +841,11 @@ class RulesRun:
                 # step's own loss, or the last one repeated, drew a spike or a flat tail)
                 applied = np.asarray(self.state.step) - before
                 idle = np.arange(done)[:, None] >= applied[None, :]
-                mask = lambda rows: np.where(idle, np.nan, rows)
+                mask = lambda rows: np.where(idle.reshape(idle.shape + (1,) * (rows.ndim - 2)),
+                                             np.nan, rows)
                 self.steps.extend(np.arange(first, first + done))
                 self.loss.extend(mask(np.asarray(out.loss).T[:done]))
-                self.alignment.extend(mask(np.asarray(out.alignment)[:, :done, 0].T))
+                self.alignment.extend(mask(np.asarray(out.alignment)[:, :done].transpose(1, 0, 2)))
                 self.update_angle.extend(mask(np.asarray(out.update_angle).T[:done]))
                 if len(self.steps) > RULES_MAX_ROWS:    # a demo left playing stays bounded,
                     idx = spread(self.steps.values, RULES_MAX_ROWS // 2)   # spread over steps
@@ -914,14 +920,14 @@ class RulesRun:
                     "recovery_step": r["recovery_steps"],
                     "recovery": r["recovery"][:, i, :], "alignment_deg": r["alignment"][:n, i],
                     "update_angle_deg": r["update_angle"][:n, i]}
-            angle = table[i]["∠(Wᵀ,B) °"]
+            final = r["alignment"][n - 1, i] if n else np.zeros(0)
             metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                        "diverged_at_step": int(state.step) + 1 if bool(state.diverged) else None,
-                       # as `train --save`: the first step's loss, the final angles (the
-                       # page follows the first feedback matrix only), the update angle
+                       # as `train --save`: the first step's loss, the final angle of
+                       # every feedback matrix (first layer's first), the update angle
                        "initial_loss": float(r["loss"][0, i]) if n else None,
-                       "alignment_deg": ([] if rule == "bp" or angle is None
-                                         or not math.isfinite(angle) else [angle]),
+                       "alignment_deg": ([] if rule == "bp" or not np.all(np.isfinite(final))
+                                         else [float(a) for a in final]),
                        "update_angle_deg": None if rule == "bp" else table[i]["∠(Δh, Δh_BP) °"],
                        "final_loss": table[i]["final loss"],
                        "spike_precision": table[i]["spike precision"],
@@ -936,6 +942,13 @@ class RulesRun:
                            status="diverged" if metrics["diverged"] else "done", metrics=metrics,
                            snapshots=snaps)
                 for exp, hist, rule, metrics, snaps in records]
+
+    def hidden_names(self) -> list[str]:
+        """The hidden layers, ``hidden 1`` (nearest the inputs) first.  Hidden
+        layer ``j + 1`` receives its error through feedback matrix ``j`` (that
+        of the weights leaving it; with dfa, the output's error directly) and
+        learns the weights into it, layer ``j`` of ``recovery``."""
+        return [f"hidden {j + 1}" for j in range(self.n_fb)]
 
     def _view(self) -> dict:
         """The rows, every rule's parameters (numpy) and hyperparameters of
@@ -968,10 +981,15 @@ class RulesRun:
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
             s_out, t_out = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
             prec = spike_precision(s_out, t_out)
+            angles = r["alignment"][n - 1, i] if n else [None] * self.n_fb
             row = {"rule": rule,
                    # every run's final loss: the mean of its last min(50, steps / 10) steps
                    "final loss": last("loss", final_loss_window(step)),
-                   "∠(Wᵀ,B) °": float(r["alignment"][n - 1, i]) if n else None,
+                   # matrix j carries the error to hidden layer j + 1: hidden 1's
+                   # (the only one of a network with one hidden layer), then the others'
+                   "∠(Wᵀ,B) °": _float(angles[0]),
+                   **{f"∠(Wᵀ,B) {name} °": _float(a)
+                      for name, a in zip(self.hidden_names()[1:], angles[1:])},
                    "∠(Δh, Δh_BP) °": last("update_angle", 50, skipna=True),
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}

@@ -568,9 +568,10 @@ def demo_presets() -> list[str]:
     return [n for n, c in core.presets().items() if live_cost(c) <= DEMO_MAX_STEP_COST]
 
 
-def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
+def check_live_cost(cfg, demo: bool = False, students: int = 1, fits=None) -> None:
     """Refuse (core.ConfigError naming ``layers``) a configuration too big to
-    train live for one visitor."""
+    train live for one visitor.  ``fits``: the presets poster mode would
+    train on the caller's page (default :func:`demo_presets`, one student)."""
     import core
     from core.runtime import env_positive
 
@@ -582,7 +583,8 @@ def check_live_cost(cfg, demo: bool = False, students: int = 1) -> None:
         raise core.ConfigError(
             "layers", f"this network is too big to train live in poster mode (one step is "
             f"{cost:.2g} multiply-adds, at most {cap:.2g} here); pick another preset "
-            f"({', '.join(demo_presets())}) or fewer units, time steps or samples.")
+            f"({', '.join(demo_presets() if fits is None else fits())}) or fewer "
+            f"{'rules, ' if students > 1 else ''}units, time steps or samples.")
     if cost > cap:
         raise core.ConfigError(
             "layers", f"one training step of this network (layers x T x batch"
@@ -1175,13 +1177,15 @@ RULES_HIDDEN = 20     # the rules page's student: this wide, room for the feedba
 
 
 def rules_hidden_default(preset: str) -> str:
-    """The rules page's student hidden widths for ``preset``: 20 where the
-    teacher's hidden layers are no wider (figure1's 2), else blank, the
-    teacher's own ("20" was refused for medium's 256 at once)."""
+    """The rules page's student hidden widths for ``preset``: 20 per hidden
+    layer where the teacher's are no wider (figure1's 2, deep's 10-10), else
+    blank, the teacher's own ("20" was refused for medium's 256 at once)."""
     import core
 
     hidden = core.get_preset(preset).layers[1:-1]
-    return str(RULES_HIDDEN) if hidden and max(hidden) <= RULES_HIDDEN else ""
+    if not hidden or max(hidden) > RULES_HIDDEN:
+        return ""
+    return "-".join(str(RULES_HIDDEN) for _ in hidden)
 
 
 def _rules_preset_changed():
@@ -1221,6 +1225,18 @@ def rules_ui(demo: bool = False) -> RulesSettings:
                          spt)
 
 
+def layer_choice(label: str, names: list[str], key: str, help: str | None = None) -> int:
+    """Index into ``names`` of the layer a visitor follows: a segmented
+    control when there is a choice (the first layer by default; a choice kept
+    from a network whose layers were others falls back to it)."""
+    if len(names) < 2:
+        return 0
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = names[0]
+    name = st.segmented_control(label, names, key=key, required=True, help=help)
+    return names.index(name) if name in names else 0
+
+
 def rules_config(s: RulesSettings):
     """Validated base Config of a rules comparison; raises core.ConfigError."""
     import core
@@ -1237,5 +1253,16 @@ def rules_config(s: RulesSettings):
     cfg = base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
                        surrogate=s.surrogate, scale=s.scale)
     # every rule but bp also runs backprop's backward pass (for the update angle)
-    check_live_cost(cfg, demo_mode_active(), students=sum(1 if r == "bp" else 2 for r in s.rules))
+    students = sum(1 if r == "bp" else 2 for r in s.rules)
+
+    def fits():     # the presets this page trains in poster mode, each with its student
+        out = []
+        for name, c in core.presets().items():
+            width = rules_hidden_default(name)
+            c = c.replace(student_hidden=parse_layers(width, "student_hidden") if width else ())
+            if len(c.layers) > 2 and live_cost(c, students) <= DEMO_MAX_STEP_COST:
+                out.append(name)
+        return out or ["none with these rules: choose fewer"]
+
+    check_live_cost(cfg, demo_mode_active(), students=students, fits=fits)
     return cfg

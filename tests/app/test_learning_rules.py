@@ -131,9 +131,10 @@ def test_rules_history_is_the_same_in_ticks_or_at_once():
         ticks.advance(60)
     once.advance(300)
     assert ticks.step == once.step == 300
-    for name in ("loss", "alignment", "update_angle"):
+    for name, shape in (("loss", (300, 3)), ("alignment", (300, 3, 1)),
+                        ("update_angle", (300, 3))):
         a, b = getattr(ticks, name).values, getattr(once, name).values
-        assert a.shape == b.shape == (300, 3), name
+        assert a.shape == b.shape == shape, name
         np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
     assert ticks.recovery_steps.values.tolist() == [0, 60, 120, 180, 240, 300]
     np.testing.assert_allclose(ticks.recovery.values[-1], once.recovery.values[-1], rtol=1e-6)
@@ -267,7 +268,8 @@ def test_rows_wait_for_a_tick_that_is_still_appending():
     reader.join(120)
     n = len(got["steps"])                                    # ... and reads one state
     assert n == 10 and got["step"] == 10 == got["steps"][-1]
-    assert got["loss"].shape == got["alignment"].shape == got["update_angle"].shape == (n, 2)
+    assert got["loss"].shape == got["update_angle"].shape == (n, 2)
+    assert got["alignment"].shape == (n, 2, 1)                # one feedback matrix
     assert got["recovery_steps"].tolist() == [0, 10] and got["recovery"].shape[:2] == (2, 2)
     assert len(run.table()) == 2
 
@@ -459,3 +461,123 @@ def test_a_preset_without_a_hidden_layer_is_refused_by_name(how):
     at.button(key="rl_step").click().run()
     _clean(at)
     assert _metric(at, "Step") == "20"
+
+
+def test_a_deeper_network_records_every_feedback_matrix_and_layer():
+    """deep (50 -> 10 -> 10 -> 2) has two feedback matrices.  The page
+    recorded the first one only (and called it the output layer's).  Every
+    matrix's angle per step is recorded now, against core.feedback.alignment
+    of each rule's own parameters; matrix j carries the error to hidden layer
+    j + 1 (its rows are that layer's units); the table and a saved run carry
+    every angle."""
+    import jax
+
+    import core
+    from core.feedback import alignment
+    from ui.live import RulesRun
+
+    cfg = core.get_preset("deep").replace(student_hidden=(20, 30), feedback_decay=0.05)
+    rules = ("bp", "fa", "kp")
+    run = RulesRun(cfg, rules)
+    run.advance(40)
+    r = run.rows()
+    assert r["alignment"].shape == (40, 3, 2) and r["recovery"].shape == (2, 3, 3)
+    assert run.hidden_names() == ["hidden 1", "hidden 2"]
+    table = {row["rule"]: row for row in run.table()}
+    for i, rule in enumerate(rules):
+        state = core.unstack(jax.device_get(run.state), i)
+        if rule != "bp":
+            # the error to hidden j + 1 leaves from its units: B_j has its width as rows
+            assert [b.shape[0] for b in state.feedback] == [20, 30]
+            want = np.asarray(alignment(rule, state.params, state.feedback))
+            np.testing.assert_allclose(r["alignment"][-1, i], want, rtol=1e-4, atol=1e-3)
+        else:   # backprop's matrices are the weights themselves
+            np.testing.assert_allclose(r["alignment"][-1, i], 0.0, atol=0.5)
+        assert table[rule]["∠(Wᵀ,B) °"] == pytest.approx(r["alignment"][-1, i, 0])
+        assert table[rule]["∠(Wᵀ,B) hidden 2 °"] == pytest.approx(r["alignment"][-1, i, 1])
+        assert [k for k in table[rule] if k.startswith("rel. error")] == [
+            "rel. error layer 0", "rel. error layer 1", "rel. error layer 2"]
+    # a fixed random matrix stays far from W at both depths
+    assert (r["alignment"][-1, 1] > 45).all()
+    saved = []
+
+    class Store:
+        def save(self, exp, hist, **kw):
+            saved.append((hist, kw["metrics"]))
+            return f"id{len(saved)}"
+
+    run.save(Store())
+    for (hist, m), rule, i in zip(saved, rules, range(3)):
+        np.testing.assert_array_equal(hist["alignment_deg"], r["alignment"][:, i])
+        if rule == "bp":
+            assert m["alignment_deg"] == []
+        else:
+            assert m["alignment_deg"] == pytest.approx(list(r["alignment"][-1, i]))
+
+
+def test_the_hidden_layer_chosen_is_the_one_drawn():
+    """On a deeper network a control chooses the hidden layer the alignment
+    and recovery charts follow; a network with one hidden layer shows none,
+    and a choice kept from a deeper one falls back to hidden 1."""
+    from tests.app.test_teacher_student import _trace
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.query_params["rl_p"] = "deep"
+    at.switch_page("pages/learning_rules.py").run()
+    _clean(at)
+    assert at.text_input(key="rl_sh").value == "20-20"        # room to align at both depths
+    (choice,) = at.get("button_group")
+    assert choice.key == "rl_layer" and list(choice.options) == ["hidden 1", "hidden 2"]
+    assert choice.value == "hidden 1"
+    at.button(key="rl_step").click().run()
+    _clean(at)
+    table = at.dataframe[0].value.set_index("rule")
+    assert "∠(Wᵀ,B) hidden 2 °" in table.columns
+    for layer, column, rec in (("hidden 1", "∠(Wᵀ,B) °", 0), ("hidden 2", "∠(Wᵀ,B) hidden 2 °", 1)):
+        at.get("button_group")[0].set_value(layer).run()
+        _clean(at)
+        assert _spec(at, "rl_align")["layout"]["title"]["text"].endswith(f"error to {layer}")
+        assert _spec(at, "rl_recovery")["layout"]["title"]["text"].startswith(f"Weights to {layer}")
+        table = at.dataframe[0].value.set_index("rule")
+        _, y = _trace(at, "rl_align", "fa")
+        assert y[-1] == pytest.approx(table.loc["fa", column], rel=1e-5)
+        _, y = _trace(at, "rl_recovery", "fa")
+        assert y[-1] == pytest.approx(table.loc["fa", f"rel. error layer {rec}"], rel=1e-5)
+    at.query_params["demo"] = "1"              # poster mode keeps every layer's angle
+    at.multiselect(key="rl_rules").set_value(["bp", "fa", "kp"]).run()   # (5 rules: too big)
+    _clean(at)
+    assert list(at.dataframe[0].value.columns) == [
+        "rule", "final loss", "∠(Wᵀ,B) °", "∠(Wᵀ,B) hidden 2 °", "∠(Δh, Δh_BP) °",
+        "spike precision"]
+    at.query_params["demo"] = "0"
+    at.selectbox(key="rl_p").set_value("figure1").run()          # one hidden layer: no choice
+    _clean(at)
+    assert not at.get("button_group")
+    at.button(key="rl_step").click().run()
+    _clean(at)
+    assert _spec(at, "rl_align")["layout"]["title"]["text"].endswith("error to hidden 1")
+    assert "∠(Wᵀ,B) hidden 2 °" not in at.dataframe[0].value.columns
+
+
+def test_poster_mode_names_the_presets_this_page_trains():
+    """Poster mode refused small and deep here (five rules, each with its
+    20-wide student) and suggested presets picked for one student, small and
+    deep among them.  It names those the page trains with these rules now:
+    each one it names trains, and fewer rules make deep fit."""
+    import re
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.query_params["demo"] = "1"
+    at.query_params["rl_p"] = "deep"
+    at.switch_page("pages/learning_rules.py").run()
+    (err,) = at.error
+    assert "too big to train live in poster mode" in err.value and "fewer rules" in err.value
+    named = re.search(r"pick another preset \(([^)]*)\)", err.value).group(1).split(", ")
+    assert "deep" not in named and "small" not in named and "figure1" in named
+    for name in named:
+        at.selectbox(key="rl_p").set_value(name).run()
+        _clean(at)
+    at.selectbox(key="rl_p").set_value("deep").run()
+    assert at.error
+    at.multiselect(key="rl_rules").set_value(["bp", "fa", "kp"]).run()
+    _clean(at)

@@ -199,7 +199,8 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
         if m["rule"] == "bp":          # no feedback matrix, no update angle (as the CLI)
             assert m["alignment_deg"] == [] and m["update_angle_deg"] is None
         else:
-            assert m["alignment_deg"] == [h["alignment_deg"][-1]]
+            # one angle per feedback matrix (figure1: one), the history's last row
+            assert m["alignment_deg"] == h["alignment_deg"][-1] and len(m["alignment_deg"]) == 1
             assert 0 <= m["update_angle_deg"] <= 180
     # every saved rule run travels: export, then import into another store (the
     # import's checks of histories and metrics accept what the page writes)
