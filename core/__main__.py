@@ -54,9 +54,11 @@ def _fail(field: str, message: str):
 def _cmd_presets(args) -> int:
     from .presets import presets
 
+    archs = {name: f"{cfg.model.upper()} " + "->".join(str(n) for n in cfg.layers)
+             for name, cfg in presets().items()}
+    width = max(map(len, archs.values()))
     for name, cfg in presets().items():
-        arch = "->".join(str(n) for n in cfg.layers)
-        print(f"{name:16s} {cfg.model.upper()} {arch:14s} {cfg.description}")
+        print(f"{name:16s} {archs[name]:{width}s}  {cfg.description}")
     return 0
 
 
@@ -120,7 +122,7 @@ def _cmd_train(args) -> int:
     loss = hist["loss"]
     # the first step's loss is the initial parameters' loss, applied or refused as diverged
     initial = float(loss[0]) if loss.size else _finite(hist["diverged_loss"])
-    from .metrics import final_loss_window
+    from .metrics import feedback_summary, final_loss_window
 
     final = float(loss[-final_loss_window(loss.size):].mean()) if loss.size else None
     ev = evaluate_experiment(exp)
@@ -142,10 +144,7 @@ def _cmd_train(args) -> int:
         "allocator": active(),
         "feedback": cfg.feedback,
         # final angle(W^T, B) per feedback matrix; mean update angle of the last 50 steps
-        "alignment_deg": [_finite(v) for v in align[-1]] if len(align) else [],
-        "update_angle_deg": (_finite(float(np.nanmean(angles[-50:])))
-                             if angles is not None and len(angles)
-                             and np.isfinite(angles[-50:]).any() else None),
+        **feedback_summary(align, angles),
         "config": cfg.to_dict(),
         **ev,
     }
@@ -514,8 +513,12 @@ def _sweep(args, stop) -> int:
     if args.json:
         print(json.dumps(out, allow_nan=False, default=_none_for_nan))
     else:
+        # every row's columns (a feedback axis: bp's points have no angles)
+        fb = sorted({k for r in table for k in r if k.startswith("alignment_deg_h")})
+        fb += ["update_angle_deg"] if fb else []
         cols = [*spec.axes, "status", "final_loss", *[k for k in table[0] if
-                                                       k.startswith("weight_error")]] if table else []
+                                                       k.startswith("weight_error")], *fb] \
+            if table else []
         print("  ".join(f"{c:>14s}" for c in ["point", *cols]))
         for r in table:
             print("  ".join(f"{_cell(r.get(c)):>14s}" for c in ["point", *cols]))

@@ -216,6 +216,25 @@ def finite_or_none(x):
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
+UPDATE_ANGLE_WINDOW = 50     # the update angle a run reports: the mean of its last 50 steps
+
+
+def feedback_summary(alignment, update_angle) -> dict:
+    """A feedback rule's final angles, as every stored run reports them:
+    ``alignment_deg``, the last angle ∠(Wᵀ, B) of each feedback matrix
+    (``alignment`` (steps, n_fb), one row per step; None for a value that is
+    not finite, empty without a row), and ``update_angle_deg``, the mean update angle
+    ∠(Δh, Δh_BP) of the last 50 steps' finite values (``update_angle``
+    (steps,); None without one)."""
+    alignment = np.asarray(alignment, np.float64)
+    last = np.asarray(update_angle if update_angle is not None else [],
+                      np.float64)[-UPDATE_ANGLE_WINDOW:]
+    last = last[np.isfinite(last)]
+    final = alignment[-1] if len(alignment) else []
+    return {"alignment_deg": [float(a) if np.isfinite(a) else None for a in final],
+            "update_angle_deg": float(last.mean()) if last.size else None}
+
+
 def final_loss_window(steps: int) -> int:
     """How many of a run's last training steps its final loss is the mean of:
     min(50, steps / 10), at least 1.  One definition for every run (the

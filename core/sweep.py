@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from .config import Config, ConfigError, check_new_student, from_dict, structure, validate
-from .metrics import final_loss_window
+from .metrics import feedback_summary, final_loss_window
 
 MAX_POINTS = 4096
 MAX_SEEDS = 1024
@@ -440,6 +440,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             fn = make_train_chunk(struct, k, False, n_pad, SHARED, True, donate=True,
                                   mesh=put.mesh)
             losses = [[] for _ in range(n)]
+            aligns, angles = [[] for _ in range(n)], [[] for _ in range(n)]   # not for bp
             rec_steps = [[] for _ in range(n)]
             recs = [[] for _ in range(n)]
             one = sum(a.nbytes // n_pad for a in jax.tree_util.tree_leaves(state.params))
@@ -465,8 +466,13 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 step_now = np.asarray(jax.device_get(state.step))
                 loss = np.asarray(jax.device_get(out.loss))
                 train_s += time.perf_counter() - t0
+                fb = None if out.alignment is None else jax.device_get(
+                    (out.alignment, out.update_angle))
                 for i in range(n):
                     losses[i].append(loss[i, :step_now[i] - before[i]])
+                    if fb is not None:     # a feedback rule's angles to backprop, per step
+                        aligns[i].append(np.asarray(fb[0][i, :step_now[i] - before[i]]))
+                        angles[i].append(np.asarray(fb[1][i, :step_now[i] - before[i]]))
                 total_steps += int((step_now - before)[:n].sum())
                 div = np.asarray(jax.device_get(state.diverged))[:n]
                 for i in np.flatnonzero(div & ~was_div):       # refused in this chunk
@@ -512,6 +518,11 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                            "diverged_loss": bad if is_div else None, **ev}
                 hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),
                         "recovery": np.asarray(recs[i], np.float64)}
+                if aligns[i]:              # as `train --save`: per step, and the final angles
+                    hist["alignment_deg"] = np.concatenate(aligns[i])
+                    hist["update_angle_deg"] = np.concatenate(angles[i])
+                    metrics.update(feedback_summary(hist["alignment_deg"],
+                                                    hist["update_angle_deg"]))
                 run_id = None
                 if store is not None:
                     name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
@@ -531,7 +542,9 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
 
 def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
     """One flat record per point: swept settings, status and scalar metrics
-    (``weight_error_L{i}`` is layer i's weight rel. error after matching)."""
+    (``weight_error_L{i}`` is layer i's weight rel. error after matching;
+    for a feedback rule ``alignment_deg_h{j}``, ∠(Wᵀ, B) of the matrix carrying
+    hidden layer j's error, and ``update_angle_deg``)."""
     out = []
     for r in sorted(rows, key=lambda r: r["index"]):
         m = r["metrics"]
@@ -542,6 +555,10 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
             rec[k] = m.get(k)
         for i, layer in enumerate(m.get("recovery") or []):
             rec[f"weight_error_L{i}"] = layer.get("rel_error")
+        if m.get("alignment_deg"):    # a feedback rule: the matrix carrying hidden j's error
+            for j, angle in enumerate(m["alignment_deg"]):
+                rec[f"alignment_deg_h{j + 1}"] = angle
+            rec["update_angle_deg"] = m.get("update_angle_deg")
         rec["run_id"] = r.get("run_id")
         out.append(rec)
     return out

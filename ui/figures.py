@@ -477,6 +477,35 @@ def ts_loss_figure(steps, loss) -> dict:
                                                     **log_ticks(*(d["y"] for d in data))}})
 
 
+def feedback_figure(steps, alignment, update, names, rule: str) -> dict:
+    """A feedback rule's angles to backprop over training, in degrees: the
+    angle ∠(Wᵀ, B) of the feedback matrix carrying the error to each hidden
+    layer (``alignment`` (S, n_fb), ``names`` its layers) and the update
+    angle ∠(Δh, Δh_BP) (``update`` (S,), as its mean over 25 steps, dashed).
+    90° is no alignment at all (a dotted line)."""
+    steps = np.asarray(steps)
+    alignment = np.asarray(alignment, np.float64).reshape(len(steps), len(names))
+    data = []
+    for j, name in enumerate(names):
+        x, y = decimate(steps, alignment[:, j])
+        data.append(_line(x, y, f"∠(Wᵀ,B) {name}", PALETTE[j % len(PALETTE)], width=1.8))
+    smooth, full = window_mean(steps, np.asarray(update, np.float64), 25, skipna=True)
+    if full.any():
+        x, y = decimate(steps[full], smooth[full])
+        data.append(_line(x, y, "update ∠(Δh, Δh_BP)", "#6b7280", width=1.6, dash="dash"))
+    top = max([90.0, *(float(np.nanmax(d["y"])) for d in data
+                       if np.size(d["y"]) and np.isfinite(d["y"]).any())])
+    spec = _spec(f"Feedback ({rule}): angles to backprop", 300, data,
+                 axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
+                       "yaxis": {**_title("degrees"), "range": [0, min(180.0, top * 1.05)]}},
+                 shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
+                          "y0": 90, "y1": 90, "line": {"color": "#9aa5b8", "width": 1,
+                                                       "dash": "dot"}}],
+                 margin=dict(l=55, r=15, t=45, b=75))
+    spec["layout"]["legend"] = dict(LEGEND_BELOW)
+    return spec
+
+
 def _band_lines(steps, bands, label: str, axis: str, **kw) -> tuple[list, dict]:
     """The 10-90 % band (filled) and median of ``label`` from ``bands`` (the
     10/50/90 percentiles, (3, S)) on axes x{axis}/y{axis}, and a dashed zero

@@ -24,8 +24,8 @@ import numpy as np
 import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
-from core.metrics import (final_loss_window, match, rate_error, recovery,
-                          spike_precision)
+from core.metrics import (UPDATE_ANGLE_WINDOW, feedback_summary, final_loss_window, match,
+                          rate_error, recovery, spike_precision)
 from core.store import SAVED_RECOVERY_POINTS, spread
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 from core.sweep import SHARED
@@ -94,6 +94,32 @@ def _stored_history(info: dict) -> tuple[int, list, list]:
     return steps, loss[:n], loss_steps[:n]
 
 
+def _stored_feedback(info: dict, n: int, n_fb: int) -> tuple[list, list]:
+    """A stored run's per-step feedback angles (``alignment_deg`` (n, n_fb),
+    ``update_angle_deg`` (n,)) when it has them for its ``n`` loss rows,
+    else NaN rows (a run saved before they were, or by a sweep)."""
+    h = info["histories"]
+    align, update = h.get("alignment_deg"), h.get("update_angle_deg")
+    try:
+        a = np.asarray([np.nan if x is None else x for x in np.ravel(np.asarray(align, object))],
+                       np.float64).reshape(n, n_fb)
+        u = np.asarray([np.nan if x is None else x for x in update], np.float64).reshape(n)
+        return a.tolist(), u.tolist()
+    except (TypeError, ValueError):
+        return [[math.nan] * n_fb for _ in range(n)], [math.nan] * n
+
+
+def feedback_metrics(steps, alignment, update) -> dict:
+    """A feedback rule's metrics, as ``train --save`` stores them: the final
+    angle of every feedback matrix and the mean update angle of the last 50
+    steps (over steps, as the Learning rules table: the rows may be thinned;
+    None where there is none)."""
+    out = feedback_summary(alignment, update)
+    mean = window_mean(steps, update, UPDATE_ANGLE_WINDOW, skipna=True)[0] if len(update) else []
+    out["update_angle_deg"] = float(mean[-1]) if len(mean) and np.isfinite(mean[-1]) else None
+    return out
+
+
 MAX_STEP = 2**31 - 1      # a run's step counter (TrainState.step) is an int32
 # a new number for each (re)started run: its charts' uirevision, so a restart or Reset
 # resets their view (the loss chart kept the old run's x range, empty)
@@ -133,6 +159,10 @@ class History:
     omega: list = field(default_factory=list)      # per snapshot: list of (n,) rad/s
     b: list = field(default_factory=list)
     neurons: list = field(default_factory=list)    # per snapshot: per layer NEURON_FIELDS (raw)
+    # a feedback rule's (not bp's) rows, one per loss row: angle(W^T, B) of every feedback
+    # matrix (n_fb,) and the update angle to backprop, degrees (empty for bp)
+    alignment: list = field(default_factory=list)
+    update_angle: list = field(default_factory=list)
 
     max_snapshots: int = MAX_HISTORY                # set from a snapshot's size (snapshot_budget)
     dt: float = 1e-3                                # the run's time step (omega from phi)
@@ -183,6 +213,9 @@ class History:
             idx = spread(self.loss_steps, 2 * MAX_HISTORY)   # position: a 72k-step run's
             self.loss = [self.loss[i] for i in idx]          # first 40k were a zig-zag)
             self.loss_steps = [self.loss_steps[i] for i in idx]
+            if self.alignment:                               # (its rows are the loss's)
+                self.alignment = [self.alignment[i] for i in idx]
+                self.update_angle = [self.update_angle[i] for i in idx]
 
 
 def band_sample(n_in: int, n_out: int) -> np.ndarray:
@@ -358,6 +391,18 @@ class LiveRun:
         """Wall-clock training steps per second (:class:`RateMeter`)."""
         return self.meter.rate
 
+    def feedback_rows(self):
+        """``(alignment (S, n_fb), update angle (S,))`` in degrees, one row
+        per loss row (``history.loss_steps``), read under the lock; None for
+        backprop (no feedback matrix)."""
+        if self.cfg.feedback == "bp":
+            return None
+        n_fb = len(self.cfg.layers) - 2
+        with self.lock:
+            n = min(len(self.history.alignment), len(self.history.loss_steps))
+            return (np.asarray(self.history.alignment[:n], np.float64).reshape(n, n_fb),
+                    np.asarray(self.history.update_angle[:n], np.float64))
+
     @property
     def warm(self) -> bool:
         """Whether this server has trained this network shape (else the next
@@ -422,6 +467,9 @@ class LiveRun:
                 losses = np.asarray(out.loss)[:done]
                 self.history.loss.extend(losses.tolist())
                 self.history.loss_steps.extend(range(before + 1, before + done + 1))
+                if out.alignment is not None:        # a feedback rule: its angles, per step
+                    self.history.alignment.extend(np.asarray(out.alignment)[:done].tolist())
+                    self.history.update_angle.extend(np.asarray(out.update_angle)[:done].tolist())
                 snaps = [tuple(np.asarray(a) for a in lp) for lp in out.params]
                 for i in range(done):
                     self._record([type(lp)(*(a[i] for a in arrays))
@@ -474,6 +522,9 @@ class LiveRun:
             hist = {"loss": loss, "loss_step": steps,
                     "recovery_step": np.asarray(h.steps, np.int64)[pick],
                     "recovery": np.asarray(rec, np.float64)}
+            feedback = self.feedback_rows()
+            if feedback is not None:     # as `train --save`: per loss row, and the final angles
+                hist["alignment_deg"], hist["update_angle_deg"] = feedback
             final = None                 # the mean of the last min(50, steps / 10) steps
             if loss.size:
                 final = float(window_mean(steps, loss, final_loss_window(steps[-1]))[0][-1])
@@ -486,6 +537,8 @@ class LiveRun:
                        "final_loss": final,      # over steps, not rows (thinned)
                        "recovery": snap["recovery"], "spike_precision": snap["precision"],
                        "spike_recall": snap["recall"], "rate_error": snap["rate_error"]}
+            if feedback is not None:
+                metrics.update(feedback_metrics(steps[:len(feedback[1])], *feedback))
             if self.changes:    # the configuration holds the last values only
                 metrics["settings_changes"] = list(self.changes)
             exp, status = self.exp, "diverged" if self.diverged else "done"
@@ -515,6 +568,9 @@ class LiveRun:
         run.history.steps[-1] = steps
         run.history.serial = next(_HISTORIES)       # another snapshot's step: new rows
         run.history.loss, run.history.loss_steps = loss, loss_steps
+        if cfg.feedback != "bp":      # its angles go on from the stored ones (NaN if none)
+            run.history.alignment, run.history.update_angle = _stored_feedback(
+                info, len(loss), len(cfg.layers) - 2)
         run._load_snapshots(store.load_snapshots(run_id), steps)
         # reopened: Adam's moments restart from zero here (a record of its own)
         run.changes = [*(info["metrics"].get("settings_changes") or []),
@@ -536,7 +592,8 @@ class LiveRun:
             return
         final = self.history
         self.history = History(dt=final.dt, max_snapshots=final.max_snapshots,
-                               loss=final.loss, loss_steps=final.loss_steps)
+                               loss=final.loss, loss_steps=final.loss_steps,
+                               alignment=final.alignment, update_angle=final.update_angle)
         before = np.flatnonzero(snap_steps < steps)  # the final parameters are the run's own
         # within the visitor's budget (an imported bundle may hold many more)
         for i in before[spread(snap_steps[before], max(final.max_snapshots // 2, 2))]:
@@ -708,7 +765,11 @@ class LiveRun:
         names = self.layer_names()
         with self.lock:       # a tick still training appends to both (see RulesRun.rows)
             loss_steps, loss = np.asarray(hist.loss_steps), np.asarray(hist.loss)
+            feedback = self.feedback_rows()
         yield "ts_loss", figures.ts_loss_figure(loss_steps, loss), 300
+        if feedback is not None:       # a rule other than backprop: how close it comes to it
+            yield ("ts_fb", figures.feedback_figure(loss_steps[:len(feedback[1])], *feedback,
+                                                    names[:-1], cfg.feedback), 300)
         yield "ts_membrane", figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
                                                      snap["student"][-1]["y"][:, 0, 0],
                                                      cfg.threshold), 300
@@ -920,14 +981,13 @@ class RulesRun:
                     "recovery_step": r["recovery_steps"],
                     "recovery": r["recovery"][:, i, :], "alignment_deg": r["alignment"][:n, i],
                     "update_angle_deg": r["update_angle"][:n, i]}
-            final = r["alignment"][n - 1, i] if n else np.zeros(0)
             metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                        "diverged_at_step": int(state.step) + 1 if bool(state.diverged) else None,
                        # as `train --save`: the first step's loss, the final angle of
                        # every feedback matrix (first layer's first), the update angle
                        "initial_loss": float(r["loss"][0, i]) if n else None,
-                       "alignment_deg": ([] if rule == "bp" or not np.all(np.isfinite(final))
-                                         else [float(a) for a in final]),
+                       "alignment_deg": ([] if rule == "bp" else feedback_summary(
+                                         r["alignment"][:n, i], None)["alignment_deg"]),
                        "update_angle_deg": None if rule == "bp" else table[i]["∠(Δh, Δh_BP) °"],
                        "final_loss": table[i]["final loss"],
                        "spike_precision": table[i]["spike precision"],
@@ -990,7 +1050,7 @@ class RulesRun:
                    "∠(Wᵀ,B) °": _float(angles[0]),
                    **{f"∠(Wᵀ,B) {name} °": _float(a)
                       for name, a in zip(self.hidden_names()[1:], angles[1:])},
-                   "∠(Δh, Δh_BP) °": last("update_angle", 50, skipna=True),
+                   "∠(Δh, Δh_BP) °": last("update_angle", UPDATE_ANGLE_WINDOW, skipna=True),
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}
             for l, err in enumerate(r["recovery"][-1, i]):

@@ -236,7 +236,10 @@ def axis_values(spec: SweepSpec) -> dict[str, list]:
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Numeric final metrics of a sweep table, the recovery error first."""
     layers = sorted(c for c in df.columns if c.startswith("weight_error_L"))
-    return [c for c in (*METRICS[:1], *layers, *METRICS[1:]) if c in df.columns]
+    # a feedback rule's angles to backprop (core.sweep.summary_table), after the rest
+    fb = sorted(c for c in df.columns if c.startswith("alignment_deg_h"))
+    return [c for c in (*METRICS[:1], *layers, *METRICS[1:], *fb, "update_angle_deg")
+            if c in df.columns]
 
 
 FINAL_STATUSES = ("done", "diverged")   # training ended for good (a diverged point's later

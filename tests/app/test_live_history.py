@@ -504,3 +504,81 @@ def test_a_run_knows_whether_its_shape_has_compiled():
     run.advance(10)
     assert run.warm and LiveRun(cfg.replace(lr=0.02)).warm          # same shape: compiled
     assert not LiveRun(cfg.replace(batch=5)).warm
+
+
+# ---- a feedback rule's angles ----------------------------------------------------
+def test_a_feedback_rules_angles_are_those_train_records_and_are_saved(tmp_path):
+    """Teacher–Student trained fa/kp/wm/dfa students without showing or
+    saving how close their feedback comes to backprop (the CLI's run had
+    the angles, the page's had none).  The live run records the angle of
+    every feedback matrix and the update angle per step, equal to
+    ``core.train``'s history of the same student (a separate code path) and,
+    at the end, to ``core.feedback.alignment`` of its own matrices; a saved
+    run stores them as `train --save` does; reopened, it goes on from them."""
+    import jax
+
+    from core.feedback import alignment
+    from core.store import RunStore
+
+    cfg = core.get_preset("deep").replace(feedback="kp", feedback_decay=0.05, student_hidden=(20, 12))
+    run = LiveRun(cfg)
+    run.advance(60)
+    got_align, got_update = run.feedback_rows()
+    assert got_align.shape == (60, 2) and got_update.shape == (60,)
+    _, hist = core.train(core.setup(cfg), 60)
+    np.testing.assert_allclose(got_align, hist["alignment_deg"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got_update, hist["update_angle_deg"], rtol=1e-4, atol=1e-3)
+    state = jax.device_get(run.exp.state)
+    np.testing.assert_allclose(got_align[-1], np.asarray(alignment("kp", state.params, state.feedback)),
+                               rtol=1e-4, atol=1e-3)
+    assert got_align[-1, 0] < got_align[0, 0] - 20      # kp: B follows W
+    (fig,) = [f for key, f, _ in run.panels(run.snapshot()) if key == "ts_fb"]
+    assert [d["name"] for d in fig["data"]] == ["∠(Wᵀ,B) hidden 1", "∠(Wᵀ,B) hidden 2",
+                                                "update ∠(Δh, Δh_BP)"]
+    np.testing.assert_allclose(np.asarray(fig["data"][1]["y"])[-1], got_align[-1, 1])
+
+    store = RunStore(tmp_path / "runs")
+    rid = run.save(store)
+    saved = store.get(rid)
+    np.testing.assert_allclose(np.asarray(saved["histories"]["alignment_deg"]), got_align, rtol=1e-6)
+    assert saved["metrics"]["alignment_deg"] == pytest.approx(got_align[-1].tolist())
+    assert saved["metrics"]["update_angle_deg"] == pytest.approx(float(np.mean(got_update[-50:])))
+    again = LiveRun.from_store(store, rid)
+    again.advance(20)
+    align, update = again.feedback_rows()
+    assert align.shape == (80, 2) and np.isfinite(align).all() and np.isfinite(update).all()
+    np.testing.assert_allclose(align[:60], got_align, rtol=1e-6)
+
+
+def test_backprop_has_no_feedback_chart_and_thinning_keeps_the_angles_rows(monkeypatch):
+    """bp has no feedback matrix: no chart, nothing saved.  A halved history
+    keeps the angles of the steps whose loss it keeps."""
+    run = LiveRun(core.get_preset("figure1"))
+    run.advance(20)
+    assert run.feedback_rows() is None
+    assert "ts_fb" not in [key for key, _, _ in run.panels(run.snapshot())]
+
+    monkeypatch.setattr(live, "MAX_HISTORY", 10)          # the loss is halved beyond 40 rows
+    fa = LiveRun(core.get_preset("figure1").replace(feedback="fa"))
+    fa.advance(100)
+    full = core.train(core.setup(fa.cfg), 100)[1]["alignment_deg"]
+    steps = np.asarray(fa.history.loss_steps)
+    align, update = fa.feedback_rows()
+    assert len(steps) < 100 and align.shape == (len(steps), 1) and update.shape == (len(steps),)
+    np.testing.assert_allclose(align, full[steps - 1], rtol=1e-4, atol=1e-3)
+
+
+def test_a_run_saved_without_angles_reopens_with_gaps():
+    """A stored fa run without angles (saved before they were, or by a sweep):
+    NaN rows for its steps, then the new ones."""
+    rows = live._stored_feedback({"histories": {"loss": [1.0, 2.0]}}, 2, 1)
+    assert np.isnan(rows[0]).all() and np.isnan(rows[1]).all() and len(rows[1]) == 2
+    rows = live._stored_feedback({"histories": {"alignment_deg": [[10.0, 20.0], [30.0, 40.0]],
+                                                "update_angle_deg": [None, 5.0]}}, 2, 2)
+    assert rows[0] == [[10.0, 20.0], [30.0, 40.0]] and np.isnan(rows[1][0]) and rows[1][1] == 5.0
+    one = live._stored_feedback({"histories": {"alignment_deg": [10.0, 30.0],     # one matrix
+                                               "update_angle_deg": [1.0, 5.0]}}, 2, 1)
+    assert one[0] == [[10.0], [30.0]]
+    short = live._stored_feedback({"histories": {"alignment_deg": [10.0],
+                                                 "update_angle_deg": [1.0]}}, 2, 1)
+    assert np.isnan(short[0]).all()                      # not its loss rows: not used

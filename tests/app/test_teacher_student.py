@@ -174,6 +174,31 @@ def test_step_button_advances_and_fills_the_loss_chart():
     assert _step(at) == 0 and _metric(at, "Loss") == "–"
 
 
+def test_a_feedback_rule_draws_its_angles_to_backprop():
+    """Credit assignment fa: a chart of ∠(Wᵀ,B) (figure1: one feedback
+    matrix) and the update angle, ending at the run's own recorded values;
+    back to bp (a restart) it is gone."""
+    at = _page()
+    assert "ts_fb" not in _components(at)
+    at.selectbox(key="fb").set_value("fa").run()
+    _assert_clean(at)                            # step 0: an empty chart
+    assert _array(_spec(at, "ts_fb")["data"][0]["y"]).size == 0
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 20
+    x, y = _trace(at, "ts_fb", "∠(Wᵀ,B) hidden 1")
+    np.testing.assert_array_equal(x, np.arange(1, 21))
+    # the same student trained by core.train (figure1's: W aligns with its fixed B)
+    import core
+
+    _, hist = core.train(core.setup(core.get_preset("figure1").replace(feedback="fa")), 20)
+    np.testing.assert_allclose(y, hist["alignment_deg"][:, 0], rtol=1e-4, atol=1e-3)
+    assert _spec(at, "ts_fb")["layout"]["title"]["text"].startswith("Feedback (fa)")
+    at.selectbox(key="fb").set_value("bp").run()
+    _assert_clean(at)
+    assert "ts_fb" not in _components(at)
+
+
 # ---- 3. restart vs continue knobs ------------------------------------------
 def test_play_draws_and_leaves_training_to_the_ticks():
     """Play's full-app run draws the run as it is and trains nothing: the

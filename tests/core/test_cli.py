@@ -106,6 +106,12 @@ def test_presets_lists_the_presets(runs):
     assert rc == 0, stderr
     names = [line.split()[0] for line in stdout.splitlines() if line.strip()]
     assert "single-neuron" in names and "figure1" in names
+    import core
+
+    # one column of descriptions (lif-control's "LIF" and deep's layers had shifted theirs)
+    lines = dict(zip(names, stdout.splitlines()))
+    assert names == list(core.presets())
+    assert len({lines[n].index(c.description) for n, c in core.presets().items()}) == 1
 
 
 def test_train_json(runs):

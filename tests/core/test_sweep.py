@@ -107,6 +107,62 @@ def test_sweep_points_equal_separate_runs_and_are_stored(tmp_path):
     assert {"batch", "lr", "seed", "final_loss", "weight_error_L0"} <= set(table[0])
 
 
+def test_a_feedback_axis_stores_each_rules_angles_as_train_does(tmp_path):
+    """A sweep over credit assignment stored no angle to backprop: its fa
+    and kp runs lacked the ∠(Wᵀ, B) and update angle `train --save` stores.
+    Each feedback point now stores them per step (fa: equal to core.train's;
+    kp's vmapped training drifts from a lone run by float32 rounding within
+    these steps) ending at core.feedback.alignment of the stored matrices,
+    and its final values; the summary table has their columns (bp: none)."""
+    import jax.numpy as jnp
+
+    from core.feedback import alignment
+    from core.metrics import feedback_summary
+
+    spec = _spec(["feedback=bp,fa,kp"], preset="deep")
+    store = RunStore(tmp_path)
+    res = sweep.run_sweep(spec, store=store, chunk=10)
+    pts = sweep.expand(spec)
+    for row in res.rows:
+        stored = store.get(row["run_id"])
+        cfg = pts[row["index"]].cfg
+        if cfg.feedback == "bp":
+            assert "alignment_deg" not in stored["histories"]
+            assert "alignment_deg" not in row["metrics"]
+            continue
+        align = np.asarray(stored["histories"]["alignment_deg"])
+        update = np.asarray(stored["histories"]["update_angle_deg"])
+        assert align.shape == (STEPS, 2) and update.shape == (STEPS,)   # deep: two matrices
+        _, params, feedback = store.load_params(row["run_id"])
+        params = [type(lp)(*(jnp.asarray(a) for a in lp)) for lp in params]
+        final = np.asarray(alignment(cfg.feedback, params, [jnp.asarray(b) for b in feedback]))
+        np.testing.assert_allclose(align[-1], final, rtol=1e-4, atol=1e-3)
+        if cfg.feedback == "fa":
+            _, hist = core.train(core.setup(cfg), STEPS, chunk=10)
+            np.testing.assert_allclose(align, hist["alignment_deg"], rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(update, hist["update_angle_deg"], rtol=1e-4, atol=1e-2)
+        want = feedback_summary(align, update)
+        assert row["metrics"]["alignment_deg"] == pytest.approx(list(align[-1]))
+        assert row["metrics"]["update_angle_deg"] == pytest.approx(float(np.mean(update[-50:])))
+        assert want == {k: row["metrics"][k] for k in want}
+    table = {r["feedback"]: r for r in sweep.summary_table(spec, res.rows)}
+    assert "alignment_deg_h1" not in table["bp"]
+    kp = store.get(next(r["run_id"] for r in res.rows if r["index"] == 2))
+    assert table["kp"]["alignment_deg_h2"] == pytest.approx(kp["histories"]["alignment_deg"][-1][1])
+
+
+def test_feedback_summary_reports_the_last_angles_and_the_mean_update():
+    from core.metrics import feedback_summary
+
+    align = np.array([[80.0, 90.0], [70.0, np.nan]])
+    update = np.r_[np.full(60, 10.0), np.full(50, 30.0), [np.nan]]
+    got = feedback_summary(align, update)
+    assert got["alignment_deg"] == [70.0, None]               # a non-finite angle: None
+    assert got["update_angle_deg"] == pytest.approx((49 * 30.0) / 49)   # the last 50 rows
+    assert feedback_summary(np.zeros((0, 1)), None) == {"alignment_deg": [],
+                                                         "update_angle_deg": None}
+
+
 def test_progress_reaches_the_total_when_a_point_diverges():
     """A diverged student's remaining steps never run: they leave the total,
     so the last report says 100 % (it stayed at 62 % here before)."""
