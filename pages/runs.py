@@ -40,7 +40,8 @@ def damaged_store_ui(path, error: StoreError) -> None:
         st.rerun()
 
 
-LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_seeds", "sw_steps", "sw_name")
+LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_rules", "sw_seeds", "sw_steps",
+               "sw_name")
 
 
 def launcher_ui() -> tuple:
@@ -55,15 +56,20 @@ def launcher_ui() -> tuple:
                              help="Comma-separated; blank keeps the preset's.")
     lrs = c[3].text_input("Learning rates", "", key="sw_lrs", bind="query-params",
                           help="Comma-separated, e.g. 0.003,0.01; blank keeps the preset's.")
-    c = st.columns([3, 2, 3])
-    seeds = c[0].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
+    c = st.columns([3, 3, 2, 3])
+    rules = c[0].multiselect("Credit assignment", list(core.FEEDBACKS), [], key="sw_rules",
+                             bind="query-params", placeholder="bp (the preset's)",
+                             help="Rules to sweep: bp (backprop), fa, sign, kp, wm, dfa. Each "
+                                  "rule's runs store their angles to backprop (∠(Wᵀ,B) per "
+                                  "hidden layer, the update angle), which the heatmap can show.")
+    seeds = c[1].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
     max_steps = R.DEMO_MAX_STEPS if demo else R.MAX_STEPS
-    steps = c[1].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
-    name = c[2].text_input("Name", "", key="sw_name", bind="query-params",
+    steps = c[2].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
+    name = c[3].text_input("Name", "", key="sw_name", bind="query-params",
                            placeholder=f"{preset} sweep")
     spec = None
     try:
-        grid = parse_grid(R.launch_grid(shapes, scales, lrs))
+        grid = parse_grid(R.launch_grid(shapes, scales, lrs, rules))
         spec = make_spec(core.get_preset(preset), grid, int(seeds), int(steps),
                          name.strip() or f"{preset} sweep", preset)
         R.check_launch(spec, demo)
@@ -138,10 +144,15 @@ def sweeps_ui(store, sweeps) -> None:
         c = st.columns(3)
         metric = c[0].selectbox("Metric", metrics, key="sw_metric", bind="query-params",
                                 help="weight_error_*: relative error of the weights after "
-                                     "matching student units to the teacher's.")
-        x0 = "scale" if "scale" in axes else axes[0]
-        rest = [a for a in axes if a != x0] or [x0]
-        y0 = "surrogate" if "surrogate" in rest else rest[0]
+                                     "matching student units to the teacher's. A feedback "
+                                     "rule's: alignment_deg_h*, ∠(Wᵀ,B) of the matrix carrying "
+                                     "hidden layer *'s error; update_angle_deg, ∠(Δh, Δh_BP) "
+                                     "(backprop's points have none).")
+        # rules, else shapes down the side; scales, else the first other axis, across
+        y0 = next((a for a in ("feedback", "surrogate") if a in axes), None)
+        x0 = next((a for a in ("scale", *axes) if a in axes and a != y0), axes[0])
+        if y0 is None or y0 == x0:
+            y0 = next((a for a in axes if a != x0), x0)
         x = c[1].selectbox("x axis", axes, index=axes.index(x0), key="sw_x", bind="query-params")
         y = c[2].selectbox("y axis", axes, index=axes.index(y0), key="sw_y", bind="query-params")
         others = [a for a in axes if a not in (x, y)]

@@ -504,10 +504,13 @@ def figure_html(fig: go.Figure) -> str:
 
 
 # ---- launching ---------------------------------------------------------------------------
-def launch_grid(shapes: Sequence[str], scales: str, lrs: str) -> list[str]:
+def launch_grid(shapes: Sequence[str], scales: str, lrs: str,
+                rules: Sequence[str] = ()) -> list[str]:
     """Grid items for ``core.sweep.parse_grid``; an empty input is not swept
     (the preset's value is used)."""
     items = []
+    if rules:
+        items.append("feedback=" + ",".join(rules))
     if shapes:
         items.append("surrogate=" + ",".join(shapes))
     if scales.strip():

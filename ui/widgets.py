@@ -757,6 +757,7 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "sg": ("Shape", _options("SURROGATES")), "rl_sg": ("Surrogate", _options("SURROGATES")),
     "gs_shapes": ("Shapes", _options("SURROGATES")), "gf_shapes": ("Shapes", _options("SURROGATES")),
     "sw_shapes": ("Surrogate shapes", _options("SURROGATES")),
+    "sw_rules": ("Credit assignment", _options("FEEDBACKS")),
     "learn": ("Learnable", _options("GROUPS")), "loss": ("Loss", _options("LOSSES")),
     "opt": ("Optimizer", _options("OPTIMIZERS")), "fb": ("Credit assignment", _options("FEEDBACKS")),
     "rl_rules": ("Rules side by side", _options("MIXABLE")),

@@ -405,6 +405,8 @@ def test_launch_grid_and_demo_caps():
     assert R.launch_grid(["superspike", "sigmoid"], " 1,5 ", "") == [
         "surrogate=superspike,sigmoid", "scale=1,5"]
     assert R.launch_grid([], "", "0.01") == ["lr=0.01"]
+    assert R.launch_grid(["sigmoid"], "", "", ["fa", "kp"]) == ["feedback=fa,kp",
+                                                                "surrogate=sigmoid"]
     base = core.get_preset("figure1")
     big = make_spec(base, parse_grid(["scale=1,2,3,4,5,6,7,8,9"]), 4, 100)
     R.check_launch(big, demo=False)
@@ -671,3 +673,39 @@ def test_refused_url_values_of_the_filters_and_the_sweep_view_are_named(monkeypa
                          ("sw_metric=nosuchmetric", "Metric")):
         assert sum(f"`{shown}`" in t and f"“{label}”" in t for t in toasts) == 1, toasts
     assert len(toasts) == 3
+
+
+def test_a_sweep_over_rules_shows_their_angles(monkeypatch, tmp_path):
+    """The launcher sweeps credit-assignment rules (it offered surrogates,
+    scales and learning rates only), and a rules sweep's heatmap puts the
+    rules on its y axis and offers each rule's final angles to backprop as
+    metrics, bp's cells empty."""
+    at = _page(monkeypatch, tmp_path)
+    at.multiselect(key="sw_shapes").set_value([]).run()
+    at.text_input(key="sw_scales").set_value("").run()
+    at.multiselect(key="sw_rules").set_value(["bp", "fa", "kp"]).run()
+    at.slider(key="sw_seeds").set_value(1).run()
+    _clean(at)
+    assert "3 points" in at.caption[1].value
+    spec = make_spec(core.get_preset("figure1"),
+                     parse_grid(R.launch_grid(["superspike", "sigmoid"], "", "", ["bp", "fa", "kp"])),
+                     1, 20, "rules", "figure1")
+    with RunStore(tmp_path) as store:
+        result = run_sweep(spec, store=store, chunk=10)
+    at.run()
+    _clean(at)
+    assert at.selectbox(key="sw_y").value == "feedback"
+    assert at.selectbox(key="sw_x").value == "surrogate"
+    metrics = at.selectbox(key="sw_metric").options
+    assert metrics[-2:] == ["alignment_deg_h1", "update_angle_deg"]
+    at.selectbox(key="sw_metric").set_value("alignment_deg_h1").run()
+    _clean(at)
+    heat = _charts(at)["sw_heatmap"]["data"][0]
+    assert heat["y"] == ["bp", "fa", "kp"] and heat["x"] == ["superspike", "sigmoid"]
+    z = _array(heat["z"]).reshape(3, 2)
+    assert np.isnan(z[0]).all()                              # backprop: no feedback matrix
+    for i, rule in enumerate(("fa", "kp")):
+        for j, shape in enumerate(("superspike", "sigmoid")):
+            (row,) = [r for r in result.rows if r["settings"]["feedback"] == rule
+                      and r["settings"]["surrogate"] == shape]
+            assert z[i + 1, j] == pytest.approx(row["metrics"]["alignment_deg"][0], rel=1e-6)
