@@ -38,7 +38,7 @@ FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.
 # Rules that share one compiled step when Structure.feedback == "mixed": the
 # rule is then the traced index HParams.fb_rule, so students with different
 # rules train side by side in one vmapped call.
-MIXABLE = ("bp", "fa", "sign", "kp", "wm")
+MIXABLE = ("bp", "fa", "sign", "kp", "wm", "dfa")
 
 # Menus for the static part: shapes come from here, so the number of compiled
 # functions stays small.  Values outside these limits are refused.

@@ -231,6 +231,8 @@ def init_feedback(rule: str, params, key) -> tuple:
         raise ValueError(f"unknown feedback rule {rule!r}; choose one of {', '.join(FEEDBACKS)}")
     if rule not in STATEFUL:
         return ()
+    if rule == "mixed":    # the layer-by-layer matrices (fa, kp, wm), then dfa's: same keys
+        return init_feedback("fa", params, key) + init_feedback("dfa", params, key)
     refs = references(rule, params)
     keys = jr.split(key, max(len(refs), 1))
     return tuple(jr.normal(k, r.shape, jnp.float32) * _rms(r) for k, r in zip(keys, refs))
@@ -244,16 +246,27 @@ def effective(rule: str, params, fb, rule_idx=None) -> tuple:
     """The matrices the errors travel through now (sign: derived from W).
 
     ``rule == "mixed"``: the rule is the traced index ``rule_idx`` into
-    ``MIXABLE``; bp uses W itself, sign its signs, fa/kp/wm the state.
+    ``MIXABLE``; bp uses W itself, sign its signs, fa/kp/wm the state's
+    layer-by-layer matrices; dfa's own matrices follow them (``fb[n:]``,
+    ``n`` hidden layers), unchanged.
     """
     if rule == "sign":
         return tuple(_sign_matrix(lp.w) for lp in params[1:])
     if rule == "mixed":
         idx = jnp.asarray(rule_idx)
+        n = len(params) - 1
         return tuple(jnp.where(idx == MIXABLE.index("bp"), jax.lax.stop_gradient(lp.w),
                                jnp.where(idx == MIXABLE.index("sign"), _sign_matrix(lp.w), b))
-                     for lp, b in zip(params[1:], fb))
+                     for lp, b in zip(params[1:], fb[:n])) + tuple(fb[n:])
     return tuple(fb)
+
+
+def own_feedback(rule: str, fb: tuple) -> tuple:
+    """The part of a mixed state's feedback ``fb`` that rule ``rule`` keeps:
+    the layer-by-layer matrices (fa, kp, wm), dfa's, or none (bp, sign) --
+    the feedback state of the same student trained under ``rule`` alone."""
+    n = len(fb) // 2
+    return {"bp": (), "sign": (), "dfa": tuple(fb[n:])}.get(rule, tuple(fb[:n]))
 
 
 def angle_deg(a, b):
@@ -276,7 +289,13 @@ def alignment(rule: str, params, fb, rule_idx=None):
     refs = references(rule, params)
     if not refs:
         return None
-    return jnp.stack([angle_deg(b, r) for b, r in zip(effective(rule, params, fb, rule_idx), refs)])
+    eff = effective(rule, params, fb, rule_idx)
+    angles = jnp.stack([angle_deg(b, r) for b, r in zip(eff, refs)])
+    if rule == "mixed":    # a dfa student: its own matrices against the backprop paths
+        n = len(refs)
+        direct = jnp.stack([angle_deg(b, r) for b, r in zip(eff[n:], references("dfa", params))])
+        angles = jnp.where(jnp.asarray(rule_idx) == MIXABLE.index("dfa"), direct, angles)
+    return angles
 
 
 def update_angle(dh, dh_bp):
@@ -293,7 +312,7 @@ def update_angle(dh, dh_bp):
 
 
 # ---- forward pass hook ---------------------------------------------------------
-def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None):
+def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None, rule_idx=None):
     """Synaptic input ``h @ w`` of ``layer`` with the rule's backward pass.
 
     ``fb_eff`` are the :func:`effective` matrices, ``hidden`` the spikes of
@@ -302,8 +321,10 @@ def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None):
     normalisation), folded into ``w`` and into the feedback matrices this
     layer's error travels through, :math:`h (W g) = (h W) g`: the same input
     and the same backward pass, with no (T, batch, n) pass for the factor,
-    forward or backward.
+    forward or backward.  ``rule_idx``: the traced rule of ``mixed``.
     """
+    if rule == "mixed":
+        return _mixed_input(layer, h, w, fb_eff, hidden, gain, rule_idx)
     if gain is not None:
         w = w * gain[None, :]
         if rule == "dfa" and layer == len(fb_eff):        # the output layer's error
@@ -320,6 +341,50 @@ def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None):
     return dfa_matmul(h, w, tuple(fb_eff), tuple(hidden))
 
 
+def _mixed_input(layer: int, h, w, fb_eff, hidden, gain, rule_idx):
+    """:func:`layer_input` of the traced rule ``rule_idx``: the layer-by-layer
+    backward pass of bp, fa, sign, kp and wm (``fb_eff[:n]``), or dfa's: no
+    error along the forward path (``h`` held constant) and, at the output
+    layer, the output's error sent to every hidden layer through
+    ``fb_eff[n:]`` (:func:`_direct_error`, scaled by 0 for the other rules)."""
+    n = len(fb_eff) // 2
+    chain, direct = fb_eff[:n], fb_eff[n:]
+    if gain is not None:
+        w = w * gain[None, :]
+        if layer > 0:
+            chain = (*chain[:layer - 1], chain[layer - 1] * gain[None, :], *chain[layer:])
+        if layer == n:
+            direct = tuple(b * gain[None, :] for b in direct)
+    if layer == 0:
+        return matmul(h, w)
+    is_dfa = jnp.asarray(rule_idx) == MIXABLE.index("dfa")
+    k = feedback_matmul(jnp.where(is_dfa, jax.lax.stop_gradient(h), h), w, chain[layer - 1])
+    if layer < n:
+        return k
+    return k + jnp.where(is_dfa, _direct_error(tuple(hidden), tuple(direct)), 0.0)
+
+
+@jax.custom_vjp
+def _direct_error(hidden, bs):
+    r"""Zeros of the output's input shape ``(T, B, n_out)`` whose backward
+    sends their cotangent :math:`\delta` to each hidden layer's spikes as
+    :math:`\delta B_l^\top` (dfa's, as :func:`dfa_matmul`); none to ``bs``."""
+    return jnp.zeros(hidden[-1].shape[:-1] + (bs[-1].shape[1],), hidden[-1].dtype)
+
+
+def _direct_fwd(hidden, bs):
+    return _direct_error(hidden, bs), (hidden, bs)
+
+
+def _direct_bwd(res, dk):
+    hidden, bs = res
+    d_hidden = tuple(jax.vjp(matmul, hl, bl)[1](dk)[0] for hl, bl in zip(hidden, bs))
+    return d_hidden, jax.tree_util.tree_map(jnp.zeros_like, bs)
+
+
+_direct_error.defvjp(_direct_fwd, _direct_bwd)
+
+
 # ---- learning of B -------------------------------------------------------------
 def update_feedback(rule: str, old_params, new_params, updates, fb, hp, key):
     """Apply the rule's own learning after the optimizer step.
@@ -329,15 +394,17 @@ def update_feedback(rule: str, old_params, new_params, updates, fb, hp, key):
     ``(new_params, new_fb)``; other rules return them unchanged.
     """
     lam = hp.fb_decay
-    if rule == "mixed":   # both learnings, selected by the traced rule index
-        kp_params, kp_fb = update_feedback("kp", old_params, new_params, updates, fb, hp, key)
-        _, wm_fb = update_feedback("wm", old_params, new_params, updates, fb, hp, key)
+    if rule == "mixed":   # both learnings, selected by the traced rule index (dfa's are fixed)
+        n = len(fb) // 2
+        chain = tuple(fb[:n])
+        kp_params, kp_fb = update_feedback("kp", old_params, new_params, updates, chain, hp, key)
+        _, wm_fb = update_feedback("wm", old_params, new_params, updates, chain, hp, key)
         idx = jnp.asarray(hp.fb_rule)
         is_kp, is_wm = idx == MIXABLE.index("kp"), idx == MIXABLE.index("wm")
         params = jax.tree_util.tree_map(lambda a, b: jnp.where(is_kp, a, b), kp_params, new_params)
         new_fb = tuple(jnp.where(is_kp, k, jnp.where(is_wm, w, b))
-                       for k, w, b in zip(kp_fb, wm_fb, fb))
-        return params, new_fb
+                       for k, w, b in zip(kp_fb, wm_fb, chain))
+        return params, new_fb + tuple(fb[n:])
     if rule == "kp":
         lam = lam * hp.learn_mask[0]
         params = list(new_params)

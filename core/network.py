@@ -98,7 +98,7 @@ def simulate(params: Sequence[LayerParams], inputs, hp: HParams, model: str = "r
     for li, lp in enumerate(params):
         omega, b = omega_of(lp.phi, hp.dt), damping_of(lp.rho)
         gain = psp_gain(hp, omega, b) if model == "rf" else None
-        kicks = layer_input(feedback, li, h, lp.w, fb_eff, hidden, gain)
+        kicks = layer_input(feedback, li, h, lp.w, fb_eff, hidden, gain, hp.fb_rule)
         tr = run_layer(kicks, omega, b, lp.reset_x, lp.reset_y, dt=hp.dt,
                        threshold=hp.threshold, syn_decay=hp.syn_decay if synapse else None,
                        reset_through=reset_through, sg=sg, model=model)

@@ -52,7 +52,8 @@ class TrainState(NamedTuple):
     diverged: jax.Array   # () bool, sticky
     loss: jax.Array       # () float32, loss of the last applied step
     feedback: tuple = ()  # per hidden layer, float32: B_l shaped like W_{l+1} (fa, kp,
-                          # wm) or (n_l, n_out) (dfa); () for bp and sign
+                          # wm) or (n_l, n_out) (dfa); () for bp and sign; mixed: the
+                          # first, then the second (core.feedback.own_feedback)
 
 
 class ChunkOut(NamedTuple):

@@ -24,6 +24,7 @@ import numpy as np
 import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
+from core.feedback import own_feedback
 from core.metrics import (UPDATE_ANGLE_WINDOW, feedback_summary, final_loss_window, match,
                           rate_error, recovery, spike_precision)
 from core.store import SAVED_RECOVERY_POINTS, spread
@@ -972,8 +973,8 @@ class RulesRun:
             state = states[i]
             # a rule that diverged stopped at its own step; its rows after it only repeat
             n = int(np.searchsorted(r["steps"], int(state.step), "right"))
-            if rule in ("bp", "sign"):   # their runs carry no feedback matrices
-                state = state._replace(feedback=())
+            # the rule's own matrices, as a run of it alone holds them (bp, sign: none)
+            state = state._replace(feedback=own_feedback(rule, state.feedback))
             cfg = self.cfg.replace(feedback=rule)
             exp = self.exp._replace(cfg=cfg, struct=structure(cfg), state=state,
                                     hp=hyperparams(cfg))

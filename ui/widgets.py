@@ -1207,7 +1207,10 @@ def rules_ui(demo: bool = False) -> RulesSettings:
     rules = sb.multiselect("Rules side by side", list(MIXABLE), ["bp", "fa", "sign", "kp", "wm"],
                            key="rl_rules", bind="query-params",
                            help="bp: backprop (Wᵀ); fa: fixed random B; sign: sign(W); kp: "
-                                "Kolen–Pollack; wm: weight mirror. dfa runs from the CLI.")
+                                "Kolen–Pollack; wm: weight mirror; dfa: direct feedback "
+                                "alignment, the output's error sent straight to every hidden "
+                                "layer (the same as fa with one hidden layer: try the deep "
+                                "preset).")
     # poster mode: the settings a visitor rarely needs folded away (the sidebar was full)
     more = sb.expander("More settings", expanded=False) if demo else sb
     hidden = more.text_input("Student hidden widths",

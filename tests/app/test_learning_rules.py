@@ -463,7 +463,7 @@ def test_a_preset_without_a_hidden_layer_is_refused_by_name(how):
     assert _metric(at, "Step") == "20"
 
 
-def test_a_deeper_network_records_every_feedback_matrix_and_layer():
+def test_a_deeper_network_records_every_feedback_matrix_and_layer(tmp_path):
     """deep (50 -> 10 -> 10 -> 2) has two feedback matrices.  The page
     recorded the first one only (and called it the output layer's).  Every
     matrix's angle per step is recorded now, against core.feedback.alignment
@@ -476,20 +476,24 @@ def test_a_deeper_network_records_every_feedback_matrix_and_layer():
     from core.feedback import alignment
     from ui.live import RulesRun
 
+    from core.feedback import own_feedback
+
     cfg = core.get_preset("deep").replace(student_hidden=(20, 30), feedback_decay=0.05)
-    rules = ("bp", "fa", "kp")
+    rules = ("bp", "fa", "kp", "dfa")
     run = RulesRun(cfg, rules)
     run.advance(40)
     r = run.rows()
-    assert r["alignment"].shape == (40, 3, 2) and r["recovery"].shape == (2, 3, 3)
+    assert r["alignment"].shape == (40, 4, 2) and r["recovery"].shape == (2, 4, 3)
     assert run.hidden_names() == ["hidden 1", "hidden 2"]
     table = {row["rule"]: row for row in run.table()}
     for i, rule in enumerate(rules):
         state = core.unstack(jax.device_get(run.state), i)
         if rule != "bp":
-            # the error to hidden j + 1 leaves from its units: B_j has its width as rows
-            assert [b.shape[0] for b in state.feedback] == [20, 30]
-            want = np.asarray(alignment(rule, state.params, state.feedback))
+            # the error to hidden j + 1 arrives at its units: B_j has its width as rows
+            # (dfa's B_j: hidden j + 1 x outputs, against the path W_{j+2} ... W_L)
+            own = own_feedback(rule, state.feedback)
+            assert [b.shape[0] for b in own] == [20, 30]
+            want = np.asarray(alignment(rule, state.params, own))
             np.testing.assert_allclose(r["alignment"][-1, i], want, rtol=1e-4, atol=1e-3)
         else:   # backprop's matrices are the weights themselves
             np.testing.assert_allclose(r["alignment"][-1, i], 0.0, atol=0.5)
@@ -507,12 +511,23 @@ def test_a_deeper_network_records_every_feedback_matrix_and_layer():
             return f"id{len(saved)}"
 
     run.save(Store())
-    for (hist, m), rule, i in zip(saved, rules, range(3)):
+    for (hist, m), rule, i in zip(saved, rules, range(len(rules))):
         np.testing.assert_array_equal(hist["alignment_deg"], r["alignment"][:, i])
         if rule == "bp":
             assert m["alignment_deg"] == []
         else:
             assert m["alignment_deg"] == pytest.approx(list(r["alignment"][-1, i]))
+    # a rule's run holds that rule's own matrices: the dfa run reopens as a dfa student
+    from core.store import RunStore
+    from ui.live import LiveRun
+
+    store = RunStore(tmp_path / "runs")
+    ids = dict(zip(rules, run.save(store)))
+    reopened = LiveRun.from_store(store, ids["dfa"])
+    assert reopened.cfg.feedback == "dfa" and reopened.step == 40
+    mixed = core.unstack(jax.device_get(run.state), rules.index("dfa")).feedback
+    for a, b in zip(reopened.exp.state.feedback, own_feedback("dfa", mixed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_the_hidden_layer_chosen_is_the_one_drawn():

@@ -31,9 +31,16 @@ def _f64(tree):
         else v, tree)
 
 
-@pytest.fixture(scope="module")
-def base():
-    cfg = core.get_preset("figure1").replace(student_hidden=(6,), lr=1e-2, feedback_decay=0.05)
+@pytest.fixture(scope="module", params=["figure1", "deep"])
+def base(request):
+    # deep: two hidden layers, where dfa (the output's error straight to each hidden layer)
+    # is not fa; figure1: one, where the two are the same rule
+    if request.param == "deep":
+        cfg = core.get_preset("deep").replace(student_hidden=(12, 11), T=120, batch=4,
+                                              lr=1e-2, feedback_decay=0.05)
+    else:
+        cfg = core.get_preset("figure1").replace(student_hidden=(6,), lr=1e-2,
+                                                 feedback_decay=0.05)
     return cfg, core.setup(cfg)
 
 
@@ -61,6 +68,10 @@ def test_mixed_students_equal_their_static_rules(base, share_task, x64):
         tasks = stack([exp.task] * len(MIXABLE))
     out_state, out = fn(stack(states), tasks, hp, jnp.full(len(MIXABLE), 10**6))
     assert out.loss.shape == (len(MIXABLE), STEPS)
+    # the first layer learns from the error dfa sends it straight from the output: with two
+    # hidden layers that is another rule than fa (with one, the same)
+    fa_w, dfa_w = (np.asarray(unstack(out_state, MIXABLE.index(r)).params[0].w) for r in ("fa", "dfa"))
+    assert np.allclose(fa_w, dfa_w, rtol=1e-10, atol=1e-12) == (len(cfg.layers) == 3)
     for i, rule in enumerate(MIXABLE):
         c = cfg.replace(feedback=rule)
         s = structure(c)
@@ -75,11 +86,16 @@ def test_mixed_students_equal_their_static_rules(base, share_task, x64):
         assert not np.array_equal(np.asarray(mine.params[0].w), np.asarray(exp.state.params[0].w))
         np.testing.assert_allclose(np.asarray(out.loss[i]), np.asarray(alone_out.loss),
                                    rtol=1e-10, err_msg=rule)
-        if rule in ("fa", "kp", "wm"):
-            np.testing.assert_allclose(np.asarray(mine.feedback[0]), np.asarray(alone.feedback[0]),
-                                       rtol=1e-10, atol=1e-12, err_msg=rule)
+        from core.feedback import own_feedback
+
+        own = own_feedback(rule, mine.feedback)
+        assert len(own) == len(alone.feedback) == (0 if rule in ("bp", "sign") else
+                                                  len(cfg.layers) - 2)
+        for a, b in zip(own, alone.feedback):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12,
+                                       err_msg=rule)
         if rule == "bp":   # B is W itself: aligned, and the update equals backprop's
-            assert float(out.alignment[i, -1, 0]) == pytest.approx(0.0, abs=1e-4)
+            np.testing.assert_allclose(np.asarray(out.alignment[i, -1]), 0.0, atol=1e-4)
             assert float(out.update_angle[i, -1]) == pytest.approx(0.0, abs=1e-4)
         else:
             np.testing.assert_allclose(np.asarray(out.alignment[i]),
