@@ -148,11 +148,7 @@ def sweeps_ui(store, sweeps) -> None:
                                      "rule's: alignment_deg_h*, ∠(Wᵀ,B) of the matrix carrying "
                                      "hidden layer *'s error; update_angle_deg, ∠(Δh, Δh_BP) "
                                      "(backprop's points have none).")
-        # rules, else shapes down the side; scales, else the first other axis, across
-        y0 = next((a for a in ("feedback", "surrogate") if a in axes), None)
-        x0 = next((a for a in ("scale", *axes) if a in axes and a != y0), axes[0])
-        if y0 is None or y0 == x0:
-            y0 = next((a for a in axes if a != x0), x0)
+        x0, y0 = R.default_axes(axes, order)
         x = c[1].selectbox("x axis", axes, index=axes.index(x0), key="sw_x", bind="query-params")
         y = c[2].selectbox("y axis", axes, index=axes.index(y0), key="sw_y", bind="query-params")
         others = [a for a in axes if a not in (x, y)]

@@ -132,7 +132,7 @@ def live_panels():
         st.warning(silent, icon=":material/volume_off:")
     names = run.layer_names()
     n_layers = len(names)
-    top = ("ts_loss", "ts_fb", "ts_membrane") if cfg.feedback != "bp" else ("ts_loss", "ts_membrane")
+    top = ("ts_loss", "ts_fb", "ts_membrane") if run.has_feedback else ("ts_loss", "ts_membrane")
     slots = dict(zip(top, st.columns(len(top))))
     for group, shown in (("ts_w", True), ("ts_n", run.shows_neuron_panels())):
         if shown:                         # a row of weight panels, then of f/b panels

@@ -210,11 +210,11 @@ class History:
         end: a saved run's snapshots came from its last few percent.)"""
         if len(self.steps) > self.max_snapshots:
             self.keep(spread(self.steps, max(self.max_snapshots // 2, 2)))
-        if len(self.loss) > 4 * MAX_HISTORY:   # spread over the steps too (halving by
-            idx = spread(self.loss_steps, 2 * MAX_HISTORY)   # position: a 72k-step run's
+        if (n := len(self.loss)) > 4 * MAX_HISTORY:   # spread over the steps too (halving
+            idx = spread(self.loss_steps, 2 * MAX_HISTORY)   # by position: a 72k-step run's
             self.loss = [self.loss[i] for i in idx]          # first 40k were a zig-zag)
             self.loss_steps = [self.loss_steps[i] for i in idx]
-            if self.alignment:                               # (its rows are the loss's)
+            if len(self.alignment) == len(self.update_angle) == n:   # (the loss's rows)
                 self.alignment = [self.alignment[i] for i in idx]
                 self.update_angle = [self.update_angle[i] for i in idx]
 
@@ -392,11 +392,17 @@ class LiveRun:
         """Wall-clock training steps per second (:class:`RateMeter`)."""
         return self.meter.rate
 
+    @property
+    def has_feedback(self) -> bool:
+        """A rule other than backprop on a network with a hidden layer (without
+        one there is no feedback matrix: every rule is backprop)."""
+        return self.cfg.feedback != "bp" and len(self.cfg.layers) > 2
+
     def feedback_rows(self):
         """``(alignment (S, n_fb), update angle (S,))`` in degrees, one row
-        per loss row (``history.loss_steps``), read under the lock; None for
-        backprop (no feedback matrix)."""
-        if self.cfg.feedback == "bp":
+        per loss row (``history.loss_steps``), read under the lock; None
+        without a feedback matrix (:attr:`has_feedback`)."""
+        if not self.has_feedback:
             return None
         n_fb = len(self.cfg.layers) - 2
         with self.lock:
@@ -569,7 +575,7 @@ class LiveRun:
         run.history.steps[-1] = steps
         run.history.serial = next(_HISTORIES)       # another snapshot's step: new rows
         run.history.loss, run.history.loss_steps = loss, loss_steps
-        if cfg.feedback != "bp":      # its angles go on from the stored ones (NaN if none)
+        if run.has_feedback:          # its angles go on from the stored ones (NaN if none)
             run.history.alignment, run.history.update_angle = _stored_feedback(
                 info, len(loss), len(cfg.layers) - 2)
         run._load_snapshots(store.load_snapshots(run_id), steps)

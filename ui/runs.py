@@ -233,6 +233,19 @@ def axis_values(spec: SweepSpec) -> dict[str, list]:
     return out
 
 
+def default_axes(axes: Sequence[str], order: Mapping[str, Sequence]) -> tuple[str, str]:
+    """The heatmap's first (x, y) axes of a sweep over ``axes`` (values as in
+    :func:`axis_values`): rules, else surrogate shapes, down the side; scales,
+    else the first other axis, across; an axis of one value (a sweep of one
+    rule) only where there is no other."""
+    wide = [a for a in axes if len(order.get(a, ())) > 1] or list(axes)
+    y = next((a for a in ("feedback", "surrogate") if a in wide), None)
+    x = next((a for a in ("scale", *wide) if a in wide and a != y), wide[0])
+    if y is None or y == x:
+        y = next((a for a in wide if a != x), x)
+    return x, y
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Numeric final metrics of a sweep table, the recovery error first."""
     layers = sorted(c for c in df.columns if c.startswith("weight_error_L"))

@@ -582,3 +582,21 @@ def test_a_run_saved_without_angles_reopens_with_gaps():
     short = live._stored_feedback({"histories": {"alignment_deg": [10.0],
                                                  "update_angle_deg": [1.0]}}, 2, 1)
     assert np.isnan(short[0]).all()                      # not its loss rows: not used
+
+
+def test_a_rule_without_a_hidden_layer_has_no_angles_even_reopened(tmp_path, monkeypatch):
+    """single-neuron with fa: no feedback matrix (every rule is backprop), so
+    no chart; reopened, it had a row of no angles per loss row that training
+    never extended, and the first thinning of its loss raised an IndexError."""
+    from core.store import RunStore
+
+    run = LiveRun(core.get_preset("single-neuron").replace(feedback="fa"))
+    run.advance(20)
+    assert not run.has_feedback and run.feedback_rows() is None
+    assert "ts_fb" not in [key for key, _, _ in run.panels(run.snapshot())]
+    store = RunStore(tmp_path / "runs")
+    again = LiveRun.from_store(store, run.save(store))
+    monkeypatch.setattr(live, "MAX_HISTORY", 5)          # the loss is halved beyond 20 rows
+    again.advance(30)
+    assert again.step == 50 and len(again.history.loss) < 50
+    assert again.feedback_rows() is None and not again.history.alignment

@@ -675,6 +675,25 @@ def test_refused_url_values_of_the_filters_and_the_sweep_view_are_named(monkeypa
     assert len(toasts) == 3
 
 
+def test_the_heatmaps_first_axes():
+    """Rules, else shapes, down the side; scales across; a one-value axis (one
+    rule chosen, shapes and scales swept under it) only when nothing else is
+    swept: it had been the y axis, averaging the shapes away."""
+    def axes(*items, seeds=1):
+        spec = make_spec(core.get_preset("figure1"), parse_grid(list(items)), seeds, 10)
+        return R.default_axes(spec.axes, R.axis_values(spec))
+
+    assert axes("surrogate=superspike,sigmoid", "scale=1,5") == ("scale", "surrogate")
+    assert axes("feedback=fa,kp", "surrogate=superspike,sigmoid") == ("surrogate", "feedback")
+    assert axes("feedback=fa", "surrogate=superspike,sigmoid", "scale=1,5") == ("scale",
+                                                                                "surrogate")
+    assert axes("feedback=fa", "scale=1,5") == ("scale", "scale")
+    assert axes("feedback=fa,kp") == ("feedback", "feedback")
+    assert axes("lr=0.01,0.03", "surrogate=superspike,sigmoid", "scale=1,5") == ("scale",
+                                                                                 "surrogate")
+    assert axes("scale=1,5", seeds=2) == ("scale", "seed")
+
+
 def test_a_sweep_over_rules_shows_their_angles(monkeypatch, tmp_path):
     """The launcher sweeps credit-assignment rules (it offered surrogates,
     scales and learning rates only), and a rules sweep's heatmap puts the
