@@ -801,8 +801,14 @@ class LiveRun:
         return cfg.model == "rf" and (moves or differ)
 
     def layer_names(self) -> list[str]:
-        n = len(self.cfg.layers) - 1
-        return [f"hidden {i + 1}" for i in range(n - 1)] + ["output"]
+        return layer_names(self.cfg.layers)
+
+
+def layer_names(layers) -> list[str]:
+    """Each layer of neurons of a network of widths ``layers`` (inputs first):
+    ``hidden 1`` (nearest the inputs) ... and ``output``; weight layer ``i``
+    feeds the ``i``-th."""
+    return [f"hidden {i + 1}" for i in range(len(layers) - 2)] + ["output"]
 
 
 def _float(x) -> float | None:
@@ -991,7 +997,7 @@ class RulesRun:
             metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                        "diverged_at_step": int(state.step) + 1 if bool(state.diverged) else None,
                        # as `train --save`: the first step's loss, the final angle of
-                       # every feedback matrix (first layer's first), the update angle
+                       # every feedback matrix (hidden 1's first), the update angle
                        "initial_loss": float(r["loss"][0, i]) if n else None,
                        "alignment_deg": ([] if rule == "bp" else feedback_summary(
                                          r["alignment"][:n, i], None)["alignment_deg"]),
@@ -1015,7 +1021,7 @@ class RulesRun:
         layer ``j + 1`` receives its error through feedback matrix ``j`` (that
         of the weights leaving it; with dfa, the output's error directly) and
         learns the weights into it, layer ``j`` of ``recovery``."""
-        return [f"hidden {j + 1}" for j in range(self.n_fb)]
+        return layer_names(self.struct.student_layers)[:-1]
 
     def _view(self) -> dict:
         """The rows, every rule's parameters (numpy) and hyperparameters of
