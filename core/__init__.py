@@ -22,13 +22,13 @@ from .config import (FEEDBACKS, GROUPS, LOSSES, MODELS, OPTIMIZERS, SURROGATES, 
 from .evaluate import evaluate_experiment
 from .neurons import simulate_neuron
 from .presets import get_preset, presets
-from .train import (Experiment, TrainState, init_state, make_evaluate, make_train_chunk,
-                    setup, stack, train, unstack)
+from .train import (Experiment, TrainState, init_state, make_evaluate, make_silent_reference,
+                    make_train_chunk, setup, silent_reference, stack, train, unstack)
 
 __all__ = [
     "FEEDBACKS", "GROUPS", "LOSSES", "MODELS", "OPTIMIZERS", "SURROGATES", "Config", "ConfigError",
     "HParams", "Structure", "from_dict", "hyperparams", "structure", "validate",
     "evaluate_experiment", "simulate_neuron", "get_preset", "presets", "Experiment",
-    "TrainState", "init_state", "make_evaluate", "make_train_chunk", "setup", "stack",
-    "train", "unstack",
+    "TrainState", "init_state", "make_evaluate", "make_silent_reference", "make_train_chunk",
+    "setup", "silent_reference", "stack", "train", "unstack",
 ]

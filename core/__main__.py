@@ -102,7 +102,7 @@ def _cmd_train(args) -> int:
     import numpy as np
 
     from .evaluate import evaluate_experiment
-    from .train import setup, train
+    from .train import setup, silent_reference, train
 
     exp = setup(cfg)
     initial = float("nan")
@@ -132,6 +132,8 @@ def _cmd_train(args) -> int:
         "steps": hist["steps"],
         "initial_loss": initial,
         "final_loss": final,
+        # a student that never fires, on the held-out inputs (None for the membrane loss)
+        "silent_loss": _finite(silent_reference(exp)),
         "diverged": hist["diverged"],
         # the step refused (1-based; the parameters are those before it) and its loss
         "diverged_at_step": hist["steps"] + 1 if hist["diverged"] else None,
@@ -158,6 +160,8 @@ def _cmd_train(args) -> int:
               f"({result['steps_per_s']:.0f} steps/s"
               + (", compilation included: one chunk" if result["steps_per_s_with_compile"]
                  else "") + f"), loss {fmt(initial)} -> {fmt(final)}"
+              + (f" (silent student {fmt(result['silent_loss'])})"
+                 if result["silent_loss"] is not None else "")
               + (_diverged_text(hist) if hist["diverged"] else ""))
         for i, layer in enumerate(ev["recovery"]):
             corr = "—" if layer["corr"] is None else f"{layer['corr']:.3f}"
@@ -516,7 +520,8 @@ def _sweep(args, stop) -> int:
         # every row's columns (a feedback axis: bp's points have no angles)
         fb = sorted({k for r in table for k in r if k.startswith("alignment_deg_h")})
         fb += ["update_angle_deg"] if fb else []
-        cols = [*spec.axes, "status", "final_loss", *[k for k in table[0] if
+        vs = ["loss_vs_silent"] if any("loss_vs_silent" in r for r in table) else []
+        cols = [*spec.axes, "status", "final_loss", *vs, *[k for k in table[0] if
                                                        k.startswith("weight_error")], *fb] \
             if table else []
         print("  ".join(f"{c:>14s}" for c in ["point", *cols]))

@@ -383,7 +383,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     from .config import hyperparams
     from .evaluate import summarize
     from .store import SnapshotLog, snapshot_limit
-    from .train import Experiment, make_evaluate, make_train_chunk, unstack
+    from .train import Experiment, make_evaluate, make_silent_reference, make_train_chunk, unstack
 
     t_start = time.perf_counter()
     p_idx = jax.process_index() if process_index is None else process_index
@@ -498,6 +498,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             skipped += int(((steps - before[:n]) * div).sum())
             done += n
             state, task_h = jax.device_get((state, task))
+            silent = {}       # the group's one teacher: a level per loss setting
             for i, p in enumerate(pts):
                 exp = Experiment(p.cfg, struct, task_h, unstack(state, i), hyperparams(p.cfg))
                 loss_i = np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32)
@@ -516,6 +517,11 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                            "diverged": is_div,
                            "diverged_at_step": int(exp.state.step) + 1 if is_div else None,
                            "diverged_loss": bad if is_div else None, **ev}
+                loss_key = (p.cfg.loss, p.cfg.vr_tau)
+                if loss_key not in silent:
+                    level = float(make_silent_reference(struct)(exp.task, exp.hp))
+                    silent[loss_key] = level if math.isfinite(level) else None
+                metrics["silent_loss"] = silent[loss_key]
                 hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),
                         "recovery": np.asarray(recs[i], np.float64)}
                 if aligns[i]:              # as `train --save`: per step, and the final angles
@@ -543,6 +549,8 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
 def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
     """One flat record per point: swept settings, status and scalar metrics
     (``weight_error_L{i}`` is layer i's weight rel. error after matching;
+    ``loss_vs_silent`` the final loss over the silent student's, comparable
+    across losses and van Rossum τ, below 1 where the student beats silence;
     for a feedback rule ``alignment_deg_h{j}``, ∠(Wᵀ, B) of the matrix carrying
     hidden layer j's error, and ``update_angle_deg``)."""
     out = []
@@ -553,6 +561,10 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
         for k in ("steps", "initial_loss", "final_loss", "spike_precision", "spike_recall",
                   "rate_error"):
             rec[k] = m.get(k)
+        final, silent = m.get("final_loss"), m.get("silent_loss")
+        if silent:       # (a run stored before it was recorded: no column)
+            rec["silent_loss"] = silent
+            rec["loss_vs_silent"] = final / silent if final is not None else None
         for i, layer in enumerate(m.get("recovery") or []):
             rec[f"weight_error_L{i}"] = layer.get("rel_error")
         if m.get("alignment_deg"):    # a feedback rule: the matrix carrying hidden j's error

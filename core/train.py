@@ -34,7 +34,7 @@ from . import feedback as fbk
 
 from .config import (Config, HParams, Structure, check_new_student, hyperparams,
                      structure)
-from .losses import combined
+from .losses import combined, silent_loss
 from .network import group_mask, simulate, simulate_struct, simulate_students
 from .neurons import residual_segments
 from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
@@ -515,6 +515,35 @@ def make_evaluate(struct: Structure, batch: int | None = None):
     if jax.default_backend() == "cpu":     # a second start loads the traced program
         return TraceCached(jax.jit(evaluate), "evaluate", (struct, batch))
     return jax.jit(evaluate)
+
+
+SILENT_BATCHES = 4   # held-out batches the silent student's loss is averaged over
+
+
+@functools.lru_cache(maxsize=32)
+def make_silent_reference(struct: Structure, batches: int = SILENT_BATCHES):
+    """Compiled ``silent(task, hp) -> loss``: the loss of a student that never
+    fires (:func:`core.losses.silent_loss`), averaged over held-out batches
+    0 .. ``batches - 1`` (those of :func:`make_evaluate`); NaN for the
+    membrane loss.  The level a spike loss is read against: above it, the
+    student does worse than staying quiet.  Only the teacher runs."""
+    shape = (struct.T, struct.batch, struct.teacher_layers[0])
+
+    def silent(task, hp):
+        def one(index):
+            inputs = heldout_inputs(task.key, hp, shape, index)
+            out = simulate_struct(task.teacher, inputs, hp, struct)[-1]
+            return silent_loss(out.spikes, hp.loss_w, hp.vr_decay)
+        return jnp.mean(jax.lax.map(one, jnp.arange(batches)))
+
+    if jax.default_backend() == "cpu":
+        return TraceCached(jax.jit(silent), "silent", (struct, batches))
+    return jax.jit(silent)
+
+
+def silent_reference(exp: "Experiment") -> float:
+    """:func:`make_silent_reference` of ``exp`` as a float (NaN: no level)."""
+    return float(make_silent_reference(exp.struct)(exp.task, exp.hp))
 
 
 def stack(trees):

@@ -81,7 +81,11 @@ def live_panels():
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["loss"], run.rules, "Loss (mean of 10 steps)",
-                                       "loss", log=True, smooth=10), key="rl_loss", height=300, revision=rev)
+                                       "loss", log=True, smooth=10, silent=run.silent_loss()),
+                  key="rl_loss", height=300, revision=rev)
+        silent = widgets.silent_student_text(run.cfg, run.silent_loss())
+        if silent:
+            st.caption(silent)
     with b:
         live_plot(figures.rules_figure(steps, r["alignment"][:, :, j], run.rules,
                                        f"∠(Wᵀ, B): the error to {names[j]}", "degrees"),

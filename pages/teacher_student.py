@@ -1,6 +1,7 @@
 """Teacher--Student: train a student live and watch it converge to the teacher."""
 from contextlib import nullcontext
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -146,6 +147,11 @@ def live_panels():
     for key, fig, height in run.panels(snap):   # each figure is built as it is drawn
         with slots.get(key, nullcontext()):       # the raster: below the rows
             live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")
+    recent = float(np.mean(hist.loss[-25:])) if len(hist.loss) >= 25 else None
+    silent = widgets.silent_student_text(cfg, run.silent_loss(), recent)
+    if silent:
+        with slots["ts_loss"]:                    # below the loss chart
+            st.caption(silent)
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"],
              "corr": v["corr"],           # None where undefined (core.metrics.corr_defined)
              "signed ε": v["signed"]}

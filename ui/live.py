@@ -288,6 +288,28 @@ class Rows:
         return self._n
 
 
+class SilentLevel:
+    """The loss of a student that never fires (:func:`core.silent_reference`)
+    for an experiment's teacher and settings, kept until either changes: a
+    loss chart's reference level, computed once (``medium``: 0.4 s)."""
+
+    def __init__(self):
+        self._key, self._value = None, math.nan
+
+    # the student's training knobs: they do not move the level (a new learning rate
+    # recomputed it, 0.4 s on medium)
+    TRAINING_ONLY = ("sg_shape", "sg_scale", "sg_area", "lr", "clip_norm", "learn_mask",
+                     "fb_decay", "fb_rule")
+
+    def of(self, exp: core.Experiment) -> float:
+        key = (exp.task, exp.struct, tuple(np.asarray(v).tobytes() for k, v in
+                                           exp.hp._asdict().items() if k not in self.TRAINING_ONLY))
+        held = self._key
+        if (held is None or held[0] is not key[0] or held[1:] != key[1:]):
+            self._value, self._key = core.silent_reference(exp), key
+        return self._value
+
+
 class StepRows:
     """Rows a view derives from each snapshot of a history (the matched
     weights of a chart's lines, their percentile bands), kept by the
@@ -385,12 +407,20 @@ class LiveRun:
         self._snap = None            # (experiment, index, snapshot) of the last snapshot()
         self._match = None           # (experiment, its matching) of the last matching()
         self._views = collections.defaultdict(StepRows)   # (view, layer) -> its rows by step
+        self.silent = SilentLevel()
         self._record(self.exp.state.params, 0)
 
     @property
     def steps_per_s(self) -> float:
         """Wall-clock training steps per second (:class:`RateMeter`)."""
         return self.meter.rate
+
+    def silent_loss(self) -> float:
+        """The loss a student that never fires would have (:class:`SilentLevel`,
+        over held-out inputs); NaN for the membrane loss."""
+        with self.lock:
+            exp = self.exp
+        return self.silent.of(exp)
 
     @property
     def has_feedback(self) -> bool:
@@ -773,7 +803,7 @@ class LiveRun:
         with self.lock:       # a tick still training appends to both (see RulesRun.rows)
             loss_steps, loss = np.asarray(hist.loss_steps), np.asarray(hist.loss)
             feedback = self.feedback_rows()
-        yield "ts_loss", figures.ts_loss_figure(loss_steps, loss), 300
+        yield "ts_loss", figures.ts_loss_figure(loss_steps, loss, self.silent_loss()), 300
         if feedback is not None:       # a rule other than backprop: how close it comes to it
             yield ("ts_fb", figures.feedback_figure(loss_steps[:len(feedback[1])], *feedback,
                                                     names[:-1], cfg.feedback), 300)
@@ -852,6 +882,7 @@ class RulesRun:
         # weight panels start where it started)
         self.snapshots = [History(dt=float(cfg.dt)) for _ in self.rules]
         self.changes = []             # settings changed mid-run (settings_change), saved with it
+        self.silent = SilentLevel()
         self._record_recovery()
 
     def configure(self, cfg: Config) -> tuple[str, list[str]]:
@@ -883,6 +914,13 @@ class RulesRun:
     def steps_per_s(self) -> float:
         """Wall-clock student-steps per second (:class:`RateMeter`)."""
         return self.meter.rate
+
+    def silent_loss(self) -> float:
+        """The loss a student that never fires would have (:class:`SilentLevel`,
+        over held-out inputs); NaN for the membrane loss."""
+        with self.lock:
+            exp = self.exp
+        return self.silent.of(exp)
 
     @property
     def warm(self) -> bool:

@@ -34,8 +34,8 @@ from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_f
                         summary_table)
 from ui.figures import PALETTE, _layout, log_ticks
 
-METRICS = ("weight_error_mean", "final_loss", "initial_loss", "spike_precision",
-           "spike_recall", "rate_error")   # weight_error_L{i} columns are added per sweep
+METRICS = ("weight_error_mean", "final_loss", "loss_vs_silent", "initial_loss",
+           "spike_precision", "spike_recall", "rate_error")   # weight_error_L{i}: per sweep
 DEMO_MAX_POINTS, DEMO_MAX_STEPS = 32, 500
 MAX_STEPS = 100_000
 MAX_OVERLAY = 20          # runs drawn in the overlay at most

@@ -313,6 +313,33 @@ def silent_teacher_text(cfg, teacher_out) -> str | None:
             f"rate or T, or lower the threshold θ.")
 
 
+def silent_student_text(cfg, silent: float, recent: float | None = None) -> str | None:
+    """The caption of a loss chart's dotted line: the loss ``silent`` of a
+    student that never fires (NaN for the membrane loss: no caption).  Says
+    when the ``recent`` loss is not below it, and, for van Rossum, when its
+    τ makes an uncorrelated student's best rate (:func:`core.losses.
+    uncorrelated_best_rate`) less than half the teacher's: its rates then
+    fall while its spikes are not yet locked to the teacher's."""
+    from core.losses import uncorrelated_best_rate
+
+    if silent is None or not math.isfinite(silent):
+        return None
+    text = f"Dotted: the loss of a student that never fires ({silent:.3g}, held-out inputs)."
+    if recent is not None and math.isfinite(recent) and recent >= silent:
+        text += (f" The recent loss ({recent:.3g}) is not below it: so far the student does "
+                 "no better than staying quiet.")
+    rate = cfg.target_rate
+    if cfg.loss == "van_rossum" and rate > 0:
+        best = uncorrelated_best_rate(rate, cfg.dt, cfg.vr_tau)
+        if best < 0.5 * rate:
+            text += (f" With van Rossum τ = {1e3 * cfg.vr_tau:.3g} ms, a student whose spikes "
+                     f"are not yet locked to the teacher's ({rate:g} Hz) scores best firing at "
+                     f"{best:.0f} Hz (about r − 1/(4τ)), so its rates fall while it learns; "
+                     f"τ ≥ {1e3 / (2 * rate):.0f} ms (Advanced) keeps that above half the "
+                     "teacher's rate.")
+    return text
+
+
 def _fmt_layers(layers) -> str:
     return "-".join(str(int(n)) for n in layers)
 

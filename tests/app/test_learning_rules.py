@@ -53,6 +53,14 @@ def test_rules_train_side_by_side_and_align():
     assert np.isfinite(table["final loss"].to_numpy()).all()
     loss_y = _array(_spec(at, "rl_loss")["data"][0]["y"])
     assert loss_y.size > 0
+    # one silent-student level for all rules (one teacher), across the steps trained
+    import core
+
+    silent = _spec(at, "rl_loss")["data"][-1]
+    assert silent["name"] == "silent student" and list(_array(silent["x"])) == [0, 60]
+    want = core.silent_reference(core.setup(core.get_preset("figure1")))
+    assert _array(silent["y"]) == pytest.approx([want, want], rel=1e-5)
+    assert any(c.value.startswith("Dotted") and "firing at 0 Hz" in c.value for c in at.caption)
 
 
 def test_choosing_rules_rebuilds_and_empty_choice_is_an_error():
@@ -61,7 +69,7 @@ def test_choosing_rules_rebuilds_and_empty_choice_is_an_error():
     _clean(at)
     assert _metric(at, "Rules") == "2"
     at.button(key="rl_step").click().run()
-    assert [t["name"] for t in _spec(at, "rl_loss")["data"]] == ["bp", "kp"]
+    assert [t["name"] for t in _spec(at, "rl_loss")["data"]] == ["bp", "kp", "silent student"]
     at.multiselect(key="rl_rules").set_value([]).run()
     assert not at.exception
     assert len(at.error) == 1 and "rules" in at.error[0].value

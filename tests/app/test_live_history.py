@@ -2,6 +2,8 @@
 the current step, and the kept snapshots are the ones trained at those steps."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -600,3 +602,30 @@ def test_a_rule_without_a_hidden_layer_has_no_angles_even_reopened(tmp_path, mon
     again.advance(30)
     assert again.step == 50 and len(again.history.loss) < 50
     assert again.feedback_rows() is None and not again.history.alignment
+
+
+def test_the_silent_level_is_kept_until_the_teacher_or_the_loss_changes(monkeypatch):
+    """LiveRun.silent_loss computes core.silent_reference once per teacher and loss setting:
+    a new learning rate or surrogate keeps it, a new van Rossum tau or loss moves it, a
+    restart (a new teacher) computes it again."""
+    import core
+    from ui.live import LiveRun
+
+    calls = []
+    real = core.silent_reference
+    monkeypatch.setattr(core, "silent_reference", lambda exp: calls.append(exp) or real(exp))
+    cfg = core.get_preset("figure1")
+    run = LiveRun(cfg)
+    first = run.silent_loss()
+    assert first == pytest.approx(real(core.setup(cfg)), rel=1e-6) and len(calls) == 1
+    for change in (dict(lr=0.02), dict(surrogate="sigmoid", scale=5.0)):
+        assert run.configure(cfg.replace(**change))[0] == "updated"
+        assert run.silent_loss() == first and len(calls) == 1
+    assert run.configure(cfg.replace(vr_tau=0.03))[0] == "updated"
+    assert run.silent_loss() == pytest.approx(real(core.setup(cfg.replace(vr_tau=0.03))), rel=1e-6)
+    assert len(calls) == 2
+    assert run.configure(cfg.replace(vr_tau=0.03, loss="membrane"))[0] == "updated"
+    assert math.isnan(run.silent_loss()) and len(calls) == 3
+    run.build(cfg.replace(teacher_seed=5))
+    assert run.silent_loss() == pytest.approx(
+        real(core.setup(cfg.replace(teacher_seed=5))), rel=1e-6) and len(calls) == 4

@@ -655,3 +655,34 @@ def test_corr_is_defined_only_for_three_varying_values():
     assert not corr_defined([0.0, 0.0], [0.5, 0.1], weights=True)
     # a wider student (4 hidden units matched to the teacher's 2): two values correlated
     assert not corr_defined([1.0, 2.0, 4.0, 3.0], [0.5, 0.1])
+
+
+def test_the_loss_chart_shows_the_silent_students_level():
+    """A dotted level at the loss of a student that never fires (core.silent_reference of the
+    page's experiment), explained under the chart; with figure1's van Rossum tau (10 ms) and
+    20 Hz teacher the caption says an uncorrelated student is best silent. A longer tau (a
+    traced setting: the level moves, no restart) drops that advice; the membrane loss has no
+    level and no caption."""
+    at = _page()
+    cfg = core.get_preset("figure1")
+    want = core.silent_reference(core.setup(cfg))
+    x, y = _trace(at, "ts_loss", "silent student")
+    assert list(x) == [0, 1] and y == pytest.approx([want, want], rel=1e-5)
+    captions = [c.value for c in at.caption if c.value.startswith("Dotted")]
+    assert len(captions) == 1 and "firing at 0 Hz" in captions[0] and f"{want:.3g}" in captions[0]
+    _press_step(at)
+    _assert_clean(at)
+    x, _ = _trace(at, "ts_loss", "silent student")
+    assert list(x) == [0, 20]                    # across the steps trained
+    at.slider(key="vrt").set_value(50.0).run()
+    _assert_clean(at)
+    assert _step(at) == 20                       # the run goes on
+    _, y = _trace(at, "ts_loss", "silent student")
+    want50 = core.silent_reference(core.setup(cfg.replace(vr_tau=0.05)))
+    assert y[0] == pytest.approx(want50, rel=1e-5) and want50 > want   # spikes overlap more
+    captions = [c.value for c in at.caption if c.value.startswith("Dotted")]
+    assert len(captions) == 1 and "firing at" not in captions[0]
+    at.selectbox(key="loss").set_value("membrane").run()
+    _assert_clean(at)
+    assert "silent student" not in [t.get("name") for t in _spec(at, "ts_loss")["data"]]
+    assert not [c for c in at.caption if c.value.startswith("Dotted")]

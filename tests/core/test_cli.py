@@ -132,6 +132,11 @@ def test_train_json(runs):
         assert math.isfinite(layer["rel_error"]) and -1.0 <= layer["corr"] <= 1.0
         # single-neuron shares one f and b: their Pearson's is undefined, null (it said 1.0)
         assert layer["omega"]["corr"] is None and layer["b"]["corr"] is None
+    # the silent student's loss on the held-out inputs: the same teacher, computed here
+    import core
+
+    assert result["silent_loss"] == pytest.approx(
+        core.silent_reference(core.setup(core.get_preset("single-neuron"))), rel=1e-5)
     assert "Traceback" not in stderr
 
 

@@ -113,3 +113,60 @@ def test_combined_selects_the_configured_loss():
         total, parts = combined(out_s, out_t, jnp.asarray(hp.loss_w), hp.vr_decay)
         assert float(total) == pytest.approx(expected[name], rel=1e-4), name
         np.testing.assert_allclose(np.asarray(parts), [expected[k] for k in LOSSES], rtol=1e-4)
+
+
+# ---- the silent student: the level a spike loss is read against -------------------------
+def test_silent_loss_is_the_loss_of_no_spikes():
+    """silent_loss equals combined() with an all-zero student for both spike losses, and is
+    NaN for the membrane loss (a silent student's membrane is not one value)."""
+    from core.losses import silent_loss
+
+    rng = np.random.default_rng(3)
+    t = _spikes(rng, (300, 8, 2), 0.03)
+    zeros = LayerTrace(spikes=jnp.zeros(t.shape), y=jnp.zeros(t.shape), x=jnp.zeros(t.shape))
+    for name in ("van_rossum", "count"):
+        hp = hyperparams(Config(loss=name))
+        teacher = LayerTrace(spikes=jnp.asarray(t), y=jnp.zeros(t.shape), x=jnp.zeros(t.shape))
+        want = float(combined(zeros, teacher, hp.loss_w, hp.vr_decay)[0])
+        assert float(silent_loss(jnp.asarray(t), hp.loss_w, hp.vr_decay)) == pytest.approx(want, rel=1e-6)
+    # van Rossum of silence is the teacher's filtered train alone (scipy; its rectangle rule
+    # weighs by dt/tau where van_rossum weighs by 1 - a)
+    hp = hyperparams(Config(loss="van_rossum"))
+    a = _decay(1e-3, 10e-3)
+    assert float(silent_loss(jnp.asarray(t), hp.loss_w, hp.vr_decay)) == pytest.approx(
+        _np_van_rossum(np.zeros_like(t), t, 1e-3, 10e-3) * (1 - a) / 0.1, rel=1e-5)
+    hp = hyperparams(Config(loss="membrane"))
+    assert math.isnan(float(silent_loss(jnp.asarray(t), hp.loss_w, hp.vr_decay)))
+
+
+@pytest.mark.parametrize("rates", [(20.0, 20.0), (5.0, 20.0), (0.0, 20.0), (40.0, 10.0)])
+def test_uncorrelated_van_rossum_matches_monte_carlo(rates):
+    """The closed form for independent Bernoulli trains against the mean distance of 3000
+    sampled pairs (van_rossum itself), within 4 standard errors."""
+    from core.losses import uncorrelated_van_rossum
+
+    dt, tau, T, n = 1e-3, 10e-3, 400, 3000
+    rng = np.random.default_rng(int(rates[0] * 7 + rates[1]))
+    s, t = _spikes(rng, (T, n, 1), rates[0] * dt), _spikes(rng, (T, n, 1), rates[1] * dt)
+    a = _decay(dt, tau)
+    f = lfilter([1.0], [1.0, -a], s.astype(np.float64) - t, axis=0)
+    per_pair = (1 - a) * np.sum(f ** 2, axis=0).ravel()
+    want = uncorrelated_van_rossum(rates[0] * dt, rates[1] * dt, a, T)
+    assert abs(per_pair.mean() - want) < 4 * per_pair.std() / math.sqrt(n)
+    assert float(van_rossum(jnp.asarray(s), jnp.asarray(t), a)) == pytest.approx(per_pair.mean(), rel=1e-4)
+
+
+@pytest.mark.parametrize("tau", [5e-3, 10e-3, 20e-3, 50e-3])
+def test_uncorrelated_best_rate_minimises_the_expected_distance(tau):
+    """The stationary optimum against a grid search of the exact expectation over long
+    trials (10 s), and its small-dt form r - 1/(4 tau): silence below tau = 1/(4 r)."""
+    from core.losses import uncorrelated_best_rate, uncorrelated_van_rossum
+
+    dt, r = 1e-3, 20.0
+    a = _decay(dt, tau)
+    grid = np.linspace(0.0, 0.03, 3001)          # spike probability per bin, steps of 0.01 Hz
+    best_grid = grid[np.argmin(uncorrelated_van_rossum(grid, r * dt, a, 10_000))] / dt
+    best = uncorrelated_best_rate(r, dt, tau)
+    assert best == pytest.approx(best_grid, abs=0.1)
+    assert best == pytest.approx(max(0.0, r - 1 / (4 * tau)), abs=0.3)
+    assert (best == 0.0) == (tau < 1 / (4 * r))

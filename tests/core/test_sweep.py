@@ -107,6 +107,25 @@ def test_sweep_points_equal_separate_runs_and_are_stored(tmp_path):
     assert {"batch", "lr", "seed", "final_loss", "weight_error_L0"} <= set(table[0])
 
 
+def test_each_point_records_the_silent_students_loss(tmp_path):
+    """A loss and a van Rossum tau axis: every point stores its silent student's loss
+    (core.silent_reference of the same teacher and loss settings, computed alone here), the
+    table its final loss over it; the membrane loss has no level and no such column."""
+    spec = _spec(["loss=van_rossum,membrane", "vr_tau=0.01,0.05"])
+    res = sweep.run_sweep(spec, store=RunStore(tmp_path), chunk=12)
+    table = {r["point"]: r for r in sweep.summary_table(spec, res.rows)}
+    for p in sweep.expand(spec):
+        m = next(r for r in res.rows if r["index"] == p.index)["metrics"]
+        if p.cfg.loss == "membrane":
+            assert m["silent_loss"] is None and "loss_vs_silent" not in table[p.index]
+            continue
+        want = core.silent_reference(core.setup(p.cfg))
+        assert m["silent_loss"] == pytest.approx(want, rel=1e-5)
+        assert table[p.index]["loss_vs_silent"] == pytest.approx(m["final_loss"] / want)
+    levels = [table[i]["silent_loss"] for i in table if "silent_loss" in table[i]]
+    assert len(levels) == 2 and levels[0] != levels[1]       # tau moves the level
+
+
 def test_a_feedback_axis_stores_each_rules_angles_as_train_does(tmp_path):
     """A sweep over credit assignment stored no angle to backprop: its fa
     and kp runs lacked the ∠(Wᵀ, B) and update angle `train --save` stores.
