@@ -9,13 +9,14 @@ r"""Losses on the output layer (student vs teacher, same inputs).
 * spike-count MSE: mean squared difference of per-trial spike counts.
 
 A student that never fires is the reference a spike loss is read against
-(:func:`silent_loss`).  For van Rossum it is a low bar: two *independent*
-spike trains are further apart than one train and silence unless the
-student fires below the teacher by about :math:`1/(4\tau)`
-(:func:`uncorrelated_van_rossum`, :func:`uncorrelated_best_rate`).  With
-the default :math:`\tau` = 10 ms that is 25 Hz, above the default teacher
-rate (20 Hz; figure1's 10 Hz): a student whose spikes are not yet locked
-to the teacher's lowers the loss by falling silent.
+(:func:`silent_loss`).  For van Rossum it is a low bar: a student whose
+spikes are *independent* of the teacher's (Poisson-like) is closer to it
+than silence only below about :math:`2(r_t - 1/(4\tau))`, and closest at
+:math:`r_t - 1/(4\tau)` in long trials (:func:`uncorrelated_van_rossum`,
+:func:`uncorrelated_best_rate`).  With the default :math:`\tau` = 10 ms,
+:math:`1/(4\tau)` = 25 Hz is above the default teacher rate (20 Hz;
+figure1's 10 Hz): a student whose spikes are not yet locked to the
+teacher's lowers the loss by firing less, down to silence.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ _PRESETS = {
         description="Two hidden RF layers: 50 -> 10 -> 10 -> 2, T = 500, batch 16. Here the "
                     "feedback rules differ in depth (Learning rules follows every layer's "
                     "feedback matrix; dfa is fa only at the last hidden layer). van Rossum "
-                    "tau = 50 ms: at 10 ms these students fell silent (8-13 Hz against 20)."),
+                    "tau = 50 ms: at 10 ms these students fell toward silence (8-12 Hz "
+                    "against 20)."),
     "medium": Config(
         layers=(200, 256, 10), T=1000, batch=64, lr=2e-3, steps=100,
         description="Benchmark 'medium': 200 -> 256 -> 10 RF, T = 1000, batch 64."),

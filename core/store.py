@@ -242,7 +242,7 @@ _TABLES = ("recovery", "alignment_deg")              # rows of numbers, one leng
 _ONE_MATRIX = ("alignment_deg",)                     # ... or numbers (one feedback matrix)
 _METRIC_NUMBERS = ("initial_loss", "final_loss", "diverged_loss", "spike_precision",
                    "spike_recall", "rate_error", "steps_per_s", "seconds",
-                   "first_chunk_seconds", "update_angle_deg")
+                   "first_chunk_seconds", "update_angle_deg", "silent_loss")
 _METRIC_COUNTS = ("steps", "sweep_point", "diverged_at_step")
 
 
@@ -294,6 +294,9 @@ def _check_metrics(m: dict, label: str) -> None:
         if m.get(k) is not None and not 0.0 <= m[k] <= 1.0:
             raise StoreError(f"{label}.{k}", f"is a share of spikes: must be in [0, 1], got "
                                              f"{m[k]!r:.60}.")
+    if m.get("silent_loss") is not None and not m["silent_loss"] >= 0:   # a loss: >= 0
+        raise StoreError(f"{label}.silent_loss", f"is a loss: must be >= 0 (or null), got "
+                                                 f"{m['silent_loss']!r:.60}.")
     for k in _METRIC_COUNTS:
         if m.get(k) is not None and not _count(m[k]):
             raise StoreError(f"{label}.{k}", f"must be an integer in [0, 2^31 - 1], got "

@@ -562,9 +562,11 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
                   "rate_error"):
             rec[k] = m.get(k)
         final, silent = m.get("final_loss"), m.get("silent_loss")
-        if silent:       # (a run stored before it was recorded: no column)
+        # none: the membrane loss, a run stored before it was kept (an imported run's
+        # metric may be anything: the store checks a number >= 0)
+        if _real(silent) and silent > 0:
             rec["silent_loss"] = silent
-            rec["loss_vs_silent"] = final / silent if final is not None else None
+            rec["loss_vs_silent"] = final / silent if _real(final) else None
         for i, layer in enumerate(m.get("recovery") or []):
             rec[f"weight_error_L{i}"] = layer.get("rel_error")
         if m.get("alignment_deg"):    # a feedback rule: the matrix carrying hidden j's error
@@ -574,6 +576,11 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
         rec["run_id"] = r.get("run_id")
         out.append(rec)
     return out
+
+
+def _real(x) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _label(v):

@@ -520,13 +520,19 @@ def make_evaluate(struct: Structure, batch: int | None = None):
 SILENT_BATCHES = 4   # held-out batches the silent student's loss is averaged over
 
 
-@functools.lru_cache(maxsize=32)
 def make_silent_reference(struct: Structure, batches: int = SILENT_BATCHES):
     """Compiled ``silent(task, hp) -> loss``: the loss of a student that never
     fires (:func:`core.losses.silent_loss`), averaged over held-out batches
     0 .. ``batches - 1`` (those of :func:`make_evaluate`); NaN for the
     membrane loss.  The level a spike loss is read against: above it, the
-    student does worse than staying quiet.  Only the teacher runs."""
+    student does worse than staying quiet.  Only the teacher runs, so one
+    program serves every student width, optimizer and rule of a teacher."""
+    return _silent_reference(struct._replace(student_layers=struct.teacher_layers,
+                                             optimizer="adam", feedback="bp"), batches)
+
+
+@functools.lru_cache(maxsize=32)
+def _silent_reference(struct: Structure, batches: int):
     shape = (struct.T, struct.batch, struct.teacher_layers[0])
 
     def silent(task, hp):

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import core
-from ui import figures, resources, ticks, widgets
+from ui import figures, live, resources, ticks, widgets
 from ui.live_plot import live_plot
 
 widgets.require_app_navigation()
@@ -81,9 +81,10 @@ def live_panels():
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["loss"], run.rules, "Loss (mean of 10 steps)",
-                                       "loss", log=True, smooth=10, silent=run.silent_loss()),
+                                       "loss", log=True, smooth=10, silent=run.silent_loss(),
+                                       silent_since=live.silent_since(run.changes)),
                   key="rl_loss", height=300, revision=rev)
-        silent = widgets.silent_student_text(run.cfg, run.silent_loss())
+        silent = widgets.silent_student_text(run.cfg, run.silent_loss(), tunable=False)
         if silent:
             st.caption(silent)
     with b:

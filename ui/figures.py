@@ -464,19 +464,21 @@ def window_mean(steps, values, window: int, skipna: bool = False):
 SILENT_NAME = "silent student"
 
 
-def silent_line(steps, silent) -> list:
+def silent_line(steps, silent, since: int = 0) -> list:
     """The loss of a student that never fires (``silent``, None or NaN: no
-    line) as a dotted level across ``steps``: a spike loss read against it
-    shows whether the student has learnt more than to stay quiet."""
+    line) as a dotted level from step ``since`` (the last change of the loss
+    or its τ: the steps before were another loss) to the last of ``steps``:
+    a spike loss read against it shows whether the student has learnt more
+    than to stay quiet."""
     if silent is None or not np.isfinite(silent) or silent <= 0:
         return []
     steps = np.asarray(steps)
-    x1 = max(int(steps[-1]) if steps.size else 0, 1)
-    return [_line([0, x1], [float(silent)] * 2, SILENT_NAME, "#b0473c", width=1.2, dash="dot",
-                  hovertemplate="silent student: %{y:.4g}<extra></extra>")]
+    x1 = max(int(steps[-1]) if steps.size else 0, since + 1)
+    return [_line([since, x1], [float(silent)] * 2, SILENT_NAME, "#b0473c", width=1.2,
+                  dash="dot", hovertemplate="silent student: %{y:.4g}<extra></extra>")]
 
 
-def ts_loss_figure(steps, loss, silent=None) -> dict:
+def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
     """Loss per training step (log axis), with its mean over 25 steps and
     the silent student's loss (:func:`silent_line`)."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
@@ -488,7 +490,7 @@ def ts_loss_figure(steps, loss, silent=None) -> dict:
         smooth = smooth[full]
         x, y = decimate(steps[full], np.where(smooth > 0, smooth, np.nan))
         data.append(_line(x, y, "mean of 25 steps", Y_COLOR, width=2))
-    data += silent_line(steps, silent)
+    data += silent_line(steps, silent, silent_since)
     return _spec("Loss", 300, data, axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
                                           "yaxis": {**_title("loss"), "type": "log",
                                                     **log_ticks(*(d["y"] for d in data))}})
@@ -787,7 +789,8 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> g
 
 # ---- Learning rules page ---------------------------------------------------------
 def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = False,
-                 smooth: int = 1, height: int = 300, silent=None) -> dict:
+                 smooth: int = 1, height: int = 300, silent=None,
+                 silent_since: int = 0) -> dict:
     """One line per rule: ``values`` (S, k) against ``steps`` (S,); optional
     mean over the last ``smooth`` steps (:func:`window_mean`); long series are
     decimated (a live figure: plain Plotly JSON).  ``silent``: a loss chart's
@@ -805,7 +808,7 @@ def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = Fals
             y = np.where(y > 0, y, np.nan)
         x, y = decimate(x, y)
         data.append(_line(x, y, rule, PALETTE[i % len(PALETTE)], width=1.8))
-    data += silent_line(steps, silent)
+    data += silent_line(steps, silent, silent_since)
     # the rules' legend below the plot: at the top it covered the title in a half-width column
     spec = _spec(title, height, data,
                  axes={"xaxis": {**_title("step"), "rangemode": "tozero"},

@@ -144,6 +144,13 @@ def settings_change(step: int, old: Config, new: Config, rules: tuple = ()) -> d
     return {"step": int(step), "changed": changed} if step > 0 and changed else None
 
 
+def silent_since(changes) -> int:
+    """The step from which the loss is the one now set: that of the last
+    mid-run change (:func:`settings_change`) of the loss or its τ, else 0.
+    The silent level (:class:`SilentLevel`) is drawn from there."""
+    return max([c["step"] for c in changes if {"loss", "vr_tau"} & set(c["changed"])] or [0])
+
+
 def restart_key(cfg: Config) -> tuple:
     return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
 
@@ -294,7 +301,7 @@ class SilentLevel:
     loss chart's reference level, computed once (``medium``: 0.4 s)."""
 
     def __init__(self):
-        self._key, self._value = None, math.nan
+        self._held = (None, math.nan)    # (key, level): one attribute, read and written whole
 
     # the student's training knobs: they do not move the level (a new learning rate
     # recomputed it, 0.4 s on medium)
@@ -304,10 +311,11 @@ class SilentLevel:
     def of(self, exp: core.Experiment) -> float:
         key = (exp.task, exp.struct, tuple(np.asarray(v).tobytes() for k, v in
                                            exp.hp._asdict().items() if k not in self.TRAINING_ONLY))
-        held = self._key
-        if (held is None or held[0] is not key[0] or held[1:] != key[1:]):
-            self._value, self._key = core.silent_reference(exp), key
-        return self._value
+        held, value = self._held
+        if held is None or held[0] is not key[0] or held[1:] != key[1:]:
+            value = core.silent_reference(exp)
+            self._held = (key, value)
+        return value
 
 
 class StepRows:
@@ -803,7 +811,8 @@ class LiveRun:
         with self.lock:       # a tick still training appends to both (see RulesRun.rows)
             loss_steps, loss = np.asarray(hist.loss_steps), np.asarray(hist.loss)
             feedback = self.feedback_rows()
-        yield "ts_loss", figures.ts_loss_figure(loss_steps, loss, self.silent_loss()), 300
+        yield ("ts_loss", figures.ts_loss_figure(loss_steps, loss, self.silent_loss(),
+                                                 silent_since(self.changes)), 300)
         if feedback is not None:       # a rule other than backprop: how close it comes to it
             yield ("ts_fb", figures.feedback_figure(loss_steps[:len(feedback[1])], *feedback,
                                                     names[:-1], cfg.feedback), 300)

@@ -313,16 +313,19 @@ def silent_teacher_text(cfg, teacher_out) -> str | None:
             f"rate or T, or lower the threshold θ.")
 
 
-def silent_student_text(cfg, silent: float, recent: float | None = None) -> str | None:
+def silent_student_text(cfg, silent: float, recent: float | None = None,
+                        tunable: bool = True) -> str | None:
     """The caption of a loss chart's dotted line: the loss ``silent`` of a
-    student that never fires (NaN for the membrane loss: no caption).  Says
-    when the ``recent`` loss is not below it, and, for van Rossum, when its
-    τ makes an uncorrelated student's best rate (:func:`core.losses.
-    uncorrelated_best_rate`) less than half the teacher's: its rates then
-    fall while its spikes are not yet locked to the teacher's."""
+    student that never fires (NaN for the membrane loss, 0 for a silent
+    teacher: no line, no caption).  Says when the ``recent`` loss is not
+    below it, and, for van Rossum, when its τ puts an uncorrelated student's
+    best rate (:func:`core.losses.uncorrelated_best_rate`, Poisson-like
+    spikes) below half the teacher's: its rates then fall while its spikes
+    are not yet locked to the teacher's.  ``tunable``: this page sets τ (in
+    Advanced), else the advice names Teacher–Student."""
     from core.losses import uncorrelated_best_rate
 
-    if silent is None or not math.isfinite(silent):
+    if silent is None or not math.isfinite(silent) or silent <= 0:
         return None
     text = f"Dotted: the loss of a student that never fires ({silent:.3g}, held-out inputs)."
     if recent is not None and math.isfinite(recent) and recent >= silent:
@@ -332,11 +335,17 @@ def silent_student_text(cfg, silent: float, recent: float | None = None) -> str 
     if cfg.loss == "van_rossum" and rate > 0:
         best = uncorrelated_best_rate(rate, cfg.dt, cfg.vr_tau)
         if best < 0.5 * rate:
+            need = 1e3 / (2 * rate)             # ms: r - 1/(4 tau) = r / 2
+            top = WIDGET_RANGES["vrt"][1]
+            fix = (f"τ ≥ {need:.0f} ms keeps that above half the teacher's rate"
+                   + (" (Advanced)" if tunable else
+                      " (this page uses the preset's τ; Teacher–Student sets it)")
+                   if need <= top else
+                   f"even τ = {top:g} ms leaves it below half; the count loss has no such pull")
             text += (f" With van Rossum τ = {1e3 * cfg.vr_tau:.3g} ms, a student whose spikes "
-                     f"are not yet locked to the teacher's ({rate:g} Hz) scores best firing at "
-                     f"{best:.0f} Hz (about r − 1/(4τ)), so its rates fall while it learns; "
-                     f"τ ≥ {1e3 / (2 * rate):.0f} ms (Advanced) keeps that above half the "
-                     "teacher's rate.")
+                     f"are not yet locked to the teacher's ({rate:g} Hz; Poisson-like spikes) "
+                     f"scores best firing at {best:.0f} Hz (about r − 1/(4τ)), so its rates fall "
+                     f"while it learns; {fix}.")
     return text
 
 

@@ -60,7 +60,8 @@ def test_rules_train_side_by_side_and_align():
     assert silent["name"] == "silent student" and list(_array(silent["x"])) == [0, 60]
     want = core.silent_reference(core.setup(core.get_preset("figure1")))
     assert _array(silent["y"]) == pytest.approx([want, want], rel=1e-5)
-    assert any(c.value.startswith("Dotted") and "firing at 0 Hz" in c.value for c in at.caption)
+    assert any(c.value.startswith("Dotted") and "firing at 0 Hz" in c.value
+               and "Teacher–Student sets it" in c.value for c in at.caption)
 
 
 def test_choosing_rules_rebuilds_and_empty_choice_is_an_error():

@@ -660,7 +660,7 @@ def test_corr_is_defined_only_for_three_varying_values():
 def test_the_loss_chart_shows_the_silent_students_level():
     """A dotted level at the loss of a student that never fires (core.silent_reference of the
     page's experiment), explained under the chart; with figure1's van Rossum tau (10 ms) and
-    20 Hz teacher the caption says an uncorrelated student is best silent. A longer tau (a
+    10 Hz teacher the caption says an uncorrelated student is best silent. A longer tau (a
     traced setting: the level moves, no restart) drops that advice; the membrane loss has no
     level and no caption."""
     at = _page()
@@ -677,12 +677,38 @@ def test_the_loss_chart_shows_the_silent_students_level():
     at.slider(key="vrt").set_value(50.0).run()
     _assert_clean(at)
     assert _step(at) == 20                       # the run goes on
-    _, y = _trace(at, "ts_loss", "silent student")
+    x, y = _trace(at, "ts_loss", "silent student")
+    assert list(x) == [20, 21]                   # from the change: before it, another loss
     want50 = core.silent_reference(core.setup(cfg.replace(vr_tau=0.05)))
     assert y[0] == pytest.approx(want50, rel=1e-5) and want50 > want   # spikes overlap more
     captions = [c.value for c in at.caption if c.value.startswith("Dotted")]
     assert len(captions) == 1 and "firing at" not in captions[0]
+    _press_step(at)
+    assert list(_trace(at, "ts_loss", "silent student")[0]) == [20, 40]
     at.selectbox(key="loss").set_value("membrane").run()
     _assert_clean(at)
     assert "silent student" not in [t.get("name") for t in _spec(at, "ts_loss")["data"]]
     assert not [c for c in at.caption if c.value.startswith("Dotted")]
+
+
+def test_the_silent_caption_names_what_to_change():
+    """widgets.silent_student_text: the advice follows the closed form (core.losses): a τ
+    within the slider's range on this page, the preset's τ on Learning rules, the count loss
+    where even the longest τ is too short; no caption without a level (the membrane loss, a
+    silent teacher) or for the count loss's own level beyond the sentence on the line."""
+    cfg = core.get_preset("figure1")              # 10 Hz teacher, tau = 10 ms
+    text = widgets.silent_student_text(cfg, 1.5, recent=1.9)
+    assert "not below it" in text and "firing at 0 Hz" in text and "τ ≥ 50 ms" in text
+    assert "Advanced" in text
+    assert "not below it" not in widgets.silent_student_text(cfg, 1.5, recent=1.2)
+    other = widgets.silent_student_text(cfg, 1.5, tunable=False)
+    assert "Advanced" not in other and "Teacher–Student sets it" in other
+    slow = widgets.silent_student_text(cfg.replace(target_rate=2.0), 1.0)
+    assert "even τ = 100 ms" in slow and "count loss" in slow     # 250 ms would be needed
+    # at tau = 40 ms the best rate, 10 - 6.25 = 3.7 Hz, is below half: advice; at 60 ms,
+    # 5.8 Hz, it is not
+    assert "firing at 4 Hz" in widgets.silent_student_text(cfg.replace(vr_tau=0.04), 1.0)
+    assert "firing at" not in widgets.silent_student_text(cfg.replace(vr_tau=0.06), 1.0)
+    assert "firing at" not in widgets.silent_student_text(cfg.replace(loss="count"), 9.0)
+    for level in (float("nan"), 0.0, None):
+        assert widgets.silent_student_text(cfg, level) is None

