@@ -928,9 +928,14 @@ def url_choices(key: str, resolve, label) -> tuple[list, list]:
     some resolve, the URL is rewritten to their labels and the control takes
     them (call this before creating it), and the caller reports the others
     (the control does not: it reads the session's value).  When none does,
-    the control refuses them with :func:`report_ignored_url_params`'s toast."""
+    the control refuses them with :func:`report_ignored_url_params`'s toast.
+
+    Also on a later run while the URL still names an option by other than
+    its label (a link's id): the run that entered was cut short before it got
+    here (a fresh server's first request, under load), and the control
+    would refuse them.  Once judged, the URL holds labels."""
     before = st.session_state.get(URL_BEFORE, {})
-    if key not in before or key not in st.query_params:
+    if key not in st.query_params:
         return [], []
     raws = st.query_params.get_all(key)
     options = [resolve(r) for r in raws]
@@ -939,11 +944,15 @@ def url_choices(key: str, resolve, label) -> tuple[list, list]:
         return [], []
     unresolved = [r for r, o in zip(raws, options) if o is None]
     fixed = [label(o) for o in found]
+    # not entering: only a value naming an option by other than its label (a run deleted
+    # meanwhile leaves its label, naming none: the page says so, the link did not)
+    if key not in before and all(o is None or label(o) == r for r, o in zip(raws, options)):
+        return [], []
     if fixed != raws:
         try:
             st.query_params[key] = fixed if len(fixed) > 1 else fixed[0]
-        except st.errors.StreamlitAPIException:   # bound already: leave it to the control
-            return [], []
+        except st.errors.StreamlitAPIException:
+            pass     # bound by an earlier run's control: it writes the URL from the value below
         _set_initial_query_params({key: fixed})
     before[key] = fixed
     st.session_state[key] = found

@@ -205,6 +205,31 @@ def test_url_selection_by_run_id_wins_over_the_last_visit(monkeypatch, populated
         f"command line, or a wrong id): `{'0' * 32}`"]
 
 
+def test_a_link_the_entering_run_did_not_reach_still_selects(monkeypatch, populated):
+    """A fresh server's first request, a link to a run by its id, selected nothing once
+    in a clean-clone run of the browser test (test_app_kill): the run that entered the
+    page was cut short (a second rerun request, under load) before it judged the URL,
+    and the next run, no longer entering, left the id to the control, which refuses it.
+    A URL still holding a link's raw value (an id, not a label) is judged on any run."""
+    path, _ = populated
+    monkeypatch.setenv(ENV_VAR, str(path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    with RunStore(path) as store:
+        ids = [s["id"] for s in store.list()]
+        names = {s["id"]: s["name"] for s in store.list()}
+    at.switch_page("pages/runs.py").run()
+    _clean(at)
+    assert at.multiselect(key="rs_sel").value == []
+    at.query_params["rs_sel"] = ids[1]          # on a run that does not enter the page
+    at.run()
+    _clean(at)
+    assert at.multiselect(key="rs_sel").value == [ids[1]]
+    assert at.query_params["rs_sel"] == R.run_label(names[ids[1]], ids[1])
+    at.multiselect(key="rs_sel").set_value([ids[1], ids[2]]).run()   # the visitor's choice
+    at.run()                                    # stays: the URL holds labels now
+    assert at.multiselect(key="rs_sel").value == [ids[1], ids[2]]
+
+
 def test_open_in_teacher_student_switches_page(monkeypatch, populated):
     path, _ = populated
     calls = []
