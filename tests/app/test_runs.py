@@ -169,17 +169,22 @@ def test_resolve_run_by_label_id_or_prefix():
     assert R.resolve_run("3f2a9c01", labels) == "3f2a9c01aa"  # (a bare prefix, 4 or more)
 
 
+def _app_on_store(monkeypatch, populated):
+    """The app on the populated store: (AppTest, run ids, id -> name)."""
+    path, _ = populated
+    monkeypatch.setenv(ENV_VAR, str(path))
+    with RunStore(path) as store:
+        ids = [s["id"] for s in store.list()]
+        names = {s["id"]: s["name"] for s in store.list()}
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=120), ids, names
+
+
 def test_url_selection_by_run_id_wins_over_the_last_visit(monkeypatch, populated):
     """``?rs_sel=<run id>`` (as "Show in Runs & sweeps" writes it) selects that
     run, its URL value rewritten to the label Streamlit accepts; entering the
     page again with another run's id selects that one, though the control
     still holds the first (controls keep their values across pages)."""
-    path, _ = populated
-    monkeypatch.setenv(ENV_VAR, str(path))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    with RunStore(path) as store:
-        ids = [s["id"] for s in store.list()]
-        names = {s["id"]: s["name"] for s in store.list()}
+    at, ids, names = _app_on_store(monkeypatch, populated)
     at.query_params["rs_sel"] = ids[0]
     at.switch_page("pages/runs.py").run()
     _clean(at)
@@ -211,12 +216,7 @@ def test_a_link_the_entering_run_did_not_reach_still_selects(monkeypatch, popula
     page was cut short (a second rerun request, under load) before it judged the URL,
     and the next run, no longer entering, left the id to the control, which refuses it.
     A URL still holding a link's raw value (an id, not a label) is judged on any run."""
-    path, _ = populated
-    monkeypatch.setenv(ENV_VAR, str(path))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    with RunStore(path) as store:
-        ids = [s["id"] for s in store.list()]
-        names = {s["id"]: s["name"] for s in store.list()}
+    at, ids, names = _app_on_store(monkeypatch, populated)
     at.switch_page("pages/runs.py").run()
     _clean(at)
     assert at.multiselect(key="rs_sel").value == []
