@@ -383,7 +383,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     from .config import hyperparams
     from .evaluate import summarize
     from .store import SnapshotLog, snapshot_limit
-    from .train import Experiment, make_evaluate, make_silent_reference, make_train_chunk, unstack
+    from .train import Experiment, make_evaluate, make_train_chunk, silent_reference, unstack
 
     t_start = time.perf_counter()
     p_idx = jax.process_index() if process_index is None else process_index
@@ -519,7 +519,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                            "diverged_loss": bad if is_div else None, **ev}
                 loss_key = (p.cfg.loss, p.cfg.vr_tau)
                 if loss_key not in silent:
-                    level = float(make_silent_reference(struct)(exp.task, exp.hp))
+                    level = silent_reference(exp)
                     silent[loss_key] = level if math.isfinite(level) else None
                 metrics["silent_loss"] = silent[loss_key]
                 hist = {"loss": loss_i, "recovery_step": np.asarray(rec_steps[i], np.int64),

@@ -318,6 +318,14 @@ class SilentLevel:
         return value
 
 
+def _silent_loss(run) -> float:
+    """A run's (LiveRun, RulesRun) silent-student loss: its ``silent`` level of
+    its experiment, read under its lock; NaN for the membrane loss."""
+    with run.lock:
+        exp = run.exp
+    return run.silent.of(exp)
+
+
 class StepRows:
     """Rows a view derives from each snapshot of a history (the matched
     weights of a chart's lines, their percentile bands), kept by the
@@ -423,12 +431,7 @@ class LiveRun:
         """Wall-clock training steps per second (:class:`RateMeter`)."""
         return self.meter.rate
 
-    def silent_loss(self) -> float:
-        """The loss a student that never fires would have (:class:`SilentLevel`,
-        over held-out inputs); NaN for the membrane loss."""
-        with self.lock:
-            exp = self.exp
-        return self.silent.of(exp)
+    silent_loss = _silent_loss
 
     @property
     def has_feedback(self) -> bool:
@@ -924,12 +927,7 @@ class RulesRun:
         """Wall-clock student-steps per second (:class:`RateMeter`)."""
         return self.meter.rate
 
-    def silent_loss(self) -> float:
-        """The loss a student that never fires would have (:class:`SilentLevel`,
-        over held-out inputs); NaN for the membrane loss."""
-        with self.lock:
-            exp = self.exp
-        return self.silent.of(exp)
+    silent_loss = _silent_loss
 
     @property
     def warm(self) -> bool:
