@@ -318,6 +318,11 @@ class SilentLevel:
         return value
 
 
+def _finite_or_none(x) -> float | None:
+    """``x`` as a stored metric: a float, None for NaN or inf (the store holds no NaN)."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
 def _silent_loss(run) -> float:
     """A run's (LiveRun, RulesRun) silent-student loss: its ``silent`` level of
     its experiment, read under its lock; NaN for the membrane loss."""
@@ -590,6 +595,8 @@ class LiveRun:
             if self.changes:    # the configuration holds the last values only
                 metrics["settings_changes"] = list(self.changes)
             exp, status = self.exp, "diverged" if self.diverged else "done"
+        # as `train --save`: the level the loss is read against (cached: the page drew it)
+        metrics["silent_loss"] = _finite_or_none(self.silent.of(exp))
         return store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics,
                           snapshots=snapshots)
 
@@ -1024,6 +1031,7 @@ class RulesRun:
             snapshots = [h.stored(int(st.step)) for h, st in zip(self.snapshots, states)]
             changes = list(self.changes)
         table = self._table_of(view)
+        silent = _finite_or_none(self.silent_loss())   # one teacher: one level for every rule
         r = view["rows"]
         records = []
         for i, rule in enumerate(self.rules):
@@ -1052,7 +1060,7 @@ class RulesRun:
                        "spike_recall": table[i]["spike recall"],
                        "rate_error": table[i]["rate error"],
                        "recovery": [{"rel_error": float(e)} for e in r["recovery"][-1][i]],
-                       "rule": rule}
+                       "rule": rule, "silent_loss": silent}
             if changes:    # the configuration holds the last values only
                 metrics["settings_changes"] = changes
             records.append((exp, hist, rule, metrics, snapshots[i]))

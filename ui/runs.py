@@ -33,6 +33,7 @@ from core.store import ARRAYS_DIR, INDEX_NAME, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
 from ui.figures import PALETTE, _layout, log_ticks
+from ui.live import silent_since
 
 METRICS = ("weight_error_mean", "final_loss", "loss_vs_silent", "initial_loss",
            "spike_precision", "spike_recall", "rate_error")   # weight_error_L{i}: per sweep
@@ -457,21 +458,50 @@ def points_summary(rows: Sequence[Mapping]) -> str:
 
 
 # ---- overlay -------------------------------------------------------------------------
-def _thin(y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Steps (1-based, block centres) and block means of ``y`` in at most ``max_points`` blocks."""
+def _thin(y: np.ndarray, x: np.ndarray | None = None,
+          max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Steps ``x`` (default 1, 2, ...) and values ``y``, as block means in at
+    most ``max_points`` blocks."""
     y = np.asarray(y, float)
+    x = np.arange(1, y.size + 1, dtype=float) if x is None else np.asarray(x, float)
     if y.size <= max_points:
-        return np.arange(1, y.size + 1, dtype=float), y
+        return x, y
     k = math.ceil(y.size / max_points)
     pad = (-y.size) % k
     blocks = np.concatenate([y, np.full(pad, np.nan)]).reshape(-1, k)
-    return np.arange(blocks.shape[0]) * k + (k + 1) / 2, np.nanmean(blocks, axis=1)
+    at = np.concatenate([x, np.full(pad, np.nan)]).reshape(-1, k)
+    return np.nanmean(at, axis=1), np.nanmean(blocks, axis=1)
+
+
+def _loss_steps(h: Mapping, n: int) -> np.ndarray:
+    """The step of each of a run's ``n`` loss values: its ``loss_step`` (a
+    long live run keeps a thinned loss; a reopened one's may not start at 1),
+    else 1, 2, ..., n (a sweep's and ``train``'s runs hold every step)."""
+    at = h.get("loss_step")
+    if isinstance(at, list) and len(at) == n:
+        return np.asarray(at, float)
+    return np.arange(1, n + 1, dtype=float)
+
+
+def silent_level(run: Mapping, last_step: float) -> tuple[list, list] | None:
+    """``(x, y)`` of a run's silent-student level (``metrics["silent_loss"]``,
+    the loss of a student that never fires) from its last mid-run change of
+    the loss or its τ (the steps before were another loss) to ``last_step``;
+    None without one (the membrane loss, a run stored before it was kept)."""
+    m = run.get("metrics") or {}
+    silent = m.get("silent_loss")
+    if not isinstance(silent, (int, float)) or isinstance(silent, bool) \
+            or not math.isfinite(silent) or silent <= 0:
+        return None
+    since = silent_since(m.get("settings_changes") or [])
+    return [since, max(float(last_step), since + 1)], [float(silent)] * 2
 
 
 def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     """Loss per step (log scale; block means beyond ``MAX_CURVE_POINTS``)
-    and weight recovery error per layer (solid: layer 0, dashed: layer 1,
-    ...) of ``runs`` (``RunStore.get`` records), one colour per run."""
+    with each run's silent-student level dotted (:func:`silent_level`), and
+    weight recovery error per layer (solid: layer 0, dashed: layer 1, ...) of
+    ``runs`` (``RunStore.get`` records), one colour per run."""
     loss, rec = go.Figure(), go.Figure()
     dashes = ("solid", "dash", "dot", "dashdot")
     for i, run in enumerate(runs):
@@ -480,9 +510,16 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
         h = run.get("histories") or {}
         y = np.asarray([v if v is not None else np.nan for v in h.get("loss") or []], float)
         if y.size:
-            steps, yy = _thin(y)
+            at = _loss_steps(h, y.size)
+            steps, yy = _thin(y, at)
             loss.add_trace(go.Scatter(x=steps, y=yy, name=name, legendgroup=run["id"],
                                       line=dict(color=color, width=1.5)))
+            if (level := silent_level(run, at[-1])) is not None:
+                loss.add_trace(go.Scatter(
+                    x=level[0], y=level[1], name=f"{name}: silent student",
+                    legendgroup=run["id"], showlegend=False, mode="lines",
+                    line=dict(color=color, width=1.2, dash="dot"),
+                    hovertemplate=f"silent student: %{{y:.4g}}<extra>{name}</extra>"))
         r = _recovery_array(h)
         if r is not None:
             steps = np.asarray(h["recovery_step"], float)

@@ -146,7 +146,16 @@ def test_filters_and_overlay(monkeypatch, populated):
     at.multiselect(key="rs_sel").set_value(ids).run()
     _clean(at)
     charts = _charts(at)
-    assert len(charts["rs_loss"]["data"]) == 2
+    lines, levels = charts["rs_loss"]["data"][::2], charts["rs_loss"]["data"][1::2]
+    assert len(lines) == len(levels) == 2
+    assert any(c.value.startswith("Dotted: each run's silent student") for c in at.caption)
+    # each run's silent student, dotted in its colour to its last step, at its stored level
+    with RunStore(path) as store:
+        stored = [store.get(i)["metrics"] for i in ids]
+    for m, line, level in zip(stored, lines, levels):
+        assert level["line"]["dash"] == "dot" and level["line"]["color"] == line["line"]["color"]
+        assert _array(level["y"]).tolist() == [m["silent_loss"]] * 2 and m["silent_loss"] > 0
+        assert _array(level["x"]).tolist() == [0, m["steps"]] == [0, _array(line["x"])[-1]]
     assert len(charts["rs_recovery"]["data"]) == 2 * 2        # two runs x two layers
     assert at.button(key="rs_open").disabled                  # open needs exactly one run
 
@@ -423,7 +432,38 @@ def test_filter_runs():
 def test_thin_block_means():
     steps, y = R._thin(np.arange(10.0), max_points=4)           # blocks of 3: 0-2, 3-5, 6-8, 9
     np.testing.assert_allclose(y, [1.0, 4.0, 7.0, 9.0])
-    np.testing.assert_allclose(steps, [2.0, 5.0, 8.0, 11.0])
+    np.testing.assert_allclose(steps, [2.0, 5.0, 8.0, 10.0])   # the last block: step 10 alone
+
+
+def test_overlay_draws_loss_at_its_steps_and_the_silent_level_from_its_loss():
+    """A long live run keeps a thinned loss (``loss_step``); the overlay drew
+    it at positions 1, 2, ... (a 20,000-step run ended at step 8,000).  Its
+    silent level starts at the last change of the loss or its τ, not of the
+    learning rate; a run without one (membrane, stored before) draws none."""
+    at = [1, 2, 3, 10, 100, 20000]
+    run = {"id": "a" * 32, "name": "long", "histories": {"loss": [5.0, 4, 3, 2, 1, 0.5],
+                                                          "loss_step": at},
+           "metrics": {"silent_loss": 1.5, "settings_changes": [
+               {"step": 3, "changed": {"vr_tau": [0.01, 0.05]}},
+               {"step": 10, "changed": {"lr": [0.01, 0.02]}}]}}
+    loss, _ = R.overlay_figures([run])
+    line, level = loss.data
+    assert list(line.x) == at and list(line.y) == [5, 4, 3, 2, 1, 0.5]
+    assert list(level.x) == [3, 20000] and list(level.y) == [1.5, 1.5]
+    assert level.line.dash == "dot" and level.line.color == line.line.color
+    assert not level.showlegend and level.legendgroup == line.legendgroup
+    # block means of the steps with the values (blocks of 2 here)
+    steps, y = R._thin(np.array([5.0, 4, 3, 2, 1, 0.5]), np.array(at, float), max_points=3)
+    np.testing.assert_allclose(steps, [1.5, 6.5, 10050]) and np.testing.assert_allclose(y, [4.5, 2.5, 0.75])
+    # a loss_step of another length (a damaged record) falls back to 1, 2, ...
+    damaged = {**run, "histories": {**run["histories"], "loss_step": at[:-1]}}
+    assert list(R.overlay_figures([damaged])[0].data[0].x) == [1, 2, 3, 4, 5, 6]
+    for silent in (None, float("nan"), 0.0, True, "1.5"):
+        other = {**run, "metrics": {"silent_loss": silent}}
+        assert len(R.overlay_figures([other])[0].data) == 1, silent
+    # no change of the loss: from step 0
+    plain = {**run, "metrics": {"silent_loss": 2.0}}
+    assert list(R.overlay_figures([plain])[0].data[1].x) == [0, 20000]
 
 
 def test_launch_grid_and_demo_caps():
@@ -486,7 +526,7 @@ def test_bundle_roundtrip_and_garbage(populated, tmp_path):
                                              r"\[0, 1\], got 1\.7e\+308"):
             R.import_bundle(b, edited.getvalue(), "edited.zip")
         fig_loss, fig_rec = R.overlay_figures([b.get(run_id)])
-        assert len(fig_loss.data) == 1 and len(fig_rec.data) == 2
+        assert len(fig_loss.data) == 2 and len(fig_rec.data) == 2     # the loss, its silent level
         assert "<script" in R.figure_html(fig_rec)
 
 

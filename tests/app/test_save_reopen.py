@@ -68,6 +68,9 @@ def test_save_then_reopen_continues_the_same_student(tmp_path):
     assert run["histories"]["recovery_step"][-1] == 20
     cfg, params, _ = store.load_params(summary["id"])
     assert cfg.student_seed == 5
+    # as `train --save`: the silent student's loss, the level the Runs overlay draws
+    assert run["metrics"]["silent_loss"] == pytest.approx(core.silent_reference(core.setup(cfg)),
+                                                          rel=1e-6)
     other = RunStore(tmp_path / "other")         # it travels as a bundle, unchanged
     assert other.import_(store.export(summary["id"], tmp_path / "run.zip")) == summary["id"]
     assert other.get(summary["id"])["metrics"] == run["metrics"]
@@ -196,6 +199,8 @@ def test_learning_rules_save_one_run_per_rule(tmp_path):
         assert m["settings_changes"] == [{"step": step, "changed": {"lr": [0.01, 0.02]}}]
         # and the fields `train --save` stores: the first loss, the angles
         assert m["initial_loss"] == h["loss"][0]
+        assert m["silent_loss"] == pytest.approx(
+            core.silent_reference(core.setup(store.load_params(r["id"])[0])), rel=1e-6)
         if m["rule"] == "bp":          # no feedback matrix, no update angle (as the CLI)
             assert m["alignment_deg"] == [] and m["update_angle_deg"] is None
         else:
