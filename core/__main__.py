@@ -146,7 +146,7 @@ def _cmd_train(args) -> int:
         "allocator": active(),
         "feedback": cfg.feedback,
         # final angle(W^T, B) per feedback matrix; mean update angle of the last 50 steps
-        **feedback_summary(align, angles),
+        **feedback_summary(align, angles, hist["update_angle_layers_deg"]),
         "config": cfg.to_dict(),
         **ev,
     }
@@ -172,8 +172,11 @@ def _cmd_train(args) -> int:
                   f"every rule is backprop here")
         elif cfg.feedback != "bp":
             angs = ", ".join(fmt(v) for v in result["alignment_deg"])
+            layers = result.get("update_angle_layers_deg") or []
+            per = (" (hidden 1, 2, ...: " + ", ".join(fmt(v) for v in layers) + ")"
+                   if len(layers) > 1 else "")
             print(f"  feedback {cfg.feedback}: angle(W^T, B) [{angs}] deg, "
-                  f"update angle to backprop {fmt(result['update_angle_deg'])} deg")
+                  f"update angle to backprop {fmt(result['update_angle_deg'])} deg{per}")
         if args.save:
             rid = result["run_id"]
             print(f"  saved as run {rid}; in the app: /runs?rs_sel={rid} (selected there), "
@@ -520,6 +523,7 @@ def _sweep(args, stop) -> int:
         # every row's columns (a feedback axis: bp's points have no angles)
         fb = sorted({k for r in table for k in r if k.startswith("alignment_deg_h")})
         fb += ["update_angle_deg"] if fb else []
+        fb += sorted({k for r in table for k in r if k.startswith("update_angle_deg_h")})
         vs = ["loss_vs_silent"] if any("loss_vs_silent" in r for r in table) else []
         cols = [*spec.axes, "status", "final_loss", *vs, *[k for k in table[0] if
                                                        k.startswith("weight_error")], *fb] \

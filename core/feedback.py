@@ -311,6 +311,17 @@ def update_angle(dh, dh_bp):
     return angle_deg(flat(dh), flat(dh_bp))
 
 
+def layer_update_angles(dh, dh_bp):
+    r""":func:`update_angle` of each hidden layer alone, hidden 1 (nearest the
+    inputs) first, (n_hidden,) degrees: with more than one hidden layer the
+    angle of all of them together is dominated by the layers with the
+    largest errors, and a rule can point one layer's error the right way
+    and not another's (dfa reaches every hidden layer straight from the
+    output error)."""
+    return jnp.stack([angle_deg(a, b) for a, b in zip(dh, dh_bp)]) if len(dh) \
+        else jnp.zeros(0, jnp.float32)
+
+
 # ---- forward pass hook ---------------------------------------------------------
 def layer_input(rule: str, layer: int, h, w, fb_eff, hidden, gain=None, rule_idx=None):
     """Synaptic input ``h @ w`` of ``layer`` with the rule's backward pass.

@@ -103,8 +103,9 @@ def noise_corrected_cos(g_sg: np.ndarray, per: np.ndarray) -> tuple[np.ndarray, 
     gradient gets cosine 0 (as :func:`cosine`).
 
     Returns:
-      (cos (P,), its standard error (P,), resolved = S / ‖mean‖², the share
-      of the estimate's squared norm that is signal).
+      (cos (P,), clipped to [-1, 1], its standard error (P,), from the
+      leave-one-out values unclipped, resolved = S / ‖mean‖², the share of
+      the estimate's squared norm that is signal).
     """
     n = per.shape[0]
     if n < 3:     # (the pair statistic needs 2 samples, its jackknife 3)
@@ -116,11 +117,12 @@ def noise_corrected_cos(g_sg: np.ndarray, per: np.ndarray) -> tuple[np.ndarray, 
     norms = np.linalg.norm(g_sg, axis=1)[:, None]
     dots = g_sg @ per.T                                             # (P, N)
     with np.errstate(invalid="ignore", divide="ignore"):
+        # the ratio can pass +-1 by noise (near 1: a good surrogate): the value is clipped,
+        # its standard error not (clipped leave-one-out values gave 1 +- 0)
         cos = np.clip(dots.sum(1, keepdims=True) / n / (norms * np.sqrt(signal)), -1, 1)[:, 0]
         # leave sample i out
         loo = (total2 - 2 * per @ total + sq - (sum_sq - sq)) / ((n - 1) * (n - 2))
-        cos_i = np.clip((dots.sum(1, keepdims=True) - dots) / (n - 1)
-                        / (norms * np.sqrt(loo)), -1, 1)
+        cos_i = (dots.sum(1, keepdims=True) - dots) / (n - 1) / (norms * np.sqrt(loo))
         jack = lambda v: np.sqrt((n - 1) / n * np.sum((v - v.mean(-1, keepdims=True)) ** 2, -1))
         se, s_se = jack(cos_i), float(jack(loo))
     resolved = signal > 2 * s_se

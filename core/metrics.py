@@ -219,20 +219,30 @@ def finite_or_none(x):
 UPDATE_ANGLE_WINDOW = 50     # the update angle a run reports: the mean of its last 50 steps
 
 
-def feedback_summary(alignment, update_angle) -> dict:
+def _recent_mean(values) -> float | None:
+    """The mean of the finite values among the last UPDATE_ANGLE_WINDOW."""
+    last = np.asarray(values, np.float64)[-UPDATE_ANGLE_WINDOW:]
+    last = last[np.isfinite(last)]
+    return float(last.mean()) if last.size else None
+
+
+def feedback_summary(alignment, update_angle, layer_angles=None) -> dict:
     """A feedback rule's final angles, as every stored run reports them:
     ``alignment_deg``, the last angle ∠(Wᵀ, B) of each feedback matrix
     (``alignment`` (steps, n_fb), one row per step; None for a value that is
     not finite, empty without a row), and ``update_angle_deg``, the mean update angle
     ∠(Δh, Δh_BP) of the last 50 steps' finite values (``update_angle``
-    (steps,); None without one)."""
+    (steps,); None without one); with ``layer_angles`` ((steps, n_hidden),
+    each hidden layer's update angle) also ``update_angle_layers_deg``, the
+    same mean per hidden layer, hidden 1 first."""
     alignment = np.asarray(alignment, np.float64)
-    last = np.asarray(update_angle if update_angle is not None else [],
-                      np.float64)[-UPDATE_ANGLE_WINDOW:]
-    last = last[np.isfinite(last)]
     final = alignment[-1] if len(alignment) else []
-    return {"alignment_deg": [float(a) if np.isfinite(a) else None for a in final],
-            "update_angle_deg": float(last.mean()) if last.size else None}
+    out = {"alignment_deg": [float(a) if np.isfinite(a) else None for a in final],
+           "update_angle_deg": _recent_mean(update_angle if update_angle is not None else [])}
+    if layer_angles is not None:
+        layer_angles = np.asarray(layer_angles, np.float64)
+        out["update_angle_layers_deg"] = [_recent_mean(col) for col in layer_angles.T]
+    return out
 
 
 def final_loss_window(steps: int) -> int:

@@ -238,7 +238,7 @@ def _check_id(run_id: Any) -> str:
 # are kept as they come): an imported bundle is checked against it.
 _SERIES = ("loss", "update_angle_deg")               # numbers (null for a missing value)
 _STEP_SERIES = ("loss_step", "recovery_step")        # integers >= 0
-_TABLES = ("recovery", "alignment_deg")              # rows of numbers, one length
+_TABLES = ("recovery", "alignment_deg", "update_angle_layers_deg")   # rows of numbers, one length
 _ONE_MATRIX = ("alignment_deg",)                     # ... or numbers (one feedback matrix)
 _METRIC_NUMBERS = ("initial_loss", "final_loss", "diverged_loss", "spike_precision",
                    "spike_recall", "rate_error", "steps_per_s", "seconds",
@@ -317,9 +317,9 @@ def _check_metrics(m: dict, label: str) -> None:
                             for k, v in c["changed"].items()) for c in changes)):
         raise StoreError(f"{label}.settings_changes", "must be a list of {\"step\": a step "
                                                       "number, \"changed\": {field: [old, new]}}.")
-    if m.get("alignment_deg") is not None and not (
-            isinstance(m["alignment_deg"], list) and all(_number(x) for x in m["alignment_deg"])):
-        raise StoreError(f"{label}.alignment_deg", "must be a list of numbers.")
+    for k in ("alignment_deg", "update_angle_layers_deg"):   # one per matrix, hidden layer
+        if m.get(k) is not None and not (isinstance(m[k], list) and all(_number(x) for x in m[k])):
+            raise StoreError(f"{label}.{k}", "must be a list of numbers.")
 
 
 def _utf8(text: str) -> bool:
@@ -1038,7 +1038,8 @@ class RunStore:
         hist, final = {}, {}
         for k, v in history.items():
             is_series = v is not None and np.ndim(v) >= 1
-            (hist if is_series or k in ("update_angle_deg",) else final)[k] = v
+            (hist if is_series or k in ("update_angle_deg", "update_angle_layers_deg")
+             else final)[k] = v
         final.update(metrics or {})
         status = status or ("diverged" if history.get("diverged") else "done")
         arrays = _params_arrays(exp.state.params)

@@ -440,7 +440,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
             fn = make_train_chunk(struct, k, False, n_pad, SHARED, True, donate=True,
                                   mesh=put.mesh)
             losses = [[] for _ in range(n)]
-            aligns, angles = [[] for _ in range(n)], [[] for _ in range(n)]   # not for bp
+            aligns, angles, layer_angles = ([[] for _ in range(n)] for _ in range(3))  # not bp
             rec_steps = [[] for _ in range(n)]
             recs = [[] for _ in range(n)]
             one = sum(a.nbytes // n_pad for a in jax.tree_util.tree_leaves(state.params))
@@ -467,12 +467,13 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 loss = np.asarray(jax.device_get(out.loss))
                 train_s += time.perf_counter() - t0
                 fb = None if out.alignment is None else jax.device_get(
-                    (out.alignment, out.update_angle))
+                    (out.alignment, out.update_angle, out.layer_angle))
                 for i in range(n):
                     losses[i].append(loss[i, :step_now[i] - before[i]])
                     if fb is not None:     # a feedback rule's angles to backprop, per step
                         aligns[i].append(np.asarray(fb[0][i, :step_now[i] - before[i]]))
                         angles[i].append(np.asarray(fb[1][i, :step_now[i] - before[i]]))
+                        layer_angles[i].append(np.asarray(fb[2][i, :step_now[i] - before[i]]))
                 total_steps += int((step_now - before)[:n].sum())
                 div = np.asarray(jax.device_get(state.diverged))[:n]
                 for i in np.flatnonzero(div & ~was_div):       # refused in this chunk
@@ -527,8 +528,10 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 if aligns[i]:              # as `train --save`: per step, and the final angles
                     hist["alignment_deg"] = np.concatenate(aligns[i])
                     hist["update_angle_deg"] = np.concatenate(angles[i])
+                    hist["update_angle_layers_deg"] = np.concatenate(layer_angles[i])
                     metrics.update(feedback_summary(hist["alignment_deg"],
-                                                    hist["update_angle_deg"]))
+                                                    hist["update_angle_deg"],
+                                                    hist["update_angle_layers_deg"]))
                 run_id = None
                 if store is not None:
                     name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
@@ -552,7 +555,8 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
     ``loss_vs_silent`` the final loss over the silent student's, comparable
     across losses and van Rossum τ, below 1 where the student beats silence;
     for a feedback rule ``alignment_deg_h{j}``, ∠(Wᵀ, B) of the matrix carrying
-    hidden layer j's error, and ``update_angle_deg``)."""
+    hidden layer j's error, and ``update_angle_deg``, with more than one
+    hidden layer also each one's, ``update_angle_deg_h{j}``)."""
     out = []
     for r in sorted(rows, key=lambda r: r["index"]):
         m = r["metrics"]
@@ -573,6 +577,10 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
             for j, angle in enumerate(m["alignment_deg"]):
                 rec[f"alignment_deg_h{j + 1}"] = angle
             rec["update_angle_deg"] = m.get("update_angle_deg")
+            layers = m.get("update_angle_layers_deg") or []
+            if len(layers) > 1:       # (one hidden layer: the update angle itself)
+                for j, angle in enumerate(layers):
+                    rec[f"update_angle_deg_h{j + 1}"] = angle
         rec["run_id"] = r.get("run_id")
         out.append(rec)
     return out

@@ -67,6 +67,8 @@ class ChunkOut(NamedTuple):
                               # matrix (core.feedback.alignment); None for bp
     update_angle: Any = None  # (K,) float32, degrees: the error reaching the hidden units
                               # vs backprop's on the same batch, angle(dh, dh_BP); None for bp
+    layer_angle: Any = None   # (K, n_hidden) float32, degrees: the same per hidden layer
+                              # (core.feedback.layer_update_angles); None for bp
 
 
 def optimizer(kind: str, lr, clip_norm) -> optax.GradientTransformation:
@@ -356,13 +358,14 @@ def make_train_step(struct: Structure, segments: int | None = None):
         params, fb = fbk.update_feedback(rule, state.params, params, updates, state.feedback,
                                          hp, noise_key)
         if rule == "bp":
-            upd_angle = None
+            upd_angle = layer_angle = None
         else:   # backprop's error at the hidden units on the same batch, for the angle only
             with residual_segments(segments):
                 _, (_, dh_bp) = loss_and_grad(state.params, task.teacher, inputs, hp,
                                               struct.model, t_out=t_out, hidden_error=True,
                                               **flags)
             upd_angle = fbk.update_angle(dh, dh_bp)
+            layer_angle = fbk.layer_update_angles(dh, dh_bp)
         healthy = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
                    & _all_finite(fb) & _within_bounds(params))
         active = ~state.diverged & (state.step < limit)
@@ -379,7 +382,7 @@ def make_train_step(struct: Structure, segments: int | None = None):
         align = fbk.alignment(rule, new_state.params, new_state.feedback, hp.fb_rule)
         return new_state, (jnp.where(active, loss, state.loss), jnp.where(ok, parts, 0.0),
                            optax.tree.norm(grads),
-                           new_state.diverged, align, upd_angle)
+                           new_state.diverged, align, upd_angle, layer_angle)
 
     return train_step
 
@@ -409,7 +412,7 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     applied only while ``state.step < limit`` (so any step count runs on one
     compiled chunk).  With ``record`` the student parameters after every step
     are in ``ChunkOut.params``.
-    ``ChunkOut.alignment`` and ``ChunkOut.update_angle`` hold the
+    ``ChunkOut.alignment``, ``ChunkOut.update_angle`` and ``ChunkOut.layer_angle`` hold the
     credit-assignment metrics per step (None for bp).
     With ``n_students``, every argument carries a leading students axis but
     the ``HParams`` fields named in ``shared``, which are one value for all
@@ -453,8 +456,8 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
 
     def chunk(state, task, hp, limit):
         def body(s, _):
-            s, (loss, parts, gnorm, div, align, ang) = train_step(s, task, hp, limit)
-            return s, (loss, parts, gnorm, div, s.params if record else None, align, ang)
+            s, (loss, parts, gnorm, div, *angles) = train_step(s, task, hp, limit)
+            return s, (loss, parts, gnorm, div, s.params if record else None, *angles)
 
         state, outs = jax.lax.scan(body, state, None, length=n_steps)
         return state, ChunkOut(*outs)
@@ -480,9 +483,9 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
             if wide:
                 with residual_segments(segments):
                     lg = wide_lg(s.params, inputs, t_out, hp)
-            s, (loss, parts, gnorm, div, align, ang) = vstep(s, task, hp, limit,
-                                                             (inputs, t_out, clock, lg))
-            return s, (loss, parts, gnorm, div, s.params if record else None, align, ang)
+            s, (loss, parts, gnorm, div, *angles) = vstep(s, task, hp, limit,
+                                                          (inputs, t_out, clock, lg))
+            return s, (loss, parts, gnorm, div, s.params if record else None, *angles)
 
         state, outs = jax.lax.scan(body, state, None, length=n_steps)
         # students first, as the vmapped chunk returns them
@@ -637,12 +640,13 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
     ``seconds`` (wall, all chunks), ``first_chunk_s`` (includes compilation)
     and ``steps_per_s`` (measured after the first chunk when there are more);
     for feedback rules other than bp also ``alignment_deg`` ((steps, n_fb)
-    degrees, one column per feedback matrix) and ``update_angle_deg``
-    ((steps,) degrees), else an empty (steps, 0) array and None.
+    degrees, one column per feedback matrix), ``update_angle_deg``
+    ((steps,) degrees) and ``update_angle_layers_deg`` ((steps, n_hidden),
+    each hidden layer's), else an empty (steps, 0) array, None and None.
     """
     # a copy: the chunk donates (reuses) the state it is given, and exp's stays the caller's
     state = jax.tree_util.tree_map(jnp.copy, exp.state)
-    losses, aligns, angles = [], [], []
+    losses, aligns, angles, layer_angles = [], [], [], []
     limit = jnp.int32(int(state.step) + steps)
     fn = make_train_chunk(exp.struct, min(chunk, steps), record, donate=True)
     t0 = time.perf_counter()
@@ -658,6 +662,7 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
             aligns.append(np.asarray(out.alignment)[:n_new])
         if out.update_angle is not None:
             angles.append(np.asarray(out.update_angle)[:n_new])
+            layer_angles.append(np.asarray(out.layer_angle)[:n_new])
         if first_s is None:  # the first chunk includes compilation
             first_s, first_steps = time.perf_counter() - t0, int(state.step) - before
         exp = exp._replace(state=state)
@@ -677,4 +682,6 @@ def train(exp: Experiment, steps: int, chunk: int = 50, record: bool = False,
                  "diverged": bool(state.diverged), "diverged_loss": diverged_loss,
                  "alignment_deg": (np.concatenate(aligns) if aligns
                                    else np.zeros((steps_done, 0), np.float32)),
-                 "update_angle_deg": np.concatenate(angles) if angles else None}
+                 "update_angle_deg": np.concatenate(angles) if angles else None,
+                 "update_angle_layers_deg": (np.concatenate(layer_angles) if layer_angles
+                                             else None)}

@@ -70,14 +70,15 @@ def live_panels():
     c[2].metric("Rules", len(run.rules))
     steps = r["steps"]
     rev = f"run{run.epoch}"      # a restart resets the charts' view (ranges, zoom)
-    # a deeper network: the hidden layer whose error (its feedback matrix) and incoming
-    # weights the right-hand charts follow
+    # a deeper network: the hidden layer whose error (its feedback matrix, its update
+    # angle) and incoming weights the angle and recovery charts follow
     names = run.hidden_names()
     j = widgets.layer_choice("Hidden layer", names, "rl_layer",
-                             help="The charts on the right follow this layer: the angle of the "
-                                  "feedback matrix that carries its error, and the recovery of "
-                                  "the weights into it. hidden 1 is nearest the inputs. The "
-                                  "table lists every layer.")
+                             help="The angle and recovery charts follow this layer: the angle "
+                                  "of the feedback matrix that carries its error, the angle of "
+                                  "the error reaching it to backprop's, and the recovery of the "
+                                  "weights into it. hidden 1 is nearest the inputs. The table "
+                                  "lists every layer.")
     a, b = st.columns(2)
     with a:
         live_plot(figures.rules_figure(steps, r["loss"], run.rules, "Loss (mean of 10 steps)",
@@ -93,8 +94,11 @@ def live_panels():
                   key="rl_align", height=300, revision=rev)
     a, b = st.columns(2)
     with a:
-        live_plot(figures.rules_figure(steps, r["update_angle"], run.rules,
-                                       "Update ∠(Δh, Δh_BP) to bp",
+        # one hidden layer: its angle is the update angle; more: the layer named
+        update, where = ((r["layer_angle"][:, :, j], f" at {names[j]}") if len(names) > 1
+                         else (r["update_angle"], ""))
+        live_plot(figures.rules_figure(steps, update, run.rules,
+                                       f"Update ∠(Δh, Δh_BP) to bp{where}",
                                        "degrees", smooth=10), key="rl_update", height=300, revision=rev)
     with b:
         live_plot(figures.rules_figure(r["recovery_steps"], r["recovery"][:, :, j],
@@ -109,8 +113,9 @@ def live_panels():
     st.caption("Final loss: the mean of the last min(50, steps/10) steps, as every run's; "
                "∠(Wᵀ,B): the feedback matrix carrying the error to hidden 1"
                + (", or the layer named" if len(names) > 1 else "")
-               + "; update angle: the mean of the last 50, every hidden layer together; "
-               "spikes: held-out input.")
+               + "; update angle: the mean of the last 50, every hidden layer together"
+               + (" (∠(Δh, Δh_BP) °), or the layer named" if len(names) > 1 else "")
+               + "; spikes: held-out input.")
 
 
 live_panels()

@@ -83,7 +83,7 @@ def launcher_ui() -> tuple:
                            disabled=spec is None or busy, icon=":material/rocket_launch:")
         if spec is not None:
             n = len(R.expand(spec))
-            st.caption(f"{n} points × {spec.steps} steps, trained in groups, one compiled "
+            st.caption(f"{R.count(n, 'point')} × {spec.steps} steps, trained in groups, one compiled "
                        f"call each ({n * spec.steps} student-steps).")
     return spec, launch and not busy
 
@@ -121,14 +121,14 @@ def sweeps_ui(store, sweeps) -> None:
                        bind="query-params")
     info = next(s for s in sweeps if s["id"] == sid)
     runs = store.sweep_runs(sid)
-    status, stored = info["status"], f"{len(runs)} of {info['n_points']} points stored"
+    status, stored = info["status"], f"{len(runs)} of {R.count(info['n_points'], 'point')} stored"
     if info.get("ended"):      # recorded running, its process gone
         status = f"stopped: {info['ended']} ({stored})"
     elif status == "running" and info.get("process") == "alive":
         status = f"running ({stored} so far)"
     elif status == "running":  # its process is on another host, or unrecorded
         status = f"running or interrupted ({stored}; an interrupted sweep keeps what it stored)"
-    st.caption(f"{info['n_points']} points · {status} · created "
+    st.caption(f"{R.count(info['n_points'], 'point')} · {status} · created "
                f"{info['created'][:19].replace('T', ' ')} UTC")
     try:
         spec, table = R.sweep_table(info["spec"], runs)

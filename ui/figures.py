@@ -496,22 +496,32 @@ def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
                                                     **log_ticks(*(d["y"] for d in data))}})
 
 
-def feedback_figure(steps, alignment, update, names, rule: str) -> dict:
+def feedback_figure(steps, alignment, update, names, rule: str, layers=None) -> dict:
     """A feedback rule's angles to backprop over training, in degrees: the
     angle ∠(Wᵀ, B) of the feedback matrix carrying the error to each hidden
     layer (``alignment`` (S, n_fb), ``names`` its layers) and the update
-    angle ∠(Δh, Δh_BP) (``update`` (S,), as its mean over 25 steps, dashed).
-    90° is no alignment at all (a dotted line)."""
+    angle ∠(Δh, Δh_BP) (``update`` (S,), as its mean over 25 steps, dashed);
+    with more than one hidden layer also each one's (``layers`` (S, n_fb),
+    dash-dotted in its layer's colour).  90° is no alignment at all (a
+    dotted grey line)."""
     steps = np.asarray(steps)
     alignment = np.asarray(alignment, np.float64).reshape(len(steps), len(names))
     data = []
     for j, name in enumerate(names):
         x, y = decimate(steps, alignment[:, j])
         data.append(_line(x, y, f"∠(Wᵀ,B) {name}", PALETTE[j % len(PALETTE)], width=1.8))
-    smooth, full = window_mean(steps, np.asarray(update, np.float64), 25, skipna=True)
-    if full.any():
-        x, y = decimate(steps[full], smooth[full])
-        data.append(_line(x, y, "update ∠(Δh, Δh_BP)", "#6b7280", width=1.6, dash="dash"))
+
+    def update_line(values, name, color, dash):
+        smooth, full = window_mean(steps, np.asarray(values, np.float64), 25, skipna=True)
+        if full.any():
+            x, y = decimate(steps[full], smooth[full])
+            data.append(_line(x, y, name, color, width=1.6, dash=dash))
+
+    update_line(update, "update ∠(Δh, Δh_BP)", "#6b7280", "dash")
+    if layers is not None and len(names) > 1:     # (one hidden layer: the line above)
+        layers = np.asarray(layers, np.float64).reshape(len(steps), len(names))
+        for j, name in enumerate(names):
+            update_line(layers[:, j], f"update ∠ {name}", PALETTE[j % len(PALETTE)], "dashdot")
     top = max([90.0, *(float(np.nanmax(d["y"])) for d in data
                        if np.size(d["y"]) and np.isfinite(d["y"]).any())])
     spec = _spec(f"Feedback ({rule}): angles to backprop", 300, data,
@@ -592,7 +602,7 @@ def trajectories_figure(tr: dict, title: str, height: int = 300) -> dict:
         over = ("all" if (tr.get("band_of") or tr["n_total"]) >= tr["n_total"]
                 else f"{tr['band_of']} spread over all")
         axes.update(yaxis2=_title(f"w − w* ({over})"), xaxis2=_title("step"))
-        title = f"{title}; {len(target)} of {tr['n_total']} shown"
+        title = f"{title} ({len(target)} of {tr['n_total']})"   # (a third of the page: short)
     return _spec(title, height, data, grid, axes, shapes, showlegend=False)
 
 
@@ -640,7 +650,7 @@ def neuron_params_figure(nt: dict, layer_name: str, height: int = 300) -> dict:
             data += lines
             shapes.append(zero)
             axes[f"xaxis{axis}"] = _title("step")
-        title += f"; {k} of {nt['n_total']} units shown"
+        title += f" ({k} of {nt['n_total']} units)"
     return _spec(title, height, data, grid, axes, shapes, margin=dict(l=55, r=15, t=70, b=45))
 
 

@@ -95,29 +95,42 @@ def _stored_history(info: dict) -> tuple[int, list, list]:
     return steps, loss[:n], loss_steps[:n]
 
 
-def _stored_feedback(info: dict, n: int, n_fb: int) -> tuple[list, list]:
-    """A stored run's per-step feedback angles (``alignment_deg`` (n, n_fb),
-    ``update_angle_deg`` (n,)) when it has them for its ``n`` loss rows,
-    else NaN rows (a run saved before they were, or by a sweep)."""
-    h = info["histories"]
-    align, update = h.get("alignment_deg"), h.get("update_angle_deg")
+def _stored_rows(rows, shape: tuple) -> list:
+    """A stored history table as float rows of ``shape`` (None: NaN), or NaN
+    rows where it is missing or another shape."""
     try:
-        a = np.asarray([np.nan if x is None else x for x in np.ravel(np.asarray(align, object))],
-                       np.float64).reshape(n, n_fb)
-        u = np.asarray([np.nan if x is None else x for x in update], np.float64).reshape(n)
-        return a.tolist(), u.tolist()
+        a = np.asarray([np.nan if x is None else x for x in np.ravel(np.asarray(rows, object))],
+                       np.float64).reshape(shape)
     except (TypeError, ValueError):
-        return [[math.nan] * n_fb for _ in range(n)], [math.nan] * n
+        a = np.full(shape, np.nan)
+    return a.tolist()
 
 
-def feedback_metrics(steps, alignment, update) -> dict:
+def _stored_feedback(info: dict, n: int, n_fb: int) -> tuple[list, list, list]:
+    """A stored run's per-step feedback angles (``alignment_deg`` (n, n_fb),
+    ``update_angle_deg`` (n,), ``update_angle_layers_deg`` (n, n_fb)) when it
+    has them for its ``n`` loss rows, else NaN rows (a run saved before they
+    were, or by a sweep)."""
+    h = info["histories"]
+    return (_stored_rows(h.get("alignment_deg"), (n, n_fb)),
+            _stored_rows(h.get("update_angle_deg"), (n,)),
+            _stored_rows(h.get("update_angle_layers_deg"), (n, n_fb)))
+
+
+def feedback_metrics(steps, alignment, update, layers) -> dict:
     """A feedback rule's metrics, as ``train --save`` stores them: the final
     angle of every feedback matrix and the mean update angle of the last 50
-    steps (over steps, as the Learning rules table: the rows may be thinned;
-    None where there is none)."""
+    steps, all hidden layers together and each one's (``layers`` (S, n_fb);
+    over steps, as the Learning rules table: the rows may be thinned; None
+    where there is none)."""
+    def recent(values):
+        mean = window_mean(steps, values, UPDATE_ANGLE_WINDOW, skipna=True)[0] if len(values) \
+            else []
+        return float(mean[-1]) if len(mean) and np.isfinite(mean[-1]) else None
+
     out = feedback_summary(alignment, update)
-    mean = window_mean(steps, update, UPDATE_ANGLE_WINDOW, skipna=True)[0] if len(update) else []
-    out["update_angle_deg"] = float(mean[-1]) if len(mean) and np.isfinite(mean[-1]) else None
+    out["update_angle_deg"] = recent(update)
+    out["update_angle_layers_deg"] = [recent(col) for col in np.asarray(layers, np.float64).T]
     return out
 
 
@@ -168,9 +181,11 @@ class History:
     b: list = field(default_factory=list)
     neurons: list = field(default_factory=list)    # per snapshot: per layer NEURON_FIELDS (raw)
     # a feedback rule's (not bp's) rows, one per loss row: angle(W^T, B) of every feedback
-    # matrix (n_fb,) and the update angle to backprop, degrees (empty for bp)
+    # matrix (n_fb,), the update angle to backprop and each hidden layer's (n_fb,),
+    # degrees (empty for bp)
     alignment: list = field(default_factory=list)
     update_angle: list = field(default_factory=list)
+    layer_angle: list = field(default_factory=list)
 
     max_snapshots: int = MAX_HISTORY                # set from a snapshot's size (snapshot_budget)
     dt: float = 1e-3                                # the run's time step (omega from phi)
@@ -221,9 +236,9 @@ class History:
             idx = spread(self.loss_steps, 2 * MAX_HISTORY)   # by position: a 72k-step run's
             self.loss = [self.loss[i] for i in idx]          # first 40k were a zig-zag)
             self.loss_steps = [self.loss_steps[i] for i in idx]
-            if len(self.alignment) == len(self.update_angle) == n:   # (the loss's rows)
-                self.alignment = [self.alignment[i] for i in idx]
-                self.update_angle = [self.update_angle[i] for i in idx]
+            for name in ("alignment", "update_angle", "layer_angle"):   # (the loss's rows)
+                if len(rows := getattr(self, name)) == n:
+                    setattr(self, name, [rows[i] for i in idx])
 
 
 def band_sample(n_in: int, n_out: int) -> np.ndarray:
@@ -445,16 +460,19 @@ class LiveRun:
         return self.cfg.feedback != "bp" and len(self.cfg.layers) > 2
 
     def feedback_rows(self):
-        """``(alignment (S, n_fb), update angle (S,))`` in degrees, one row
-        per loss row (``history.loss_steps``), read under the lock; None
-        without a feedback matrix (:attr:`has_feedback`)."""
+        """``(alignment (S, n_fb), update angle (S,), each hidden layer's
+        update angle (S, n_fb))`` in degrees, one row per loss row
+        (``history.loss_steps``), read under the lock; None without a
+        feedback matrix (:attr:`has_feedback`)."""
         if not self.has_feedback:
             return None
         n_fb = len(self.cfg.layers) - 2
         with self.lock:
-            n = min(len(self.history.alignment), len(self.history.loss_steps))
-            return (np.asarray(self.history.alignment[:n], np.float64).reshape(n, n_fb),
-                    np.asarray(self.history.update_angle[:n], np.float64))
+            h = self.history
+            n = min(len(h.alignment), len(h.update_angle), len(h.layer_angle), len(h.loss_steps))
+            return (np.asarray(h.alignment[:n], np.float64).reshape(n, n_fb),
+                    np.asarray(h.update_angle[:n], np.float64),
+                    np.asarray(h.layer_angle[:n], np.float64).reshape(n, n_fb))
 
     @property
     def warm(self) -> bool:
@@ -523,6 +541,7 @@ class LiveRun:
                 if out.alignment is not None:        # a feedback rule: its angles, per step
                     self.history.alignment.extend(np.asarray(out.alignment)[:done].tolist())
                     self.history.update_angle.extend(np.asarray(out.update_angle)[:done].tolist())
+                    self.history.layer_angle.extend(np.asarray(out.layer_angle)[:done].tolist())
                 snaps = [tuple(np.asarray(a) for a in lp) for lp in out.params]
                 for i in range(done):
                     self._record([type(lp)(*(a[i] for a in arrays))
@@ -577,7 +596,8 @@ class LiveRun:
                     "recovery": np.asarray(rec, np.float64)}
             feedback = self.feedback_rows()
             if feedback is not None:     # as `train --save`: per loss row, and the final angles
-                hist["alignment_deg"], hist["update_angle_deg"] = feedback
+                (hist["alignment_deg"], hist["update_angle_deg"],
+                 hist["update_angle_layers_deg"]) = feedback
             final = None                 # the mean of the last min(50, steps / 10) steps
             if loss.size:
                 final = float(window_mean(steps, loss, final_loss_window(steps[-1]))[0][-1])
@@ -624,8 +644,8 @@ class LiveRun:
         run.history.serial = next(_HISTORIES)       # another snapshot's step: new rows
         run.history.loss, run.history.loss_steps = loss, loss_steps
         if run.has_feedback:          # its angles go on from the stored ones (NaN if none)
-            run.history.alignment, run.history.update_angle = _stored_feedback(
-                info, len(loss), len(cfg.layers) - 2)
+            (run.history.alignment, run.history.update_angle,
+             run.history.layer_angle) = _stored_feedback(info, len(loss), len(cfg.layers) - 2)
         run._load_snapshots(store.load_snapshots(run_id), steps)
         # reopened: Adam's moments restart from zero here (a record of its own)
         run.changes = [*(info["metrics"].get("settings_changes") or []),
@@ -648,7 +668,8 @@ class LiveRun:
         final = self.history
         self.history = History(dt=final.dt, max_snapshots=final.max_snapshots,
                                loss=final.loss, loss_steps=final.loss_steps,
-                               alignment=final.alignment, update_angle=final.update_angle)
+                               alignment=final.alignment, update_angle=final.update_angle,
+                               layer_angle=final.layer_angle)
         before = np.flatnonzero(snap_steps < steps)  # the final parameters are the run's own
         # within the visitor's budget (an imported bundle may hold many more)
         for i in before[spread(snap_steps[before], max(final.max_snapshots // 2, 2))]:
@@ -824,8 +845,9 @@ class LiveRun:
         yield ("ts_loss", figures.ts_loss_figure(loss_steps, loss, self.silent_loss(),
                                                  silent_since(self.changes)), 300)
         if feedback is not None:       # a rule other than backprop: how close it comes to it
-            yield ("ts_fb", figures.feedback_figure(loss_steps[:len(feedback[1])], *feedback,
-                                                    names[:-1], cfg.feedback), 300)
+            align, update, layers = feedback
+            yield ("ts_fb", figures.feedback_figure(loss_steps[:len(update)], align, update,
+                                                    names[:-1], cfg.feedback, layers), 300)
         yield "ts_membrane", figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
                                                      snap["student"][-1]["y"][:, 0, 0],
                                                      cfg.threshold), 300
@@ -895,6 +917,7 @@ class RulesRun:
         self.n_fb = n_layers - 1            # feedback matrices: one per layer after the first
         self.alignment = Rows((k, self.n_fb))   # per step: (k, n_fb) degrees, every matrix
         self.update_angle = Rows((k,))      # per step: (k,) degrees
+        self.layer_angle = Rows((k, self.n_fb))   # per step: (k, n_fb) degrees, each hidden layer
         self.recovery_steps = Rows((), np.int64)
         self.recovery = Rows((k, n_layers))  # per tick: (k, n_layers) weight rel. error
         # per rule: its parameters once a tick (saved with its run: a reopened rule run's
@@ -973,9 +996,11 @@ class RulesRun:
                 self.loss.extend(mask(np.asarray(out.loss).T[:done]))
                 self.alignment.extend(mask(np.asarray(out.alignment)[:, :done].transpose(1, 0, 2)))
                 self.update_angle.extend(mask(np.asarray(out.update_angle).T[:done]))
+                self.layer_angle.extend(mask(np.asarray(out.layer_angle)[:, :done].transpose(1, 0, 2)))
                 if len(self.steps) > RULES_MAX_ROWS:    # a demo left playing stays bounded,
                     idx = spread(self.steps.values, RULES_MAX_ROWS // 2)   # spread over steps
-                    for rows in (self.steps, self.loss, self.alignment, self.update_angle):
+                    for rows in (self.steps, self.loss, self.alignment, self.update_angle,
+                                 self.layer_angle):
                         rows.keep(idx)
             k = len(self.rules)
             self.meter.add(t0, start * k, time.perf_counter(), self.step * k)
@@ -990,7 +1015,7 @@ class RulesRun:
 
     def rows(self) -> dict:
         """The per-step rows (``steps``, ``loss``, ``alignment``,
-        ``update_angle``) and per-tick rows (``recovery_steps``, ``recovery``)
+        ``update_angle``, ``layer_angle``) and per-tick rows (``recovery_steps``, ``recovery``)
         and ``step``, read together under the lock: one consistent state.  A
         page must read them here, not one by one: with Streamlit's fast
         reruns a click starts the new script run while the last tick's script
@@ -1000,6 +1025,7 @@ class RulesRun:
         with self.lock:
             return {"step": self.step, "steps": self.steps.values, "loss": self.loss.values,
                     "alignment": self.alignment.values, "update_angle": self.update_angle.values,
+                    "layer_angle": self.layer_angle.values,
                     "recovery_steps": self.recovery_steps.values,
                     "recovery": self.recovery.values}
 
@@ -1046,7 +1072,8 @@ class RulesRun:
             hist = {"loss": r["loss"][:n, i], "loss_step": r["steps"][:n],
                     "recovery_step": r["recovery_steps"],
                     "recovery": r["recovery"][:, i, :], "alignment_deg": r["alignment"][:n, i],
-                    "update_angle_deg": r["update_angle"][:n, i]}
+                    "update_angle_deg": r["update_angle"][:n, i],
+                    "update_angle_layers_deg": r["layer_angle"][:n, i]}
             metrics = {"steps": int(state.step), "diverged": bool(state.diverged),
                        "diverged_at_step": int(state.step) + 1 if bool(state.diverged) else None,
                        # as `train --save`: the first step's loss, the final angle of
@@ -1054,7 +1081,12 @@ class RulesRun:
                        "initial_loss": float(r["loss"][0, i]) if n else None,
                        "alignment_deg": ([] if rule == "bp" else feedback_summary(
                                          r["alignment"][:n, i], None)["alignment_deg"]),
-                       "update_angle_deg": None if rule == "bp" else table[i]["∠(Δh, Δh_BP) °"],
+                       "update_angle_deg": None if rule == "bp" else _finite_or_none(
+                           table[i]["∠(Δh, Δh_BP) °"]),
+                       "update_angle_layers_deg": None if rule == "bp" else [
+                           _finite_or_none(table[i][f"∠(Δh, Δh_BP) {name} °" if self.n_fb > 1
+                                                    else "∠(Δh, Δh_BP) °"])
+                           for name in self.hidden_names()],
                        "final_loss": table[i]["final loss"],
                        "spike_precision": table[i]["spike precision"],
                        "spike_recall": table[i]["spike recall"],
@@ -1103,6 +1135,12 @@ class RulesRun:
                     return None
                 return float(window_mean(r["steps"][:n], r[key][:n, i], window, **kw)[0][-1])
 
+            def last_layer(l):             # a hidden layer's update angle, as the one above
+                if n == 0:
+                    return None
+                return float(window_mean(r["steps"][:n], r["layer_angle"][:n, i, l],
+                                         UPDATE_ANGLE_WINDOW, skipna=True)[0][-1])
+
             student, teacher, _ = ev(params[i], self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
             s_out, t_out = np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes)
@@ -1117,6 +1155,9 @@ class RulesRun:
                    **{f"∠(Wᵀ,B) {name} °": _float(a)
                       for name, a in zip(self.hidden_names()[1:], angles[1:])},
                    "∠(Δh, Δh_BP) °": last("update_angle", UPDATE_ANGLE_WINDOW, skipna=True),
+                   # with more than one hidden layer, each one's (one: the angle above)
+                   **({f"∠(Δh, Δh_BP) {name} °": last_layer(l)
+                       for l, name in enumerate(self.hidden_names())} if self.n_fb > 1 else {}),
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}
             for l, err in enumerate(r["recovery"][-1, i]):

@@ -181,6 +181,11 @@ def _value(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural but for one: "1 point", "32 points"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def all_tags(summaries: Sequence[Mapping]) -> list[str]:
     return sorted({t for s in summaries for t in s.get("tags") or []})
 

@@ -493,6 +493,7 @@ def test_a_deeper_network_records_every_feedback_matrix_and_layer(tmp_path):
     run.advance(40)
     r = run.rows()
     assert r["alignment"].shape == (40, 4, 2) and r["recovery"].shape == (2, 4, 3)
+    assert r["layer_angle"].shape == (40, 4, 2)          # each hidden layer's update angle
     assert run.hidden_names() == ["hidden 1", "hidden 2"]
     table = {row["rule"]: row for row in run.table()}
     for i, rule in enumerate(rules):
@@ -508,6 +509,9 @@ def test_a_deeper_network_records_every_feedback_matrix_and_layer(tmp_path):
             np.testing.assert_allclose(r["alignment"][-1, i], 0.0, atol=0.5)
         assert table[rule]["∠(Wᵀ,B) °"] == pytest.approx(r["alignment"][-1, i, 0])
         assert table[rule]["∠(Wᵀ,B) hidden 2 °"] == pytest.approx(r["alignment"][-1, i, 1])
+        for j in range(2):    # each hidden layer's update angle: the mean of its last 50 steps
+            assert table[rule][f"∠(Δh, Δh_BP) hidden {j + 1} °"] == pytest.approx(
+                float(np.mean(r["layer_angle"][-40:, i, j])), rel=1e-6)
         assert [k for k in table[rule] if k.startswith("rel. error")] == [
             "rel. error layer 0", "rel. error layer 1", "rel. error layer 2"]
     # a fixed random matrix stays far from W at both depths
@@ -522,10 +526,13 @@ def test_a_deeper_network_records_every_feedback_matrix_and_layer(tmp_path):
     run.save(Store())
     for (hist, m), rule, i in zip(saved, rules, range(len(rules))):
         np.testing.assert_array_equal(hist["alignment_deg"], r["alignment"][:, i])
+        np.testing.assert_array_equal(hist["update_angle_layers_deg"], r["layer_angle"][:, i])
         if rule == "bp":
-            assert m["alignment_deg"] == []
+            assert m["alignment_deg"] == [] and m["update_angle_layers_deg"] is None
         else:
             assert m["alignment_deg"] == pytest.approx(list(r["alignment"][-1, i]))
+            assert m["update_angle_layers_deg"] == pytest.approx(
+                [table[rule][f"∠(Δh, Δh_BP) hidden {j + 1} °"] for j in range(2)])
     # a rule's run holds that rule's own matrices: the dfa run reopens as a dfa student
     from core.store import RunStore
     from ui.live import LiveRun
@@ -567,6 +574,11 @@ def test_the_hidden_layer_chosen_is_the_one_drawn():
         assert y[-1] == pytest.approx(table.loc["fa", column], rel=1e-5)
         _, y = _trace(at, "rl_recovery", "fa")
         assert y[-1] == pytest.approx(table.loc["fa", f"rel. error layer {rec}"], rel=1e-5)
+        # the update angle of the layer chosen (its table column: the mean of the last 50)
+        assert _spec(at, "rl_update")["layout"]["title"]["text"].endswith(f"bp at {layer}")
+        _, y = _trace(at, "rl_update", "fa")
+        assert np.isfinite(y).any()
+        assert table.loc["fa", f"∠(Δh, Δh_BP) {layer} °"] != table.loc["fa", "∠(Δh, Δh_BP) °"]
     at.query_params["demo"] = "1"              # poster mode keeps every layer's angle
     at.multiselect(key="rl_rules").set_value(["bp", "fa", "kp"]).run()   # (5 rules: too big)
     _clean(at)
@@ -581,6 +593,8 @@ def test_the_hidden_layer_chosen_is_the_one_drawn():
     _clean(at)
     assert _spec(at, "rl_align")["layout"]["title"]["text"].endswith("error to hidden 1")
     assert "∠(Wᵀ,B) hidden 2 °" not in at.dataframe[0].value.columns
+    assert _spec(at, "rl_update")["layout"]["title"]["text"].endswith("to bp")   # the one layer
+    assert not [c for c in at.dataframe[0].value.columns if c.startswith("∠(Δh, Δh_BP) hidden")]
 
 
 def test_poster_mode_names_the_presets_this_page_trains():

@@ -445,7 +445,7 @@ def test_layouts_match_plotlys_own_api():
         ref.add_trace(go.Scatter(x=[0], y=[0]), 2, col)   # add_hline skips a subplot without data
         ref.add_hline(y=0.0, line=dict(color=F.THETA_COLOR, dash="dash", width=1), row=2, col=col)
         ref.update_xaxes(title_text="step", row=2, col=col)
-    look(ref, "Neurons of hidden 1; 4 of 30 units shown", 420)
+    look(ref, "Neurons of hidden 1 (4 of 30 units)", 420)
     ref.update_layout(margin=dict(t=70))
     assert _layout_without_template(CASES["neurons_bands"]) == _layout_without_template(ref)
 
@@ -463,7 +463,7 @@ def test_layouts_match_plotlys_own_api():
     ref.update_yaxes(title_text="weight", row=1, col=1)
     ref.update_yaxes(title_text="w − w* (all)", row=2, col=1)
     ref.update_xaxes(title_text="step", row=2, col=1)
-    look(ref, "Weights into hidden 1; 3 of 600 shown", 420, showlegend=False)
+    look(ref, "Weights into hidden 1 (3 of 600)", 420, showlegend=False)
     assert (_layout_without_template(F.trajectories_figure(tr, "Weights into hidden 1", 420))
             == _layout_without_template(ref))
 
@@ -637,7 +637,7 @@ def test_neuron_panels_draw_each_unit_and_the_bands_of_all():
         for t, row in ((p10, 0), (p50, 1), (p90, 2)):
             np.testing.assert_array_equal(np.asarray(t["x"]), x)
             np.testing.assert_array_equal(np.asarray(t["y"]), NT_WIDE["bands"][key][row, idx])
-    assert spec["layout"]["title"]["text"].endswith("4 of 30 units shown")
+    assert spec["layout"]["title"]["text"].endswith("(4 of 30 units)")
 
 
 def test_a_wide_layers_neurons_are_a_subset_plus_bands_of_all_units():

@@ -525,19 +525,26 @@ def test_a_feedback_rules_angles_are_those_train_records_and_are_saved(tmp_path)
     cfg = core.get_preset("deep").replace(feedback="kp", feedback_decay=0.05, student_hidden=(20, 12))
     run = LiveRun(cfg)
     run.advance(60)
-    got_align, got_update = run.feedback_rows()
-    assert got_align.shape == (60, 2) and got_update.shape == (60,)
+    got_align, got_update, got_layers = run.feedback_rows()
+    assert got_align.shape == (60, 2) and got_update.shape == (60,) and got_layers.shape == (60, 2)
     _, hist = core.train(core.setup(cfg), 60)
     np.testing.assert_allclose(got_align, hist["alignment_deg"], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got_update, hist["update_angle_deg"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got_layers, hist["update_angle_layers_deg"], rtol=1e-4, atol=1e-3)
     state = jax.device_get(run.exp.state)
     np.testing.assert_allclose(got_align[-1], np.asarray(alignment("kp", state.params, state.feedback)),
                                rtol=1e-4, atol=1e-3)
     assert got_align[-1, 0] < got_align[0, 0] - 20      # kp: B follows W
     (fig,) = [f for key, f, _ in run.panels(run.snapshot()) if key == "ts_fb"]
     assert [d["name"] for d in fig["data"]] == ["∠(Wᵀ,B) hidden 1", "∠(Wᵀ,B) hidden 2",
-                                                "update ∠(Δh, Δh_BP)"]
+                                                "update ∠(Δh, Δh_BP)", "update ∠ hidden 1",
+                                                "update ∠ hidden 2"]
     np.testing.assert_allclose(np.asarray(fig["data"][1]["y"])[-1], got_align[-1, 1])
+    # each hidden layer's update angle, as its mean over the last 25 steps, in its colour
+    for j in range(2):
+        line = fig["data"][3 + j]
+        assert line["line"]["color"] == fig["data"][j]["line"]["color"]
+        assert np.asarray(line["y"])[-1] == pytest.approx(np.mean(got_layers[-25:, j]), rel=1e-6)
 
     store = RunStore(tmp_path / "runs")
     rid = run.save(store)
@@ -545,11 +552,17 @@ def test_a_feedback_rules_angles_are_those_train_records_and_are_saved(tmp_path)
     np.testing.assert_allclose(np.asarray(saved["histories"]["alignment_deg"]), got_align, rtol=1e-6)
     assert saved["metrics"]["alignment_deg"] == pytest.approx(got_align[-1].tolist())
     assert saved["metrics"]["update_angle_deg"] == pytest.approx(float(np.mean(got_update[-50:])))
+    np.testing.assert_allclose(np.asarray(saved["histories"]["update_angle_layers_deg"]),
+                               got_layers, rtol=1e-6)
+    assert saved["metrics"]["update_angle_layers_deg"] == pytest.approx(
+        np.mean(got_layers[-50:], axis=0).tolist())
     again = LiveRun.from_store(store, rid)
     again.advance(20)
-    align, update = again.feedback_rows()
+    align, update, layers = again.feedback_rows()
     assert align.shape == (80, 2) and np.isfinite(align).all() and np.isfinite(update).all()
     np.testing.assert_allclose(align[:60], got_align, rtol=1e-6)
+    assert layers.shape == (80, 2) and np.isfinite(layers).all()
+    np.testing.assert_allclose(layers[:60], got_layers, rtol=1e-6)
 
 
 def test_backprop_has_no_feedback_chart_and_thinning_keeps_the_angles_rows(monkeypatch):
@@ -565,9 +578,10 @@ def test_backprop_has_no_feedback_chart_and_thinning_keeps_the_angles_rows(monke
     fa.advance(100)
     full = core.train(core.setup(fa.cfg), 100)[1]["alignment_deg"]
     steps = np.asarray(fa.history.loss_steps)
-    align, update = fa.feedback_rows()
+    align, update, layers = fa.feedback_rows()
     assert len(steps) < 100 and align.shape == (len(steps), 1) and update.shape == (len(steps),)
     np.testing.assert_allclose(align, full[steps - 1], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layers[:, 0], update, atol=1e-4)   # one hidden layer: the same
 
 
 def test_a_run_saved_without_angles_reopens_with_gaps():
@@ -584,6 +598,9 @@ def test_a_run_saved_without_angles_reopens_with_gaps():
     short = live._stored_feedback({"histories": {"alignment_deg": [10.0],
                                                  "update_angle_deg": [1.0]}}, 2, 1)
     assert np.isnan(short[0]).all()                      # not its loss rows: not used
+    layers = live._stored_feedback({"histories": {"update_angle_layers_deg": [[1.0, 2.0],
+                                                                              [None, 4.0]]}}, 2, 2)
+    assert layers[2][0] == [1.0, 2.0] and np.isnan(layers[2][1][0]) and np.isnan(layers[0]).all()
 
 
 def test_a_rule_without_a_hidden_layer_has_no_angles_even_reopened(tmp_path, monkeypatch):

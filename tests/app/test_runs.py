@@ -415,6 +415,11 @@ def test_axis_codes_and_parcoords():
     np.testing.assert_array_equal(dims[3].values, [1, 2, 3, 4, 5])
 
 
+def test_count_says_one_point_and_many_points():
+    assert [R.count(n, "point") for n in (0, 1, 2, 32)] == ["0 points", "1 point", "2 points",
+                                                            "32 points"]
+
+
 def test_filter_runs():
     df = pd.DataFrame({"name": ["figure1 sweep #0", "Single run", "x"],
                        "tags": ["sweep:a, keep", "keep", ""],

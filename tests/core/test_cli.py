@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 from .conftest import ROOT
@@ -72,6 +73,8 @@ COMMANDS = {
     "fa-no-hidden": ["train", "--preset", "single-neuron", "--steps", "60", "--feedback", "fa",
                      "--quiet"],
     "pallas-on-cpu": ["train", "--preset", "single-neuron", "--steps", "3", "--json"],
+    "dfa-deep": ["train", "--preset", "deep", "--steps", "20", "--chunk", "10", "--feedback",
+                 "dfa", "--quiet"],
     "fidelity": ["fidelity", "--preset", "figure1", "--samples", "32", "--scales", "1,10",
                  "--shapes", "superspike,none", "--json"],
     "save-text": ["train", "--preset", "single-neuron", "--steps", "3", "--quiet", "--save",
@@ -197,6 +200,21 @@ def test_a_rule_without_a_hidden_layer_says_it_is_backprop(runs):
     final = float(re.search(r"loss \S+ -> (\S+)", stdout).group(1))
     bp = json.loads(runs["train"][1].strip().splitlines()[-1])
     assert final == pytest.approx(bp["final_loss"], abs=1e-4)
+
+
+def test_a_deeper_network_reports_each_hidden_layers_update_angle(runs):
+    """deep under dfa: the update angle of every hidden layer together and
+    each one's, the means of the last 50 steps of core.train's history."""
+    import core
+
+    rc, stdout, stderr = runs["dfa-deep"]
+    assert rc == 0, stderr
+    _, hist = core.train(core.setup(core.get_preset("deep").replace(feedback="dfa")), 20, chunk=10)
+    got = re.search(r"update angle to backprop (\S+) deg \(hidden 1, 2, \.\.\.: (\S+), (\S+)\)",
+                    stdout)
+    assert got, stdout
+    want = [np.mean(hist["update_angle_deg"]), *np.mean(hist["update_angle_layers_deg"], axis=0)]
+    np.testing.assert_allclose([float(g) for g in got.groups()], want, atol=2e-4)
 
 
 def test_forced_divergence_text(runs):

@@ -131,6 +131,43 @@ def test_update_angle_is_zero_for_b_equal_w_and_180_for_minus_w(fig1):
         assert float(fbk.update_angle(dh, dh_bp)) == pytest.approx(want, abs=0.05)
 
 
+def test_layer_update_angles_are_each_layers_own():
+    """Per hidden layer: the angle of that layer's error alone (numpy's
+    arccos of the cosine); the angle of all together weighs the layers by
+    their errors' sizes, so it lies near the bigger layer's."""
+    rng = np.random.default_rng(3)
+    bp = [rng.normal(size=(20, 4, 6)), 30 * rng.normal(size=(20, 4, 5))]   # hidden 2: 30x larger
+    rule = [bp[0] + 2.0 * rng.normal(size=bp[0].shape), -bp[1] + 0.1 * rng.normal(size=bp[1].shape)]
+    cos = lambda a, b: np.dot(a.ravel(), b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b)
+    want = [np.degrees(np.arccos(cos(a, b))) for a, b in zip(rule, bp)]
+    got = np.asarray(fbk.layer_update_angles([jnp.asarray(x, jnp.float32) for x in rule],
+                                             [jnp.asarray(x, jnp.float32) for x in bp]))
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert want[0] < 90 < want[1]                    # one layer right, the other reversed
+    overall = float(fbk.update_angle([jnp.asarray(x) for x in rule], [jnp.asarray(x) for x in bp]))
+    cat = lambda xs: np.concatenate([x.ravel() for x in xs])
+    assert overall == pytest.approx(np.degrees(np.arccos(cos(cat(rule), cat(bp)))), abs=0.05)
+    assert abs(overall - want[1]) < 10 and abs(overall - want[0]) > 60
+    assert fbk.layer_update_angles((), ()).shape == (0,)
+
+
+def test_train_reports_each_hidden_layers_update_angle():
+    """deep (two hidden layers) under dfa: ``update_angle_layers_deg`` per
+    step and layer, each within [0, 180]; with one hidden layer (figure1) the
+    layer's angle is the update angle itself; bp has none."""
+    cfg = core.get_preset("deep").replace(feedback="dfa")
+    _, hist = core.train(core.setup(cfg), 10, chunk=10)
+    layers = hist["update_angle_layers_deg"]
+    assert layers.shape == (10, 2) and np.all((layers >= 0) & (layers <= 180))
+    assert not np.allclose(layers[:, 0], layers[:, 1])
+    one = core.get_preset("figure1").replace(feedback="fa")
+    _, hist = core.train(core.setup(one), 10, chunk=10)
+    np.testing.assert_allclose(hist["update_angle_layers_deg"][:, 0], hist["update_angle_deg"],
+                               atol=1e-4)
+    _, hist = core.train(core.setup(one.replace(feedback="bp")), 5, chunk=5)
+    assert hist["update_angle_layers_deg"] is None
+
+
 def test_feedback_matmul_with_b_equal_w_is_exact(key):
     h = jr.normal(key, (5, 3, 7))
     w = jr.normal(jr.fold_in(key, 1), (7, 4))

@@ -104,3 +104,6 @@ def test_mixed_students_equal_their_static_rules(base, share_task, x64):
             np.testing.assert_allclose(np.asarray(out.update_angle[i]),
                                        np.asarray(alone_out.update_angle), rtol=1e-6, atol=1e-4,
                                        err_msg=rule)
+            np.testing.assert_allclose(np.asarray(out.layer_angle[i]),
+                                       np.asarray(alone_out.layer_angle), rtol=1e-6, atol=1e-4,
+                                       err_msg=rule)

@@ -90,6 +90,29 @@ def test_corrected_cosine_does_not_depend_on_the_number_of_samples():
     assert np.mean(raw_64) < 0.5, raw_64               # the bias the correction removes
 
 
+def test_a_cosine_clipped_at_one_keeps_its_standard_error():
+    """A surrogate gradient along the true one: the noise-corrected ratio
+    passes 1 in about half the draws and is clipped there.  Its standard
+    error came from clipped leave-one-out values: 1 +- 0 (the Gradients page
+    showed superspike at beta = 50 as exactly 1.000, se 0).  Now every draw
+    keeps a standard error of the spread of the unclipped estimate over
+    draws (within a factor 2)."""
+    raw, ses, clipped = [], [], 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        mu = rng.normal(size=50)
+        per = mu + 3.0 * rng.normal(size=(64, 50))
+        cos, se, _ = noise_corrected_cos(mu[None], per)
+        n, total = len(per), per.sum(0)
+        signal = (total @ total - np.sum(per * per)) / (n * (n - 1))
+        raw.append(mu @ per.mean(0) / np.linalg.norm(mu) / np.sqrt(signal))
+        assert cos[0] == pytest.approx(min(raw[-1], 1.0), rel=1e-12) and se[0] > 0
+        clipped += raw[-1] > 1
+        ses.append(se[0])
+    assert 8 <= clipped <= 32
+    assert 0.5 < np.mean(ses) / np.std(raw) < 2.0
+
+
 def test_corrected_cosine_leave_one_out_and_pure_noise():
     """The jackknife's leave-one-out values equal a direct recomputation
     without each sample (an unbiased pair statistic each time), and an

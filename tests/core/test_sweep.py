@@ -172,7 +172,14 @@ def test_a_feedback_axis_stores_each_rules_angles_as_train_does(tmp_path):
                                        atol=1e-3)
             np.testing.assert_allclose(update[:16], hist["update_angle_deg"][:16], rtol=1e-4,
                                        atol=1e-2)
-        want = feedback_summary(align, update)
+        layers = np.asarray(stored["histories"]["update_angle_layers_deg"])
+        assert layers.shape == (STEPS, 2)                  # each hidden layer's
+        if cfg.feedback == "fa":
+            np.testing.assert_allclose(layers[:16], hist["update_angle_layers_deg"][:16],
+                                       rtol=1e-4, atol=1e-2)
+        want = feedback_summary(align, update, layers)
+        assert row["metrics"]["update_angle_layers_deg"] == pytest.approx(
+            list(np.mean(layers[-50:], axis=0)))
         assert row["metrics"]["alignment_deg"] == pytest.approx(list(align[-1]))
         assert row["metrics"]["update_angle_deg"] == pytest.approx(float(np.mean(update[-50:])))
         assert want == {k: row["metrics"][k] for k in want}
@@ -180,6 +187,8 @@ def test_a_feedback_axis_stores_each_rules_angles_as_train_does(tmp_path):
     assert "alignment_deg_h1" not in table["bp"]
     kp = store.get(next(r["run_id"] for r in res.rows if r["index"] == 2))
     assert table["kp"]["alignment_deg_h2"] == pytest.approx(kp["histories"]["alignment_deg"][-1][1])
+    assert table["kp"]["update_angle_deg_h2"] == kp["metrics"]["update_angle_layers_deg"][1]
+    assert "update_angle_deg_h1" not in table["bp"]
 
 
 def test_feedback_summary_reports_the_last_angles_and_the_mean_update():
@@ -192,6 +201,9 @@ def test_feedback_summary_reports_the_last_angles_and_the_mean_update():
     assert got["update_angle_deg"] == pytest.approx((49 * 30.0) / 49)   # the last 50 rows
     assert feedback_summary(np.zeros((0, 1)), None) == {"alignment_deg": [],
                                                          "update_angle_deg": None}
+    layers = np.c_[update, np.r_[np.full(109, 5.0), [np.nan, 7.0]]]
+    assert feedback_summary(align, update, layers)["update_angle_layers_deg"] == \
+        pytest.approx([30.0, (48 * 5.0 + 7.0) / 49])     # each layer's finite last 50
 
 
 def test_progress_reaches_the_total_when_a_point_diverges():
