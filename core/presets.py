@@ -28,9 +28,11 @@ _PRESETS = {
         layers=(50, 10, 10, 2), T=500, batch=16, lr=5e-3, steps=500, vr_tau=50e-3,
         description="Two hidden RF layers: 50 -> 10 -> 10 -> 2, T = 500, batch 16. Here the "
                     "feedback rules differ in depth (Learning rules follows every layer's "
-                    "feedback matrix; dfa is fa only at the last hidden layer). van Rossum "
-                    "tau = 50 ms: at 10 ms these students fell toward silence (8-12 Hz "
-                    "against 20)."),
+                    "feedback matrix; dfa is fa only at the last hidden layer). The students "
+                    "draw their own neurons and learn weights only: weights alone cannot reach "
+                    "the teacher (learning omega and b too did not bring them much closer in "
+                    "1200 steps). van Rossum tau = 50 ms: at 10 ms these students fell toward "
+                    "silence (8-12 Hz against 20)."),
     "medium": Config(
         layers=(200, 256, 10), T=1000, batch=64, lr=2e-3, steps=100,
         description="Benchmark 'medium': 200 -> 256 -> 10 RF, T = 1000, batch 64."),

@@ -1,4 +1,5 @@
 """Learning rules: backprop and its weight-transport-free alternatives, side by side."""
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -85,7 +86,13 @@ def live_panels():
                                        "loss", log=True, smooth=10, silent=run.silent_loss(),
                                        silent_since=live.silent_since(run.changes)),
                   key="rl_loss", height=300, revision=rev)
-        silent = widgets.silent_student_text(run.cfg, run.silent_loss(), tunable=False)
+        # each rule's last 25 steps, all under the loss now set (the level's)
+        tail = steps > live.silent_since(run.changes)
+        last = r["loss"][tail][-25:]
+        recent = ({rule: float(np.mean(last[:, i])) for i, rule in enumerate(run.rules)
+                   if np.isfinite(last[:, i]).all()}      # (a diverged rule's rows are NaN)
+                  if len(last) == 25 else None)
+        silent = widgets.silent_student_text(run.cfg, run.silent_loss(), recent, tunable=False)
         if silent:
             st.caption(silent)
     with b:

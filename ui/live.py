@@ -1160,7 +1160,8 @@ class RulesRun:
                        for l, name in enumerate(self.hidden_names())} if self.n_fb > 1 else {}),
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}
-            for l, err in enumerate(r["recovery"][-1, i]):
-                row[f"rel. error layer {l}"] = float(err)
+            # named as the charts name them (weight layer l feeds layer_names' l-th)
+            for name, err in zip(layer_names(self.struct.student_layers), r["recovery"][-1, i]):
+                row[f"weights to {name}: rel. error"] = float(err)
             table.append(row)
         return table

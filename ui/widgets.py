@@ -313,12 +313,13 @@ def silent_teacher_text(cfg, teacher_out) -> str | None:
             f"rate or T, or lower the threshold θ.")
 
 
-def silent_student_text(cfg, silent: float, recent: float | None = None,
+def silent_student_text(cfg, silent: float, recent: float | dict | None = None,
                         tunable: bool = True) -> str | None:
     """The caption of a loss chart's dotted line: the loss ``silent`` of a
     student that never fires (NaN for the membrane loss, 0 for a silent
     teacher: no line, no caption).  Says when the ``recent`` loss is not
-    below it, and, for van Rossum, when its τ puts an uncorrelated student's
+    below it (``recent``: one student's, or ``{rule: its recent loss}``, naming
+    the rules whose loss is not below it), and, for van Rossum, when its τ puts an uncorrelated student's
     best rate (:func:`core.losses.uncorrelated_best_rate`, Poisson-like
     spikes) below half the teacher's: its rates then fall while its spikes
     are not yet locked to the teacher's.  ``tunable``: this page sets τ (in
@@ -328,7 +329,14 @@ def silent_student_text(cfg, silent: float, recent: float | None = None,
     if silent is None or not math.isfinite(silent) or silent <= 0:
         return None
     text = f"Dotted: the loss of a student that never fires ({silent:.3g}, held-out inputs)."
-    if recent is not None and math.isfinite(recent) and recent >= silent:
+    if isinstance(recent, dict):
+        above = [rule for rule, loss in recent.items()
+                 if loss is not None and math.isfinite(loss) and loss >= silent]
+        if above:
+            text += (f" Not below it over the last 25 steps: {', '.join(above)}. So far "
+                     + ("that rule does" if len(above) == 1 else "those rules do")
+                     + " no better than staying quiet.")
+    elif recent is not None and math.isfinite(recent) and recent >= silent:
         text += (f" The recent loss ({recent:.3g}) is not below it: so far the student does "
                  "no better than staying quiet.")
     rate = cfg.target_rate

@@ -701,6 +701,12 @@ def test_the_silent_caption_names_what_to_change():
     assert "not below it" in text and "firing at 0 Hz" in text and "τ ≥ 50 ms" in text
     assert "Advanced" in text
     assert "not below it" not in widgets.silent_student_text(cfg, 1.5, recent=1.2)
+    # Learning rules: each rule's recent loss; those not below the level are named
+    rules = widgets.silent_student_text(cfg, 1.5, {"bp": 1.2, "fa": 1.9, "kp": float("nan")})
+    assert "Not below it over the last 25 steps: fa. So far that rule does no better" in rules
+    rules = widgets.silent_student_text(cfg, 1.5, {"bp": 1.2, "fa": 1.9, "kp": 1.5})
+    assert "Not below it over the last 25 steps: fa, kp. So far those rules do" in rules
+    assert "Not below it" not in widgets.silent_student_text(cfg, 1.5, {"bp": 1.2, "fa": 1.4})
     other = widgets.silent_student_text(cfg, 1.5, tunable=False)
     assert "Advanced" not in other and "Teacher–Student sets it" in other
     slow = widgets.silent_student_text(cfg.replace(target_rate=2.0), 1.0)
