@@ -12,7 +12,8 @@ widgets.demo_mode()
 
 st.title("Neuron")
 st.caption("One neuron, 1 s at dt = 1 ms. Move a slider: nothing recompiles, every panel "
-           "is recomputed. The URL holds the settings: copy it to share this view.")
+           "is recomputed (the first RF or LIF view compiles once). The URL holds the "
+           "settings: copy it to share this view.")
 
 s = widgets.neuron_ui()
 widgets.report_ignored_url_params()
@@ -52,7 +53,9 @@ if s.model == "rf":
                "kick one period (1/f) after the first adds in phase: a local peak, (1 + e^(b/f))/2 "
                "of two kicks at once, since the first has decayed by e^(b/f) over that period; "
                "half a period later it cancels — RF neurons select input timing, not only input "
-               "rate.")
+               "rate. (c) and (d) are the response with spiking off: where a curve passes θ the "
+               "neuron would fire (and reset).")
 else:
     st.caption("LIF (control): f is ignored and b = −1/τ_m. The response is low-pass and the "
-               "doublet peak only decays with the interval — no preferred timing.")
+               "doublet peak only decays with the interval — no preferred timing. (c) and (d) "
+               "are the response with spiking off: where a curve passes θ the neuron would fire.")

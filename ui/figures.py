@@ -346,7 +346,8 @@ def phase_figure(x, y, spikes, theta: float, model: str = "rf") -> dict:
 
 def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf",
                      damping: float | None = None) -> dict:
-    """Peak sub-threshold |y| against the frequency of a sinusoidal input; for
+    """Peak |y| of the linear response (spiking off: above θ the neuron would
+    fire) against the frequency of a sinusoidal input; for
     RF the natural frequency f (dotted, labelled at the top) and, given the
     damping, the predicted peak √(f² − (b/2π)²) (dashed, "peak … Hz" at the
     bottom; the caption gives the formula) or a note that its gain has no peak (strongly damped)."""
@@ -394,12 +395,13 @@ def resonance_figure(freqs, peak, freq_hz: float, theta: float, model: str = "rf
     return _spec("(c) Resonance curve", 340, data, None,
                  {"xaxis": {**_title("input frequency (Hz)"), "type": "log", "tickvals": ticks,
                             "ticktext": [f"{t:g}" for t in ticks]},
-                  "yaxis": _title("peak |y| in 1 s from rest")},
+                  "yaxis": _title("peak |y| in 1 s, spiking off")},
                  [shape], hnotes + notes, showlegend=False)
 
 
 def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf") -> dict:
-    """Peak y after a doublet against its inter-spike interval."""
+    """Peak y after a doublet (the linear response, spiking off: above θ the
+    neuron would fire) against its inter-spike interval."""
     isi_ms = np.asarray(isi_ms)
     peak = np.asarray(peak)
     data = [_line(isi_ms, peak, "peak y after 2nd kick", Y_COLOR, 2)]
@@ -418,7 +420,7 @@ def doublet_figure(isi_ms, peak, freq_hz: float, theta: float, model: str = "rf"
                               "xanchor": side, "yref": "y domain", "y": 1, "yanchor": "top"})
     shape, note = _hline(float(theta), label="θ")
     return _spec("(d) Doublet selectivity", 340, data, None,
-                 {"xaxis": _title("doublet ISI (ms)"), "yaxis": _title("peak y (sub-threshold)")},
+                 {"xaxis": _title("doublet ISI (ms)"), "yaxis": _title("peak y (spiking off)")},
                  shapes + [shape], notes + note, showlegend=False)
 
 

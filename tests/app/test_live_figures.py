@@ -504,7 +504,7 @@ def test_neuron_panels_match_plotlys_own_api():
     ticks = [0.5, 1, 2, 5, 10, 20, 50, 100]
     ref.update_xaxes(title_text="input frequency (Hz)", type="log", tickvals=ticks,
                      ticktext=[f"{t:g}" for t in ticks])
-    ref.update_yaxes(title_text="peak |y| in 1 s from rest")
+    ref.update_yaxes(title_text="peak |y| in 1 s, spiking off")
     assert _layout_without_template(CASES["n_resonance"]) == look(
         ref, "(c) Resonance curve", 340, showlegend=False)
 
@@ -517,7 +517,7 @@ def test_neuron_panels_match_plotlys_own_api():
                               annotation_text=label, annotation_position=side)
         ref.add_hline(y=1.0, annotation_text="θ", **theta)
         ref.update_xaxes(title_text="doublet ISI (ms)")
-        ref.update_yaxes(title_text="peak y (sub-threshold)")
+        ref.update_yaxes(title_text="peak y (spiking off)")
         assert _layout_without_template(CASES[name]) == look(
             ref, "(d) Doublet selectivity", 340, showlegend=False), name
     assert len(CASES["n_doublet"]["layout"]["shapes"]) == 3           # 80 ms, 40 ms and θ
