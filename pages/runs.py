@@ -74,7 +74,7 @@ def launcher_ui() -> tuple:
                          name.strip() or f"{preset} sweep", preset)
         R.check_launch(spec, demo)
     except core.ConfigError as e:
-        st.error(f"Invalid setting — {e}")
+        st.error(f"Invalid setting — {R.launch_error_text(e)}")
         spec = None
     job = slot.job
     busy = job is not None and job.running

@@ -575,6 +575,23 @@ def launch_grid(shapes: Sequence[str], scales: str, lrs: str,
     return items
 
 
+LAUNCH_LABELS = {"grid.scale": "Scales β", "grid.lr": "Learning rates"}
+
+
+def launch_error_text(e: ConfigError) -> str:
+    """A launcher setting's error named by its box's label, in the box's own
+    syntax: "Scales β: cannot read 'abc' as a number (comma-separated, e.g.
+    1,2,4)" (the grid's message names ``grid.scale`` and its ``scale=1,2,4``
+    command-line form)."""
+    label = LAUNCH_LABELS.get(e.field)
+    if label is None:
+        return str(e)
+    message = str(e).split(": ", 1)[-1]
+    message = re.sub(r"as a value of \w+ \(e\.g\. \w+=([^)]*)\)",
+                     r"as a number (comma-separated, e.g. \1)", message)
+    return f"{label}: {message}"
+
+
 def check_launch(spec: SweepSpec, demo: bool) -> None:
     """Refuse sweeps beyond the demo caps (``ConfigError`` naming the field)."""
     n = spec.seeds * math.prod(len(v) for _, v in spec.grid)

@@ -318,7 +318,7 @@ def test_bad_scale_text_names_the_field(monkeypatch, tmp_path):
     at = _page(monkeypatch, tmp_path)
     at.text_input(key="sw_scales").set_value("1,abc").run()
     assert not at.exception
-    assert len(at.error) == 1 and "grid.scale" in at.error[0].value
+    assert len(at.error) == 1 and "Scales β: cannot read 'abc'" in at.error[0].value
     assert at.button(key="sw_launch").disabled
 
 
@@ -413,6 +413,24 @@ def test_axis_codes_and_parcoords():
     assert list(dims[0].ticktext) == ["b", "a"]                 # the spec's order
     np.testing.assert_array_equal(dims[0].values, [1, 1, 0, 0, 1])   # the NaN row left out
     np.testing.assert_array_equal(dims[3].values, [1, 2, 3, 4, 5])
+
+
+def test_a_launcher_error_names_its_box_in_its_syntax():
+    """The grid's errors named ``grid.scale`` and the command line's
+    ``scale=1,2,4``; the launcher's boxes are "Scales β" and take "1,2,4"."""
+    def error(scales, lrs):
+        with pytest.raises(core.ConfigError) as e:
+            make_spec(core.get_preset("figure1"), parse_grid(R.launch_grid([], scales, lrs)),
+                      1, 100)
+        return R.launch_error_text(e.value)
+
+    assert error("abc", "") == ("Scales β: cannot read 'abc' as a number (comma-separated, "
+                                "e.g. 1,2,4).")
+    assert error("-1,5", "") == "Scales β: must be in [0.01, 1000], got -1."
+    assert error("", "foo").startswith("Learning rates: cannot read 'foo' as a number")
+    assert error("", "0").startswith("Learning rates: must be in")
+    other = core.ConfigError("steps", "demo mode trains at most 500 steps.")
+    assert R.launch_error_text(other) == str(other)
 
 
 def test_count_says_one_point_and_many_points():
