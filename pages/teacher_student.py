@@ -165,7 +165,9 @@ def live_panels():
     st.caption("corr: Pearson's over the layer's values (weights: their cosine when fewer than "
                "three); a dash where there are fewer than three values, or the teacher's or the "
                "student's are all equal (a fixed f or b, the teachers' zero resets): it is then "
-               "±1 or undefined whatever they are.")
+               "±1 or undefined whatever they are. signed ε: Σ(θ − θ*) / max(‖θ*‖, 0.075), "
+               "the student's values less the teacher's, summed (Braun & Vogels 2021): its sign "
+               "says whether they lie above or below the teacher's on the whole.")
     n_res, n_units = run.teacher_resonance()
     st.caption(f"Held-out: spike precision {snap['precision']:.3f}, recall {snap['recall']:.3f}, "
                f"output-rate error {snap['rate_error']:+.2f}. Hidden units matched to the teacher's "
