@@ -124,8 +124,9 @@ def live_panels():
     c[3].metric("Spike precision", f"{snap['precision']:.3f}",
                 help="Share of student output spikes within ±1 bin of a teacher spike (held-out).")
     corr = snap["recovery"][0]["corr"]
-    c[4].metric("Input-layer weights corr", "—" if corr is None else f"{corr:.3f}",
-                help="Correlation of the matched student weights of the first layer with the teacher's.")
+    c[4].metric("Input weights corr", "—" if corr is None else f"{corr:.3f}",
+                help=f"Correlation of the matched student weights into {run.layer_names()[0]} "
+                     "(from the inputs) with the teacher's.")
     if run.stopped:
         st.error(run.message)
     silent = widgets.silent_teacher_text(cfg, snap["teacher_out"])
