@@ -379,9 +379,10 @@ try:
                                "shows the last values.")
             loss_fig, rec_fig = R.overlay_figures(records)
             if any(R.silent_level(r, 1) is not None for r in records):
-                st.caption("Dotted: each run's silent student, the loss of a student that never "
-                           "fires (held-out inputs). A spike loss not below it has learnt no more "
-                           "than staying quiet.")
+                st.caption("Dotted: the silent student, the loss of a student that never "
+                           "fires (held-out inputs), in a run's colour where only that run has "
+                           "its level, red-brown where runs share one (one teacher and loss). A "
+                           "spike loss not below it has learnt no more than staying quiet.")
             a, b = widgets.side_by_side(demo)
             widgets.plotly_chart(a, loss_fig, key="rs_loss")
             widgets.plotly_chart(b, rec_fig, key="rs_recovery")

@@ -464,6 +464,7 @@ def window_mean(steps, values, window: int, skipna: bool = False):
 
 
 SILENT_NAME = "silent student"
+SILENT_COLOR = "#b0473c"
 
 
 def silent_line(steps, silent, since: int = 0) -> list:
@@ -476,7 +477,7 @@ def silent_line(steps, silent, since: int = 0) -> list:
         return []
     steps = np.asarray(steps)
     x1 = max(int(steps[-1]) if steps.size else 0, since + 1)
-    return [_line([since, x1], [float(silent)] * 2, SILENT_NAME, "#b0473c", width=1.2,
+    return [_line([since, x1], [float(silent)] * 2, SILENT_NAME, SILENT_COLOR, width=1.2,
                   dash="dot", hovertemplate="silent student: %{y:.4g}<extra></extra>")]
 
 
@@ -526,15 +527,27 @@ def feedback_figure(steps, alignment, update, names, rule: str, layers=None) -> 
             update_line(layers[:, j], f"update ∠ {name}", PALETTE[j % len(PALETTE)], "dashdot")
     top = max([90.0, *(float(np.nanmax(d["y"])) for d in data
                        if np.size(d["y"]) and np.isfinite(d["y"]).any())])
-    spec = _spec(f"Feedback ({rule}): angles to backprop", 300, data,
+    spec = _spec(f"Feedback ({rule}): angles to backprop", feedback_height(len(names)), data,
                  axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
                        "yaxis": {**_title("degrees"), "range": [0, min(180.0, top * 1.05)]}},
                  shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
                           "y0": 90, "y1": 90, "line": {"color": "#9aa5b8", "width": 1,
                                                        "dash": "dot"}}],
+                 # at the left, above the line: the update angles start at step 25
+                 annotations=[{"text": "90°: none", "showarrow": False, "xref": "paper",
+                               "x": 0, "xanchor": "left", "yref": "y", "y": 90,
+                               "yanchor": "bottom", "font": {"color": "#9aa5b8", "size": 11}}],
                  margin=dict(l=55, r=15, t=45, b=75))
-    spec["layout"]["legend"] = dict(LEGEND_BELOW)
+    # below the axis title (at -0.28 of the plot it sat on the first entry, in a third
+    # of the page's width where the entries stack)
+    spec["layout"]["legend"] = {**LEGEND_BELOW, "y": -0.42}
     return spec
+
+
+def feedback_height(n_hidden: int) -> int:
+    """The feedback chart's height: taller with more than one hidden layer
+    (five legend entries, stacked in a third of the page, took the plot's room)."""
+    return 300 if n_hidden <= 1 else 400
 
 
 def _band_lines(steps, bands, label: str, axis: str, **kw) -> tuple[list, dict]:

@@ -847,7 +847,8 @@ class LiveRun:
         if feedback is not None:       # a rule other than backprop: how close it comes to it
             align, update, layers = feedback
             yield ("ts_fb", figures.feedback_figure(loss_steps[:len(update)], align, update,
-                                                    names[:-1], cfg.feedback, layers), 300)
+                                                    names[:-1], cfg.feedback, layers),
+                   figures.feedback_height(len(names) - 1))
         yield "ts_membrane", figures.membrane_figure(cfg.dt, snap["teacher"][-1]["y"][:, 0, 0],
                                                      snap["student"][-1]["y"][:, 0, 0],
                                                      cfg.threshold), 300

@@ -32,7 +32,7 @@ from core.runtime import ROOT, env_int, environment_problems
 from core.store import ARRAYS_DIR, INDEX_NAME, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
-from ui.figures import PALETTE, _layout, log_ticks
+from ui.figures import PALETTE, SILENT_COLOR, _layout, log_ticks
 from ui.live import silent_since
 
 METRICS = ("weight_error_mean", "final_loss", "loss_vs_silent", "initial_loss",
@@ -504,11 +504,13 @@ def silent_level(run: Mapping, last_step: float) -> tuple[list, list] | None:
 
 def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     """Loss per step (log scale; block means beyond ``MAX_CURVE_POINTS``)
-    with each run's silent-student level dotted (:func:`silent_level`), and
+    with the runs' silent-student levels dotted (:func:`silent_level`; in a
+    run's colour where only it has that level, else in ``SILENT_COLOR``), and
     weight recovery error per layer (solid: layer 0, dashed: layer 1, ...) of
     ``runs`` (``RunStore.get`` records), one colour per run."""
     loss, rec = go.Figure(), go.Figure()
     dashes = ("solid", "dash", "dot", "dashdot")
+    levels = {}     # (level, from step) -> [(name, colour, id, to step)] of the runs having it
     for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
         name = f"{run['name'] or 'run'} · {run['id'][:6]}"
@@ -520,11 +522,8 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
             loss.add_trace(go.Scatter(x=steps, y=yy, name=name, legendgroup=run["id"],
                                       line=dict(color=color, width=1.5)))
             if (level := silent_level(run, at[-1])) is not None:
-                loss.add_trace(go.Scatter(
-                    x=level[0], y=level[1], name=f"{name}: silent student",
-                    legendgroup=run["id"], showlegend=False, mode="lines",
-                    line=dict(color=color, width=1.2, dash="dot"),
-                    hovertemplate=f"silent student: %{{y:.4g}}<extra>{name}</extra>"))
+                levels.setdefault((level[1][0], level[0][0]), []).append(
+                    (name, color, run["id"], level[0][1]))
         r = _recovery_array(h)
         if r is not None:
             steps = np.asarray(h["recovery_step"], float)
@@ -534,6 +533,17 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
                     hovertemplate=f"L{l}: %{{y:.4g}} at step %{{x}}<extra>{name}</extra>",
                     mode="lines+markers", marker=dict(size=4),
                     line=dict(color=color, width=1.5, dash=dashes[l % len(dashes)])))
+    # one line per level: runs of one teacher and loss share it (drawn in each run's
+    # colour, the last hid the others); a run's own in its colour
+    for (level, since), having in levels.items():
+        names = [n for n, *_ in having]
+        color, group = (having[0][1], having[0][2]) if len(having) == 1 else (SILENT_COLOR, None)
+        who = names[0] if len(having) == 1 else f"{len(having)} runs"
+        loss.add_trace(go.Scatter(
+            x=[since, max(end for *_, end in having)], y=[level, level],
+            name=f"silent student ({who})", legendgroup=group, showlegend=False, mode="lines",
+            line=dict(color=color, width=1.2, dash="dot"),
+            hovertemplate=f"silent student: %{{y:.4g}}<extra>{'<br>'.join(names)}</extra>"))
     loss.update_xaxes(title_text="step")
     loss.update_yaxes(title_text="loss", type="log", **log_ticks(*(t.y for t in loss.data)))
     rec.update_xaxes(title_text="step")

@@ -16,6 +16,7 @@ from streamlit.runtime.state.common import user_key_from_element_id
 
 import core
 from core.store import ENV_VAR, RunStore, StoreError
+from ui.figures import SILENT_COLOR
 from core.sweep import make_spec, parse_grid, run_sweep
 from tests.app.conftest import ROOT
 from tests.app.test_teacher_student import _array
@@ -146,16 +147,17 @@ def test_filters_and_overlay(monkeypatch, populated):
     at.multiselect(key="rs_sel").set_value(ids).run()
     _clean(at)
     charts = _charts(at)
-    lines, levels = charts["rs_loss"]["data"][::2], charts["rs_loss"]["data"][1::2]
-    assert len(lines) == len(levels) == 2
-    assert any(c.value.startswith("Dotted: each run's silent student") for c in at.caption)
-    # each run's silent student, dotted in its colour to its last step, at its stored level
+    lines, levels = charts["rs_loss"]["data"][:2], charts["rs_loss"]["data"][2:]
+    assert any(c.value.startswith("Dotted: the silent student") for c in at.caption)
+    # one sweep, one teacher: the runs share one silent-student level (their stored one),
+    # drawn once (each in its colour, the last hid the first), to the last step
     with RunStore(path) as store:
         stored = [store.get(i)["metrics"] for i in ids]
-    for m, line, level in zip(stored, lines, levels):
-        assert level["line"]["dash"] == "dot" and level["line"]["color"] == line["line"]["color"]
-        assert _array(level["y"]).tolist() == [m["silent_loss"]] * 2 and m["silent_loss"] > 0
-        assert _array(level["x"]).tolist() == [0, m["steps"]] == [0, _array(line["x"])[-1]]
+    assert stored[0]["silent_loss"] == stored[1]["silent_loss"] > 0
+    (level,) = levels
+    assert level["line"]["dash"] == "dot" and level["line"]["color"] == SILENT_COLOR
+    assert _array(level["y"]).tolist() == [stored[0]["silent_loss"]] * 2
+    assert _array(level["x"]).tolist() == [0, stored[0]["steps"]] == [0, _array(lines[0]["x"])[-1]]
     assert len(charts["rs_recovery"]["data"]) == 2 * 2        # two runs x two layers
     assert at.button(key="rs_open").disabled                  # open needs exactly one run
 
@@ -487,6 +489,15 @@ def test_overlay_draws_loss_at_its_steps_and_the_silent_level_from_its_loss():
     # no change of the loss: from step 0
     plain = {**run, "metrics": {"silent_loss": 2.0}}
     assert list(R.overlay_figures([plain])[0].data[1].x) == [0, 20000]
+    # runs sharing a level (one teacher and loss): one line, in the silent student's colour,
+    # to the longer run's end; another level: a line of its own in its run's colour
+    short = {**plain, "id": "b" * 32, "histories": {"loss": [3.0, 2.0]}}
+    other = {**plain, "id": "c" * 32, "histories": {"loss": [3.0]}, "metrics": {"silent_loss": 0.7}}
+    loss, _ = R.overlay_figures([plain, short, other])
+    levels = loss.data[3:]
+    assert [list(t.y) for t in levels] == [[2.0, 2.0], [0.7, 0.7]]
+    assert list(levels[0].x) == [0, 20000] and levels[0].line.color == SILENT_COLOR
+    assert levels[1].line.color == loss.data[2].line.color != SILENT_COLOR
 
 
 def test_launch_grid_and_demo_caps():
