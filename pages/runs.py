@@ -147,7 +147,9 @@ def sweeps_ui(store, sweeps) -> None:
                                      "matching student units to the teacher's. A feedback "
                                      "rule's: alignment_deg_h*, ∠(Wᵀ,B) of the matrix carrying "
                                      "hidden layer *'s error; update_angle_deg, ∠(Δh, Δh_BP) "
-                                     "(backprop's points have none).")
+                                     "of every hidden layer together, and with more than one "
+                                     "update_angle_deg_h*, hidden layer *'s alone (backprop's "
+                                     "points have none).")
         x0, y0 = R.default_axes(axes, order)
         x = c[1].selectbox("x axis", axes, index=axes.index(x0), key="sw_x", bind="query-params")
         y = c[2].selectbox("y axis", axes, index=axes.index(y0), key="sw_y", bind="query-params")

@@ -1057,8 +1057,9 @@ class RulesRun:
             states = [core.unstack(jax.device_get(self.state), i) for i in range(len(self.rules))]
             snapshots = [h.stored(int(st.step)) for h, st in zip(self.snapshots, states)]
             changes = list(self.changes)
+            exp_now = self.exp       # the level of the settings saved (read with them)
         table = self._table_of(view)
-        silent = _finite_or_none(self.silent_loss())   # one teacher: one level for every rule
+        silent = _finite_or_none(self.silent.of(exp_now))   # one teacher: one for every rule
         r = view["rows"]
         records = []
         for i, rule in enumerate(self.rules):

@@ -257,7 +257,8 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
     layers = sorted(c for c in df.columns if c.startswith("weight_error_L"))
     # a feedback rule's angles to backprop (core.sweep.summary_table), after the rest
     fb = sorted(c for c in df.columns if c.startswith("alignment_deg_h"))
-    return [c for c in (*METRICS[:1], *layers, *METRICS[1:], *fb, "update_angle_deg")
+    per_layer = sorted(c for c in df.columns if c.startswith("update_angle_deg_h"))
+    return [c for c in (*METRICS[:1], *layers, *METRICS[1:], *fb, "update_angle_deg", *per_layer)
             if c in df.columns]
 
 

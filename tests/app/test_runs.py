@@ -435,6 +435,17 @@ def test_a_launcher_error_names_its_box_in_its_syntax():
     assert R.launch_error_text(other) == str(other)
 
 
+def test_the_metric_menu_offers_each_hidden_layers_update_angle():
+    """A deeper network's sweep table has update_angle_deg_h<j>; the menu
+    dropped them (alignment_deg_h<j> and update_angle_deg only)."""
+    df = pd.DataFrame({"final_loss": [1.0], "alignment_deg_h2": [80.0], "alignment_deg_h1": [70.0],
+                       "update_angle_deg": [60.0], "update_angle_deg_h2": [50.0],
+                       "update_angle_deg_h1": [40.0], "weight_error_L0": [0.5]})
+    assert R.metric_columns(df) == ["weight_error_L0", "final_loss", "alignment_deg_h1",
+                                    "alignment_deg_h2", "update_angle_deg", "update_angle_deg_h1",
+                                    "update_angle_deg_h2"]
+
+
 def test_count_says_one_point_and_many_points():
     assert [R.count(n, "point") for n in (0, 1, 2, 32)] == ["0 points", "1 point", "2 points",
                                                             "32 points"]
@@ -479,7 +490,8 @@ def test_overlay_draws_loss_at_its_steps_and_the_silent_level_from_its_loss():
     assert not level.showlegend and level.legendgroup == line.legendgroup
     # block means of the steps with the values (blocks of 2 here)
     steps, y = R._thin(np.array([5.0, 4, 3, 2, 1, 0.5]), np.array(at, float), max_points=3)
-    np.testing.assert_allclose(steps, [1.5, 6.5, 10050]) and np.testing.assert_allclose(y, [4.5, 2.5, 0.75])
+    np.testing.assert_allclose(steps, [1.5, 6.5, 10050])
+    np.testing.assert_allclose(y, [4.5, 2.5, 0.75])
     # a loss_step of another length (a damaged record) falls back to 1, 2, ...
     damaged = {**run, "histories": {**run["histories"], "loss_step": at[:-1]}}
     assert list(R.overlay_figures([damaged])[0].data[0].x) == [1, 2, 3, 4, 5, 6]

@@ -412,6 +412,13 @@ def test_import_validates_bundles(tmp_path):
         # a sweep's table divides the final loss by it
         (bundle_of({**doc, "metrics": {"silent_loss": "0.5"}}), "metrics.silent_loss"),
         (bundle_of({**doc, "metrics": {"silent_loss": -2.0}}), "metrics.silent_loss.*>= 0"),
+        # each hidden layer's update angle: rows per step, one number per layer
+        (bundle_of({**doc, "histories": {"update_angle_layers_deg": [[1.0, 2.0], [3.0]]}}),
+         "histories.update_angle_layers_deg.*every row"),
+        (bundle_of({**doc, "histories": {"update_angle_layers_deg": [1.0, 2.0]}}),
+         "histories.update_angle_layers_deg"),
+        (bundle_of({**doc, "metrics": {"update_angle_layers_deg": "40"}}),
+         "metrics.update_angle_layers_deg"),
         (bundle_of({**doc, "metrics": {"steps": -3}}), "metrics.steps"),
         (bundle_of({**doc, "metrics": {"steps": 2**31}}), "metrics.steps"),   # int32 counter
         (bundle_of({**doc, "metrics": {"diverged": "no"}}), "metrics.diverged"),
