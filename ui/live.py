@@ -25,8 +25,8 @@ import core
 from core.config import Config, hyperparams, structure
 from core.evaluate import summarize
 from core.feedback import own_feedback
-from core.metrics import (UPDATE_ANGLE_WINDOW, feedback_summary, final_loss_window, match,
-                          rate_error, recovery, spike_precision)
+from core.metrics import (UPDATE_ANGLE_WINDOW, feedback_summary, final_loss_window,
+                          finite_or_none, match, rate_error, recovery, spike_precision)
 from core.store import SAVED_RECOVERY_POINTS, spread
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 from core.sweep import SHARED
@@ -333,11 +333,6 @@ class SilentLevel:
         return value
 
 
-def _finite_or_none(x) -> float | None:
-    """``x`` as a stored metric: a float, None for NaN or inf (the store holds no NaN)."""
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 def _silent_loss(run) -> float:
     """A run's (LiveRun, RulesRun) silent-student loss: its ``silent`` level of
     its experiment, read under its lock; NaN for the membrane loss."""
@@ -616,7 +611,7 @@ class LiveRun:
                 metrics["settings_changes"] = list(self.changes)
             exp, status = self.exp, "diverged" if self.diverged else "done"
         # as `train --save`: the level the loss is read against (cached: the page drew it)
-        metrics["silent_loss"] = _finite_or_none(self.silent.of(exp))
+        metrics["silent_loss"] = finite_or_none(self.silent.of(exp))
         return store.save(exp, hist, name=name, tags=tags, status=status, metrics=metrics,
                           snapshots=snapshots)
 
@@ -1059,7 +1054,7 @@ class RulesRun:
             changes = list(self.changes)
             exp_now = self.exp       # the level of the settings saved (read with them)
         table = self._table_of(view)
-        silent = _finite_or_none(self.silent.of(exp_now))   # one teacher: one for every rule
+        silent = finite_or_none(self.silent.of(exp_now))   # one teacher: one for every rule
         r = view["rows"]
         records = []
         for i, rule in enumerate(self.rules):
@@ -1083,10 +1078,10 @@ class RulesRun:
                        "initial_loss": float(r["loss"][0, i]) if n else None,
                        "alignment_deg": ([] if rule == "bp" else feedback_summary(
                                          r["alignment"][:n, i], None)["alignment_deg"]),
-                       "update_angle_deg": None if rule == "bp" else _finite_or_none(
+                       "update_angle_deg": None if rule == "bp" else finite_or_none(
                            table[i]["∠(Δh, Δh_BP) °"]),
                        "update_angle_layers_deg": None if rule == "bp" else [
-                           _finite_or_none(table[i][f"∠(Δh, Δh_BP) {name} °" if self.n_fb > 1
+                           finite_or_none(table[i][f"∠(Δh, Δh_BP) {name} °" if self.n_fb > 1
                                                     else "∠(Δh, Δh_BP) °"])
                            for name in self.hidden_names()],
                        "final_loss": table[i]["final loss"],
@@ -1132,16 +1127,10 @@ class RulesRun:
             step = int(view["steps"][i])
             n = int(np.searchsorted(r["steps"], step, "right"))
 
-            def last(key, window, **kw):   # over steps, not rows (a thinned history)
+            def last(rows, window, **kw):  # over steps, not rows (a thinned history)
                 if n == 0:
                     return None
-                return float(window_mean(r["steps"][:n], r[key][:n, i], window, **kw)[0][-1])
-
-            def last_layer(l):             # a hidden layer's update angle, as the one above
-                if n == 0:
-                    return None
-                return float(window_mean(r["steps"][:n], r["layer_angle"][:n, i, l],
-                                         UPDATE_ANGLE_WINDOW, skipna=True)[0][-1])
+                return float(window_mean(r["steps"][:n], rows[:n], window, **kw)[0][-1])
 
             student, teacher, _ = ev(params[i], self.exp.task,
                                      jax.tree_util.tree_map(lambda x: x[i], hp), 0)
@@ -1150,15 +1139,17 @@ class RulesRun:
             angles = r["alignment"][n - 1, i] if n else [None] * self.n_fb
             row = {"rule": rule,
                    # every run's final loss: the mean of its last min(50, steps / 10) steps
-                   "final loss": last("loss", final_loss_window(step)),
+                   "final loss": last(r["loss"][:, i], final_loss_window(step)),
                    # matrix j carries the error to hidden layer j + 1: hidden 1's
                    # (the only one of a network with one hidden layer), then the others'
                    "∠(Wᵀ,B) °": _float(angles[0]),
                    **{f"∠(Wᵀ,B) {name} °": _float(a)
                       for name, a in zip(self.hidden_names()[1:], angles[1:])},
-                   "∠(Δh, Δh_BP) °": last("update_angle", UPDATE_ANGLE_WINDOW, skipna=True),
+                   "∠(Δh, Δh_BP) °": last(r["update_angle"][:, i], UPDATE_ANGLE_WINDOW,
+                                          skipna=True),
                    # with more than one hidden layer, each one's (one: the angle above)
-                   **({f"∠(Δh, Δh_BP) {name} °": last_layer(l)
+                   **({f"∠(Δh, Δh_BP) {name} °": last(r["layer_angle"][:, i, l],
+                                                       UPDATE_ANGLE_WINDOW, skipna=True)
                        for l, name in enumerate(self.hidden_names())} if self.n_fb > 1 else {}),
                    "spike precision": prec["precision"], "spike recall": prec["recall"],
                    "rate error": rate_error(s_out, t_out)}
