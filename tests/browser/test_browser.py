@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from .conftest import new_page
 
@@ -18,6 +19,8 @@ pytestmark = pytest.mark.browser
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
+# an element whose code is still loading (Streamlit loads most controls' code lazily)
+SKELETON = "[data-testid=stSkeleton]"
 FREQ_LABEL = "Frequency f (Hz)"
 # y of every trace of the chart in a live_plot frame; numpy arrays arrive as
 # Plotly.js typed arrays {dtype, bdata} (base64)
@@ -58,11 +61,20 @@ def neuron_chart_data(page: Page) -> list:
 
 
 def wait_idle(page: Page, settle_ms: int = 300) -> None:
-    """Wait until the script is not running (and stays so briefly: reruns may chain)."""
+    """Wait until the script is not running (and stays so briefly: reruns may chain),
+    and its elements are drawn.
+
+    In a fresh browser context the script is idle well before the controls whose
+    code loads lazily are drawn: they are skeletons for 0.4 to 2 s more on a cold
+    server's first page (measured), and a read then found no control."""
     for _ in range(2):
         page.wait_for_selector(IDLE, state="attached")
         page.wait_for_timeout(settle_ms)
     page.wait_for_selector(IDLE, state="attached")
+    try:
+        page.wait_for_selector(SKELETON, state="detached", timeout=15_000)
+    except PlaywrightTimeoutError:
+        pass        # still loading: the caller's own wait or assertion says what is missing
 
 
 def assert_no_exception(page: Page) -> None:

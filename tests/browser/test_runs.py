@@ -47,8 +47,14 @@ def _choose(page: Page, short: str) -> None:
 
 
 def _selected(page: Page) -> list[str]:
-    """The labels of the Runs page's selected runs (the multiselect's chips)."""
+    """The labels of the Runs page's selected runs (the multiselect's chips).
+
+    Waits for the control to be drawn: its code loads lazily, and in a fresh
+    browser context the script is idle well before the control appears (0.4 to
+    2 s after it on a cold server's first page, measured); read then, it had
+    no chips, and `test_app_kill` failed now and then."""
     box = page.locator("[data-testid=stMultiSelect]").filter(has_text="Selected runs")
+    box.wait_for(state="attached")
     return box.locator(".react-aria-ComboBox [data-tag]").evaluate_all(
         "els => els.map(e => e.getAttribute('aria-label'))")
 
