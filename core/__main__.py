@@ -78,6 +78,8 @@ def _config_from_args(args):
         changes["teacher_seed"] = args.teacher_seed
     if args.learn is not None:
         changes["learn"] = tuple(g.strip() for g in args.learn.split(",") if g.strip())
+    if args.student_neurons is not None:
+        changes["student_neurons"] = args.student_neurons
     # the configuration's own checks: the field and its range (nan and inf included)
     return cfg.replace(**changes)
 
@@ -240,7 +242,8 @@ def _recovery_history(exp, snapshots) -> dict:
     for i in pick:
         params = tuple(LayerParams(*(np.asarray(a)[i] for a in lp)) for lp in layers)
         rows.append([layer["rel_error"] for layer in
-                     recovery(params, exp.task.teacher, float(exp.cfg.dt), exp.cfg.model)])
+                     recovery(params, exp.task.teacher, float(exp.cfg.dt), exp.cfg.model,
+                              exp.cfg.shared_neurons)])
     return {"recovery_step": np.asarray(steps, np.int64)[pick],
             "recovery": np.asarray(rows, np.float64)}
 
@@ -781,6 +784,9 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int)
     t.add_argument("--T", type=int)
     t.add_argument("--learn", help="comma list of weights,omega,b,reset")
+    t.add_argument("--student-neurons", dest="student_neurons",
+                   help="where the student's neurons (f, b, reset) start: 'own' (drawn from "
+                        "its seed) or 'teacher' (the teacher's: only weights to recover)")
     t.add_argument("--feedback", help="credit assignment: bp, fa, sign, kp, wm or dfa")
     t.add_argument("--feedback-decay", type=float, dest="feedback_decay",
                    help="kp weight decay / wm mirror rate per step")

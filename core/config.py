@@ -34,6 +34,9 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 MODELS = ("rf", "lif")
 RESET_GRADS = ("detach", "through")
 GROUPS = ("weights", "omega", "b", "reset")
+# where a student's neurons (f, b, reset) start: its own draw from student_seed, or the
+# teacher's (the units both have; wider hidden layers' other units keep their draws)
+STUDENT_NEURONS = ("own", "teacher")
 FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.feedback)
 # Rules that share one compiled step when Structure.feedback == "mixed": the
 # rule is then the traced index HParams.fb_rule, so students with different
@@ -89,6 +92,7 @@ class Config:
     n_patterns: int = 0                # 0 = fresh inputs every step ("online")
     teacher_seed: int = 0
     student_seed: int = 1
+    student_neurons: str = "own"       # one of STUDENT_NEURONS (the student's start only)
     # surrogate gradient (traced)
     surrogate: str = "superspike"
     scale: float = 10.0                # beta, 1/threshold units
@@ -108,6 +112,12 @@ class Config:
     description: str = ""
 
     # ---- derived -------------------------------------------------------
+    @property
+    def shared_neurons(self) -> bool:
+        """Whether the student started with the teacher's neurons (its units
+        are matched to the teacher's by them: ``core.metrics.match``)."""
+        return self.student_neurons == "teacher"
+
     @property
     def student_layers(self) -> tuple[int, ...]:
         hidden = self.student_hidden or tuple(self.layers[1:-1])
@@ -250,6 +260,7 @@ def validate(cfg: Config) -> Config:
     c["n_patterns"] = _int("n_patterns", cfg.n_patterns, 0, 100_000)
     c["teacher_seed"] = _int("teacher_seed", cfg.teacher_seed, 0, 2**31 - 1)
     c["student_seed"] = _int("student_seed", cfg.student_seed, 0, 2**31 - 1)
+    c["student_neurons"] = _choice("student_neurons", cfg.student_neurons, STUDENT_NEURONS)
     c["surrogate"] = _choice("surrogate", cfg.surrogate, SURROGATES)
     c["scale"] = _finite("scale", cfg.scale, 0.01, 1000.0)
     c["surrogate_norm"] = _choice("surrogate_norm", cfg.surrogate_norm, SURROGATE_NORMS)

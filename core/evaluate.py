@@ -20,7 +20,8 @@ def summarize(exp: Experiment, student_out, teacher_out) -> dict:
     s_out, t_out = np.asarray(student_out), np.asarray(teacher_out)
     prec = spike_precision(s_out, t_out)
     return {
-        "recovery": recovery(exp.state.params, exp.task.teacher, float(exp.cfg.dt), exp.cfg.model),
+        "recovery": recovery(exp.state.params, exp.task.teacher, float(exp.cfg.dt), exp.cfg.model,
+                             exp.cfg.shared_neurons),
         "spike_precision": prec["precision"],
         "spike_recall": prec["recall"],
         "rate_error": rate_error(s_out, t_out),

@@ -133,13 +133,13 @@ def noise_corrected_cos(g_sg: np.ndarray, per: np.ndarray) -> tuple[np.ndarray, 
     return cos, se, signal / mean2 if mean2 > 0 else np.nan
 
 
-def teacher_target(student, teacher):
+def teacher_target(student, teacher, shared_neurons: bool = False):
     """Student-shaped copy of the student parameters with every matched entry
-    replaced by the teacher's: a student that computes the teacher's function.
-    Extra (unmatched) units keep their own incoming weights and neuron
-    parameters, and their outgoing weights become 0 (the teacher has no such
-    connections)."""
-    perms = match(student, teacher)
+    (:func:`core.metrics.match`) replaced by the teacher's: a student that
+    computes the teacher's function.  Extra (unmatched) units keep their own
+    incoming weights and neuron parameters, and their outgoing weights become
+    0 (the teacher has no such connections)."""
+    perms = match(student, teacher, shared_neurons=shared_neurons)
     out, prev = [], None
     for li, (s, t) in enumerate(zip(student, teacher)):
         cols = perms[li]
@@ -263,7 +263,7 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     mask = group_mask(params, jnp.asarray(hp.learn_mask))
     mask = jax.tree_util.tree_map(lambda m, p: jnp.broadcast_to(m, jnp.shape(p)), mask, params)
     mask_flat = ravel_pytree(mask)[0]
-    target_flat = ravel_pytree(teacher_target(params, exp.task.teacher))[0]
+    target_flat = ravel_pytree(teacher_target(params, exp.task.teacher, exp.cfg.shared_neurons))[0]
     inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
                             FIDELITY_STREAM)
     pairs = [(SURROGATES.index(n), float(s)) for n in shapes for s in scales]

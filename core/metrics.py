@@ -63,6 +63,11 @@ def _cos_matrix(a, b):
 
 
 TIE_BREAK = 1e-3    # weight of the neuron-parameter distance in the matching cost
+# ... when the student started with the teacher's neurons (Config.student_neurons "teacher"):
+# then a unit is the teacher unit whose neurons it has, and the weights choose only among
+# alike ones.  (small, medium: every unit pairs with its own; the closest two teacher units'
+# distance, 0.013 on medium, weighs 0.38 against correlations spread by 0.07)
+SHARED_NEURONS = 30.0
 
 
 def _unit_distance(s, t):
@@ -73,9 +78,18 @@ def _unit_distance(s, t):
     return d / (1.0 + d)
 
 
-def match(student, teacher, prefer=None, keep: float = 0.0) -> list[np.ndarray]:
+def match(student, teacher, prefer=None, keep: float = 0.0,
+          shared_neurons: bool = False) -> list[np.ndarray]:
     """Student unit index for each teacher unit, one array per layer: the
     assignment (Hungarian) of greatest summed similarity of incoming weights.
+
+    ``shared_neurons``: the student started with the teacher's neurons
+    (``Config.student_neurons == "teacher"``).  Its unit i then computes with
+    teacher unit i's f and b, and a unit with other neurons cannot stand in
+    for it, whatever its weights: the neurons' distance weighs
+    :data:`SHARED_NEURONS` (not :data:`TIE_BREAK`), so units pair by their
+    neurons and the weights decide among alike ones (all of them in
+    ``figure1``, whose neurons are all alike).
 
     ``prefer``: an earlier matching of the same network (a live chart's), whose
     pairs each get ``keep`` added to their similarity, so the result leaves it
@@ -95,7 +109,7 @@ def match(student, teacher, prefer=None, keep: float = 0.0) -> list[np.ndarray]:
             perm = np.arange(wt.shape[1])
         else:
             sim = _corr_matrix(wt, ws) if wt.shape[0] >= 3 else _cos_matrix(wt, ws)
-            cost = -sim + TIE_BREAK * _unit_distance(s, t)
+            cost = -sim + (SHARED_NEURONS if shared_neurons else TIE_BREAK) * _unit_distance(s, t)
             old = None if prefer is None or li >= len(prefer) else np.asarray(prefer[li])
             if keep and old is not None and old.shape == (cost.shape[0],) and (
                     old.size == 0 or old.max() < cost.shape[1]):
@@ -121,11 +135,12 @@ def unmatched(perm, width: int) -> np.ndarray:
     return np.setdiff1d(np.arange(width), perm)
 
 
-def matched(student, teacher, dt):
-    """Student and teacher parameters (physical, matched) per layer.  Each
-    pair's third item is the outgoing weights of the previous layer's extra
-    (unmatched) student units to this layer's matched units, (extra, n)."""
-    perms = match(student, teacher)
+def matched(student, teacher, dt, shared_neurons: bool = False):
+    """Student and teacher parameters (physical, matched: :func:`match`) per
+    layer.  Each pair's third item is the outgoing weights of the previous
+    layer's extra (unmatched) student units to this layer's matched units,
+    (extra, n)."""
+    perms = match(student, teacher, shared_neurons=shared_neurons)
     out, prev = [], None
     for li, (s, t) in enumerate(zip(student, teacher)):
         ps, pt = _physical(s, dt), _physical(t, dt)
@@ -166,9 +181,10 @@ def group_stats(theta, target, weights: bool = False) -> dict:
     }
 
 
-def recovery(student, teacher, dt, model="rf") -> list[dict]:
-    """Per layer: ``rel_error`` and ``corr`` of the weights, plus every group."""
-    pairs, _ = matched(student, teacher, dt)
+def recovery(student, teacher, dt, model="rf", shared_neurons: bool = False) -> list[dict]:
+    """Per layer: ``rel_error`` and ``corr`` of the weights, plus every group
+    (units matched by :func:`match`)."""
+    pairs, _ = matched(student, teacher, dt, shared_neurons)
     groups = ("weights", "omega", "b", "reset") if model == "rf" else ("weights", "b", "reset")
     layers = []
     for ps, pt, extra in pairs:

@@ -47,7 +47,7 @@ NOT_SWEPT = ("steps", "description")
 TEACHER_FIELDS = ("layers", "model", "T", "batch", "dt", "freq_range", "damping_range", "reset",
                   "threshold", "psp_norm", "tau_syn", "input_rate", "target_rate",
                   "teacher_seed")
-STUDENT_FIELDS = TEACHER_FIELDS[:-1] + ("student_hidden", "student_seed")
+STUDENT_FIELDS = TEACHER_FIELDS[:-1] + ("student_hidden", "student_seed", "student_neurons")
 RECOVERY_POINTS = 25      # at most this many recovery records per run
 SNAPSHOT_GROUP_BYTES = 256 * 2**20   # a group's parameter snapshots (taken with the recovery
                                      # records, saved with each run) in memory at most; beyond
@@ -315,29 +315,30 @@ def _prepare(points: Sequence[Point], n_pad: int, tasks: dict | None = None):
     from .teacher import init_student, make_task
     from .train import init_state, stack
 
+    tasks = {} if tasks is None else tasks
+    tkey = tuple(getattr(points[0].cfg, f) for f in TEACHER_FIELDS)
+    if tkey not in tasks:
+        tasks[tkey] = make_task(points[0].cfg)
     students, states, hps = {}, [], []
     for p in points:
         cfg = p.cfg
         skey = tuple(getattr(cfg, f) for f in STUDENT_FIELDS)
-        if skey not in students:
-            students[skey] = init_student(cfg)
+        if skey not in students:      # (the group's points share their teacher)
+            students[skey] = init_student(cfg, tasks[tkey].teacher)
         states.append(init_state(structure(cfg), students[skey], seed=cfg.student_seed))
         hps.append(hyperparams(cfg))
     pad = n_pad - len(points)
     fill = lambda xs: list(xs) + [xs[-1]] * pad
     hp = stack(fill(hps))
     hp = hp._replace(**{f: getattr(hps[0], f) for f in SHARED})
-    tasks = {} if tasks is None else tasks
-    tkey = tuple(getattr(points[0].cfg, f) for f in TEACHER_FIELDS)
-    if tkey not in tasks:
-        tasks[tkey] = make_task(points[0].cfg)
     return stack(fill(states)), tasks[tkey], hp
 
 
 def _recovery_row(params, teacher, cfg) -> list[float]:
     from .metrics import recovery
 
-    return [layer["rel_error"] for layer in recovery(params, teacher, float(cfg.dt), cfg.model)]
+    return [layer["rel_error"] for layer in recovery(params, teacher, float(cfg.dt), cfg.model,
+                                                     cfg.shared_neurons)]
 
 
 def block_size(n_devices: int, backend: str) -> int | None:

@@ -135,8 +135,23 @@ def calibrate(params, inputs, hp, target_rate, model="rf", iters=20, synapse=Fal
     return params
 
 
-def sample_network(cfg: Config, layers, seed: int, hp: HParams | None = None):
-    """Random network with widths ``layers``, calibrated to cfg.target_rate."""
+NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a unit's neuron parameters (raw)
+
+
+def _take_neurons(lp, source):
+    """Layer ``lp`` with its first units' neuron parameters those of ``source``'s units."""
+    n = source.phi.shape[0]
+    return lp._replace(**{f: getattr(lp, f).at[:n].set(getattr(source, f))
+                          for f in NEURON_FIELDS})
+
+
+def sample_network(cfg: Config, layers, seed: int, hp: HParams | None = None, neurons=None):
+    """Random network with widths ``layers``, calibrated to cfg.target_rate.
+
+    ``neurons``: a network (the teacher) at most as wide in every layer
+    whose units' neuron parameters (f, b, reset) the first units of each
+    layer take before the calibration; the weights, and any other units'
+    neurons, are this seed's draw all the same."""
     hp = hyperparams(cfg) if hp is None else hp
     key = jr.PRNGKey(seed)
     keys = jr.split(key, len(layers))
@@ -144,6 +159,8 @@ def sample_network(cfg: Config, layers, seed: int, hp: HParams | None = None):
         init_layer(keys[i], layers[i], layers[i + 1], freq_range=cfg.freq_range,
                    damping_range=cfg.damping_range, reset=cfg.reset, dt=cfg.dt)
         for i in range(len(layers) - 1))
+    if neurons is not None:
+        params = tuple(_take_neurons(lp, src) for lp, src in zip(params, neurons, strict=True))
     probe = poisson(jr.fold_in(keys[-1], PROBE_STREAM), hp.input_rate, hp.dt,
                     (cfg.T, cfg.batch, layers[0]))
     return calibrate(params, probe, hp, cfg.target_rate, cfg.model, synapse=cfg.tau_syn > 0)
@@ -155,6 +172,17 @@ def make_task(cfg: Config) -> Task:
     return Task(teacher, jr.fold_in(jr.PRNGKey(cfg.teacher_seed), 7))
 
 
-def init_student(cfg: Config):
-    """A student with cfg.student_layers drawn from student_seed."""
-    return sample_network(cfg, cfg.student_layers, cfg.student_seed + STUDENT_SEED_OFFSET)
+def init_student(cfg: Config, teacher=None):
+    """A student with cfg.student_layers drawn from student_seed.
+
+    With ``cfg.student_neurons == "teacher"`` its units start with the
+    teacher's neurons (``teacher``: :func:`make_task`'s, made here when
+    None), unit i of a layer as the teacher's unit i; a wider hidden layer's
+    other units keep their own.  Only the weights then stand between the
+    student and the teacher, so recovering them is well posed where the
+    neurons are drawn from a range (``small``, ``deep``, ``medium``)."""
+    neurons = None
+    if cfg.student_neurons == "teacher":
+        neurons = make_task(cfg).teacher if teacher is None else teacher
+    return sample_network(cfg, cfg.student_layers, cfg.student_seed + STUDENT_SEED_OFFSET,
+                          neurons=neurons)

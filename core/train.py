@@ -626,7 +626,7 @@ def setup(cfg: Config) -> Experiment:
     check_new_student(cfg)
     check_memory(struct)
     task = make_task(cfg)
-    state = init_state(struct, init_student(cfg), seed=cfg.student_seed)
+    state = init_state(struct, init_student(cfg, task.teacher), seed=cfg.student_seed)
     return Experiment(cfg, struct, task, state, hyperparams(cfg))
 
 

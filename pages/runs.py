@@ -40,8 +40,8 @@ def damaged_store_ui(path, error: StoreError) -> None:
         st.rerun()
 
 
-LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_rules", "sw_seeds", "sw_steps",
-               "sw_name")
+LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_rules", "sw_neurons", "sw_seeds",
+               "sw_steps", "sw_name")
 
 
 def launcher_ui() -> tuple:
@@ -56,20 +56,25 @@ def launcher_ui() -> tuple:
                              help="Comma-separated; blank keeps the preset's.")
     lrs = c[3].text_input("Learning rates", "", key="sw_lrs", bind="query-params",
                           help="Comma-separated, e.g. 0.003,0.01; blank keeps the preset's.")
-    c = st.columns([3, 3, 2, 3])
+    c = st.columns([3, 2, 3, 2, 3])
     rules = c[0].multiselect("Credit assignment", list(core.FEEDBACKS), [], key="sw_rules",
                              bind="query-params", placeholder="bp (the preset's)",
                              help="Rules to sweep: bp (backprop), fa, sign, kp, wm, dfa. Each "
                                   "rule's runs store their angles to backprop (∠(Wᵀ,B) per "
                                   "hidden layer, the update angle), which the heatmap can show.")
-    seeds = c[1].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
+    neurons = c[1].multiselect("Student neurons", list(core.STUDENT_NEURONS), [], key="sw_neurons",
+                               bind="query-params", placeholder="the preset's",
+                               help="Where the students' f, b and reset start: own (drawn from "
+                                    "their seeds) or teacher (the teacher's: only the weights "
+                                    "to recover). Both: the same students either way.")
+    seeds = c[2].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
     max_steps = R.DEMO_MAX_STEPS if demo else R.MAX_STEPS
-    steps = c[2].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
-    name = c[3].text_input("Name", "", key="sw_name", bind="query-params",
+    steps = c[3].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
+    name = c[4].text_input("Name", "", key="sw_name", bind="query-params",
                            placeholder=f"{preset} sweep")
     spec = None
     try:
-        grid = parse_grid(R.launch_grid(shapes, scales, lrs, rules))
+        grid = parse_grid(R.launch_grid(shapes, scales, lrs, rules, neurons))
         spec = make_spec(core.get_preset(preset), grid, int(seeds), int(steps),
                          name.strip() or f"{preset} sweep", preset)
         R.check_launch(spec, demo)

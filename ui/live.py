@@ -30,6 +30,7 @@ from core.metrics import (UPDATE_ANGLE_WINDOW, feedback_summary, final_loss_wind
 from core.store import SAVED_RECOVERY_POINTS, spread
 from core.neurons import B_MIN, B_UNIT, OMEGA_FRAC, damping_of, omega_of
 from core.sweep import SHARED
+from core.teacher import NEURON_FIELDS     # a snapshot's raw neuron parameters
 from ui.figures import window_mean
 from ui.ticks import tick_steps
 
@@ -53,12 +54,11 @@ SHOWN_KEEP = 0.02    # the charts' matching changes a unit only for this much mo
 RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (thinned by step
                                    # beyond, as the Teacher-Student loss): a day of play stays
                                    # ~2 MB, O(1) a tick
-NEURON_FIELDS = ("phi", "rho", "reset_x", "reset_y")   # a snapshot's raw neuron parameters
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
                   "damping_range", "reset", "psp_norm", "tau_syn", "input_rate", "target_rate",
-                  "n_patterns", "teacher_seed", "student_seed", "optimizer", "threshold",
-                  "feedback")
+                  "n_patterns", "teacher_seed", "student_seed", "student_neurons", "optimizer",
+                  "threshold", "feedback")
 
 
 _WARM: set = set()   # the training programs this server has run once (a first run compiles)
@@ -583,7 +583,8 @@ class LiveRun:
                 params = [type(lp)(w, *neurons) for lp, w, neurons in
                           zip(last, h.weights[i], h.neurons[i])]
                 rec.append([layer["rel_error"] for layer in
-                            recovery(params, self.exp.task.teacher, dt, self.cfg.model)])
+                            recovery(params, self.exp.task.teacher, dt, self.cfg.model,
+                                     self.cfg.shared_neurons)])
             snapshots = h.stored()
             steps = np.asarray(h.loss_steps, np.int64)
             hist = {"loss": loss, "loss_step": steps,
@@ -689,7 +690,8 @@ class LiveRun:
             if cached is None or cached[0] is not exp:      # (build() forgets it: a restart)
                 prefer = None if cached is None else cached[1]
                 cached = self._match = (exp, match(exp.state.params, exp.task.teacher,
-                                                   prefer=prefer, keep=SHOWN_KEEP))
+                                                   prefer=prefer, keep=SHOWN_KEEP,
+                                                   shared_neurons=exp.cfg.shared_neurons))
             return cached[1]
 
     def matched_trajectories(self, layer: int, max_lines: int = 40) -> dict:
@@ -1029,7 +1031,8 @@ class RulesRun:
         rows = []
         steps = np.asarray(self.state.step)
         for i, params in enumerate(self._host_params()):
-            rec = recovery(params, self.exp.task.teacher, float(self.cfg.dt), self.cfg.model)
+            rec = recovery(params, self.exp.task.teacher, float(self.cfg.dt), self.cfg.model,
+                           self.cfg.shared_neurons)
             rows.append([layer["rel_error"] for layer in rec])
             h = self.snapshots[i]
             if not h.steps or int(steps[i]) > h.steps[-1]:    # a diverged rule's stay as they were

@@ -571,12 +571,14 @@ def figure_html(fig: go.Figure) -> str:
 
 # ---- launching ---------------------------------------------------------------------------
 def launch_grid(shapes: Sequence[str], scales: str, lrs: str,
-                rules: Sequence[str] = ()) -> list[str]:
+                rules: Sequence[str] = (), neurons: Sequence[str] = ()) -> list[str]:
     """Grid items for ``core.sweep.parse_grid``; an empty input is not swept
     (the preset's value is used)."""
     items = []
     if rules:
         items.append("feedback=" + ",".join(rules))
+    if neurons:
+        items.append("student_neurons=" + ",".join(neurons))
     if shapes:
         items.append("surrogate=" + ",".join(shapes))
     if scales.strip():

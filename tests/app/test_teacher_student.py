@@ -718,3 +718,32 @@ def test_the_silent_caption_names_what_to_change():
     assert "firing at" not in widgets.silent_student_text(cfg.replace(loss="count"), 9.0)
     for level in (float("nan"), 0.0, None):
         assert widgets.silent_student_text(cfg, level) is None
+
+
+def test_a_student_started_with_the_teachers_neurons_restarts_and_shows_them_recovered():
+    """"Neurons start as: teacher" (``small``, whose neurons are drawn from
+    ranges): a restart knob; the new student's units have the teacher's f and
+    b (each paired with its own: their errors are 0 in the table, where the
+    student's own draw showed large ones), its weights still to learn.  (The
+    URL's ?sn=teacher and a saved run's reopening: test_save_reopen.)"""
+    at = _page()
+    at.selectbox(key="p").set_value("small").run()
+    _press_step(at)
+    _assert_clean(at)
+    assert at.radio(key="sn").value == "own"
+
+    def errors(group):
+        table = at.dataframe[0].value
+        return list(table[table["group"] == group]["rel. error"])
+
+    assert min(errors("omega")) > 0.2 and min(errors("b")) > 0.2
+    at.radio(key="sn").set_value("teacher").run()
+    _assert_clean(at)
+    assert _step(at) == 0
+    assert [t.value for t in at.toast] == [
+        "Restarted: student_neurons changed (a new teacher, shape or rule)."]
+    _press_step(at)
+    _assert_clean(at)
+    assert _step(at) == 20
+    assert errors("omega") == [0.0, 0.0] and errors("b") == [0.0, 0.0]
+    assert min(errors("weights")) > 0.2

@@ -24,6 +24,8 @@ BAD_INPUTS = {
     "fidelity-one-sample": (["fidelity", "--preset", "figure1", "--samples", "1"], "samples"),
     "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
     "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
+    "bad-student-neurons": (["train", "--preset", "figure1", "--student-neurons", "shared"],
+                            "student_neurons: unknown value 'shared'; choose one of own, teacher"),
     # past int32 (an OverflowError traceback from the training loop's step counter)
     "fidelity-huge-train": (["fidelity", "--preset", "single-neuron", "--samples", "3", "--scales",
                              "1", "--shapes", "superspike", "--train-steps", "99999999999"],
@@ -73,6 +75,8 @@ COMMANDS = {
     "fa-no-hidden": ["train", "--preset", "single-neuron", "--steps", "60", "--feedback", "fa",
                      "--quiet"],
     "pallas-on-cpu": ["train", "--preset", "single-neuron", "--steps", "3", "--json"],
+    "teacher-neurons": ["train", "--preset", "small", "--steps", "10", "--chunk", "10",
+                        "--student-neurons", "teacher", "--json"],
     "dfa-deep": ["train", "--preset", "deep", "--steps", "20", "--chunk", "10", "--feedback",
                  "dfa", "--quiet"],
     "fidelity": ["fidelity", "--preset", "figure1", "--samples", "32", "--scales", "1,10",
@@ -141,6 +145,21 @@ def test_train_json(runs):
     assert result["silent_loss"] == pytest.approx(
         core.silent_reference(core.setup(core.get_preset("single-neuron"))), rel=1e-5)
     assert "Traceback" not in stderr
+
+
+def test_a_student_with_the_teachers_neurons_reports_them_recovered(runs):
+    """``--student-neurons teacher``: the configuration says so, and with the
+    weights alone learned every unit keeps its teacher unit's f and b, paired
+    with it (``small`` draws them from ranges: a student of its own has
+    errors of 0.5 to 1, ``test_student_neurons``)."""
+    rc, stdout, stderr = runs["teacher-neurons"]
+    assert rc == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["config"]["student_neurons"] == "teacher"
+    assert len(result["recovery"]) == 2
+    for layer in result["recovery"]:
+        assert layer["omega"]["rel_error"] == 0.0 and layer["b"]["rel_error"] == 0.0
+        assert math.isfinite(layer["weights"]["rel_error"]) and layer["weights"]["rel_error"] > 0
 
 
 def test_train_save_names_the_run_and_its_links(runs):
