@@ -16,7 +16,7 @@ from .signals import quit_on_signals, running_the_cli
 
 if running_the_cli():      # Ctrl-C while JAX is imported: one line, not a traceback
     quit_on_signals()
-from .config import (FEEDBACKS, GROUPS, LOSSES, MODELS, OPTIMIZERS, STUDENT_NEURONS, SURROGATES,
+from .config import (FEEDBACKS, GROUPS, LOSSES, MODELS, OPTIMIZERS, STUDENT_STARTS, SURROGATES,
                      Config, ConfigError, HParams, Structure, from_dict, hyperparams, structure,
                      validate)
 from .evaluate import evaluate_experiment
@@ -26,7 +26,7 @@ from .train import (Experiment, TrainState, init_state, make_evaluate, make_sile
                     make_train_chunk, setup, silent_reference, stack, train, unstack)
 
 __all__ = [
-    "FEEDBACKS", "GROUPS", "LOSSES", "MODELS", "OPTIMIZERS", "STUDENT_NEURONS", "SURROGATES",
+    "FEEDBACKS", "GROUPS", "LOSSES", "MODELS", "OPTIMIZERS", "STUDENT_STARTS", "SURROGATES",
     "Config", "ConfigError",
     "HParams", "Structure", "from_dict", "hyperparams", "structure", "validate",
     "evaluate_experiment", "simulate_neuron", "get_preset", "presets", "Experiment",

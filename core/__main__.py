@@ -78,8 +78,10 @@ def _config_from_args(args):
         changes["teacher_seed"] = args.teacher_seed
     if args.learn is not None:
         changes["learn"] = tuple(g.strip() for g in args.learn.split(",") if g.strip())
-    if args.student_neurons is not None:
-        changes["student_neurons"] = args.student_neurons
+    if args.student_start is not None:
+        changes["student_start"] = args.student_start
+    if args.start_noise is not None:
+        changes["start_noise"] = args.start_noise
     # the configuration's own checks: the field and its range (nan and inf included)
     return cfg.replace(**changes)
 
@@ -784,9 +786,13 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int)
     t.add_argument("--T", type=int)
     t.add_argument("--learn", help="comma list of weights,omega,b,reset")
-    t.add_argument("--student-neurons", dest="student_neurons",
-                   help="where the student's neurons (f, b, reset) start: 'own' (drawn from "
-                        "its seed) or 'teacher' (the teacher's: only weights to recover)")
+    t.add_argument("--student-start", dest="student_start",
+                   help="where the student starts: 'own' (drawn from its seed), "
+                        "'teacher-neurons' (the teacher's f, b and reset, its own weights: only "
+                        "weights to recover) or 'near-teacher' (the teacher's network, each "
+                        "weight times 1 + σ·N(0, 1))")
+    t.add_argument("--start-noise", type=float, dest="start_noise",
+                   help="σ of a near-teacher start (default 0.2)")
     t.add_argument("--feedback", help="credit assignment: bp, fa, sign, kp, wm or dfa")
     t.add_argument("--feedback-decay", type=float, dest="feedback_decay",
                    help="kp weight decay / wm mirror rate per step")

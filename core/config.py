@@ -34,9 +34,11 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 MODELS = ("rf", "lif")
 RESET_GRADS = ("detach", "through")
 GROUPS = ("weights", "omega", "b", "reset")
-# where a student's neurons (f, b, reset) start: its own draw from student_seed, or the
-# teacher's (the units both have; wider hidden layers' other units keep their draws)
-STUDENT_NEURONS = ("own", "teacher")
+# where a student starts (core.teacher.init_student): "own", drawn from student_seed as the
+# teacher is from its seed; "teacher-neurons", its units with the teacher's neurons (f, b,
+# reset), its weights drawn; "near-teacher", the teacher's network with every weight
+# multiplied by 1 + start_noise * N(0, 1) (a wider student's extra units cut off)
+STUDENT_STARTS = ("own", "teacher-neurons", "near-teacher")
 FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.feedback)
 # Rules that share one compiled step when Structure.feedback == "mixed": the
 # rule is then the traced index HParams.fb_rule, so students with different
@@ -92,7 +94,8 @@ class Config:
     n_patterns: int = 0                # 0 = fresh inputs every step ("online")
     teacher_seed: int = 0
     student_seed: int = 1
-    student_neurons: str = "own"       # one of STUDENT_NEURONS (the student's start only)
+    student_start: str = "own"         # one of STUDENT_STARTS (the student's start only)
+    start_noise: float = 0.2           # sigma of a "near-teacher" start's weights (unused else)
     # surrogate gradient (traced)
     surrogate: str = "superspike"
     scale: float = 10.0                # beta, 1/threshold units
@@ -116,7 +119,7 @@ class Config:
     def shared_neurons(self) -> bool:
         """Whether the student started with the teacher's neurons (its units
         are matched to the teacher's by them: ``core.metrics.match``)."""
-        return self.student_neurons == "teacher"
+        return self.student_start != "own"
 
     @property
     def student_layers(self) -> tuple[int, ...]:
@@ -260,7 +263,8 @@ def validate(cfg: Config) -> Config:
     c["n_patterns"] = _int("n_patterns", cfg.n_patterns, 0, 100_000)
     c["teacher_seed"] = _int("teacher_seed", cfg.teacher_seed, 0, 2**31 - 1)
     c["student_seed"] = _int("student_seed", cfg.student_seed, 0, 2**31 - 1)
-    c["student_neurons"] = _choice("student_neurons", cfg.student_neurons, STUDENT_NEURONS)
+    c["student_start"] = _choice("student_start", cfg.student_start, STUDENT_STARTS)
+    c["start_noise"] = _finite("start_noise", cfg.start_noise, 0.0, 10.0)
     c["surrogate"] = _choice("surrogate", cfg.surrogate, SURROGATES)
     c["scale"] = _finite("scale", cfg.scale, 0.01, 1000.0)
     c["surrogate_norm"] = _choice("surrogate_norm", cfg.surrogate_norm, SURROGATE_NORMS)

@@ -63,7 +63,7 @@ def _cos_matrix(a, b):
 
 
 TIE_BREAK = 1e-3    # weight of the neuron-parameter distance in the matching cost
-# ... when the student started with the teacher's neurons (Config.student_neurons "teacher"):
+# ... when the student started with the teacher's neurons (Config.student_start not "own"):
 # then a unit is the teacher unit whose neurons it has, and the weights choose only among
 # alike ones.  (small, medium: every unit pairs with its own; the closest two teacher units'
 # distance, 0.013 on medium, weighs 0.38 against correlations spread by 0.07)
@@ -84,7 +84,7 @@ def match(student, teacher, prefer=None, keep: float = 0.0,
     assignment (Hungarian) of greatest summed similarity of incoming weights.
 
     ``shared_neurons``: the student started with the teacher's neurons
-    (``Config.student_neurons == "teacher"``).  Its unit i then computes with
+    (``Config.student_start`` other than "own").  Its unit i then computes with
     teacher unit i's f and b, and a unit with other neurons cannot stand in
     for it, whatever its weights: the neurons' distance weighs
     :data:`SHARED_NEURONS` (not :data:`TIE_BREAK`), so units pair by their

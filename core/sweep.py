@@ -47,7 +47,8 @@ NOT_SWEPT = ("steps", "description")
 TEACHER_FIELDS = ("layers", "model", "T", "batch", "dt", "freq_range", "damping_range", "reset",
                   "threshold", "psp_norm", "tau_syn", "input_rate", "target_rate",
                   "teacher_seed")
-STUDENT_FIELDS = TEACHER_FIELDS[:-1] + ("student_hidden", "student_seed", "student_neurons")
+STUDENT_FIELDS = TEACHER_FIELDS[:-1] + ("student_hidden", "student_seed", "student_start",
+                                         "start_noise")
 RECOVERY_POINTS = 25      # at most this many recovery records per run
 SNAPSHOT_GROUP_BYTES = 256 * 2**20   # a group's parameter snapshots (taken with the recovery
                                      # records, saved with each run) in memory at most; beyond

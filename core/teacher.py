@@ -172,17 +172,44 @@ def make_task(cfg: Config) -> Task:
     return Task(teacher, jr.fold_in(jr.PRNGKey(cfg.teacher_seed), 7))
 
 
-def init_student(cfg: Config, teacher=None):
-    """A student with cfg.student_layers drawn from student_seed.
+NOISE_STREAM = 3   # a "near-teacher" student's weight noise: fold_in(student key, this)
 
-    With ``cfg.student_neurons == "teacher"`` its units start with the
-    teacher's neurons (``teacher``: :func:`make_task`'s, made here when
-    None), unit i of a layer as the teacher's unit i; a wider hidden layer's
-    other units keep their own.  Only the weights then stand between the
-    student and the teacher, so recovering them is well posed where the
-    neurons are drawn from a range (``small``, ``deep``, ``medium``)."""
-    neurons = None
-    if cfg.student_neurons == "teacher":
-        neurons = make_task(cfg).teacher if teacher is None else teacher
-    return sample_network(cfg, cfg.student_layers, cfg.student_seed + STUDENT_SEED_OFFSET,
-                          neurons=neurons)
+
+def near_teacher(student, teacher, sigma: float, key):
+    """The teacher's network in ``student``'s shape, each weight multiplied by
+    ``1 + sigma * N(0, 1)``.  Unit i of a layer is the teacher's unit i (the
+    student's neurons must be the teacher's: :func:`init_student`); a wider
+    layer's extra units keep their incoming weights and their outgoing ones
+    are 0, so at ``sigma = 0`` the student computes the teacher's function."""
+    out = []
+    keys = jr.split(key, len(teacher))
+    for s, t, k in zip(student, teacher, keys, strict=True):
+        rows, cols = t.w.shape
+        w = s.w.at[rows:, :].set(0.0).at[:rows, :cols].set(t.w)
+        out.append(s._replace(w=w * (1.0 + sigma * jr.normal(k, w.shape, w.dtype))))
+    return tuple(out)
+
+
+def init_student(cfg: Config, teacher=None):
+    """A student with cfg.student_layers, started as ``cfg.student_start`` says.
+
+    "own": drawn from student_seed as the teacher is from its seed.
+    "teacher-neurons": its units start with the teacher's neurons
+    (``teacher``: :func:`make_task`'s, made here when None), unit i of a
+    layer as the teacher's unit i, and a wider hidden layer's other units
+    keep their own; the weights are drawn and calibrated as "own"'s.  Only
+    the weights then stand between the student and the teacher, so
+    recovering them is well posed where the neurons are drawn from a range
+    (``small``, ``deep``, ``medium``).  "near-teacher": those neurons and the
+    teacher's weights, each multiplied by ``1 + cfg.start_noise * N(0, 1)``
+    (:func:`near_teacher`, noise from the student's seed): whether training
+    brings a student back to the teacher from nearby."""
+    key = cfg.student_seed + STUDENT_SEED_OFFSET
+    if cfg.student_start == "own":
+        return sample_network(cfg, cfg.student_layers, key)
+    teacher = make_task(cfg).teacher if teacher is None else teacher
+    student = sample_network(cfg, cfg.student_layers, key, neurons=teacher)
+    if cfg.student_start == "near-teacher":
+        student = near_teacher(student, teacher, cfg.start_noise,
+                               jr.fold_in(jr.PRNGKey(key), NOISE_STREAM))
+    return student

@@ -40,7 +40,7 @@ def damaged_store_ui(path, error: StoreError) -> None:
         st.rerun()
 
 
-LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_rules", "sw_neurons", "sw_seeds",
+LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_rules", "sw_start", "sw_seeds",
                "sw_steps", "sw_name")
 
 
@@ -62,11 +62,13 @@ def launcher_ui() -> tuple:
                              help="Rules to sweep: bp (backprop), fa, sign, kp, wm, dfa. Each "
                                   "rule's runs store their angles to backprop (∠(Wᵀ,B) per "
                                   "hidden layer, the update angle), which the heatmap can show.")
-    neurons = c[1].multiselect("Student neurons", list(core.STUDENT_NEURONS), [], key="sw_neurons",
-                               bind="query-params", placeholder="the preset's",
-                               help="Where the students' f, b and reset start: own (drawn from "
-                                    "their seeds) or teacher (the teacher's: only the weights "
-                                    "to recover). Both: the same students either way.")
+    neurons = c[1].multiselect("Student start", list(core.STUDENT_STARTS), [], key="sw_start",
+                               bind="query-params", placeholder="own (the preset's)",
+                               help="own: drawn from the student seed; teacher-neurons: the "
+                                    "teacher's f, b and reset, weights drawn (only the weights "
+                                    "to recover); near-teacher: the teacher's network, each "
+                                    "weight times 1 + 0.2·N(0, 1) (the command line's --grid "
+                                    "start_noise=... sweeps σ).")
     seeds = c[2].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
     max_steps = R.DEMO_MAX_STEPS if demo else R.MAX_STEPS
     steps = c[3].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")

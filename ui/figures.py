@@ -483,9 +483,16 @@ def silent_line(steps, silent, since: int = 0) -> list:
 
 def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
     """Loss per training step (log axis), with its mean over 25 steps and
-    the silent student's loss (:func:`silent_line`)."""
+    the silent student's loss (:func:`silent_line`).  A loss of exactly 0 (a
+    student at the teacher: "near-teacher" with σ = 0) has no place on the
+    log axis: a note says how many steps had it."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
     smooth, full = window_mean(steps, loss, 25)
+    zero = int(np.sum(loss == 0.0))
+    notes = [] if not zero else [{
+        "text": f"loss 0 at {zero:,} of {loss.size:,} steps (not drawn: a log axis)",
+        "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False,
+        "font": {"color": "#6b7280"}}]
     loss = np.where(loss > 0, loss, np.nan)
     s, l = decimate(steps, loss)
     data = [_line(s, l, "loss", "#9aa5b8", width=1)]
@@ -496,7 +503,8 @@ def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
     data += silent_line(steps, silent, silent_since)
     return _spec("Loss", 300, data, axes={"xaxis": {**_title("step"), "rangemode": "tozero"},
                                           "yaxis": {**_title("loss"), "type": "log",
-                                                    **log_ticks(*(d["y"] for d in data))}})
+                                                    **log_ticks(*(d["y"] for d in data))}},
+                 annotations=notes)
 
 
 def feedback_figure(steps, alignment, update, names, rule: str, layers=None) -> dict:

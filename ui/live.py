@@ -57,8 +57,8 @@ RULES_MAX_ROWS = 4 * MAX_HISTORY   # Learning rules: per-step rows kept (thinned
 
 RESTART_FIELDS = ("layers", "student_hidden", "model", "T", "batch", "dt", "freq_range",
                   "damping_range", "reset", "psp_norm", "tau_syn", "input_rate", "target_rate",
-                  "n_patterns", "teacher_seed", "student_seed", "student_neurons", "optimizer",
-                  "threshold", "feedback")
+                  "n_patterns", "teacher_seed", "student_seed", "student_start", "start_noise",
+                  "optimizer", "threshold", "feedback")
 
 
 _WARM: set = set()   # the training programs this server has run once (a first run compiles)

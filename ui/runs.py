@@ -578,7 +578,7 @@ def launch_grid(shapes: Sequence[str], scales: str, lrs: str,
     if rules:
         items.append("feedback=" + ",".join(rules))
     if neurons:
-        items.append("student_neurons=" + ",".join(neurons))
+        items.append("student_start=" + ",".join(neurons))
     if shapes:
         items.append("surrogate=" + ",".join(shapes))
     if scales.strip():

@@ -392,7 +392,8 @@ def preset_values(name: str) -> dict:
 # configuration from elsewhere (a stored run) is shown clamped to these.
 WIDGET_RANGES = {"fr": (0.5, 100.0), "br": (-200.0, -1.0), "tr": (1.0, 100.0),
                  "ir": (1.0, 200.0), "ts": (0, 2**31 - 1), "ss": (0, 2**31 - 1), "T": (10, 5000),
-                 "th": (0.2, 5.0), "tsyn": (0.0, 50.0), "vrt": (1.0, 100.0), "np": (0, 10000)}
+                 "th": (0.2, 5.0), "tsyn": (0.0, 50.0), "vrt": (1.0, 100.0), "np": (0, 10000),
+                 "sno": (0.0, 1.0)}
 
 
 def _clamp(key, v):
@@ -407,7 +408,8 @@ def config_values(c) -> dict:
     (nearest menu entry, clamped to each control's range)."""
     v = {"L": _fmt_layers(c.layers), "sh": _fmt_layers(c.student_hidden),
          "fr": tuple(c.freq_range), "br": tuple(c.damping_range), "tr": c.target_rate,
-         "ir": c.input_rate, "ts": c.teacher_seed, "ss": c.student_seed, "sn": c.student_neurons, "learn": list(c.learn),
+         "ir": c.input_rate, "ts": c.teacher_seed, "ss": c.student_seed, "sn": c.student_start,
+         "sno": c.start_noise, "learn": list(c.learn),
          "sg": c.surrogate, "beta": _nearest(SCALES, c.scale), "norm": c.surrogate_norm,
          "loss": c.loss, "opt": c.optimizer, "lr": _nearest(LRS, c.lr), "rg": c.reset_grad,
          "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
@@ -449,7 +451,8 @@ def open_config(cfg):
     shown = to_config(TSSettings(name, _raw_of(values), 20))
     # settings the run does not use are no difference (a rule run's decay with bp, fa, sign)
     unused = {"steps", "description"} | (
-        set() if cfg.feedback in ("kp", "wm") else {"feedback_decay"})
+        set() if cfg.feedback in ("kp", "wm") else {"feedback_decay"}) | (
+        set() if cfg.student_start == "near-teacher" else {"start_noise"})
     differ = [f for f in cfg.__dataclass_fields__ if f not in unused
               and getattr(shown, f) != getattr(cfg, f)]
     return shown, differ
@@ -491,7 +494,7 @@ def _raw_of(v: dict) -> dict:
     return {"layers": v["L"], "student_hidden": v["sh"], "freq_range": tuple(v["fr"]),
             "damping_range": tuple(v["br"]), "target_rate": v["tr"], "input_rate": v["ir"],
             "teacher_seed": int(v["ts"]), "student_seed": int(v["ss"]),
-            "student_neurons": v["sn"], "learn": tuple(v["learn"]),
+            "student_start": v["sn"], "start_noise": float(v["sno"]), "learn": tuple(v["learn"]),
             "surrogate": v["sg"], "scale": float(v["beta"]), "surrogate_norm": v["norm"],
             "loss": v["loss"], "optimizer": v["opt"], "lr": float(v["lr"]), "reset_grad": v["rg"],
             "T": int(v["T"]), "batch": int(v["B"]), "threshold": float(v["th"]),
@@ -534,14 +537,20 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
     with sb.expander("Student", expanded=not demo):
         sh = st.text_input("Hidden widths (blank = teacher's)", d["sh"], key="sh", bind="query-params")
         ss = st.number_input("Student seed", value=int(d["ss"]), key="ss", bind="query-params")
-        sn = st.radio("Neurons start as", list(core.STUDENT_NEURONS),
-                      index=list(core.STUDENT_NEURONS).index(d["sn"]), key="sn",
-                      bind="query-params", horizontal=True,
-                      help="own: the student draws its f, b and reset from the ranges with its "
-                           "seed, so where they are ranges (small, deep, medium) weights alone "
-                           "cannot reach the teacher. teacher: its units start with the "
-                           "teacher's neurons (a wider layer's extra units keep their own), so "
-                           "only the weights stand between them.")
+        sn = st.radio("Student starts as", list(core.STUDENT_STARTS),
+                      index=list(core.STUDENT_STARTS).index(d["sn"]), key="sn",
+                      bind="query-params",
+                      help="own: drawn from its seed as the teacher is, f and b too (where they "
+                           "are ranges, as in small, deep and medium, weights alone cannot "
+                           "reach the teacher). teacher-neurons: its units have the teacher's "
+                           "f, b and reset (a wider layer's extra units keep their own), its "
+                           "weights are drawn: only the weights stand between them. "
+                           "near-teacher: the teacher itself, each weight times 1 + σ·N(0, 1) "
+                           "(extra units cut off): does training bring it back?")
+        sno = st.slider("Start noise σ", 0.0, 1.0, float(d["sno"]), 0.05, key="sno",
+                        bind="query-params", disabled=sn != "near-teacher",
+                        help="How far a near-teacher student starts: each weight is the "
+                             "teacher's times 1 + σ·N(0, 1) (0: the teacher exactly).")
         learn = st.multiselect("Learnable", list(core.GROUPS), d["learn"], key="learn",
                                bind="query-params", help="Parameter groups the optimizer may change.")
     with sb.expander("Surrogate gradient", expanded=True):
@@ -590,7 +599,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
             adv["np"] = st.number_input("Fixed input batches (0 = fresh every step)", 0, 10000,
                                         int(d["np"]), key="np", bind="query-params")
     raw = _raw_of({"L": layers, "sh": sh, "fr": fr, "br": br, "tr": tr, "ir": ir, "ts": ts,
-                   "ss": ss, "sn": sn, "learn": learn, "sg": sg, "beta": beta, "norm": norm, "loss": loss,
+                   "ss": ss, "sn": sn, "sno": sno, "learn": learn, "sg": sg, "beta": beta, "norm": norm, "loss": loss,
                    "opt": opt, "lr": lr, "rg": rg, "fb": fb, **adv})
     return TSSettings(preset, raw, spt)
 
@@ -811,7 +820,7 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "gs_shapes": ("Shapes", _options("SURROGATES")), "gf_shapes": ("Shapes", _options("SURROGATES")),
     "sw_shapes": ("Surrogate shapes", _options("SURROGATES")),
     "sw_rules": ("Credit assignment", _options("FEEDBACKS")),
-    "sw_neurons": ("Student neurons", _options("STUDENT_NEURONS")),
+    "sw_start": ("Student start", _options("STUDENT_STARTS")),
     "learn": ("Learnable", _options("GROUPS")), "loss": ("Loss", _options("LOSSES")),
     "opt": ("Optimizer", _options("OPTIMIZERS")), "fb": ("Credit assignment", _options("FEEDBACKS")),
     "rl_rules": ("Rules side by side", _options("MIXABLE")),
@@ -831,7 +840,8 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "br": ("Damping range b (1/s)", "two values, -200 to -1"),
     "tr": ("Target rate (Hz)", "1 to 100"), "ir": ("Input rate (Hz)", "1 to 200"),
     "ts": ("Teacher seed", "0 to 2147483647"), "ss": ("Student seed", "0 to 2147483647"),
-    "sn": ("Neurons start as", "own or teacher"),
+    "sn": ("Student starts as", "own, teacher-neurons or near-teacher"),
+    "sno": ("Start noise σ", "0 to 1"),
     # select sliders take an option's str(); canonical_url_numbers() rewrites "20" to "20.0"
     "beta": ("Scale β", ", ".join(map(str, SCALES))),
     "lr": ("Learning rate", ", ".join(map(str, LRS))),

@@ -518,11 +518,11 @@ def test_launch_grid_and_demo_caps():
     assert R.launch_grid([], "", "0.01") == ["lr=0.01"]
     assert R.launch_grid(["sigmoid"], "", "", ["fa", "kp"]) == ["feedback=fa,kp",
                                                                 "surrogate=sigmoid"]
-    neurons = R.launch_grid([], "", "", [], ["own", "teacher"])
-    assert neurons == ["student_neurons=own,teacher"]
+    neurons = R.launch_grid([], "", "", [], ["own", "teacher-neurons"])
+    assert neurons == ["student_start=own,teacher-neurons"]
     points = R.expand(make_spec(core.get_preset("small"), parse_grid(neurons), 2, 10))
-    assert sorted((p.cfg.student_neurons, p.cfg.student_seed) for p in points) == [
-        ("own", 1), ("own", 2), ("teacher", 1), ("teacher", 2)]
+    assert sorted((p.cfg.student_start, p.cfg.student_seed) for p in points) == [
+        ("own", 1), ("own", 2), ("teacher-neurons", 1), ("teacher-neurons", 2)]
     base = core.get_preset("figure1")
     big = make_spec(base, parse_grid(["scale=1,2,3,4,5,6,7,8,9"]), 4, 100)
     R.check_launch(big, demo=False)
@@ -847,7 +847,7 @@ def test_a_sweep_over_rules_shows_their_angles(monkeypatch, tmp_path):
 
 
 def test_a_sweep_over_where_the_students_neurons_start(monkeypatch, tmp_path):
-    """The launcher sweeps "Student neurons" (own, teacher): twice the
+    """The launcher sweeps "Student start" (own, teacher-neurons): twice the
     points; the stored teacher-started run kept the teacher's f (weights
     learned only), the other its own; the heatmap takes the setting as an
     axis."""
@@ -855,22 +855,22 @@ def test_a_sweep_over_where_the_students_neurons_start(monkeypatch, tmp_path):
     at.selectbox(key="sw_p").set_value("small").run()
     at.multiselect(key="sw_shapes").set_value([]).run()
     at.text_input(key="sw_scales").set_value("").run()
-    at.multiselect(key="sw_neurons").set_value(["own", "teacher"]).run()
+    at.multiselect(key="sw_start").set_value(["own", "teacher-neurons"]).run()
     at.slider(key="sw_seeds").set_value(1).run()
     _clean(at)
     assert "2 points" in at.caption[1].value
     spec = make_spec(core.get_preset("small"),
-                     parse_grid(R.launch_grid([], "", "", [], ["own", "teacher"])), 1, 10,
+                     parse_grid(R.launch_grid([], "", "", [], ["own", "teacher-neurons"])), 1, 10,
                      "neurons", "small")
     with RunStore(tmp_path) as store:
         result = run_sweep(spec, store=store, chunk=10)
-        rows = {r["settings"]["student_neurons"]: r for r in result.rows}
+        rows = {r["settings"]["student_start"]: r for r in result.rows}
         for neurons, row in rows.items():
             cfg, params, _ = store.load_params(row["run_id"])
-            assert cfg.student_neurons == neurons
+            assert cfg.student_start == neurons
             same = [np.array_equal(np.asarray(s.phi), np.asarray(t.phi))
                     for s, t in zip(params, core.setup(cfg).task.teacher)]
-            assert same == ([True, True] if neurons == "teacher" else [False, False])
+            assert same == ([True, True] if neurons == "teacher-neurons" else [False, False])
     at.run()
     _clean(at)
-    assert "student_neurons" in (at.selectbox(key="sw_x").value, at.selectbox(key="sw_y").value)
+    assert "student_start" in (at.selectbox(key="sw_x").value, at.selectbox(key="sw_y").value)

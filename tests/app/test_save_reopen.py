@@ -105,18 +105,18 @@ def test_a_student_with_the_teachers_neurons_is_saved_and_reopened_so(tmp_path):
     """A run whose student started with the teacher's neurons stores the
     setting, and reopens with the control on it (not a settings difference)
     and the same student, which goes on with the teacher's neurons."""
-    at = _page("pages/teacher_student.py", p="small", sn="teacher")
+    at = _page("pages/teacher_student.py", p="small", sn="teacher-neurons")
     _click(at, "ts_step")
     _click(at, "ts_save")
     (summary,) = RunStore(tmp_path / "runs").list()
     cfg, params, _ = RunStore(tmp_path / "runs").load_params(summary["id"])
-    assert cfg.student_neurons == "teacher"
+    assert cfg.student_start == "teacher-neurons"
     teacher = core.setup(cfg).task.teacher
     for s, t in zip(params, teacher):
         np.testing.assert_array_equal(np.asarray(s.phi), np.asarray(t.phi))
     st.cache_resource.clear()
     at = _page("pages/teacher_student.py", run=summary["id"])
-    assert at.radio(key="sn").value == "teacher" and at.selectbox(key="p").value == "small"
+    assert at.radio(key="sn").value == "teacher-neurons" and at.selectbox(key="p").value == "small"
     assert not at.warning, [w.value for w in at.warning]     # every setting shown as it was
     _click(at, "ts_step")
     assert _metric(at, "Step") == "40"

@@ -721,11 +721,11 @@ def test_the_silent_caption_names_what_to_change():
 
 
 def test_a_student_started_with_the_teachers_neurons_restarts_and_shows_them_recovered():
-    """"Neurons start as: teacher" (``small``, whose neurons are drawn from
+    """"Student starts as: teacher-neurons" (``small``, whose neurons are drawn from
     ranges): a restart knob; the new student's units have the teacher's f and
     b (each paired with its own: their errors are 0 in the table, where the
     student's own draw showed large ones), its weights still to learn.  (The
-    URL's ?sn=teacher and a saved run's reopening: test_save_reopen.)"""
+    URL's ?sn=teacher-neurons and a saved run's reopening: test_save_reopen.)"""
     at = _page()
     at.selectbox(key="p").set_value("small").run()
     _press_step(at)
@@ -737,13 +737,44 @@ def test_a_student_started_with_the_teachers_neurons_restarts_and_shows_them_rec
         return list(table[table["group"] == group]["rel. error"])
 
     assert min(errors("omega")) > 0.2 and min(errors("b")) > 0.2
-    at.radio(key="sn").set_value("teacher").run()
+    at.radio(key="sn").set_value("teacher-neurons").run()
     _assert_clean(at)
     assert _step(at) == 0
     assert [t.value for t in at.toast] == [
-        "Restarted: student_neurons changed (a new teacher, shape or rule)."]
+        "Restarted: student_start changed (a new teacher, shape or rule)."]
     _press_step(at)
     _assert_clean(at)
     assert _step(at) == 20
     assert errors("omega") == [0.0, 0.0] and errors("b") == [0.0, 0.0]
     assert min(errors("weights")) > 0.2
+
+
+def test_a_student_started_at_the_teacher_from_the_page_has_a_zero_loss():
+    """"near-teacher" with σ = 0 is the teacher itself: every step's loss is 0
+    and its weights' errors are 0; σ takes effect only there (the slider is
+    disabled for the other starts), and moving it restarts the student: at
+    σ = 0.3 the weights start that far from the teacher's (their error near
+    0.3)."""
+    at = _page()
+    at.selectbox(key="p").set_value("small").run()
+    assert at.slider(key="sno").disabled
+    at.radio(key="sn").set_value("near-teacher").run()
+    assert not at.slider(key="sno").disabled
+    at.slider(key="sno").set_value(0.0).run()
+    _press_step(at)
+    _assert_clean(at)
+    assert np.isnan(_trace(at, "ts_loss", "loss")[1]).all()      # 0 has no place on a log axis
+    notes = [a["text"] for a in _spec(at, "ts_loss")["layout"]["annotations"]]
+    assert notes == ["loss 0 at 20 of 20 steps (not drawn: a log axis)"]
+    assert _metric(at, "Loss") == "0"
+    table = at.dataframe[0].value
+    assert list(table["rel. error"]) == [0.0] * len(table)
+    at.slider(key="sno").set_value(0.3).run()
+    _assert_clean(at)
+    assert _step(at) == 0
+    _press_step(at)
+    table = at.dataframe[0].value
+    weights = list(table[table["group"] == "weights"]["rel. error"])
+    assert all(0.15 < e < 0.6 for e in weights), weights
+    assert _trace(at, "ts_loss", "loss")[1].min() > 0
+    assert _spec(at, "ts_loss")["layout"]["annotations"] == []

@@ -24,8 +24,10 @@ BAD_INPUTS = {
     "fidelity-one-sample": (["fidelity", "--preset", "figure1", "--samples", "1"], "samples"),
     "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
     "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
-    "bad-student-neurons": (["train", "--preset", "figure1", "--student-neurons", "shared"],
-                            "student_neurons: unknown value 'shared'; choose one of own, teacher"),
+    "bad-student-start": (["train", "--preset", "figure1", "--student-start", "shared"],
+                            "student_start: unknown value 'shared'; choose one of own, teacher-neurons, near-teacher"),
+    "negative-start-noise": (["train", "--preset", "small", "--student-start", "near-teacher",
+                              "--start-noise", "-1"], "start_noise: must be in [0, 10], got -1"),
     # past int32 (an OverflowError traceback from the training loop's step counter)
     "fidelity-huge-train": (["fidelity", "--preset", "single-neuron", "--samples", "3", "--scales",
                              "1", "--shapes", "superspike", "--train-steps", "99999999999"],
@@ -75,8 +77,10 @@ COMMANDS = {
     "fa-no-hidden": ["train", "--preset", "single-neuron", "--steps", "60", "--feedback", "fa",
                      "--quiet"],
     "pallas-on-cpu": ["train", "--preset", "single-neuron", "--steps", "3", "--json"],
+    "at-teacher": ["train", "--preset", "small", "--steps", "10", "--chunk", "10",
+                   "--student-start", "near-teacher", "--start-noise", "0", "--json"],
     "teacher-neurons": ["train", "--preset", "small", "--steps", "10", "--chunk", "10",
-                        "--student-neurons", "teacher", "--json"],
+                        "--student-start", "teacher-neurons", "--json"],
     "dfa-deep": ["train", "--preset", "deep", "--steps", "20", "--chunk", "10", "--feedback",
                  "dfa", "--quiet"],
     "fidelity": ["fidelity", "--preset", "figure1", "--samples", "32", "--scales", "1,10",
@@ -148,18 +152,32 @@ def test_train_json(runs):
 
 
 def test_a_student_with_the_teachers_neurons_reports_them_recovered(runs):
-    """``--student-neurons teacher``: the configuration says so, and with the
+    """``--student-start teacher``: the configuration says so, and with the
     weights alone learned every unit keeps its teacher unit's f and b, paired
     with it (``small`` draws them from ranges: a student of its own has
-    errors of 0.5 to 1, ``test_student_neurons``)."""
+    errors of 0.5 to 1, ``test_student_start``)."""
     rc, stdout, stderr = runs["teacher-neurons"]
     assert rc == 0, stderr
     result = json.loads(stdout.strip().splitlines()[-1])
-    assert result["config"]["student_neurons"] == "teacher"
+    assert result["config"]["student_start"] == "teacher-neurons"
     assert len(result["recovery"]) == 2
     for layer in result["recovery"]:
         assert layer["omega"]["rel_error"] == 0.0 and layer["b"]["rel_error"] == 0.0
         assert math.isfinite(layer["weights"]["rel_error"]) and layer["weights"]["rel_error"] > 0
+
+
+def test_a_student_started_at_the_teacher_has_nothing_to_learn(runs):
+    """``--student-start near-teacher --start-noise 0``: the teacher itself,
+    so every loss is 0 and every recovery error 0 after training."""
+    rc, stdout, stderr = runs["at-teacher"]
+    assert rc == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["config"]["student_start"] == "near-teacher"
+    assert result["config"]["start_noise"] == 0.0
+    assert result["initial_loss"] == 0.0 and result["final_loss"] == 0.0
+    assert result["spike_precision"] == 1.0 and result["rate_error"] == 0.0
+    for layer in result["recovery"]:
+        assert all(layer[g]["rel_error"] == 0.0 for g in ("weights", "omega", "b"))
 
 
 def test_train_save_names_the_run_and_its_links(runs):

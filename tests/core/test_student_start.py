@@ -1,5 +1,5 @@
-"""A student started with the teacher's neurons (``Config.student_neurons =
-"teacher"``): where its units' f, b and reset come from, how its units are
+"""A student started with the teacher's neurons (``Config.student_start =
+"teacher-neurons"``, or "near-teacher"): where its units' f, b and reset come from, how its units are
 paired with the teacher's, and the places that draw or judge a student
 (``setup``, sweeps, the stored configuration)."""
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_the_students_units_take_the_teachers_neurons_and_keep_their_own_weights
     base = core.get_preset(preset).replace(student_hidden=wider)
     teacher = make_task(base).teacher
     own = init_student(base)
-    shared = init_student(base.replace(student_neurons="teacher"))
+    shared = init_student(base.replace(student_start="teacher-neurons"))
     for t, o, s in zip(teacher, own, shared, strict=True):
         n = t.phi.shape[0]
         for f in NEURON_FIELDS:
@@ -54,7 +54,7 @@ def test_the_student_is_calibrated_with_the_neurons_it_has():
     from core.config import hyperparams
     from core.teacher import PROBE_STREAM, _unit_rates, poisson
 
-    cfg = core.get_preset("small").replace(student_neurons="teacher")
+    cfg = core.get_preset("small").replace(student_start="teacher-neurons")
     hp = hyperparams(cfg)
     x = poisson(jax.random.PRNGKey(PROBE_STREAM + 11), hp.input_rate, hp.dt,
                 (cfg.T, 64, cfg.layers[0]))
@@ -63,7 +63,7 @@ def test_the_student_is_calibrated_with_the_neurons_it_has():
     assert [float(np.median(r)) for r in rates] == pytest.approx([cfg.target_rate] * 2, rel=0.25)
     # the same weights with the neurons the student would have drawn: its hidden units' rates
     # are others (the calibration's scales belong to these neurons)
-    own = init_student(cfg.replace(student_neurons="own"))
+    own = init_student(cfg.replace(student_start="own"))
     swapped = tuple(s._replace(**{f: getattr(o, f) for f in NEURON_FIELDS})
                     for s, o in zip(shared, own))
     off = np.asarray(_unit_rates(swapped, x, hp, cfg.model)[0])
@@ -97,20 +97,20 @@ def test_units_pair_by_their_neurons_when_they_started_as_the_teachers():
 
 
 def test_setup_and_a_sweep_start_the_same_student():
-    """``core.setup`` and a sweep's point with ``student_neurons=teacher``
+    """``core.setup`` and a sweep's point with ``student_start=teacher``
     start from ``init_student``'s parameters; the sweep's own-neuron point
     beside it in the same group keeps its own draw; the recovery recorded at
     step 0 by the sweep pairs units by their neurons (as ``recovery`` does)."""
     from core.sweep import _prepare, _recovery_row, expand, make_spec, parse_grid
 
     base = core.get_preset("small").replace(steps=10)
-    cfg = base.replace(student_neurons="teacher")
+    cfg = base.replace(student_start="teacher-neurons")
     exp = core.setup(cfg)
     want = init_student(cfg)
     for a, b in zip(jax.tree.leaves(exp.state.params), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    points = expand(make_spec(base, parse_grid(["student_neurons=own,teacher"])))
-    assert [p.cfg.student_neurons for p in points] == ["own", "teacher"]
+    points = expand(make_spec(base, parse_grid(["student_start=own,teacher-neurons"])))
+    assert [p.cfg.student_start for p in points] == ["own", "teacher-neurons"]
     states, task, _ = _prepare(points, 2)
     for i, p in enumerate(points):
         got = jax.tree.map(lambda x, i=i: np.asarray(x)[i], states.params)
@@ -124,10 +124,62 @@ def test_setup_and_a_sweep_start_the_same_student():
 
 
 def test_the_setting_is_checked_and_older_stored_configurations_load():
-    with pytest.raises(ConfigError, match=r"^student_neurons: unknown value 'both'; choose one "
-                                          r"of own, teacher\.$"):
-        core.get_preset("small").replace(student_neurons="both")
+    with pytest.raises(ConfigError, match=r"^student_start: unknown value 'both'; choose one "
+                                          r"of own, teacher-neurons, near-teacher\.$"):
+        core.get_preset("small").replace(student_start="both")
+    for bad in (-0.1, float("nan"), 11.0):
+        with pytest.raises(ConfigError, match=r"^start_noise: must be (a finite number )?in \[0, 10\]"):
+            core.get_preset("small").replace(start_noise=bad)
     old = core.get_preset("small").to_dict()
-    del old["student_neurons"]                      # stored before the setting existed
-    assert from_dict(old).student_neurons == "own"
-    assert core.get_preset("small").replace(student_neurons="teacher").shared_neurons
+    del old["student_start"], old["start_noise"]    # stored before the settings existed
+    assert from_dict(old).student_start == "own" and from_dict(old).start_noise == 0.2
+    assert core.get_preset("small").replace(student_start="teacher-neurons").shared_neurons
+
+
+@pytest.mark.parametrize("preset", ["small", "deep"])
+def test_a_student_started_at_the_teacher_computes_its_function_and_stays(preset):
+    """near-teacher with σ = 0, its hidden layers wider than the teacher's:
+    the extra units are cut off, so the student's output spikes are the
+    teacher's on held-out inputs, its loss is 0 and so is every gradient:
+    training leaves it where it is."""
+    base = core.get_preset(preset)
+    cfg = base.replace(student_start="near-teacher", start_noise=0.0,
+                       student_hidden=tuple(w + 4 for w in base.layers[1:-1]))
+    exp = core.setup(cfg)
+    student, teacher, _ = core.make_evaluate(exp.struct)(exp.state.params, exp.task, exp.hp, 0)
+    np.testing.assert_array_equal(np.asarray(student[-1].spikes), np.asarray(teacher[-1].spikes))
+    assert np.asarray(teacher[-1].spikes).sum() > 0          # (an output that says something)
+    after, hist = core.train(exp, 10, chunk=10)
+    assert np.all(np.asarray(hist["loss"]) == 0.0)
+    for a, b in zip(jax.tree.leaves(after.state.params), jax.tree.leaves(exp.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_near_teacher_students_weights_are_the_teachers_times_the_noise():
+    """σ = 0.2: every weight of the teacher's block is the teacher's times
+    1 + ε with ε of mean 0 and spread 0.2 (1,240 weights: within 0.02); the
+    extra units' outgoing weights are 0 and their incoming ones those of the
+    teacher-neurons student, times 1 + ε too; the neurons are the teacher's;
+    another student seed draws other noise, the same one the same."""
+    base = core.get_preset("small").replace(student_hidden=(24,), start_noise=0.2)
+    cfg = base.replace(student_start="near-teacher")
+    teacher = make_task(cfg).teacher
+    near = init_student(cfg, teacher)
+    drawn = init_student(base.replace(student_start="teacher-neurons"), teacher)
+    eps = []
+    for s, t, d in zip(near, teacher, drawn):
+        rows, cols = t.w.shape
+        w = np.asarray(s.w, np.float64)
+        eps.append((w[:rows, :cols] / np.asarray(t.w, np.float64) - 1).ravel())
+        assert np.all(w[rows:] == 0.0)
+        # the extra units' incoming weights: the drawn student's, times the noise as well
+        eps.append((w[:rows, cols:] / np.asarray(d.w, np.float64)[:rows, cols:] - 1).ravel())
+        for f in NEURON_FIELDS:
+            np.testing.assert_array_equal(np.asarray(getattr(s, f))[:cols], np.asarray(getattr(t, f)))
+    eps = np.concatenate(eps)
+    assert eps.size == 50 * 20 + 20 * 2 + 50 * 4
+    assert abs(eps.mean()) < 0.02 and abs(eps.std() - 0.2) < 0.02
+    again = init_student(cfg, teacher)
+    other = init_student(cfg.replace(student_seed=2), teacher)
+    assert np.array_equal(np.asarray(again[0].w), np.asarray(near[0].w))
+    assert not np.array_equal(np.asarray(other[0].w), np.asarray(near[0].w))
