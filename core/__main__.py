@@ -42,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 # configuration fields whose flag is spelled otherwise: errors name the flag
 _FLAGS = {"student_seed": "seed", "teacher_seed": "teacher-seed",
-          "feedback_decay": "feedback-decay", "sweep_id": "sweep-id"}
+          "feedback_decay": "feedback-decay", "sweep_id": "sweep-id",
+          "student_start": "student-start", "start_noise": "start-noise"}
 
 
 def _fail(field: str, message: str):

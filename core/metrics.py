@@ -72,7 +72,8 @@ SHARED_NEURONS = 30.0
 
 def _unit_distance(s, t):
     """(n_t, n_s) distance in [0, 1) between teacher and student units' raw
-    frequency and damping (phi, rho): only breaks near-ties in the weights."""
+    frequency and damping (phi, rho): breaks near-ties in the weights (or,
+    for a student started with the teacher's neurons, pairs the units)."""
     d = sum(np.abs(np.asarray(getattr(t, f), np.float64)[:, None]
                    - np.asarray(getattr(s, f), np.float64)[None, :]) for f in ("phi", "rho"))
     return d / (1.0 + d)

@@ -185,8 +185,12 @@ def near_teacher(student, teacher, sigma: float, key):
     keys = jr.split(key, len(teacher))
     for s, t, k in zip(student, teacher, keys, strict=True):
         rows, cols = t.w.shape
+        # the teacher's block drawn at its own shape: the same perturbation of the teacher
+        # whatever the student's widths (a width comparison sees one start)
+        extra = jr.normal(jr.fold_in(k, 1), s.w.shape, s.w.dtype)
+        noise = extra.at[:rows, :cols].set(jr.normal(k, t.w.shape, t.w.dtype))
         w = s.w.at[rows:, :].set(0.0).at[:rows, :cols].set(t.w)
-        out.append(s._replace(w=w * (1.0 + sigma * jr.normal(k, w.shape, w.dtype))))
+        out.append(s._replace(w=w * (1.0 + sigma * noise)))
     return tuple(out)
 
 

@@ -152,7 +152,8 @@ def settings_change(step: int, old: Config, new: Config, rules: tuple = ()) -> d
     without one: ``rules``, the rules trained, default the run's own)."""
     a, b = old.to_dict(), new.to_dict()
     unused = set(NOT_TRAINING) | (set() if {"kp", "wm"} & set(rules or (new.feedback,))
-                                  else {"feedback_decay"})
+                                  else {"feedback_decay"}) | (
+        set() if new.student_start == "near-teacher" else {"start_noise"})
     changed = {f: [a[f], b[f]] for f in a if f not in unused and a[f] != b[f]}
     return {"step": int(step), "changed": changed} if step > 0 and changed else None
 
@@ -165,7 +166,11 @@ def silent_since(changes) -> int:
 
 
 def restart_key(cfg: Config) -> tuple:
-    return tuple((f, getattr(cfg, f)) for f in RESTART_FIELDS)
+    """The settings whose change restarts a run.  A start's noise σ is one only
+    for a near-teacher start: an "own" run stored with σ = 3 reopens with the
+    slider at its end (1.0), and the next continue knob had restarted it."""
+    return tuple((f, None if f == "start_noise" and cfg.student_start != "near-teacher"
+                  else getattr(cfg, f)) for f in RESTART_FIELDS)
 
 
 _HISTORIES = itertools.count(1)

@@ -546,7 +546,8 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                            "f, b and reset (a wider layer's extra units keep their own), its "
                            "weights are drawn: only the weights stand between them. "
                            "near-teacher: the teacher itself, each weight times 1 + σ·N(0, 1) "
-                           "(extra units cut off): does training bring it back?")
+                           "(extra units cut off): does training bring it back? (At σ = 0 "
+                           "nothing moves it, but kp's weight decay.)")
         sno = st.slider("Start noise σ", 0.0, 1.0, float(d["sno"]), 0.05, key="sno",
                         bind="query-params", disabled=sn != "near-teacher",
                         help="How far a near-teacher student starts: each weight is the "

@@ -778,3 +778,20 @@ def test_a_student_started_at_the_teacher_from_the_page_has_a_zero_loss():
     assert all(0.15 < e < 0.6 for e in weights), weights
     assert _trace(at, "ts_loss", "loss")[1].min() > 0
     assert _spec(at, "ts_loss")["layout"]["annotations"] == []
+
+
+def test_the_start_noise_restarts_only_a_near_teacher_run():
+    """σ acts on a near-teacher start only: an "own" run stored with σ = 3
+    comes back with the slider at its end (1.0); that, and a learning rate
+    changed with it, continue the run (it restarted at the next knob); for a
+    near-teacher run σ is a restart knob."""
+    from ui.live import LiveRun
+
+    own = core.get_preset("figure1").replace(start_noise=3.0)
+    run = LiveRun(own)
+    status, changed = run.configure(own.replace(start_noise=1.0, lr=0.02))
+    assert status == "updated" and set(changed) == {"start_noise", "lr"}
+    near = own.replace(student_start="near-teacher", start_noise=0.1)
+    run = LiveRun(near)
+    status, changed = run.configure(near.replace(start_noise=0.2))
+    assert status == "restarted" and changed == ["start_noise"]

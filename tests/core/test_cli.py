@@ -25,9 +25,9 @@ BAD_INPUTS = {
     "fidelity-bad-scales": (["fidelity", "--preset", "figure1", "--scales", "a,b"], "scales"),
     "bad-feedback": (["train", "--preset", "figure1", "--feedback", "xx"], "feedback"),
     "bad-student-start": (["train", "--preset", "figure1", "--student-start", "shared"],
-                            "student_start: unknown value 'shared'; choose one of own, teacher-neurons, near-teacher"),
+                            "error: student-start: unknown value 'shared'; choose one of own, teacher-neurons, near-teacher"),
     "negative-start-noise": (["train", "--preset", "small", "--student-start", "near-teacher",
-                              "--start-noise", "-1"], "start_noise: must be in [0, 10], got -1"),
+                              "--start-noise", "-1"], "error: start-noise: must be in [0, 10], got -1"),
     # past int32 (an OverflowError traceback from the training loop's step counter)
     "fidelity-huge-train": (["fidelity", "--preset", "single-neuron", "--samples", "3", "--scales",
                              "1", "--shapes", "superspike", "--train-steps", "99999999999"],
@@ -152,10 +152,10 @@ def test_train_json(runs):
 
 
 def test_a_student_with_the_teachers_neurons_reports_them_recovered(runs):
-    """``--student-start teacher``: the configuration says so, and with the
-    weights alone learned every unit keeps its teacher unit's f and b, paired
-    with it (``small`` draws them from ranges: a student of its own has
-    errors of 0.5 to 1, ``test_student_start``)."""
+    """``--student-start teacher-neurons``: the configuration says so, and
+    with the weights alone learned every unit keeps its teacher unit's f and
+    b, paired with it (``small`` draws them from ranges: an own student's f
+    and b errors are above 0.2, test_teacher_student)."""
     rc, stdout, stderr = runs["teacher-neurons"]
     assert rc == 0, stderr
     result = json.loads(stdout.strip().splitlines()[-1])

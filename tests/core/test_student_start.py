@@ -97,7 +97,7 @@ def test_units_pair_by_their_neurons_when_they_started_as_the_teachers():
 
 
 def test_setup_and_a_sweep_start_the_same_student():
-    """``core.setup`` and a sweep's point with ``student_start=teacher``
+    """``core.setup`` and a sweep's point with ``student_start=teacher-neurons``
     start from ``init_student``'s parameters; the sweep's own-neuron point
     beside it in the same group keeps its own draw; the recovery recorded at
     step 0 by the sweep pairs units by their neurons (as ``recovery`` does)."""
@@ -183,3 +183,39 @@ def test_a_near_teacher_students_weights_are_the_teachers_times_the_noise():
     other = init_student(cfg.replace(student_seed=2), teacher)
     assert np.array_equal(np.asarray(again[0].w), np.asarray(near[0].w))
     assert not np.array_equal(np.asarray(other[0].w), np.asarray(near[0].w))
+
+
+def test_the_teachers_weights_get_the_same_noise_whatever_the_students_widths():
+    """A width comparison starts from one perturbation of the teacher: the
+    teacher's block of a near-teacher student is the same at hidden widths 20
+    (the teacher's), 24 and 40 (same seed and σ)."""
+    base = core.get_preset("small").replace(student_start="near-teacher", start_noise=0.3)
+    teacher = make_task(base).teacher
+    blocks = []
+    for wide in ((), (24,), (40,)):
+        student = init_student(base.replace(student_hidden=wide), teacher)
+        blocks.append([np.asarray(s.w)[:t.w.shape[0], :t.w.shape[1]]
+                       for s, t in zip(student, teacher)])
+    for other in blocks[1:]:
+        for a, b in zip(blocks[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_sweep_over_the_start_noise_starts_each_student_its_own_distance_away():
+    """``start_noise`` is a student setting of a sweep: σ = 0 and 0.3 in one
+    group start apart (σ = 0: the teacher's weights, σ = 0.3: their error
+    about 0.3), each as ``init_student`` draws it."""
+    from core.sweep import _prepare, expand, make_spec, parse_grid
+
+    base = core.get_preset("small").replace(student_start="near-teacher")
+    points = expand(make_spec(base, parse_grid(["start_noise=0,0.3"]), steps=10))
+    states, task, _ = _prepare(points, 2)
+    errors = []
+    for i, p in enumerate(points):
+        got = jax.tree.map(lambda x, i=i: np.asarray(x)[i], states.params)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(init_student(p.cfg))):
+            np.testing.assert_array_equal(a, np.asarray(b))
+        rec = recovery(got, task.teacher, base.dt, base.model, shared_neurons=True)
+        errors.append([layer["rel_error"] for layer in rec])
+    assert errors[0] == [0.0, 0.0]
+    assert all(0.2 < e < 0.4 for e in errors[1]), errors
