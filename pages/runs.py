@@ -63,7 +63,7 @@ def launcher_ui() -> tuple:
                                   "rule's runs store their angles to backprop (∠(Wᵀ,B) per "
                                   "hidden layer, the update angle), which the heatmap can show.")
     neurons = c[1].multiselect("Student start", list(core.STUDENT_STARTS), [], key="sw_start",
-                               bind="query-params", placeholder="own (the preset's)",
+                               bind="query-params", placeholder="own",
                                help="own: drawn from the student seed; teacher-neurons: the "
                                     "teacher's f, b and reset, weights drawn (only the weights "
                                     "to recover); near-teacher: the teacher's network, each "

@@ -491,7 +491,7 @@ def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
     zero = int(np.sum(loss == 0.0))
     notes = [] if not zero else [{
         "text": f"loss 0 at {zero:,} of {loss.size:,} steps (not drawn: a log axis)",
-        "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False,
+        "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.1, "showarrow": False,
         "font": {"color": "#6b7280"}}]
     loss = np.where(loss > 0, loss, np.nan)
     s, l = decimate(steps, loss)
