@@ -730,6 +730,10 @@ def _cmd_fidelity(args) -> int:
         cfg = get_preset(args.preset)
         if args.seed is not None:
             cfg = cfg.replace(student_seed=args.seed)
+        if args.student_start is not None:
+            cfg = cfg.replace(student_start=args.student_start)
+        if args.start_noise is not None:
+            cfg = cfg.replace(start_noise=args.start_noise)
         if not 0 <= args.train_steps <= MAX_FIDELITY_TRAIN:
             raise ConfigError("train-steps", f"must be in [0, {MAX_FIDELITY_TRAIN}], got "
                                              f"{args.train_steps}.")
@@ -846,6 +850,10 @@ def main(argv=None) -> int:
     f.add_argument("--scales", default="0.5,1,2,5,10,50")
     f.add_argument("--norm", choices=["peak", "area"])
     f.add_argument("--seed", type=int, help="student seed")
+    f.add_argument("--student-start", dest="student_start",
+                   help="own, teacher-neurons or near-teacher (as train's)")
+    f.add_argument("--start-noise", type=float, dest="start_noise",
+                   help="σ of a near-teacher start (default 0.2)")
     f.add_argument("--train-steps", type=int, default=0, dest="train_steps")
     f.add_argument("--json", action="store_true")
     b = sub.add_parser("bench", help="time training steps (small, medium)")

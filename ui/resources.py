@@ -375,12 +375,15 @@ def surrogate_table(shapes: tuple, scale: float, norm: str):
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
 def fidelity_rows(preset: str, shapes: tuple, scales: tuple, n_samples: int, sigma: float,
-                  seed: int, train_steps: int, norm: str) -> list[dict]:
-    """The fidelity table (one compiled call) at the preset's student, after
+                  seed: int, train_steps: int, norm: str, start: str = "own",
+                  start_noise: float = 0.2) -> list[dict]:
+    """The fidelity table (one compiled call) at the preset's student started
+    as ``start`` says (``Config.student_start``, ``start_noise``), after
     ``train_steps`` steps of ordinary training."""
     from core.fidelity import fidelity_table
 
-    exp = _private_setup(core.get_preset(preset))
+    exp = _private_setup(core.get_preset(preset).replace(student_start=start,
+                                                         start_noise=start_noise))
     if train_steps:
         exp, _ = core.train(exp, train_steps)
     rows = fidelity_table(exp, shapes, scales, n_samples=n_samples, sigma=sigma, seed=seed,

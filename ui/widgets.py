@@ -856,6 +856,7 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "rl_spt": ("Steps per tick", ", ".join(map(str, STEPS_PER_TICK))),
     "gs_beta": ("Scale β", ", ".join(map(str, SCALES))),
     "gf_train": ("Train first (steps)", "0 to 5000"), "gf_seed": ("Seed", "0 to 10000"),
+    "gf_start": ("Student starts as", _options("STUDENT_STARTS")), "gf_sno": ("Start noise σ", "0 to 1"),
     "rl_decay": ("Feedback decay λ", lambda: ", ".join(map(str, FB_DECAYS))),
     "gf_n": ("Perturbations N", lambda: ", ".join(map(str, FIDELITY_SAMPLES))),
     "gf_sigma": ("σ", lambda: ", ".join(map(str, FIDELITY_SIGMAS))),
@@ -1158,17 +1159,22 @@ class FidelitySettings:
     seed: int
     train_steps: int
     norm: str
+    start: str = "own"            # Config.student_start
+    start_noise: float = 0.2      # Config.start_noise (a near-teacher start's)
 
 
 FIDELITY_KEYS = {"preset": "gf_p", "shapes": "gf_shapes", "scales": "gf_scales",   # -> control
                  "n_samples": "gf_n", "sigma": "gf_sigma", "seed": "gf_seed",
-                 "train_steps": "gf_train", "norm": "gf_norm"}
+                 "train_steps": "gf_train", "norm": "gf_norm", "start": "gf_start",
+                 "start_noise": "gf_sno"}
 
 
 def fidelity_label(fs: FidelitySettings) -> str:
     """What a fidelity table was computed for, in the controls' words."""
-    return (f"Computed for {fs.preset}: N = {fs.n_samples} perturbation pairs, σ = {fs.sigma:g}, "
-            f"seed {fs.seed}, after {fs.train_steps} training steps; shapes "
+    start = {"own": "", "teacher-neurons": ", the student with the teacher's neurons",
+             "near-teacher": f", the student near the teacher (σ = {fs.start_noise:g})"}[fs.start]
+    return (f"Computed for {fs.preset}{start}: N = {fs.n_samples} perturbation pairs, "
+            f"σ = {fs.sigma:g}, seed {fs.seed}, after {fs.train_steps} training steps; shapes "
             f"{', '.join(fs.shapes)} at β = {', '.join(f'{b:g}' for b in fs.scales)} "
             f"({fs.norm}-normalised).")
 
@@ -1191,9 +1197,11 @@ def fidelity_resolution_note(rows: list[dict], n_samples: int) -> None:
 
 
 def fidelity_changed(made: FidelitySettings, now: FidelitySettings) -> list[str]:
-    """The controls whose value differs from what a table was computed for."""
+    """The controls whose value differs from what a table was computed for
+    (σ of the start only between two near-teacher starts)."""
+    near = made.start == now.start == "near-teacher"
     return [URL_CONTROLS[key][0] for f, key in FIDELITY_KEYS.items()
-            if getattr(made, f) != getattr(now, f)]
+            if getattr(made, f) != getattr(now, f) and (f != "start_noise" or near)]
 
 
 def surrogate_view_ui() -> tuple[tuple, float, str]:
@@ -1229,8 +1237,18 @@ def fidelity_ui() -> FidelitySettings:
                             key="gf_scales", bind="query-params")
     norm = c7.radio("Normalise", ["peak", "area"], key="gf_norm", bind="query-params")
     seed = c8.number_input("Seed", 0, 10_000, 0, key="gf_seed", bind="query-params")
+    c9, c10, _ = st.columns([3, 3, 2])
+    start = c9.selectbox("Student starts as", list(core.STUDENT_STARTS), key="gf_start",
+                         bind="query-params",
+                         help="Where the measured student starts (as on Teacher–Student): own, "
+                              "teacher-neurons (the teacher's f, b, reset), or near-teacher (the "
+                              "teacher's weights times 1 + σ·N(0, 1)): does the surrogate "
+                              "gradient point back to the teacher from nearby? (b) says.")
+    noise = c10.slider("Start noise σ", 0.0, 1.0, 0.2, 0.05, key="gf_sno", bind="query-params",
+                       disabled=start != "near-teacher")
     return FidelitySettings(preset, tuple(shapes), tuple(sorted(float(s) for s in scales)), int(n),
-                            float(sigma), int(seed), int(steps), norm)
+                            float(sigma), int(seed), int(steps), norm, start,
+                            float(noise) if start == "near-teacher" else 0.2)
 
 
 # ---- Learning rules page ---------------------------------------------------------

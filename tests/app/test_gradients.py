@@ -150,3 +150,36 @@ def test_a_table_says_what_it_was_computed_for_and_when_the_settings_moved_on():
     at.selectbox(key="gf_p").set_value("figure1").run()
     at.select_slider(key="gf_n").set_value(64).run()
     assert not at.warning                                     # the same settings again
+
+
+def test_fidelity_at_a_student_started_near_the_teacher():
+    """"Student starts as: near-teacher" measures the student the core starts
+    there: the page's (b) cosine equals ``fidelity_table``'s for
+    ``core.setup`` of that configuration; the table says where the student
+    started, σ only counts (and is only enabled) for that start, and another
+    start is named as a changed setting."""
+    import core
+    from core.fidelity import fidelity_table
+
+    at = _page()
+    assert at.slider(key="gf_sno").disabled
+    at.selectbox(key="gf_p").set_value("small").run()
+    at.multiselect(key="gf_shapes").set_value(["superspike"]).run()
+    at.multiselect(key="gf_scales").set_value([10.0]).run()
+    at.select_slider(key="gf_n").set_value(64).run()
+    at.selectbox(key="gf_start").set_value("near-teacher").run()
+    at.slider(key="gf_sno").set_value(0.3).run()
+    at.button(key="gf_run").click().run()
+    _clean(at)
+    rows = at.dataframe[1].value
+    exp = core.setup(core.get_preset("small").replace(student_start="near-teacher",
+                                                      start_noise=0.3))
+    (want,) = fidelity_table(exp, ["superspike"], [10.0], n_samples=64, sigma=0.05, seed=0,
+                             norm="peak")
+    assert rows["cos_teacher"].iloc[0] == pytest.approx(want.cos_teacher, abs=1e-6)
+    assert rows["cos_smoothed_raw"].iloc[0] == pytest.approx(want.cos_smoothed_raw, abs=1e-6)
+    (label,) = [c.value for c in at.caption if c.value.startswith("Computed for")]
+    assert label.startswith("Computed for small, the student near the teacher (σ = 0.3):")
+    at.selectbox(key="gf_start").set_value("own").run()
+    (warn,) = [w.value for w in at.warning if "changed" in w.value]
+    assert "(Student starts as changed)" in warn

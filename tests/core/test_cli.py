@@ -77,6 +77,9 @@ COMMANDS = {
     "fa-no-hidden": ["train", "--preset", "single-neuron", "--steps", "60", "--feedback", "fa",
                      "--quiet"],
     "pallas-on-cpu": ["train", "--preset", "single-neuron", "--steps", "3", "--json"],
+    "fidelity-at-teacher": ["fidelity", "--preset", "small", "--student-start", "near-teacher",
+                            "--start-noise", "0", "--samples", "4", "--shapes", "superspike",
+                            "--scales", "10", "--json"],
     "at-teacher": ["train", "--preset", "small", "--steps", "10", "--chunk", "10",
                    "--student-start", "near-teacher", "--start-noise", "0", "--json"],
     "teacher-neurons": ["train", "--preset", "small", "--steps", "10", "--chunk", "10",
@@ -178,6 +181,17 @@ def test_a_student_started_at_the_teacher_has_nothing_to_learn(runs):
     assert result["spike_precision"] == 1.0 and result["rate_error"] == 0.0
     for layer in result["recovery"]:
         assert all(layer[g]["rel_error"] == 0.0 for g in ("weights", "omega", "b"))
+
+
+def test_fidelity_measures_the_student_where_it_starts(runs):
+    """``fidelity --student-start near-teacher --start-noise 0`` measures the
+    teacher itself: its surrogate gradient is exactly 0 (so are both cosines,
+    by the table's convention); ``test_gradients`` compares a σ > 0 table
+    with ``fidelity_table``."""
+    rc, stdout, stderr = runs["fidelity-at-teacher"]
+    assert rc == 0, stderr
+    (row,) = json.loads(stdout.strip().splitlines()[-1])["rows"]
+    assert row["cos_teacher"] == 0.0 and row["cos_smoothed_raw"] == 0.0
 
 
 def test_train_save_names_the_run_and_its_links(runs):
