@@ -68,24 +68,30 @@ def _number(rnd: random.Random, lo, hi, step, is_int: bool, cap=None):
     return round(lo + step * rnd.randint(0, max(n, 0)), 6) if step else rnd.uniform(lo, hi)
 
 
+def _enabled(widgets) -> list:
+    """The controls a visitor can change (AppTest refuses to set a disabled one,
+    as the browser does: the Start noise σ slider off a near-teacher start)."""
+    return [w for w in widgets if not w.proto.disabled]
+
+
 def _randomize(at: AppTest, rnd: random.Random) -> None:
-    for w in at.selectbox:
+    for w in _enabled(at.selectbox):
         options = [o for o in w.options if o not in EXPENSIVE]
         if options and rnd.random() < 0.5:
             w.set_value(_typed(rnd.choice(options)))
-    for w in at.radio:
+    for w in _enabled(at.radio):
         if w.options and rnd.random() < 0.5:
             w.set_value(_typed(rnd.choice(w.options)))
-    for w in at.select_slider:
+    for w in _enabled(at.select_slider):
         if rnd.random() < 0.5:
             opts = [_typed(o) for o in w.options]
             if w.key in CAPS:
                 opts = [o for o in opts if o <= CAPS[w.key]] or opts[:1]
             w.set_value(rnd.choice(opts))
-    for w in at.multiselect:
+    for w in _enabled(at.multiselect):
         if rnd.random() < 0.5:
             w.set_value([_typed(o) for o in rnd.sample(w.options, rnd.randint(0, len(w.options)))])
-    for w in at.slider:
+    for w in _enabled(at.slider):
         if rnd.random() < 0.5:
             p = w.proto
             is_int = p.data_type == p.DataType.INT
@@ -94,17 +100,17 @@ def _randomize(at: AppTest, rnd: random.Random) -> None:
                 w.set_value(sorted((draw(), draw())))
             else:
                 w.set_value(draw())
-    for w in at.number_input:
+    for w in _enabled(at.number_input):
         if rnd.random() < 0.5:
             p = w.proto
             lo = p.min if p.has_min else -1e6
             hi = p.max if p.has_max else 1e6
             w.set_value(_number(rnd, lo, hi, p.step if p.data_type != p.INT else 1,
                                 p.data_type == p.INT, CAPS.get(w.key)))
-    for w in at.text_input:
+    for w in _enabled(at.text_input):
         if rnd.random() < 0.5:
             w.input(rnd.choice(GARBAGE))
-    for w in list(at.toggle) + list(at.checkbox):
+    for w in _enabled([*at.toggle, *at.checkbox]):
         if rnd.random() < 0.5:
             w.set_value(rnd.random() < 0.5)
     buttons = [b for b in at.button if b.key not in NO_CLICK and not b.proto.disabled]
