@@ -18,7 +18,7 @@ if running_the_cli():      # Ctrl-C while JAX is imported: one line, not a trace
     quit_on_signals()
 from .config import (FEEDBACKS, GROUPS, LOSSES, MODELS, OPTIMIZERS, STUDENT_STARTS, SURROGATES,
                      Config, ConfigError, HParams, Structure, from_dict, hyperparams, structure,
-                     validate)
+                     uses_start_noise, validate)
 from .evaluate import evaluate_experiment
 from .neurons import simulate_neuron
 from .presets import get_preset, presets
@@ -28,7 +28,7 @@ from .train import (Experiment, TrainState, init_state, make_evaluate, make_sile
 __all__ = [
     "FEEDBACKS", "GROUPS", "LOSSES", "MODELS", "OPTIMIZERS", "STUDENT_STARTS", "SURROGATES",
     "Config", "ConfigError",
-    "HParams", "Structure", "from_dict", "hyperparams", "structure", "validate",
+    "HParams", "Structure", "from_dict", "hyperparams", "structure", "uses_start_noise", "validate",
     "evaluate_experiment", "simulate_neuron", "get_preset", "presets", "Experiment",
     "TrainState", "init_state", "make_evaluate", "make_silent_reference", "make_train_chunk",
     "setup", "silent_reference", "stack", "train", "unstack",

@@ -39,6 +39,12 @@ GROUPS = ("weights", "omega", "b", "reset")
 # reset), its weights drawn; "near-teacher", the teacher's network with every weight
 # multiplied by 1 + start_noise * N(0, 1) (a wider student's extra units cut off)
 STUDENT_STARTS = ("own", "teacher-neurons", "near-teacher")
+DECAY_RULES = ("kp", "wm")   # the rules that use feedback_decay (core.feedback)
+
+
+def uses_start_noise(start: str) -> bool:
+    """Whether a student start (one of STUDENT_STARTS) takes ``start_noise``."""
+    return start == "near-teacher"
 FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.feedback)
 # Rules that share one compiled step when Structure.feedback == "mixed": the
 # rule is then the traced index HParams.fb_rule, so students with different
@@ -120,6 +126,16 @@ class Config:
         """Whether the student started with the teacher's neurons (its units
         are matched to the teacher's by them: ``core.metrics.match``)."""
         return self.student_start != "own"
+
+    def idle_fields(self, rules: tuple = ()) -> set[str]:
+        """The settings that do not act on this run: ``start_noise`` unless
+        it starts near the teacher, ``feedback_decay`` unless one of
+        ``rules`` (default: its own feedback rule) is kp or wm.  A change of
+        one neither restarts nor is recorded as a change of the run."""
+        idle = set() if uses_start_noise(self.student_start) else {"start_noise"}
+        if not set(DECAY_RULES) & set(rules or (self.feedback,)):
+            idle.add("feedback_decay")
+        return idle
 
     @property
     def student_layers(self) -> tuple[int, ...]:

@@ -86,15 +86,10 @@ def live_panels():
                                        "loss", log=True, smooth=10, silent=run.silent_loss(),
                                        silent_since=live.silent_since(run.changes)),
                   key="rl_loss", height=300, revision=rev)
-        # each rule's last 25 steps (not rows: a long run's are thinned), all under the
-        # loss now set (the level's); a diverged rule's rows are NaN: left out
-        tail = steps > live.silent_since(run.changes)
-        recent = None
-        if tail.any():
-            mean, full = figures.window_mean(steps[tail], r["loss"][tail], 25)
-            if full[-1]:
-                recent = {rule: float(mean[-1, i]) for i, rule in enumerate(run.rules)
-                          if np.isfinite(mean[-1, i])}
+        # each rule's last 25 steps; a diverged rule's (NaN) left out
+        means = live.recent_loss(steps, r["loss"], run.changes)
+        recent = None if means is None else {
+            rule: m for rule, m in zip(run.rules, means) if np.isfinite(m)}
         silent = widgets.silent_student_text(run.cfg, run.silent_loss(), recent, tunable=False)
         if silent:
             st.caption(silent)

@@ -1,7 +1,6 @@
 """Teacher--Student: train a student live and watch it converge to the teacher."""
 from contextlib import nullcontext
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -148,10 +147,7 @@ def live_panels():
     for key, fig, height in run.panels(snap):   # each figure is built as it is drawn
         with slots.get(key, nullcontext()):       # the raster: below the rows
             live_plot(fig, key=key, height=height, revision=f"run{run.epoch}")
-    # the last 25 steps' loss, all under the loss now set (the level's)
-    since = live.silent_since(run.changes)
-    tail = [l for s_, l in zip(hist.loss_steps[-25:], hist.loss[-25:]) if s_ > since]
-    recent = float(np.mean(tail)) if len(tail) == 25 else None
+    recent = live.recent_loss(hist.loss_steps, hist.loss, run.changes)
     silent = widgets.silent_student_text(cfg, run.silent_loss(), recent)
     if silent:
         with slots["ts_loss"]:                    # below the loss chart

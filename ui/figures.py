@@ -109,15 +109,34 @@ def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:
     return fig
 
 
+def zero_loss_notes(counts) -> list[dict]:
+    """A loss of exactly 0 (a student at the teacher: "near-teacher" with
+    σ = 0) has no place on a log axis: an annotation says where it was
+    instead of leaving the gap unexplained.  ``counts``: ``(name, zeros,
+    steps)`` per curve (name None for a figure of one curve); curves without
+    a zero are not named, and none gives no note."""
+    parts = [(name, z, n) for name, z, n in counts if z]
+    if not parts:
+        return []
+    text = "; ".join(("" if name is None else f"{name}: ") + f"loss 0 at {z:,} of {n:,} steps"
+                     for name, z, n in parts[:3])
+    if len(parts) > 3:
+        text += f"; {len(parts) - 3} more runs"
+    return [{"text": text + " (not drawn: a log axis)", "xref": "paper", "yref": "paper",
+             "x": 0.5, "y": 0.1, "showarrow": False, "font": {"color": "#6b7280"}}]
+
+
 def loss_figure(loss) -> go.Figure:
-    """Training loss per step on a log axis."""
+    """Training loss per step on a log axis (a loss of exactly 0 noted:
+    :func:`zero_loss_notes`)."""
     loss = np.asarray(loss, np.float64)
     steps = np.arange(1, loss.size + 1)
     fig = go.Figure(go.Scatter(x=steps, y=np.where(loss > 0, loss, np.nan), mode="lines",
                                name="loss", line=dict(color=Y_COLOR, width=1.5)))
     fig.update_xaxes(title_text="step", rangemode="tozero")
     fig.update_yaxes(title_text="loss", type="log", **LOG_MINOR)
-    return _layout(fig, "Loss", showlegend=False)
+    return _layout(fig, "Loss", showlegend=False,
+                   annotations=zero_loss_notes([(None, int(np.sum(loss == 0.0)), loss.size)]))
 
 
 def weights_figure(weights, teacher_w) -> go.Figure:
@@ -488,11 +507,7 @@ def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
     log axis: a note says how many steps had it."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
     smooth, full = window_mean(steps, loss, 25)
-    zero = int(np.sum(loss == 0.0))
-    notes = [] if not zero else [{
-        "text": f"loss 0 at {zero:,} of {loss.size:,} steps (not drawn: a log axis)",
-        "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.1, "showarrow": False,
-        "font": {"color": "#6b7280"}}]
+    notes = zero_loss_notes([(None, int(np.sum(loss == 0.0)), loss.size)])
     loss = np.where(loss > 0, loss, np.nan)
     s, l = decimate(steps, loss)
     data = [_line(s, l, "loss", "#9aa5b8", width=1)]

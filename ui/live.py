@@ -151,9 +151,7 @@ def settings_change(step: int, old: Config, new: Config, rules: tuple = ()) -> d
     changed (the planned steps, the description, the decay under a rule
     without one: ``rules``, the rules trained, default the run's own)."""
     a, b = old.to_dict(), new.to_dict()
-    unused = set(NOT_TRAINING) | (set() if {"kp", "wm"} & set(rules or (new.feedback,))
-                                  else {"feedback_decay"}) | (
-        set() if new.student_start == "near-teacher" else {"start_noise"})
+    unused = set(NOT_TRAINING) | new.idle_fields(rules)
     changed = {f: [a[f], b[f]] for f in a if f not in unused and a[f] != b[f]}
     return {"step": int(step), "changed": changed} if step > 0 and changed else None
 
@@ -165,12 +163,42 @@ def silent_since(changes) -> int:
     return max([c["step"] for c in changes if {"loss", "vr_tau"} & set(c["changed"])] or [0])
 
 
+def restart_fields(old: Config, new: Config) -> list[str]:
+    """The restart knobs (``RESTART_FIELDS``) that differ from ``old`` to
+    ``new``, as a restart's toast names them: a setting idle in either
+    (``Config.idle_fields``: σ of a start that is not near-teacher) is not
+    named, the change of the start says it."""
+    idle = old.idle_fields() | new.idle_fields()
+    return [f for f in Config.__dataclass_fields__ if f in RESTART_FIELDS and f not in idle
+            and getattr(old, f) != getattr(new, f)]
+
+
+RECENT_STEPS = 25     # the silent student's caption reads the loss of this many last steps
+
+
+def recent_loss(steps, loss, changes, window: int = RECENT_STEPS):
+    """The mean loss over the last ``window`` training steps (not rows: a
+    long history is thinned), all under the loss now set (after the last
+    change of the loss or its τ: :func:`silent_since`): a float for ``loss``
+    (S,), a list of k for (S, k) (NaN for a column with a NaN there: a rule
+    that diverged), or None while fewer such steps have been trained."""
+    steps = np.asarray(steps)
+    loss = np.asarray(loss, np.float64)
+    tail = steps > silent_since(changes)
+    if not tail.any():
+        return None
+    mean, full = window_mean(steps[tail], loss[tail], window)
+    if not full[-1]:
+        return None
+    return float(mean[-1]) if loss.ndim == 1 else [float(v) for v in mean[-1]]
+
+
 def restart_key(cfg: Config) -> tuple:
     """The settings whose change restarts a run.  A start's noise σ is one only
     for a near-teacher start: an "own" run stored with σ = 3 reopens with the
     slider at its end (1.0), and the next continue knob had restarted it."""
-    return tuple((f, None if f == "start_noise" and cfg.student_start != "near-teacher"
-                  else getattr(cfg, f)) for f in RESTART_FIELDS)
+    idle = cfg.idle_fields()
+    return tuple((f, None if f in idle else getattr(cfg, f)) for f in RESTART_FIELDS)
 
 
 _HISTORIES = itertools.count(1)
@@ -492,8 +520,9 @@ class LiveRun:
         with self.lock:
             changed = [f for f in Config.__dataclass_fields__ if getattr(cfg, f) != getattr(self.cfg, f)]
             if restart_key(cfg) != self.key:
+                knobs = restart_fields(self.cfg, cfg)
                 self.build(cfg)
-                return "restarted", [f for f in changed if f in RESTART_FIELDS]
+                return "restarted", knobs
             if not changed:
                 return "unchanged", []
             if (change := settings_change(self.step, self.cfg, cfg)) is not None:
@@ -940,7 +969,7 @@ class RulesRun:
             changed = [f for f in Config.__dataclass_fields__
                        if getattr(cfg, f) != getattr(self.cfg, f)]
             if restart_key(cfg) != restart_key(self.cfg):
-                return "restart", [f for f in changed if f in RESTART_FIELDS]
+                return "restart", restart_fields(self.cfg, cfg)
             if not changed:
                 return "unchanged", []
             if (change := settings_change(self.step, self.cfg, cfg, self.rules)) is not None:

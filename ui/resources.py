@@ -424,7 +424,5 @@ def configure_rules(slot: RulesSlot, cfg: core.Config, rules: tuple,
             status, changed = slot.run.configure(cfg)
             if status != "restart":
                 return status, changed
-    if slot.run is None or reset or changed:
-        slot.run, slot.key = RulesRun(cfg, rules, setup=_private_setup), rules
-        return "restarted", changed
-    return "unchanged", []
+    slot.run, slot.key = RulesRun(cfg, rules, setup=_private_setup), rules
+    return "restarted", changed

@@ -32,7 +32,7 @@ from core.runtime import ROOT, env_int, environment_problems
 from core.store import ARRAYS_DIR, INDEX_NAME, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
                         summary_table)
-from ui.figures import PALETTE, SILENT_COLOR, _layout, log_ticks
+from ui.figures import PALETTE, SILENT_COLOR, _layout, log_ticks, zero_loss_notes
 from ui.live import silent_since
 
 METRICS = ("weight_error_mean", "final_loss", "loss_vs_silent", "initial_loss",
@@ -503,6 +503,9 @@ def silent_level(run: Mapping, last_step: float) -> tuple[list, list] | None:
     return [since, max(float(last_step), since + 1)], [float(silent)] * 2
 
 
+LAYER_DASH_NAMES = ("solid", "dashed", "dotted", "dash-dotted")   # the recovery lines' dashes
+
+
 def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     """Loss per step (log scale; block means beyond ``MAX_CURVE_POINTS``)
     with the runs' silent-student levels dotted (:func:`silent_level`; in a
@@ -512,12 +515,15 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     loss, rec = go.Figure(), go.Figure()
     dashes = ("solid", "dash", "dot", "dashdot")
     levels = {}     # (level, from step) -> [(name, colour, id, to step)] of the runs having it
+    zeros = []      # (name, steps with a loss of exactly 0, steps): not on a log axis
+    layers = 0
     for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
         name = f"{run['name'] or 'run'} · {run['id'][:6]}"
         h = run.get("histories") or {}
         y = np.asarray([v if v is not None else np.nan for v in h.get("loss") or []], float)
         if y.size:
+            zeros.append((name, int(np.sum(y == 0.0)), y.size))
             at = _loss_steps(h, y.size)
             steps, yy = _thin(y, at)
             loss.add_trace(go.Scatter(x=steps, y=yy, name=name, legendgroup=run["id"],
@@ -528,6 +534,7 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
         r = _recovery_array(h)
         if r is not None:
             steps = np.asarray(h["recovery_step"], float)
+            layers = max(layers, r.shape[1])
             for l in range(r.shape[1]):
                 rec.add_trace(go.Scatter(
                     x=steps, y=r[:, l], name=name, legendgroup=run["id"], showlegend=l == 0,
@@ -550,9 +557,12 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     rec.update_xaxes(title_text="step")
     rec.update_yaxes(title_text="weight rel. error (matched)")
     below = dict(legend=dict(orientation="h", y=-0.22, x=0, xanchor="left", yanchor="top"))
-    return (_layout(loss, "Loss", height=400).update_layout(**below),
-            _layout(rec, "Weight recovery error per layer (solid L0, dashed L1, …)",
-                    height=400).update_layout(**below))
+    # the line styles the runs' layers have (one layer: no key needed)
+    key = ", ".join(f"{LAYER_DASH_NAMES[l % len(dashes)]} L{l}" for l in range(layers))
+    title = "Weight recovery error" + (f" per layer ({key})" if layers > 1 else "")
+    return (_layout(loss, "Loss", height=400, annotations=zero_loss_notes(zeros))
+            .update_layout(**below),
+            _layout(rec, title, height=400).update_layout(**below))
 
 
 def _recovery_array(h: Mapping) -> np.ndarray | None:

@@ -450,9 +450,7 @@ def open_config(cfg):
         st.session_state[k] = v
     shown = to_config(TSSettings(name, _raw_of(values), 20))
     # settings the run does not use are no difference (a rule run's decay with bp, fa, sign)
-    unused = {"steps", "description"} | (
-        set() if cfg.feedback in ("kp", "wm") else {"feedback_decay"}) | (
-        set() if cfg.student_start == "near-teacher" else {"start_noise"})
+    unused = {"steps", "description"} | cfg.idle_fields()
     differ = [f for f in cfg.__dataclass_fields__ if f not in unused
               and getattr(shown, f) != getattr(cfg, f)]
     return shown, differ
@@ -549,7 +547,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                            "(extra units cut off): does training bring it back? (At σ = 0 "
                            "nothing moves it, but kp's weight decay.)")
         sno = st.slider("Start noise σ", 0.0, 1.0, float(d["sno"]), 0.05, key="sno",
-                        bind="query-params", disabled=sn != "near-teacher",
+                        bind="query-params", disabled=not core.uses_start_noise(sn),
                         help="How far a near-teacher student starts: each weight is the "
                              "teacher's times 1 + σ·N(0, 1) (0: the teacher exactly).")
         learn = st.multiselect("Learnable", list(core.GROUPS), d["learn"], key="learn",
@@ -857,6 +855,7 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "gs_beta": ("Scale β", ", ".join(map(str, SCALES))),
     "gf_train": ("Train first (steps)", "0 to 5000"), "gf_seed": ("Seed", "0 to 10000"),
     "gf_start": ("Student starts as", _options("STUDENT_STARTS")), "gf_sno": ("Start noise σ", "0 to 1"),
+    "rl_start": ("Student starts as", _options("STUDENT_STARTS")), "rl_sno": ("Start noise σ", "0 to 1"),
     "rl_decay": ("Feedback decay λ", lambda: ", ".join(map(str, FB_DECAYS))),
     "gf_n": ("Perturbations N", lambda: ", ".join(map(str, FIDELITY_SAMPLES))),
     "gf_sigma": ("σ", lambda: ", ".join(map(str, FIDELITY_SIGMAS))),
@@ -1199,7 +1198,9 @@ def fidelity_resolution_note(rows: list[dict], n_samples: int) -> None:
 def fidelity_changed(made: FidelitySettings, now: FidelitySettings) -> list[str]:
     """The controls whose value differs from what a table was computed for
     (σ of the start only between two near-teacher starts)."""
-    near = made.start == now.start == "near-teacher"
+    import core
+
+    near = made.start == now.start and core.uses_start_noise(now.start)
     return [URL_CONTROLS[key][0] for f, key in FIDELITY_KEYS.items()
             if getattr(made, f) != getattr(now, f) and (f != "start_noise" or near)]
 
@@ -1245,10 +1246,10 @@ def fidelity_ui() -> FidelitySettings:
                               "teacher's weights times 1 + σ·N(0, 1)): does the surrogate "
                               "gradient point back to the teacher from nearby? (b) says.")
     noise = c10.slider("Start noise σ", 0.0, 1.0, 0.2, 0.05, key="gf_sno", bind="query-params",
-                       disabled=start != "near-teacher")
+                       disabled=not core.uses_start_noise(start))
     return FidelitySettings(preset, tuple(shapes), tuple(sorted(float(s) for s in scales)), int(n),
                             float(sigma), int(seed), int(steps), norm, start,
-                            float(noise) if start == "near-teacher" else 0.2)
+                            float(noise) if core.uses_start_noise(start) else 0.2)
 
 
 # ---- Learning rules page ---------------------------------------------------------
@@ -1262,6 +1263,8 @@ class RulesSettings:
     surrogate: str
     scale: float
     steps_per_tick: int | str      # a number of steps, or ui.ticks.AUTO
+    start: str = "own"             # Config.student_start: every rule's student starts so
+    start_noise: float = 0.2       # Config.start_noise (a near-teacher start's)
 
 
 FB_DECAYS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
@@ -1311,6 +1314,15 @@ def rules_ui(demo: bool = False) -> RulesSettings:
                            key="rl_sh", bind="query-params",
                            help="Wider than the teacher's so the feedback matrices have room "
                                 "to align (blank = teacher's).")
+    start = more.selectbox("Student starts as", list(core.STUDENT_STARTS), key="rl_start",
+                           bind="query-params",
+                           help="Where every rule's student starts (as on Teacher–Student): "
+                                "own, teacher-neurons (the teacher's f, b, reset: only the "
+                                "weights to find), or near-teacher (the teacher's weights times "
+                                "1 + σ·N(0, 1), extra hidden units cut off): does a rule keep "
+                                "the teacher it starts at?")
+    noise = more.slider("Start noise σ", 0.0, 1.0, 0.2, 0.05, key="rl_sno", bind="query-params",
+                        disabled=not core.uses_start_noise(start))
     decay = more.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, 0.05, key="rl_decay",
                                bind="query-params")
     lr = sb.select_slider("Learning rate", LRS, 1e-2, key="rl_lr", bind="query-params")
@@ -1319,7 +1331,7 @@ def rules_ui(demo: bool = False) -> RulesSettings:
     spt = more.select_slider("Steps per tick", STEPS_PER_TICK, AUTO, key="rl_spt",
                              bind="query-params", help=SPT_HELP)
     return RulesSettings(preset, tuple(rules), hidden, float(decay), float(lr), sg, float(scale),
-                         spt)
+                         spt, start, float(noise) if core.uses_start_noise(start) else 0.2)
 
 
 def layer_choice(label: str, names: list[str], key: str, help: str | None = None) -> int:
@@ -1348,7 +1360,8 @@ def rules_config(s: RulesSettings):
             f"(e.g. {DEFAULT_PRESET}).")
     hidden = parse_layers(s.hidden, "student_hidden") if str(s.hidden).strip() else ()
     cfg = base.replace(student_hidden=hidden, feedback_decay=s.decay, lr=s.lr,
-                       surrogate=s.surrogate, scale=s.scale)
+                       surrogate=s.surrogate, scale=s.scale, student_start=s.start,
+                       start_noise=s.start_noise)
     # every rule but bp also runs backprop's backward pass (for the update angle)
     students = sum(1 if r == "bp" else 2 for r in s.rules)
 

@@ -646,3 +646,27 @@ def test_the_silent_level_is_kept_until_the_teacher_or_the_loss_changes(monkeypa
     run.build(cfg.replace(teacher_seed=5))
     assert run.silent_loss() == pytest.approx(
         real(core.setup(cfg.replace(teacher_seed=5))), rel=1e-6) and len(calls) == 4
+
+
+def test_the_recent_loss_is_the_mean_of_the_last_25_steps_not_rows():
+    """The silent-student caption's "recent loss" (both live pages): a long
+    history keeps every other row, and the mean of its last 25 rows spanned
+    50 steps.  Reference: each row repeated for the steps it stands for,
+    the last 25 of those averaged."""
+    from ui.live import recent_loss
+
+    steps = np.arange(2, 101, 2)                       # rows at 2, 4, ..., 100
+    loss = np.sqrt(steps.astype(float))
+    per_step = np.repeat(loss, 2)                      # steps 1..100
+    assert recent_loss(steps, loss, []) == pytest.approx(per_step[-25:].mean(), rel=1e-12)
+    assert recent_loss(steps, loss, []) != pytest.approx(loss[-25:].mean(), rel=1e-3)
+    # a change of the loss's τ at step 90: 10 steps under the loss now set, not 25
+    assert recent_loss(steps, loss, [{"step": 90, "changed": {"vr_tau": [0.01, 0.05]}}]) is None
+    # a change of the learning rate does not count
+    lr = [{"step": 90, "changed": {"lr": [0.01, 0.02]}}]
+    assert recent_loss(steps, loss, lr) == pytest.approx(per_step[-25:].mean())
+    # per rule: a column with a NaN in its window (a diverged rule) is NaN, the others theirs
+    two = np.stack([loss, np.where(steps > 95, np.nan, 2 * loss)], axis=1)
+    got = recent_loss(steps, two, [])
+    assert got[0] == pytest.approx(per_step[-25:].mean()) and np.isnan(got[1])
+    assert recent_loss(np.arange(1, 25), np.ones(24), []) is None     # 24 steps: too few

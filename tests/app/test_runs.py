@@ -512,6 +512,39 @@ def test_overlay_draws_loss_at_its_steps_and_the_silent_level_from_its_loss():
     assert levels[1].line.color == loss.data[2].line.color != SILENT_COLOR
 
 
+def test_overlay_names_the_runs_whose_loss_was_exactly_zero_and_keys_their_layers():
+    """A loss of exactly 0 (a student started at the teacher) cannot be drawn
+    on the log axis: the note names the runs and their counts of such steps,
+    the others not.  The recovery title keys the line styles of the layers
+    there are (none for one layer)."""
+    def run(key, loss, rec):
+        return {"id": key * 32, "name": key, "histories": {
+            "loss": loss, "recovery": rec, "recovery_step": list(range(len(rec)))},
+            "metrics": {}}
+
+    at = run("a", [0.0, 0.0, 0.0, 1e-3], [[0.0], [0.1]])
+    plain = run("b", [2.0, 1.0], [[0.5], [0.4]])
+    loss, rec = R.overlay_figures([at, plain])
+    note, = loss.layout.annotations
+    assert note.text == f"a · {'a' * 6}: loss 0 at 3 of 4 steps (not drawn: a log axis)"
+    assert not R.overlay_figures([plain])[0].layout.annotations
+    assert rec.layout.title.text == "Weight recovery error"
+    deep = run("c", [1.0], [[0.1, 0.2, 0.3]])
+    _, rec = R.overlay_figures([at, deep])
+    assert rec.layout.title.text == ("Weight recovery error per layer "
+                                     "(solid L0, dashed L1, dotted L2)")
+    assert [t.line.dash for t in rec.data] == ["solid", "solid", "dash", "dot"]
+    # the home page's single loss curve, and the live chart, say the same
+    from ui.figures import loss_figure, ts_loss_figure
+
+    assert loss_figure([1.0, 0.0]).layout.annotations[0].text == (
+        "loss 0 at 1 of 2 steps (not drawn: a log axis)")
+    assert not loss_figure([1.0, 0.5]).layout.annotations
+    spec = ts_loss_figure(np.arange(1, 3), [0.0, 0.0])
+    assert spec["layout"]["annotations"][0]["text"] == (
+        "loss 0 at 2 of 2 steps (not drawn: a log axis)")
+
+
 def test_launch_grid_and_demo_caps():
     assert R.launch_grid(["superspike", "sigmoid"], " 1,5 ", "") == [
         "surrogate=superspike,sigmoid", "scale=1,5"]

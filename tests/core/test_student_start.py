@@ -219,3 +219,32 @@ def test_a_sweep_over_the_start_noise_starts_each_student_its_own_distance_away(
         errors.append([layer["rel_error"] for layer in rec])
     assert errors[0] == [0.0, 0.0]
     assert all(0.2 < e < 0.4 for e in errors[1]), errors
+
+
+@pytest.mark.parametrize("start,feedback,idle", [
+    ("own", "bp", {"start_noise", "feedback_decay"}),
+    ("teacher-neurons", "fa", {"start_noise", "feedback_decay"}),
+    ("near-teacher", "kp", set()),
+    ("near-teacher", "wm", set()),
+])
+def test_the_settings_a_run_calls_idle_do_not_change_its_training(start, feedback, idle):
+    """``Config.idle_fields`` is what the pages use to decide that a change
+    neither restarts nor is recorded; checked against the engine: 10 steps
+    with the idle settings moved train the same parameters, and moving a
+    setting it does not call idle changes them."""
+    base = core.get_preset("small").replace(student_start=start, feedback=feedback,
+                                            start_noise=0.2, feedback_decay=5e-3)
+    assert base.idle_fields() == idle
+    moved = {"start_noise": 0.6, "feedback_decay": 0.05}
+
+    def trained(cfg):
+        exp, _ = core.train(core.setup(cfg), 10, chunk=10)
+        return [np.asarray(x) for x in jax.tree.leaves(exp.state.params)]
+
+    ref = trained(base)
+    for field, value in moved.items():
+        got = trained(base.replace(**{field: value}))
+        same = all(np.array_equal(a, b) for a, b in zip(ref, got))
+        assert same == (field in idle), field
+    # the rules trained side by side (Learning rules) count: wm among them uses the decay
+    assert "feedback_decay" not in base.idle_fields(("bp", "wm"))
