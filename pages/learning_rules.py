@@ -121,6 +121,8 @@ def live_panels():
                + "; update angle: the mean of the last 50, every hidden layer together"
                + (" (∠(Δh, Δh_BP) °), or the layer named" if len(names) > 1 else "")
                + "; spikes: held-out input.")
+    if "kp" in run.rules and (reach := widgets.kp_reach_text(run.cfg, run.exp.task.teacher)):
+        st.caption(reach)
 
 
 live_panels()

@@ -152,6 +152,9 @@ def live_panels():
     if silent:
         with slots["ts_loss"]:                    # below the loss chart
             st.caption(silent)
+    if cfg.feedback == "kp" and (reach := widgets.kp_reach_text(cfg, run.exp.task.teacher)):
+        with slots["ts_fb"]:                      # below the feedback angles
+            st.caption(reach)
     rows = [{"layer": names[i], "group": grp, "rel. error": v["rel_error"],
              "corr": v["corr"],           # None where undefined (core.metrics.corr_defined)
              "signed ε": v["signed"]}

@@ -313,6 +313,32 @@ def silent_teacher_text(cfg, teacher_out) -> str | None:
             f"rate or T, or lower the threshold θ.")
 
 
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+def kp_reach_text(cfg, teacher) -> str | None:
+    """A caption for kp where its weight decay keeps it from the teacher:
+    the layers it decays (each with a feedback matrix: all but the first)
+    hold their weights below about lr/λ (``core.feedback.kp_weight_bound``);
+    None where the teacher's weights there are within it, or nothing bounds
+    them so."""
+    from core.feedback import kp_weight_bound
+
+    bound = kp_weight_bound(cfg)
+    n = len(teacher)
+    if bound is None or n < 2:
+        return None
+    names = [f"hidden {l + 1}" if l < n - 1 else "output" for l in range(1, n)]
+    top = max(float(np.max(np.abs(np.asarray(layer.w)))) for layer in teacher[1:])
+    if top <= bound:
+        return None
+    step = OPTIMIZER_NAMES[cfg.optimizer]
+    return (f"kp: its weight decay (λ = {cfg.feedback_decay:g} a step) holds each weight into "
+            f"{', '.join(names)} below about lr/λ = {bound:.3g} (an {step} step is about the "
+            f"learning rate at most); the teacher's there reach {top:.3g}, out of kp's reach. "
+            f"λ ≤ {cfg.lr / top:.2g}, or a larger learning rate, would let it get there.")
+
+
 def silent_student_text(cfg, silent: float, recent: float | dict | None = None,
                         tunable: bool = True) -> str | None:
     """The caption of a loss chart's dotted line: the loss ``silent`` of a

@@ -671,3 +671,27 @@ def test_every_rule_starts_where_the_student_start_says():
     at.button(key="rl_step").click().run()
     own = at.dataframe[0].value.set_index("rule")
     assert own.filter(like="weights to").to_numpy().min() > 0.3    # an own student: far off
+
+
+def test_kp_is_told_when_its_decay_keeps_it_from_the_teachers_weights():
+    """kp's decay holds its weights into the output below about lr/λ
+    (``core.feedback.kp_weight_bound``, tested against training in core):
+    with the page's lr 0.01 and λ 0.05 that is 0.2, far below figure1's
+    teacher's output weights; a caption says so with the teacher's largest
+    weight there and the λ that would do.  λ = 0.001 (bound 10) or no kp:
+    no caption."""
+    import core
+
+    teacher = core.setup(core.get_preset("figure1")).task.teacher
+    top = float(np.max(np.abs(np.asarray(teacher[-1].w))))
+    at = _page()
+    _clean(at)
+    (reach,) = [c.value for c in at.caption if c.value.startswith("kp:")]
+    assert "λ = 0.05 a step" in reach and "into output below about lr/λ = 0.2 " in reach
+    assert f"reach {top:.3g}, out of kp's reach. λ ≤ {0.01 / top:.2g}," in reach
+    at.select_slider(key="rl_decay").set_value(0.001).run()
+    assert not [c for c in at.caption if c.value.startswith("kp:")]
+    at.select_slider(key="rl_decay").set_value(0.05).run()
+    at.multiselect(key="rl_rules").set_value(["bp", "fa"]).run()
+    _clean(at)
+    assert not [c for c in at.caption if c.value.startswith("kp:")]

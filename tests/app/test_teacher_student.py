@@ -194,9 +194,18 @@ def test_a_feedback_rule_draws_its_angles_to_backprop():
     _, hist = core.train(core.setup(core.get_preset("figure1").replace(feedback="fa")), 20)
     np.testing.assert_allclose(y, hist["alignment_deg"][:, 0], rtol=1e-4, atol=1e-3)
     assert _spec(at, "ts_fb")["layout"]["title"]["text"].startswith("Feedback (fa)")
+    assert not [c for c in at.caption if c.value.startswith("kp:")]
+    # kp: its decay (the preset's λ) bounds its output weights near lr/λ, below the teacher's
+    at.selectbox(key="fb").set_value("kp").run()
+    _assert_clean(at)
+    cfg = core.get_preset("figure1")
+    (reach,) = [c.value for c in at.caption if c.value.startswith("kp:")]
+    assert f"λ = {cfg.feedback_decay:g} a step" in reach
+    assert f"lr/λ = {cfg.lr / cfg.feedback_decay:.3g} " in reach
     at.selectbox(key="fb").set_value("bp").run()
     _assert_clean(at)
     assert "ts_fb" not in _components(at)
+    assert not [c for c in at.caption if c.value.startswith("kp:")]
 
 
 # ---- 3. restart vs continue knobs ------------------------------------------

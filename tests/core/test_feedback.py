@@ -298,6 +298,25 @@ def test_kolen_pollack_difference_decays_exactly(fig1):
     np.testing.assert_allclose(d1, (1 - 0.01) ** n * d0, rtol=1e-4, atol=1e-6)
 
 
+def test_kolen_pollacks_decay_bounds_its_weights_near_lr_over_lambda():
+    """kp decays the layers it learns B for by λ a step against Adam's step
+    of about lr: their weights settle below about lr/λ
+    (``kp_weight_bound``), where bp's, from the same start, grow 8x past it
+    (figure1, lr 1e-3, λ 0.05: bound 0.02).  SGD has no such bound."""
+    cfg = core.get_preset("figure1").replace(lr=1e-3, feedback_decay=0.05, **WIDE)
+    bound = fbk.kp_weight_bound(cfg.replace(feedback="kp"))
+    assert bound == pytest.approx(0.02)
+    top = {}
+    for rule in ("kp", "bp"):
+        exp, hist = core.train(core.setup(cfg.replace(feedback=rule)), 600, chunk=CHUNK)
+        assert not hist["diverged"]
+        top[rule] = float(np.max(np.abs(np.asarray(exp.state.params[-1].w))))
+    assert top["kp"] < 1.5 * bound < top["bp"] / 5, top
+    assert fbk.kp_weight_bound(cfg.replace(optimizer="sgd")) is None
+    assert fbk.kp_weight_bound(cfg.replace(feedback_decay=0.0)) is None
+    assert fbk.kp_weight_bound(cfg.replace(learn=("omega",))) is None
+
+
 def test_feedback_alignment_ends_below_90(trained):
     exp, hist = trained["fa"]
     a = hist["alignment_deg"][:, 0]
