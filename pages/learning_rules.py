@@ -114,7 +114,8 @@ def live_panels():
     if demo:      # a laptop's width: the columns a visitor reads (the rest scrolled off)
         table = table[[c for c in table.columns
                        if c in POSTER_COLUMNS or c.startswith("∠(Wᵀ,B) hidden")]]
-    st.dataframe(table, hide_index=True, width="stretch", placeholder="—")
+    st.dataframe(table, hide_index=True, width="stretch", placeholder="—",
+                 column_config=widgets.rules_table_columns(table.columns, names))
     st.caption("Final loss: the mean of the last min(50, steps/10) steps, as every run's; "
                "∠(Wᵀ,B): the feedback matrix carrying the error to hidden 1"
                + (", or the layer named" if len(names) > 1 else "")

@@ -35,6 +35,14 @@ def _look(title: str, height: int) -> dict:
                 legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
 
 
+# Plotly's modebar (on hover, top right) with the buttons a visitor uses: download, zoom, pan,
+# reset.  Its others (box and lasso select, zoom in and out, autoscale, the Chart Studio
+# link: online) made it wide enough to cover the charts' titles.  Every chart uses it: the
+# live ones (ui.live_plot) and Streamlit's (ui.widgets.plotly_chart).
+MODEBAR_REMOVE = ("select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d",
+                  "sendChartToCloud")
+PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": list(MODEBAR_REMOVE)}
+
 POSTER_FONT = 16   # poster mode: chart text in px (Plotly's default is 12, small from 1.5 m)
 LEGEND_BELOW = dict(orientation="h", y=-0.28, x=0, xanchor="left", yanchor="top")
 LEGEND_GAP = 4.4   # poster mode: a legend moved below the plot, this many font sizes under it

@@ -31,7 +31,7 @@ import plotly
 import plotly.graph_objects as go
 import streamlit.components.v1 as components
 
-from ui.figures import poster_spec
+from ui.figures import PLOTLY_CONFIG, poster_spec
 
 _FRONTEND = Path(__file__).parent / "live_plot_frontend"
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -138,5 +138,5 @@ def live_plot(fig, *, key: str, height: int = 320, revision: str = "keep",
         from ui.widgets import demo_mode_active
 
         poster = demo_mode_active()
-    return _component(spec=to_json(fig, revision, poster), height=int(height), key=key,
-                      default=None)
+    return _component(spec=to_json(fig, revision, poster), height=int(height),
+                      config=PLOTLY_CONFIG, key=key, default=None)

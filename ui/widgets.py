@@ -1104,7 +1104,9 @@ def plotly_chart(where, fig, *, key: str, poster: bool | None = None, **kw):
         fig = go.Figure(poster_spec(spec))
     # theme=None: the figure's own look (plotly_white, its font sizes), as the live
     # charts draw; Streamlit's theme replaced the fonts (poster mode's too) and titles
-    return where.plotly_chart(fig, key=key, theme=None, **kw)
+    from ui.figures import PLOTLY_CONFIG
+
+    return where.plotly_chart(fig, key=key, theme=None, config=PLOTLY_CONFIG, **kw)
 
 
 def visitor_id() -> str:
@@ -1358,6 +1360,55 @@ def rules_ui(demo: bool = False) -> RulesSettings:
                              bind="query-params", help=SPT_HELP)
     return RulesSettings(preset, tuple(rules), hidden, float(decay), float(lr), sg, float(scale),
                          spt, start, float(noise) if core.uses_start_noise(start) else 0.2)
+
+
+def rules_table_columns(columns, hidden: Sequence[str]) -> dict:
+    """``st.dataframe`` column settings of the Learning rules table: short
+    labels, a few digits and the meaning on hover, so that its columns fit a
+    laptop's page (at 1280 px "weights to output: rel. error" was scrolled
+    off).  The table's own column names (those a saved run and the tests
+    read) are unchanged.  ``hidden``: the network's hidden layers' names;
+    with more than one the labels name layers short ("h1", "out") and the
+    first angle column names its layer."""
+    num = st.column_config.NumberColumn
+    deep = len(hidden) > 1
+
+    def short(layer: str) -> str:
+        if not deep:
+            return layer
+        return "out" if layer == "output" else layer.replace("hidden ", "h")
+
+    out = {"rule": st.column_config.TextColumn("rule", width=50),
+           "final loss": num("final loss", format="%.4g",
+                             help="The mean of the last min(50, steps/10) steps, as every run's."),
+           "spike precision": num("precision", format="%.3f",
+                                  help="Share of the student's output spikes within ±1 ms of a "
+                                       "teacher spike (held-out input)."),
+           "spike recall": num("recall", format="%.3f",
+                               help="Share of the teacher's output spikes matched by the "
+                                    "student's within ±1 ms (held-out input)."),
+           "rate error": num("rate err.", format="%+.3f",
+                             help="Output spike count, (student − teacher) / teacher "
+                                  "(held-out input).")}
+    for c in columns:
+        if c.startswith("∠(Wᵀ,B)"):
+            layer = c[len("∠(Wᵀ,B)"):-1].strip() or (hidden[0] if hidden else "")
+            out[c] = num(f"∠(Wᵀ,B) {short(layer)} °" if deep else c, format="%.1f",
+                         help=f"Angle between the matrix that carries the error to {layer} and "
+                              "backprop's Wᵀ, at the last step: 0° for bp, 90° unaligned.")
+        elif c.startswith("∠(Δh, Δh_BP)"):
+            layer = c[len("∠(Δh, Δh_BP)"):-1].strip()
+            label = c if not deep else f"update ∠ {short(layer) if layer else 'all'} °"
+            out[c] = num(label, format="%.1f",
+                         help="Angle ∠(Δh, Δh_BP) of the rule's update to "
+                              + (layer if layer else "the hidden layers (all together)")
+                              + " to backprop's, the mean of the last 50 steps.")
+        elif c.startswith("weights to ") and c.endswith(": rel. error"):
+            layer = c[len("weights to "):-len(": rel. error")]
+            out[c] = num(f"W→{short(layer)} err.", format="%.3f",
+                         help=f"Relative error of the weights into {layer} (units matched to "
+                              "the teacher's).")
+    return out
 
 
 def layer_choice(label: str, names: list[str], key: str, help: str | None = None) -> int:

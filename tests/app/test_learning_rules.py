@@ -695,3 +695,34 @@ def test_kp_is_told_when_its_decay_keeps_it_from_the_teachers_weights():
     at.multiselect(key="rl_rules").set_value(["bp", "fa"]).run()
     _clean(at)
     assert not [c for c in at.caption if c.value.startswith("kp:")]
+
+
+@pytest.mark.parametrize("preset,hidden,width", [("figure1", ("hidden 1",), 15),
+                                                 ("deep", ("hidden 1", "hidden 2"), 14)])
+def test_the_tables_columns_get_short_labels_that_name_their_layer(preset, hidden, width):
+    """At 1280 px the table's last columns ("weights to output: rel. error")
+    were scrolled off: every column of a real comparison's table gets a
+    short label (a few digits, the meaning on hover), the table's own
+    names unchanged; with two hidden layers the first angle says its layer."""
+    import core
+    from ui.live import RulesRun
+    from ui.widgets import rules_table_columns
+
+    cfg = core.get_preset(preset).replace(student_hidden=tuple(20 for _ in hidden))
+    run = RulesRun(cfg, ("bp", "fa"))
+    run.advance(2)
+    columns = list(run.table()[0])
+    config = rules_table_columns(columns, list(hidden))
+    assert set(config) == set(columns)
+    labels = {c: config[c]["label"] for c in columns}
+    assert all(len(label) <= width for label in labels.values()), labels
+    assert all(config[c].get("help") for c in columns if c != "rule")
+    weights = [labels[c] for c in columns if c.startswith("weights to")]
+    if len(hidden) == 1:
+        assert labels["∠(Wᵀ,B) °"] == "∠(Wᵀ,B) °"
+        assert weights == ["W→hidden 1 err.", "W→output err."]
+    else:
+        assert labels["∠(Wᵀ,B) °"] == "∠(Wᵀ,B) h1 °"
+        assert labels["∠(Wᵀ,B) hidden 2 °"] == "∠(Wᵀ,B) h2 °"
+        assert weights == ["W→h1 err.", "W→h2 err.", "W→out err."]
+        assert "hidden 2" in config["∠(Wᵀ,B) hidden 2 °"]["help"]

@@ -56,6 +56,15 @@ def chart_frame(page: Page, key: str):
     return frame
 
 
+MODEBAR = ["Download plot as a PNG", "Zoom", "Pan", "Reset axes"]   # ui.figures.PLOTLY_CONFIG
+
+
+def _modebar(frame) -> list:
+    """The titles of the modebar buttons in ``frame`` (a page or a chart's frame)."""
+    return frame.evaluate("() => Array.from(document.querySelectorAll('.modebar-btn'))"
+                          ".map(b => b.getAttribute('data-title'))")
+
+
 def neuron_chart_data(page: Page) -> list:
     return [chart_frame(page, key).evaluate(CHART_DATA_JS) for key in NEURON_CHARTS]
 
@@ -114,6 +123,8 @@ def test_neuron_slider_updates_url_and_chart(page: Page, app_url: str):
     page.mouse.up()
     zoomed = res.evaluate(PLOT_STATE_JS)
     assert zoomed["auto"] is False, zoomed
+    # the modebar has the buttons a visitor uses, no more (its full width covered titles)
+    assert _modebar(res) == MODEBAR
 
     frames = [chart_frame(page, key) for key in NEURON_CHARTS]
     drawn = [f.evaluate(PLOT_STATE_JS)["renders"] for f in frames]
@@ -173,6 +184,8 @@ def test_home_loads_and_trains(page: Page, app_url: str):
     wait_idle(page)
     assert_no_exception(page)
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
+    # Streamlit's charts have the trimmed modebar too (with Streamlit's own Fullscreen)
+    assert _modebar(page) == [*MODEBAR, "Fullscreen"] * 2
     page.screenshot(path=str(SHOTS / "home_trained.png"), full_page=True)
     # a reload (a new Streamlit session) comes back to the visitor's example (ui.tabs;
     # it used to begin again at step 0)

@@ -17,6 +17,7 @@
   };
   const LEGEND_GAP = 4.4;   // a legend moved below the plot: this many font sizes under it
                             // (the x tick labels and the axis title; ui/figures.py's LEGEND_GAP)
+  let config = CONFIG;      // with the render's own (args.config: ui.figures.PLOTLY_CONFIG)
   let last = null;          // {spec, height}: the latest render, redrawn on a resize
   let placed = { key: null, below: false };
 
@@ -67,7 +68,7 @@
     const key = movable ? legendKey(spec, layout) : null;
     const known = movable && placed.key === key;
     if (known && placed.below) layout.legend = legendBelow(layout, height);
-    const drawn = Plotly.react(el, data, layout, CONFIG);
+    const drawn = Plotly.react(el, data, layout, config);
     if (!movable) {
       el.dataset.legend = "fixed";
     } else if (known) {
@@ -98,6 +99,7 @@
       return;
     }
     const height = Number(args.height) || 320;
+    config = Object.assign({}, CONFIG, args.config || {});
     el.style.height = height + "px";
     if (typeof Plotly === "undefined") {
       el.textContent = "Plotly.js could not be loaded; reload the page.";
