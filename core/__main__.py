@@ -541,6 +541,12 @@ def _sweep(args, stop) -> int:
               f"{result.devices} device(s)) in {result.seconds:.1f} s, "
               f"{result.student_steps_per_s:.0f} student-steps/s"
               + ("" if args.no_store else f"; stored (runs list --tags sweep:{result.sweep_id})"))
+        shared = [(r["point"], r["trained_as_point"]) for r in table if "trained_as_point" in r]
+        if shared:
+            print(f"{len(shared)} point(s) trained once, as an equal earlier point (they differ "
+                  "only in a setting they leave idle: the start noise of a start that is not "
+                  "near-teacher, the decay of a rule without one): "
+                  + ", ".join(f"{a} as {b}" for a, b in shared))
     return 0
 
 

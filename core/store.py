@@ -243,7 +243,7 @@ _ONE_MATRIX = ("alignment_deg",)                     # ... or numbers (one feedb
 _METRIC_NUMBERS = ("initial_loss", "final_loss", "diverged_loss", "spike_precision",
                    "spike_recall", "rate_error", "steps_per_s", "seconds",
                    "first_chunk_seconds", "update_angle_deg", "silent_loss")
-_METRIC_COUNTS = ("steps", "sweep_point", "diverged_at_step")
+_METRIC_COUNTS = ("steps", "sweep_point", "trained_as_point", "diverged_at_step")
 
 
 def _number(x: Any) -> bool:

@@ -256,6 +256,33 @@ def groups(points: Sequence[Point]) -> list[list[Point]]:
     return list(out.values())
 
 
+def training_key(cfg: Config) -> Config:
+    """``cfg`` with the settings it leaves idle (``Config.idle_fields``: the
+    start noise of a start that is not near-teacher, the decay of a rule
+    that has none) at their defaults: points with equal keys train the same
+    student step for step."""
+    fields = Config.__dataclass_fields__
+    return dataclasses.replace(cfg, **{f: fields[f].default for f in cfg.idle_fields()})
+
+
+def distinct(points: Sequence[Point]) -> tuple[list[Point], dict[int, list[Point]]]:
+    """The points to train, and for each of them (by index) the later points
+    that would train exactly the same (:func:`training_key`): a grid of
+    ``student_start=own,near-teacher`` x ``start_noise=0,0.3`` has two equal
+    own points, ``feedback=bp,kp`` x ``feedback_decay=...`` equal bp points.
+    Each of those is stored as its own run from its first point's training."""
+    first: dict = {}
+    train, same = [], {}
+    for p in points:
+        key = training_key(p.cfg)
+        if key in first:
+            same.setdefault(first[key].index, []).append(p)
+        else:
+            first[key] = p
+            train.append(p)
+    return train, same
+
+
 # --------------------------------------------------------------------------
 # running
 class Progress(NamedTuple):
@@ -396,6 +423,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     tags = [f"{SWEEP_TAG}{sweep_id}", *check_user_tags(list(tags), sweep=True)]   # before training
     points = expand(spec)
     mine = points[p_idx::p_cnt]
+    train, same = distinct(mine)     # a point equal to an earlier one: stored from its training
     put, n_dev = _mesh(devices)
     steps = spec.steps
     k = max(1, min(chunk, steps))
@@ -406,7 +434,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     if block:
         block = math.ceil(block / n_dev) * n_dev
     grouped, sizes = [], []   # blocks of a split group all take the block size (one compile)
-    for g in groups(mine):
+    for g in groups(train):
         step_ = block or len(g)
         for i in range(0, len(g), step_):
             grouped.append(g[i:i + step_])
@@ -434,6 +462,7 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 stopped = True
                 break
             n = len(pts)
+            n_done = n + sum(len(same.get(p.index, ())) for p in pts)   # with their equals
             n_pad = sizes[g]
             state, task, hp = _prepare(pts, n_pad, tasks)
             state, task, hp = put(state), put(task, replicate=True), put(hp)
@@ -491,15 +520,15 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                     ended = last or stopped or bool(div.all())
                     # a diverged student's remaining steps will never run: out of the total
                     skipped_now = int(((steps - step_now[:n]) * div).sum())
-                    progress(Progress(done + (n if ended else 0), len(mine), total_steps,
-                                      len(mine) * steps - skipped - skipped_now,
+                    progress(Progress(done + (n_done if ended else 0), len(mine), total_steps,
+                                      len(train) * steps - skipped - skipped_now,
                                       time.perf_counter() - t_start,
                                       diverged + int(div.sum()), g, len(grouped)))
                 if stopped or div.all():
                     break
             diverged += int(div.sum())
             skipped += int(((steps - before[:n]) * div).sum())
-            done += n
+            done += n_done
             state, task_h = jax.device_get((state, task))
             silent = {}       # the group's one teacher: a level per loss setting
             for i, p in enumerate(pts):
@@ -534,13 +563,19 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                     metrics.update(feedback_summary(hist["alignment_deg"],
                                                     hist["update_angle_deg"],
                                                     hist["update_angle_layers_deg"]))
-                run_id = None
-                if store is not None:
-                    name = f"{spec.name or spec.preset or 'sweep'} #{p.index}"
-                    run_id = store.save(exp, hist, name=name, tags=tags, status=status,
-                                        metrics=metrics, snapshots=snaps[i].saved())
-                rows.append({"index": p.index, "settings": p.settings, "status": status,
-                             "metrics": metrics, "run_id": run_id})
+                # the point, then the points that train the same (``distinct``): each its
+                # own run, with its own configuration, from this training
+                for q in (p, *same.get(p.index, ())):
+                    q_metrics = metrics if q is p else {**metrics, "sweep_point": q.index,
+                                                        "trained_as_point": p.index}
+                    run_id = None
+                    if store is not None:
+                        q_exp = exp if q is p else exp._replace(cfg=q.cfg, hp=hyperparams(q.cfg))
+                        name = f"{spec.name or spec.preset or 'sweep'} #{q.index}"
+                        run_id = store.save(q_exp, hist, name=name, tags=tags, status=status,
+                                            metrics=q_metrics, snapshots=snaps[i].saved())
+                    rows.append({"index": q.index, "settings": q.settings, "status": status,
+                                 "metrics": q_metrics, "run_id": run_id})
     except BaseException:
         if store is not None and p_idx == 0:
             store.set_sweep_status(sweep_id, "stopped")
@@ -583,6 +618,8 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping]) -> list[dict]:
             if len(layers) > 1:       # (one hidden layer: the update angle itself)
                 for j, angle in enumerate(layers):
                     rec[f"update_angle_deg_h{j + 1}"] = angle
+        if m.get("trained_as_point") is not None:   # an equal point's training (distinct)
+            rec["trained_as_point"] = m["trained_as_point"]
         rec["run_id"] = r.get("run_id")
         out.append(rec)
     return out

@@ -464,3 +464,47 @@ def test_a_stop_between_groups_sets_up_no_next_group(tmp_path):
                           stop=stop)
     assert res.stopped and [r["index"] for r in res.rows] == [0]
     assert res.rows[0]["status"] == "done" and res.student_steps == 20
+
+
+def test_points_that_differ_only_in_a_setting_they_leave_idle_train_once(tmp_path, capsys):
+    """``student_start=own,near-teacher`` x ``start_noise=0,0.3``: the own
+    student does not use σ, so its two points are one training (it trained
+    them both, step for step equal); each is still stored as a run with its
+    own configuration, the one a separate run of it trains.  Progress counts
+    the 4 points and the 3 trainings' steps."""
+    spec = _spec(["student_start=own,near-teacher", "start_noise=0,0.3"])
+    store = RunStore(tmp_path)
+    seen = []
+    res = sweep.run_sweep(spec, store=store, chunk=12, progress=seen.append)
+    assert res.student_steps == 3 * STEPS
+    assert seen[-1].points_done == seen[-1].points_total == 4
+    assert seen[-1].student_steps == seen[-1].student_steps_total == 3 * STEPS
+    rows = {r["index"]: r for r in res.rows}
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert rows[1]["metrics"]["trained_as_point"] == 0
+    assert all("trained_as_point" not in rows[i]["metrics"] for i in (0, 2, 3))
+    assert rows[1]["metrics"]["sweep_point"] == 1 and rows[1]["settings"]["start_noise"] == 0.3
+    pts = sweep.expand(spec)
+    exp, hist = core.train(core.setup(pts[1].cfg), STEPS, chunk=12)
+    stored = store.get(rows[1]["run_id"])
+    assert stored["config"]["start_noise"] == 0.3 and stored["config"]["student_start"] == "own"
+    np.testing.assert_allclose(stored["histories"]["loss"], hist["loss"], rtol=1e-5)
+    _, params, _ = store.load_params(rows[1]["run_id"])
+    for a, b in zip(params, exp.state.params):
+        np.testing.assert_allclose(a.w, b.w, rtol=1e-5, atol=1e-6)
+    # the near-teacher points are two trainings: σ = 0 is the teacher (loss 0), σ = 0.3 is not
+    assert rows[2]["metrics"]["final_loss"] == 0.0 < rows[3]["metrics"]["final_loss"]
+    assert len(store.sweep_runs(res.sweep_id)) == 4
+    table = sweep.summary_table(spec, res.rows)
+    assert [r.get("trained_as_point") for r in table] == [None, 0, None, None]
+    # bp has no decay: feedback=bp,kp x feedback_decay=a,b trains bp once
+    train, same = sweep.distinct(sweep.expand(_spec(["feedback=bp,kp",
+                                                     "feedback_decay=0.01,0.05"])))
+    assert [p.index for p in train] == [0, 2, 3] and {k: [p.index for p in v]
+                                                      for k, v in same.items()} == {0: [1]}
+    from core.__main__ import main
+
+    assert main(["sweep", "--preset", "figure1", "--grid", "feedback=bp,kp",
+                 "--grid", "feedback_decay=0.01,0.05", "--steps", "4", "--chunk", "4",
+                 "--no-store", "--quiet"]) == 0
+    assert "1 point(s) trained once, as an equal earlier point" in capsys.readouterr().out
