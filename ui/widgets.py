@@ -404,7 +404,11 @@ def parse_layers(text: str, field: str) -> tuple[int, ...]:
 
 
 def _nearest(options, value):
-    return min(options, key=lambda o: abs(np.log(o) - np.log(value)) if value > 0 else o)
+    """The menu entry nearest ``value`` on a log scale (the smallest for a
+    value ≤ 0; an entry 0, as a decay's, only for a value of 0)."""
+    if value <= 0:
+        return min(options)
+    return min((o for o in options if o > 0), key=lambda o: abs(math.log(o) - math.log(value)))
 
 
 def preset_values(name: str) -> dict:
@@ -440,7 +444,8 @@ def config_values(c) -> dict:
          "loss": c.loss, "opt": c.optimizer, "lr": _nearest(LRS, c.lr), "rg": c.reset_grad,
          "T": c.T, "B": c.batch if c.batch in BATCHES else 8, "th": c.threshold,
          "psp": c.psp_norm, "tsyn": c.tau_syn * 1e3, "tsmodel": c.model.upper(),
-         "np": c.n_patterns, "vrt": c.vr_tau * 1e3, "fb": c.feedback}
+         "np": c.n_patterns, "vrt": c.vr_tau * 1e3, "fb": c.feedback,
+         "fbd": _nearest(FB_DECAYS, c.feedback_decay)}
     return {k: _clamp(k, x) if k in WIDGET_RANGES else x for k, x in v.items()}
 
 
@@ -524,7 +529,8 @@ def _raw_of(v: dict) -> dict:
             "T": int(v["T"]), "batch": int(v["B"]), "threshold": float(v["th"]),
             "psp_norm": bool(v["psp"]), "tau_syn": float(v["tsyn"]) / 1e3,
             "model": v["tsmodel"].lower(), "n_patterns": int(v["np"]),
-            "vr_tau": float(v["vrt"]) / 1e3, "feedback": v["fb"]}
+            "vr_tau": float(v["vrt"]) / 1e3, "feedback": v["fb"],
+            "feedback_decay": float(v["fbd"])}
 
 
 def _apply_preset():
@@ -591,7 +597,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
         spt = st.select_slider("Steps per tick", STEPS_PER_TICK, AUTO, key="spt",
                                bind="query-params", help=SPT_HELP)
         hidden = lambda k: st.session_state.get(k, d[k])   # demo: no control, keep what is set
-        opt, rg, fb = hidden("opt"), hidden("rg"), hidden("fb")
+        opt, rg, fb, fbd = hidden("opt"), hidden("rg"), hidden("fb"), hidden("fbd")
         if not demo:
             opt = st.selectbox("Optimizer", list(core.OPTIMIZERS),
                                index=list(core.OPTIMIZERS).index(d["opt"]), key="opt", bind="query-params")
@@ -602,6 +608,13 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                               help="How the error reaches hidden layers: bp (Wᵀ), fa, sign, kp, wm, "
                                    "dfa. Changing it restarts the run; compare rules side by side "
                                    "on the Learning rules page.")
+            from core.config import DECAY_RULES
+
+            fbd = st.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, d["fbd"], key="fbd",
+                                   bind="query-params", disabled=fb not in DECAY_RULES,
+                                   help="kp: the weight decay of W and B a step (it holds those "
+                                        "weights below about lr/λ); wm: the mirror's rate. "
+                                        "Applies in place while training.")
     adv = {k: st.session_state.get(k, d[k]) for k in ("T", "B", "th", "psp", "tsyn", "tsmodel",
                                                         "np", "vrt")}
     if not demo:
@@ -625,7 +638,7 @@ def teacher_student_ui(demo: bool = False) -> TSSettings:
                                         int(d["np"]), key="np", bind="query-params")
     raw = _raw_of({"L": layers, "sh": sh, "fr": fr, "br": br, "tr": tr, "ir": ir, "ts": ts,
                    "ss": ss, "sn": sn, "sno": sno, "learn": learn, "sg": sg, "beta": beta, "norm": norm, "loss": loss,
-                   "opt": opt, "lr": lr, "rg": rg, "fb": fb, **adv})
+                   "opt": opt, "lr": lr, "rg": rg, "fb": fb, "fbd": fbd, **adv})
     return TSSettings(preset, raw, spt)
 
 
@@ -883,6 +896,7 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "gf_start": ("Student starts as", _options("STUDENT_STARTS")), "gf_sno": ("Start noise σ", "0 to 1"),
     "rl_start": ("Student starts as", _options("STUDENT_STARTS")), "rl_sno": ("Start noise σ", "0 to 1"),
     "rl_decay": ("Feedback decay λ", lambda: ", ".join(map(str, FB_DECAYS))),
+    "fbd": ("Feedback decay λ", lambda: ", ".join(map(str, FB_DECAYS))),
     "gf_n": ("Perturbations N", lambda: ", ".join(map(str, FIDELITY_SAMPLES))),
     "gf_sigma": ("σ", lambda: ", ".join(map(str, FIDELITY_SIGMAS))),
     "gf_scales": ("Scales β", lambda: ", ".join(map(str, FIDELITY_SCALES))),
@@ -895,7 +909,7 @@ def url_numeric_options() -> dict:
     makes of any spelling of the same number ("20", "2e1")."""
     return {"beta": SCALES, "rl_beta": SCALES, "gs_beta": SCALES, "lr": LRS, "rl_lr": LRS,
             "B": BATCHES, "spt": STEPS_PER_TICK, "rl_spt": STEPS_PER_TICK,
-            "rl_decay": FB_DECAYS, "gf_n": FIDELITY_SAMPLES, "gf_sigma": FIDELITY_SIGMAS,
+            "rl_decay": FB_DECAYS, "fbd": FB_DECAYS, "gf_n": FIDELITY_SAMPLES, "gf_sigma": FIDELITY_SIGMAS,
             "gf_scales": FIDELITY_SCALES}
 
 

@@ -202,7 +202,15 @@ def test_a_feedback_rule_draws_its_angles_to_backprop():
     (reach,) = [c.value for c in at.caption if c.value.startswith("kp:")]
     assert f"λ = {cfg.feedback_decay:g} a step" in reach
     assert f"lr/λ = {cfg.lr / cfg.feedback_decay:.3g} " in reach
+    # λ is a continue knob here (Training): 0.001 gives the weights room (bound 10), no caption
+    assert not at.select_slider(key="fbd").disabled
+    _press_step(at)
+    steps = _step(at)
+    at.select_slider(key="fbd").set_value(0.001).run()
+    _assert_clean(at)
+    assert _step(at) == steps and not [c for c in at.caption if c.value.startswith("kp:")]
     at.selectbox(key="fb").set_value("bp").run()
+    assert at.select_slider(key="fbd").disabled
     _assert_clean(at)
     assert "ts_fb" not in _components(at)
     assert not [c for c in at.caption if c.value.startswith("kp:")]
