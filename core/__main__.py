@@ -543,10 +543,10 @@ def _sweep(args, stop) -> int:
               + ("" if args.no_store else f"; stored (runs list --tags sweep:{result.sweep_id})"))
         shared = [(r["point"], r["trained_as_point"]) for r in table if "trained_as_point" in r]
         if shared:
-            print(f"{len(shared)} point(s) trained once, as an equal earlier point (they differ "
-                  "only in a setting they leave idle: the start noise of a start that is not "
-                  "near-teacher, the decay of a rule without one): "
-                  + ", ".join(f"{a} as {b}" for a, b in shared))
+            print(f"{len(shared)} point(s) stored from an equal earlier point's training (they "
+                  "differ only in a setting they leave idle: the start noise of a start that is "
+                  "not near-teacher, the decay of a rule without one): "
+                  + ", ".join(f"{a} from {b}" for a, b in shared))
     return 0
 
 

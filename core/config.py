@@ -130,10 +130,13 @@ class Config:
     def idle_fields(self, rules: tuple = ()) -> set[str]:
         """The settings that do not act on this run: ``start_noise`` unless
         it starts near the teacher, ``feedback_decay`` unless one of
-        ``rules`` (default: its own feedback rule) is kp or wm.  A change of
-        one neither restarts nor is recorded as a change of the run."""
+        ``rules`` (default: its own feedback rule) is wm (its mirror's rate)
+        or kp with the weights learned (kp decays them: ``core.feedback``).
+        A change of one neither restarts nor is recorded as a change of the
+        run, and sweep points differing only there train once."""
         idle = set() if uses_start_noise(self.student_start) else {"start_noise"}
-        if not set(DECAY_RULES) & set(rules or (self.feedback,)):
+        rules = set(rules or (self.feedback,))
+        if not ("wm" in rules or ("kp" in rules and "weights" in self.learn)):
             idle.add("feedback_decay")
         return idle
 

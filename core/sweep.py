@@ -286,12 +286,12 @@ def distinct(points: Sequence[Point]) -> tuple[list[Point], dict[int, list[Point
 # --------------------------------------------------------------------------
 # running
 class Progress(NamedTuple):
-    points_done: int      # points whose training finished
-    points_total: int     # points this process trains
+    points_done: int      # points whose training finished (with the equal points it stands for)
+    points_total: int     # points this process trains or stores from an equal point's training
     student_steps: int    # applied steps, summed over students
     student_steps_total: int   # steps to train; a diverged student's remaining ones leave it
     seconds: float
-    diverged: int
+    diverged: int         # points (as points_done counts them) that diverged
     group: int            # index of the group being trained
     groups: int
 
@@ -422,8 +422,11 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
     sweep_id = _check_sweep_id(sweep_id, new=True) if sweep_id is not None else uuid.uuid4().hex[:12]
     tags = [f"{SWEEP_TAG}{sweep_id}", *check_user_tags(list(tags), sweep=True)]   # before training
     points = expand(spec)
-    mine = points[p_idx::p_cnt]
-    train, same = distinct(mine)     # a point equal to an earlier one: stored from its training
+    # the trainings (a point equal to an earlier one is stored from its training: distinct)
+    # are shared out between the processes; each stores its trainings' equal points too
+    trainings, same = distinct(points)
+    train = trainings[p_idx::p_cnt]
+    n_mine = len(train) + sum(len(same.get(p.index, ())) for p in train)
     put, n_dev = _mesh(devices)
     steps = spec.steps
     k = max(1, min(chunk, steps))
@@ -462,7 +465,8 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                 stopped = True
                 break
             n = len(pts)
-            n_done = n + sum(len(same.get(p.index, ())) for p in pts)   # with their equals
+            weight = np.asarray([1 + len(same.get(p.index, ())) for p in pts])  # with equals
+            n_done = int(weight.sum())
             n_pad = sizes[g]
             state, task, hp = _prepare(pts, n_pad, tasks)
             state, task, hp = put(state), put(task, replicate=True), put(hp)
@@ -520,13 +524,13 @@ def run_sweep(spec: SweepSpec, *, store=None, chunk: int = 50, devices=None,
                     ended = last or stopped or bool(div.all())
                     # a diverged student's remaining steps will never run: out of the total
                     skipped_now = int(((steps - step_now[:n]) * div).sum())
-                    progress(Progress(done + (n_done if ended else 0), len(mine), total_steps,
+                    progress(Progress(done + (n_done if ended else 0), n_mine, total_steps,
                                       len(train) * steps - skipped - skipped_now,
                                       time.perf_counter() - t_start,
-                                      diverged + int(div.sum()), g, len(grouped)))
+                                      diverged + int(weight[div].sum()), g, len(grouped)))
                 if stopped or div.all():
                     break
-            diverged += int(div.sum())
+            diverged += int(weight[div].sum())
             skipped += int(((steps - before[:n]) * div).sum())
             done += n_done
             state, task_h = jax.device_get((state, task))

@@ -335,7 +335,7 @@ def kp_reach_text(cfg, teacher) -> str | None:
     step = OPTIMIZER_NAMES[cfg.optimizer]
     return (f"kp: its weight decay (λ = {cfg.feedback_decay:g} a step) holds each weight into "
             f"{', '.join(names)} below about lr/λ = {bound:.3g} (an {step} step is about the "
-            f"learning rate at most); the teacher's there reach {top:.3g}, out of kp's reach. "
+            f"learning rate); the teacher's there reach {top:.3g}, out of kp's reach. "
             f"λ ≤ {cfg.lr / top:.2g}, or a larger learning rate, would let it get there.")
 
 
@@ -1365,8 +1365,12 @@ def rules_ui(demo: bool = False) -> RulesSettings:
                                 "the teacher it starts at?")
     noise = more.slider("Start noise σ", 0.0, 1.0, 0.2, 0.05, key="rl_sno", bind="query-params",
                         disabled=not core.uses_start_noise(start))
+    from core.config import DECAY_RULES
+
     decay = more.select_slider("Feedback decay λ (kp, wm)", FB_DECAYS, 0.05, key="rl_decay",
-                               bind="query-params")
+                               bind="query-params", disabled=not set(DECAY_RULES) & set(rules),
+                               help="kp: the weight decay of W and B a step (it holds those "
+                                    "weights below about lr/λ); wm: the mirror's rate.")
     lr = sb.select_slider("Learning rate", LRS, 1e-2, key="rl_lr", bind="query-params")
     sg = sb.selectbox("Surrogate", list(core.SURROGATES), key="rl_sg", bind="query-params")
     scale = sb.select_slider("Scale β", SCALES, 10.0, key="rl_beta", bind="query-params")
@@ -1397,10 +1401,11 @@ def rules_table_columns(columns, hidden: Sequence[str]) -> dict:
                              help="The mean of the last min(50, steps/10) steps, as every run's."),
            "spike precision": num("precision", format="%.3f",
                                   help="Share of the student's output spikes within ±1 ms of a "
-                                       "teacher spike (held-out input)."),
+                                       "teacher spike: ±1 time step, 1 ms at every preset's dt (held-out "
+                                       "input)."),
            "spike recall": num("recall", format="%.3f",
                                help="Share of the teacher's output spikes matched by the "
-                                    "student's within ±1 ms (held-out input)."),
+                                    "student's within ±1 time step (held-out input)."),
            "rate error": num("rate err.", format="%+.3f",
                              help="Output spike count, (student − teacher) / teacher "
                                   "(held-out input).")}

@@ -221,18 +221,20 @@ def test_a_sweep_over_the_start_noise_starts_each_student_its_own_distance_away(
     assert all(0.2 < e < 0.4 for e in errors[1]), errors
 
 
-@pytest.mark.parametrize("start,feedback,idle", [
-    ("own", "bp", {"start_noise", "feedback_decay"}),
-    ("teacher-neurons", "fa", {"start_noise", "feedback_decay"}),
-    ("near-teacher", "kp", set()),
-    ("near-teacher", "wm", set()),
+@pytest.mark.parametrize("start,feedback,learn,idle", [
+    ("own", "bp", ("weights",), {"start_noise", "feedback_decay"}),
+    ("teacher-neurons", "fa", ("weights",), {"start_noise", "feedback_decay"}),
+    ("near-teacher", "kp", ("weights",), set()),
+    ("near-teacher", "wm", ("weights",), set()),
+    # kp decays the weights it learns: none learned (ω only), nothing decays
+    ("own", "kp", ("omega",), {"start_noise", "feedback_decay"}),
 ])
-def test_the_settings_a_run_calls_idle_do_not_change_its_training(start, feedback, idle):
+def test_the_settings_a_run_calls_idle_do_not_change_its_training(start, feedback, learn, idle):
     """``Config.idle_fields`` is what the pages use to decide that a change
     neither restarts nor is recorded; checked against the engine: 10 steps
     with the idle settings moved train the same parameters, and moving a
     setting it does not call idle changes them."""
-    base = core.get_preset("small").replace(student_start=start, feedback=feedback,
+    base = core.get_preset("small").replace(student_start=start, feedback=feedback, learn=learn,
                                             start_noise=0.2, feedback_decay=5e-3)
     assert base.idle_fields() == idle
     moved = {"start_noise": 0.6, "feedback_decay": 0.05}

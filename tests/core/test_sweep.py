@@ -507,4 +507,25 @@ def test_points_that_differ_only_in_a_setting_they_leave_idle_train_once(tmp_pat
     assert main(["sweep", "--preset", "figure1", "--grid", "feedback=bp,kp",
                  "--grid", "feedback_decay=0.01,0.05", "--steps", "4", "--chunk", "4",
                  "--no-store", "--quiet"]) == 0
-    assert "1 point(s) trained once, as an equal earlier point" in capsys.readouterr().out
+    assert "1 point(s) stored from an equal earlier point's training" in capsys.readouterr().out
+
+
+def test_processes_share_out_the_trainings_and_store_each_point_once(tmp_path):
+    """Equal points are found over the whole grid before it is shared out:
+    ``own x start_noise=0,0.1,0.3`` is one training wherever its points
+    would fall, so two processes train 4 students (not 5) and store all 6
+    points once.  A diverged training counts every point it stands for."""
+    spec = _spec(["student_start=own,near-teacher", "start_noise=0,0.1,0.3"])
+    store = RunStore(tmp_path)
+    results = [sweep.run_sweep(spec, store=store, chunk=12, process_index=i, process_count=2,
+                               sweep_id="shared0") for i in (0, 1)]
+    assert sum(r.student_steps for r in results) == 4 * STEPS
+    stored = sorted(r["metrics"]["sweep_point"] for r in store.sweep_runs("shared0"))
+    assert stored == list(range(6))
+    assert [r["index"] for r in results[0].rows] == [0, 1, 2, 4]   # trains 0 and 4
+    assert [r["index"] for r in results[1].rows] == [3, 5]
+    seen = []
+    res = sweep.run_sweep(_spec(["lr=1e6", "feedback_decay=0.01,0.05"], steps=20), chunk=10,
+                          progress=seen.append)
+    assert [r["status"] for r in res.rows] == ["diverged", "diverged"]
+    assert seen[-1].diverged == 2 and seen[-1].points_done == seen[-1].points_total == 2
