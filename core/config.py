@@ -39,17 +39,12 @@ GROUPS = ("weights", "omega", "b", "reset")
 # reset), its weights drawn; "near-teacher", the teacher's network with every weight
 # multiplied by 1 + start_noise * N(0, 1) (a wider student's extra units cut off)
 STUDENT_STARTS = ("own", "teacher-neurons", "near-teacher")
-DECAY_RULES = ("kp", "wm")   # the rules that use feedback_decay (core.feedback)
-
-
-def uses_start_noise(start: str) -> bool:
-    """Whether a student start (one of STUDENT_STARTS) takes ``start_noise``."""
-    return start == "near-teacher"
 FEEDBACKS = ("bp", "fa", "sign", "kp", "wm", "dfa")   # credit assignment (core.feedback)
 # Rules that share one compiled step when Structure.feedback == "mixed": the
 # rule is then the traced index HParams.fb_rule, so students with different
 # rules train side by side in one vmapped call.
 MIXABLE = ("bp", "fa", "sign", "kp", "wm", "dfa")
+DECAY_RULES = ("kp", "wm")   # the rules that use feedback_decay (core.feedback)
 
 # Menus for the static part: shapes come from here, so the number of compiled
 # functions stays small.  Values outside these limits are refused.
@@ -60,6 +55,11 @@ MAX_BATCH = 1024
 
 
 STUDENT_SEED_OFFSET = 1_000_003   # a student is drawn from PRNGKey(student_seed + this)
+
+
+def uses_start_noise(start: str) -> bool:
+    """Whether a student start (one of STUDENT_STARTS) takes ``start_noise``."""
+    return start == "near-teacher"
 
 
 class ConfigError(ValueError):

@@ -407,8 +407,8 @@ def kp_weight_bound(cfg) -> float | None:
     by λ a step, against the optimizer's step U: a weight settles where
     λ|w| = |U|.  Adam's step per weight is about ``lr`` at most (RMSprop's
     about ``lr`` too, more while its gradients grow), so |w| stays below
-    about ``lr / λ`` (tested: figure1, lr 1e-3,
-    λ 0.05, max |w| into the output 0.025 against bp's 0.197).  A teacher
+    about ``lr / λ`` (tested: figure1, lr 1e-3, λ 0.05, max |w| into the
+    output 0.025 against bp's 0.197).  A teacher
     with larger weights there is out of kp's reach.  None where nothing
     bounds them so: no decay, weights not learned, or plain SGD (its step
     scales with the gradient).

@@ -117,13 +117,14 @@ def _layout(fig: go.Figure, title: str, height: int = 340, **kw) -> go.Figure:
     return fig
 
 
-def zero_loss_notes(counts) -> list[dict]:
+def zero_loss_notes(curves) -> list[dict]:
     """A loss of exactly 0 (a student at the teacher: "near-teacher" with
     σ = 0) has no place on a log axis: an annotation says where it was
-    instead of leaving the gap unexplained.  ``counts``: ``(name, zeros,
-    steps)`` per curve (name None for a figure of one curve); curves without
-    a zero are not named, and none gives no note."""
-    parts = [(name, z, n) for name, z, n in counts if z]
+    instead of leaving the gap unexplained.  ``curves``: ``(name, loss)``
+    per curve (name None for a figure of one curve); curves without a zero
+    are not named, and none gives no note."""
+    parts = [(name, int(np.sum(np.asarray(loss) == 0.0)), np.size(loss)) for name, loss in curves]
+    parts = [(name, z, n) for name, z, n in parts if z]
     if not parts:
         return []
     text = "; ".join(("" if name is None else f"{name}: ") + f"loss 0 at {z:,} of {n:,} steps"
@@ -144,7 +145,7 @@ def loss_figure(loss) -> go.Figure:
     fig.update_xaxes(title_text="step", rangemode="tozero")
     fig.update_yaxes(title_text="loss", type="log", **LOG_MINOR)
     return _layout(fig, "Loss", showlegend=False,
-                   annotations=zero_loss_notes([(None, int(np.sum(loss == 0.0)), loss.size)]))
+                   annotations=zero_loss_notes([(None, loss)]))
 
 
 def weights_figure(weights, teacher_w) -> go.Figure:
@@ -515,7 +516,7 @@ def ts_loss_figure(steps, loss, silent=None, silent_since: int = 0) -> dict:
     log axis: a note says how many steps had it."""
     steps, loss = np.asarray(steps), np.asarray(loss, np.float64)
     smooth, full = window_mean(steps, loss, 25)
-    notes = zero_loss_notes([(None, int(np.sum(loss == 0.0)), loss.size)])
+    notes = zero_loss_notes([(None, loss)])
     loss = np.where(loss > 0, loss, np.nan)
     s, l = decimate(steps, loss)
     data = [_line(s, l, "loss", "#9aa5b8", width=1)]

@@ -503,7 +503,9 @@ def silent_level(run: Mapping, last_step: float) -> tuple[list, list] | None:
     return [since, max(float(last_step), since + 1)], [float(silent)] * 2
 
 
-LAYER_DASH_NAMES = ("solid", "dashed", "dotted", "dash-dotted")   # the recovery lines' dashes
+# each layer's recovery line: its Plotly dash and the name the title gives it
+LAYER_DASHES = (("solid", "solid"), ("dash", "dashed"), ("dot", "dotted"),
+                ("dashdot", "dash-dotted"))
 
 
 def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
@@ -513,9 +515,8 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     weight recovery error per layer (solid: layer 0, dashed: layer 1, ...) of
     ``runs`` (``RunStore.get`` records), one colour per run."""
     loss, rec = go.Figure(), go.Figure()
-    dashes = ("solid", "dash", "dot", "dashdot")
     levels = {}     # (level, from step) -> [(name, colour, id, to step)] of the runs having it
-    zeros = []      # (name, steps with a loss of exactly 0, steps): not on a log axis
+    zeros = []      # (name, loss): a loss of exactly 0 is noted, not drawn on a log axis
     layers = 0
     for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
@@ -523,7 +524,7 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
         h = run.get("histories") or {}
         y = np.asarray([v if v is not None else np.nan for v in h.get("loss") or []], float)
         if y.size:
-            zeros.append((name, int(np.sum(y == 0.0)), y.size))
+            zeros.append((name, y))
             at = _loss_steps(h, y.size)
             steps, yy = _thin(y, at)
             loss.add_trace(go.Scatter(x=steps, y=yy, name=name, legendgroup=run["id"],
@@ -540,7 +541,8 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
                     x=steps, y=r[:, l], name=name, legendgroup=run["id"], showlegend=l == 0,
                     hovertemplate=f"L{l}: %{{y:.4g}} at step %{{x}}<extra>{name}</extra>",
                     mode="lines+markers", marker=dict(size=4),
-                    line=dict(color=color, width=1.5, dash=dashes[l % len(dashes)])))
+                    line=dict(color=color, width=1.5,
+                              dash=LAYER_DASHES[l % len(LAYER_DASHES)][0])))
     # one line per level: runs of one teacher and loss share it (drawn in each run's
     # colour, the last hid the others); a run's own in its colour
     for (level, since), having in levels.items():
@@ -558,7 +560,7 @@ def overlay_figures(runs: Sequence[Mapping]) -> tuple[go.Figure, go.Figure]:
     rec.update_yaxes(title_text="weight rel. error (matched)")
     below = dict(legend=dict(orientation="h", y=-0.22, x=0, xanchor="left", yanchor="top"))
     # the line styles the runs' layers have (one layer: no key needed)
-    key = ", ".join(f"{LAYER_DASH_NAMES[l % len(dashes)]} L{l}" for l in range(layers))
+    key = ", ".join(f"{LAYER_DASHES[l % len(LAYER_DASHES)][1]} L{l}" for l in range(layers))
     title = "Weight recovery error" + (f" per layer ({key})" if layers > 1 else "")
     return (_layout(loss, "Loss", height=400, annotations=zero_loss_notes(zeros))
             .update_layout(**below),

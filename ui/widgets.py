@@ -1400,9 +1400,9 @@ def rules_table_columns(columns, hidden: Sequence[str]) -> dict:
            "final loss": num("final loss", format="%.4g",
                              help="The mean of the last min(50, steps/10) steps, as every run's."),
            "spike precision": num("precision", format="%.3f",
-                                  help="Share of the student's output spikes within ±1 ms of a "
-                                       "teacher spike: ±1 time step, 1 ms at every preset's dt (held-out "
-                                       "input)."),
+                                  help="Share of the student's output spikes within ±1 time "
+                                       "step (1 ms at every preset's dt) of a teacher spike "
+                                       "(held-out input)."),
            "spike recall": num("recall", format="%.3f",
                                help="Share of the teacher's output spikes matched by the "
                                     "student's within ±1 time step (held-out input)."),
