@@ -47,6 +47,7 @@ from .config import SURROGATES, HParams
 from .losses import combined
 from .metrics import match, unmatched
 from .network import group_mask, simulate
+from .programs import program_cache
 from .teacher import heldout_inputs
 
 FIDELITY_STREAM = 11   # held-out input batch used for fidelity
@@ -195,7 +196,7 @@ def batch_sizes(struct, n_samples: int, n_pairs: int, budget: int | None = None)
     return fit(fwd, n_samples), fit(grad, n_pairs)
 
 
-@functools.lru_cache(maxsize=16)
+@program_cache(maxsize=16)
 def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: int,
                    sample_batch: int, pair_batch: int):
     flags = dict(reset_through=reset_through, synapse=synapse)

@@ -37,6 +37,7 @@ from .config import (Config, HParams, Structure, check_new_student, hyperparams,
 from .losses import combined, silent_loss
 from .network import group_mask, simulate, simulate_struct, simulate_students
 from .neurons import residual_segments
+from .programs import program_cache
 from .teacher import Task, heldout_inputs, init_student, make_task, step_inputs
 from .tracecache import TraceCached
 
@@ -402,7 +403,7 @@ def students_mode() -> str:
     return mode if mode in STUDENTS_MODES else "wide"
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache(maxsize=32)
 def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
                      n_students: int | None = None, shared: tuple[str, ...] = (),
                      share_task: bool = False, donate: bool = False, mesh=None):
@@ -504,7 +505,7 @@ def make_train_chunk(struct: Structure, n_steps: int, record: bool = True,
     return jax.jit(chunk, donate_argnums=donate_argnums)
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache(maxsize=32)
 def make_evaluate(struct: Structure, batch: int | None = None):
     """Compiled ``evaluate(params, task, hp, index) -> (student, teacher)`` traces
     of every layer on held-out inputs number ``index``."""
@@ -534,7 +535,7 @@ def make_silent_reference(struct: Structure, batches: int = SILENT_BATCHES):
                                              optimizer="adam", feedback="bp"), batches)
 
 
-@functools.lru_cache(maxsize=32)
+@program_cache(maxsize=32)
 def _silent_reference(struct: Structure, batches: int):
     shape = (struct.T, struct.batch, struct.teacher_layers[0])
 

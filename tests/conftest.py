@@ -23,3 +23,16 @@ def _tabs_released_with_their_session(monkeypatch):
     yield
     monkeypatch.setattr(tabs.TABS, "park_s", 0.0)      # a test's parked tabs go with it
     tabs.TABS.expire()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_programs_freed_after_each_module():
+    """Each module leaves no compiled programs behind (``core.programs``):
+    every XLA:CPU kernel holds memory maps of its own, and the whole suite in
+    one process compiles enough programs to pass the kernel's cap of 65,530
+    maps (the process then dies in the compiler).  A module's programs are
+    built again (from the persistent cache) where a later module needs them."""
+    yield
+    from core import programs
+
+    programs.release_programs(jax_caches=True)

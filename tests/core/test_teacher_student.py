@@ -22,24 +22,6 @@ from core.train import init_state, make_train_chunk, stack, unstack
 
 from .conftest import CHUNK
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_persistent_cache_writes():
-    """This module compiles without JAX's persistent cache.  In the full
-    suite (after the app tests turned the project's cache on) the pytest
-    process aborted twice (SIGABRT) in ``executable.serialize()`` of the
-    3-student chunk of ``test_vmapped_students_equal_individual_runs``,
-    a cache write; alone, with the cache on, it passes.  What the tests
-    here check is unchanged: the cache only stores compiled programs."""
-    from jax._src import compilation_cache
-
-    before = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
-    yield
-    jax.config.update("jax_enable_compilation_cache", before)
-    compilation_cache.reset_cache()
-
 pytestmark = [pytest.mark.timeout(240)]
 
 leaves = jax.tree_util.tree_leaves
