@@ -33,7 +33,6 @@ in the raw (optimised) coordinates, the space the optimizer moves in.
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Sequence
 
 import jax
