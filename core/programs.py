@@ -19,6 +19,13 @@ persistent compilation cache and ``core.tracecache``) when next asked for.
 If that is not enough, JAX's own compiled-function caches go as well
 (:func:`jax.clear_caches`; the runs' programs are compiled again on their
 next call).  Elsewhere than Linux the count is unknown and nothing is freed.
+
+The check comes before the build, so the program asked for is cached after
+it.  What a release leaves (the programs that runs hold) sets a floor: the
+caches are emptied again only once the maps have grown :data:`REGROW` of the
+cap past it, so a process whose held programs alone fill more than
+:data:`CROWDED` of the cap does not empty its caches on every build.  Past
+:data:`PRESSED` of the cap they are emptied whatever the floor.
 """
 from __future__ import annotations
 
@@ -31,9 +38,12 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 CROWDED = 0.5      # share of vm.max_map_count above which the program caches are emptied
+REGROW = 0.1       # ... once the maps have grown this share of it past what the last release left
+PRESSED = 0.8      # ... and above this share whatever the last release left
 
 _CACHES: list = []     # the lru caches made by program_cache
 _LOCK = threading.Lock()
+_floor = 0             # the maps the last release left (programs that runs hold)
 
 
 def map_count() -> int | None:
@@ -64,6 +74,7 @@ def release_programs(jax_caches: bool = False) -> int:
     """Empty every program cache (and with ``jax_caches`` JAX's compiled-function
     caches too), then collect: the programs nobody else holds are freed.
     Returns the number of cached programs dropped."""
+    global _floor
     dropped = sum(c.cache_info().currsize for c in _CACHES)
     for c in _CACHES:
         c.cache_clear()
@@ -72,21 +83,36 @@ def release_programs(jax_caches: bool = False) -> int:
 
         jax.clear_caches()
     gc.collect()
+    _floor = 0           # a fresh start; relieve() sets the floor after its releases
     return dropped
+
+
+def _due() -> bool:
+    """Whether the caches should be emptied now: the maps are over
+    :data:`CROWDED` of the cap and :data:`REGROW` of it past the floor, or
+    over :data:`PRESSED` of it."""
+    global _floor
+    count, limit = map_count(), map_limit()
+    if count is None or limit is None:
+        return False
+    _floor = min(_floor, count)        # held programs freed since: the floor falls with them
+    return count > min(max(CROWDED * limit, _floor + REGROW * limit), PRESSED * limit)
 
 
 def relieve() -> bool:
     """Free programs if the process's maps are crowded (see the module's text).
     Returns whether it freed anything."""
-    if not crowded():
+    global _floor
+    if not _due():
         return False
     with _LOCK:
-        if not crowded():       # another thread relieved it meanwhile
+        if not _due():          # another thread relieved it meanwhile
             return False
         before = map_count()
         dropped = release_programs()
         if crowded():
             release_programs(jax_caches=True)
+        _floor = map_count() or 0
         log.warning("memory maps %s of %s in use: dropped %d cached compiled programs "
                     "(now %s maps); they are compiled again when next needed",
                     before, map_limit(), dropped, map_count())
@@ -95,20 +121,14 @@ def relieve() -> bool:
 
 def program_cache(maxsize: int) -> Callable:
     """``functools.lru_cache(maxsize)`` for functions that build compiled
-    programs: every build (a cache miss) first calls :func:`relieve`."""
+    programs: every build (a cache miss) first calls :func:`relieve`, and its
+    program is cached after it."""
     def wrap(build: Callable) -> Callable:
-        cached = functools.lru_cache(maxsize=maxsize)(build)
+        def relieved(*args, **kwargs):
+            relieve()
+            return build(*args, **kwargs)
+
+        cached = functools.lru_cache(maxsize=maxsize)(functools.wraps(build)(relieved))
         _CACHES.append(cached)
-
-        @functools.wraps(build)
-        def get(*args, **kwargs):
-            misses = cached.cache_info().misses
-            program = cached(*args, **kwargs)
-            if cached.cache_info().misses != misses:      # built now: not compiled yet
-                relieve()
-            return program
-
-        get.cache_clear = cached.cache_clear
-        get.cache_info = cached.cache_info
-        return get
+        return cached
     return wrap
