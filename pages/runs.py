@@ -40,23 +40,29 @@ def damaged_store_ui(path, error: StoreError) -> None:
         st.rerun()
 
 
-LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_rules", "sw_start", "sw_seeds",
-               "sw_steps", "sw_name")
+LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_opt", "sw_rules", "sw_start",
+               "sw_sno", "sw_seeds", "sw_steps", "sw_name")
 
 
 def launcher_ui() -> tuple:
     """Sweep settings -> (validated SweepSpec or None, launch pressed)."""
     names = list(core.presets())
-    c = st.columns([2, 3, 2, 2])
+    c = st.columns([2, 3, 2, 2, 2])
     preset = c[0].selectbox("Preset", names, index=names.index("figure1"), key="sw_p",
                             bind="query-params")
+    base = core.get_preset(preset)
     shapes = c[1].multiselect("Surrogate shapes", list(core.SURROGATES), ["superspike", "sigmoid"],
                               key="sw_shapes", bind="query-params")
     scales = c[2].text_input("Scales β", "1,5,25", key="sw_scales", bind="query-params",
                              help="Comma-separated; blank keeps the preset's.")
     lrs = c[3].text_input("Learning rates", "", key="sw_lrs", bind="query-params",
                           help="Comma-separated, e.g. 0.003,0.01; blank keeps the preset's.")
-    c = st.columns([3, 2, 3, 2, 3])
+    opts = c[4].multiselect("Optimizers", list(core.OPTIMIZERS), [], key="sw_opt",
+                            bind="query-params", placeholder=f"{base.optimizer} (the preset's)",
+                            help="Adam's step is about the learning rate whatever the gradient's "
+                                 "size, SGD's is the gradient times it: the same rate is a much "
+                                 "larger step for Adam near a minimum.")
+    c = st.columns([3, 2, 2, 2, 2, 3])
     rules = c[0].multiselect("Credit assignment", list(core.FEEDBACKS), [], key="sw_rules",
                              bind="query-params", placeholder="bp (the preset's)",
                              help="Rules to sweep: bp (backprop), fa, sign, kp, wm, dfa. Each "
@@ -67,17 +73,21 @@ def launcher_ui() -> tuple:
                                help="own: drawn from the student seed; teacher-neurons: the "
                                     "teacher's f, b and reset, weights drawn (only the weights "
                                     "to recover); near-teacher: the teacher's network, each "
-                                    "weight times 1 + 0.2·N(0, 1) (the command line's --grid "
-                                    "start_noise=... sweeps σ).")
-    seeds = c[2].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
+                                    "weight times 1 + σ·N(0, 1) (σ: Start noise σ).")
+    noise = c[2].text_input("Start noise σ", "", key="sw_sno", bind="query-params",
+                            placeholder=f"{base.start_noise:g} (the preset's)",
+                            help="Comma-separated σ of a near-teacher start, 0 to 10, e.g. "
+                                 "0.01,0.2; blank keeps the preset's. It acts on near-teacher "
+                                 "starts only.")
+    seeds = c[3].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
     max_steps = R.DEMO_MAX_STEPS if demo else R.MAX_STEPS
-    steps = c[3].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
-    name = c[4].text_input("Name", "", key="sw_name", bind="query-params",
+    steps = c[4].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
+    name = c[5].text_input("Name", "", key="sw_name", bind="query-params",
                            placeholder=f"{preset} sweep")
     spec = None
     try:
-        grid = parse_grid(R.launch_grid(shapes, scales, lrs, rules, neurons))
-        spec = make_spec(core.get_preset(preset), grid, int(seeds), int(steps),
+        grid = parse_grid(R.launch_grid(shapes, scales, lrs, rules, neurons, opts, noise))
+        spec = make_spec(base, grid, int(seeds), int(steps),
                          name.strip() or f"{preset} sweep", preset)
         R.check_launch(spec, demo)
     except core.ConfigError as e:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.config import ConfigError
+from core.config import ConfigError, uses_start_noise
 from core.runtime import ROOT, env_int, environment_problems
 from core.store import ARRAYS_DIR, INDEX_NAME, RunStore, StoreError
 from core.sweep import (Progress, SweepResult, SweepSpec, _label, expand, spec_from_dict,
@@ -583,7 +583,8 @@ def figure_html(fig: go.Figure) -> str:
 
 # ---- launching ---------------------------------------------------------------------------
 def launch_grid(shapes: Sequence[str], scales: str, lrs: str,
-                rules: Sequence[str] = (), neurons: Sequence[str] = ()) -> list[str]:
+                rules: Sequence[str] = (), neurons: Sequence[str] = (),
+                optimizers: Sequence[str] = (), noise: str = "") -> list[str]:
     """Grid items for ``core.sweep.parse_grid``; an empty input is not swept
     (the preset's value is used)."""
     items = []
@@ -591,16 +592,21 @@ def launch_grid(shapes: Sequence[str], scales: str, lrs: str,
         items.append("feedback=" + ",".join(rules))
     if neurons:
         items.append("student_start=" + ",".join(neurons))
+    if noise.strip():
+        items.append("start_noise=" + noise.strip())
     if shapes:
         items.append("surrogate=" + ",".join(shapes))
     if scales.strip():
         items.append("scale=" + scales.strip())
+    if optimizers:
+        items.append("optimizer=" + ",".join(optimizers))
     if lrs.strip():
         items.append("lr=" + lrs.strip())
     return items
 
 
-LAUNCH_LABELS = {"grid.scale": "Scales β", "grid.lr": "Learning rates"}
+LAUNCH_LABELS = {"grid.scale": "Scales β", "grid.lr": "Learning rates",
+                 "grid.start_noise": "Start noise σ", "grid.optimizer": "Optimizers"}
 
 
 def launch_error_text(e: ConfigError) -> str:
@@ -618,7 +624,15 @@ def launch_error_text(e: ConfigError) -> str:
 
 
 def check_launch(spec: SweepSpec, demo: bool) -> None:
-    """Refuse sweeps beyond the demo caps (``ConfigError`` naming the field)."""
+    """Refuse sweeps beyond the demo caps, and a start noise that no start of
+    the sweep uses (``ConfigError`` naming the field)."""
+    grid = dict(spec.grid)
+    starts = grid.get("student_start", (spec.base.student_start,))
+    if "start_noise" in grid and not any(uses_start_noise(s) for s in starts):
+        raise ConfigError("grid.start_noise",
+                          "acts only on a near-teacher start, and none of this sweep's starts "
+                          f"({', '.join(starts)}) is one: add near-teacher under Student start, "
+                          "or leave Start noise σ blank.")
     n = spec.seeds * math.prod(len(v) for _, v in spec.grid)
     if demo and n > DEMO_MAX_POINTS:
         raise ConfigError("grid", f"{n} points; demo mode runs at most {DEMO_MAX_POINTS}. "

@@ -859,6 +859,7 @@ URL_CONTROLS = {   # key -> (the control's label, what it accepts: text, a calla
     "sw_shapes": ("Surrogate shapes", _options("SURROGATES")),
     "sw_rules": ("Credit assignment", _options("FEEDBACKS")),
     "sw_start": ("Student start", _options("STUDENT_STARTS")),
+    "sw_opt": ("Optimizers", _options("OPTIMIZERS")),
     "learn": ("Learnable", _options("GROUPS")), "loss": ("Loss", _options("LOSSES")),
     "opt": ("Optimizer", _options("OPTIMIZERS")), "fb": ("Credit assignment", _options("FEEDBACKS")),
     "rl_rules": ("Rules side by side", _options("MIXABLE")),

@@ -551,6 +551,8 @@ def test_launch_grid_and_demo_caps():
     assert R.launch_grid([], "", "0.01") == ["lr=0.01"]
     assert R.launch_grid(["sigmoid"], "", "", ["fa", "kp"]) == ["feedback=fa,kp",
                                                                 "surrogate=sigmoid"]
+    assert R.launch_grid([], "", "1e-3", [], ["near-teacher"], ["adam", "sgd"], " 0.01,0.2 ") == [
+        "student_start=near-teacher", "start_noise=0.01,0.2", "optimizer=adam,sgd", "lr=1e-3"]
     neurons = R.launch_grid([], "", "", [], ["own", "teacher-neurons"])
     assert neurons == ["student_start=own,teacher-neurons"]
     points = R.expand(make_spec(core.get_preset("small"), parse_grid(neurons), 2, 10))
@@ -907,3 +909,54 @@ def test_a_sweep_over_where_the_students_neurons_start(monkeypatch, tmp_path):
     at.run()
     _clean(at)
     assert "student_start" in (at.selectbox(key="sw_x").value, at.selectbox(key="sw_y").value)
+
+
+def test_a_sweep_over_start_noise_and_optimizers_from_the_launcher(monkeypatch, tmp_path):
+    """The launcher sweeps the near-teacher start's σ and the optimizer: a
+    launched sweep stores one run per (σ, optimizer), each started σ away
+    from the teacher (its weights' relative error is σ: E‖σ·w·ε‖/‖w‖ = σ,
+    ε ~ N(0, 1), with a learning rate too small to move them); σ without a
+    near-teacher start is refused, naming the box."""
+    at = _page(monkeypatch, tmp_path)
+    at.selectbox(key="sw_p").set_value("small").run()
+    at.multiselect(key="sw_shapes").set_value([]).run()
+    at.text_input(key="sw_scales").set_value("").run()
+    at.text_input(key="sw_sno").set_value("0.01,0.5").run()
+    assert len(at.error) == 1 and at.error[0].value.startswith(
+        "Invalid setting — Start noise σ: acts only on a near-teacher start"), at.error[0].value
+    assert "add near-teacher under Student start" in at.error[0].value
+    assert at.button(key="sw_launch").disabled
+    at.multiselect(key="sw_start").set_value(["near-teacher"]).run()
+    at.text_input(key="sw_sno").set_value("0.01,abc").run()
+    assert len(at.error) == 1 and "Start noise σ: cannot read 'abc' as a number" in at.error[0].value
+    at.text_input(key="sw_sno").set_value("0.01,0.5").run()
+    at.multiselect(key="sw_opt").set_value(["adam", "sgd"]).run()
+    at.text_input(key="sw_lrs").set_value("1e-6").run()
+    at.slider(key="sw_seeds").set_value(1).run()
+    at.number_input(key="sw_steps").set_value(10).run()
+    _clean(at)
+    assert "4 points" in at.caption[1].value
+    at.button(key="sw_launch").click().run()
+    _clean(at)
+    deadline = time.monotonic() + 120
+    while at.get("progress") or at.button(key="sw_launch").disabled:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        at.run()
+    _clean(at)
+    assert any(s.value.startswith("Sweep `") for s in at.success), [w.value for w in at.warning]
+    with RunStore(tmp_path) as store:
+        (sweep,) = store.sweeps()
+        runs = store.sweep_runs(sweep["id"])
+        assert len(runs) == 4
+        seen = set()
+        for run in runs:
+            cfg = store.config(run["id"])
+            assert cfg.student_start == "near-teacher" and cfg.lr == pytest.approx(1e-6)
+            seen.add((cfg.start_noise, cfg.optimizer))
+            hidden, out = run["metrics"]["recovery"]
+            assert hidden["weights"]["rel_error"] == pytest.approx(cfg.start_noise, rel=0.1)
+            assert out["weights"]["rel_error"] == pytest.approx(cfg.start_noise, rel=0.3)
+    assert seen == {(0.01, "adam"), (0.01, "sgd"), (0.5, "adam"), (0.5, "sgd")}
+    assert {at.selectbox(key="sw_x").value, at.selectbox(key="sw_y").value} == {
+        "start_noise", "optimizer"}
