@@ -777,6 +777,11 @@ def _cmd_fidelity(args) -> int:
                   f"{num(r.cos_smoothed_raw, 7)} {num(r.cos_teacher, 12)}")
         print(f"({len(rows)} pairs, {args.samples} perturbation pairs, sigma {args.sigma}: "
               f"{seconds:.1f} s; {_resolved_text(rows, args.samples)})")
+        pull = rows[0]
+        print("the smoothed loss's own descent toward the teacher, cos(-g_sigma, theta* - theta): "
+              + (f"{pull.smoothed_teacher:.3f} ± {pull.smoothed_teacher_se:.3f}"
+                 if math.isfinite(pull.smoothed_teacher) else
+                 f"— (not resolved: raise --samples, now {args.samples})"))
     return 0
 
 

@@ -23,7 +23,13 @@ surrogate gradient :math:`g_{sg}` of the loss with two references:
     is left undefined (NaN: more samples are needed);
 (b) the direction to the matched teacher solution :math:`\theta^* - \theta`
     (hidden units matched as in :mod:`core.metrics`), compared with the
-    descent direction :math:`-g_{sg}`.
+    descent direction :math:`-g_{sg}`;
+
+and, once per state, (c) the smoothed loss's own descent direction
+:math:`-g_\sigma` against :math:`\theta^* - \theta` (noise-corrected as (a)):
+how much the true loss itself, at smoothing :math:`\sigma`, pulls toward the
+teacher.  Where (c) is near 0 no surrogate can do better by following the
+loss; where (c) is high and (b) low the surrogate is what leads away.
 
 A whole table is one compiled computation; its loss evaluations and
 surrogate gradients run in vmapped batches (``lax.map``) sized so that the
@@ -60,6 +66,8 @@ class FidelityRow(NamedTuple):
     cos_teacher: float
     cos_smoothed_raw: float   # the plain cosine with the noisy estimate (biased toward 0)
     resolved: float           # share of the estimate's squared norm that is signal (<= 1)
+    smoothed_teacher: float      # (c) -g_sigma vs theta* - theta, noise-corrected (same every row)
+    smoothed_teacher_se: float   # its jackknife standard error
 
 
 def cosine(a, b) -> jax.Array:
@@ -277,7 +285,10 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
                                   jnp.float32(sigma))
     grads, per = np.asarray(grads, np.float64), np.asarray(per, np.float64)
     cos_c, se, resolved = noise_corrected_cos(grads, per)
-    return [FidelityRow(SURROGATES[i], s, float(c), float(e), float(t), float(a), float(resolved))
+    to_teacher = np.asarray((target_flat - flat) * mask_flat, np.float64)
+    (pull,), (pull_se,), _ = noise_corrected_cos(to_teacher[None], per)
+    return [FidelityRow(SURROGATES[i], s, float(c), float(e), float(t), float(a), float(resolved),
+                        float(-pull), float(pull_se))      # cos(-g, d) = -cos(g, d)
             for (i, s), c, e, t, a in zip(pairs, cos_c, se, np.asarray(cos_t), np.asarray(cos_s))]
 
 

@@ -15,6 +15,10 @@ FIDELITY_COLUMNS = {   # the table's columns, in order, with their help
     "resolved": "Share of the estimate's squared norm that is signal rather than sampling noise "
                 "(the same for every row).",
     "cos_teacher": "(b) descent direction vs the direction to the matched teacher θ* − θ.",
+    "smoothed_teacher": "(c) the smoothed loss's own descent direction −∇L_σ vs θ* − θ: how much "
+                        "the true loss pulls toward the teacher here (the same for every row; "
+                        "corrected for sampling noise as (a)).",
+    "smoothed_teacher_se": "Jackknife standard error of smoothed_teacher.",
 }
 
 widgets.require_app_navigation()
@@ -45,8 +49,10 @@ st.markdown("Cosine between each surrogate gradient and **(a)** the gradient of 
             "Gaussian-smoothed loss (N antithetic perturbations of the true, spiking forward "
             "pass; corrected for the estimate's sampling noise, which pulls a plain cosine "
             "toward 0; error bars: jackknife standard error) and **(b)** the direction to the "
-            "matched teacher, θ* − θ. The whole table is one compiled computation, run in "
-            "batches that fit in memory.")
+            "matched teacher, θ* − θ. **(c)**, the dashed line on (b): the smoothed loss's own "
+            "descent direction against θ* − θ, how much the true loss pulls toward the teacher "
+            "at all — where (c) is near 0 no surrogate can do better by following the loss. "
+            "The whole table is one compiled computation, run in batches that fit in memory.")
 fs = widgets.fidelity_ui()
 widgets.report_ignored_url_params()
 fcfg = core.get_preset(fs.preset)
@@ -86,11 +92,16 @@ if rows:
     a, b = st.columns(2)
     smoothed = figures.fidelity_figure(rows, "cos_smoothed", "(a) vs smoothed-loss gradient",
                                        "cos_smoothed_se")
-    teacher = figures.fidelity_figure(rows, "cos_teacher", "(b) descent vs direction to teacher")
+    pull = rows[0].get("smoothed_teacher", float("nan"))     # (c): one value per table
+    pull_se = rows[0].get("smoothed_teacher_se", float("nan"))
+    teacher = figures.fidelity_figure(
+        rows, "cos_teacher", "(b) descent vs direction to teacher",
+        reference=(pull, pull_se, f"(c) smoothed loss: {pull:.2f} ± {pull_se:.2f}"))
     widgets.plotly_chart(a, smoothed, key="gf_smoothed")
     widgets.plotly_chart(b, teacher, key="gf_teacher")
     widgets.fidelity_resolution_note(rows, made.n_samples if made else fs.n_samples)
-    st.dataframe(pd.DataFrame(rows)[list(FIDELITY_COLUMNS)], hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(rows).reindex(columns=list(FIDELITY_COLUMNS)), hide_index=True,
+                 width="stretch",
                  placeholder="—", column_config={k: st.column_config.NumberColumn(help=v)
                                                  for k, v in FIDELITY_COLUMNS.items() if v})
 else:

@@ -827,10 +827,21 @@ def _legend_below(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None) -> go.Figure:
+def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None,
+                    reference: tuple | None = None) -> go.Figure:
     """``metric`` of each (shape, scale) row against the scale (log axis), one
-    line per shape, with error bars from ``yerr``."""
+    line per shape, with error bars from ``yerr``.  ``reference``: (value,
+    standard error, label) drawn as a dashed line in a band of ± the error
+    (not drawn where the value is not finite)."""
     fig = go.Figure()
+    if reference is not None and np.isfinite(reference[0]):
+        value, se, label = reference
+        se = float(se) if np.isfinite(se) else 0.0
+        fig.add_hrect(y0=value - se, y1=value + se, line_width=0, fillcolor=TEACHER_COLOR,
+                      opacity=0.12)
+        fig.add_hline(y=value, line=dict(color=TEACHER_COLOR, dash="dash", width=1.5),
+                      annotation_text=label, annotation_position="top left",
+                      annotation_font_color=TEACHER_COLOR)
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     for i, name in enumerate(shapes):
         pts = sorted((r for r in rows if r["shape"] == name), key=lambda r: r["scale"])

@@ -64,7 +64,10 @@ def test_fidelity_table_is_computed_on_demand():
     assert len(rows) == 6
     assert set(rows["shape"]) == {"superspike", "arctan", "none"}
     assert list(rows.columns) == ["shape", "scale", "cos_smoothed", "cos_smoothed_se",
-                                  "cos_smoothed_raw", "resolved", "cos_teacher"]
+                                  "cos_smoothed_raw", "resolved", "cos_teacher",
+                                  "smoothed_teacher", "smoothed_teacher_se"]
+    assert rows["smoothed_teacher"].nunique(dropna=False) == 1     # (c): one per state
+    _check_pull_line(at, rows)
     assert np.isfinite(rows[["cos_smoothed_raw", "resolved", "cos_teacher"]].to_numpy()).all()
     none = rows[rows["shape"] == "none"]
     assert (none["cos_smoothed"] == 0).all()          # the true derivative is zero
@@ -81,6 +84,26 @@ def test_fidelity_table_is_computed_on_demand():
     (warning,) = [w.value for w in at.warning]
     assert "4 of 6 cosines are not resolved" in warning and "Perturbations N" in warning
     assert len(at.get("plotly_chart")) == 3           # shapes + two fidelity panels
+    _check_pull_line(at, rows)
+
+
+def _check_pull_line(at, rows):
+    """(b)'s chart draws (c) as a dashed line at the table's value, in a band
+    of ± its standard error, labelled with both; nothing where (c) is not
+    resolved (NaN)."""
+    (chart,) = [c for c in at.get("plotly_chart") if "(b) descent" in c.proto.spec]
+    layout = json.loads(chart.proto.spec)["layout"]
+    pull, se = rows["smoothed_teacher"].iloc[0], rows["smoothed_teacher_se"].iloc[0]
+    lines = [s for s in layout.get("shapes", []) if s.get("line", {}).get("dash") == "dash"]
+    labels = [a["text"] for a in layout.get("annotations", []) if a["text"].startswith("(c)")]
+    if not np.isfinite(pull):
+        assert not lines and not labels
+        return
+    (line,) = lines
+    assert line["y0"] == pytest.approx(pull) and line["y1"] == pytest.approx(pull)
+    (band,) = [s for s in layout["shapes"] if s["type"] == "rect"]
+    assert (band["y0"], band["y1"]) == (pytest.approx(pull - se), pytest.approx(pull + se))
+    assert labels == [f"(c) smoothed loss: {pull:.2f} ± {se:.2f}"]
 
 
 def test_empty_selection_shows_error_not_traceback():

@@ -192,6 +192,7 @@ def test_fidelity_measures_the_student_where_it_starts(runs):
     assert rc == 0, stderr
     (row,) = json.loads(stdout.strip().splitlines()[-1])["rows"]
     assert row["cos_teacher"] == 0.0 and row["cos_smoothed_raw"] == 0.0
+    assert row["smoothed_teacher"] == 0.0        # (c): no direction to the teacher there
 
 
 def test_train_save_names_the_run_and_its_links(runs):

@@ -187,6 +187,25 @@ def test_teacher_direction_vanishes_at_the_teacher(fig1_exp):
         np.testing.assert_array_equal(np.asarray(s.w), np.asarray(t.w))
 
 
+@pytest.mark.parametrize("factor", [1.3, 0.7])
+def test_the_smoothed_loss_pulls_a_student_off_the_teacher_back(factor):
+    """(c): the teacher is the loss's global minimum (0), so a student moved
+    off it along one line (the output weights times ``factor``) finds the
+    smoothed loss's descent direction pointing back: cos(-g_σ, θ* − θ) is
+    positive beyond three standard errors, the same for every row, and 0
+    at the teacher itself (no direction to it)."""
+    exp = core.setup(core.get_preset("small"))
+    t = exp.task.teacher
+    at = fidelity_table(exp._replace(state=exp.state._replace(params=t)), ["superspike"], [5.0],
+                        n_samples=16)[0]
+    assert at.smoothed_teacher == 0.0 and at.smoothed_teacher_se == 0.0
+    off = tuple(t[:-1]) + (t[-1]._replace(w=t[-1].w * factor),)
+    rows = fidelity_table(exp._replace(state=exp.state._replace(params=off)),
+                          ["superspike", "sigmoid"], [5.0], n_samples=512, sigma=0.05)
+    assert rows[0].smoothed_teacher == rows[1].smoothed_teacher
+    assert rows[0].smoothed_teacher > 3 * rows[0].smoothed_teacher_se > 0, rows[0]
+
+
 def test_teacher_target_of_a_wider_student_computes_the_teacher():
     """theta* of a student wider than its teacher (6 hidden units for 2): the
     matched units take the teacher's parameters and the extra units' outgoing
