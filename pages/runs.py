@@ -47,7 +47,7 @@ LAUNCH_KEYS = ("sw_p", "sw_shapes", "sw_scales", "sw_lrs", "sw_opt", "sw_rules",
 def launcher_ui() -> tuple:
     """Sweep settings -> (validated SweepSpec or None, launch pressed)."""
     names = list(core.presets())
-    c = st.columns([2, 3, 2, 2, 2])
+    c = st.columns([2, 3, 2, 2])
     preset = c[0].selectbox("Preset", names, index=names.index("figure1"), key="sw_p",
                             bind="query-params")
     base = core.get_preset(preset)
@@ -57,32 +57,33 @@ def launcher_ui() -> tuple:
                              help="Comma-separated; blank keeps the preset's.")
     lrs = c[3].text_input("Learning rates", "", key="sw_lrs", bind="query-params",
                           help="Comma-separated, e.g. 0.003,0.01; blank keeps the preset's.")
-    opts = c[4].multiselect("Optimizers", list(core.OPTIMIZERS), [], key="sw_opt",
+    c = st.columns([3, 3, 3, 2])
+    opts = c[0].multiselect("Optimizers", list(core.OPTIMIZERS), [], key="sw_opt",
                             bind="query-params", placeholder=f"{base.optimizer} (the preset's)",
                             help="Adam's step is about the learning rate whatever the gradient's "
                                  "size, SGD's is the gradient times it: the same rate is a much "
                                  "larger step for Adam near a minimum.")
-    c = st.columns([3, 2, 2, 2, 2, 3])
-    rules = c[0].multiselect("Credit assignment", list(core.FEEDBACKS), [], key="sw_rules",
+    rules = c[1].multiselect("Credit assignment", list(core.FEEDBACKS), [], key="sw_rules",
                              bind="query-params", placeholder="bp (the preset's)",
                              help="Rules to sweep: bp (backprop), fa, sign, kp, wm, dfa. Each "
                                   "rule's runs store their angles to backprop (∠(Wᵀ,B) per "
                                   "hidden layer, the update angle), which the heatmap can show.")
-    neurons = c[1].multiselect("Student start", list(core.STUDENT_STARTS), [], key="sw_start",
+    neurons = c[2].multiselect("Student start", list(core.STUDENT_STARTS), [], key="sw_start",
                                bind="query-params", placeholder="own",
                                help="own: drawn from the student seed; teacher-neurons: the "
                                     "teacher's f, b and reset, weights drawn (only the weights "
                                     "to recover); near-teacher: the teacher's network, each "
                                     "weight times 1 + σ·N(0, 1) (σ: Start noise σ).")
-    noise = c[2].text_input("Start noise σ", "", key="sw_sno", bind="query-params",
+    noise = c[3].text_input("Start noise σ", "", key="sw_sno", bind="query-params",
                             placeholder=f"{base.start_noise:g} (the preset's)",
                             help="Comma-separated σ of a near-teacher start, 0 to 10, e.g. "
                                  "0.01,0.2; blank keeps the preset's. It acts on near-teacher "
                                  "starts only.")
-    seeds = c[3].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
+    c = st.columns([3, 2, 4])
+    seeds = c[0].slider("Student seeds", 1, 8, 2, key="sw_seeds", bind="query-params")
     max_steps = R.DEMO_MAX_STEPS if demo else R.MAX_STEPS
-    steps = c[4].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
-    name = c[5].text_input("Name", "", key="sw_name", bind="query-params",
+    steps = c[1].number_input("Steps", 10, max_steps, 300, 10, key="sw_steps", bind="query-params")
+    name = c[2].text_input("Name", "", key="sw_name", bind="query-params",
                            placeholder=f"{preset} sweep")
     spec = None
     try:
