@@ -16,9 +16,9 @@ process's maps whenever it builds a new program.  Above :data:`CROWDED` of the
 cap it empties every program cache: a program a run still holds stays alive
 (its run holds it), the others are freed, and are built again (from the
 persistent compilation cache and ``core.tracecache``) when next asked for.
-If that is not enough, JAX's own compiled-function caches go as well
-(:func:`jax.clear_caches`; the runs' programs are compiled again on their
-next call).  Elsewhere than Linux the count is unknown and nothing is freed.
+If the process is still over :data:`PRESSED` of the cap after that, JAX's
+own compiled-function caches go as well (:func:`jax.clear_caches`; the runs'
+programs are compiled again on their next call).  Elsewhere than Linux the count is unknown and nothing is freed.
 
 The check comes before the build, so the program asked for is cached after
 it.  What a release leaves (the programs that runs hold) sets a floor: the
@@ -42,7 +42,7 @@ REGROW = 0.1       # ... once the maps have grown this share of it past what the
 PRESSED = 0.8      # ... and above this share whatever the last release left
 
 _CACHES: list = []     # the lru caches made by program_cache
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 _floor = 0             # the maps the last release left (programs that runs hold)
 
 
@@ -95,7 +95,9 @@ def _due() -> bool:
     count, limit = map_count(), map_limit()
     if count is None or limit is None:
         return False
-    _floor = min(_floor, count)        # held programs freed since: the floor falls with them
+    if count < _floor:
+        with _LOCK:                    # held programs freed since: the floor falls with them
+            _floor = min(_floor, count)
     return count > min(max(CROWDED * limit, _floor + REGROW * limit), PRESSED * limit)
 
 
@@ -110,9 +112,12 @@ def relieve() -> bool:
             return False
         before = map_count()
         dropped = release_programs()
-        if crowded():
+        held = map_count() or 0        # what the runs' programs (and JAX's own) hold
+        if held > PRESSED * (map_limit() or 0):
+            # JAX's caches too: the runs' programs are compiled again on their next call
             release_programs(jax_caches=True)
-        _floor = map_count() or 0
+            held = map_count() or 0
+        _floor = held
         log.warning("memory maps %s of %s in use: dropped %d cached compiled programs "
                     "(now %s maps); they are compiled again when next needed",
                     before, map_limit(), dropped, map_count())
@@ -129,6 +134,7 @@ def program_cache(maxsize: int) -> Callable:
             return build(*args, **kwargs)
 
         cached = functools.lru_cache(maxsize=maxsize)(functools.wraps(build)(relieved))
+        cached.__wrapped__ = build      # (callers that bypass the cache build without relieving)
         _CACHES.append(cached)
         return cached
     return wrap

@@ -90,8 +90,12 @@ def test_programs_that_runs_hold_do_not_empty_the_caches_at_every_build(monkeypa
     with caplog.at_level(logging.WARNING, logger="core.programs"):
         _build(400)(X)                            # over CROWDED: a release, then the build
         assert caplog.text.count("dropped") == 1, caplog.text
+        # below PRESSED after it: JAX's own caches stay, the runs' programs are not recompiled
+        assert [f._cache_size() for f in held] == [1, 1, 1, 1]
         for k in range(401, 404):                 # the held programs keep it crowded
             np.testing.assert_allclose(_build(k)(X), _expected(k), atol=1e-6)
+            for j, f in zip(range(300, 304), held):   # ... and their runs go on calling them
+                np.testing.assert_allclose(f(X), _expected(j), atol=1e-6)
         assert caplog.text.count("dropped") == 1, caplog.text
     assert programs.crowded()
     assert _build.cache_info().currsize == 4      # 400..403: cached, not emptied at each build
