@@ -758,6 +758,11 @@ def _cmd_fidelity(args) -> int:
         rows = fidelity_table(exp, shapes, scales, n_samples=args.samples, sigma=args.sigma,
                               norm=args.norm)
         seconds = time.perf_counter() - t0
+        line = None
+        if args.line:
+            from .fidelity import line_profile
+
+            line = line_profile(exp, sigma=args.sigma, norm=args.norm)
     except ConfigError as e:        # this command's flags: --shapes, --scales
         _fail({"surrogate": "shapes", "scale": "scales"}.get(e.field, e.field),
               str(e).split(": ", 1)[1])
@@ -766,7 +771,10 @@ def _cmd_fidelity(args) -> int:
                           "norm": args.norm or cfg.surrogate_norm, "train_steps": args.train_steps,
                           "seconds": seconds,   # (an unresolved cosine: null)
                           "rows": [{k: _finite(v) if isinstance(v, float) else v
-                                    for k, v in r._asdict().items()} for r in rows]},
+                                    for k, v in r._asdict().items()} for r in rows],
+                          **({"line": {k: [_finite(x) for x in v] if isinstance(v, tuple)
+                                       else _finite(v) if isinstance(v, float) else v
+                                       for k, v in line._asdict().items()}} if line else {})},
                          allow_nan=False, default=_none_for_nan))
     else:
         num = lambda v, w: f"{v:{w}.3f}" if math.isfinite(v) else f"{'—':>{w}s}"
@@ -781,7 +789,17 @@ def _cmd_fidelity(args) -> int:
         print("the smoothed loss's own descent toward the teacher, cos(-g_sigma, theta* - theta): "
               + (f"{pull.smoothed_teacher:.3f} ± {pull.smoothed_teacher_se:.3f}"
                  if math.isfinite(pull.smoothed_teacher) else
-                 f"— (not resolved: raise --samples, now {args.samples})"))
+                 f"— (not resolved: raise --samples, now {args.samples})"
+                 if math.isfinite(pull.resolved) else
+                 "— (no finite estimate: the loss is not finite around this student)"))
+        if line is not None:
+            print(f"\nloss along theta + t (theta* - theta), |theta* - theta| = {line.distance:.4g}; "
+                  f"smoothed: mean of {line.n_samples} perturbations of sigma {line.sigma:g}; "
+                  "silent student: " + (f"{line.silent:.4g}" if math.isfinite(line.silent)
+                                        else "none (the membrane loss weighs in)"))
+            print(f"{'t':>6s} {'loss':>9s} {'smoothed':>9s} {'± se':>7s}")
+            for t, l, m, e in zip(line.t, line.loss, line.smoothed, line.smoothed_se):
+                print(f"{t:6.2f} {num(l, 9)} {num(m, 9)} {num(e, 7)}")
     return 0
 
 
@@ -866,6 +884,9 @@ def main(argv=None) -> int:
     f.add_argument("--start-noise", type=float, dest="start_noise",
                    help="σ of a near-teacher start (default 0.2)")
     f.add_argument("--train-steps", type=int, default=0, dest="train_steps")
+    f.add_argument("--line", action="store_true",
+                   help="also the loss along the straight line from the student to the teacher, "
+                        "spiking and smoothed (sigma)")
     f.add_argument("--json", action="store_true")
     b = sub.add_parser("bench", help="time training steps (small, medium)")
     b.add_argument("configs", nargs="*", default=["small", "medium"])

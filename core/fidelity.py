@@ -49,7 +49,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from .config import SURROGATES, HParams
-from .losses import combined
+from .losses import combined, silent_loss
 from .metrics import match, unmatched
 from .network import group_mask, simulate
 from .programs import program_cache
@@ -288,8 +288,87 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     to_teacher = np.asarray((target_flat - flat) * mask_flat, np.float64)
     (pull,), (pull_se,), _ = noise_corrected_cos(to_teacher[None], per)
     return [FidelityRow(SURROGATES[i], s, float(c), float(e), float(t), float(a), float(resolved),
-                        float(-pull), float(pull_se))      # cos(-g, d) = -cos(g, d)
+                        float(-pull) + 0.0, float(pull_se))   # cos(-g, d) = -cos(g, d); no -0.0
             for (i, s), c, e, t, a in zip(pairs, cos_c, se, np.asarray(cos_t), np.asarray(cos_s))]
+
+
+# The loss along the straight line from the student to the teacher (Goodfellow, Vinyals & Saxe
+# 2015's linear path): t = 0 is the student, t = 1 the matched teacher in the learnable
+# parameters, a little beyond both ends.
+LINE_T = tuple(float(t) + 0.0 for t in np.round(np.linspace(-0.2, 1.2, 29), 6))   # (+0.0: no -0.0)
+LINE_SAMPLES = 32     # perturbations per point of the smoothed curve (the same at every t)
+
+
+class LineProfile(NamedTuple):
+    t: tuple                # positions on the line, 0 = the student, 1 = the matched teacher
+    loss: tuple             # the true (spiking) loss at each t; NaN where not finite
+    smoothed: tuple         # mean loss over the same LINE_SAMPLES perturbations (σ) around each t
+    smoothed_se: tuple      # its standard error
+    distance: float         # ‖θ* − θ‖ over the learnable parameters
+    silent: float           # the loss of a student that never fires, same batch (NaN: no one level)
+    sigma: float
+    n_samples: int
+
+
+@program_cache(maxsize=8)
+def _make_line_fn(model: str, reset_through: bool, synapse: bool, n_t: int, n_samples: int,
+                  batch: int):
+    flags = dict(reset_through=reset_through, synapse=synapse)
+
+    def line(flat, target_flat, mask_flat, unravel, teacher, inputs, hp: HParams, ts, key, sigma):
+        t_out = simulate(teacher, inputs, hp, model, **flags)[-1]
+
+        def loss(v):
+            out = simulate(unravel(v), inputs, hp, model, **flags)[-1]
+            return combined(out, t_out, hp.loss_w, hp.vr_decay)[0]
+
+        d = flat.shape[0]
+        direction = (target_flat - flat) * mask_flat
+        eps = jr.normal(key, (n_samples, d), flat.dtype) * mask_flat[None, :]
+        offsets = jnp.concatenate([jnp.zeros((1, d), flat.dtype), sigma * eps])      # (M + 1, d)
+        points = flat[None, :] + ts[:, None] * direction[None, :]                  # (K, d)
+        every = (points[:, None, :] + offsets[None]).reshape(-1, d)
+        values = lax.map(loss, every, batch_size=batch).reshape(n_t, n_samples + 1)
+        return values[:, 0], values[:, 1:], silent_loss(t_out.spikes, hp.loss_w, hp.vr_decay)
+
+    return jax.jit(line, static_argnums=(3,))
+
+
+def line_profile(exp, *, sigma: float = 0.05, seed: int = 0, norm: str | None = None,
+                 ts: Sequence[float] = LINE_T, n_samples: int = LINE_SAMPLES) -> LineProfile:
+    """The loss on the fidelity batch along θ + t(θ* − θ) (only the learnable
+    parameters move; θ* as in (b)), true and smoothed with ``n_samples``
+    perturbations of scale ``sigma`` shared by every t (common random
+    numbers: the curve's shape is not the perturbations' noise).  One
+    compiled call, in batches that fit :data:`TABLE_MEMORY`."""
+    check_fidelity_args(["superspike"], [1.0], max(int(n_samples), 3), sigma)
+    struct, hp = exp.struct, exp.hp
+    if norm is not None:
+        hp = hp._replace(sg_area=np.float32(norm == "area"))
+    params = exp.state.params
+    flat, unravel = ravel_pytree(params)
+    mask = group_mask(params, jnp.asarray(hp.learn_mask))
+    mask = jax.tree_util.tree_map(lambda m, p: jnp.broadcast_to(m, jnp.shape(p)), mask, params)
+    mask_flat = ravel_pytree(mask)[0]
+    target_flat = ravel_pytree(teacher_target(params, exp.task.teacher, exp.cfg.shared_neurons))[0]
+    inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
+                            FIDELITY_STREAM)
+    positions = tuple(float(t) for t in ts)
+    ts = jnp.asarray(positions, jnp.float32)
+    batch, _ = batch_sizes(struct, len(ts) * (int(n_samples) + 1), 1)
+    fn = _make_line_fn(struct.model, struct.reset_through, struct.synapse, len(ts),
+                       int(n_samples), batch)
+    loss, around, silent = fn(flat, target_flat, mask_flat, _Unravel(unravel, params), exp.task.teacher,
+                      inputs, hp, ts, jr.fold_in(jr.PRNGKey(seed), 1), jnp.float32(sigma))
+    loss, around = np.asarray(loss, np.float64), np.asarray(around, np.float64)
+    finite = np.isfinite(around).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(finite, around.mean(axis=1), np.nan)
+        se = np.where(finite, around.std(axis=1, ddof=1) / np.sqrt(around.shape[1]), np.nan)
+    distance = float(np.linalg.norm(np.asarray((target_flat - flat) * mask_flat, np.float64)))
+    nan_for = lambda v: tuple(float(x) if np.isfinite(x) else float("nan") for x in v)
+    return LineProfile(positions, nan_for(loss), nan_for(mean),
+                       nan_for(se), distance, nan_for([silent])[0], float(sigma), int(n_samples))
 
 
 class _Unravel:

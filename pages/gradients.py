@@ -75,6 +75,11 @@ if st.button("Compute fidelity", key="gf_run", type="primary"):
                                    f"{fs.n_samples} perturbation pairs…")
             st.session_state["gf_rows"] = resources.fidelity_rows(*fs.__dict__.values())
             st.session_state["gf_for"] = fs          # what they were computed for
+            refused = widgets.line_refusal(fcfg, fs.preset, fs.train_steps, demo)
+            if refused is None:
+                bar.progress(0.8, text="The loss along the line to the teacher…")
+            st.session_state["_gf_line"] = refused or resources.fidelity_line(
+                fs.preset, fs.sigma, fs.seed, fs.train_steps, fs.norm, fs.start, fs.start_noise)
             bar.progress(1.0, text="Done.")
         except core.ConfigError as e:     # over budget: nothing is invalid, it is too big
             st.error(f"Too big for this page — {str(e).split(': ', 1)[-1]}"
@@ -104,5 +109,17 @@ if rows:
                  width="stretch",
                  placeholder="—", column_config={k: st.column_config.NumberColumn(help=v)
                                                  for k, v in FIDELITY_COLUMNS.items() if v})
+    line = st.session_state.get("_gf_line")
+    if isinstance(line, dict):
+        widgets.plotly_chart(st, figures.line_profile_figure(line), key="gf_line_chart")
+        st.caption("The loss on the same held-out batch along θ + t(θ* − θ), only the learnable "
+                   "parameters moving: the spiking loss (a staircase: spikes move by whole "
+                   f"steps) and its mean over {line['n_samples']} perturbations of σ = "
+                   f"{line['sigma']:g}, the same at every t. Where the smoothed curve falls "
+                   "toward t = 1 the teacher is downhill from the student; where it rises, or "
+                   "the silent student's level lies below the student's loss, local descent "
+                   "leads elsewhere.")
+    elif line:
+        st.caption(line)
 else:
     st.caption("Press **Compute fidelity** (about 5 s for 10 shapes × 6 scales × 256 samples).")

@@ -855,6 +855,35 @@ def fidelity_figure(rows, metric: str, title: str, yerr: str | None = None,
     return _legend_below(_layout(fig, title, height=380))
 
 
+def line_profile_figure(line: dict) -> go.Figure:
+    """The loss along θ + t(θ* − θ) (``core.fidelity.LineProfile`` as a dict):
+    the true spiking loss, the smoothed mean in a band of ± its standard
+    error, the silent student's level, the student (t = 0) and the teacher
+    (t = 1) marked."""
+    t = np.asarray(line["t"], np.float64)
+    mean, se = np.asarray(line["smoothed"], np.float64), np.asarray(line["smoothed_se"], np.float64)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]),
+                             y=np.concatenate([mean + se, (mean - se)[::-1]]), fill="toself",
+                             fillcolor="rgba(58, 95, 205, 0.15)", line=dict(width=0),
+                             hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=t, y=mean, mode="lines", line=dict(color=Y_COLOR, width=2),
+                             name=f"smoothed (σ = {line['sigma']:g}, {line['n_samples']} samples)"))
+    fig.add_trace(go.Scatter(x=t, y=line["loss"], mode="lines+markers", name="loss (spiking)",
+                             line=dict(color=TEACHER_COLOR, width=1.2), marker=dict(size=5)))
+    if np.isfinite(line.get("silent", np.nan)):
+        fig.add_hline(y=line["silent"], line=dict(color=SILENT_COLOR, dash="dot", width=1.2),
+                      annotation_text="silent student", annotation_position="top left",
+                      annotation_font_color=SILENT_COLOR)
+    for x, text in ((0.0, "student"), (1.0, "teacher")):
+        fig.add_vline(x=x, line=dict(color=THETA_COLOR, dash="dot", width=1),
+                      annotation_text=text, annotation_position="top")
+    fig.update_xaxes(title_text="t (0: the student, 1: the matched teacher)")
+    fig.update_yaxes(title_text="loss", rangemode="tozero")
+    title = f"Loss along the straight line to the teacher (‖θ* − θ‖ = {line['distance']:.3g})"
+    return _legend_below(_layout(fig, title, height=380))
+
+
 # ---- Learning rules page ---------------------------------------------------------
 def rules_figure(steps, values, rules, title: str, ytitle: str, log: bool = False,
                  smooth: int = 1, height: int = 300, silent=None,

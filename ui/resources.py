@@ -373,22 +373,41 @@ def surrogate_table(shapes: tuple, scale: float, norm: str):
     return v, curves, rows
 
 
-@st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
-def fidelity_rows(preset: str, shapes: tuple, scales: tuple, n_samples: int, sigma: float,
-                  seed: int, train_steps: int, norm: str, start: str = "own",
-                  start_noise: float = 0.2) -> list[dict]:
-    """The fidelity table (one compiled call) at the preset's student started
-    as ``start`` says (``Config.student_start``, ``start_noise``), after
-    ``train_steps`` steps of ordinary training."""
-    from core.fidelity import fidelity_table
-
+@st.cache_resource(max_entries=4, ttl=3600, show_spinner=False)
+def _measured_student(preset: str, train_steps: int, start: str, start_noise: float):
+    """The preset's experiment with its student started as ``start`` says
+    (``Config.student_start``, ``start_noise``), after ``train_steps`` steps
+    of ordinary training: what a fidelity table and its line measure (read
+    only: nothing donates it)."""
     exp = _private_setup(core.get_preset(preset).replace(student_start=start,
                                                          start_noise=start_noise))
     if train_steps:
         exp, _ = core.train(exp, train_steps)
+    return exp
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
+def fidelity_rows(preset: str, shapes: tuple, scales: tuple, n_samples: int, sigma: float,
+                  seed: int, train_steps: int, norm: str, start: str = "own",
+                  start_noise: float = 0.2) -> list[dict]:
+    """The fidelity table (one compiled call) at :func:`_measured_student`."""
+    from core.fidelity import fidelity_table
+
+    exp = _measured_student(preset, train_steps, start, start_noise)
     rows = fidelity_table(exp, shapes, scales, n_samples=n_samples, sigma=sigma, seed=seed,
                           norm=norm)
     return [r._asdict() for r in rows]
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
+def fidelity_line(preset: str, sigma: float, seed: int, train_steps: int, norm: str,
+                  start: str = "own", start_noise: float = 0.2) -> dict:
+    """The loss along the straight line from :func:`_measured_student` to the
+    matched teacher (``core.fidelity.line_profile``), as a dict."""
+    from core.fidelity import line_profile
+
+    exp = _measured_student(preset, train_steps, start, start_noise)
+    return line_profile(exp, sigma=sigma, seed=seed, norm=norm)._asdict()
 
 
 # ---- Learning rules page -----------------------------------------------------------

@@ -743,6 +743,31 @@ def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_st
             "`python -m core fidelity` on a bigger machine.")
 
 
+def line_cost(cfg, train_steps: int) -> float:
+    """Work of the loss along the line to the teacher, in multiply-adds: the
+    training first and a forward pass per point and perturbation
+    (``core.fidelity.LINE_T`` x ``LINE_SAMPLES`` + 1)."""
+    from core.fidelity import LINE_SAMPLES, LINE_T
+
+    fwd = cfg.T * cfg.batch * _macs(cfg.student_layers)
+    return float(train_steps * live_cost(cfg) + len(LINE_T) * (LINE_SAMPLES + 1) * fwd)
+
+
+def line_refusal(cfg, preset: str, train_steps: int, demo: bool = False) -> str | None:
+    """Why this page does not compute the line for these settings (too big:
+    the cap of :func:`check_fidelity_cost`), or None."""
+    from core.runtime import env_positive
+
+    cap = DEMO_FIDELITY_MAX_COST if demo else env_positive("RESONANCE_MAX_FIDELITY_COST",
+                                                           FIDELITY_MAX_COST)
+    cost = line_cost(cfg, train_steps)
+    if cost <= cap:
+        return None
+    return (f"The loss along the line to the teacher is not drawn: here it is {cost:.2g} "
+            f"multiply-adds, more than this {'demo ' if demo else ''}page computes ({cap:.2g}). "
+            f"`python -m core fidelity --preset {preset} --line` computes it.")
+
+
 def learnable_count(cfg) -> int:
     """Number of learnable student parameters (the fidelity's dimension d)."""
     layers = cfg.student_layers

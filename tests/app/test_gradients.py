@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import ROOT
+from tests.app.test_pages import _array
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -83,7 +84,7 @@ def test_fidelity_table_is_computed_on_demand():
     assert rows["cos_smoothed_raw"].notna().all()
     (warning,) = [w.value for w in at.warning]
     assert "4 of 6 cosines are not resolved" in warning and "Perturbations N" in warning
-    assert len(at.get("plotly_chart")) == 3           # shapes + two fidelity panels
+    assert len(at.get("plotly_chart")) == 4     # shapes + two fidelity panels + the line
     _check_pull_line(at, rows)
 
 
@@ -203,6 +204,33 @@ def test_fidelity_at_a_student_started_near_the_teacher():
     assert rows["cos_smoothed_raw"].iloc[0] == pytest.approx(want.cos_smoothed_raw, abs=1e-6)
     (label,) = [c.value for c in at.caption if c.value.startswith("Computed for")]
     assert label.startswith("Computed for small, the student near the teacher (σ = 0.3):")
+    # the loss along the line to the teacher, for the same student: 0 at the teacher
+    # (the near-teacher student has the teacher's neurons), its own loss at t = 0
+    line = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "straight line to the teacher" in c.proto.spec)
+    (spiking,) = [d for d in line["data"] if d.get("name") == "loss (spiking)"]
+    t, y = _array(spiking["x"]), _array(spiking["y"])
+    assert y[np.flatnonzero(t == 1.0)[0]] == 0.0
+    from core.fidelity import line_profile
+    want = line_profile(exp, sigma=0.05, seed=0, norm="peak")
+    np.testing.assert_allclose(y, want.loss, rtol=1e-6)
+    assert any("along θ + t(θ* − θ)" in c.value for c in at.caption)
     at.selectbox(key="gf_start").set_value("own").run()
     (warn,) = [w.value for w in at.warning if "changed" in w.value]
     assert "(Student starts as changed)" in warn
+
+
+def test_the_line_is_refused_where_it_would_cost_too_much():
+    """The line's cost (training first + a forward pass per point and
+    perturbation) is checked against the page's cap: medium's is refused with
+    the command that computes it, small's and figure1's are not (demo too)."""
+    import core
+    from ui import widgets
+
+    medium = core.get_preset("medium")
+    text = widgets.line_refusal(medium, "medium", 0)
+    assert text and "python -m core fidelity --preset medium --line" in text
+    assert widgets.line_cost(medium, 0) > widgets.FIDELITY_MAX_COST
+    for name in ("small", "figure1"):
+        assert widgets.line_refusal(core.get_preset(name), name, 0, demo=True) is None
+    assert widgets.line_refusal(core.get_preset("small"), "small", 10**6) is not None

@@ -206,6 +206,43 @@ def test_the_smoothed_loss_pulls_a_student_off_the_teacher_back(factor):
     assert rows[0].smoothed_teacher > 3 * rows[0].smoothed_teacher_se > 0, rows[0]
 
 
+def test_the_line_to_the_teacher_against_direct_losses(fig1_exp):
+    """line_profile: the spiking loss at t = 0, 0.5 and 1 equals the loss of
+    the student, of the midpoint and of the teacher (0: figure1's student has
+    the teacher's neurons, only weights are learnt) computed directly; the
+    silent level equals a student with no output weights (it never fires);
+    with perturbations too small to move a spike the smoothed curve is the
+    spiking one."""
+    from core.fidelity import FIDELITY_STREAM, LINE_T, line_profile
+    from core.losses import combined
+    from core.network import simulate
+    from core.teacher import heldout_inputs
+
+    exp = fig1_exp
+    hp = exp.hp
+    inputs = heldout_inputs(exp.task.key, hp, (exp.cfg.T, exp.cfg.batch, exp.cfg.layers[0]),
+                            FIDELITY_STREAM)
+    t_out = simulate(exp.task.teacher, inputs, hp)[-1]
+    loss = lambda p: float(combined(simulate(p, inputs, hp)[-1], t_out, hp.loss_w, hp.vr_decay)[0])
+    student = exp.state.params
+    target = teacher_target(student, exp.task.teacher)
+    mid = jax.tree_util.tree_map(lambda a, b: a + 0.5 * (b - a), student, target)
+    line = line_profile(exp, sigma=0.05)
+    assert line.t == LINE_T and len(line.loss) == len(line.smoothed) == len(LINE_T)
+    at = {t: i for i, t in enumerate(line.t)}
+    assert line.loss[at[0.0]] == pytest.approx(loss(student), rel=1e-5)
+    assert line.loss[at[0.5]] == pytest.approx(loss(mid), rel=1e-5)
+    assert line.loss[at[1.0]] == 0.0 and loss(target) == 0.0
+    quiet = tuple(student[:-1]) + (student[-1]._replace(w=jnp.zeros_like(student[-1].w)),)
+    assert not np.asarray(simulate(quiet, inputs, hp)[-1].spikes).any()
+    assert line.silent == pytest.approx(loss(quiet), rel=1e-5)
+    d = np.concatenate([np.ravel(np.asarray(t.w) - np.asarray(s.w)) for s, t in zip(student, target)])
+    assert line.distance == pytest.approx(float(np.linalg.norm(d)), rel=1e-5)
+    assert all(e > 0 for e in line.smoothed_se[at[0.0]:at[1.0]])
+    still = line_profile(exp, sigma=1e-7)
+    np.testing.assert_allclose(still.smoothed, still.loss, rtol=1e-4, atol=1e-6)
+
+
 def test_teacher_target_of_a_wider_student_computes_the_teacher():
     """theta* of a student wider than its teacher (6 hidden units for 2): the
     matched units take the teacher's parameters and the extra units' outgoing
