@@ -255,6 +255,35 @@ def check_fidelity_args(shapes: Sequence[str], scales: Sequence[float], n_sample
             raise ConfigError("scale", f"must be in [0.01, 1000], got {s}.")
 
 
+class _Measured(NamedTuple):
+    struct: object
+    hp: HParams
+    params: tuple
+    flat: jax.Array          # the student's parameters, raveled (raw coordinates)
+    unravel: object
+    mask_flat: jax.Array     # 1 where a parameter is learnable
+    target_flat: jax.Array   # the matched teacher (teacher_target), raveled
+    inputs: jax.Array        # the fidelity batch
+
+
+def _measured(exp, norm: str | None) -> _Measured:
+    """What a fidelity table and a line measure: the student's parameters
+    raveled, the learnable mask, the matched teacher and the held-out batch;
+    ``norm`` ("peak"/"area") replaces the experiment's normalisation."""
+    struct, hp = exp.struct, exp.hp
+    if norm is not None:
+        hp = hp._replace(sg_area=np.float32(norm == "area"))
+    params = exp.state.params
+    flat, unravel = ravel_pytree(params)
+    mask = group_mask(params, jnp.asarray(hp.learn_mask))
+    mask = jax.tree_util.tree_map(lambda m, p: jnp.broadcast_to(m, jnp.shape(p)), mask, params)
+    target = teacher_target(params, exp.task.teacher, exp.cfg.shared_neurons)
+    inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
+                            FIDELITY_STREAM)
+    return _Measured(struct, hp, params, flat, unravel, ravel_pytree(mask)[0],
+                     ravel_pytree(target)[0], inputs)
+
+
 def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_samples: int = 256,
                    sigma: float = 0.05, seed: int = 0, norm: str | None = None) -> list[FidelityRow]:
     """Fidelity of every (shape, scale) pair at the experiment's current student.
@@ -263,24 +292,16 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     Returns one :class:`FidelityRow` per pair, shapes outer, scales inner.
     """
     check_fidelity_args(shapes, scales, n_samples, sigma)
-    struct, hp = exp.struct, exp.hp
-    if norm is not None:
-        hp = hp._replace(sg_area=np.float32(norm == "area"))
-    params = exp.state.params
-    flat, unravel = ravel_pytree(params)
-    mask = group_mask(params, jnp.asarray(hp.learn_mask))
-    mask = jax.tree_util.tree_map(lambda m, p: jnp.broadcast_to(m, jnp.shape(p)), mask, params)
-    mask_flat = ravel_pytree(mask)[0]
-    target_flat = ravel_pytree(teacher_target(params, exp.task.teacher, exp.cfg.shared_neurons))[0]
-    inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
-                            FIDELITY_STREAM)
+    m = _measured(exp, norm)
+    struct, hp, params, flat, mask_flat, target_flat, inputs = (
+        m.struct, m.hp, m.params, m.flat, m.mask_flat, m.target_flat, m.inputs)
     pairs = [(SURROGATES.index(n), float(s)) for n in shapes for s in scales]
     sh = jnp.asarray([p[0] for p in pairs], jnp.int32)
     sc = jnp.asarray([p[1] for p in pairs], jnp.float32)
     sample_batch, pair_batch = batch_sizes(struct, int(n_samples), len(pairs))
     fn = _make_table_fn(struct.model, struct.reset_through, struct.synapse, int(n_samples),
                         sample_batch, pair_batch)
-    grads, per, cos_s, cos_t = fn(flat, target_flat, mask_flat, _Unravel(unravel, params),
+    grads, per, cos_s, cos_t = fn(flat, target_flat, mask_flat, _Unravel(m.unravel, params),
                                   exp.task.teacher, inputs, hp, sh, sc, jr.PRNGKey(seed),
                                   jnp.float32(sigma))
     grads, per = np.asarray(grads, np.float64), np.asarray(per, np.float64)
@@ -342,24 +363,17 @@ def line_profile(exp, *, sigma: float = 0.05, seed: int = 0, norm: str | None = 
     numbers: the curve's shape is not the perturbations' noise).  One
     compiled call, in batches that fit :data:`TABLE_MEMORY`."""
     check_fidelity_args(["superspike"], [1.0], max(int(n_samples), 3), sigma)
-    struct, hp = exp.struct, exp.hp
-    if norm is not None:
-        hp = hp._replace(sg_area=np.float32(norm == "area"))
-    params = exp.state.params
-    flat, unravel = ravel_pytree(params)
-    mask = group_mask(params, jnp.asarray(hp.learn_mask))
-    mask = jax.tree_util.tree_map(lambda m, p: jnp.broadcast_to(m, jnp.shape(p)), mask, params)
-    mask_flat = ravel_pytree(mask)[0]
-    target_flat = ravel_pytree(teacher_target(params, exp.task.teacher, exp.cfg.shared_neurons))[0]
-    inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
-                            FIDELITY_STREAM)
+    m = _measured(exp, norm)
+    struct, hp, params, flat, mask_flat, target_flat, inputs = (
+        m.struct, m.hp, m.params, m.flat, m.mask_flat, m.target_flat, m.inputs)
     positions = tuple(float(t) for t in ts)
     ts = jnp.asarray(positions, jnp.float32)
     batch, _ = batch_sizes(struct, len(ts) * (int(n_samples) + 1), 1)
     fn = _make_line_fn(struct.model, struct.reset_through, struct.synapse, len(ts),
                        int(n_samples), batch)
-    loss, around, silent = fn(flat, target_flat, mask_flat, _Unravel(unravel, params), exp.task.teacher,
-                      inputs, hp, ts, jr.fold_in(jr.PRNGKey(seed), 1), jnp.float32(sigma))
+    loss, around, silent = fn(flat, target_flat, mask_flat, _Unravel(m.unravel, params),
+                              exp.task.teacher, inputs, hp, ts, jr.fold_in(jr.PRNGKey(seed), 1),
+                              jnp.float32(sigma))
     loss, around = np.asarray(loss, np.float64), np.asarray(around, np.float64)
     finite = np.isfinite(around).all(axis=1)
     with np.errstate(invalid="ignore"):
