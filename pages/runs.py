@@ -5,7 +5,7 @@ import streamlit as st
 
 import core
 from core.store import STATUSES, RunStore, StoreError, default_path
-from core.sweep import make_spec, parse_grid
+from core.sweep import distinct, make_spec, parse_grid
 from ui import resources
 from ui import runs as R
 from ui import widgets
@@ -100,9 +100,13 @@ def launcher_ui() -> tuple:
         launch = st.button("Launch sweep", key="sw_launch", type="primary",
                            disabled=spec is None or busy, icon=":material/rocket_launch:")
         if spec is not None:
-            n = len(R.expand(spec))
+            points = R.expand(spec)
+            n, trained = len(points), len(distinct(points)[0])
+            same = (f"; {n - trained} of them equal to another (they differ only in a setting "
+                    "they leave idle, e.g. σ of an own start): trained once, stored as their "
+                    "own runs" if trained < n else "")
             st.caption(f"{R.count(n, 'point')} × {spec.steps} steps, trained in groups, one compiled "
-                       f"call each ({n * spec.steps} student-steps).")
+                       f"call each ({trained * spec.steps} student-steps{same}).")
     return spec, launch and not busy
 
 

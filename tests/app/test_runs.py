@@ -926,6 +926,11 @@ def test_a_sweep_over_start_noise_and_optimizers_from_the_launcher(monkeypatch, 
         "Invalid setting — Start noise σ: acts only on a near-teacher start"), at.error[0].value
     assert "add near-teacher under Student start" in at.error[0].value
     assert at.button(key="sw_launch").disabled
+    # an own start beside: its two σ points are one training (σ is idle there), said so
+    at.multiselect(key="sw_start").set_value(["own", "near-teacher"]).run()
+    _clean(at)
+    assert ("8 points × 300 steps, trained in groups, one compiled call each (1800 student-steps; "
+            "2 of them equal to another") in at.caption[1].value, at.caption[1].value
     at.multiselect(key="sw_start").set_value(["near-teacher"]).run()
     at.text_input(key="sw_sno").set_value("0.01,abc").run()
     assert len(at.error) == 1 and "Start noise σ: cannot read 'abc' as a number" in at.error[0].value
