@@ -208,7 +208,7 @@ def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: in
                    sample_batch: int, pair_batch: int):
     flags = dict(reset_through=reset_through, synapse=synapse)
 
-    def table(flat, target_flat, mask_flat, unravel_spec, teacher, inputs, hp: HParams,
+    def table(flat, direction, mask_flat, unravel_spec, teacher, inputs, hp: HParams,
               shapes, scales, key, sigma):
         unravel = unravel_spec
         t_out = simulate(teacher, inputs, hp, model, **flags)[-1]
@@ -225,12 +225,18 @@ def _make_table_fn(model: str, reset_through: bool, synapse: bool, n_samples: in
         g_hat, per = smoothed_gradient(f, flat, key, n_samples, sigma, sample_batch)
         per = per * mask_flat[None, :]
         g_hat = g_hat * mask_flat
-        direction = (target_flat - flat) * mask_flat
         cos_s = jax.vmap(lambda g: cosine(g, g_hat))(grads)
         cos_t = jax.vmap(lambda g: cosine(-g, direction))(grads)
         return grads, per, cos_s, cos_t
 
     return jax.jit(table, static_argnums=(3,))
+
+
+def _check_sigma(sigma: float) -> None:
+    from .config import ConfigError
+
+    if not (np.isfinite(sigma) and 0 < sigma <= 10):
+        raise ConfigError("sigma", f"must be in (0, 10], got {sigma}.")
 
 
 def check_fidelity_args(shapes: Sequence[str], scales: Sequence[float], n_samples: int,
@@ -241,8 +247,7 @@ def check_fidelity_args(shapes: Sequence[str], scales: Sequence[float], n_sample
 
     if n_samples < 3 or n_samples > 100_000:   # (the noise correction's jackknife needs 3)
         raise ConfigError("samples", f"must be an integer in [3, 100000], got {n_samples}.")
-    if not (np.isfinite(sigma) and 0 < sigma <= 10):
-        raise ConfigError("sigma", f"must be in (0, 10], got {sigma}.")
+    _check_sigma(sigma)
     if not len(shapes):
         raise ConfigError("surrogate", f"choose at least one shape ({', '.join(SURROGATES)}).")
     if not len(scales):
@@ -262,7 +267,7 @@ class _Measured(NamedTuple):
     flat: jax.Array          # the student's parameters, raveled (raw coordinates)
     unravel: object
     mask_flat: jax.Array     # 1 where a parameter is learnable
-    target_flat: jax.Array   # the matched teacher (teacher_target), raveled
+    direction: jax.Array     # θ* − θ to the matched teacher (teacher_target), learnable entries
     inputs: jax.Array        # the fidelity batch
 
 
@@ -280,8 +285,9 @@ def _measured(exp, norm: str | None) -> _Measured:
     target = teacher_target(params, exp.task.teacher, exp.cfg.shared_neurons)
     inputs = heldout_inputs(exp.task.key, hp, (struct.T, struct.batch, struct.student_layers[0]),
                             FIDELITY_STREAM)
-    return _Measured(struct, hp, params, flat, unravel, ravel_pytree(mask)[0],
-                     ravel_pytree(target)[0], inputs)
+    mask_flat = ravel_pytree(mask)[0]
+    return _Measured(struct, hp, params, flat, unravel, mask_flat,
+                     (ravel_pytree(target)[0] - flat) * mask_flat, inputs)
 
 
 def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_samples: int = 256,
@@ -293,21 +299,18 @@ def fidelity_table(exp, shapes: Sequence[str], scales: Sequence[float], *, n_sam
     """
     check_fidelity_args(shapes, scales, n_samples, sigma)
     m = _measured(exp, norm)
-    struct, hp, params, flat, mask_flat, target_flat, inputs = (
-        m.struct, m.hp, m.params, m.flat, m.mask_flat, m.target_flat, m.inputs)
     pairs = [(SURROGATES.index(n), float(s)) for n in shapes for s in scales]
     sh = jnp.asarray([p[0] for p in pairs], jnp.int32)
     sc = jnp.asarray([p[1] for p in pairs], jnp.float32)
-    sample_batch, pair_batch = batch_sizes(struct, int(n_samples), len(pairs))
-    fn = _make_table_fn(struct.model, struct.reset_through, struct.synapse, int(n_samples),
+    sample_batch, pair_batch = batch_sizes(m.struct, int(n_samples), len(pairs))
+    fn = _make_table_fn(m.struct.model, m.struct.reset_through, m.struct.synapse, int(n_samples),
                         sample_batch, pair_batch)
-    grads, per, cos_s, cos_t = fn(flat, target_flat, mask_flat, _Unravel(m.unravel, params),
-                                  exp.task.teacher, inputs, hp, sh, sc, jr.PRNGKey(seed),
+    grads, per, cos_s, cos_t = fn(m.flat, m.direction, m.mask_flat, _Unravel(m.unravel, m.params),
+                                  exp.task.teacher, m.inputs, m.hp, sh, sc, jr.PRNGKey(seed),
                                   jnp.float32(sigma))
     grads, per = np.asarray(grads, np.float64), np.asarray(per, np.float64)
     cos_c, se, resolved = noise_corrected_cos(grads, per)
-    to_teacher = np.asarray((target_flat - flat) * mask_flat, np.float64)
-    (pull,), (pull_se,), _ = noise_corrected_cos(to_teacher[None], per)
+    (pull,), (pull_se,), _ = noise_corrected_cos(np.asarray(m.direction, np.float64)[None], per)
     return [FidelityRow(SURROGATES[i], s, float(c), float(e), float(t), float(a), float(resolved),
                         float(-pull) + 0.0, float(pull_se))   # cos(-g, d) = -cos(g, d); no -0.0
             for (i, s), c, e, t, a in zip(pairs, cos_c, se, np.asarray(cos_t), np.asarray(cos_s))]
@@ -336,7 +339,7 @@ def _make_line_fn(model: str, reset_through: bool, synapse: bool, n_t: int, n_sa
                   batch: int):
     flags = dict(reset_through=reset_through, synapse=synapse)
 
-    def line(flat, target_flat, mask_flat, unravel, teacher, inputs, hp: HParams, ts, key, sigma):
+    def line(flat, direction, mask_flat, unravel, teacher, inputs, hp: HParams, ts, key, sigma):
         t_out = simulate(teacher, inputs, hp, model, **flags)[-1]
 
         def loss(v):
@@ -344,7 +347,6 @@ def _make_line_fn(model: str, reset_through: bool, synapse: bool, n_t: int, n_sa
             return combined(out, t_out, hp.loss_w, hp.vr_decay)[0]
 
         d = flat.shape[0]
-        direction = (target_flat - flat) * mask_flat
         eps = jr.normal(key, (n_samples, d), flat.dtype) * mask_flat[None, :]
         offsets = jnp.concatenate([jnp.zeros((1, d), flat.dtype), sigma * eps])      # (M + 1, d)
         points = flat[None, :] + ts[:, None] * direction[None, :]                  # (K, d)
@@ -362,24 +364,22 @@ def line_profile(exp, *, sigma: float = 0.05, seed: int = 0, norm: str | None = 
     perturbations of scale ``sigma`` shared by every t (common random
     numbers: the curve's shape is not the perturbations' noise).  One
     compiled call, in batches that fit :data:`TABLE_MEMORY`."""
-    check_fidelity_args(["superspike"], [1.0], max(int(n_samples), 3), sigma)
+    _check_sigma(sigma)
     m = _measured(exp, norm)
-    struct, hp, params, flat, mask_flat, target_flat, inputs = (
-        m.struct, m.hp, m.params, m.flat, m.mask_flat, m.target_flat, m.inputs)
     positions = tuple(float(t) for t in ts)
     ts = jnp.asarray(positions, jnp.float32)
-    batch, _ = batch_sizes(struct, len(ts) * (int(n_samples) + 1), 1)
-    fn = _make_line_fn(struct.model, struct.reset_through, struct.synapse, len(ts),
+    batch, _ = batch_sizes(m.struct, len(ts) * (int(n_samples) + 1), 1)
+    fn = _make_line_fn(m.struct.model, m.struct.reset_through, m.struct.synapse, len(ts),
                        int(n_samples), batch)
-    loss, around, silent = fn(flat, target_flat, mask_flat, _Unravel(m.unravel, params),
-                              exp.task.teacher, inputs, hp, ts, jr.fold_in(jr.PRNGKey(seed), 1),
-                              jnp.float32(sigma))
+    loss, around, silent = fn(m.flat, m.direction, m.mask_flat, _Unravel(m.unravel, m.params),
+                              exp.task.teacher, m.inputs, m.hp, ts,
+                              jr.fold_in(jr.PRNGKey(seed), 1), jnp.float32(sigma))
     loss, around = np.asarray(loss, np.float64), np.asarray(around, np.float64)
     finite = np.isfinite(around).all(axis=1)
     with np.errstate(invalid="ignore"):
         mean = np.where(finite, around.mean(axis=1), np.nan)
         se = np.where(finite, around.std(axis=1, ddof=1) / np.sqrt(around.shape[1]), np.nan)
-    distance = float(np.linalg.norm(np.asarray((target_flat - flat) * mask_flat, np.float64)))
+    distance = float(np.linalg.norm(np.asarray(m.direction, np.float64)))
     nan_for = lambda v: tuple(float(x) if np.isfinite(x) else float("nan") for x in v)
     return LineProfile(positions, nan_for(loss), nan_for(mean),
                        nan_for(se), distance, nan_for([silent])[0], float(sigma), int(n_samples))

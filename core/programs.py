@@ -18,7 +18,8 @@ cap it empties every program cache: a program a run still holds stays alive
 persistent compilation cache and ``core.tracecache``) when next asked for.
 If the process is still over :data:`PRESSED` of the cap after that, JAX's
 own compiled-function caches go as well (:func:`jax.clear_caches`; the runs'
-programs are compiled again on their next call).  Elsewhere than Linux the count is unknown and nothing is freed.
+programs are compiled again on their next call).  Elsewhere than Linux the
+count is unknown and nothing is freed.
 
 The check comes before the build, so the program asked for is cached after
 it.  What a release leaves (the programs that runs hold) sets a floor: the

@@ -719,16 +719,23 @@ FIDELITY_FIX = {   # the part of a fidelity table's cost -> what it is, and the 
     "samples": ("the perturbations (“Perturbations N”)", "fewer perturbations N")}
 
 
+def fidelity_cap(demo: bool = False) -> float:
+    """Multiply-adds this page computes for one visitor's fidelity table or line
+    (``RESONANCE_MAX_FIDELITY_COST`` overrides; demo mode its own cap)."""
+    from core.runtime import env_positive
+
+    return DEMO_FIDELITY_MAX_COST if demo else env_positive("RESONANCE_MAX_FIDELITY_COST",
+                                                            FIDELITY_MAX_COST)
+
+
 def check_fidelity_cost(cfg, preset: str, n_samples: int, n_pairs: int, train_steps: int,
                         demo: bool = False) -> None:
     """Refuse (core.ConfigError naming the setting that costs most:
     ``train_steps``, ``scales`` or ``samples``) a fidelity table too big to
     compute for one visitor (``RESONANCE_MAX_FIDELITY_COST`` overrides)."""
     import core
-    from core.runtime import env_positive
 
-    cap = env_positive("RESONANCE_MAX_FIDELITY_COST", FIDELITY_MAX_COST)
-    cap = DEMO_FIDELITY_MAX_COST if demo else cap
+    cap = fidelity_cap(demo)
     parts = fidelity_costs(cfg, n_samples, n_pairs, train_steps)
     cost = sum(parts.values())
     if cost > cap:
@@ -756,10 +763,7 @@ def line_cost(cfg, train_steps: int) -> float:
 def line_refusal(cfg, preset: str, train_steps: int, demo: bool = False) -> str | None:
     """Why this page does not compute the line for these settings (too big:
     the cap of :func:`check_fidelity_cost`), or None."""
-    from core.runtime import env_positive
-
-    cap = DEMO_FIDELITY_MAX_COST if demo else env_positive("RESONANCE_MAX_FIDELITY_COST",
-                                                           FIDELITY_MAX_COST)
+    cap = fidelity_cap(demo)
     cost = line_cost(cfg, train_steps)
     if cost <= cap:
         return None
